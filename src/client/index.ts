@@ -1,0 +1,4 @@
+/** The package root: the typed client and the generated messages it speaks. */
+export { createClickAnalyticsClient, type CallOptions, type ClientOptions, type ClickAnalyticsClient, type ClickAnalyticsMethods } from "./client.js";
+export * from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+export { credentials, Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";

@@ -1,0 +1,171 @@
+/**
+ * Everything grpc-js specific about serving a protobuf-es service lives here: method
+ * definitions built from the generated descriptor, (de)serialization with toBinary/fromBinary,
+ * call contexts, and the single route from a thrown error to a gRPC status.
+ */
+import { once } from "node:events";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import type { GenService } from "@bufbuild/protobuf/codegenv2";
+import { InvalidArgumentError } from "../core/errors.js";
+import type { Logger } from "./logger.js";
+import { toServiceError } from "./status.js";
+
+/** What a handler may know about its call, without touching grpc-js. */
+export interface CallContext {
+  /** `/package.Service/Method` */
+  readonly path: string;
+  readonly peer: string;
+  /** Aborted when the client cancels or the deadline passes: abandon the work. */
+  readonly signal: AbortSignal;
+  /** First string value of a metadata key (lower-case), if any. */
+  header(name: string): string | undefined;
+}
+
+type Init<D extends DescMessage> = MessageInitShape<D>;
+type Shape<D extends DescMessage> = MessageShape<D>;
+type MethodShape = Pick<DescMethod, "methodKind" | "input" | "output">;
+
+export type MethodImpl<M extends MethodShape> = M["methodKind"] extends "unary"
+  ? (request: Shape<M["input"]>, ctx: CallContext) => Promise<Init<M["output"]>>
+  : M["methodKind"] extends "server_streaming"
+    ? (request: Shape<M["input"]>, ctx: CallContext) => AsyncIterable<Init<M["output"]>>
+    : M["methodKind"] extends "client_streaming"
+      ? (requests: AsyncIterable<Shape<M["input"]>>, ctx: CallContext) => Promise<Init<M["output"]>>
+      : (requests: AsyncIterable<Shape<M["input"]>>, ctx: CallContext) => AsyncIterable<Init<M["output"]>>;
+
+type MethodsOf<S> = S extends GenService<infer R> ? R : never;
+
+/** Handlers typed from the generated service descriptor, keyed by the methods' local names. */
+export type ServiceImpl<S extends DescService> = { [K in keyof MethodsOf<S>]: MethodImpl<MethodsOf<S>[K]> };
+
+/** Runs before every handler (authentication, authorization); throws to refuse the call. */
+export type CallGuard = (method: DescMethod, ctx: CallContext) => void | Promise<void>;
+
+export interface AdapterOptions {
+  logger: Logger;
+  guard?: CallGuard | undefined;
+}
+
+// grpc-js answers a request it cannot deserialize with INTERNAL; a client's garbage is not an
+// internal error, so undecodable bytes become this marker and then INVALID_ARGUMENT.
+const MALFORMED = Symbol("malformed request");
+type Malformed = { [MALFORMED]: string };
+function isMalformed(value: unknown): value is Malformed {
+  return typeof value === "object" && value !== null && MALFORMED in value;
+}
+function checked<T>(value: T | Malformed): T {
+  if (isMalformed(value)) throw new InvalidArgumentError("request", `is not a valid protobuf message (${value[MALFORMED]})`);
+  return value;
+}
+
+type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+
+function contextOf(call: SurfaceCall, path: string): CallContext {
+  const controller = new AbortController();
+  (call as NodeJS.EventEmitter).once("cancelled", () => controller.abort(new Error("call cancelled or deadline exceeded")));
+  return {
+    path,
+    peer: call.getPeer(),
+    signal: controller.signal,
+    header(name) {
+      return call.metadata.get(name).find((v: string | Buffer): v is string => typeof v === "string");
+    },
+  };
+}
+
+async function* decodedStream<T>(call: AsyncIterable<T | Malformed>): AsyncIterable<T> {
+  for await (const message of call) yield checked(message);
+}
+
+/** Writes messages honouring the transport's back-pressure. */
+async function writeAll<D extends DescMessage>(call: grpc.ServerWritableStream<unknown, Shape<D>> | grpc.ServerDuplexStream<unknown, Shape<D>>, schema: D, messages: AsyncIterable<Init<D>>, ctx: CallContext): Promise<void> {
+  for await (const init of messages) {
+    if (ctx.signal.aborted) return;
+    if (!call.write(create(schema, init))) await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
+  }
+}
+
+/** A grpc-js service definition and implementation for a protobuf-es service descriptor. */
+export function grpcService<S extends DescService>(service: S, impl: ServiceImpl<S>, options: AdapterOptions): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
+  const implementation: grpc.UntypedServiceImplementation = {};
+  const handlers = impl as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    definition[method.localName] = {
+      path,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: (message: MessageShape<DescMessage>) => Buffer.from(toBinary(method.input, message)),
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return fromBinary(method.input, bytes);
+        } catch (error) {
+          return { [MALFORMED]: error instanceof Error ? error.message : String(error) } as unknown as MessageShape<DescMessage>;
+        }
+      },
+      responseSerialize: (message: MessageShape<DescMessage>) => Buffer.from(toBinary(method.output, message)),
+      responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
+    };
+    const handler = handlers[method.localName];
+    if (typeof handler !== "function") throw new Error(`no handler for ${path}`);
+    const fail = (error: unknown) => toServiceError(error, options.logger, path);
+    const guarded = async (ctx: CallContext) => {
+      await options.guard?.(method, ctx);
+    };
+    switch (method.methodKind) {
+      case "unary":
+        implementation[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          const ctx = contextOf(call, path);
+          (async () => {
+            await guarded(ctx);
+            const init = await handler(checked(call.request), ctx);
+            return create(method.output, init as Init<DescMessage>);
+          })().then(
+            (response) => callback(null, response),
+            (error: unknown) => callback(fail(error)),
+          );
+        };
+        break;
+      case "server_streaming":
+        implementation[method.localName] = (call: grpc.ServerWritableStream<unknown, Shape<DescMessage>>) => {
+          const ctx = contextOf(call, path);
+          (async () => {
+            await guarded(ctx);
+            await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
+          })().then(
+            () => call.end(),
+            (error: unknown) => call.emit("error", fail(error)),
+          );
+        };
+        break;
+      case "client_streaming":
+        implementation[method.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          const ctx = contextOf(call, path);
+          (async () => {
+            await guarded(ctx);
+            const init = await handler(decodedStream(call), ctx);
+            return create(method.output, init as Init<DescMessage>);
+          })().then(
+            (response) => callback(null, response),
+            (error: unknown) => callback(fail(error)),
+          );
+        };
+        break;
+      case "bidi_streaming":
+        implementation[method.localName] = (call: grpc.ServerDuplexStream<unknown, Shape<DescMessage>>) => {
+          const ctx = contextOf(call, path);
+          (async () => {
+            await guarded(ctx);
+            await writeAll(call, method.output, handler(decodedStream(call), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
+          })().then(
+            () => call.end(),
+            (error: unknown) => call.emit("error", fail(error)),
+          );
+        };
+        break;
+    }
+  }
+  return { definition, implementation };
+}

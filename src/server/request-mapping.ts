@@ -1,0 +1,50 @@
+/** Turning decoded protobuf requests into the core's plain inputs (and back for timestamps). */
+import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { ClickSource } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
+import { timeWindow } from "../core/window.js";
+import type { MetricsFilter } from "../store/metrics-queries.js";
+import type { CallContext } from "./grpc-adapter.js";
+
+/** A request field, else its metadata fallback (`x-user-id`, `x-session-id`). */
+export function identity(request: { userId: string; sessionId: string }, ctx: CallContext): Identity {
+  return {
+    userId: request.userId || ctx.header("x-user-id"),
+    sessionId: request.sessionId || ctx.header("x-session-id"),
+  };
+}
+
+export function requestTime(ts: Timestamp | undefined, field = "timestamp"): Date | undefined {
+  if (ts === undefined) return undefined;
+  if (!Number.isInteger(ts.nanos) || ts.nanos < 0 || ts.nanos > 999_999_999) {
+    throw new InvalidArgumentError(`${field}.nanos`, "must be between 0 and 999999999");
+  }
+  return timestampDate(ts);
+}
+
+export const responseTime = timestampFromDate;
+
+const SOURCE_BY_ENUM = new Map<ClickSource, ClickSourceName>([
+  [ClickSource.UNSPECIFIED, "SEARCH_RESULTS"],
+  [ClickSource.SEARCH_RESULTS, "SEARCH_RESULTS"],
+  [ClickSource.RECOMMENDATIONS, "RECOMMENDATIONS"],
+  [ClickSource.AUTOCOMPLETE, "AUTOCOMPLETE"],
+  [ClickSource.RELATED_PRODUCTS, "RELATED_PRODUCTS"],
+  [ClickSource.SPONSORED, "SPONSORED"],
+]);
+
+export function clickSource(value: ClickSource): ClickSourceName {
+  const name = SOURCE_BY_ENUM.get(value);
+  if (name === undefined) throw new InvalidArgumentError("source", `must be one of ${CLICK_SOURCES.join(", ")} (got enum value ${value})`);
+  return name;
+}
+
+/** Optional user/variant filters (empty strings mean none) and the look-back window. */
+export function metricsFilter(request: { userId?: string; variant?: string; days: number }, now = new Date()): MetricsFilter {
+  return {
+    userId: optionalId("user_id", request.userId),
+    variant: request.variant === undefined ? undefined : optionalVariant("variant", request.variant),
+    window: timeWindow(request.days, now),
+  };
+}

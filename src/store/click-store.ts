@@ -1,0 +1,65 @@
+import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
+import type { ClickEvent, Impression } from "../core/events.js";
+import { clickDocument, collections, impressionDocument, type Collections } from "./documents.js";
+import { ensureIndexes } from "./indexes.js";
+
+export interface StoreOptions {
+  uri: string;
+  dbName: string;
+  /** How long an operation waits for a reachable server before failing as unavailable. */
+  serverSelectionTimeoutMS?: number;
+}
+
+/** The MongoDB side of tracking: one client, the two event collections, and their writes. */
+export class ClickStore {
+  private constructor(
+    private readonly client: MongoClient,
+    readonly db: Db,
+    readonly collections: Collections,
+  ) {}
+
+  static async open(options: StoreOptions): Promise<ClickStore> {
+    const clientOptions: MongoClientOptions = {
+      serverSelectionTimeoutMS: options.serverSelectionTimeoutMS ?? 5_000,
+      appName: "click-analytics",
+    };
+    const client = new MongoClient(options.uri, clientOptions);
+    await client.connect();
+    try {
+      const db = client.db(options.dbName);
+      const store = new ClickStore(client, db, collections(db));
+      await ensureIndexes(store.collections);
+      return store;
+    } catch (error) {
+      await client.close();
+      throw error;
+    }
+  }
+
+  async insertClick(event: ClickEvent): Promise<void> {
+    await this.collections.clicks.insertOne(clickDocument(event));
+  }
+
+  async insertImpression(event: Impression): Promise<void> {
+    await this.collections.impressions.insertOne(impressionDocument(event));
+  }
+
+  /** Deletes every event but keeps the collections and their indexes. */
+  async reset(): Promise<void> {
+    await Promise.all([this.collections.clicks.deleteMany({}), this.collections.impressions.deleteMany({})]);
+  }
+
+  /** True when the server answers a ping. */
+  async isReachable(): Promise<boolean> {
+    try {
+      await this.db.command({ ping: 1 });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}

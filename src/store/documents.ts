@@ -1,0 +1,73 @@
+import { Double, type Collection, type Db } from "mongodb";
+import type { ClickEvent, ClickSourceName, Impression } from "../core/events.js";
+
+/** The schema users already have; field names are the contract with their other tools. */
+export interface ClickDocument {
+  event_id: string;
+  user_id: string;
+  product_id: string;
+  rank: number;
+  search_query: string;
+  variant: string;
+  response_time_ms: number | Double;
+  session_id: string | null;
+  source: ClickSourceName;
+  timestamp: Date;
+}
+
+export interface ImpressionDocument {
+  event_id: string;
+  impression_id: string;
+  user_id: string;
+  query: string;
+  variant: string;
+  results_count: number;
+  response_time_ms: number | Double;
+  session_id: string | null;
+  timestamp: Date;
+}
+
+export const CLICKS = "click_events";
+export const IMPRESSIONS = "impressions";
+
+export interface Collections {
+  clicks: Collection<ClickDocument>;
+  impressions: Collection<ImpressionDocument>;
+}
+
+export function collections(db: Db): Collections {
+  return {
+    clicks: db.collection<ClickDocument>(CLICKS),
+    impressions: db.collection<ImpressionDocument>(IMPRESSIONS),
+  };
+}
+
+// Latencies are always stored as BSON doubles, even when a value happens to be whole.
+export function clickDocument(e: ClickEvent): ClickDocument {
+  return {
+    event_id: e.eventId,
+    user_id: e.userId,
+    product_id: e.productId,
+    rank: e.rank,
+    search_query: e.searchQuery,
+    variant: e.variant,
+    response_time_ms: new Double(e.responseTimeMs),
+    session_id: e.sessionId,
+    source: e.source,
+    timestamp: e.timestamp,
+  };
+}
+
+export function impressionDocument(e: Impression): ImpressionDocument {
+  return {
+    event_id: e.eventId,
+    impression_id: e.impressionId,
+    user_id: e.userId,
+    query: e.query,
+    variant: e.variant,
+    results_count: e.resultsCount,
+    response_time_ms: new Double(e.responseTimeMs),
+    session_id: e.sessionId,
+    timestamp: e.timestamp,
+  };
+}

@@ -1,0 +1,33 @@
+/** The README's grpcurl session, command by command, against a live server. */
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { grpcurl, shellWords } from "../support/grpcurl.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness();
+});
+afterAll(() => h.close());
+
+it("every grpcurl command in the README works as written", async () => {
+  const readme = await readFile(resolve(import.meta.dirname, "../../README.md"), "utf8");
+  const commands = readme.split("\n").filter((line) => line.startsWith("grpcurl "));
+  expect(commands.length).toBeGreaterThanOrEqual(8);
+  const out = new Map<string, unknown>();
+  for (const command of commands) {
+    const args = shellWords(command).slice(1);
+    expect(args, command).toContain("localhost:50051");
+    const verb = args[args.indexOf("localhost:50051") + 1]!;
+    out.set(verb, await grpcurl(h.server.address, args));
+  }
+  expect(out.get("list")).toEqual(expect.arrayContaining(["clickanalytics.v1.ClickAnalytics", "grpc.health.v1.Health"]));
+  expect(out.get("describe")).toContain("rpc LogClick ( .clickanalytics.v1.LogClickRequest ) returns ( .clickanalytics.v1.LogClickResponse )");
+  expect(out.get("clickanalytics.v1.ClickAnalytics/LogImpression")).toMatchObject({ userId: "user_123", query: "blue shoes" });
+  expect(out.get("clickanalytics.v1.ClickAnalytics/LogClick")).toMatchObject({ userId: "user_123", productId: "prod_nike_001", rank: 2 });
+  expect(out.get("clickanalytics.v1.ClickAnalytics/GetCtr")).toMatchObject({ ctr: 1, clicks: "1", impressions: "1", periodDays: 30 });
+  expect(out.get("clickanalytics.v1.ClickAnalytics/GetUserSummary")).toMatchObject({ userId: "user_123", totalClicks: "1", variantsUsed: ["search_v1"] });
+  expect(out.get("clickanalytics.v1.ClickAnalytics/GetVariantComparison")).toMatchObject({ winnerByCtr: "search_v1" });
+  expect(out.get("grpc.health.v1.Health/Check")).toEqual({ status: "SERVING" });
+});

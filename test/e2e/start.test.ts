@@ -1,0 +1,99 @@
+/**
+ * `npm start`'s program (compiled by test/build-setup.ts) as a real process: embedded engine on DATA_DIR, serving, SIGTERM shutdown,
+ * and data kept across restarts.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createClickAnalyticsClient } from "../../src/client/index.js";
+
+const root = resolve(import.meta.dirname, "../..");
+const main = join(root, "dist/src/server/main.js");
+let dataDir: string;
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "ca-start-"));
+});
+afterAll(() => rm(dataDir, { recursive: true, force: true }));
+
+interface Started {
+  child: ChildProcess;
+  port: number;
+  logs: Record<string, unknown>[];
+}
+
+async function start(env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, [main], { env: { ...process.env, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  const logs: Record<string, unknown>[] = [];
+  const port = await new Promise<number>((resolvePort, reject) => {
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.msg === "click-analytics listening") resolvePort(entry.port as number);
+      } catch {
+        logs.push({ raw: line });
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${JSON.stringify(logs)}`)));
+  });
+  return { child, port, logs };
+}
+
+async function stop(s: Started, signal: NodeJS.Signals): Promise<number | null> {
+  s.child.kill(signal);
+  const [code] = (await once(s.child, "exit")) as [number | null];
+  return code;
+}
+
+it("serves with the embedded engine, stops cleanly on SIGTERM and keeps data across restarts", { timeout: 120_000 }, async () => {
+  const first = await start({});
+  const client = createClickAnalyticsClient(`127.0.0.1:${first.port}`);
+  await client.logImpression({ userId: "restart-user", query: "kept", variant: "search_v1", resultsCount: 3, responseTimeMs: 9 });
+  await client.logClick({ userId: "restart-user", productId: "p", rank: 0, searchQuery: "kept", variant: "search_v1", responseTimeMs: 9 });
+  client.close();
+  expect(await stop(first, "SIGTERM")).toBe(0);
+  expect(first.logs.map((l) => l.msg)).toContain("click-analytics stopped");
+
+  const second = await start({});
+  const again = createClickAnalyticsClient(`127.0.0.1:${second.port}`);
+  try {
+    expect(await again.getCtr({ userId: "restart-user" })).toMatchObject({ clicks: 1n, impressions: 1n, ctr: 1 });
+  } finally {
+    again.close();
+    expect(await stop(second, "SIGINT")).toBe(0);
+  }
+});
+
+it("the engine does not outlive a server that was killed", { timeout: 60_000 }, async () => {
+  const s = await start({});
+  const enginePid = s.logs.find((l) => typeof l.pid === "number")?.pid as number;
+  expect(enginePid).toBeGreaterThan(0);
+  expect(await stop(s, "SIGKILL")).toBeNull();
+  const alive = () => {
+    try {
+      process.kill(enginePid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(alive()).toBe(false);
+  // it closed cleanly: the directory opens again
+  const again = await start({});
+  expect(await stop(again, "SIGTERM")).toBe(0);
+});
+
+it("refuses invalid configuration with one clear message", async () => {
+  const child = spawn(process.execPath, [main], { env: { ...process.env, PORT: "not-a-port" }, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const [code] = (await once(child, "exit")) as [number];
+  expect(code).toBe(1);
+  expect(stderr).toMatch(/invalid configuration: PORT must be an integer between 0 and 65535, got "not-a-port"/);
+});
