@@ -2,11 +2,12 @@
  * The typed client other TypeScript services use: one Promise method per RPC, named after it,
  * taking the generated request shapes and resolving to the generated response messages.
  */
+import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { ClickAnalytics } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import { CLIENT_CHANNEL_OPTIONS } from "./transport.js";
+import { ClickAnalytics, type StreamEventsRequestSchema, type StreamEventsResponse } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { CLIENT_CHANNEL_OPTIONS, retryServiceConfig } from "./transport.js";
 
 export interface ClientOptions {
   /** Defaults to plaintext (insecure) credentials. */
@@ -37,14 +38,22 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-type MethodsOf<S> = S extends GenService<infer R> ? R : never;
+type Methods = typeof ClickAnalytics extends GenService<infer R> ? R : never;
 type UnaryMethod<M extends Pick<DescMethod, "input" | "output">> = (
   request: MessageInitShape<M["input"]>,
   options?: CallOptions,
 ) => Promise<MessageShape<M["output"]>>;
+type UnaryNames = { [K in keyof Methods]: Methods[K]["methodKind"] extends "unary" ? K : never }[keyof Methods];
 
-export type ClickAnalyticsMethods = {
-  [K in keyof MethodsOf<typeof ClickAnalytics>]: UnaryMethod<MethodsOf<typeof ClickAnalytics>[K]>;
+export type StreamBatch = MessageInitShape<typeof StreamEventsRequestSchema>;
+
+export type ClickAnalyticsMethods = { [K in UnaryNames]: UnaryMethod<Methods[K]> } & {
+  /**
+   * Sends the batches (each at most 1,000 events) on one client stream, waiting whenever the
+   * transport asks it to, and resolves with the server's totals. No default deadline: a stream
+   * lives as long as its source, unless `timeoutMs`/`deadline` say otherwise.
+   */
+  streamEvents(batches: Iterable<StreamBatch> | AsyncIterable<StreamBatch>, options?: CallOptions): Promise<StreamEventsResponse>;
 };
 
 export interface ClickAnalyticsClient extends ClickAnalyticsMethods {
@@ -55,11 +64,28 @@ export interface ClickAnalyticsClient extends ClickAnalyticsMethods {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 
+/** Retries are safe only where the server can recognise a repeat: every event carries an event_id. */
+function carriesEventIds(method: DescMethod, request: Record<string, unknown>): boolean {
+  switch (method.localName) {
+    case "logClick":
+    case "logImpression":
+      return typeof request.eventId === "string" && request.eventId !== "";
+    case "logEvents": {
+      const events = (request.events ?? []) as { kind?: { value?: { eventId?: string } } }[];
+      return events.length > 0 && events.every((e) => Boolean(e.kind?.value?.eventId));
+    }
+    default:
+      return false;
+  }
+}
+
 export function createClickAnalyticsClient(address: string, options: ClientOptions = {}): ClickAnalyticsClient {
-  const channel = new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
-    ...CLIENT_CHANNEL_OPTIONS,
-    ...options.channelOptions,
-  });
+  const credentials = options.credentials ?? grpc.credentials.createInsecure();
+  const channelOptions = { ...CLIENT_CHANNEL_OPTIONS, ...options.channelOptions };
+  // Two channels: calls that carry event ids go through one whose service config retries
+  // UNAVAILABLE; everything else through one with retries off, so nothing is counted twice.
+  const plain = new grpc.Client(address, credentials, { ...channelOptions, "grpc.enable_retries": 0 });
+  const retrying = new grpc.Client(address, credentials, { ...channelOptions, "grpc.enable_retries": 1, "grpc.service_config": JSON.stringify(retryServiceConfig()) });
 
   const metadataFor = (call: CallOptions): grpc.Metadata => {
     const md = new grpc.Metadata();
@@ -70,30 +96,67 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
     if (options.token) md.set("authorization", `Bearer ${options.token}`);
     return md;
   };
+  const deadlineFor = (call: CallOptions, fallbackMs: number | undefined): grpc.Deadline =>
+    call.deadline ?? (call.timeoutMs !== undefined ? new Date(Date.now() + call.timeoutMs) : fallbackMs === undefined ? Infinity : new Date(Date.now() + fallbackMs));
+  const pathOf = (method: DescMethod) => `/${ClickAnalytics.typeName}/${method.name}`;
 
   const unary = <I extends DescMessage, O extends DescMessage>(method: DescMethod & { input: I; output: O }) => {
-    const path = `/${ClickAnalytics.typeName}/${method.name}`;
     return (request: MessageInitShape<I>, call: CallOptions = {}): Promise<MessageShape<O>> =>
       new Promise((resolve, reject) => {
-        const deadline = call.deadline ?? new Date(Date.now() + (call.timeoutMs ?? options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS));
+        const message = create(method.input, request);
+        const channel = carriesEventIds(method, message as unknown as Record<string, unknown>) ? retrying : plain;
         const pending = channel.makeUnaryRequest<MessageShape<I>, MessageShape<O>>(
-          path,
-          (message) => Buffer.from(toBinary(method.input, message)),
+          pathOf(method),
+          (m) => Buffer.from(toBinary(method.input, m)),
           (bytes) => fromBinary(method.output, bytes),
-          create(method.input, request),
+          message,
           metadataFor(call),
-          { deadline },
+          { deadline: deadlineFor(call, options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS) },
           (error, response) => (error || response === undefined ? reject(error) : resolve(response)),
         );
         call.signal?.addEventListener("abort", () => pending.cancel(), { once: true });
       });
   };
 
-  const methods = Object.fromEntries(ClickAnalytics.methods.map((m) => [m.localName, unary(m)])) as unknown as ClickAnalyticsMethods;
+  const streamMethod = ClickAnalytics.method.streamEvents;
+  const streamEvents: ClickAnalyticsMethods["streamEvents"] = async (batches, call = {}) => {
+    let stream!: grpc.ClientWritableStream<MessageShape<typeof streamMethod.input>>;
+    const result = new Promise<StreamEventsResponse>((resolve, reject) => {
+      stream = plain.makeClientStreamRequest(
+        pathOf(streamMethod),
+        (m: MessageShape<typeof streamMethod.input>) => Buffer.from(toBinary(streamMethod.input, m)),
+        (bytes: Buffer) => fromBinary(streamMethod.output, bytes),
+        metadataFor(call),
+        { deadline: deadlineFor(call, undefined) },
+        (error, response) => (error || response === undefined ? reject(error) : resolve(response)),
+      );
+    });
+    call.signal?.addEventListener("abort", () => stream.cancel(), { once: true });
+    // Settles early if the server ends the call (an error) while batches are still being sent.
+    const ended = result.then(
+      () => "ended" as const,
+      () => "ended" as const,
+    );
+    for await (const batch of batches) {
+      if (!stream.write(create(streamMethod.input, batch))) {
+        if ((await Promise.race([once(stream, "drain").then(() => "drained" as const), ended])) === "ended") break;
+      }
+    }
+    stream.end();
+    return result;
+  };
+
+  const methods = Object.fromEntries(
+    ClickAnalytics.methods.filter((m) => m.methodKind === "unary").map((m) => [m.localName, unary(m)]),
+  ) as unknown as Omit<ClickAnalyticsMethods, "streamEvents">;
   return {
     ...methods,
+    streamEvents,
     waitForReady: (timeoutMs = DEFAULT_TIMEOUT_MS) =>
-      new Promise<void>((resolve, reject) => channel.waitForReady(Date.now() + timeoutMs, (error) => (error ? reject(error) : resolve()))),
-    close: () => channel.close(),
+      new Promise<void>((resolve, reject) => plain.waitForReady(Date.now() + timeoutMs, (error) => (error ? reject(error) : resolve()))),
+    close: () => {
+      plain.close();
+      retrying.close();
+    },
   };
 }

@@ -27,3 +27,27 @@ export const SERVER_CHANNEL_OPTIONS = {
   "grpc.max_send_message_length": MAX_RESPONSE_BYTES,
   "grpc.max_concurrent_streams": 1_000,
 } as const;
+
+/** Writes the server recognises when repeated (they carry event ids): the only ones retried. */
+export const RETRIED_METHODS = ["LogClick", "LogImpression", "LogEvents"] as const;
+
+/**
+ * gRPC service config retrying UNAVAILABLE (server unreachable, connection dropped) with
+ * exponential backoff: about 3 s of attempts in all.
+ */
+export function retryServiceConfig(maxAttempts = 5): object {
+  return {
+    methodConfig: [
+      {
+        name: RETRIED_METHODS.map((method) => ({ service: "clickanalytics.v1.ClickAnalytics", method })),
+        retryPolicy: {
+          maxAttempts,
+          initialBackoff: "0.2s",
+          maxBackoff: "2s",
+          backoffMultiplier: 2,
+          retryableStatusCodes: ["UNAVAILABLE"],
+        },
+      },
+    ],
+  };
+}

@@ -13,6 +13,8 @@ export type ClickSourceName = (typeof CLICK_SOURCES)[number];
 
 export const LIMITS = {
   idChars: 256,
+  /** event_id and impression_id: room for a UUID or any client key. */
+  keyChars: 128,
   queryChars: 1024,
   variantPattern: /^[A-Za-z0-9_.-]{1,64}$/,
   /** Latencies beyond an hour are garbage, and one would swamp every average. */
@@ -23,6 +25,8 @@ export const LIMITS = {
 
 export interface ClickEvent {
   eventId: string;
+  /** The impression this click came from, when the client knows it. */
+  impressionId: string | null;
   userId: string;
   sessionId: string | null;
   productId: string;
@@ -52,7 +56,13 @@ export interface Identity {
   sessionId?: string | undefined;
 }
 
-export interface ClickInput extends Identity {
+/** Client-chosen keys; empty or absent means the server assigns one. */
+export interface EventKeys {
+  eventId?: string | undefined;
+  impressionId?: string | undefined;
+}
+
+export interface ClickInput extends Identity, EventKeys {
   productId: string;
   rank: number;
   searchQuery: string;
@@ -62,7 +72,7 @@ export interface ClickInput extends Identity {
   timestamp?: Date | undefined;
 }
 
-export interface ImpressionInput extends Identity {
+export interface ImpressionInput extends Identity, EventKeys {
   query: string;
   variant: string;
   resultsCount: number;
@@ -80,16 +90,20 @@ export function charLength(value: string): number {
 // C0 and C1 control characters have no business in identifiers.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
 
-export function requireId(field: string, value: string): string {
+export function requireId(field: string, value: string, maxChars: number = LIMITS.idChars): string {
   if (value.length === 0) throw new InvalidArgumentError(field, "is required");
-  if (charLength(value) > LIMITS.idChars) throw new InvalidArgumentError(field, `must be at most ${LIMITS.idChars} characters`);
+  if (charLength(value) > maxChars) throw new InvalidArgumentError(field, `must be at most ${maxChars} characters`);
   if (CONTROL_CHARS.test(value)) throw new InvalidArgumentError(field, "must not contain control characters");
   return value;
 }
 
 /** An optional id: empty means absent. */
-export function optionalId(field: string, value: string | undefined): string | undefined {
-  return value === undefined || value === "" ? undefined : requireId(field, value);
+export function optionalId(field: string, value: string | undefined, maxChars: number = LIMITS.idChars): string | undefined {
+  return value === undefined || value === "" ? undefined : requireId(field, value, maxChars);
+}
+
+function optionalKey(field: string, value: string | undefined): string | undefined {
+  return optionalId(field, value, LIMITS.keyChars);
 }
 
 export function requireQuery(field: string, value: string): string {
@@ -141,7 +155,8 @@ function resolveIdentity(input: Identity): { userId: string; sessionId: string |
 export function validateClick(input: ClickInput, now: Date = new Date()): ClickEvent {
   const { userId, sessionId } = resolveIdentity(input);
   return {
-    eventId: randomUUID(),
+    eventId: optionalKey("event_id", input.eventId) ?? randomUUID(),
+    impressionId: optionalKey("impression_id", input.impressionId) ?? null,
     userId,
     sessionId,
     productId: requireId("product_id", input.productId),
@@ -156,10 +171,13 @@ export function validateClick(input: ClickInput, now: Date = new Date()): ClickE
 
 export function validateImpression(input: ImpressionInput, now: Date = new Date()): Impression {
   const { userId, sessionId } = resolveIdentity(input);
-  const eventId = randomUUID();
+  // One key serves both purposes unless the client gives both: a retried search keeps its id.
+  const clientEventId = optionalKey("event_id", input.eventId);
+  const clientImpressionId = optionalKey("impression_id", input.impressionId);
+  const eventId = clientEventId ?? clientImpressionId ?? randomUUID();
   return {
     eventId,
-    impressionId: eventId,
+    impressionId: clientImpressionId ?? eventId,
     userId,
     sessionId,
     query: requireQuery("query", input.query),

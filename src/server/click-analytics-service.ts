@@ -1,13 +1,28 @@
-import { ClickAnalytics } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickAnalytics, EventOutcome as OutcomeProto, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
-import { requireId, validateClick, validateImpression } from "../core/events.js";
+import { requireId } from "../core/events.js";
 import { ratio, winnerByCtr } from "../core/metrics.js";
 import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
+import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
 import { ctrTotals, rankMetrics, responseTimeStats, userActivity, variantActivity } from "../store/metrics-queries.js";
 import { requireAdmin } from "./auth.js";
 import type { ServiceImpl } from "./grpc-adapter.js";
-import { clickSource, identity, metricsFilter, requestTime, responseTime } from "./request-mapping.js";
+import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
+import { metricsFilter, responseTime } from "./request-mapping.js";
+
+const MAX_REPORTED_REJECTIONS = 20;
+
+const OUTCOME: Record<EventOutcome["outcome"], OutcomeProto> = {
+  accepted: OutcomeProto.ACCEPTED,
+  duplicate: OutcomeProto.DUPLICATE,
+  rejected: OutcomeProto.REJECTED,
+};
+
+function eventResult(o: EventOutcome): Omit<EventResult, "$typeName" | "$unknown"> {
+  return { index: BigInt(o.index), outcome: OUTCOME[o.outcome], eventId: o.eventId, field: o.field ?? "", reason: o.reason ?? "" };
+}
 
 export interface ServiceDeps {
   store: ClickStore;
@@ -23,37 +38,64 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   return {
     async logClick(req, ctx) {
-      const event = validateClick(
-        {
-          ...identity(req, ctx),
-          productId: req.productId,
-          rank: req.rank,
-          searchQuery: req.searchQuery,
-          variant: req.variant,
-          responseTimeMs: req.responseTimeMs,
-          source: clickSource(req.source),
-          timestamp: requestTime(req.timestamp),
-        },
-        now(),
-      );
-      await store.insertClick(event);
-      return { eventId: event.eventId, userId: event.userId, productId: event.productId, rank: event.rank, timestamp: responseTime(event.timestamp) };
+      const event = clickFromRequest(req, ctx, now());
+      if (await ingestOne(store.collections, { kind: "click", event })) {
+        return { eventId: event.eventId, userId: event.userId, productId: event.productId, rank: event.rank, timestamp: responseTime(event.timestamp) };
+      }
+      // A retry: answer with the event as first recorded.
+      const original = await findOriginalClick(store.collections, event.eventId);
+      if (!original) throw new Error(`duplicate click ${event.eventId} has no original`);
+      return { eventId: original.event_id, userId: original.user_id, productId: original.product_id, rank: original.rank, timestamp: responseTime(original.timestamp) };
     },
 
     async logImpression(req, ctx) {
-      const event = validateImpression(
-        {
-          ...identity(req, ctx),
-          query: req.query,
-          variant: req.variant,
-          resultsCount: req.resultsCount,
-          responseTimeMs: req.responseTimeMs,
-          timestamp: requestTime(req.timestamp),
-        },
-        now(),
-      );
-      await store.insertImpression(event);
-      return { impressionId: event.impressionId, userId: event.userId, query: event.query, variant: event.variant, timestamp: responseTime(event.timestamp) };
+      const event = impressionFromRequest(req, ctx, now());
+      if (await ingestOne(store.collections, { kind: "impression", event })) {
+        return { impressionId: event.impressionId, userId: event.userId, query: event.query, variant: event.variant, timestamp: responseTime(event.timestamp) };
+      }
+      const original = await findOriginalImpression(store.collections, event.eventId, event.impressionId);
+      if (!original) throw new Error(`duplicate impression ${event.eventId} has no original`);
+      return { impressionId: original.impression_id, userId: original.user_id, query: original.query, variant: original.variant, timestamp: responseTime(original.timestamp) };
+    },
+
+    async logEvents(req, ctx) {
+      requireBatchSize(req.events.length);
+      const outcomes = await ingestBatch(store.collections, req.events, ctx, now());
+      const totals = tally(outcomes);
+      return {
+        results: outcomes.map(eventResult),
+        accepted: count(totals.accepted),
+        duplicates: count(totals.duplicate),
+        rejected: count(totals.rejected),
+      };
+    },
+
+    async streamEvents(requests, ctx) {
+      const totals = { accepted: 0, duplicate: 0, rejected: 0 };
+      const firstRejections: EventOutcome[] = [];
+      let batches = 0;
+      let position = 0;
+      // One message at a time: the next is not read until this one is written, so a fast
+      // client is held back by HTTP/2 flow control instead of filling this process's memory.
+      for await (const message of requests) {
+        if (ctx.signal.aborted) break;
+        requireBatchSize(message.events.length, `batches[${batches}].events`);
+        const outcomes = await ingestBatch(store.collections, message.events, ctx, now(), position);
+        batches++;
+        position += message.events.length;
+        const t = tally(outcomes);
+        totals.accepted += t.accepted;
+        totals.duplicate += t.duplicate;
+        totals.rejected += t.rejected;
+        for (const o of outcomes) if (o.outcome === "rejected" && firstRejections.length < MAX_REPORTED_REJECTIONS) firstRejections.push(o);
+      }
+      return {
+        accepted: count(totals.accepted),
+        duplicates: count(totals.duplicate),
+        rejected: count(totals.rejected),
+        batches: count(batches),
+        firstRejections: firstRejections.map(eventResult),
+      };
     },
 
     async getCtr(req) {

@@ -1,14 +1,38 @@
 /** `npm start`: configuration from the environment, storage, the gRPC server, signal handling. */
 import { resolve } from "node:path";
-import { startEmbeddedMongo } from "../store/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { ConfigError, configFromEnv } from "./config.js";
 import { createLogger } from "./logger.js";
-import { startServer } from "./server.js";
+import { startServer, type RunningServer } from "./server.js";
 
 async function main(): Promise<void> {
   const config = configFromEnv();
   const logger = createLogger(config.logLevel);
-  let embedded: Awaited<ReturnType<typeof startEmbeddedMongo>> | undefined;
+  let embedded: EmbeddedMongo | undefined;
+  let server: RunningServer | undefined;
+
+  // Installed before anything starts, so a signal during start-up still shuts down cleanly.
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    logger.info({ signal }, "shutting down");
+    stopping = (async () => {
+      await server?.close();
+      await embedded?.stop();
+    })().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: String(error) }, "error during shutdown");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+
   let mongoUri = config.mongoUri;
   if (mongoUri === undefined) {
     const dbPath = resolve(config.dataDir);
@@ -16,33 +40,15 @@ async function main(): Promise<void> {
     mongoUri = embedded.uri;
     logger.info({ dbPath, pid: embedded.pid }, "MONGODB_URI not set: using the embedded MongoDB engine (development only)");
   }
-  const server = await startServer({ ...config, mongoUri }, logger).catch(async (error: unknown) => {
+  if (stopping) return;
+  try {
+    server = await startServer({ ...config, mongoUri }, logger);
+  } catch (error) {
     await embedded?.stop();
     throw error;
-  });
+  }
+  if (stopping) await server.close();
   if (config.adminToken === undefined) logger.warn({}, "CLICK_ANALYTICS_ADMIN_TOKEN not set: Reset is disabled");
-
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      logger.warn({ signal }, "second signal: exiting now");
-      process.exit(1);
-    }
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    void server
-      .close()
-      .then(() => embedded?.stop())
-      .then(
-        () => process.exit(0),
-        (error: unknown) => {
-          logger.error({ err: String(error) }, "error during shutdown");
-          process.exit(1);
-        },
-      );
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
 }
 
 main().catch((error: unknown) => {

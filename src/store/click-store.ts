@@ -1,6 +1,5 @@
 import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
-import type { ClickEvent, Impression } from "../core/events.js";
-import { clickDocument, collections, impressionDocument, type Collections } from "./documents.js";
+import { collections, type Collections } from "./documents.js";
 import { ensureIndexes } from "./indexes.js";
 
 export interface StoreOptions {
@@ -34,14 +33,6 @@ export class ClickStore {
       await client.close();
       throw error;
     }
-  }
-
-  async insertClick(event: ClickEvent): Promise<void> {
-    await this.collections.clicks.insertOne(clickDocument(event));
-  }
-
-  async insertImpression(event: Impression): Promise<void> {
-    await this.collections.impressions.insertOne(impressionDocument(event));
   }
 
   /** Deletes every event but keeps the collections and their indexes. */

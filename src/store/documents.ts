@@ -4,6 +4,8 @@ import type { ClickEvent, ClickSourceName, Impression } from "../core/events.js"
 /** The schema users already have; field names are the contract with their other tools. */
 export interface ClickDocument {
   event_id: string;
+  /** Present only when the client linked the click to its search. */
+  impression_id?: string;
   user_id: string;
   product_id: string;
   rank: number;
@@ -31,12 +33,14 @@ export const CLICKS = "click_events";
 export const IMPRESSIONS = "impressions";
 
 export interface Collections {
+  db: Db;
   clicks: Collection<ClickDocument>;
   impressions: Collection<ImpressionDocument>;
 }
 
 export function collections(db: Db): Collections {
   return {
+    db,
     clicks: db.collection<ClickDocument>(CLICKS),
     impressions: db.collection<ImpressionDocument>(IMPRESSIONS),
   };
@@ -46,6 +50,7 @@ export function collections(db: Db): Collections {
 export function clickDocument(e: ClickEvent): ClickDocument {
   return {
     event_id: e.eventId,
+    ...(e.impressionId === null ? {} : { impression_id: e.impressionId }),
     user_id: e.userId,
     product_id: e.productId,
     rank: e.rank,

@@ -9,7 +9,25 @@ export const EVENT_INDEXES: IndexDescription[] = [
   { key: { user_id: 1, variant: 1, timestamp: 1 }, name: "user_id_1_variant_1_timestamp_1" },
 ];
 
+// Unique only where the key is a string: documents written before event ids existed have none.
+const hasString = (field: string) => ({ partialFilterExpression: { [field]: { $type: "string" } } });
+
+/** Idempotency: a retried event_id is a duplicate, never a second event. */
+export const CLICK_KEY_INDEXES: IndexDescription[] = [
+  { key: { event_id: 1 }, name: "event_id_unique", unique: true, ...hasString("event_id") },
+  // Clicks are linked to their search by impression_id.
+  { key: { impression_id: 1 }, name: "impression_id_1", sparse: true },
+];
+
+export const IMPRESSION_KEY_INDEXES: IndexDescription[] = [
+  { key: { event_id: 1 }, name: "event_id_unique", unique: true, ...hasString("event_id") },
+  { key: { impression_id: 1 }, name: "impression_id_unique", unique: true, ...hasString("impression_id") },
+];
+
 /** createIndexes is a no-op for an index that already exists with the same spec, so this is safe at every start. */
 export async function ensureIndexes(c: Collections): Promise<void> {
-  await Promise.all([c.clicks.createIndexes(EVENT_INDEXES), c.impressions.createIndexes(EVENT_INDEXES)]);
+  await Promise.all([
+    c.clicks.createIndexes([...EVENT_INDEXES, ...CLICK_KEY_INDEXES]),
+    c.impressions.createIndexes([...EVENT_INDEXES, ...IMPRESSION_KEY_INDEXES]),
+  ]);
 }

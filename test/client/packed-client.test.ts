@@ -59,9 +59,13 @@ it("installs from the packed tarball, compiles under tsc --strict and talks to a
   );
   await writeFile(join(dir, "main.ts"), consumer);
   const readme = await readFile(join(root, "README.md"), "utf8");
-  const example = /<!-- client-example -->\s*```ts\n([\s\S]*?)```/.exec(readme)?.[1];
-  expect(example, "README's client example").toBeDefined();
-  await writeFile(join(dir, "readme-example.ts"), example!);
+  const example = (name: string) => {
+    const code = new RegExp(`<!-- ${name} -->\\s*\`\`\`ts\\n([\\s\\S]*?)\`\`\``).exec(readme)?.[1];
+    expect(code, `README's ${name}`).toBeDefined();
+    return code!;
+  };
+  await writeFile(join(dir, "readme-client.ts"), example("client-example"));
+  await writeFile(join(dir, "readme-logger.ts"), example("logger-example"));
   const typescript = JSON.parse(await readFile(join(root, "node_modules/typescript/package.json"), "utf8")) as { version: string };
   const typesNode = JSON.parse(await readFile(join(root, "node_modules/@types/node/package.json"), "utf8")) as { version: string };
   await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", `./${info!.filename}`, `typescript@${typescript.version}`, `@types/node@${typesNode.version}`], {
@@ -71,6 +75,12 @@ it("installs from the packed tarball, compiles under tsc --strict and talks to a
   await run(join(dir, "node_modules/.bin/tsc"), ["-p", "."], { cwd: dir });
   const { stdout } = await run(process.execPath, [join(dir, "out/main.js"), h.server.address], { cwd: dir });
   expect(JSON.parse(stdout.trim())).toEqual({ userId: "packed-user", ctr: 1, clicks: "1", refusedWith: "INVALID_ARGUMENT" });
-  const readmeRun = await run(process.execPath, [join(dir, "out/readme-example.js")], { cwd: dir, env: { ...process.env, CLICK_ANALYTICS_ADDRESS: h.server.address } });
-  expect(readmeRun.stdout.trim()).toMatch(/^click [0-9a-f-]{36}: CTR 1 over 1 searches$/);
+  const env = { ...process.env, CLICK_ANALYTICS_ADDRESS: h.server.address };
+  const clientRun = await run(process.execPath, [join(dir, "out/readme-client.js")], { cwd: dir, env });
+  expect(clientRun.stdout.trim()).toMatch(/^click [0-9a-f-]{36}: CTR 1 over 1 searches$/);
+  const loggerRun = await run(process.execPath, [join(dir, "out/readme-logger.js")], { cwd: dir, env });
+  expect(loggerRun.stdout.trim()).toBe("sent 2 events in 1 batch(es)");
+  expect(loggerRun.stderr).toBe("");
+  const linked = await h.server.store.collections.clicks.findOne({ product_id: "prod_nike_001", impression_id: { $exists: true } });
+  expect(await h.server.store.collections.impressions.countDocuments({ impression_id: linked?.impression_id })).toBe(1);
 });

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file clickanalytics/v1/click_analytics.proto.
  */
 export const file_clickanalytics_v1_click_analytics: GenFile = /*@__PURE__*/
-  fileDesc("CidjbGlja2FuYWx5dGljcy92MS9jbGlja19hbmFseXRpY3MucHJvdG8SEWNsaWNrYW5hbHl0aWNzLnYxIvgBCg9Mb2dDbGlja1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRIUCgxzZWFyY2hfcXVlcnkYBSABKAkSDwoHdmFyaWFudBgGIAEoCRIYChByZXNwb25zZV90aW1lX21zGAcgASgBEi4KBnNvdXJjZRgIIAEoDjIeLmNsaWNrYW5hbHl0aWNzLnYxLkNsaWNrU291cmNlEi0KCXRpbWVzdGFtcBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihgEKEExvZ0NsaWNrUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEgwKBHJhbmsYBCABKAUSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK7AQoUTG9nSW1wcmVzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEg0KBXF1ZXJ5GAMgASgJEg8KB3ZhcmlhbnQYBCABKAkSFQoNcmVzdWx0c19jb3VudBgFIAEoBRIYChByZXNwb25zZV90aW1lX21zGAYgASgBEi0KCXRpbWVzdGFtcBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijgEKFUxvZ0ltcHJlc3Npb25SZXNwb25zZRIVCg1pbXByZXNzaW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFcXVlcnkYAyABKAkSDwoHdmFyaWFudBgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj8KDUdldEN0clJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIPCgd2YXJpYW50GAIgASgJEgwKBGRheXMYAyABKAUiSwoKVmFyaWFudEN0chIQCgNjdHIYASABKAFIAIgBARIOCgZjbGlja3MYAiABKAMSEwoLaW1wcmVzc2lvbnMYAyABKANCBgoEX2N0ciL3AQoOR2V0Q3RyUmVzcG9uc2USEAoDY3RyGAEgASgBSACIAQESDgoGY2xpY2tzGAIgASgDEhMKC2ltcHJlc3Npb25zGAMgASgDEhMKC3BlcmlvZF9kYXlzGAQgASgFEkEKCHZhcmlhbnRzGAUgAygLMi8uY2xpY2thbmFseXRpY3MudjEuR2V0Q3RyUmVzcG9uc2UuVmFyaWFudHNFbnRyeRpOCg1WYXJpYW50c0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmNsaWNrYW5hbHl0aWNzLnYxLlZhcmlhbnRDdHI6AjgBQgYKBF9jdHIiRwoVR2V0UmFua01ldHJpY3NSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDwoHdmFyaWFudBgCIAEoCRIMCgRkYXlzGAMgASgFIs4CChZHZXRSYW5rTWV0cmljc1Jlc3BvbnNlEhUKCGF2Z19yYW5rGAEgASgBSACIAQESGAoLbWVkaWFuX3JhbmsYAiABKAFIAYgBARIVCghtaW5fcmFuaxgDIAEoBUgCiAEBEhUKCG1heF9yYW5rGAQgASgFSAOIAQESUwoOY2xpY2tzX2J5X3JhbmsYBSADKAsyOy5jbGlja2FuYWx5dGljcy52MS5HZXRSYW5rTWV0cmljc1Jlc3BvbnNlLkNsaWNrc0J5UmFua0VudHJ5EhQKDHRvdGFsX2NsaWNrcxgGIAEoAxozChFDbGlja3NCeVJhbmtFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAM6AjgBQgsKCV9hdmdfcmFua0IOCgxfbWVkaWFuX3JhbmtCCwoJX21pbl9yYW5rQgsKCV9tYXhfcmFuayJPCh1HZXRSZXNwb25zZVRpbWVNZXRyaWNzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg8KB3ZhcmlhbnQYAiABKAkSDAoEZGF5cxgDIAEoBSKXAwoeR2V0UmVzcG9uc2VUaW1lTWV0cmljc1Jlc3BvbnNlEiEKFGF2Z19yZXNwb25zZV90aW1lX21zGAEgASgBSACIAQESIQoUbWluX3Jlc3BvbnNlX3RpbWVfbXMYAiABKAFIAYgBARIhChRtYXhfcmVzcG9uc2VfdGltZV9tcxgDIAEoAUgCiAEBEiEKFHA1MF9yZXNwb25zZV90aW1lX21zGAQgASgBSAOIAQESIQoUcDk1X3Jlc3BvbnNlX3RpbWVfbXMYBSABKAFIBIgBARIhChRwOTlfcmVzcG9uc2VfdGltZV9tcxgGIAEoAUgFiAEBEg0KBWNvdW50GAcgASgDQhcKFV9hdmdfcmVzcG9uc2VfdGltZV9tc0IXChVfbWluX3Jlc3BvbnNlX3RpbWVfbXNCFwoVX21heF9yZXNwb25zZV90aW1lX21zQhcKFV9wNTBfcmVzcG9uc2VfdGltZV9tc0IXChVfcDk1X3Jlc3BvbnNlX3RpbWVfbXNCFwoVX3A5OV9yZXNwb25zZV90aW1lX21zIjYKFUdldFVzZXJTdW1tYXJ5UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBGRheXMYAiABKAUikAIKFkdldFVzZXJTdW1tYXJ5UmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRITCgtwZXJpb2RfZGF5cxgCIAEoBRIUCgx0b3RhbF9jbGlja3MYAyABKAMSGQoRdG90YWxfaW1wcmVzc2lvbnMYBCABKAMSEAoDY3RyGAUgASgBSACIAQESHQoQYXZnX3JhbmtfY2xpY2tlZBgGIAEoAUgBiAEBEiEKFGF2Z19yZXNwb25zZV90aW1lX21zGAcgASgBSAKIAQESFQoNdmFyaWFudHNfdXNlZBgIIAMoCUIGCgRfY3RyQhMKEV9hdmdfcmFua19jbGlja2VkQhcKFV9hdmdfcmVzcG9uc2VfdGltZV9tcyIrChtHZXRWYXJpYW50Q29tcGFyaXNvblJlcXVlc3QSDAoEZGF5cxgBIAEoBSLLAQoOVmFyaWFudFN1bW1hcnkSEAoDY3RyGAEgASgBSACIAQESIQoUYXZnX3Jlc3BvbnNlX3RpbWVfbXMYAiABKAFIAYgBARIdChBhdmdfcmFua19jbGlja2VkGAMgASgBSAKIAQESFAoMdG90YWxfY2xpY2tzGAQgASgDEhkKEXRvdGFsX2ltcHJlc3Npb25zGAUgASgDQgYKBF9jdHJCFwoVX2F2Z19yZXNwb25zZV90aW1lX21zQhMKEV9hdmdfcmFua19jbGlja2VkIu8BChxHZXRWYXJpYW50Q29tcGFyaXNvblJlc3BvbnNlEhMKC3BlcmlvZF9kYXlzGAEgASgFEk8KCHZhcmlhbnRzGAIgAygLMj0uY2xpY2thbmFseXRpY3MudjEuR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZS5WYXJpYW50c0VudHJ5EhUKDXdpbm5lcl9ieV9jdHIYAyABKAkaUgoNVmFyaWFudHNFbnRyeRILCgNrZXkYASABKAkSMAoFdmFsdWUYAiABKAsyIS5jbGlja2FuYWx5dGljcy52MS5WYXJpYW50U3VtbWFyeToCOAEiDgoMUmVzZXRSZXF1ZXN0Ik8KDVJlc2V0UmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCRItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKswBCgtDbGlja1NvdXJjZRIcChhDTElDS19TT1VSQ0VfVU5TUEVDSUZJRUQQABIfChtDTElDS19TT1VSQ0VfU0VBUkNIX1JFU1VMVFMQARIgChxDTElDS19TT1VSQ0VfUkVDT01NRU5EQVRJT05TEAISHQoZQ0xJQ0tfU09VUkNFX0FVVE9DT01QTEVURRADEiEKHUNMSUNLX1NPVVJDRV9SRUxBVEVEX1BST0RVQ1RTEAQSGgoWQ0xJQ0tfU09VUkNFX1NQT05TT1JFRBAFMqoGCg5DbGlja0FuYWx5dGljcxJTCghMb2dDbGljaxIiLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0NsaWNrUmVxdWVzdBojLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0NsaWNrUmVzcG9uc2USYgoNTG9nSW1wcmVzc2lvbhInLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0ltcHJlc3Npb25SZXF1ZXN0GiguY2xpY2thbmFseXRpY3MudjEuTG9nSW1wcmVzc2lvblJlc3BvbnNlEk0KBkdldEN0chIgLmNsaWNrYW5hbHl0aWNzLnYxLkdldEN0clJlcXVlc3QaIS5jbGlja2FuYWx5dGljcy52MS5HZXRDdHJSZXNwb25zZRJlCg5HZXRSYW5rTWV0cmljcxIoLmNsaWNrYW5hbHl0aWNzLnYxLkdldFJhbmtNZXRyaWNzUmVxdWVzdBopLmNsaWNrYW5hbHl0aWNzLnYxLkdldFJhbmtNZXRyaWNzUmVzcG9uc2USfQoWR2V0UmVzcG9uc2VUaW1lTWV0cmljcxIwLmNsaWNrYW5hbHl0aWNzLnYxLkdldFJlc3BvbnNlVGltZU1ldHJpY3NSZXF1ZXN0GjEuY2xpY2thbmFseXRpY3MudjEuR2V0UmVzcG9uc2VUaW1lTWV0cmljc1Jlc3BvbnNlEmUKDkdldFVzZXJTdW1tYXJ5EiguY2xpY2thbmFseXRpY3MudjEuR2V0VXNlclN1bW1hcnlSZXF1ZXN0GikuY2xpY2thbmFseXRpY3MudjEuR2V0VXNlclN1bW1hcnlSZXNwb25zZRJ3ChRHZXRWYXJpYW50Q29tcGFyaXNvbhIuLmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVxdWVzdBovLmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVzcG9uc2USSgoFUmVzZXQSHy5jbGlja2FuYWx5dGljcy52MS5SZXNldFJlcXVlc3QaIC5jbGlja2FuYWx5dGljcy52MS5SZXNldFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CidjbGlja2FuYWx5dGljcy92MS9jbGlja19hbmFseXRpY3MucHJvdG8SEWNsaWNrYW5hbHl0aWNzLnYxIqECCg9Mb2dDbGlja1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRIUCgxzZWFyY2hfcXVlcnkYBSABKAkSDwoHdmFyaWFudBgGIAEoCRIYChByZXNwb25zZV90aW1lX21zGAcgASgBEi4KBnNvdXJjZRgIIAEoDjIeLmNsaWNrYW5hbHl0aWNzLnYxLkNsaWNrU291cmNlEi0KCXRpbWVzdGFtcBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZXZlbnRfaWQYCiABKAkSFQoNaW1wcmVzc2lvbl9pZBgLIAEoCSKGAQoQTG9nQ2xpY2tSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuQBChRMb2dJbXByZXNzaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDQoFcXVlcnkYAyABKAkSDwoHdmFyaWFudBgEIAEoCRIVCg1yZXN1bHRzX2NvdW50GAUgASgFEhgKEHJlc3BvbnNlX3RpbWVfbXMYBiABKAESLQoJdGltZXN0YW1wGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgIIAEoCRIVCg1pbXByZXNzaW9uX2lkGAkgASgJIo4BChVMb2dJbXByZXNzaW9uUmVzcG9uc2USFQoNaW1wcmVzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBXF1ZXJ5GAMgASgJEg8KB3ZhcmlhbnQYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI/Cg1HZXRDdHJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDwoHdmFyaWFudBgCIAEoCRIMCgRkYXlzGAMgASgFIksKClZhcmlhbnRDdHISEAoDY3RyGAEgASgBSACIAQESDgoGY2xpY2tzGAIgASgDEhMKC2ltcHJlc3Npb25zGAMgASgDQgYKBF9jdHIi9wEKDkdldEN0clJlc3BvbnNlEhAKA2N0chgBIAEoAUgAiAEBEg4KBmNsaWNrcxgCIAEoAxITCgtpbXByZXNzaW9ucxgDIAEoAxITCgtwZXJpb2RfZGF5cxgEIAEoBRJBCgh2YXJpYW50cxgFIAMoCzIvLmNsaWNrYW5hbHl0aWNzLnYxLkdldEN0clJlc3BvbnNlLlZhcmlhbnRzRW50cnkaTgoNVmFyaWFudHNFbnRyeRILCgNrZXkYASABKAkSLAoFdmFsdWUYAiABKAsyHS5jbGlja2FuYWx5dGljcy52MS5WYXJpYW50Q3RyOgI4AUIGCgRfY3RyIkcKFUdldFJhbmtNZXRyaWNzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg8KB3ZhcmlhbnQYAiABKAkSDAoEZGF5cxgDIAEoBSLOAgoWR2V0UmFua01ldHJpY3NSZXNwb25zZRIVCghhdmdfcmFuaxgBIAEoAUgAiAEBEhgKC21lZGlhbl9yYW5rGAIgASgBSAGIAQESFQoIbWluX3JhbmsYAyABKAVIAogBARIVCghtYXhfcmFuaxgEIAEoBUgDiAEBElMKDmNsaWNrc19ieV9yYW5rGAUgAygLMjsuY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXNwb25zZS5DbGlja3NCeVJhbmtFbnRyeRIUCgx0b3RhbF9jbGlja3MYBiABKAMaMwoRQ2xpY2tzQnlSYW5rRW50cnkSCwoDa2V5GAEgASgFEg0KBXZhbHVlGAIgASgDOgI4AUILCglfYXZnX3JhbmtCDgoMX21lZGlhbl9yYW5rQgsKCV9taW5fcmFua0ILCglfbWF4X3JhbmsiTwodR2V0UmVzcG9uc2VUaW1lTWV0cmljc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIPCgd2YXJpYW50GAIgASgJEgwKBGRheXMYAyABKAUilwMKHkdldFJlc3BvbnNlVGltZU1ldHJpY3NSZXNwb25zZRIhChRhdmdfcmVzcG9uc2VfdGltZV9tcxgBIAEoAUgAiAEBEiEKFG1pbl9yZXNwb25zZV90aW1lX21zGAIgASgBSAGIAQESIQoUbWF4X3Jlc3BvbnNlX3RpbWVfbXMYAyABKAFIAogBARIhChRwNTBfcmVzcG9uc2VfdGltZV9tcxgEIAEoAUgDiAEBEiEKFHA5NV9yZXNwb25zZV90aW1lX21zGAUgASgBSASIAQESIQoUcDk5X3Jlc3BvbnNlX3RpbWVfbXMYBiABKAFIBYgBARINCgVjb3VudBgHIAEoA0IXChVfYXZnX3Jlc3BvbnNlX3RpbWVfbXNCFwoVX21pbl9yZXNwb25zZV90aW1lX21zQhcKFV9tYXhfcmVzcG9uc2VfdGltZV9tc0IXChVfcDUwX3Jlc3BvbnNlX3RpbWVfbXNCFwoVX3A5NV9yZXNwb25zZV90aW1lX21zQhcKFV9wOTlfcmVzcG9uc2VfdGltZV9tcyI2ChVHZXRVc2VyU3VtbWFyeVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIMCgRkYXlzGAIgASgFIpACChZHZXRVc2VyU3VtbWFyeVJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEwoLcGVyaW9kX2RheXMYAiABKAUSFAoMdG90YWxfY2xpY2tzGAMgASgDEhkKEXRvdGFsX2ltcHJlc3Npb25zGAQgASgDEhAKA2N0chgFIAEoAUgAiAEBEh0KEGF2Z19yYW5rX2NsaWNrZWQYBiABKAFIAYgBARIhChRhdmdfcmVzcG9uc2VfdGltZV9tcxgHIAEoAUgCiAEBEhUKDXZhcmlhbnRzX3VzZWQYCCADKAlCBgoEX2N0ckITChFfYXZnX3JhbmtfY2xpY2tlZEIXChVfYXZnX3Jlc3BvbnNlX3RpbWVfbXMiKwobR2V0VmFyaWFudENvbXBhcmlzb25SZXF1ZXN0EgwKBGRheXMYASABKAUiywEKDlZhcmlhbnRTdW1tYXJ5EhAKA2N0chgBIAEoAUgAiAEBEiEKFGF2Z19yZXNwb25zZV90aW1lX21zGAIgASgBSAGIAQESHQoQYXZnX3JhbmtfY2xpY2tlZBgDIAEoAUgCiAEBEhQKDHRvdGFsX2NsaWNrcxgEIAEoAxIZChF0b3RhbF9pbXByZXNzaW9ucxgFIAEoA0IGCgRfY3RyQhcKFV9hdmdfcmVzcG9uc2VfdGltZV9tc0ITChFfYXZnX3JhbmtfY2xpY2tlZCLvAQocR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZRITCgtwZXJpb2RfZGF5cxgBIAEoBRJPCgh2YXJpYW50cxgCIAMoCzI9LmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVzcG9uc2UuVmFyaWFudHNFbnRyeRIVCg13aW5uZXJfYnlfY3RyGAMgASgJGlIKDVZhcmlhbnRzRW50cnkSCwoDa2V5GAEgASgJEjAKBXZhbHVlGAIgASgLMiEuY2xpY2thbmFseXRpY3MudjEuVmFyaWFudFN1bW1hcnk6AjgBIg4KDFJlc2V0UmVxdWVzdCJPCg1SZXNldFJlc3BvbnNlEg8KB21lc3NhZ2UYASABKAkSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDAQoFRXZlbnQSMwoFY2xpY2sYASABKAsyIi5jbGlja2FuYWx5dGljcy52MS5Mb2dDbGlja1JlcXVlc3RIABI9CgppbXByZXNzaW9uGAIgASgLMicuY2xpY2thbmFseXRpY3MudjEuTG9nSW1wcmVzc2lvblJlcXVlc3RIAEIGCgRraW5kIjwKEExvZ0V2ZW50c1JlcXVlc3QSKAoGZXZlbnRzGAEgAygLMhguY2xpY2thbmFseXRpY3MudjEuRXZlbnQifwoLRXZlbnRSZXN1bHQSDQoFaW5kZXgYASABKAMSMAoHb3V0Y29tZRgCIAEoDjIfLmNsaWNrYW5hbHl0aWNzLnYxLkV2ZW50T3V0Y29tZRIQCghldmVudF9pZBgDIAEoCRINCgVmaWVsZBgEIAEoCRIOCgZyZWFzb24YBSABKAkifAoRTG9nRXZlbnRzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmNsaWNrYW5hbHl0aWNzLnYxLkV2ZW50UmVzdWx0EhAKCGFjY2VwdGVkGAIgASgDEhIKCmR1cGxpY2F0ZXMYAyABKAMSEAoIcmVqZWN0ZWQYBCABKAMiPwoTU3RyZWFtRXZlbnRzUmVxdWVzdBIoCgZldmVudHMYASADKAsyGC5jbGlja2FuYWx5dGljcy52MS5FdmVudCKZAQoUU3RyZWFtRXZlbnRzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAMSEgoKZHVwbGljYXRlcxgCIAEoAxIQCghyZWplY3RlZBgDIAEoAxIPCgdiYXRjaGVzGAQgASgDEjgKEGZpcnN0X3JlamVjdGlvbnMYBSADKAsyHi5jbGlja2FuYWx5dGljcy52MS5FdmVudFJlc3VsdCrMAQoLQ2xpY2tTb3VyY2USHAoYQ0xJQ0tfU09VUkNFX1VOU1BFQ0lGSUVEEAASHwobQ0xJQ0tfU09VUkNFX1NFQVJDSF9SRVNVTFRTEAESIAocQ0xJQ0tfU09VUkNFX1JFQ09NTUVOREFUSU9OUxACEh0KGUNMSUNLX1NPVVJDRV9BVVRPQ09NUExFVEUQAxIhCh1DTElDS19TT1VSQ0VfUkVMQVRFRF9QUk9EVUNUUxAEEhoKFkNMSUNLX1NPVVJDRV9TUE9OU09SRUQQBSqCAQoMRXZlbnRPdXRjb21lEh0KGUVWRU5UX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZFVkVOVF9PVVRDT01FX0FDQ0VQVEVEEAESGwoXRVZFTlRfT1VUQ09NRV9EVVBMSUNBVEUQAhIaChZFVkVOVF9PVVRDT01FX1JFSkVDVEVEEAMy5QcKDkNsaWNrQW5hbHl0aWNzElMKCExvZ0NsaWNrEiIuY2xpY2thbmFseXRpY3MudjEuTG9nQ2xpY2tSZXF1ZXN0GiMuY2xpY2thbmFseXRpY3MudjEuTG9nQ2xpY2tSZXNwb25zZRJiCg1Mb2dJbXByZXNzaW9uEicuY2xpY2thbmFseXRpY3MudjEuTG9nSW1wcmVzc2lvblJlcXVlc3QaKC5jbGlja2FuYWx5dGljcy52MS5Mb2dJbXByZXNzaW9uUmVzcG9uc2USTQoGR2V0Q3RyEiAuY2xpY2thbmFseXRpY3MudjEuR2V0Q3RyUmVxdWVzdBohLmNsaWNrYW5hbHl0aWNzLnYxLkdldEN0clJlc3BvbnNlEmUKDkdldFJhbmtNZXRyaWNzEiguY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXF1ZXN0GikuY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXNwb25zZRJ9ChZHZXRSZXNwb25zZVRpbWVNZXRyaWNzEjAuY2xpY2thbmFseXRpY3MudjEuR2V0UmVzcG9uc2VUaW1lTWV0cmljc1JlcXVlc3QaMS5jbGlja2FuYWx5dGljcy52MS5HZXRSZXNwb25zZVRpbWVNZXRyaWNzUmVzcG9uc2USZQoOR2V0VXNlclN1bW1hcnkSKC5jbGlja2FuYWx5dGljcy52MS5HZXRVc2VyU3VtbWFyeVJlcXVlc3QaKS5jbGlja2FuYWx5dGljcy52MS5HZXRVc2VyU3VtbWFyeVJlc3BvbnNlEncKFEdldFZhcmlhbnRDb21wYXJpc29uEi4uY2xpY2thbmFseXRpY3MudjEuR2V0VmFyaWFudENvbXBhcmlzb25SZXF1ZXN0Gi8uY2xpY2thbmFseXRpY3MudjEuR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZRJKCgVSZXNldBIfLmNsaWNrYW5hbHl0aWNzLnYxLlJlc2V0UmVxdWVzdBogLmNsaWNrYW5hbHl0aWNzLnYxLlJlc2V0UmVzcG9uc2USVgoJTG9nRXZlbnRzEiMuY2xpY2thbmFseXRpY3MudjEuTG9nRXZlbnRzUmVxdWVzdBokLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0V2ZW50c1Jlc3BvbnNlEmEKDFN0cmVhbUV2ZW50cxImLmNsaWNrYW5hbHl0aWNzLnYxLlN0cmVhbUV2ZW50c1JlcXVlc3QaJy5jbGlja2FuYWx5dGljcy52MS5TdHJlYW1FdmVudHNSZXNwb25zZSgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message clickanalytics.v1.LogClickRequest
@@ -78,6 +78,22 @@ export type LogClickRequest = Message<"clickanalytics.v1.LogClickRequest"> & {
    * @generated from field: google.protobuf.Timestamp timestamp = 9;
    */
   timestamp?: Timestamp | undefined;
+
+  /**
+   * Idempotency key (any string of 1..128 characters, e.g. a UUID); a retry with the same
+   * event_id is recognised and not counted twice. Assigned by the server when empty.
+   *
+   * @generated from field: string event_id = 10;
+   */
+  eventId: string;
+
+  /**
+   * The impression (search) this click came from, as returned by LogImpression or supplied by
+   * the client there. The impression may arrive later.
+   *
+   * @generated from field: string impression_id = 11;
+   */
+  impressionId: string;
 };
 
 /**
@@ -166,6 +182,21 @@ export type LogImpressionRequest = Message<"clickanalytics.v1.LogImpressionReque
    * @generated from field: google.protobuf.Timestamp timestamp = 7;
    */
   timestamp?: Timestamp | undefined;
+
+  /**
+   * Idempotency key, as on LogClickRequest. Defaults to impression_id when that is given.
+   *
+   * @generated from field: string event_id = 8;
+   */
+  eventId: string;
+
+  /**
+   * The search's own id (e.g. a query id), 1..128 characters; clicks link to it. Defaults to
+   * event_id, and is unique: a second impression with the same id is a duplicate.
+   *
+   * @generated from field: string impression_id = 9;
+   */
+  impressionId: string;
 };
 
 /**
@@ -651,6 +682,195 @@ export const ResetResponseSchema: GenMessage<ResetResponse> = /*@__PURE__*/
   messageDesc(file_clickanalytics_v1_click_analytics, 17);
 
 /**
+ * One tracked event.
+ *
+ * @generated from message clickanalytics.v1.Event
+ */
+export type Event = Message<"clickanalytics.v1.Event"> & {
+  /**
+   * @generated from oneof clickanalytics.v1.Event.kind
+   */
+  kind: {
+    /**
+     * @generated from field: clickanalytics.v1.LogClickRequest click = 1;
+     */
+    value: LogClickRequest;
+    case: "click";
+  } | {
+    /**
+     * @generated from field: clickanalytics.v1.LogImpressionRequest impression = 2;
+     */
+    value: LogImpressionRequest;
+    case: "impression";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message clickanalytics.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 18);
+
+/**
+ * @generated from message clickanalytics.v1.LogEventsRequest
+ */
+export type LogEventsRequest = Message<"clickanalytics.v1.LogEventsRequest"> & {
+  /**
+   * At most 1,000 events.
+   *
+   * @generated from field: repeated clickanalytics.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message clickanalytics.v1.LogEventsRequest.
+ * Use `create(LogEventsRequestSchema)` to create a new message.
+ */
+export const LogEventsRequestSchema: GenMessage<LogEventsRequest> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 19);
+
+/**
+ * @generated from message clickanalytics.v1.EventResult
+ */
+export type EventResult = Message<"clickanalytics.v1.EventResult"> & {
+  /**
+   * Position of the event in its request (in StreamEvents: in the whole stream).
+   *
+   * @generated from field: int64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * @generated from field: clickanalytics.v1.EventOutcome outcome = 2;
+   */
+  outcome: EventOutcome;
+
+  /**
+   * The event's id (client-supplied or assigned); empty for a rejected event without one.
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * For REJECTED: the offending field, e.g. "events[3].click.rank".
+   *
+   * @generated from field: string field = 4;
+   */
+  field: string;
+
+  /**
+   * For REJECTED: the rule it broke.
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message clickanalytics.v1.EventResult.
+ * Use `create(EventResultSchema)` to create a new message.
+ */
+export const EventResultSchema: GenMessage<EventResult> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 20);
+
+/**
+ * @generated from message clickanalytics.v1.LogEventsResponse
+ */
+export type LogEventsResponse = Message<"clickanalytics.v1.LogEventsResponse"> & {
+  /**
+   * One per event, in request order.
+   *
+   * @generated from field: repeated clickanalytics.v1.EventResult results = 1;
+   */
+  results: EventResult[];
+
+  /**
+   * @generated from field: int64 accepted = 2;
+   */
+  accepted: bigint;
+
+  /**
+   * @generated from field: int64 duplicates = 3;
+   */
+  duplicates: bigint;
+
+  /**
+   * @generated from field: int64 rejected = 4;
+   */
+  rejected: bigint;
+};
+
+/**
+ * Describes the message clickanalytics.v1.LogEventsResponse.
+ * Use `create(LogEventsResponseSchema)` to create a new message.
+ */
+export const LogEventsResponseSchema: GenMessage<LogEventsResponse> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 21);
+
+/**
+ * @generated from message clickanalytics.v1.StreamEventsRequest
+ */
+export type StreamEventsRequest = Message<"clickanalytics.v1.StreamEventsRequest"> & {
+  /**
+   * At most 1,000 events per message.
+   *
+   * @generated from field: repeated clickanalytics.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message clickanalytics.v1.StreamEventsRequest.
+ * Use `create(StreamEventsRequestSchema)` to create a new message.
+ */
+export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 22);
+
+/**
+ * @generated from message clickanalytics.v1.StreamEventsResponse
+ */
+export type StreamEventsResponse = Message<"clickanalytics.v1.StreamEventsResponse"> & {
+  /**
+   * @generated from field: int64 accepted = 1;
+   */
+  accepted: bigint;
+
+  /**
+   * @generated from field: int64 duplicates = 2;
+   */
+  duplicates: bigint;
+
+  /**
+   * @generated from field: int64 rejected = 3;
+   */
+  rejected: bigint;
+
+  /**
+   * Messages received.
+   *
+   * @generated from field: int64 batches = 4;
+   */
+  batches: bigint;
+
+  /**
+   * The first few rejections (at most 20), with their positions in the stream.
+   *
+   * @generated from field: repeated clickanalytics.v1.EventResult first_rejections = 5;
+   */
+  firstRejections: EventResult[];
+};
+
+/**
+ * Describes the message clickanalytics.v1.StreamEventsResponse.
+ * Use `create(StreamEventsResponseSchema)` to create a new message.
+ */
+export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 23);
+
+/**
  * Where the clicked result was shown.
  *
  * @generated from enum clickanalytics.v1.ClickSource
@@ -694,6 +914,43 @@ export enum ClickSource {
  */
 export const ClickSourceSchema: GenEnum<ClickSource> = /*@__PURE__*/
   enumDesc(file_clickanalytics_v1_click_analytics, 0);
+
+/**
+ * @generated from enum clickanalytics.v1.EventOutcome
+ */
+export enum EventOutcome {
+  /**
+   * @generated from enum value: EVENT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Written.
+   *
+   * @generated from enum value: EVENT_OUTCOME_ACCEPTED = 1;
+   */
+  ACCEPTED = 1,
+
+  /**
+   * An event with this event_id (or impression_id) was already recorded; not counted again.
+   *
+   * @generated from enum value: EVENT_OUTCOME_DUPLICATE = 2;
+   */
+  DUPLICATE = 2,
+
+  /**
+   * Invalid; `field` and `reason` say why. Nothing of it was written.
+   *
+   * @generated from enum value: EVENT_OUTCOME_REJECTED = 3;
+   */
+  REJECTED = 3,
+}
+
+/**
+ * Describes the enum clickanalytics.v1.EventOutcome.
+ */
+export const EventOutcomeSchema: GenEnum<EventOutcome> = /*@__PURE__*/
+  enumDesc(file_clickanalytics_v1_click_analytics, 1);
 
 /**
  * ClickAnalytics records what users see (impressions: one per search) and what they click
@@ -791,6 +1048,29 @@ export const ClickAnalytics: GenService<{
     methodKind: "unary";
     input: typeof ResetRequestSchema;
     output: typeof ResetResponseSchema;
+  },
+  /**
+   * Records up to 1,000 events (at most 4 MiB) in one bulk write. Each event is accepted,
+   * recognised as a duplicate of an earlier event_id, or rejected with its reason; one bad event
+   * does not sink the others.
+   *
+   * @generated from rpc clickanalytics.v1.ClickAnalytics.LogEvents
+   */
+  logEvents: {
+    methodKind: "unary";
+    input: typeof LogEventsRequestSchema;
+    output: typeof LogEventsResponseSchema;
+  },
+  /**
+   * Client-streaming ingest: each message is a batch (same limits as LogEvents), written as it
+   * arrives; one answer with the totals when the client half-closes.
+   *
+   * @generated from rpc clickanalytics.v1.ClickAnalytics.StreamEvents
+   */
+  streamEvents: {
+    methodKind: "client_streaming";
+    input: typeof StreamEventsRequestSchema;
+    output: typeof StreamEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_clickanalytics_v1_click_analytics, 0);

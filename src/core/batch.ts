@@ -1,0 +1,85 @@
+/**
+ * Batch ingestion rules, independent of transport and storage: every event is validated on its
+ * own (a bad one is rejected with its field and rule, the rest go on), repeats of an event_id
+ * inside the batch are duplicates of the first, and outcomes are reported per event.
+ */
+import { InvalidArgumentError } from "./errors.js";
+import type { ClickEvent, Impression } from "./events.js";
+
+export const MAX_BATCH_EVENTS = 1_000;
+
+export type TrackedEvent = { kind: "click"; event: ClickEvent } | { kind: "impression"; event: Impression };
+
+export type Outcome = "accepted" | "duplicate" | "rejected";
+
+export interface EventOutcome {
+  index: number;
+  outcome: Outcome;
+  eventId: string;
+  field?: string;
+  reason?: string;
+}
+
+export interface PreparedBatch {
+  /** Valid events, first occurrence of each key, ready to write. */
+  toWrite: { index: number; tracked: TrackedEvent }[];
+  /** Outcomes already known: rejections and in-batch repeats. */
+  decided: EventOutcome[];
+}
+
+export function requireBatchSize(count: number, field = "events"): void {
+  if (count > MAX_BATCH_EVENTS) throw new InvalidArgumentError(field, `must hold at most ${MAX_BATCH_EVENTS} events per request, got ${count}`);
+}
+
+/** The keys an event must be unique under (impressions are also unique by impression_id). */
+export function uniqueKeys(t: TrackedEvent): string[] {
+  return t.kind === "click" ? [`c:${t.event.eventId}`] : [`i:${t.event.eventId}`, `s:${t.event.impressionId}`];
+}
+
+/**
+ * Validates each item with `validate`; an InvalidArgumentError becomes that item's rejection,
+ * its field prefixed with `fieldPrefix(index)` (e.g. "events[3].click."). Anything else thrown is
+ * not the item's fault and propagates.
+ */
+export function prepareBatch<T>(items: readonly T[], validate: (item: T) => TrackedEvent, fieldPrefix: (index: number, item: T) => string, firstIndex = 0): PreparedBatch {
+  const toWrite: PreparedBatch["toWrite"] = [];
+  const decided: EventOutcome[] = [];
+  const seen = new Set<string>();
+  items.forEach((item, i) => {
+    const index = firstIndex + i;
+    let tracked: TrackedEvent;
+    try {
+      tracked = validate(item);
+    } catch (error) {
+      if (error instanceof InvalidArgumentError) {
+        decided.push({ index, outcome: "rejected", eventId: "", field: fieldPrefix(index, item) + error.field, reason: error.rule });
+        return;
+      }
+      throw error;
+    }
+    const keys = uniqueKeys(tracked);
+    if (keys.some((k) => seen.has(k))) {
+      decided.push({ index, outcome: "duplicate", eventId: tracked.event.eventId });
+      return;
+    }
+    keys.forEach((k) => seen.add(k));
+    toWrite.push({ index, tracked });
+  });
+  return { toWrite, decided };
+}
+
+/** Outcomes in index order, once the store has said which writes were duplicates. */
+export function settleBatch(batch: PreparedBatch, duplicateIndexes: ReadonlySet<number>): EventOutcome[] {
+  const written: EventOutcome[] = batch.toWrite.map(({ index, tracked }) => ({
+    index,
+    outcome: duplicateIndexes.has(index) ? "duplicate" : "accepted",
+    eventId: tracked.event.eventId,
+  }));
+  return [...batch.decided, ...written].sort((a, b) => a.index - b.index);
+}
+
+export function tally(outcomes: readonly EventOutcome[]): Record<Outcome, number> {
+  const counts: Record<Outcome, number> = { accepted: 0, duplicate: 0, rejected: 0 };
+  for (const o of outcomes) counts[o.outcome]++;
+  return counts;
+}

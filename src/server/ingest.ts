@@ -1,0 +1,75 @@
+/** From decoded requests to stored events: validation, batching and duplicate handling. */
+import type { Event, LogClickRequest, LogImpressionRequest } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { prepareBatch, settleBatch, type EventOutcome, type TrackedEvent } from "../core/batch.js";
+import { InvalidArgumentError } from "../core/errors.js";
+import { validateClick, validateImpression, type ClickEvent, type Impression } from "../core/events.js";
+import type { Collections } from "../store/documents.js";
+import { writeEvents } from "../store/event-writer.js";
+import type { CallContext } from "./grpc-adapter.js";
+import { clickSource, identity, requestTime } from "./request-mapping.js";
+
+export function clickFromRequest(req: LogClickRequest, ctx: CallContext, now: Date): ClickEvent {
+  return validateClick(
+    {
+      ...identity(req, ctx),
+      eventId: req.eventId,
+      impressionId: req.impressionId,
+      productId: req.productId,
+      rank: req.rank,
+      searchQuery: req.searchQuery,
+      variant: req.variant,
+      responseTimeMs: req.responseTimeMs,
+      source: clickSource(req.source),
+      timestamp: requestTime(req.timestamp),
+    },
+    now,
+  );
+}
+
+export function impressionFromRequest(req: LogImpressionRequest, ctx: CallContext, now: Date): Impression {
+  return validateImpression(
+    {
+      ...identity(req, ctx),
+      eventId: req.eventId,
+      impressionId: req.impressionId,
+      query: req.query,
+      variant: req.variant,
+      resultsCount: req.resultsCount,
+      responseTimeMs: req.responseTimeMs,
+      timestamp: requestTime(req.timestamp),
+    },
+    now,
+  );
+}
+
+function trackedFromEvent(e: Event, ctx: CallContext, now: Date): TrackedEvent {
+  switch (e.kind.case) {
+    case "click":
+      return { kind: "click", event: clickFromRequest(e.kind.value, ctx, now) };
+    case "impression":
+      return { kind: "impression", event: impressionFromRequest(e.kind.value, ctx, now) };
+    default:
+      throw new InvalidArgumentError("kind", "must be a click or an impression");
+  }
+}
+
+/**
+ * Validates and writes one batch in a single bulk write per collection. `firstIndex` numbers the
+ * events (for streams: their position in the whole stream).
+ */
+export async function ingestBatch(c: Collections, events: readonly Event[], ctx: CallContext, now: Date, firstIndex = 0): Promise<EventOutcome[]> {
+  const batch = prepareBatch(
+    events,
+    (e) => trackedFromEvent(e, ctx, now),
+    (index, e) => (e.kind.case === undefined ? `events[${index}].` : `events[${index}].${e.kind.case}.`),
+    firstIndex,
+  );
+  const duplicates = await writeEvents(c, batch.toWrite);
+  return settleBatch(batch, duplicates);
+}
+
+/** Writes one event; true when it was new, false when its key was already recorded. */
+export async function ingestOne(c: Collections, tracked: TrackedEvent): Promise<boolean> {
+  const duplicates = await writeEvents(c, [{ index: 0, tracked }]);
+  return duplicates.size === 0;
+}

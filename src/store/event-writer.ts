@@ -1,0 +1,53 @@
+/** Writing tracked events: one unordered bulk insert per collection per batch. */
+import { MongoServerError, type Db, type Document } from "mongodb";
+import type { TrackedEvent } from "../core/batch.js";
+import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
+
+const DUPLICATE_KEY = 11000;
+
+/**
+ * Inserts the documents in one unordered `insert` command, so one duplicate does not stop the
+ * rest; returns the positions (into `docs`) that were duplicates of existing keys. The raw
+ * command (rather than insertMany) keeps failures in their own classes: a network or selection
+ * error arrives as itself, not folded into a bulk-write error. Any failure other than a
+ * duplicate propagates: with event ids, a retry of the whole batch is safe.
+ */
+async function insertAll(db: Db, collection: string, docs: Document[]): Promise<number[]> {
+  if (docs.length === 0) return [];
+  const reply = (await db.command({ insert: collection, documents: docs, ordered: false })) as InsertReply;
+  if (reply.writeConcernError) throw new MongoServerError({ message: `write concern: ${reply.writeConcernError.errmsg}`, code: reply.writeConcernError.code });
+  const writeErrors = reply.writeErrors ?? [];
+  const other = writeErrors.find((e) => e.code !== DUPLICATE_KEY);
+  if (other) throw new MongoServerError({ message: other.errmsg, code: other.code });
+  return writeErrors.map((e) => e.index);
+}
+
+interface InsertReply {
+  n: number;
+  writeErrors?: { index: number; code: number; errmsg: string }[];
+  writeConcernError?: { code: number; errmsg: string };
+}
+
+/** Writes a batch; returns the `index` of every item that turned out to be a duplicate. */
+export async function writeEvents(c: Collections, items: readonly { index: number; tracked: TrackedEvent }[]): Promise<Set<number>> {
+  const clicks: { index: number; doc: ClickDocument }[] = [];
+  const impressions: { index: number; doc: ImpressionDocument }[] = [];
+  for (const { index, tracked } of items) {
+    if (tracked.kind === "click") clicks.push({ index, doc: clickDocument(tracked.event) });
+    else impressions.push({ index, doc: impressionDocument(tracked.event) });
+  }
+  const [dupClicks, dupImpressions] = await Promise.all([
+    insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
+    insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
+  ]);
+  return new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
+}
+
+/** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */
+export async function findOriginalClick(c: Collections, eventId: string): Promise<ClickDocument | null> {
+  return c.clicks.findOne({ event_id: eventId }, { projection: { _id: 0 } });
+}
+
+export async function findOriginalImpression(c: Collections, eventId: string, impressionId: string): Promise<ImpressionDocument | null> {
+  return c.impressions.findOne({ $or: [{ event_id: eventId }, { impression_id: impressionId }] }, { projection: { _id: 0 } });
+}
