@@ -6,7 +6,7 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { ClickAnalytics, type StreamEventsRequestSchema, type StreamEventsResponse } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickAnalytics, type StreamEventsRequestSchema, type StreamEventsResponse, type WatchMetricsRequestSchema, type WatchMetricsResponse } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { CLIENT_CHANNEL_OPTIONS, retryServiceConfig } from "./transport.js";
 
 export interface ClientOptions {
@@ -54,6 +54,11 @@ export type ClickAnalyticsMethods = { [K in UnaryNames]: UnaryMethod<Methods[K]>
    * lives as long as its source, unless `timeoutMs`/`deadline` say otherwise.
    */
   streamEvents(batches: Iterable<StreamBatch> | AsyncIterable<StreamBatch>, options?: CallOptions): Promise<StreamEventsResponse>;
+  /**
+   * Snapshots as the server sends them (one at once, then one per interval). Leaving the loop
+   * (break, return, throw) or aborting `signal` cancels the call. No default deadline.
+   */
+  watchMetrics(request: MessageInitShape<typeof WatchMetricsRequestSchema>, options?: CallOptions): AsyncIterable<WatchMetricsResponse>;
 };
 
 export interface ClickAnalyticsClient extends ClickAnalyticsMethods {
@@ -146,12 +151,38 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
     return result;
   };
 
+  const watchMethod = ClickAnalytics.method.watchMetrics;
+  const watchMetrics: ClickAnalyticsMethods["watchMetrics"] = (request, call = {}) => ({
+    async *[Symbol.asyncIterator]() {
+      const stream = plain.makeServerStreamRequest(
+        pathOf(watchMethod),
+        (m: MessageShape<typeof watchMethod.input>) => Buffer.from(toBinary(watchMethod.input, m)),
+        (bytes: Buffer) => fromBinary(watchMethod.output, bytes),
+        create(watchMethod.input, request),
+        metadataFor(call),
+        { deadline: deadlineFor(call, undefined) },
+      );
+      const cancel = () => stream.cancel();
+      call.signal?.addEventListener("abort", cancel, { once: true });
+      try {
+        for await (const message of stream) yield message as WatchMetricsResponse;
+      } catch (error) {
+        // Our own cancellation (abort or leaving the loop) ends the iteration quietly.
+        if ((error as grpc.ServiceError).code !== grpc.status.CANCELLED || !(call.signal?.aborted ?? false)) throw error;
+      } finally {
+        call.signal?.removeEventListener("abort", cancel);
+        stream.cancel();
+      }
+    },
+  });
+
   const methods = Object.fromEntries(
     ClickAnalytics.methods.filter((m) => m.methodKind === "unary").map((m) => [m.localName, unary(m)]),
-  ) as unknown as Omit<ClickAnalyticsMethods, "streamEvents">;
+  ) as unknown as Omit<ClickAnalyticsMethods, "streamEvents" | "watchMetrics">;
   return {
     ...methods,
     streamEvents,
+    watchMetrics,
     waitForReady: (timeoutMs = DEFAULT_TIMEOUT_MS) =>
       new Promise<void>((resolve, reject) => plain.waitForReady(Date.now() + timeoutMs, (error) => (error ? reject(error) : resolve()))),
     close: () => {

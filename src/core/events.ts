@@ -80,6 +80,14 @@ export interface ImpressionInput extends Identity, EventKeys {
   timestamp?: Date | undefined;
 }
 
+/**
+ * The form queries are grouped by: Unicode-normalised (NFKC), trimmed, case-folded, runs of
+ * white space collapsed to one space. "  Blue   SHOES " and "blue shoes" are one query.
+ */
+export function normalizeQuery(query: string): string {
+  return query.normalize("NFKC").trim().replace(/\s+/gu, " ").toLowerCase();
+}
+
 /** Unicode characters, not UTF-16 code units. */
 export function charLength(value: string): number {
   let n = 0;

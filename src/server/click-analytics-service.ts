@@ -1,16 +1,19 @@
-import { ClickAnalytics, EventOutcome as OutcomeProto, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { compareVariants, comparisonSettings } from "../core/comparison.js";
+import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
-import { requireId } from "../core/events.js";
-import { ratio, winnerByCtr } from "../core/metrics.js";
+import { optionalVariant, requireId, requireVariant } from "../core/events.js";
+import { ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
 import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
-import { ctrTotals, rankMetrics, responseTimeStats, userActivity, variantActivity } from "../store/metrics-queries.js";
+import { timeBuckets, topQueries } from "../store/breakdowns.js";
+import { eventTotals, latencyPercentiles, rankHistograms, rankMetrics, responseTimeStats, userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
 import { requireAdmin } from "./auth.js";
 import type { ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
-import { metricsFilter, responseTime } from "./request-mapping.js";
+import { metricsFilter, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -26,6 +29,8 @@ function eventResult(o: EventOutcome): Omit<EventResult, "$typeName" | "$unknown
 
 export interface ServiceDeps {
   store: ClickStore;
+  /** Aborted when the server begins to shut down: open streams end cleanly. */
+  shutdown?: AbortSignal;
   adminToken?: string | undefined;
   now?: () => Date;
 }
@@ -35,6 +40,50 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   const { store } = deps;
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
+
+  /** Count-based CTR fields shared by GetCtr and GetVariantComparison. */
+  const ctrFields = (t: EventTotals) => {
+    const searchCtr = ratio(t.searchesWithClicks, t.impressions);
+    return {
+      ctr: ratio(t.clicks, t.impressions),
+      clicks: count(t.clicks),
+      impressions: count(t.impressions),
+      searchCtr,
+      noClickRate: searchCtr === undefined ? undefined : 1 - searchCtr,
+      noResultsRate: ratio(t.noResults, t.impressions),
+      users: count(t.users),
+      searchesWithClicks: count(t.searchesWithClicks),
+      noResultsSearches: count(t.noResults),
+    };
+  };
+
+  const snapshotOf = (t: EventTotals | undefined, ranks: RankStats | undefined, latency: (number | undefined)[] | undefined) => ({
+    impressions: count(t?.impressions ?? 0),
+    clicks: count(t?.clicks ?? 0),
+    ctr: t && ratio(t.clicks, t.impressions),
+    searchCtr: t && ratio(t.searchesWithClicks, t.impressions),
+    avgRank: ranks?.avg,
+    medianRank: ranks?.median,
+    p50ResponseTimeMs: latency?.[0],
+    p95ResponseTimeMs: latency?.[1],
+  });
+
+  /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant. */
+  const snapshot = async (filter: MetricsFilter) => {
+    const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
+      eventTotals(store.collections, filter),
+      rankHistograms(store.collections, filter, false),
+      rankHistograms(store.collections, filter, true),
+      latencyPercentiles(store.collections, filter, [0.5, 0.95], false),
+      latencyPercentiles(store.collections, filter, [0.5, 0.95], true),
+    ]);
+    return {
+      timestamp: responseTime(now()),
+      periodDays: filter.window.days,
+      overall: snapshotOf(totals.overall, ranks.get(""), latency.get("")),
+      variants: Object.fromEntries([...totals.variants.keys()].map((name) => [name, snapshotOf(totals.variants.get(name), ranksByVariant.get(name), latencyByVariant.get(name))])),
+    };
+  };
 
   return {
     async logClick(req, ctx) {
@@ -100,16 +149,11 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getCtr(req) {
       const filter = metricsFilter(req, now());
-      const totals = await ctrTotals(store.collections, filter);
-      const variants = Object.fromEntries(
-        [...totals.variants].map(([name, v]) => [name, { ctr: ratio(v.clicks, v.impressions), clicks: count(v.clicks), impressions: count(v.impressions) }]),
-      );
+      const totals = await eventTotals(store.collections, filter);
       return {
-        ctr: ratio(totals.clicks, totals.impressions),
-        clicks: count(totals.clicks),
-        impressions: count(totals.impressions),
+        ...ctrFields(totals.overall),
         periodDays: filter.window.days,
-        variants,
+        variants: Object.fromEntries([...totals.variants].map(([name, t]) => [name, ctrFields(t)])),
       };
     },
 
@@ -157,24 +201,96 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getVariantComparison(req) {
       const window = timeWindow(req.days, now());
-      const activity = await variantActivity(store.collections, { window });
+      const settings = comparisonSettings({
+        control: req.control === "" ? "" : requireVariant("control", req.control),
+        confidence: req.confidence,
+        expectedSplit: req.expectedSplit,
+        latencyThreshold: req.latencyThreshold,
+        minImpressions: req.minImpressions,
+      });
+      const [totals, p95] = await Promise.all([eventTotals(store.collections, { window }), latencyPercentiles(store.collections, { window }, [0.95], true)]);
+      const data = new Map([...totals.variants].map(([name, t]) => [name, { ...t, p95ResponseTimeMs: p95.get(name)?.[0] }]));
+      const result = compareVariants(data, settings);
       const variants = Object.fromEntries(
-        [...activity].map(([name, v]) => [
+        [...data].map(([name, v]) => [
           name,
           {
-            ctr: ratio(v.clicks, v.impressions),
-            avgResponseTimeMs: v.avgResponseTimeMs,
-            avgRankClicked: v.avgRankClicked,
+            ...ctrFields(v),
+            avgResponseTimeMs: ratio(v.responseTimeSum, v.impressions),
+            avgRankClicked: ratio(v.rankSum, v.clicks),
             totalClicks: count(v.clicks),
             totalImpressions: count(v.impressions),
+            searchCtrInterval: result.searchCtrIntervals.get(name),
+            p95ResponseTimeMs: v.p95ResponseTimeMs,
           },
         ]),
       );
       return {
         periodDays: window.days,
         variants,
-        winnerByCtr: winnerByCtr([...activity].map(([variant, v]) => ({ variant, clicks: v.clicks, impressions: v.impressions }))),
+        winnerByCtr: winnerByCtr([...data].map(([variant, v]) => ({ variant, clicks: v.clicks, impressions: v.impressions }))),
+        control: settings.control,
+        confidence: settings.confidence,
+        comparisons: result.comparisons,
+        srmPValue: result.srmPValue,
+        srmDetected: result.srmDetected,
+        trustworthy: !result.srmDetected,
+        recommendation: result.recommendation,
+        recommendationReason: result.reason,
       };
+    },
+
+    async getTopQueries(req) {
+      const filter = { window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) };
+      const rows = await topQueries(store.collections, filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
+      return {
+        periodDays: filter.window.days,
+        queries: rows.map((q) => ({
+          query: q.query,
+          searches: count(q.searches),
+          clicks: count(q.clicks),
+          ctr: ratio(q.clicks, q.searches),
+          searchCtr: ratio(q.searchesWithClicks, q.searches),
+          avgClickRank: ratio(q.rankSum, q.clicks),
+          noResults: count(q.noResults),
+        })),
+      };
+    },
+
+    async getTimeSeries(req) {
+      const filter = metricsFilter(req, now());
+      const zone = requireTimeZone("time_zone", req.timeZone);
+      if (![Granularity.UNSPECIFIED, Granularity.HOUR, Granularity.DAY].includes(req.granularity)) {
+        throw new InvalidArgumentError("granularity", `must be HOUR or DAY (got enum value ${req.granularity})`);
+      }
+      const unit = req.granularity === Granularity.HOUR ? "hour" : "day";
+      const starts = bucketStarts(zone, unit, filter.window.start, filter.window.end);
+      const rows = await timeBuckets(store.collections, filter, unit, zone, starts);
+      return {
+        periodDays: filter.window.days,
+        granularity: unit === "hour" ? Granularity.HOUR : Granularity.DAY,
+        timeZone: zone,
+        points: rows.map((r, i) => ({
+          start: responseTime(starts[i]!),
+          impressions: count(r.impressions),
+          clicks: count(r.clicks),
+          ctr: ratio(r.clicks, r.impressions),
+          searchCtr: ratio(r.searchesWithClicks, r.impressions),
+          avgClickRank: ratio(r.rankSum, r.clicks),
+          p95ResponseTimeMs: r.p95,
+        })),
+      };
+    },
+
+    async *watchMetrics(req, ctx) {
+      const intervalMs = watchInterval(req.intervalSeconds) * 1000;
+      metricsFilter(req, now()); // refuse bad filters before the first snapshot
+      const stop = AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]);
+      while (!stop.aborted) {
+        const filter = metricsFilter(req, now());
+        yield await snapshot(filter);
+        await sleep(intervalMs, stop);
+      }
     },
 
     async reset(_req, ctx) {

@@ -1,6 +1,7 @@
 /** Turning decoded protobuf requests into the core's plain inputs (and back for timestamps). */
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { ClickSource } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickSource, TopQueriesOrder } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import type { TopQueriesOrder as OrderName } from "../store/breakdowns.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
 import { timeWindow } from "../core/window.js";
@@ -47,4 +48,46 @@ export function metricsFilter(request: { userId?: string; variant?: string; days
     variant: request.variant === undefined ? undefined : optionalVariant("variant", request.variant),
     window: timeWindow(request.days, now),
   };
+}
+
+const ORDER_BY = new Map<TopQueriesOrder, OrderName>([
+  [TopQueriesOrder.UNSPECIFIED, "searches"],
+  [TopQueriesOrder.SEARCHES, "searches"],
+  [TopQueriesOrder.CLICKS, "clicks"],
+  [TopQueriesOrder.CTR, "ctr"],
+  [TopQueriesOrder.NO_RESULTS, "no_results"],
+]);
+
+export function topQueriesOrder(value: TopQueriesOrder): OrderName {
+  const order = ORDER_BY.get(value);
+  if (order === undefined) throw new InvalidArgumentError("order_by", `must be SEARCHES, CLICKS, CTR or NO_RESULTS (got enum value ${value})`);
+  return order;
+}
+
+/** 1..1000; 0 (unset) means 10. */
+export function queryLimit(limit: number): number {
+  if (limit === 0) return 10;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidArgumentError("limit", `must be between 1 and 1000 (0 means 10), got ${limit}`);
+  return limit;
+}
+
+/** 1..3600 seconds; 0 (unset) means 5. */
+export function watchInterval(seconds: number): number {
+  if (seconds === 0) return 5;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 3600) throw new InvalidArgumentError("interval_seconds", `must be between 1 and 3600 (0 means 5), got ${seconds}`);
+  return seconds;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

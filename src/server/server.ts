@@ -43,7 +43,9 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     const { definition, implementation } = grpcService(service, impl, options);
     server.addService(definition, implementation);
   };
-  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken }));
+  // Long-lived streams (WatchMetrics) end when shutdown begins, so draining does not wait on them.
+  const shuttingDown = new AbortController();
+  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal }));
   add(Health, health.service());
   const index = new DescriptorIndex([ClickAnalytics, Health, ...reflectionServices]);
   add(reflectionServices[0], reflectionV1(index));
@@ -66,6 +68,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const close = () =>
     (closing ??= (async () => {
       health.shutdown();
+      shuttingDown.abort();
       const graceMs = config.shutdownGraceMs ?? 10_000;
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -1,5 +1,5 @@
 import { Double, type Collection, type Db } from "mongodb";
-import type { ClickEvent, ClickSourceName, Impression } from "../core/events.js";
+import { normalizeQuery, type ClickEvent, type ClickSourceName, type Impression } from "../core/events.js";
 
 /** The schema users already have; field names are the contract with their other tools. */
 export interface ClickDocument {
@@ -10,6 +10,8 @@ export interface ClickDocument {
   product_id: string;
   rank: number;
   search_query: string;
+  /** search_query normalised (see normalizeQuery): what top-queries groups by. */
+  query_normalized: string;
   variant: string;
   response_time_ms: number | Double;
   session_id: string | null;
@@ -22,8 +24,11 @@ export interface ImpressionDocument {
   impression_id: string;
   user_id: string;
   query: string;
+  query_normalized: string;
   variant: string;
   results_count: number;
+  /** Set once a click linked to this impression is recorded (search-level CTR). */
+  clicked?: boolean;
   response_time_ms: number | Double;
   session_id: string | null;
   timestamp: Date;
@@ -55,6 +60,7 @@ export function clickDocument(e: ClickEvent): ClickDocument {
     product_id: e.productId,
     rank: e.rank,
     search_query: e.searchQuery,
+    query_normalized: normalizeQuery(e.searchQuery),
     variant: e.variant,
     response_time_ms: new Double(e.responseTimeMs),
     session_id: e.sessionId,
@@ -69,6 +75,7 @@ export function impressionDocument(e: Impression): ImpressionDocument {
     impression_id: e.impressionId,
     user_id: e.userId,
     query: e.query,
+    query_normalized: normalizeQuery(e.query),
     variant: e.variant,
     results_count: e.resultsCount,
     response_time_ms: new Double(e.responseTimeMs),

@@ -40,7 +40,29 @@ export async function writeEvents(c: Collections, items: readonly { index: numbe
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
   ]);
+  // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.
+  await linkClicks(
+    c,
+    clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])),
+    impressions.map((x) => x.doc.impression_id),
+  );
   return new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
+}
+
+/**
+ * Marks impressions that have at least one linked click (`clicked: true`), whichever of the two
+ * arrives first: a click flags its impression if it is already stored, and a new impression
+ * looks for clicks that arrived before it. Each side writes before it looks, so of a click and
+ * its impression written at the same time at least one sees the other.
+ */
+async function linkClicks(c: Collections, clickedImpressionIds: string[], newImpressionIds: string[]): Promise<void> {
+  const ids = new Set(clickedImpressionIds);
+  if (newImpressionIds.length > 0) {
+    const early = await c.clicks.distinct("impression_id", { impression_id: { $in: newImpressionIds } });
+    for (const id of early) if (typeof id === "string") ids.add(id);
+  }
+  if (ids.size === 0) return;
+  await c.impressions.updateMany({ impression_id: { $in: [...ids] }, clicked: { $ne: true } }, { $set: { clicked: true } });
 }
 
 /** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */

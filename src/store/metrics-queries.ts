@@ -10,16 +10,6 @@ export interface MetricsFilter {
   variant?: string | undefined;
 }
 
-export interface VariantTotals {
-  clicks: number;
-  impressions: number;
-}
-
-export interface CtrTotals extends VariantTotals {
-  /** Every variant with at least one event in the window. */
-  variants: Map<string, VariantTotals>;
-}
-
 export interface ResponseTimeStats {
   count: number;
   avg?: number | undefined;
@@ -38,14 +28,9 @@ export interface UserActivity {
   variantsUsed: string[];
 }
 
-export interface VariantActivity extends VariantTotals {
-  avgRankClicked?: number | undefined;
-  avgResponseTimeMs?: number | undefined;
-}
-
 export const REPORTED_PERCENTILES = [0.5, 0.95, 0.99] as const;
 
-function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
+export function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
   const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: { $gte: f.window.start } };
   if (f.userId !== undefined) m.user_id = f.userId;
   if (f.variant !== undefined) m.variant = f.variant;
@@ -53,92 +38,182 @@ function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
 }
 
 /** null from $avg/$min over no documents becomes undefined ("no data"). */
-function num(value: unknown): number | undefined {
+export function num(value: unknown): number | undefined {
   return value === null || value === undefined ? undefined : Number(value);
-}
-
-/** Events per variant in one collection. */
-async function countByVariant(collection: Collections["clicks"] | Collections["impressions"], f: MetricsFilter): Promise<Map<string, number>> {
-  const rows = await collection
-    .aggregate<{ _id: string; n: number }>([{ $match: match(f) }, { $group: { _id: "$variant", n: { $sum: 1 } } }])
-    .toArray();
-  return new Map(rows.map((r) => [r._id, Number(r.n)]));
-}
-
-export async function ctrTotals(c: Collections, f: MetricsFilter): Promise<CtrTotals> {
-  const [clicks, impressions] = await Promise.all([countByVariant(c.clicks, f), countByVariant(c.impressions, f)]);
-  const variants = new Map<string, VariantTotals>();
-  for (const name of new Set([...clicks.keys(), ...impressions.keys()])) {
-    variants.set(name, { clicks: clicks.get(name) ?? 0, impressions: impressions.get(name) ?? 0 });
-  }
-  const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
-  return { clicks: sum(clicks), impressions: sum(impressions), variants };
 }
 
 /** Exact rank statistics: MongoDB reduces clicks to a rank histogram, which is small. */
 export async function rankMetrics(c: Collections, f: MetricsFilter): Promise<RankStats> {
-  const rows = await c.clicks
-    .aggregate<{ _id: number; n: number }>([{ $match: match(f) }, { $group: { _id: "$rank", n: { $sum: 1 } } }])
-    .toArray();
-  return rankStats(rows.map((r) => [Number(r._id), Number(r.n)] as const));
+  return (await rankHistograms(c, f, false)).get("") ?? rankStats([]);
 }
 
 /**
- * Latency over impressions. Exact percentiles: one sort numbers the values, and only the (at
- * most six) values at the interpolation positions leave the server.
+ * Stages that keep, per partition, only the impressions at the sorted positions linear
+ * interpolation needs for each percentile in `ps` ({pos, v, key} documents; at most two per
+ * percentile and partition). One sort numbers the values; the values themselves stay in MongoDB.
  */
-export async function responseTimeStats(c: Collections, f: MetricsFilter): Promise<ResponseTimeStats> {
-  const positionTests = REPORTED_PERCENTILES.flatMap((p) => {
+export function percentilePickStages(ps: readonly number[], partitionBy: unknown): Document[] {
+  const positionTests = ps.flatMap((p) => {
     const h = { $multiply: [{ $subtract: ["$n", 1] }, p] };
     return [{ $eq: ["$pos", { $floor: h }] }, { $eq: ["$pos", { $ceil: h }] }];
   });
-  const [result] = await c.impressions
-    .aggregate<{ stats: Document[]; picks: { pos: number; v: number }[] }>(
-      [
+  return [
+    {
+      $setWindowFields: {
+        ...(partitionBy === null ? {} : { partitionBy }),
+        sortBy: { response_time_ms: 1 },
+        output: { pos: { $documentNumber: {} }, n: { $count: {}, window: { documents: ["unbounded", "unbounded"] } } },
+      },
+    },
+    { $set: { pos: { $subtract: ["$pos", 1] } } },
+    { $match: { $expr: { $or: positionTests } } },
+    { $project: { _id: 0, key: partitionBy === null ? null : partitionBy, pos: 1, n: 1, v: "$response_time_ms" } },
+  ];
+}
+
+/** Exact percentiles per partition key from picked positions. */
+export function percentilesFromPicks(picks: readonly { key: unknown; pos: number; n: number; v: number }[], ps: readonly number[]): Map<string, (number | undefined)[]> {
+  const byKey = new Map<string, { n: number; values: Map<number, number> }>();
+  for (const p of picks) {
+    const key = p.key instanceof Date ? p.key.toISOString() : String(p.key ?? "");
+    let entry = byKey.get(key);
+    if (!entry) byKey.set(key, (entry = { n: Number(p.n), values: new Map() }));
+    entry.values.set(Number(p.pos), Number(p.v));
+  }
+  const out = new Map<string, (number | undefined)[]>();
+  for (const [key, { n, values }] of byKey) {
+    out.set(
+      key,
+      ps.map((p) =>
+        interpolatePercentile(n, p, (pos) => {
+          const v = values.get(pos);
+          if (v === undefined) throw new Error(`percentile position ${pos} of ${n} missing from aggregation`);
+          return v;
+        }),
+      ),
+    );
+  }
+  return out;
+}
+
+/** Latency percentiles over impressions, overall (key "") or per variant. */
+export async function latencyPercentiles(c: Collections, f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>> {
+  const picks = await c.impressions
+    .aggregate<{ key: unknown; pos: number; n: number; v: number }>([{ $match: match(f) }, ...percentilePickStages(ps, perVariant ? "$variant" : null)], { allowDiskUse: true })
+    .toArray();
+  return percentilesFromPicks(picks, ps);
+}
+
+/** Latency over impressions: count, mean, extremes and exact p50/p95/p99. */
+export async function responseTimeStats(c: Collections, f: MetricsFilter): Promise<ResponseTimeStats> {
+  const [[stats], percentiles] = await Promise.all([
+    c.impressions
+      .aggregate([
         { $match: match(f) },
+        { $group: { _id: null, count: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, min: { $min: "$response_time_ms" }, max: { $max: "$response_time_ms" } } },
+      ])
+      .toArray(),
+    latencyPercentiles(c, f, REPORTED_PERCENTILES, false),
+  ]);
+  const [p50, p95, p99] = percentiles.get("") ?? [];
+  return { count: Number(stats?.count ?? 0), avg: num(stats?.avg), min: num(stats?.min), max: num(stats?.max), p50, p95, p99 };
+}
+
+/** Counts behind CTR, search-level CTR, no-results rate and reach, for one group of events. */
+export interface EventTotals {
+  impressions: number;
+  clicks: number;
+  /** Impressions with at least one linked click. */
+  searchesWithClicks: number;
+  /** Impressions that returned no results. */
+  noResults: number;
+  /** Distinct users with an event. */
+  users: number;
+  rankSum: number;
+  responseTimeSum: number;
+}
+
+export interface TotalsBreakdown {
+  overall: EventTotals;
+  /** Every variant with at least one event. */
+  variants: Map<string, EventTotals>;
+}
+
+const ZERO_TOTALS: EventTotals = { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 };
+
+/**
+ * One pass over both collections (impressions, then clicks through $unionWith): per
+ * (variant, user) sums first, so that distinct users fall out of the second grouping.
+ */
+export async function eventTotals(c: Collections, f: MetricsFilter): Promise<TotalsBreakdown> {
+  const m = match(f);
+  const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" } };
+  const regroup = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, users: { $sum: 1 } };
+  const [result] = await c.impressions
+    .aggregate<{ variants: Document[]; overall: Document[] }>(
+      [
+        { $match: m },
+        {
+          $project: {
+            _id: 0,
+            u: "$user_id",
+            v: "$variant",
+            i: { $literal: 1 },
+            c: { $literal: 0 },
+            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+            nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+            rk: { $literal: 0 },
+            rt: "$response_time_ms",
+          },
+        },
+        {
+          $unionWith: {
+            coll: c.clicks.collectionName,
+            pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 } } }],
+          },
+        },
+        { $group: { _id: { v: "$v", u: "$u" }, ...sums } },
         {
           $facet: {
-            stats: [
-              {
-                $group: {
-                  _id: null,
-                  count: { $sum: 1 },
-                  avg: { $avg: "$response_time_ms" },
-                  min: { $min: "$response_time_ms" },
-                  max: { $max: "$response_time_ms" },
-                },
-              },
-            ],
-            picks: [
-              {
-                $setWindowFields: {
-                  sortBy: { response_time_ms: 1 },
-                  output: {
-                    pos: { $documentNumber: {} },
-                    n: { $count: {}, window: { documents: ["unbounded", "unbounded"] } },
-                  },
-                },
-              },
-              { $set: { pos: { $subtract: ["$pos", 1] } } },
-              { $match: { $expr: { $or: positionTests } } },
-              { $project: { _id: 0, pos: 1, v: "$response_time_ms" } },
-            ],
+            variants: [{ $group: { _id: "$_id.v", ...regroup } }],
+            overall: [{ $group: { _id: "$_id.u", ...sums } }, { $group: { _id: null, ...regroup } }],
           },
         },
       ],
       { allowDiskUse: true },
     )
     .toArray();
-  const stats = result?.stats[0];
-  const count = Number(stats?.count ?? 0);
-  const byPosition = new Map((result?.picks ?? []).map((p) => [Number(p.pos), Number(p.v)]));
-  const valueAt = (pos: number) => {
-    const v = byPosition.get(pos);
-    if (v === undefined) throw new Error(`percentile position ${pos} of ${count} missing from aggregation`);
-    return v;
+  const totals = (d: Document | undefined): EventTotals =>
+    d === undefined
+      ? { ...ZERO_TOTALS }
+      : {
+          impressions: Number(d.i),
+          clicks: Number(d.c),
+          searchesWithClicks: Number(d.s),
+          noResults: Number(d.nr),
+          users: Number(d.users),
+          rankSum: Number(d.rk),
+          responseTimeSum: Number(d.rt),
+        };
+  return {
+    overall: totals(result?.overall[0]),
+    variants: new Map((result?.variants ?? []).map((d) => [String(d._id), totals(d)])),
   };
-  const [p50, p95, p99] = REPORTED_PERCENTILES.map((p) => interpolatePercentile(count, p, valueAt));
-  return { count, avg: num(stats?.avg), min: num(stats?.min), max: num(stats?.max), p50, p95, p99 };
+}
+
+/** Rank histograms of clicks, overall (key "") or per variant. */
+export async function rankHistograms(c: Collections, f: MetricsFilter, perVariant: boolean): Promise<Map<string, RankStats>> {
+  const rows = await c.clicks
+    .aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: perVariant ? "$variant" : null, r: "$rank" }, n: { $sum: 1 } } }])
+    .toArray();
+  const byKey = new Map<string, [number, number][]>();
+  for (const r of rows) {
+    const key = r._id.v ?? "";
+    const list = byKey.get(key) ?? [];
+    list.push([Number(r._id.r), Number(r.n)]);
+    byKey.set(key, list);
+  }
+  return new Map([...byKey].map(([k, h]) => [k, rankStats(h)]));
 }
 
 export async function userActivity(c: Collections, userId: string, f: Pick<MetricsFilter, "window">): Promise<UserActivity> {
@@ -164,23 +239,3 @@ export async function userActivity(c: Collections, userId: string, f: Pick<Metri
     variantsUsed: [...variants].sort(),
   };
 }
-
-export async function variantActivity(c: Collections, f: Pick<MetricsFilter, "window">): Promise<Map<string, VariantActivity>> {
-  const filter = match({ window: f.window });
-  const [clicks, impressions] = await Promise.all([
-    c.clicks.aggregate([{ $match: filter }, { $group: { _id: "$variant", n: { $sum: 1 }, avg: { $avg: "$rank" } } }]).toArray(),
-    c.impressions
-      .aggregate([{ $match: filter }, { $group: { _id: "$variant", n: { $sum: 1 }, avg: { $avg: "$response_time_ms" } } }])
-      .toArray(),
-  ]);
-  const out = new Map<string, VariantActivity>();
-  const entry = (name: string) => {
-    let v = out.get(name);
-    if (!v) out.set(name, (v = { clicks: 0, impressions: 0 }));
-    return v;
-  };
-  for (const r of clicks) Object.assign(entry(String(r._id)), { clicks: Number(r.n), avgRankClicked: num(r.avg) });
-  for (const r of impressions) Object.assign(entry(String(r._id)), { impressions: Number(r.n), avgResponseTimeMs: num(r.avg) });
-  return out;
-}
-

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file clickanalytics/v1/click_analytics.proto.
  */
 export const file_clickanalytics_v1_click_analytics: GenFile = /*@__PURE__*/
-  fileDesc("CidjbGlja2FuYWx5dGljcy92MS9jbGlja19hbmFseXRpY3MucHJvdG8SEWNsaWNrYW5hbHl0aWNzLnYxIqECCg9Mb2dDbGlja1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRIUCgxzZWFyY2hfcXVlcnkYBSABKAkSDwoHdmFyaWFudBgGIAEoCRIYChByZXNwb25zZV90aW1lX21zGAcgASgBEi4KBnNvdXJjZRgIIAEoDjIeLmNsaWNrYW5hbHl0aWNzLnYxLkNsaWNrU291cmNlEi0KCXRpbWVzdGFtcBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZXZlbnRfaWQYCiABKAkSFQoNaW1wcmVzc2lvbl9pZBgLIAEoCSKGAQoQTG9nQ2xpY2tSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuQBChRMb2dJbXByZXNzaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDQoFcXVlcnkYAyABKAkSDwoHdmFyaWFudBgEIAEoCRIVCg1yZXN1bHRzX2NvdW50GAUgASgFEhgKEHJlc3BvbnNlX3RpbWVfbXMYBiABKAESLQoJdGltZXN0YW1wGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgIIAEoCRIVCg1pbXByZXNzaW9uX2lkGAkgASgJIo4BChVMb2dJbXByZXNzaW9uUmVzcG9uc2USFQoNaW1wcmVzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBXF1ZXJ5GAMgASgJEg8KB3ZhcmlhbnQYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI/Cg1HZXRDdHJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDwoHdmFyaWFudBgCIAEoCRIMCgRkYXlzGAMgASgFIksKClZhcmlhbnRDdHISEAoDY3RyGAEgASgBSACIAQESDgoGY2xpY2tzGAIgASgDEhMKC2ltcHJlc3Npb25zGAMgASgDQgYKBF9jdHIi9wEKDkdldEN0clJlc3BvbnNlEhAKA2N0chgBIAEoAUgAiAEBEg4KBmNsaWNrcxgCIAEoAxITCgtpbXByZXNzaW9ucxgDIAEoAxITCgtwZXJpb2RfZGF5cxgEIAEoBRJBCgh2YXJpYW50cxgFIAMoCzIvLmNsaWNrYW5hbHl0aWNzLnYxLkdldEN0clJlc3BvbnNlLlZhcmlhbnRzRW50cnkaTgoNVmFyaWFudHNFbnRyeRILCgNrZXkYASABKAkSLAoFdmFsdWUYAiABKAsyHS5jbGlja2FuYWx5dGljcy52MS5WYXJpYW50Q3RyOgI4AUIGCgRfY3RyIkcKFUdldFJhbmtNZXRyaWNzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg8KB3ZhcmlhbnQYAiABKAkSDAoEZGF5cxgDIAEoBSLOAgoWR2V0UmFua01ldHJpY3NSZXNwb25zZRIVCghhdmdfcmFuaxgBIAEoAUgAiAEBEhgKC21lZGlhbl9yYW5rGAIgASgBSAGIAQESFQoIbWluX3JhbmsYAyABKAVIAogBARIVCghtYXhfcmFuaxgEIAEoBUgDiAEBElMKDmNsaWNrc19ieV9yYW5rGAUgAygLMjsuY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXNwb25zZS5DbGlja3NCeVJhbmtFbnRyeRIUCgx0b3RhbF9jbGlja3MYBiABKAMaMwoRQ2xpY2tzQnlSYW5rRW50cnkSCwoDa2V5GAEgASgFEg0KBXZhbHVlGAIgASgDOgI4AUILCglfYXZnX3JhbmtCDgoMX21lZGlhbl9yYW5rQgsKCV9taW5fcmFua0ILCglfbWF4X3JhbmsiTwodR2V0UmVzcG9uc2VUaW1lTWV0cmljc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIPCgd2YXJpYW50GAIgASgJEgwKBGRheXMYAyABKAUilwMKHkdldFJlc3BvbnNlVGltZU1ldHJpY3NSZXNwb25zZRIhChRhdmdfcmVzcG9uc2VfdGltZV9tcxgBIAEoAUgAiAEBEiEKFG1pbl9yZXNwb25zZV90aW1lX21zGAIgASgBSAGIAQESIQoUbWF4X3Jlc3BvbnNlX3RpbWVfbXMYAyABKAFIAogBARIhChRwNTBfcmVzcG9uc2VfdGltZV9tcxgEIAEoAUgDiAEBEiEKFHA5NV9yZXNwb25zZV90aW1lX21zGAUgASgBSASIAQESIQoUcDk5X3Jlc3BvbnNlX3RpbWVfbXMYBiABKAFIBYgBARINCgVjb3VudBgHIAEoA0IXChVfYXZnX3Jlc3BvbnNlX3RpbWVfbXNCFwoVX21pbl9yZXNwb25zZV90aW1lX21zQhcKFV9tYXhfcmVzcG9uc2VfdGltZV9tc0IXChVfcDUwX3Jlc3BvbnNlX3RpbWVfbXNCFwoVX3A5NV9yZXNwb25zZV90aW1lX21zQhcKFV9wOTlfcmVzcG9uc2VfdGltZV9tcyI2ChVHZXRVc2VyU3VtbWFyeVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIMCgRkYXlzGAIgASgFIpACChZHZXRVc2VyU3VtbWFyeVJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEwoLcGVyaW9kX2RheXMYAiABKAUSFAoMdG90YWxfY2xpY2tzGAMgASgDEhkKEXRvdGFsX2ltcHJlc3Npb25zGAQgASgDEhAKA2N0chgFIAEoAUgAiAEBEh0KEGF2Z19yYW5rX2NsaWNrZWQYBiABKAFIAYgBARIhChRhdmdfcmVzcG9uc2VfdGltZV9tcxgHIAEoAUgCiAEBEhUKDXZhcmlhbnRzX3VzZWQYCCADKAlCBgoEX2N0ckITChFfYXZnX3JhbmtfY2xpY2tlZEIXChVfYXZnX3Jlc3BvbnNlX3RpbWVfbXMiKwobR2V0VmFyaWFudENvbXBhcmlzb25SZXF1ZXN0EgwKBGRheXMYASABKAUiywEKDlZhcmlhbnRTdW1tYXJ5EhAKA2N0chgBIAEoAUgAiAEBEiEKFGF2Z19yZXNwb25zZV90aW1lX21zGAIgASgBSAGIAQESHQoQYXZnX3JhbmtfY2xpY2tlZBgDIAEoAUgCiAEBEhQKDHRvdGFsX2NsaWNrcxgEIAEoAxIZChF0b3RhbF9pbXByZXNzaW9ucxgFIAEoA0IGCgRfY3RyQhcKFV9hdmdfcmVzcG9uc2VfdGltZV9tc0ITChFfYXZnX3JhbmtfY2xpY2tlZCLvAQocR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZRITCgtwZXJpb2RfZGF5cxgBIAEoBRJPCgh2YXJpYW50cxgCIAMoCzI9LmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVzcG9uc2UuVmFyaWFudHNFbnRyeRIVCg13aW5uZXJfYnlfY3RyGAMgASgJGlIKDVZhcmlhbnRzRW50cnkSCwoDa2V5GAEgASgJEjAKBXZhbHVlGAIgASgLMiEuY2xpY2thbmFseXRpY3MudjEuVmFyaWFudFN1bW1hcnk6AjgBIg4KDFJlc2V0UmVxdWVzdCJPCg1SZXNldFJlc3BvbnNlEg8KB21lc3NhZ2UYASABKAkSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDAQoFRXZlbnQSMwoFY2xpY2sYASABKAsyIi5jbGlja2FuYWx5dGljcy52MS5Mb2dDbGlja1JlcXVlc3RIABI9CgppbXByZXNzaW9uGAIgASgLMicuY2xpY2thbmFseXRpY3MudjEuTG9nSW1wcmVzc2lvblJlcXVlc3RIAEIGCgRraW5kIjwKEExvZ0V2ZW50c1JlcXVlc3QSKAoGZXZlbnRzGAEgAygLMhguY2xpY2thbmFseXRpY3MudjEuRXZlbnQifwoLRXZlbnRSZXN1bHQSDQoFaW5kZXgYASABKAMSMAoHb3V0Y29tZRgCIAEoDjIfLmNsaWNrYW5hbHl0aWNzLnYxLkV2ZW50T3V0Y29tZRIQCghldmVudF9pZBgDIAEoCRINCgVmaWVsZBgEIAEoCRIOCgZyZWFzb24YBSABKAkifAoRTG9nRXZlbnRzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmNsaWNrYW5hbHl0aWNzLnYxLkV2ZW50UmVzdWx0EhAKCGFjY2VwdGVkGAIgASgDEhIKCmR1cGxpY2F0ZXMYAyABKAMSEAoIcmVqZWN0ZWQYBCABKAMiPwoTU3RyZWFtRXZlbnRzUmVxdWVzdBIoCgZldmVudHMYASADKAsyGC5jbGlja2FuYWx5dGljcy52MS5FdmVudCKZAQoUU3RyZWFtRXZlbnRzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAMSEgoKZHVwbGljYXRlcxgCIAEoAxIQCghyZWplY3RlZBgDIAEoAxIPCgdiYXRjaGVzGAQgASgDEjgKEGZpcnN0X3JlamVjdGlvbnMYBSADKAsyHi5jbGlja2FuYWx5dGljcy52MS5FdmVudFJlc3VsdCrMAQoLQ2xpY2tTb3VyY2USHAoYQ0xJQ0tfU09VUkNFX1VOU1BFQ0lGSUVEEAASHwobQ0xJQ0tfU09VUkNFX1NFQVJDSF9SRVNVTFRTEAESIAocQ0xJQ0tfU09VUkNFX1JFQ09NTUVOREFUSU9OUxACEh0KGUNMSUNLX1NPVVJDRV9BVVRPQ09NUExFVEUQAxIhCh1DTElDS19TT1VSQ0VfUkVMQVRFRF9QUk9EVUNUUxAEEhoKFkNMSUNLX1NPVVJDRV9TUE9OU09SRUQQBSqCAQoMRXZlbnRPdXRjb21lEh0KGUVWRU5UX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZFVkVOVF9PVVRDT01FX0FDQ0VQVEVEEAESGwoXRVZFTlRfT1VUQ09NRV9EVVBMSUNBVEUQAhIaChZFVkVOVF9PVVRDT01FX1JFSkVDVEVEEAMy5QcKDkNsaWNrQW5hbHl0aWNzElMKCExvZ0NsaWNrEiIuY2xpY2thbmFseXRpY3MudjEuTG9nQ2xpY2tSZXF1ZXN0GiMuY2xpY2thbmFseXRpY3MudjEuTG9nQ2xpY2tSZXNwb25zZRJiCg1Mb2dJbXByZXNzaW9uEicuY2xpY2thbmFseXRpY3MudjEuTG9nSW1wcmVzc2lvblJlcXVlc3QaKC5jbGlja2FuYWx5dGljcy52MS5Mb2dJbXByZXNzaW9uUmVzcG9uc2USTQoGR2V0Q3RyEiAuY2xpY2thbmFseXRpY3MudjEuR2V0Q3RyUmVxdWVzdBohLmNsaWNrYW5hbHl0aWNzLnYxLkdldEN0clJlc3BvbnNlEmUKDkdldFJhbmtNZXRyaWNzEiguY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXF1ZXN0GikuY2xpY2thbmFseXRpY3MudjEuR2V0UmFua01ldHJpY3NSZXNwb25zZRJ9ChZHZXRSZXNwb25zZVRpbWVNZXRyaWNzEjAuY2xpY2thbmFseXRpY3MudjEuR2V0UmVzcG9uc2VUaW1lTWV0cmljc1JlcXVlc3QaMS5jbGlja2FuYWx5dGljcy52MS5HZXRSZXNwb25zZVRpbWVNZXRyaWNzUmVzcG9uc2USZQoOR2V0VXNlclN1bW1hcnkSKC5jbGlja2FuYWx5dGljcy52MS5HZXRVc2VyU3VtbWFyeVJlcXVlc3QaKS5jbGlja2FuYWx5dGljcy52MS5HZXRVc2VyU3VtbWFyeVJlc3BvbnNlEncKFEdldFZhcmlhbnRDb21wYXJpc29uEi4uY2xpY2thbmFseXRpY3MudjEuR2V0VmFyaWFudENvbXBhcmlzb25SZXF1ZXN0Gi8uY2xpY2thbmFseXRpY3MudjEuR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZRJKCgVSZXNldBIfLmNsaWNrYW5hbHl0aWNzLnYxLlJlc2V0UmVxdWVzdBogLmNsaWNrYW5hbHl0aWNzLnYxLlJlc2V0UmVzcG9uc2USVgoJTG9nRXZlbnRzEiMuY2xpY2thbmFseXRpY3MudjEuTG9nRXZlbnRzUmVxdWVzdBokLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0V2ZW50c1Jlc3BvbnNlEmEKDFN0cmVhbUV2ZW50cxImLmNsaWNrYW5hbHl0aWNzLnYxLlN0cmVhbUV2ZW50c1JlcXVlc3QaJy5jbGlja2FuYWx5dGljcy52MS5TdHJlYW1FdmVudHNSZXNwb25zZSgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CidjbGlja2FuYWx5dGljcy92MS9jbGlja19hbmFseXRpY3MucHJvdG8SEWNsaWNrYW5hbHl0aWNzLnYxIqECCg9Mb2dDbGlja1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRIUCgxzZWFyY2hfcXVlcnkYBSABKAkSDwoHdmFyaWFudBgGIAEoCRIYChByZXNwb25zZV90aW1lX21zGAcgASgBEi4KBnNvdXJjZRgIIAEoDjIeLmNsaWNrYW5hbHl0aWNzLnYxLkNsaWNrU291cmNlEi0KCXRpbWVzdGFtcBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZXZlbnRfaWQYCiABKAkSFQoNaW1wcmVzc2lvbl9pZBgLIAEoCSKGAQoQTG9nQ2xpY2tSZXNwb25zZRIQCghldmVudF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEcmFuaxgEIAEoBRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuQBChRMb2dJbXByZXNzaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDQoFcXVlcnkYAyABKAkSDwoHdmFyaWFudBgEIAEoCRIVCg1yZXN1bHRzX2NvdW50GAUgASgFEhgKEHJlc3BvbnNlX3RpbWVfbXMYBiABKAESLQoJdGltZXN0YW1wGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgIIAEoCRIVCg1pbXByZXNzaW9uX2lkGAkgASgJIo4BChVMb2dJbXByZXNzaW9uUmVzcG9uc2USFQoNaW1wcmVzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBXF1ZXJ5GAMgASgJEg8KB3ZhcmlhbnQYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI/Cg1HZXRDdHJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDwoHdmFyaWFudBgCIAEoCRIMCgRkYXlzGAMgASgFIp0CCgpWYXJpYW50Q3RyEhAKA2N0chgBIAEoAUgAiAEBEg4KBmNsaWNrcxgCIAEoAxITCgtpbXByZXNzaW9ucxgDIAEoAxIXCgpzZWFyY2hfY3RyGAQgASgBSAGIAQESGgoNbm9fY2xpY2tfcmF0ZRgFIAEoAUgCiAEBEhwKD25vX3Jlc3VsdHNfcmF0ZRgGIAEoAUgDiAEBEg0KBXVzZXJzGAcgASgDEhwKFHNlYXJjaGVzX3dpdGhfY2xpY2tzGAggASgDEhsKE25vX3Jlc3VsdHNfc2VhcmNoZXMYCSABKANCBgoEX2N0ckINCgtfc2VhcmNoX2N0ckIQCg5fbm9fY2xpY2tfcmF0ZUISChBfbm9fcmVzdWx0c19yYXRlIskDCg5HZXRDdHJSZXNwb25zZRIQCgNjdHIYASABKAFIAIgBARIOCgZjbGlja3MYAiABKAMSEwoLaW1wcmVzc2lvbnMYAyABKAMSEwoLcGVyaW9kX2RheXMYBCABKAUSQQoIdmFyaWFudHMYBSADKAsyLy5jbGlja2FuYWx5dGljcy52MS5HZXRDdHJSZXNwb25zZS5WYXJpYW50c0VudHJ5EhcKCnNlYXJjaF9jdHIYBiABKAFIAYgBARIaCg1ub19jbGlja19yYXRlGAcgASgBSAKIAQESHAoPbm9fcmVzdWx0c19yYXRlGAggASgBSAOIAQESDQoFdXNlcnMYCSABKAMSHAoUc2VhcmNoZXNfd2l0aF9jbGlja3MYCiABKAMSGwoTbm9fcmVzdWx0c19zZWFyY2hlcxgLIAEoAxpOCg1WYXJpYW50c0VudHJ5EgsKA2tleRgBIAEoCRIsCgV2YWx1ZRgCIAEoCzIdLmNsaWNrYW5hbHl0aWNzLnYxLlZhcmlhbnRDdHI6AjgBQgYKBF9jdHJCDQoLX3NlYXJjaF9jdHJCEAoOX25vX2NsaWNrX3JhdGVCEgoQX25vX3Jlc3VsdHNfcmF0ZSJHChVHZXRSYW5rTWV0cmljc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIPCgd2YXJpYW50GAIgASgJEgwKBGRheXMYAyABKAUizgIKFkdldFJhbmtNZXRyaWNzUmVzcG9uc2USFQoIYXZnX3JhbmsYASABKAFIAIgBARIYCgttZWRpYW5fcmFuaxgCIAEoAUgBiAEBEhUKCG1pbl9yYW5rGAMgASgFSAKIAQESFQoIbWF4X3JhbmsYBCABKAVIA4gBARJTCg5jbGlja3NfYnlfcmFuaxgFIAMoCzI7LmNsaWNrYW5hbHl0aWNzLnYxLkdldFJhbmtNZXRyaWNzUmVzcG9uc2UuQ2xpY2tzQnlSYW5rRW50cnkSFAoMdG90YWxfY2xpY2tzGAYgASgDGjMKEUNsaWNrc0J5UmFua0VudHJ5EgsKA2tleRgBIAEoBRINCgV2YWx1ZRgCIAEoAzoCOAFCCwoJX2F2Z19yYW5rQg4KDF9tZWRpYW5fcmFua0ILCglfbWluX3JhbmtCCwoJX21heF9yYW5rIk8KHUdldFJlc3BvbnNlVGltZU1ldHJpY3NSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDwoHdmFyaWFudBgCIAEoCRIMCgRkYXlzGAMgASgFIpcDCh5HZXRSZXNwb25zZVRpbWVNZXRyaWNzUmVzcG9uc2USIQoUYXZnX3Jlc3BvbnNlX3RpbWVfbXMYASABKAFIAIgBARIhChRtaW5fcmVzcG9uc2VfdGltZV9tcxgCIAEoAUgBiAEBEiEKFG1heF9yZXNwb25zZV90aW1lX21zGAMgASgBSAKIAQESIQoUcDUwX3Jlc3BvbnNlX3RpbWVfbXMYBCABKAFIA4gBARIhChRwOTVfcmVzcG9uc2VfdGltZV9tcxgFIAEoAUgEiAEBEiEKFHA5OV9yZXNwb25zZV90aW1lX21zGAYgASgBSAWIAQESDQoFY291bnQYByABKANCFwoVX2F2Z19yZXNwb25zZV90aW1lX21zQhcKFV9taW5fcmVzcG9uc2VfdGltZV9tc0IXChVfbWF4X3Jlc3BvbnNlX3RpbWVfbXNCFwoVX3A1MF9yZXNwb25zZV90aW1lX21zQhcKFV9wOTVfcmVzcG9uc2VfdGltZV9tc0IXChVfcDk5X3Jlc3BvbnNlX3RpbWVfbXMiNgoVR2V0VXNlclN1bW1hcnlSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDAoEZGF5cxgCIAEoBSKQAgoWR2V0VXNlclN1bW1hcnlSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEhMKC3BlcmlvZF9kYXlzGAIgASgFEhQKDHRvdGFsX2NsaWNrcxgDIAEoAxIZChF0b3RhbF9pbXByZXNzaW9ucxgEIAEoAxIQCgNjdHIYBSABKAFIAIgBARIdChBhdmdfcmFua19jbGlja2VkGAYgASgBSAGIAQESIQoUYXZnX3Jlc3BvbnNlX3RpbWVfbXMYByABKAFIAogBARIVCg12YXJpYW50c191c2VkGAggAygJQgYKBF9jdHJCEwoRX2F2Z19yYW5rX2NsaWNrZWRCFwoVX2F2Z19yZXNwb25zZV90aW1lX21zIt0CChtHZXRWYXJpYW50Q29tcGFyaXNvblJlcXVlc3QSDAoEZGF5cxgBIAEoBRIPCgdjb250cm9sGAIgASgJEhcKCmNvbmZpZGVuY2UYAyABKAFIAIgBARJZCg5leHBlY3RlZF9zcGxpdBgEIAMoCzJBLmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVxdWVzdC5FeHBlY3RlZFNwbGl0RW50cnkSHgoRbGF0ZW5jeV90aHJlc2hvbGQYBSABKAFIAYgBARIcCg9taW5faW1wcmVzc2lvbnMYBiABKANIAogBARo0ChJFeHBlY3RlZFNwbGl0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUINCgtfY29uZmlkZW5jZUIUChJfbGF0ZW5jeV90aHJlc2hvbGRCEgoQX21pbl9pbXByZXNzaW9ucyIlCghJbnRlcnZhbBILCgNsb3cYASABKAESDAoEaGlnaBgCIAEoASI0CghFc3RpbWF0ZRINCgV2YWx1ZRgBIAEoARILCgNsb3cYAiABKAESDAoEaGlnaBgDIAEoASL2AwoOVmFyaWFudFN1bW1hcnkSEAoDY3RyGAEgASgBSACIAQESIQoUYXZnX3Jlc3BvbnNlX3RpbWVfbXMYAiABKAFIAYgBARIdChBhdmdfcmFua19jbGlja2VkGAMgASgBSAKIAQESFAoMdG90YWxfY2xpY2tzGAQgASgDEhkKEXRvdGFsX2ltcHJlc3Npb25zGAUgASgDEhcKCnNlYXJjaF9jdHIYBiABKAFIA4gBARIaCg1ub19jbGlja19yYXRlGAcgASgBSASIAQESHAoPbm9fcmVzdWx0c19yYXRlGAggASgBSAWIAQESDQoFdXNlcnMYCSABKAMSHAoUc2VhcmNoZXNfd2l0aF9jbGlja3MYCiABKAMSOAoTc2VhcmNoX2N0cl9pbnRlcnZhbBgLIAEoCzIbLmNsaWNrYW5hbHl0aWNzLnYxLkludGVydmFsEiEKFHA5NV9yZXNwb25zZV90aW1lX21zGAwgASgBSAaIAQFCBgoEX2N0ckIXChVfYXZnX3Jlc3BvbnNlX3RpbWVfbXNCEwoRX2F2Z19yYW5rX2NsaWNrZWRCDQoLX3NlYXJjaF9jdHJCEAoOX25vX2NsaWNrX3JhdGVCEgoQX25vX3Jlc3VsdHNfcmF0ZUIXChVfcDk1X3Jlc3BvbnNlX3RpbWVfbXMitgQKEFZhcmlhbnRWc0NvbnRyb2wSDwoHdmFyaWFudBgBIAEoCRI0Cg9zZWFyY2hfY3RyX2xpZnQYAiABKAsyGy5jbGlja2FuYWx5dGljcy52MS5Fc3RpbWF0ZRI9ChhzZWFyY2hfY3RyX3JlbGF0aXZlX2xpZnQYAyABKAsyGy5jbGlja2FuYWx5dGljcy52MS5Fc3RpbWF0ZRItCghjdHJfbGlmdBgEIAEoCzIbLmNsaWNrYW5hbHl0aWNzLnYxLkVzdGltYXRlEjYKEWN0cl9yZWxhdGl2ZV9saWZ0GAUgASgLMhsuY2xpY2thbmFseXRpY3MudjEuRXN0aW1hdGUSHwoSc2VhcmNoX2N0cl9wX3ZhbHVlGAYgASgBSACIAQESGAoLY3RyX3BfdmFsdWUYByABKAFIAYgBARIeChZzZWFyY2hfY3RyX3NpZ25pZmljYW50GAggASgIEhcKD2N0cl9zaWduaWZpY2FudBgJIAEoCBIgChNwOTVfbGF0ZW5jeV9kaWZmX21zGAogASgBSAKIAQESJgoZcDk1X2xhdGVuY3lfcmVsYXRpdmVfZGlmZhgLIAEoAUgDiAEBEhoKEmxhdGVuY3lfcmVncmVzc2lvbhgMIAEoCEIVChNfc2VhcmNoX2N0cl9wX3ZhbHVlQg4KDF9jdHJfcF92YWx1ZUIWChRfcDk1X2xhdGVuY3lfZGlmZl9tc0IcChpfcDk1X2xhdGVuY3lfcmVsYXRpdmVfZGlmZiLaAwocR2V0VmFyaWFudENvbXBhcmlzb25SZXNwb25zZRITCgtwZXJpb2RfZGF5cxgBIAEoBRJPCgh2YXJpYW50cxgCIAMoCzI9LmNsaWNrYW5hbHl0aWNzLnYxLkdldFZhcmlhbnRDb21wYXJpc29uUmVzcG9uc2UuVmFyaWFudHNFbnRyeRIVCg13aW5uZXJfYnlfY3RyGAMgASgJEg8KB2NvbnRyb2wYBCABKAkSEgoKY29uZmlkZW5jZRgFIAEoARI4Cgtjb21wYXJpc29ucxgGIAMoCzIjLmNsaWNrYW5hbHl0aWNzLnYxLlZhcmlhbnRWc0NvbnRyb2wSGAoLc3JtX3BfdmFsdWUYByABKAFIAIgBARIUCgxzcm1fZGV0ZWN0ZWQYCCABKAgSEwoLdHJ1c3R3b3J0aHkYCSABKAgSFgoOcmVjb21tZW5kYXRpb24YCiABKAkSHQoVcmVjb21tZW5kYXRpb25fcmVhc29uGAsgASgJGlIKDVZhcmlhbnRzRW50cnkSCwoDa2V5GAEgASgJEjAKBXZhbHVlGAIgASgLMiEuY2xpY2thbmFseXRpY3MudjEuVmFyaWFudFN1bW1hcnk6AjgBQg4KDF9zcm1fcF92YWx1ZSIOCgxSZXNldFJlcXVlc3QiTwoNUmVzZXRSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJEi0KCXRpbWVzdGFtcBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigwEKBUV2ZW50EjMKBWNsaWNrGAEgASgLMiIuY2xpY2thbmFseXRpY3MudjEuTG9nQ2xpY2tSZXF1ZXN0SAASPQoKaW1wcmVzc2lvbhgCIAEoCzInLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0ltcHJlc3Npb25SZXF1ZXN0SABCBgoEa2luZCI8ChBMb2dFdmVudHNSZXF1ZXN0EigKBmV2ZW50cxgBIAMoCzIYLmNsaWNrYW5hbHl0aWNzLnYxLkV2ZW50In8KC0V2ZW50UmVzdWx0Eg0KBWluZGV4GAEgASgDEjAKB291dGNvbWUYAiABKA4yHy5jbGlja2FuYWx5dGljcy52MS5FdmVudE91dGNvbWUSEAoIZXZlbnRfaWQYAyABKAkSDQoFZmllbGQYBCABKAkSDgoGcmVhc29uGAUgASgJInwKEUxvZ0V2ZW50c1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5jbGlja2FuYWx5dGljcy52MS5FdmVudFJlc3VsdBIQCghhY2NlcHRlZBgCIAEoAxISCgpkdXBsaWNhdGVzGAMgASgDEhAKCHJlamVjdGVkGAQgASgDIj8KE1N0cmVhbUV2ZW50c1JlcXVlc3QSKAoGZXZlbnRzGAEgAygLMhguY2xpY2thbmFseXRpY3MudjEuRXZlbnQimQEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgDEhIKCmR1cGxpY2F0ZXMYAiABKAMSEAoIcmVqZWN0ZWQYAyABKAMSDwoHYmF0Y2hlcxgEIAEoAxI4ChBmaXJzdF9yZWplY3Rpb25zGAUgAygLMh4uY2xpY2thbmFseXRpY3MudjEuRXZlbnRSZXN1bHQiegoUR2V0VG9wUXVlcmllc1JlcXVlc3QSDAoEZGF5cxgBIAEoBRIPCgd2YXJpYW50GAIgASgJEg0KBWxpbWl0GAMgASgFEjQKCG9yZGVyX2J5GAQgASgOMiIuY2xpY2thbmFseXRpY3MudjEuVG9wUXVlcmllc09yZGVyIsMBCgpRdWVyeVN0YXRzEg0KBXF1ZXJ5GAEgASgJEhAKCHNlYXJjaGVzGAIgASgDEg4KBmNsaWNrcxgDIAEoAxIQCgNjdHIYBCABKAFIAIgBARIXCgpzZWFyY2hfY3RyGAUgASgBSAGIAQESGwoOYXZnX2NsaWNrX3JhbmsYBiABKAFIAogBARISCgpub19yZXN1bHRzGAcgASgDQgYKBF9jdHJCDQoLX3NlYXJjaF9jdHJCEQoPX2F2Z19jbGlja19yYW5rIlwKFUdldFRvcFF1ZXJpZXNSZXNwb25zZRITCgtwZXJpb2RfZGF5cxgBIAEoBRIuCgdxdWVyaWVzGAIgAygLMh0uY2xpY2thbmFseXRpY3MudjEuUXVlcnlTdGF0cyKOAQoUR2V0VGltZVNlcmllc1JlcXVlc3QSDAoEZGF5cxgBIAEoBRIPCgd1c2VyX2lkGAIgASgJEg8KB3ZhcmlhbnQYAyABKAkSMwoLZ3JhbnVsYXJpdHkYBCABKA4yHi5jbGlja2FuYWx5dGljcy52MS5HcmFudWxhcml0eRIRCgl0aW1lX3pvbmUYBSABKAkijwIKD1RpbWVTZXJpZXNQb2ludBIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLaW1wcmVzc2lvbnMYAiABKAMSDgoGY2xpY2tzGAMgASgDEhAKA2N0chgEIAEoAUgAiAEBEhcKCnNlYXJjaF9jdHIYBSABKAFIAYgBARIbCg5hdmdfY2xpY2tfcmFuaxgGIAEoAUgCiAEBEiEKFHA5NV9yZXNwb25zZV90aW1lX21zGAcgASgBSAOIAQFCBgoEX2N0ckINCgtfc2VhcmNoX2N0ckIRCg9fYXZnX2NsaWNrX3JhbmtCFwoVX3A5NV9yZXNwb25zZV90aW1lX21zIqgBChVHZXRUaW1lU2VyaWVzUmVzcG9uc2USEwoLcGVyaW9kX2RheXMYASABKAUSMwoLZ3JhbnVsYXJpdHkYAiABKA4yHi5jbGlja2FuYWx5dGljcy52MS5HcmFudWxhcml0eRIRCgl0aW1lX3pvbmUYAyABKAkSMgoGcG9pbnRzGAQgAygLMiIuY2xpY2thbmFseXRpY3MudjEuVGltZVNlcmllc1BvaW50Il8KE1dhdGNoTWV0cmljc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIPCgd2YXJpYW50GAIgASgJEgwKBGRheXMYAyABKAUSGAoQaW50ZXJ2YWxfc2Vjb25kcxgEIAEoBSK+AgoPTWV0cmljc1NuYXBzaG90EhMKC2ltcHJlc3Npb25zGAEgASgDEg4KBmNsaWNrcxgCIAEoAxIQCgNjdHIYAyABKAFIAIgBARIXCgpzZWFyY2hfY3RyGAQgASgBSAGIAQESFQoIYXZnX3JhbmsYBSABKAFIAogBARIYCgttZWRpYW5fcmFuaxgGIAEoAUgDiAEBEiEKFHA1MF9yZXNwb25zZV90aW1lX21zGAcgASgBSASIAQESIQoUcDk1X3Jlc3BvbnNlX3RpbWVfbXMYCCABKAFIBYgBAUIGCgRfY3RyQg0KC19zZWFyY2hfY3RyQgsKCV9hdmdfcmFua0IOCgxfbWVkaWFuX3JhbmtCFwoVX3A1MF9yZXNwb25zZV90aW1lX21zQhcKFV9wOTVfcmVzcG9uc2VfdGltZV9tcyKtAgoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtwZXJpb2RfZGF5cxgCIAEoBRIzCgdvdmVyYWxsGAMgASgLMiIuY2xpY2thbmFseXRpY3MudjEuTWV0cmljc1NuYXBzaG90EkcKCHZhcmlhbnRzGAQgAygLMjUuY2xpY2thbmFseXRpY3MudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UuVmFyaWFudHNFbnRyeRpTCg1WYXJpYW50c0VudHJ5EgsKA2tleRgBIAEoCRIxCgV2YWx1ZRgCIAEoCzIiLmNsaWNrYW5hbHl0aWNzLnYxLk1ldHJpY3NTbmFwc2hvdDoCOAEqzAEKC0NsaWNrU291cmNlEhwKGENMSUNLX1NPVVJDRV9VTlNQRUNJRklFRBAAEh8KG0NMSUNLX1NPVVJDRV9TRUFSQ0hfUkVTVUxUUxABEiAKHENMSUNLX1NPVVJDRV9SRUNPTU1FTkRBVElPTlMQAhIdChlDTElDS19TT1VSQ0VfQVVUT0NPTVBMRVRFEAMSIQodQ0xJQ0tfU09VUkNFX1JFTEFURURfUFJPRFVDVFMQBBIaChZDTElDS19TT1VSQ0VfU1BPTlNPUkVEEAUqggEKDEV2ZW50T3V0Y29tZRIdChlFVkVOVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGgoWRVZFTlRfT1VUQ09NRV9BQ0NFUFRFRBABEhsKF0VWRU5UX09VVENPTUVfRFVQTElDQVRFEAISGgoWRVZFTlRfT1VUQ09NRV9SRUpFQ1RFRBADKq8BCg9Ub3BRdWVyaWVzT3JkZXISIQodVE9QX1FVRVJJRVNfT1JERVJfVU5TUEVDSUZJRUQQABIeChpUT1BfUVVFUklFU19PUkRFUl9TRUFSQ0hFUxABEhwKGFRPUF9RVUVSSUVTX09SREVSX0NMSUNLUxACEhkKFVRPUF9RVUVSSUVTX09SREVSX0NUUhADEiAKHFRPUF9RVUVSSUVTX09SREVSX05PX1JFU1VMVFMQBCpVCgtHcmFudWxhcml0eRIbChdHUkFOVUxBUklUWV9VTlNQRUNJRklFRBAAEhQKEEdSQU5VTEFSSVRZX0hPVVIQARITCg9HUkFOVUxBUklUWV9EQVkQAjKQCgoOQ2xpY2tBbmFseXRpY3MSUwoITG9nQ2xpY2sSIi5jbGlja2FuYWx5dGljcy52MS5Mb2dDbGlja1JlcXVlc3QaIy5jbGlja2FuYWx5dGljcy52MS5Mb2dDbGlja1Jlc3BvbnNlEmIKDUxvZ0ltcHJlc3Npb24SJy5jbGlja2FuYWx5dGljcy52MS5Mb2dJbXByZXNzaW9uUmVxdWVzdBooLmNsaWNrYW5hbHl0aWNzLnYxLkxvZ0ltcHJlc3Npb25SZXNwb25zZRJNCgZHZXRDdHISIC5jbGlja2FuYWx5dGljcy52MS5HZXRDdHJSZXF1ZXN0GiEuY2xpY2thbmFseXRpY3MudjEuR2V0Q3RyUmVzcG9uc2USZQoOR2V0UmFua01ldHJpY3MSKC5jbGlja2FuYWx5dGljcy52MS5HZXRSYW5rTWV0cmljc1JlcXVlc3QaKS5jbGlja2FuYWx5dGljcy52MS5HZXRSYW5rTWV0cmljc1Jlc3BvbnNlEn0KFkdldFJlc3BvbnNlVGltZU1ldHJpY3MSMC5jbGlja2FuYWx5dGljcy52MS5HZXRSZXNwb25zZVRpbWVNZXRyaWNzUmVxdWVzdBoxLmNsaWNrYW5hbHl0aWNzLnYxLkdldFJlc3BvbnNlVGltZU1ldHJpY3NSZXNwb25zZRJlCg5HZXRVc2VyU3VtbWFyeRIoLmNsaWNrYW5hbHl0aWNzLnYxLkdldFVzZXJTdW1tYXJ5UmVxdWVzdBopLmNsaWNrYW5hbHl0aWNzLnYxLkdldFVzZXJTdW1tYXJ5UmVzcG9uc2USdwoUR2V0VmFyaWFudENvbXBhcmlzb24SLi5jbGlja2FuYWx5dGljcy52MS5HZXRWYXJpYW50Q29tcGFyaXNvblJlcXVlc3QaLy5jbGlja2FuYWx5dGljcy52MS5HZXRWYXJpYW50Q29tcGFyaXNvblJlc3BvbnNlEkoKBVJlc2V0Eh8uY2xpY2thbmFseXRpY3MudjEuUmVzZXRSZXF1ZXN0GiAuY2xpY2thbmFseXRpY3MudjEuUmVzZXRSZXNwb25zZRJWCglMb2dFdmVudHMSIy5jbGlja2FuYWx5dGljcy52MS5Mb2dFdmVudHNSZXF1ZXN0GiQuY2xpY2thbmFseXRpY3MudjEuTG9nRXZlbnRzUmVzcG9uc2USYQoMU3RyZWFtRXZlbnRzEiYuY2xpY2thbmFseXRpY3MudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBonLmNsaWNrYW5hbHl0aWNzLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlKAESYgoNR2V0VG9wUXVlcmllcxInLmNsaWNrYW5hbHl0aWNzLnYxLkdldFRvcFF1ZXJpZXNSZXF1ZXN0GiguY2xpY2thbmFseXRpY3MudjEuR2V0VG9wUXVlcmllc1Jlc3BvbnNlEmIKDUdldFRpbWVTZXJpZXMSJy5jbGlja2FuYWx5dGljcy52MS5HZXRUaW1lU2VyaWVzUmVxdWVzdBooLmNsaWNrYW5hbHl0aWNzLnYxLkdldFRpbWVTZXJpZXNSZXNwb25zZRJhCgxXYXRjaE1ldHJpY3MSJi5jbGlja2FuYWx5dGljcy52MS5XYXRjaE1ldHJpY3NSZXF1ZXN0GicuY2xpY2thbmFseXRpY3MudjEuV2F0Y2hNZXRyaWNzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message clickanalytics.v1.LogClickRequest
@@ -292,6 +292,44 @@ export type VariantCtr = Message<"clickanalytics.v1.VariantCtr"> & {
    * @generated from field: int64 impressions = 3;
    */
   impressions: bigint;
+
+  /**
+   * Searches with at least one linked click / searches.
+   *
+   * @generated from field: optional double search_ctr = 4;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * 1 - search_ctr.
+   *
+   * @generated from field: optional double no_click_rate = 5;
+   */
+  noClickRate?: number | undefined;
+
+  /**
+   * Searches with results_count = 0 / searches.
+   *
+   * @generated from field: optional double no_results_rate = 6;
+   */
+  noResultsRate?: number | undefined;
+
+  /**
+   * Distinct users with an event in the window.
+   *
+   * @generated from field: int64 users = 7;
+   */
+  users: bigint;
+
+  /**
+   * @generated from field: int64 searches_with_clicks = 8;
+   */
+  searchesWithClicks: bigint;
+
+  /**
+   * @generated from field: int64 no_results_searches = 9;
+   */
+  noResultsSearches: bigint;
 };
 
 /**
@@ -329,6 +367,36 @@ export type GetCtrResponse = Message<"clickanalytics.v1.GetCtrResponse"> & {
    * @generated from field: map<string, clickanalytics.v1.VariantCtr> variants = 5;
    */
   variants: { [key: string]: VariantCtr };
+
+  /**
+   * @generated from field: optional double search_ctr = 6;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * @generated from field: optional double no_click_rate = 7;
+   */
+  noClickRate?: number | undefined;
+
+  /**
+   * @generated from field: optional double no_results_rate = 8;
+   */
+  noResultsRate?: number | undefined;
+
+  /**
+   * @generated from field: int64 users = 9;
+   */
+  users: bigint;
+
+  /**
+   * @generated from field: int64 searches_with_clicks = 10;
+   */
+  searchesWithClicks: bigint;
+
+  /**
+   * @generated from field: int64 no_results_searches = 11;
+   */
+  noResultsSearches: bigint;
 };
 
 /**
@@ -571,6 +639,43 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
    * @generated from field: int32 days = 1;
    */
   days: number;
+
+  /**
+   * The baseline every other variant is compared with; empty means "search_v1".
+   *
+   * @generated from field: string control = 2;
+   */
+  control: string;
+
+  /**
+   * Confidence level of intervals and tests, in (0, 1); unset means 0.95.
+   *
+   * @generated from field: optional double confidence = 3;
+   */
+  confidence?: number | undefined;
+
+  /**
+   * Expected share of impressions per variant for the sample-ratio test (weights, any scale);
+   * empty means an equal split between the variants with impressions.
+   *
+   * @generated from field: map<string, double> expected_split = 4;
+   */
+  expectedSplit: { [key: string]: number };
+
+  /**
+   * A variant regresses latency when its p95 exceeds the control's by more than this fraction;
+   * unset means 0.10.
+   *
+   * @generated from field: optional double latency_threshold = 5;
+   */
+  latencyThreshold?: number | undefined;
+
+  /**
+   * Below this many impressions in any compared variant there is no recommendation; unset means 100.
+   *
+   * @generated from field: optional int64 min_impressions = 6;
+   */
+  minImpressions?: bigint | undefined;
 };
 
 /**
@@ -579,6 +684,57 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
  */
 export const GetVariantComparisonRequestSchema: GenMessage<GetVariantComparisonRequest> = /*@__PURE__*/
   messageDesc(file_clickanalytics_v1_click_analytics, 13);
+
+/**
+ * @generated from message clickanalytics.v1.Interval
+ */
+export type Interval = Message<"clickanalytics.v1.Interval"> & {
+  /**
+   * @generated from field: double low = 1;
+   */
+  low: number;
+
+  /**
+   * @generated from field: double high = 2;
+   */
+  high: number;
+};
+
+/**
+ * Describes the message clickanalytics.v1.Interval.
+ * Use `create(IntervalSchema)` to create a new message.
+ */
+export const IntervalSchema: GenMessage<Interval> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 14);
+
+/**
+ * A point estimate with its confidence interval.
+ *
+ * @generated from message clickanalytics.v1.Estimate
+ */
+export type Estimate = Message<"clickanalytics.v1.Estimate"> & {
+  /**
+   * @generated from field: double value = 1;
+   */
+  value: number;
+
+  /**
+   * @generated from field: double low = 2;
+   */
+  low: number;
+
+  /**
+   * @generated from field: double high = 3;
+   */
+  high: number;
+};
+
+/**
+ * Describes the message clickanalytics.v1.Estimate.
+ * Use `create(EstimateSchema)` to create a new message.
+ */
+export const EstimateSchema: GenMessage<Estimate> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 15);
 
 /**
  * @generated from message clickanalytics.v1.VariantSummary
@@ -608,6 +764,43 @@ export type VariantSummary = Message<"clickanalytics.v1.VariantSummary"> & {
    * @generated from field: int64 total_impressions = 5;
    */
   totalImpressions: bigint;
+
+  /**
+   * @generated from field: optional double search_ctr = 6;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * @generated from field: optional double no_click_rate = 7;
+   */
+  noClickRate?: number | undefined;
+
+  /**
+   * @generated from field: optional double no_results_rate = 8;
+   */
+  noResultsRate?: number | undefined;
+
+  /**
+   * @generated from field: int64 users = 9;
+   */
+  users: bigint;
+
+  /**
+   * @generated from field: int64 searches_with_clicks = 10;
+   */
+  searchesWithClicks: bigint;
+
+  /**
+   * Wilson score interval of search_ctr.
+   *
+   * @generated from field: clickanalytics.v1.Interval search_ctr_interval = 11;
+   */
+  searchCtrInterval?: Interval | undefined;
+
+  /**
+   * @generated from field: optional double p95_response_time_ms = 12;
+   */
+  p95ResponseTimeMs?: number | undefined;
 };
 
 /**
@@ -615,7 +808,91 @@ export type VariantSummary = Message<"clickanalytics.v1.VariantSummary"> & {
  * Use `create(VariantSummarySchema)` to create a new message.
  */
 export const VariantSummarySchema: GenMessage<VariantSummary> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 14);
+  messageDesc(file_clickanalytics_v1_click_analytics, 16);
+
+/**
+ * One variant against the control.
+ *
+ * @generated from message clickanalytics.v1.VariantVsControl
+ */
+export type VariantVsControl = Message<"clickanalytics.v1.VariantVsControl"> & {
+  /**
+   * @generated from field: string variant = 1;
+   */
+  variant: string;
+
+  /**
+   * search_ctr difference (variant - control) and relative lift (variant / control - 1).
+   *
+   * @generated from field: clickanalytics.v1.Estimate search_ctr_lift = 2;
+   */
+  searchCtrLift?: Estimate | undefined;
+
+  /**
+   * @generated from field: clickanalytics.v1.Estimate search_ctr_relative_lift = 3;
+   */
+  searchCtrRelativeLift?: Estimate | undefined;
+
+  /**
+   * ctr difference and relative lift.
+   *
+   * @generated from field: clickanalytics.v1.Estimate ctr_lift = 4;
+   */
+  ctrLift?: Estimate | undefined;
+
+  /**
+   * @generated from field: clickanalytics.v1.Estimate ctr_relative_lift = 5;
+   */
+  ctrRelativeLift?: Estimate | undefined;
+
+  /**
+   * Two-sided: two-proportion z-test for search_ctr; test of two Poisson rates for ctr.
+   *
+   * @generated from field: optional double search_ctr_p_value = 6;
+   */
+  searchCtrPValue?: number | undefined;
+
+  /**
+   * @generated from field: optional double ctr_p_value = 7;
+   */
+  ctrPValue?: number | undefined;
+
+  /**
+   * p < 1 - confidence.
+   *
+   * @generated from field: bool search_ctr_significant = 8;
+   */
+  searchCtrSignificant: boolean;
+
+  /**
+   * @generated from field: bool ctr_significant = 9;
+   */
+  ctrSignificant: boolean;
+
+  /**
+   * p95 response time, variant minus control, in ms and relative to the control.
+   *
+   * @generated from field: optional double p95_latency_diff_ms = 10;
+   */
+  p95LatencyDiffMs?: number | undefined;
+
+  /**
+   * @generated from field: optional double p95_latency_relative_diff = 11;
+   */
+  p95LatencyRelativeDiff?: number | undefined;
+
+  /**
+   * @generated from field: bool latency_regression = 12;
+   */
+  latencyRegression: boolean;
+};
+
+/**
+ * Describes the message clickanalytics.v1.VariantVsControl.
+ * Use `create(VariantVsControlSchema)` to create a new message.
+ */
+export const VariantVsControlSchema: GenMessage<VariantVsControl> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 17);
 
 /**
  * @generated from message clickanalytics.v1.GetVariantComparisonResponse
@@ -637,6 +914,55 @@ export type GetVariantComparisonResponse = Message<"clickanalytics.v1.GetVariant
    * @generated from field: string winner_by_ctr = 3;
    */
   winnerByCtr: string;
+
+  /**
+   * @generated from field: string control = 4;
+   */
+  control: string;
+
+  /**
+   * @generated from field: double confidence = 5;
+   */
+  confidence: number;
+
+  /**
+   * Every variant with impressions other than the control, by name.
+   *
+   * @generated from field: repeated clickanalytics.v1.VariantVsControl comparisons = 6;
+   */
+  comparisons: VariantVsControl[];
+
+  /**
+   * Chi-square test of impressions per variant against the expected split.
+   *
+   * @generated from field: optional double srm_p_value = 7;
+   */
+  srmPValue?: number | undefined;
+
+  /**
+   * srm_p_value < 0.001: the split is broken and the comparison cannot be trusted.
+   *
+   * @generated from field: bool srm_detected = 8;
+   */
+  srmDetected: boolean;
+
+  /**
+   * @generated from field: bool trustworthy = 9;
+   */
+  trustworthy: boolean;
+
+  /**
+   * The variant to ship; empty when there is none, with the reason in recommendation_reason:
+   * "insufficient data", "srm", "latency regression" or "not significant".
+   *
+   * @generated from field: string recommendation = 10;
+   */
+  recommendation: string;
+
+  /**
+   * @generated from field: string recommendation_reason = 11;
+   */
+  recommendationReason: string;
 };
 
 /**
@@ -644,7 +970,7 @@ export type GetVariantComparisonResponse = Message<"clickanalytics.v1.GetVariant
  * Use `create(GetVariantComparisonResponseSchema)` to create a new message.
  */
 export const GetVariantComparisonResponseSchema: GenMessage<GetVariantComparisonResponse> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 15);
+  messageDesc(file_clickanalytics_v1_click_analytics, 18);
 
 /**
  * @generated from message clickanalytics.v1.ResetRequest
@@ -657,7 +983,7 @@ export type ResetRequest = Message<"clickanalytics.v1.ResetRequest"> & {
  * Use `create(ResetRequestSchema)` to create a new message.
  */
 export const ResetRequestSchema: GenMessage<ResetRequest> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 16);
+  messageDesc(file_clickanalytics_v1_click_analytics, 19);
 
 /**
  * @generated from message clickanalytics.v1.ResetResponse
@@ -679,7 +1005,7 @@ export type ResetResponse = Message<"clickanalytics.v1.ResetResponse"> & {
  * Use `create(ResetResponseSchema)` to create a new message.
  */
 export const ResetResponseSchema: GenMessage<ResetResponse> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 17);
+  messageDesc(file_clickanalytics_v1_click_analytics, 20);
 
 /**
  * One tracked event.
@@ -710,7 +1036,7 @@ export type Event = Message<"clickanalytics.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 18);
+  messageDesc(file_clickanalytics_v1_click_analytics, 21);
 
 /**
  * @generated from message clickanalytics.v1.LogEventsRequest
@@ -729,7 +1055,7 @@ export type LogEventsRequest = Message<"clickanalytics.v1.LogEventsRequest"> & {
  * Use `create(LogEventsRequestSchema)` to create a new message.
  */
 export const LogEventsRequestSchema: GenMessage<LogEventsRequest> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 19);
+  messageDesc(file_clickanalytics_v1_click_analytics, 22);
 
 /**
  * @generated from message clickanalytics.v1.EventResult
@@ -774,7 +1100,7 @@ export type EventResult = Message<"clickanalytics.v1.EventResult"> & {
  * Use `create(EventResultSchema)` to create a new message.
  */
 export const EventResultSchema: GenMessage<EventResult> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 20);
+  messageDesc(file_clickanalytics_v1_click_analytics, 23);
 
 /**
  * @generated from message clickanalytics.v1.LogEventsResponse
@@ -808,7 +1134,7 @@ export type LogEventsResponse = Message<"clickanalytics.v1.LogEventsResponse"> &
  * Use `create(LogEventsResponseSchema)` to create a new message.
  */
 export const LogEventsResponseSchema: GenMessage<LogEventsResponse> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 21);
+  messageDesc(file_clickanalytics_v1_click_analytics, 24);
 
 /**
  * @generated from message clickanalytics.v1.StreamEventsRequest
@@ -827,7 +1153,7 @@ export type StreamEventsRequest = Message<"clickanalytics.v1.StreamEventsRequest
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 22);
+  messageDesc(file_clickanalytics_v1_click_analytics, 25);
 
 /**
  * @generated from message clickanalytics.v1.StreamEventsResponse
@@ -868,7 +1194,358 @@ export type StreamEventsResponse = Message<"clickanalytics.v1.StreamEventsRespon
  * Use `create(StreamEventsResponseSchema)` to create a new message.
  */
 export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
-  messageDesc(file_clickanalytics_v1_click_analytics, 23);
+  messageDesc(file_clickanalytics_v1_click_analytics, 26);
+
+/**
+ * @generated from message clickanalytics.v1.GetTopQueriesRequest
+ */
+export type GetTopQueriesRequest = Message<"clickanalytics.v1.GetTopQueriesRequest"> & {
+  /**
+   * @generated from field: int32 days = 1;
+   */
+  days: number;
+
+  /**
+   * Empty means every variant.
+   *
+   * @generated from field: string variant = 2;
+   */
+  variant: string;
+
+  /**
+   * 1..1000; 0 means 10.
+   *
+   * @generated from field: int32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * @generated from field: clickanalytics.v1.TopQueriesOrder order_by = 4;
+   */
+  orderBy: TopQueriesOrder;
+};
+
+/**
+ * Describes the message clickanalytics.v1.GetTopQueriesRequest.
+ * Use `create(GetTopQueriesRequestSchema)` to create a new message.
+ */
+export const GetTopQueriesRequestSchema: GenMessage<GetTopQueriesRequest> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 27);
+
+/**
+ * @generated from message clickanalytics.v1.QueryStats
+ */
+export type QueryStats = Message<"clickanalytics.v1.QueryStats"> & {
+  /**
+   * The normalised query.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * @generated from field: int64 searches = 2;
+   */
+  searches: bigint;
+
+  /**
+   * @generated from field: int64 clicks = 3;
+   */
+  clicks: bigint;
+
+  /**
+   * @generated from field: optional double ctr = 4;
+   */
+  ctr?: number | undefined;
+
+  /**
+   * @generated from field: optional double search_ctr = 5;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * @generated from field: optional double avg_click_rank = 6;
+   */
+  avgClickRank?: number | undefined;
+
+  /**
+   * Searches that returned no results.
+   *
+   * @generated from field: int64 no_results = 7;
+   */
+  noResults: bigint;
+};
+
+/**
+ * Describes the message clickanalytics.v1.QueryStats.
+ * Use `create(QueryStatsSchema)` to create a new message.
+ */
+export const QueryStatsSchema: GenMessage<QueryStats> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 28);
+
+/**
+ * @generated from message clickanalytics.v1.GetTopQueriesResponse
+ */
+export type GetTopQueriesResponse = Message<"clickanalytics.v1.GetTopQueriesResponse"> & {
+  /**
+   * @generated from field: int32 period_days = 1;
+   */
+  periodDays: number;
+
+  /**
+   * Highest first; ties broken by query text.
+   *
+   * @generated from field: repeated clickanalytics.v1.QueryStats queries = 2;
+   */
+  queries: QueryStats[];
+};
+
+/**
+ * Describes the message clickanalytics.v1.GetTopQueriesResponse.
+ * Use `create(GetTopQueriesResponseSchema)` to create a new message.
+ */
+export const GetTopQueriesResponseSchema: GenMessage<GetTopQueriesResponse> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 29);
+
+/**
+ * @generated from message clickanalytics.v1.GetTimeSeriesRequest
+ */
+export type GetTimeSeriesRequest = Message<"clickanalytics.v1.GetTimeSeriesRequest"> & {
+  /**
+   * @generated from field: int32 days = 1;
+   */
+  days: number;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string variant = 3;
+   */
+  variant: string;
+
+  /**
+   * @generated from field: clickanalytics.v1.Granularity granularity = 4;
+   */
+  granularity: Granularity;
+
+  /**
+   * IANA name such as "Europe/Berlin"; empty means "UTC". Buckets start at local midnights/hours.
+   *
+   * @generated from field: string time_zone = 5;
+   */
+  timeZone: string;
+};
+
+/**
+ * Describes the message clickanalytics.v1.GetTimeSeriesRequest.
+ * Use `create(GetTimeSeriesRequestSchema)` to create a new message.
+ */
+export const GetTimeSeriesRequestSchema: GenMessage<GetTimeSeriesRequest> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 30);
+
+/**
+ * @generated from message clickanalytics.v1.TimeSeriesPoint
+ */
+export type TimeSeriesPoint = Message<"clickanalytics.v1.TimeSeriesPoint"> & {
+  /**
+   * Start of the bucket (its first one may begin before the window, whose events only count).
+   *
+   * @generated from field: google.protobuf.Timestamp start = 1;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int64 impressions = 2;
+   */
+  impressions: bigint;
+
+  /**
+   * @generated from field: int64 clicks = 3;
+   */
+  clicks: bigint;
+
+  /**
+   * @generated from field: optional double ctr = 4;
+   */
+  ctr?: number | undefined;
+
+  /**
+   * @generated from field: optional double search_ctr = 5;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * @generated from field: optional double avg_click_rank = 6;
+   */
+  avgClickRank?: number | undefined;
+
+  /**
+   * @generated from field: optional double p95_response_time_ms = 7;
+   */
+  p95ResponseTimeMs?: number | undefined;
+};
+
+/**
+ * Describes the message clickanalytics.v1.TimeSeriesPoint.
+ * Use `create(TimeSeriesPointSchema)` to create a new message.
+ */
+export const TimeSeriesPointSchema: GenMessage<TimeSeriesPoint> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 31);
+
+/**
+ * @generated from message clickanalytics.v1.GetTimeSeriesResponse
+ */
+export type GetTimeSeriesResponse = Message<"clickanalytics.v1.GetTimeSeriesResponse"> & {
+  /**
+   * @generated from field: int32 period_days = 1;
+   */
+  periodDays: number;
+
+  /**
+   * @generated from field: clickanalytics.v1.Granularity granularity = 2;
+   */
+  granularity: Granularity;
+
+  /**
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * Oldest first, one per bucket from the window's start to now.
+   *
+   * @generated from field: repeated clickanalytics.v1.TimeSeriesPoint points = 4;
+   */
+  points: TimeSeriesPoint[];
+};
+
+/**
+ * Describes the message clickanalytics.v1.GetTimeSeriesResponse.
+ * Use `create(GetTimeSeriesResponseSchema)` to create a new message.
+ */
+export const GetTimeSeriesResponseSchema: GenMessage<GetTimeSeriesResponse> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 32);
+
+/**
+ * @generated from message clickanalytics.v1.WatchMetricsRequest
+ */
+export type WatchMetricsRequest = Message<"clickanalytics.v1.WatchMetricsRequest"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string variant = 2;
+   */
+  variant: string;
+
+  /**
+   * @generated from field: int32 days = 3;
+   */
+  days: number;
+
+  /**
+   * Seconds between snapshots, 1..3600; 0 means 5.
+   *
+   * @generated from field: int32 interval_seconds = 4;
+   */
+  intervalSeconds: number;
+};
+
+/**
+ * Describes the message clickanalytics.v1.WatchMetricsRequest.
+ * Use `create(WatchMetricsRequestSchema)` to create a new message.
+ */
+export const WatchMetricsRequestSchema: GenMessage<WatchMetricsRequest> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 33);
+
+/**
+ * @generated from message clickanalytics.v1.MetricsSnapshot
+ */
+export type MetricsSnapshot = Message<"clickanalytics.v1.MetricsSnapshot"> & {
+  /**
+   * @generated from field: int64 impressions = 1;
+   */
+  impressions: bigint;
+
+  /**
+   * @generated from field: int64 clicks = 2;
+   */
+  clicks: bigint;
+
+  /**
+   * @generated from field: optional double ctr = 3;
+   */
+  ctr?: number | undefined;
+
+  /**
+   * @generated from field: optional double search_ctr = 4;
+   */
+  searchCtr?: number | undefined;
+
+  /**
+   * @generated from field: optional double avg_rank = 5;
+   */
+  avgRank?: number | undefined;
+
+  /**
+   * @generated from field: optional double median_rank = 6;
+   */
+  medianRank?: number | undefined;
+
+  /**
+   * @generated from field: optional double p50_response_time_ms = 7;
+   */
+  p50ResponseTimeMs?: number | undefined;
+
+  /**
+   * @generated from field: optional double p95_response_time_ms = 8;
+   */
+  p95ResponseTimeMs?: number | undefined;
+};
+
+/**
+ * Describes the message clickanalytics.v1.MetricsSnapshot.
+ * Use `create(MetricsSnapshotSchema)` to create a new message.
+ */
+export const MetricsSnapshotSchema: GenMessage<MetricsSnapshot> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 34);
+
+/**
+ * @generated from message clickanalytics.v1.WatchMetricsResponse
+ */
+export type WatchMetricsResponse = Message<"clickanalytics.v1.WatchMetricsResponse"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp timestamp = 1;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 period_days = 2;
+   */
+  periodDays: number;
+
+  /**
+   * @generated from field: clickanalytics.v1.MetricsSnapshot overall = 3;
+   */
+  overall?: MetricsSnapshot | undefined;
+
+  /**
+   * @generated from field: map<string, clickanalytics.v1.MetricsSnapshot> variants = 4;
+   */
+  variants: { [key: string]: MetricsSnapshot };
+};
+
+/**
+ * Describes the message clickanalytics.v1.WatchMetricsResponse.
+ * Use `create(WatchMetricsResponseSchema)` to create a new message.
+ */
+export const WatchMetricsResponseSchema: GenMessage<WatchMetricsResponse> = /*@__PURE__*/
+  messageDesc(file_clickanalytics_v1_click_analytics, 35);
 
 /**
  * Where the clicked result was shown.
@@ -951,6 +1628,72 @@ export enum EventOutcome {
  */
 export const EventOutcomeSchema: GenEnum<EventOutcome> = /*@__PURE__*/
   enumDesc(file_clickanalytics_v1_click_analytics, 1);
+
+/**
+ * @generated from enum clickanalytics.v1.TopQueriesOrder
+ */
+export enum TopQueriesOrder {
+  /**
+   * Same as SEARCHES.
+   *
+   * @generated from enum value: TOP_QUERIES_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: TOP_QUERIES_ORDER_SEARCHES = 1;
+   */
+  SEARCHES = 1,
+
+  /**
+   * @generated from enum value: TOP_QUERIES_ORDER_CLICKS = 2;
+   */
+  CLICKS = 2,
+
+  /**
+   * @generated from enum value: TOP_QUERIES_ORDER_CTR = 3;
+   */
+  CTR = 3,
+
+  /**
+   * @generated from enum value: TOP_QUERIES_ORDER_NO_RESULTS = 4;
+   */
+  NO_RESULTS = 4,
+}
+
+/**
+ * Describes the enum clickanalytics.v1.TopQueriesOrder.
+ */
+export const TopQueriesOrderSchema: GenEnum<TopQueriesOrder> = /*@__PURE__*/
+  enumDesc(file_clickanalytics_v1_click_analytics, 2);
+
+/**
+ * @generated from enum clickanalytics.v1.Granularity
+ */
+export enum Granularity {
+  /**
+   * Same as DAY.
+   *
+   * @generated from enum value: GRANULARITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: GRANULARITY_HOUR = 1;
+   */
+  HOUR = 1,
+
+  /**
+   * @generated from enum value: GRANULARITY_DAY = 2;
+   */
+  DAY = 2,
+}
+
+/**
+ * Describes the enum clickanalytics.v1.Granularity.
+ */
+export const GranularitySchema: GenEnum<Granularity> = /*@__PURE__*/
+  enumDesc(file_clickanalytics_v1_click_analytics, 3);
 
 /**
  * ClickAnalytics records what users see (impressions: one per search) and what they click
@@ -1071,6 +1814,36 @@ export const ClickAnalytics: GenService<{
     methodKind: "client_streaming";
     input: typeof StreamEventsRequestSchema;
     output: typeof StreamEventsResponseSchema;
+  },
+  /**
+   * The most searched (or clicked, ...) queries, normalised: trimmed, case-folded, whitespace collapsed.
+   *
+   * @generated from rpc clickanalytics.v1.ClickAnalytics.GetTopQueries
+   */
+  getTopQueries: {
+    methodKind: "unary";
+    input: typeof GetTopQueriesRequestSchema;
+    output: typeof GetTopQueriesResponseSchema;
+  },
+  /**
+   * Metrics per hour or day (in an IANA time zone) over the window, empty buckets included.
+   *
+   * @generated from rpc clickanalytics.v1.ClickAnalytics.GetTimeSeries
+   */
+  getTimeSeries: {
+    methodKind: "unary";
+    input: typeof GetTimeSeriesRequestSchema;
+    output: typeof GetTimeSeriesResponseSchema;
+  },
+  /**
+   * A metrics snapshot now and then every interval, until the client cancels or the server stops.
+   *
+   * @generated from rpc clickanalytics.v1.ClickAnalytics.WatchMetrics
+   */
+  watchMetrics: {
+    methodKind: "server_streaming";
+    input: typeof WatchMetricsRequestSchema;
+    output: typeof WatchMetricsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_clickanalytics_v1_click_analytics, 0);

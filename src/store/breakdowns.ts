@@ -1,0 +1,116 @@
+/** Metrics broken down by query and by time bucket, computed in MongoDB. */
+import type { Document } from "mongodb";
+import type { BucketUnit } from "../core/time-buckets.js";
+import type { Collections } from "./documents.js";
+import { match, num, percentilePickStages, percentilesFromPicks, type MetricsFilter } from "./metrics-queries.js";
+
+export type TopQueriesOrder = "searches" | "clicks" | "ctr" | "no_results";
+
+export interface QueryRow {
+  query: string;
+  searches: number;
+  clicks: number;
+  searchesWithClicks: number;
+  noResults: number;
+  rankSum: number;
+}
+
+const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };
+
+/**
+ * Per normalised query: searches and their outcomes from impressions, clicks and ranks from
+ * clicks, in one $unionWith pipeline; sorted and cut in MongoDB so only `limit` rows leave it.
+ * Ties are broken by the query text, so pages are stable.
+ */
+export async function topQueries(c: Collections, f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
+  const m = match(f);
+  const rows = await c.impressions
+    .aggregate<Document>(
+      [
+        { $match: m },
+        {
+          $project: {
+            _id: 0,
+            q: "$query_normalized",
+            i: { $literal: 1 },
+            c: { $literal: 0 },
+            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+            nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+            rk: { $literal: 0 },
+          },
+        },
+        { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: m }, { $project: { _id: 0, q: "$query_normalized", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank" } }] } },
+        { $group: { _id: "$q", searches: { $sum: "$i" }, clicks: { $sum: "$c" }, s: { $sum: "$s" }, noResults: { $sum: "$nr" }, rk: { $sum: "$rk" } } },
+        // No searches: no CTR, and null sorts after every number in a descending sort.
+        { $set: { ctr: { $cond: [{ $gt: ["$searches", 0] }, { $divide: ["$clicks", "$searches"] }, null] } } },
+        { $sort: { [ORDER_FIELD[order]]: -1, _id: 1 } },
+        { $limit: limit },
+      ],
+      { allowDiskUse: true },
+    )
+    .toArray();
+  return rows.map((r) => ({
+    query: String(r._id),
+    searches: Number(r.searches),
+    clicks: Number(r.clicks),
+    searchesWithClicks: Number(r.s),
+    noResults: Number(r.noResults),
+    rankSum: Number(r.rk),
+  }));
+}
+
+export interface BucketRow {
+  impressions: number;
+  clicks: number;
+  searchesWithClicks: number;
+  rankSum: number;
+  p95?: number | undefined;
+}
+
+/**
+ * Per bucket. Hours are numbered arithmetically from the first bucket start (hours are one hour
+ * apart in every zone); days use $dateTrunc in the zone, whose local midnights the caller listed.
+ */
+export async function timeBuckets(c: Collections, f: MetricsFilter, unit: BucketUnit, zone: string, starts: readonly Date[]): Promise<BucketRow[]> {
+  const first = starts[0]!;
+  const key =
+    unit === "hour"
+      ? { $floor: { $divide: [{ $subtract: ["$timestamp", first] }, 3_600_000] } }
+      : { $dateTrunc: { date: "$timestamp", unit: "day", timezone: zone } };
+  const indexOf = new Map(starts.map((s, i) => [s.getTime(), i]));
+  const slot = (k: unknown): number | undefined => (unit === "hour" ? (Number(k) < starts.length ? Number(k) : undefined) : k instanceof Date ? indexOf.get(k.getTime()) : undefined);
+  const m = match(f);
+  const [[impressions], clicks] = await Promise.all([
+    c.impressions
+      .aggregate<{ counts: Document[]; picks: { key: unknown; pos: number; n: number; v: number }[] }>(
+        [
+          { $match: m },
+          { $set: { k: key } },
+          {
+            $facet: {
+              counts: [{ $group: { _id: "$k", n: { $sum: 1 }, s: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } } } }],
+              picks: percentilePickStages([0.95], "$k"),
+            },
+          },
+        ],
+        { allowDiskUse: true },
+      )
+      .toArray(),
+    c.clicks.aggregate<Document>([{ $match: m }, { $group: { _id: key, n: { $sum: 1 }, rk: { $sum: "$rank" } } }]).toArray(),
+  ]);
+  const rows: BucketRow[] = starts.map(() => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, rankSum: 0 }));
+  for (const r of impressions?.counts ?? []) {
+    const i = slot(r._id);
+    if (i !== undefined) Object.assign(rows[i]!, { impressions: Number(r.n), searchesWithClicks: Number(r.s) });
+  }
+  for (const r of clicks) {
+    const i = slot(r._id);
+    if (i !== undefined) Object.assign(rows[i]!, { clicks: Number(r.n), rankSum: Number(r.rk) });
+  }
+  const p95 = percentilesFromPicks(impressions?.picks ?? [], [0.95]);
+  for (const [k, [v]] of p95) {
+    const i = unit === "hour" ? slot(Number(k)) : indexOf.get(new Date(k).getTime());
+    if (i !== undefined) rows[i]!.p95 = num(v);
+  }
+  return rows;
+}

@@ -1,0 +1,312 @@
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Granularity, Status, TopQueriesOrder, type ServiceError } from "../../src/client/index.js";
+import { bucketStarts } from "../../src/core/time-buckets.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness();
+});
+afterAll(() => h.close());
+beforeEach(async () => {
+  await h.server.store.reset();
+});
+
+type Imp = { id: string; user?: string; variant?: string; query?: string; results?: number; ms?: number; at?: Date };
+type Clk = { search?: string; user?: string; variant?: string; query?: string; rank?: number; at?: Date };
+const imp = (i: Imp) =>
+  h.client.logImpression({
+    impressionId: i.id,
+    userId: i.user ?? "u1",
+    query: i.query ?? "q",
+    variant: i.variant ?? "search_v1",
+    resultsCount: i.results ?? 10,
+    responseTimeMs: i.ms ?? 50,
+    timestamp: i.at ? timestampFromDate(i.at) : undefined,
+  });
+const clk = (c: Clk) =>
+  h.client.logClick({
+    impressionId: c.search ?? "",
+    userId: c.user ?? "u1",
+    productId: "p",
+    rank: c.rank ?? 0,
+    searchQuery: c.query ?? "q",
+    variant: c.variant ?? "search_v1",
+    responseTimeMs: 50,
+    timestamp: c.at ? timestampFromDate(c.at) : undefined,
+  });
+
+async function invalid(promise: Promise<unknown>, detail: RegExp) {
+  const error = (await promise.catch((e: unknown) => e)) as ServiceError;
+  expect(error.code).toBe(Status.INVALID_ARGUMENT);
+  expect(error.details).toMatch(detail);
+}
+
+describe("search-level CTR, no-results rate and users", () => {
+  it("GetCtr reports them overall and per variant", async () => {
+    // search_v1: 4 searches by 2 users; a1 clicked twice, a2 once, a3 never, a4 had no results
+    await imp({ id: "a1", user: "u1" });
+    await imp({ id: "a2", user: "u2" });
+    await imp({ id: "a3", user: "u1" });
+    await imp({ id: "a4", user: "u2", results: 0 });
+    await clk({ search: "a1", user: "u1" });
+    await clk({ search: "a1", user: "u1", rank: 3 });
+    await clk({ search: "a2", user: "u2" });
+    await clk({ user: "u9" }); // unlinked, by a user with no search
+    // search_v2: 2 searches; b1 clicked, b2 not; a third user
+    await imp({ id: "b1", user: "u3", variant: "search_v2" });
+    await imp({ id: "b2", user: "u1", variant: "search_v2", results: 0 });
+    await clk({ search: "b1", user: "u3", variant: "search_v2" });
+
+    const res = await h.client.getCtr({});
+    expect(res.variants.search_v1).toMatchObject({ impressions: 4n, clicks: 4n, ctr: 1, searchesWithClicks: 2n, searchCtr: 0.5, noClickRate: 0.5, noResultsSearches: 1n, noResultsRate: 0.25, users: 3n });
+    expect(res.variants.search_v2).toMatchObject({ impressions: 2n, clicks: 1n, ctr: 0.5, searchesWithClicks: 1n, searchCtr: 0.5, noResultsRate: 0.5, users: 2n });
+    expect(res).toMatchObject({ impressions: 6n, clicks: 5n, searchesWithClicks: 3n, searchCtr: 0.5, noClickRate: 0.5, noResultsRate: 2 / 6, users: 4n });
+    const filtered = await h.client.getCtr({ userId: "u1" });
+    expect(filtered).toMatchObject({ impressions: 3n, searchesWithClicks: 1n, users: 1n });
+  });
+
+  it("a click that arrives before its search is linked once the search arrives", async () => {
+    await clk({ search: "late" });
+    await clk({ search: "late" });
+    expect((await h.client.getCtr({})).searchesWithClicks).toBe(0n);
+    await imp({ id: "late" });
+    const res = await h.client.getCtr({});
+    expect(res).toMatchObject({ impressions: 1n, clicks: 2n, searchesWithClicks: 1n, searchCtr: 1 });
+  });
+
+  it("leaves the rates unset without searches", async () => {
+    await clk({});
+    const res = await h.client.getCtr({});
+    expect(res.searchCtr).toBeUndefined();
+    expect(res.noClickRate).toBeUndefined();
+    expect(res.noResultsRate).toBeUndefined();
+    expect(res.users).toBe(1n);
+  });
+
+  it("GetVariantComparison carries them per variant, with the p95 and the Wilson interval", async () => {
+    for (let i = 0; i < 10; i++) await imp({ id: `s${i}`, ms: 10 * (i + 1), results: i === 0 ? 0 : 5 });
+    for (let i = 0; i < 4; i++) await clk({ search: `s${i}`, rank: i });
+    const res = await h.client.getVariantComparison({});
+    const v = res.variants.search_v1!;
+    expect(v).toMatchObject({ searchCtr: 0.4, noClickRate: 0.6, noResultsRate: 0.1, users: 1n, searchesWithClicks: 4n, avgRankClicked: 1.5, avgResponseTimeMs: 55 });
+    expect(v.p95ResponseTimeMs).toBeCloseTo(95.5, 10); // numpy.percentile([10..100], 95)
+    expect(v.searchCtrInterval!.low).toBeCloseTo(0.16818, 4); // Wilson 95% for 4/10
+    expect(v.searchCtrInterval!.high).toBeCloseTo(0.68732, 4);
+  });
+});
+
+describe("GetTopQueries", () => {
+  beforeEach(async () => {
+    // "blue shoes": 3 searches (spelled three ways), 2 clicked, 3 clicks; "red hat": 2 searches, 1 no-results, no clicks;
+    // "zebra": 1 search, 1 click (the highest CTR); "apple": 2 searches, 2 no-results
+    await imp({ id: "q1", query: "blue shoes" });
+    await imp({ id: "q2", query: "  Blue   SHOES " });
+    await imp({ id: "q3", query: "BLUE\tshoes" });
+    await clk({ search: "q1", query: "blue shoes", rank: 1 });
+    await clk({ search: "q1", query: "Blue shoes", rank: 2 });
+    await clk({ search: "q2", query: "blue  shoes", rank: 6 });
+    await imp({ id: "r1", query: "red hat" });
+    await imp({ id: "r2", query: "Red Hat", results: 0 });
+    await imp({ id: "z1", query: "zebra" });
+    await clk({ search: "z1", query: "zebra", rank: 0 });
+    await clk({ search: "z1", query: "zebra", rank: 0 });
+    await imp({ id: "p1", query: "apple", results: 0 });
+    await imp({ id: "p2", query: "apple", results: 0 });
+    await imp({ id: "other", query: "blue shoes", variant: "search_v2" });
+  });
+
+  it("groups normalised queries and orders by searches, ties by query text", async () => {
+    const res = await h.client.getTopQueries({ variant: "search_v1" });
+    expect(res.queries.map((q) => [q.query, Number(q.searches)])).toEqual([["blue shoes", 3], ["apple", 2], ["red hat", 2], ["zebra", 1]]);
+    expect(res.queries[0]).toMatchObject({ clicks: 3n, ctr: 1, searchCtr: 2 / 3, avgClickRank: 3, noResults: 0n });
+    expect(res.queries[2]).toMatchObject({ query: "red hat", clicks: 0n, ctr: 0, searchCtr: 0, noResults: 1n });
+    expect(res.queries[2]!.avgClickRank).toBeUndefined();
+    expect((await h.client.getTopQueries({})).queries[0]).toMatchObject({ query: "blue shoes", searches: 4n });
+  });
+
+  it("orders by clicks, CTR and no-results, and honours the limit", async () => {
+    const by = async (orderBy: TopQueriesOrder, limit = 0) => (await h.client.getTopQueries({ variant: "search_v1", orderBy, limit })).queries.map((q) => q.query);
+    expect(await by(TopQueriesOrder.CLICKS)).toEqual(["blue shoes", "zebra", "apple", "red hat"]);
+    expect(await by(TopQueriesOrder.CTR)).toEqual(["zebra", "blue shoes", "apple", "red hat"]);
+    expect(await by(TopQueriesOrder.NO_RESULTS)).toEqual(["apple", "red hat", "blue shoes", "zebra"]);
+    expect(await by(TopQueriesOrder.SEARCHES, 2)).toEqual(["blue shoes", "apple"]);
+  });
+
+  it("validates limit and order", async () => {
+    await invalid(h.client.getTopQueries({ limit: 1001 }), /limit: must be between 1 and 1000/);
+    await invalid(h.client.getTopQueries({ limit: -1 }), /limit/);
+    await invalid(h.client.getTopQueries({ orderBy: 42 as TopQueriesOrder }), /order_by/);
+    expect((await h.client.getTopQueries({ days: 1, variant: "none_such" })).queries).toEqual([]);
+  });
+});
+
+describe("GetTimeSeries", () => {
+  it("has one point per day, empty days included, in UTC by default", async () => {
+    const now = Date.now();
+    await imp({ id: "d0", at: new Date(now - 1000) });
+    await imp({ id: "d2", at: new Date(now - 2 * DAY) });
+    await clk({ search: "d2", at: new Date(now - 2 * DAY), rank: 4 });
+    await imp({ id: "old", at: new Date(now - 9 * DAY) });
+    const res = await h.client.getTimeSeries({ days: 7 });
+    expect(res.timeZone).toBe("UTC");
+    expect(res.granularity).toBe(Granularity.DAY);
+    const starts = res.points.map((p) => timestampDate(p.start!).getTime());
+    expect(res.points).toHaveLength(8); // the window's partial first day, six whole days, today
+    expect(starts.every((t) => t % DAY === 0)).toBe(true);
+    expect(starts[7]).toBe(now - (now % DAY));
+    expect(res.points.map((p) => Number(p.impressions))).toEqual(starts.map((t) => (t === (now - 2 * DAY) - ((now - 2 * DAY) % DAY) || t === now - (now % DAY) ? 1 : 0)));
+    const twoDaysAgo = res.points[starts.indexOf(now - 2 * DAY - ((now - 2 * DAY) % DAY))]!;
+    expect(twoDaysAgo).toMatchObject({ clicks: 1n, ctr: 1, searchCtr: 1, avgClickRank: 4, p95ResponseTimeMs: 50 });
+    const empty = res.points.find((p) => p.impressions === 0n && p.clicks === 0n)!;
+    expect(empty.ctr).toBeUndefined();
+    expect(empty.p95ResponseTimeMs).toBeUndefined();
+  });
+
+  it("puts an event on the local day of the requested time zone", async () => {
+    const now = new Date();
+    const starts = bucketStarts("America/New_York", "day", new Date(now.getTime() - 3 * DAY), now);
+    const midnight = starts[2]!.getTime(); // a New York midnight (04:00 or 05:00 UTC)
+    await imp({ id: "before", at: new Date(midnight - 60_000) });
+    await imp({ id: "after", at: new Date(midnight + 60_000) });
+    const ny = await h.client.getTimeSeries({ days: 3, timeZone: "America/New_York" });
+    expect(ny.points.map((p) => timestampDate(p.start!).getTime())).toEqual(starts.map((d) => d.getTime()));
+    expect(Number(ny.points[1]!.impressions)).toBe(1);
+    expect(Number(ny.points[2]!.impressions)).toBe(1);
+    // in UTC both fall on the same day
+    const utc = await h.client.getTimeSeries({ days: 3 });
+    expect(utc.points.filter((p) => p.impressions > 0n).map((p) => Number(p.impressions))).toEqual([2]);
+  });
+
+  it("hours follow the zone's offset, half-hour zones included", async () => {
+    const now = Date.now();
+    await imp({ id: "h1", at: new Date(now - 30 * 60_000), ms: 10 });
+    await imp({ id: "h2", at: new Date(now - 30 * 60_000), ms: 30 });
+    const res = await h.client.getTimeSeries({ days: 1, granularity: Granularity.HOUR, timeZone: "Asia/Kolkata" });
+    const starts = res.points.map((p) => timestampDate(p.start!).getTime());
+    expect(starts.every((t) => t % HOUR === 30 * 60_000)).toBe(true); // UTC+05:30
+    expect(starts.length).toBeGreaterThanOrEqual(25);
+    expect(res.points.reduce((n, p) => n + Number(p.impressions), 0)).toBe(2);
+    expect(res.points.find((p) => p.impressions === 2n)!.p95ResponseTimeMs).toBeCloseTo(29, 10);
+  });
+
+  it("filters by user and variant, and refuses unknown zones", async () => {
+    await imp({ id: "x1", user: "a", variant: "v1" });
+    await imp({ id: "x2", user: "b", variant: "v1" });
+    await imp({ id: "x3", user: "a", variant: "v2" });
+    const res = await h.client.getTimeSeries({ days: 1, userId: "a", variant: "v1" });
+    expect(res.points.reduce((n, p) => n + Number(p.impressions), 0)).toBe(1);
+    await invalid(h.client.getTimeSeries({ timeZone: "Mars/Olympus_Mons" }), /time_zone: must be an IANA time zone/);
+    await invalid(h.client.getTimeSeries({ granularity: 9 as Granularity }), /granularity/);
+  });
+});
+
+describe("WatchMetrics", () => {
+  it("sends a snapshot at once, then one per interval, reflecting new events", async () => {
+    await imp({ id: "w1", ms: 20 });
+    await clk({ search: "w1", rank: 2 });
+    const controller = new AbortController();
+    const received: { at: number; impressions: bigint; variants: string[]; median?: number; p95?: number }[] = [];
+    const started = Date.now();
+    for await (const snap of h.client.watchMetrics({ intervalSeconds: 1 }, { signal: controller.signal })) {
+      received.push({ at: Date.now() - started, impressions: snap.overall!.impressions, variants: Object.keys(snap.variants), median: snap.overall!.medianRank, p95: snap.variants.search_v1?.p95ResponseTimeMs });
+      if (received.length === 1) await imp({ id: "w2", ms: 40 });
+      if (received.length === 3) break;
+    }
+    expect(received[0]).toMatchObject({ impressions: 1n, variants: ["search_v1"], median: 2, p95: 20 });
+    expect(received[1]!.impressions).toBe(2n);
+    expect(received[0]!.at).toBeLessThan(900); // immediately, not after the first interval
+    expect(received[1]!.at - received[0]!.at).toBeGreaterThanOrEqual(900);
+    expect(received[2]!.at - received[1]!.at).toBeGreaterThanOrEqual(900);
+  });
+
+  it("stops when the client cancels, and ends cleanly when the server shuts down", async () => {
+    const server = await startHarness();
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const watching = (async () => {
+      for await (const snap of server.client.watchMetrics({ intervalSeconds: 1 }, { signal: controller.signal })) seen.push(Number(snap.overall!.impressions));
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    controller.abort();
+    await expect(watching).resolves.toBeUndefined();
+    expect(seen).toEqual([0]);
+
+    const second: number[] = [];
+    const open = (async () => {
+      for await (const snap of server.client.watchMetrics({ intervalSeconds: 60 })) second.push(Number(snap.overall!.clicks));
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const closing = Date.now();
+    await server.close();
+    await expect(open).resolves.toBeUndefined(); // OK status, not an error
+    expect(Date.now() - closing).toBeLessThan(1500); // not held for the 2 s grace period
+    expect(second).toEqual([0]);
+  });
+
+  it("validates the interval and filters before streaming", async () => {
+    const consume = async (req: Parameters<Harness["client"]["watchMetrics"]>[0]) => {
+      for await (const _ of h.client.watchMetrics(req)) break;
+    };
+    await invalid(consume({ intervalSeconds: 3601 }), /interval_seconds: must be between 1 and 3600/);
+    await invalid(consume({ days: 400 }), /days/);
+  });
+});
+
+describe("GetVariantComparison statistics", () => {
+  /** n searches in a variant, the first `clicked` of them with one linked click each, p95 ~ latency. */
+  async function variant(name: string, n: number, clicked: number, latency: number) {
+    const events = [];
+    for (let i = 0; i < n; i++) {
+      events.push({ kind: { case: "impression" as const, value: { impressionId: `${name}-${i}`, userId: `u${i}`, query: "q", variant: name, resultsCount: 5, responseTimeMs: latency } } });
+      if (i < clicked) events.push({ kind: { case: "click" as const, value: { impressionId: `${name}-${i}`, userId: `u${i}`, productId: "p", rank: 1, searchQuery: "q", variant: name, responseTimeMs: latency } } });
+    }
+    for (let i = 0; i < events.length; i += 1000) expect((await h.client.logEvents({ events: events.slice(i, i + 1000) })).rejected).toBe(0n);
+  }
+
+  it("compares each variant with the control and recommends the better one", async () => {
+    await variant("search_v1", 600, 120, 40);
+    await variant("search_v2", 600, 180, 42);
+    const res = await h.client.getVariantComparison({ days: 1 });
+    expect(res).toMatchObject({ control: "search_v1", confidence: 0.95, srmDetected: false, trustworthy: true, recommendation: "search_v2", recommendationReason: "significant lift", winnerByCtr: "search_v2" });
+    expect(res.srmPValue).toBeCloseTo(1, 10);
+    const [c] = res.comparisons;
+    expect(c).toMatchObject({ variant: "search_v2", searchCtrSignificant: true, ctrSignificant: true, latencyRegression: false });
+    expect(c!.searchCtrLift!.value).toBeCloseTo(0.1, 12);
+    expect(c!.searchCtrLift!.low).toBeLessThan(0.1);
+    expect(c!.searchCtrRelativeLift!.value).toBeCloseTo(0.5, 12);
+    expect(c!.ctrLift!.value).toBeCloseTo(0.1, 12);
+    expect(c!.searchCtrPValue).toBeLessThan(0.05);
+    expect(c!.p95LatencyRelativeDiff).toBeCloseTo(0.05, 10);
+    expect(res.variants.search_v2!.searchCtrInterval!.low).toBeLessThan(0.3);
+  });
+
+  it("uses the request's control, confidence, split and thresholds", async () => {
+    await variant("search_v1", 600, 120, 40);
+    await variant("search_v2", 400, 120, 60);
+    const defaults = await h.client.getVariantComparison({ days: 1 });
+    expect(defaults).toMatchObject({ srmDetected: true, trustworthy: false, recommendation: "", recommendationReason: "srm" });
+    const planned = await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 } });
+    expect(planned).toMatchObject({ srmDetected: false, recommendation: "", recommendationReason: "latency regression" });
+    const lenient = await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 }, latencyThreshold: 0.6 });
+    expect(lenient.recommendation).toBe("search_v2");
+    const strict = await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 }, latencyThreshold: 0.6, minImpressions: 500n });
+    expect(strict.recommendationReason).toBe("insufficient data");
+    const reversed = await h.client.getVariantComparison({ days: 1, control: "search_v2", confidence: 0.99, expectedSplit: { search_v1: 3, search_v2: 2 } });
+    expect(reversed).toMatchObject({ control: "search_v2", confidence: 0.99 });
+    expect(reversed.comparisons.map((x) => x.variant)).toEqual(["search_v1"]);
+    expect(reversed.comparisons[0]!.searchCtrLift!.value).toBeCloseTo(-0.1, 12);
+  });
+
+  it("validates the comparison settings", async () => {
+    await invalid(h.client.getVariantComparison({ confidence: 1.5 }), /confidence: must be between 0 and 1/);
+    await invalid(h.client.getVariantComparison({ control: "bad control" }), /control: must match/);
+    await invalid(h.client.getVariantComparison({ expectedSplit: { a: -1 } }), /expected_split\[a\]/);
+    const empty = await h.client.getVariantComparison({});
+    expect(empty).toMatchObject({ recommendation: "", recommendationReason: "insufficient data", comparisons: [], srmDetected: false });
+    expect(empty.srmPValue).toBeUndefined();
+  });
+});
