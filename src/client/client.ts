@@ -9,9 +9,23 @@ import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import { ClickAnalytics, type StreamEventsRequestSchema, type StreamEventsResponse, type WatchMetricsRequestSchema, type WatchMetricsResponse } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { CLIENT_CHANNEL_OPTIONS, retryServiceConfig } from "./transport.js";
 
+/** TLS settings for the typed client: PEM contents (not file paths), as Buffers or strings. */
+export interface ClientTlsOptions {
+  /** CA certificates that sign the server's certificate; default: the system's trusted roots. */
+  ca?: Buffer | string;
+  /** Client certificate chain, for servers that require mutual TLS (give `key` too). */
+  cert?: Buffer | string;
+  /** Private key of `cert`. */
+  key?: Buffer | string;
+  /** Host name to verify the server certificate against instead of the address's host. */
+  serverNameOverride?: string;
+}
+
 export interface ClientOptions {
-  /** Defaults to plaintext (insecure) credentials. */
+  /** Channel credentials; defaults to TLS when `tls` is given, else plaintext (insecure). */
   credentials?: grpc.ChannelCredentials;
+  /** Connect with TLS (mutual TLS with cert and key). Not together with `credentials`. */
+  tls?: ClientTlsOptions;
   /** Deadline applied to every call that does not set its own; default 10 s. */
   defaultTimeoutMs?: number;
   /** Sent as `x-user-id` on every call unless a call sets its own. */
@@ -84,9 +98,17 @@ function carriesEventIds(method: DescMethod, request: Record<string, unknown>): 
   }
 }
 
+function tlsCredentials(tls: ClientTlsOptions): grpc.ChannelCredentials {
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new TypeError("tls.cert and tls.key go together");
+  const pem = (value: Buffer | string | undefined) => (value === undefined ? null : Buffer.from(value));
+  return grpc.credentials.createSsl(pem(tls.ca), pem(tls.key), pem(tls.cert));
+}
+
 export function createClickAnalyticsClient(address: string, options: ClientOptions = {}): ClickAnalyticsClient {
-  const credentials = options.credentials ?? grpc.credentials.createInsecure();
-  const channelOptions = { ...CLIENT_CHANNEL_OPTIONS, ...options.channelOptions };
+  if (options.credentials && options.tls) throw new TypeError("give either credentials or tls, not both");
+  const credentials = options.credentials ?? (options.tls ? tlsCredentials(options.tls) : grpc.credentials.createInsecure());
+  const nameOverride = options.tls?.serverNameOverride;
+  const channelOptions = { ...CLIENT_CHANNEL_OPTIONS, ...(nameOverride ? { "grpc.ssl_target_name_override": nameOverride } : {}), ...options.channelOptions };
   // Two channels: calls that carry event ids go through one whose service config retries
   // UNAVAILABLE; everything else through one with retries off, so nothing is counted twice.
   const plain = new grpc.Client(address, credentials, { ...channelOptions, "grpc.enable_retries": 0 });

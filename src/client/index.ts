@@ -1,5 +1,5 @@
 /** The package root: the typed client and the generated messages it speaks. */
-export { createClickAnalyticsClient, type CallOptions, type ClientOptions, type ClickAnalyticsClient, type ClickAnalyticsMethods, type StreamBatch } from "./client.js";
+export { createClickAnalyticsClient, type CallOptions, type ClientOptions, type ClientTlsOptions, type ClickAnalyticsClient, type ClickAnalyticsMethods, type StreamBatch } from "./client.js";
 export * from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 export { credentials, Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
 export { BufferedLogger, createBufferedLogger, type BufferedLoggerError, type BufferedLoggerOptions, type BufferedLoggerStats, type ClickInit, type ImpressionInit } from "./buffered-logger.js";

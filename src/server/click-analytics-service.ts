@@ -4,12 +4,13 @@ import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { optionalVariant, requireId, requireVariant } from "../core/events.js";
-import { ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
+import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
 import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
 import { timeBuckets, topQueries } from "../store/breakdowns.js";
-import { eventTotals, latencyPercentiles, rankHistograms, rankMetrics, responseTimeStats, userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
+import { userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
+import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import type { ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
@@ -29,6 +30,8 @@ function eventResult(o: EventOutcome): Omit<EventResult, "$typeName" | "$unknown
 
 export interface ServiceDeps {
   store: ClickStore;
+  /** Where metrics come from; rollups with a raw-event fallback by default. */
+  metrics?: MetricsSource;
   /** Aborted when the server begins to shut down: open streams end cleanly. */
   shutdown?: AbortSignal;
   adminToken?: string | undefined;
@@ -38,6 +41,7 @@ export interface ServiceDeps {
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
 export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof ClickAnalytics> {
   const { store } = deps;
+  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
 
@@ -71,11 +75,11 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant. */
   const snapshot = async (filter: MetricsFilter) => {
     const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
-      eventTotals(store.collections, filter),
-      rankHistograms(store.collections, filter, false),
-      rankHistograms(store.collections, filter, true),
-      latencyPercentiles(store.collections, filter, [0.5, 0.95], false),
-      latencyPercentiles(store.collections, filter, [0.5, 0.95], true),
+      metrics.totals(filter),
+      metrics.ranks(filter, false),
+      metrics.ranks(filter, true),
+      metrics.latency(filter, [0.5, 0.95], false),
+      metrics.latency(filter, [0.5, 0.95], true),
     ]);
     return {
       timestamp: responseTime(now()),
@@ -149,7 +153,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getCtr(req) {
       const filter = metricsFilter(req, now());
-      const totals = await eventTotals(store.collections, filter);
+      const totals = await metrics.totals(filter);
       return {
         ...ctrFields(totals.overall),
         periodDays: filter.window.days,
@@ -158,7 +162,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getRankMetrics(req) {
-      const stats = await rankMetrics(store.collections, metricsFilter(req, now()));
+      const stats = (await metrics.ranks(metricsFilter(req, now()), false)).get("") ?? rankStats([]);
       return {
         avgRank: stats.avg,
         medianRank: stats.median,
@@ -170,7 +174,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getResponseTimeMetrics(req) {
-      const s = await responseTimeStats(store.collections, metricsFilter(req, now()));
+      const s = await metrics.responseTimes(metricsFilter(req, now()));
       return {
         avgResponseTimeMs: s.avg,
         minResponseTimeMs: s.min,
@@ -208,7 +212,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         latencyThreshold: req.latencyThreshold,
         minImpressions: req.minImpressions,
       });
-      const [totals, p95] = await Promise.all([eventTotals(store.collections, { window }), latencyPercentiles(store.collections, { window }, [0.95], true)]);
+      const [totals, p95] = await Promise.all([metrics.totals({ window }), metrics.latency({ window }, [0.95], true)]);
       const data = new Map([...totals.variants].map(([name, t]) => [name, { ...t, p95ResponseTimeMs: p95.get(name)?.[0] }]));
       const result = compareVariants(data, settings);
       const variants = Object.fromEntries(

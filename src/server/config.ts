@@ -1,5 +1,17 @@
 /** Server configuration from the environment, validated once at start. */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { ROLES, type AccessToken, type Role } from "./auth.js";
 import type { LogLevel } from "./logger.js";
+
+export interface TlsConfig {
+  /** PEM certificate chain the server presents. */
+  cert: Buffer;
+  /** PEM private key of that certificate. */
+  key: Buffer;
+  /** PEM CA bundle; when set, clients must present a certificate it signed. */
+  clientCa?: Buffer | undefined;
+}
 
 export interface EnvConfig {
   host: string;
@@ -9,6 +21,9 @@ export interface EnvConfig {
   dbName: string;
   dataDir: string;
   adminToken?: string | undefined;
+  /** From CLICK_ANALYTICS_TOKENS and CLICK_ANALYTICS_TOKENS_FILE; any token turns access control on. */
+  tokens: AccessToken[];
+  tls?: TlsConfig | undefined;
   logLevel: LogLevel;
   shutdownGraceMs: number;
 }
@@ -23,10 +38,116 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   return value;
 }
 
+// Error messages below never include a token, not even part of one.
+const TOKEN = /^[\x21-\x7e]+$/;
+const isRole = (value: unknown): value is Role => ROLES.includes(value as Role);
+
+function checkedToken(token: string, where: string): string {
+  if (!TOKEN.test(token)) throw new ConfigError(`${where}: the token must be non-empty visible ASCII without spaces`);
+  return token;
+}
+
+/** `role:token` pairs, comma-separated. */
+type Located = AccessToken & { where: string };
+
+function tokensFromList(raw: string): Located[] {
+  const entries = raw.split(",").map((e) => e.trim()).filter((e) => e !== "");
+  if (entries.length === 0) throw new ConfigError("CLICK_ANALYTICS_TOKENS is set but lists no tokens; expected role:token pairs separated by commas");
+  return entries.map((entry, i) => {
+    const where = `CLICK_ANALYTICS_TOKENS entry ${i + 1}`;
+    const colon = entry.indexOf(":");
+    if (colon < 0) throw new ConfigError(`${where} must be role:token (roles: ${ROLES.join(", ")})`);
+    const role = entry.slice(0, colon).trim();
+    if (!isRole(role)) throw new ConfigError(`${where} has an unknown role; expected one of ${ROLES.join(", ")}`);
+    return { role, token: checkedToken(entry.slice(colon + 1).trim(), where), where };
+  });
+}
+
+/** `{ "tokens": [{ "token": "...", "role": "reader", "name": "dashboards" }] }` */
+function tokensFromFile(path: string): Located[] {
+  const name = "CLICK_ANALYTICS_TOKENS_FILE";
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    // JSON.parse's message can quote the file, tokens included: say only what kind of failure.
+    const reason = error instanceof SyntaxError ? "is not valid JSON" : `cannot be read (${(error as NodeJS.ErrnoException).code ?? "error"})`;
+    throw new ConfigError(`${name} "${path}" ${reason}`);
+  }
+  const list = (parsed as { tokens?: unknown } | null)?.tokens;
+  if (!Array.isArray(list)) throw new ConfigError(`${name} "${path}" must be a JSON object with a "tokens" array`);
+  if (list.length === 0) throw new ConfigError(`${name} "${path}" lists no tokens`);
+  return list.map((entry: unknown, i) => {
+    const where = `${name} tokens[${i}]`;
+    const { token, role, name: label } = (entry ?? {}) as Record<string, unknown>;
+    if (typeof token !== "string") throw new ConfigError(`${where}.token must be a string`);
+    if (!isRole(role)) throw new ConfigError(`${where}.role must be one of ${ROLES.join(", ")}`);
+    if (label !== undefined && typeof label !== "string") throw new ConfigError(`${where}.name must be a string`);
+    return { token: checkedToken(token, where), role, name: label, where };
+  });
+}
+
+/** All configured tokens; the same token may appear twice only with the same role. */
+function accessTokens(env: NodeJS.ProcessEnv, adminToken: string | undefined): AccessToken[] {
+  const tokens = [
+    ...(env.CLICK_ANALYTICS_TOKENS ? tokensFromList(env.CLICK_ANALYTICS_TOKENS) : []),
+    ...(env.CLICK_ANALYTICS_TOKENS_FILE ? tokensFromFile(env.CLICK_ANALYTICS_TOKENS_FILE) : []),
+  ];
+  const seen = new Map<string, Located>();
+  for (const t of [...tokens, ...(adminToken === undefined ? [] : [{ token: adminToken, role: "admin" as const, where: "CLICK_ANALYTICS_ADMIN_TOKEN" }])]) {
+    const earlier = seen.get(t.token);
+    if (earlier && earlier.role !== t.role) throw new ConfigError(`${t.where} repeats the token of ${earlier.where} with a different role (${t.role}, not ${earlier.role})`);
+    seen.set(t.token, t);
+  }
+  return tokens.map(({ token, role, name }) => ({ token, role, name }));
+}
+
+function pemFile(env: NodeJS.ProcessEnv, name: string): Buffer {
+  const path = env[name]!;
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new ConfigError(`${name} "${path}" cannot be read (${(error as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+}
+
+function tlsFromEnv(env: NodeJS.ProcessEnv): TlsConfig | undefined {
+  const { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile, TLS_CLIENT_CA_FILE: caFile } = env;
+  if (!certFile && !keyFile) {
+    if (caFile) throw new ConfigError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE");
+    return undefined;
+  }
+  if (!certFile || !keyFile) throw new ConfigError(`TLS_CERT_FILE and TLS_KEY_FILE go together; ${certFile ? "TLS_KEY_FILE" : "TLS_CERT_FILE"} is not set`);
+  const cert = pemFile(env, "TLS_CERT_FILE");
+  const key = pemFile(env, "TLS_KEY_FILE");
+  const clientCa = caFile ? pemFile(env, "TLS_CLIENT_CA_FILE") : undefined;
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch {
+    throw new ConfigError(`TLS_CERT_FILE "${certFile}" is not a PEM certificate`);
+  }
+  let matches: boolean;
+  try {
+    matches = x509.checkPrivateKey(createPrivateKey(key));
+  } catch {
+    throw new ConfigError(`TLS_KEY_FILE "${keyFile}" is not an unencrypted PEM private key`);
+  }
+  if (!matches) throw new ConfigError(`TLS_KEY_FILE "${keyFile}" is not the key of the certificate in TLS_CERT_FILE`);
+  if (clientCa) {
+    try {
+      new X509Certificate(clientCa);
+    } catch {
+      throw new ConfigError(`TLS_CLIENT_CA_FILE "${caFile}" is not a PEM certificate`);
+    }
+  }
+  return { cert, key, clientCa };
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
   const logLevel = (env.LOG_LEVEL || "info") as LogLevel;
   if (!["debug", "info", "warn", "error", "silent"].includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of debug, info, warn, error, silent, got "${logLevel}"`);
-  const adminToken = env.CLICK_ANALYTICS_ADMIN_TOKEN || undefined;
+  const adminToken = env.CLICK_ANALYTICS_ADMIN_TOKEN ? checkedToken(env.CLICK_ANALYTICS_ADMIN_TOKEN, "CLICK_ANALYTICS_ADMIN_TOKEN") : undefined;
   return {
     host: env.HOST || "0.0.0.0",
     port: integer(env, "PORT", 50051, 0, 65535),
@@ -34,6 +155,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     dbName: env.MONGODB_DB || "click_analytics",
     dataDir: env.DATA_DIR || "./data",
     adminToken,
+    tokens: accessTokens(env, adminToken),
+    tls: tlsFromEnv(env),
     logLevel,
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
   };

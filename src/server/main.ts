@@ -48,7 +48,6 @@ async function main(): Promise<void> {
     throw error;
   }
   if (stopping) await server.close();
-  if (config.adminToken === undefined) logger.warn({}, "CLICK_ANALYTICS_ADMIN_TOKEN not set: Reset is disabled");
 }
 
 main().catch((error: unknown) => {

@@ -3,7 +3,9 @@ import { ClickAnalytics } from "../../gen/clickanalytics/v1/click_analytics_pb.j
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { SERVER_CHANNEL_OPTIONS } from "../client/transport.js";
 import { ClickStore } from "../store/click-store.js";
+import { accessGuard, ROLES, type AccessToken } from "./auth.js";
 import { clickAnalyticsService } from "./click-analytics-service.js";
+import type { TlsConfig } from "./config.js";
 import { grpcService, type AdapterOptions } from "./grpc-adapter.js";
 import { HealthMonitor } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -16,7 +18,15 @@ export interface ServerConfig {
   port: number;
   mongoUri: string;
   dbName: string;
+  /** Enables Reset for this bearer token; with `tokens` it is one more admin token. */
   adminToken?: string | undefined;
+  /**
+   * Bearer tokens with roles. Any token turns access control on for every ClickAnalytics RPC;
+   * none leaves the service open (Reset still needs adminToken). Health and reflection stay open.
+   */
+  tokens?: readonly AccessToken[] | undefined;
+  /** Serve TLS (mutual TLS with clientCa); plaintext without. */
+  tls?: TlsConfig | undefined;
   /** How long a storage operation waits for a reachable MongoDB before failing UNAVAILABLE. */
   storageTimeoutMs?: number;
   /** How long shutdown waits for in-flight calls before cancelling them. */
@@ -38,14 +48,16 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const store = await ClickStore.open({ uri: config.mongoUri, dbName: config.dbName, serverSelectionTimeoutMS: config.storageTimeoutMs });
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
-  const options: AdapterOptions = { logger };
-  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1]) => {
+  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger }) => {
     const { definition, implementation } = grpcService(service, impl, options);
     server.addService(definition, implementation);
   };
   // Long-lived streams (WatchMetrics) end when shutdown begins, so draining does not wait on them.
   const shuttingDown = new AbortController();
-  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal }));
+  // Only ClickAnalytics is guarded: health checks and reflection (grpcurl list/describe) need no token.
+  const tokens = accessTokens(config);
+  const guard = tokens.length > 0 ? accessGuard(tokens) : undefined;
+  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal }), { logger, guard });
   add(Health, health.service());
   const index = new DescriptorIndex([ClickAnalytics, Health, ...reflectionServices]);
   add(reflectionServices[0], reflectionV1(index));
@@ -54,7 +66,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   let port: number;
   try {
     port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${config.host}:${config.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+      server.bindAsync(`${config.host}:${config.port}`, serverCredentials(config.tls), (error, bound) => (error ? reject(error) : resolve(bound))),
     );
     await health.start();
   } catch (error) {
@@ -62,7 +74,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     await store.close();
     throw error;
   }
-  logger.info({ host: config.host, port, db: config.dbName }, "click-analytics listening");
+  logAccess(logger, tokens, config.adminToken);
+  logger.info({ host: config.host, port, db: config.dbName, tls: config.tls === undefined ? "off" : config.tls.clientCa === undefined ? "on" : "mutual" }, "click-analytics listening");
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -86,4 +99,31 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     })());
 
   return { port, address: `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`, store, health, close };
+}
+
+/** Configured tokens plus the admin token, when access control is on at all. */
+function accessTokens(config: ServerConfig): AccessToken[] {
+  const tokens = [...(config.tokens ?? [])];
+  if (tokens.length > 0 && config.adminToken !== undefined) tokens.push({ token: config.adminToken, role: "admin", name: "CLICK_ANALYTICS_ADMIN_TOKEN" });
+  return tokens;
+}
+
+/** Says at start who may call what; counts and roles only, never a token. */
+function logAccess(logger: Logger, tokens: readonly AccessToken[], adminToken: string | undefined): void {
+  if (tokens.length > 0) {
+    const perRole = Object.fromEntries(ROLES.map((role) => [role, tokens.filter((t) => t.role === role).length]));
+    logger.info({ tokens: perRole }, "access control on: every ClickAnalytics call needs a bearer token with a role");
+    return;
+  }
+  logger.warn(
+    { reset: adminToken === undefined ? "disabled" : "admin token only" },
+    "ACCESS CONTROL OFF: no CLICK_ANALYTICS_TOKENS or CLICK_ANALYTICS_TOKENS_FILE, so anyone who can reach this port may log events and read metrics; for local development only",
+  );
+  if (adminToken === undefined) logger.warn({}, "CLICK_ANALYTICS_ADMIN_TOKEN not set: Reset is disabled");
+}
+
+function serverCredentials(tls: TlsConfig | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  // With a client CA, clients must present a certificate it signed (mutual TLS).
+  return grpc.ServerCredentials.createSsl(tls.clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.clientCa !== undefined);
 }

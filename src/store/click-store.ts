@@ -1,6 +1,7 @@
 import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
 import { collections, type Collections } from "./documents.js";
 import { ensureIndexes } from "./indexes.js";
+import { RollupReader, rollupCollection } from "./rollups.js";
 
 export interface StoreOptions {
   uri: string;
@@ -15,7 +16,12 @@ export class ClickStore {
     private readonly client: MongoClient,
     readonly db: Db,
     readonly collections: Collections,
-  ) {}
+  ) {
+    this.rollups = new RollupReader(collections);
+  }
+
+  /** Pre-aggregated metrics for unfiltered and variant-filtered windows. */
+  readonly rollups: RollupReader;
 
   static async open(options: StoreOptions): Promise<ClickStore> {
     const clientOptions: MongoClientOptions = {
@@ -37,7 +43,8 @@ export class ClickStore {
 
   /** Deletes every event but keeps the collections and their indexes. */
   async reset(): Promise<void> {
-    await Promise.all([this.collections.clicks.deleteMany({}), this.collections.impressions.deleteMany({})]);
+    await Promise.all([this.collections.clicks.deleteMany({}), this.collections.impressions.deleteMany({}), rollupCollection(this.collections).deleteMany({})]);
+    this.rollups.clear();
   }
 
   /** True when the server answers a ping. */

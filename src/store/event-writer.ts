@@ -1,6 +1,7 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { TrackedEvent } from "../core/batch.js";
+import { flagClickedImpressions, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -40,20 +41,25 @@ export async function writeEvents(c: Collections, items: readonly { index: numbe
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
   ]);
-  // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.
-  await linkClicks(
-    c,
-    clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])),
-    impressions.map((x) => x.doc.impression_id),
-  );
-  return new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
+  const duplicates = new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
+  await Promise.all([
+    // Only what was new counts; a duplicate was counted when it was first written.
+    rollUp(c, items.filter((x) => !duplicates.has(x.index)).map((x) => x.tracked)),
+    // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.
+    linkClicks(
+      c,
+      clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])),
+      impressions.map((x) => x.doc.impression_id),
+    ),
+  ]);
+  return duplicates;
 }
 
 /**
- * Marks impressions that have at least one linked click (`clicked: true`), whichever of the two
- * arrives first: a click flags its impression if it is already stored, and a new impression
- * looks for clicks that arrived before it. Each side writes before it looks, so of a click and
- * its impression written at the same time at least one sees the other.
+ * Marks impressions that have at least one linked click, whichever of the two arrives first: a
+ * click flags its impression if it is already stored, and a new impression looks for clicks that
+ * arrived before it. Each side writes before it looks, so of a click and its impression written
+ * at the same time at least one sees the other.
  */
 async function linkClicks(c: Collections, clickedImpressionIds: string[], newImpressionIds: string[]): Promise<void> {
   const ids = new Set(clickedImpressionIds);
@@ -61,8 +67,7 @@ async function linkClicks(c: Collections, clickedImpressionIds: string[], newImp
     const early = await c.clicks.distinct("impression_id", { impression_id: { $in: newImpressionIds } });
     for (const id of early) if (typeof id === "string") ids.add(id);
   }
-  if (ids.size === 0) return;
-  await c.impressions.updateMany({ impression_id: { $in: [...ids] }, clicked: { $ne: true } }, { $set: { clicked: true } });
+  await flagClickedImpressions(c, [...ids]);
 }
 
 /** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */

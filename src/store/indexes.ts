@@ -1,5 +1,6 @@
 import type { IndexDescription } from "mongodb";
 import type { Collections } from "./documents.js";
+import { ROLLUP_INDEXES, rollupCollection } from "./rollups.js";
 
 /** The seed index set, identical on both collections (see README, "Storage"). */
 export const EVENT_INDEXES: IndexDescription[] = [
@@ -29,5 +30,6 @@ export async function ensureIndexes(c: Collections): Promise<void> {
   await Promise.all([
     c.clicks.createIndexes([...EVENT_INDEXES, ...CLICK_KEY_INDEXES]),
     c.impressions.createIndexes([...EVENT_INDEXES, ...IMPRESSION_KEY_INDEXES]),
+    rollupCollection(c).createIndexes(ROLLUP_INDEXES),
   ]);
 }

@@ -93,7 +93,7 @@ describe("search-level CTR, no-results rate and users", () => {
     const res = await h.client.getVariantComparison({});
     const v = res.variants.search_v1!;
     expect(v).toMatchObject({ searchCtr: 0.4, noClickRate: 0.6, noResultsRate: 0.1, users: 1n, searchesWithClicks: 4n, avgRankClicked: 1.5, avgResponseTimeMs: 55 });
-    expect(v.p95ResponseTimeMs).toBeCloseTo(95.5, 10); // numpy.percentile([10..100], 95)
+    expect(Math.abs(v.p95ResponseTimeMs! - 95.5)).toBeLessThanOrEqual(0.955); // numpy.percentile([10..100], 95), sketch within 1%
     expect(v.searchCtrInterval!.low).toBeCloseTo(0.16818, 4); // Wilson 95% for 4/10
     expect(v.searchCtrInterval!.high).toBeCloseTo(0.68732, 4);
   });
@@ -280,7 +280,7 @@ describe("GetVariantComparison statistics", () => {
     expect(c!.searchCtrRelativeLift!.value).toBeCloseTo(0.5, 12);
     expect(c!.ctrLift!.value).toBeCloseTo(0.1, 12);
     expect(c!.searchCtrPValue).toBeLessThan(0.05);
-    expect(c!.p95LatencyRelativeDiff).toBeCloseTo(0.05, 10);
+    expect(c!.p95LatencyRelativeDiff).toBeCloseTo(0.05, 1); // from the latency sketches, each within 1%
     expect(res.variants.search_v2!.searchCtrInterval!.low).toBeLessThan(0.3);
   });
 

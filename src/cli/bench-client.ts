@@ -1,0 +1,245 @@
+/**
+ * The benchmark's metrics client: a process of its own (so that its CPU does not compete with
+ * the orchestrator's bookkeeping inside one event loop), started by bench.ts. It calls every
+ * metrics RPC shape, one call at a time, after a short warm-up, and prints the latencies as one
+ * JSON document on stdout. Progress goes to stderr.
+ *
+ *   node dist/src/cli/bench-client.js --address 127.0.0.1:PORT [--iterations 200] [--warmup 5]
+ *     [--users 10000] [--seed 1] [--timeout-ms 120000]
+ *
+ * The shapes (METRIC_SHAPES) and the latency summary are also used by bench.ts, which runs the
+ * same shapes as raw aggregations for comparison.
+ */
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { createClickAnalyticsClient, Granularity, type ClickAnalyticsClient } from "../client/index.js";
+import { Rng, userIdOf, VARIANTS } from "./bench-load.js";
+import { createProgress } from "./progress.js";
+
+export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries";
+
+export interface MetricShape {
+  /** Unique, e.g. "GetCtr user 30d". */
+  name: string;
+  rpc: MetricRpc;
+  days: number;
+  /** A random variant / user per call. */
+  filter?: "variant" | "user";
+  granularity?: "day" | "hour";
+}
+
+/** Every metrics RPC in the shapes people call it with. */
+export const METRIC_SHAPES: readonly MetricShape[] = [
+  { name: "GetCtr 1d", rpc: "GetCtr", days: 1 },
+  { name: "GetCtr 7d", rpc: "GetCtr", days: 7 },
+  { name: "GetCtr 30d", rpc: "GetCtr", days: 30 },
+  { name: "GetCtr variant 30d", rpc: "GetCtr", days: 30, filter: "variant" },
+  { name: "GetCtr user 30d", rpc: "GetCtr", days: 30, filter: "user" },
+  { name: "GetRankMetrics 30d", rpc: "GetRankMetrics", days: 30 },
+  { name: "GetResponseTimeMetrics 30d", rpc: "GetResponseTimeMetrics", days: 30 },
+  { name: "GetUserSummary 30d", rpc: "GetUserSummary", days: 30, filter: "user" },
+  { name: "GetVariantComparison 7d", rpc: "GetVariantComparison", days: 7 },
+  { name: "GetVariantComparison 30d", rpc: "GetVariantComparison", days: 30 },
+  { name: "GetTopQueries 7d", rpc: "GetTopQueries", days: 7 },
+  { name: "GetTimeSeries day 30d", rpc: "GetTimeSeries", days: 30, granularity: "day" },
+  { name: "GetTimeSeries hour 2d", rpc: "GetTimeSeries", days: 2, granularity: "hour" },
+];
+
+/** The parameters of one call of a shape (the same for the RPC and the raw aggregation). */
+export interface ShapeParams {
+  days: number;
+  userId?: string;
+  variant?: string;
+  granularity?: "day" | "hour";
+}
+
+/** Picks the random users and variants of successive calls, reproducibly. */
+export class ParamSource {
+  private readonly rng: Rng;
+  private turn = 0;
+
+  constructor(
+    private readonly users: number,
+    seed: number,
+    stream = 10,
+  ) {
+    this.rng = new Rng(seed, stream);
+  }
+
+  next(shape: MetricShape): ShapeParams {
+    const params: ShapeParams = { days: shape.days };
+    if (shape.filter === "user") params.userId = userIdOf(this.rng.int(this.users));
+    if (shape.filter === "variant") params.variant = VARIANTS[this.turn++ % VARIANTS.length]!;
+    if (shape.granularity) params.granularity = shape.granularity;
+    return params;
+  }
+}
+
+/** Top queries are asked for the way a dashboard does: the top 10 by searches. */
+export const TOP_QUERIES_LIMIT = 10;
+
+/** One call of the shape through the typed client. */
+export function callShape(client: ClickAnalyticsClient, shape: MetricShape, p: ShapeParams, timeoutMs: number): Promise<unknown> {
+  const o = { timeoutMs };
+  switch (shape.rpc) {
+    case "GetCtr":
+      return client.getCtr({ days: p.days, userId: p.userId ?? "", variant: p.variant ?? "" }, o);
+    case "GetRankMetrics":
+      return client.getRankMetrics({ days: p.days }, o);
+    case "GetResponseTimeMetrics":
+      return client.getResponseTimeMetrics({ days: p.days }, o);
+    case "GetUserSummary":
+      return client.getUserSummary({ days: p.days, userId: p.userId ?? userIdOf(0) }, o);
+    case "GetVariantComparison":
+      return client.getVariantComparison({ days: p.days }, o);
+    case "GetTopQueries":
+      return client.getTopQueries({ days: p.days, limit: TOP_QUERIES_LIMIT }, o);
+    case "GetTimeSeries":
+      return client.getTimeSeries({ days: p.days, granularity: p.granularity === "hour" ? Granularity.HOUR : Granularity.DAY }, o);
+  }
+}
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  mean: number;
+  min: number;
+  max: number;
+}
+
+/** Percentiles with linear interpolation between closest ranks (numpy's default). */
+export function summarize(samplesMs: readonly number[]): LatencySummary | null {
+  if (samplesMs.length === 0) return null;
+  const s = [...samplesMs].sort((a, b) => a - b);
+  const at = (p: number) => {
+    const h = (s.length - 1) * p;
+    const lo = Math.floor(h);
+    const hi = Math.ceil(h);
+    return s[lo]! + (s[hi]! - s[lo]!) * (h - lo);
+  };
+  const round = (x: number) => Math.round(x * 1000) / 1000;
+  return {
+    count: s.length,
+    p50: round(at(0.5)),
+    p95: round(at(0.95)),
+    p99: round(at(0.99)),
+    mean: round(s.reduce((a, b) => a + b, 0) / s.length),
+    min: round(s[0]!),
+    max: round(s[s.length - 1]!),
+  };
+}
+
+export interface ShapeResult {
+  name: string;
+  rpc: MetricRpc;
+  calls: number;
+  errors: number;
+  firstError?: string;
+  seconds: number;
+  latencyMs: LatencySummary | null;
+}
+
+export interface ClientReport {
+  iterations: number;
+  warmup: number;
+  shapes: ShapeResult[];
+}
+
+export interface RunShapesOptions {
+  iterations: number;
+  warmup: number;
+  users: number;
+  seed: number;
+  timeoutMs: number;
+  shapes?: readonly MetricShape[];
+  onCall?: () => void;
+}
+
+/** Runs every shape in turn: `warmup` untimed calls, then `iterations` timed ones, sequentially. */
+export async function runShapes(client: ClickAnalyticsClient, options: RunShapesOptions): Promise<ClientReport> {
+  const params = new ParamSource(options.users, options.seed);
+  const shapes: ShapeResult[] = [];
+  for (const shape of options.shapes ?? METRIC_SHAPES) {
+    for (let i = 0; i < options.warmup; i++) {
+      await callShape(client, shape, params.next(shape), options.timeoutMs).catch(() => undefined);
+      options.onCall?.();
+    }
+    const samples: number[] = [];
+    let errors = 0;
+    let firstError: string | undefined;
+    const started = performance.now();
+    for (let i = 0; i < options.iterations; i++) {
+      const p = params.next(shape);
+      const t0 = performance.now();
+      try {
+        await callShape(client, shape, p, options.timeoutMs);
+        samples.push(performance.now() - t0);
+      } catch (error) {
+        errors++;
+        firstError ??= error instanceof Error ? error.message : String(error);
+      }
+      options.onCall?.();
+    }
+    shapes.push({
+      name: shape.name,
+      rpc: shape.rpc,
+      calls: options.iterations,
+      errors,
+      ...(firstError === undefined ? {} : { firstError }),
+      seconds: (performance.now() - started) / 1000,
+      latencyMs: summarize(samples),
+    });
+  }
+  return { iterations: options.iterations, warmup: options.warmup, shapes };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      address: { type: "string" },
+      iterations: { type: "string", default: "200" },
+      warmup: { type: "string", default: "5" },
+      users: { type: "string", default: "10000" },
+      seed: { type: "string", default: "1" },
+      "timeout-ms": { type: "string", default: "120000" },
+    },
+    strict: true,
+  });
+  const int = (name: string, raw: string, min: number) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got "${raw}"`);
+    return n;
+  };
+  if (!values.address) throw new Error("--address is required");
+  const options = {
+    iterations: int("iterations", values.iterations, 1),
+    warmup: int("warmup", values.warmup, 0),
+    users: int("users", values.users, 1),
+    seed: int("seed", values.seed, Number.MIN_SAFE_INTEGER),
+    timeoutMs: int("timeout-ms", values["timeout-ms"], 1),
+  };
+  const client = createClickAnalyticsClient(values.address, { defaultTimeoutMs: options.timeoutMs });
+  try {
+    await client.waitForReady(30_000);
+    let calls = 0;
+    const progress = createProgress({ label: "metrics", total: METRIC_SHAPES.length * (options.iterations + options.warmup), unit: "calls" });
+    const report = await runShapes(client, { ...options, onCall: () => progress.update(++calls) });
+    progress.finish();
+    process.stdout.write(JSON.stringify(report) + "\n");
+  } finally {
+    client.close();
+  }
+}
+
+// Run only as a program, not when bench.ts or a test imports the shapes.
+const invokedAs = process.argv[1];
+if (invokedAs !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedAs)).href) {
+  process.on("SIGTERM", () => process.exit(143));
+  main().catch((error: unknown) => {
+    process.stderr.write(`bench-client: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}

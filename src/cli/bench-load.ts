@@ -1,0 +1,631 @@
+/**
+ * A realistic, deterministic synthetic dataset of searches (impressions) and clicks, generated
+ * lazily in batches, and a loader that streams it into a ClickAnalytics server through
+ * StreamEvents. Used by `npm run bench`; meant to be reused by a `load` command.
+ *
+ * The shape of the data:
+ * - users `user_0` .. `user_{N-1}` with Pareto-distributed activity (a few heavy users, a long
+ *   tail), each in one variant by a hash of the id (search_v1 / search_v2, 50/50 by users);
+ * - queries from a vocabulary (default 20,000) drawn with a Zipf law (a few head queries, a long
+ *   tail), occasionally typed with other case or spacing;
+ * - ~3% of searches return no results; ~20% of searches get a click, some of them 2 or more;
+ * - clicked ranks roughly geometric (most at 0-2), later clicks further down the page;
+ * - log-normal latencies (median ~60 ms; search_v2 a little faster at the median, with a longer
+ *   tail); clicks carry the latency of their search;
+ * - timestamps over the last `days` days with a daily cycle (busiest in the evening, UTC), never
+ *   in the future; clicks a few seconds after their search, linked by impression_id;
+ * - every event has an event_id, derived from the seed and its position: loading the same
+ *   dataset twice is recognised as duplicates.
+ *
+ * Nothing is materialised: `generateEvents` is a generator and holds only the vocabulary and the
+ * users' activity weights.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ClickSource, type ClickAnalyticsClient, type EventSchema, type StreamBatch } from "../client/index.js";
+
+export const DAY_MS = 24 * 60 * 60 * 1000;
+export const VARIANTS = ["search_v1", "search_v2"] as const;
+export const DEFAULT_BATCH_SIZE = 1_000;
+export const DEFAULT_QUERIES = 20_000;
+
+export interface DatasetOptions {
+  /** Total number of events (impressions + clicks), exactly. */
+  events: number;
+  /** Timestamps fall in [now - days, now). */
+  days: number;
+  users: number;
+  seed: number;
+  /** Vocabulary size (default 20,000). */
+  queries?: number;
+  /** Events per batch (default 1,000, the server's limit). */
+  batchSize?: number;
+  /** End of the window, in ms or as a Date (default: Date.now() when generation starts). */
+  now?: number | Date;
+  /** Prefix of event and impression ids (default `s<seed>-`). */
+  idPrefix?: string;
+}
+
+export type ClickSourceName = "SEARCH_RESULTS" | "RECOMMENDATIONS" | "AUTOCOMPLETE" | "RELATED_PRODUCTS" | "SPONSORED";
+
+export interface ImpressionRecord {
+  kind: "impression";
+  eventId: string;
+  impressionId: string;
+  userId: string;
+  sessionId: string;
+  query: string;
+  variant: string;
+  resultsCount: number;
+  responseTimeMs: number;
+  timestampMs: number;
+}
+
+export interface ClickRecord {
+  kind: "click";
+  eventId: string;
+  /** The impression (search) this click came from; always present in this dataset. */
+  impressionId: string;
+  userId: string;
+  sessionId: string;
+  productId: string;
+  rank: number;
+  searchQuery: string;
+  variant: string;
+  responseTimeMs: number;
+  source: ClickSourceName;
+  timestampMs: number;
+}
+
+export type DatasetEvent = ImpressionRecord | ClickRecord;
+
+export interface VariantStats {
+  impressions: number;
+  clicks: number;
+  clickedSearches: number;
+}
+
+/** Running totals of what was generated (filled in as the generator advances). */
+export interface DatasetStats {
+  events: number;
+  impressions: number;
+  clicks: number;
+  /** Searches with at least one click. */
+  clickedSearches: number;
+  /** Searches with two or more clicks. */
+  multiClickSearches: number;
+  noResultsSearches: number;
+  /** Distinct users with at least one event. */
+  activeUsers: number;
+  variants: Record<string, VariantStats>;
+  windowStartMs: number;
+  windowEndMs: number;
+}
+
+export function createDatasetStats(): DatasetStats {
+  return {
+    events: 0,
+    impressions: 0,
+    clicks: 0,
+    clickedSearches: 0,
+    multiClickSearches: 0,
+    noResultsSearches: 0,
+    activeUsers: 0,
+    variants: Object.fromEntries(VARIANTS.map((v) => [v, { impressions: 0, clicks: 0, clickedSearches: 0 }])),
+    windowStartMs: 0,
+    windowEndMs: 0,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Randomness
+
+function splitmix32(state: { s: number }): number {
+  state.s = (state.s + 0x9e3779b9) | 0;
+  let z = state.s;
+  z = Math.imul(z ^ (z >>> 16), 0x21f0aafd);
+  z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
+  return (z ^ (z >>> 15)) >>> 0;
+}
+
+/** sfc32: small, fast, good enough for synthetic data, and identical on every platform. */
+export class Rng {
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
+  private spare: number | undefined;
+
+  constructor(seed: number, stream = 0) {
+    const state = { s: (Math.trunc(seed) ^ Math.trunc(seed / 2 ** 32) ^ Math.imul(stream + 1, 0x632be5ab)) | 0 };
+    this.a = splitmix32(state);
+    this.b = splitmix32(state);
+    this.c = splitmix32(state);
+    this.d = splitmix32(state);
+    for (let i = 0; i < 12; i++) this.next();
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    const t = (((this.a + this.b) | 0) + this.d) | 0;
+    this.d = (this.d + 1) | 0;
+    this.a = this.b ^ (this.b >>> 9);
+    this.b = (this.c + (this.c << 3)) | 0;
+    this.c = (this.c << 21) | (this.c >>> 11);
+    this.c = (this.c + t) | 0;
+    return (t >>> 0) / 4294967296;
+  }
+
+  /** Uniform integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  /** Standard normal (Box-Muller, one value kept for the next call). */
+  normal(): number {
+    if (this.spare !== undefined) {
+      const s = this.spare;
+      this.spare = undefined;
+      return s;
+    }
+    const u = 1 - this.next();
+    const v = this.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    this.spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  }
+
+  /** Log-normal with the given median and shape (sigma of the underlying normal). */
+  logNormal(median: number, sigma: number): number {
+    return median * Math.exp(sigma * this.normal());
+  }
+
+  /** Failures before the first success, success probability p: 0 with probability p. */
+  geometric(p: number): number {
+    return Math.floor(Math.log(1 - this.next()) / Math.log(1 - p));
+  }
+}
+
+/** Samples indexes 0..n-1 in proportion to weights (cumulative table, binary search). */
+export class WeightedSampler {
+  private readonly cumulative: Float64Array;
+
+  constructor(weights: ArrayLike<number>) {
+    this.cumulative = new Float64Array(weights.length);
+    let sum = 0;
+    for (let i = 0; i < weights.length; i++) this.cumulative[i] = sum += weights[i]!;
+  }
+
+  get size(): number {
+    return this.cumulative.length;
+  }
+
+  sample(rng: Rng): number {
+    const c = this.cumulative;
+    const x = rng.next() * c[c.length - 1]!;
+    let lo = 0;
+    let hi = c.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (c[mid]! > x) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+}
+
+/** Zipf law over ranks 1..n with exponent s. */
+export function zipfSampler(n: number, s: number): WeightedSampler {
+  return new WeightedSampler(Array.from({ length: n }, (_, k) => 1 / (k + 1) ** s));
+}
+
+/** FNV-1a, 32 bits. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users, variants, queries
+
+export function userIdOf(index: number): string {
+  return `user_${index}`;
+}
+
+/** 50/50 by a hash of the user id, so a user always sees the same variant. */
+export function variantOf(userId: string): string {
+  return VARIANTS[fnv1a(userId) % VARIANTS.length]!;
+}
+
+/** Pareto (alpha 1.16: roughly "80% of searches from 20% of users"), capped at 300x the least active. */
+function userActivityWeights(users: number, seed: number): Float64Array {
+  const rng = new Rng(seed, 1);
+  const alpha = 1.16;
+  const weights = new Float64Array(users);
+  for (let i = 0; i < users; i++) weights[i] = Math.min(300, (1 - rng.next()) ** (-1 / alpha));
+  return weights;
+}
+
+const NOUNS = [
+  "shoes", "sneakers", "boots", "sandals", "jacket", "coat", "hoodie", "t-shirt", "shirt", "jeans",
+  "dress", "skirt", "shorts", "socks", "backpack", "handbag", "wallet", "watch", "sunglasses", "hat",
+  "scarf", "gloves", "belt", "headphones", "earbuds", "speaker", "laptop", "tablet", "phone case", "charger",
+  "keyboard", "mouse", "monitor", "webcam", "router", "smartwatch", "camera", "tripod", "drone", "tv",
+  "blender", "coffee maker", "kettle", "toaster", "air fryer", "vacuum", "lamp", "desk", "office chair", "sofa",
+  "mattress", "pillow", "blanket", "towels", "curtains", "rug", "mug", "water bottle", "lunch box", "yoga mat",
+  "dumbbells", "bike", "helmet", "tent", "sleeping bag", "running shoes", "football", "tennis racket", "board game", "puzzle",
+  "building blocks", "doll", "perfume", "shampoo", "sunscreen", "lipstick", "toothbrush", "vitamins", "dog food", "cat litter",
+];
+const ATTRIBUTES = [
+  "black", "white", "blue", "red", "green", "grey", "pink", "navy", "beige", "brown",
+  "yellow", "purple", "orange", "leather", "wool", "cotton", "linen", "denim", "stainless steel", "wooden",
+  "bamboo", "silver", "gold", "waterproof", "wireless",
+];
+const ADJECTIVES = [
+  "cheap", "best", "small", "large", "kids", "mens", "womens", "vintage", "organic", "portable",
+  "lightweight", "foldable", "ergonomic", "slim", "oversized", "warm", "summer", "winter", "premium", "budget",
+  "gaming", "outdoor", "travel", "smart", "electric", "mini", "compact", "heavy duty", "eco", "classic",
+];
+const BRANDS = [
+  "acme", "northwind", "contoso", "fabrikam", "zephyr", "orion", "lumen", "nimbus", "atlas", "vertex",
+  "kestrel", "aurora", "summit", "harbor", "pioneer", "evergreen", "polaris", "cobalt", "juniper", "meridian",
+];
+const SUFFIXES = ["for kids", "for men", "for women", "on sale", "size 10", "set of 2", "with case", "xl", "refurbished", "gift"];
+
+function shuffle<T>(items: T[], rng: Rng): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+/**
+ * `size` distinct queries, most popular first: single product words, then two-word queries,
+ * then longer ones (popular searches tend to be short).
+ */
+export function buildVocabulary(size: number, seed: number): string[] {
+  const rng = new Rng(seed, 2);
+  const pick = <T>(list: readonly T[]): T => list[rng.int(list.length)]!;
+  const vocabulary = shuffle([...NOUNS], rng);
+  const seen = new Set(vocabulary);
+  const tier2: string[] = [];
+  for (const noun of NOUNS) {
+    for (const a of ATTRIBUTES) tier2.push(`${a} ${noun}`);
+    for (const a of ADJECTIVES) tier2.push(`${a} ${noun}`);
+    for (const b of BRANDS) tier2.push(`${b} ${noun}`);
+  }
+  for (const q of shuffle(tier2, rng)) if (!seen.has(q)) (seen.add(q), vocabulary.push(q));
+  const patterns: (() => string)[] = [
+    () => `${pick(ADJECTIVES)} ${pick(ATTRIBUTES)} ${pick(NOUNS)}`,
+    () => `${pick(BRANDS)} ${pick(ATTRIBUTES)} ${pick(NOUNS)}`,
+    () => `${pick(NOUNS)} ${pick(SUFFIXES)}`,
+    () => `${pick(BRANDS)} ${pick(NOUNS)} ${pick(SUFFIXES)}`,
+    () => `${pick(ADJECTIVES)} ${pick(NOUNS)} ${pick(SUFFIXES)}`,
+    () => `${pick(BRANDS)} ${pick(ADJECTIVES)} ${pick(ATTRIBUTES)} ${pick(NOUNS)}`,
+  ];
+  // The tier-3 space has well over a million combinations, so this ends quickly.
+  while (vocabulary.length < size) {
+    const q = pick(patterns)();
+    if (!seen.has(q)) (seen.add(q), vocabulary.push(q));
+  }
+  return vocabulary.slice(0, size);
+}
+
+/** How a user actually typed a query now and then: other case, stray spaces. */
+function surfaceForm(query: string, rng: Rng): string {
+  if (rng.next() >= 0.04) return query;
+  switch (rng.int(3)) {
+    case 0:
+      return query.replace(/\b\p{L}/gu, (c) => c.toUpperCase());
+    case 1:
+      return `  ${query.replace(/ /g, "  ")} `;
+    default:
+      return query.toUpperCase();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generator
+
+interface VariantModel {
+  latencyMedianMs: number;
+  latencySigma: number;
+  /** P(at least one click | the search returned results). */
+  clickProbability: number;
+}
+
+const VARIANT_MODELS: Record<string, VariantModel> = {
+  search_v1: { latencyMedianMs: 60, latencySigma: 0.45, clickProbability: 0.2 },
+  search_v2: { latencyMedianMs: 56, latencySigma: 0.55, clickProbability: 0.212 },
+};
+const NO_RESULTS_PROBABILITY = 0.03;
+/** After a click, the chance of another one on the same search. */
+const ANOTHER_CLICK_PROBABILITY = 0.28;
+/** Geometric parameter of the first clicked rank: P(rank 0) = 0.5, P(rank <= 2) = 0.875. */
+const FIRST_RANK_P = 0.5;
+const SESSION_MS = 30 * 60 * 1000;
+/** Searches stop a minute before `now`, so that their clicks also fall before it. */
+const END_MARGIN_MS = 60_000;
+
+/** Relative traffic by UTC hour of day: lowest around 04:00, highest around 19:00. */
+function diurnalWeight(timestampMs: number): number {
+  const hour = (timestampMs % DAY_MS) / 3_600_000;
+  return 0.3 + 0.7 * ((1 + Math.cos((2 * Math.PI * (hour - 19)) / 24)) / 2);
+}
+
+const SOURCES: readonly [ClickSourceName, number][] = [
+  ["SEARCH_RESULTS", 0.92],
+  ["SPONSORED", 0.05],
+  ["AUTOCOMPLETE", 0.03],
+];
+
+function clickSource(rng: Rng): ClickSourceName {
+  let x = rng.next();
+  for (const [name, p] of SOURCES) if ((x -= p) < 0) return name;
+  return "SEARCH_RESULTS";
+}
+
+export function validateDatasetOptions(o: DatasetOptions): void {
+  const positiveInt = (name: string, v: number, max = Number.MAX_SAFE_INTEGER) => {
+    if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer between 1 and ${max}, got ${v}`);
+  };
+  if (!Number.isInteger(o.events) || o.events < 0) throw new RangeError(`events must be a non-negative integer, got ${o.events}`);
+  positiveInt("days", o.days, 365);
+  positiveInt("users", o.users);
+  positiveInt("queries", o.queries ?? DEFAULT_QUERIES);
+  positiveInt("batchSize", o.batchSize ?? DEFAULT_BATCH_SIZE, 1_000);
+  if (!Number.isFinite(o.seed)) throw new RangeError(`seed must be a number, got ${o.seed}`);
+}
+
+/**
+ * Exactly `options.events` events, an impression first and then its clicks (the last search may
+ * lose clicks to the count). `stats` is updated as events are produced.
+ */
+export function* generateEvents(options: DatasetOptions, stats: DatasetStats = createDatasetStats()): Generator<DatasetEvent, DatasetStats, undefined> {
+  validateDatasetOptions(options);
+  const endMs = options.now === undefined ? Date.now() : typeof options.now === "number" ? options.now : options.now.getTime();
+  const startMs = endMs - options.days * DAY_MS;
+  const prefix = options.idPrefix ?? `s${options.seed}-`;
+  stats.windowStartMs = startMs;
+  stats.windowEndMs = endMs;
+
+  const vocabulary = buildVocabulary(options.queries ?? DEFAULT_QUERIES, options.seed);
+  const querySampler = zipfSampler(vocabulary.length, 0.9);
+  const userSampler = new WeightedSampler(userActivityWeights(options.users, options.seed));
+  const userSeen = new Uint8Array(options.users);
+  const rng = new Rng(options.seed, 3);
+  const span = Math.max(1, endMs - END_MARGIN_MS - startMs);
+
+  let produced = 0;
+  let search = 0;
+  const emit = (variant: string, userIndex: number, kind: "impression" | "click") => {
+    produced++;
+    stats.events++;
+    const v = (stats.variants[variant] ??= { impressions: 0, clicks: 0, clickedSearches: 0 });
+    if (kind === "impression") (stats.impressions++, v.impressions++);
+    else (stats.clicks++, v.clicks++);
+    if (userSeen[userIndex] === 0) (userSeen[userIndex] = 1, stats.activeUsers++);
+  };
+
+  while (produced < options.events) {
+    const s = search++;
+    const userIndex = userSampler.sample(rng);
+    const userId = userIdOf(userIndex);
+    const variant = variantOf(userId);
+    const model = VARIANT_MODELS[variant]!;
+    let timestampMs: number;
+    do timestampMs = startMs + Math.floor(rng.next() * span);
+    while (rng.next() > diurnalWeight(timestampMs));
+    const query = surfaceForm(vocabulary[querySampler.sample(rng)]!, rng);
+    const noResults = rng.next() < NO_RESULTS_PROBABILITY;
+    const resultsCount = noResults ? 0 : Math.min(10_000, Math.max(1, Math.round(rng.logNormal(48, 1))));
+    const latency = rng.logNormal(model.latencyMedianMs, model.latencySigma) * (noResults ? 0.7 : 1);
+    const responseTimeMs = Math.round(Math.min(3_600_000, latency) * 100) / 100;
+    const sessionId = `${userId}.${Math.floor(timestampMs / SESSION_MS)}`;
+    const impressionId = `${prefix}q${s}`;
+
+    emit(variant, userIndex, "impression");
+    if (noResults) stats.noResultsSearches++;
+    yield { kind: "impression", eventId: `${prefix}e${produced - 1}`, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestampMs };
+
+    if (noResults || rng.next() >= model.clickProbability) continue;
+    let rank = rng.geometric(FIRST_RANK_P) % resultsCount;
+    let clickMs = timestampMs;
+    let clicks = 0;
+    for (;;) {
+      if (produced >= options.events) break;
+      clickMs = Math.min(endMs - 1, clickMs + Math.round(rng.logNormal(5_000, 0.9)));
+      const productId = `prod_${(fnv1a(query.toLowerCase().trim()) + rank * 7_919) % 100_000}`;
+      emit(variant, userIndex, "click");
+      clicks++;
+      yield {
+        kind: "click",
+        eventId: `${prefix}e${produced - 1}`,
+        impressionId,
+        userId,
+        sessionId,
+        productId,
+        rank,
+        searchQuery: query,
+        variant,
+        responseTimeMs,
+        source: clickSource(rng),
+        timestampMs: clickMs,
+      };
+      if (rng.next() >= ANOTHER_CLICK_PROBABILITY) break;
+      rank += 1 + rng.geometric(0.5);
+      if (rank >= resultsCount) break;
+    }
+    if (clicks > 0) {
+      stats.clickedSearches++;
+      stats.variants[variant]!.clickedSearches++;
+    }
+    if (clicks > 1) stats.multiClickSearches++;
+  }
+  return stats;
+}
+
+/** Groups any iterable into arrays of `size`. */
+export function* chunks<T>(items: Iterable<T>, size: number): Generator<T[]> {
+  let chunk: T[] = [];
+  for (const item of items) {
+    chunk.push(item);
+    if (chunk.length === size) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield chunk;
+}
+
+export type EventInit = MessageInitShape<typeof EventSchema>;
+
+const SOURCE_ENUM: Record<ClickSourceName, ClickSource> = {
+  SEARCH_RESULTS: ClickSource.SEARCH_RESULTS,
+  RECOMMENDATIONS: ClickSource.RECOMMENDATIONS,
+  AUTOCOMPLETE: ClickSource.AUTOCOMPLETE,
+  RELATED_PRODUCTS: ClickSource.RELATED_PRODUCTS,
+  SPONSORED: ClickSource.SPONSORED,
+};
+
+/** The event as a LogEvents / StreamEvents entry. */
+export function toStreamEvent(e: DatasetEvent): EventInit {
+  const timestamp = timestampFromMs(e.timestampMs);
+  if (e.kind === "impression") {
+    return {
+      kind: {
+        case: "impression",
+        value: {
+          eventId: e.eventId,
+          impressionId: e.impressionId,
+          userId: e.userId,
+          sessionId: e.sessionId,
+          query: e.query,
+          variant: e.variant,
+          resultsCount: e.resultsCount,
+          responseTimeMs: e.responseTimeMs,
+          timestamp,
+        },
+      },
+    };
+  }
+  return {
+    kind: {
+      case: "click",
+      value: {
+        eventId: e.eventId,
+        impressionId: e.impressionId,
+        userId: e.userId,
+        sessionId: e.sessionId,
+        productId: e.productId,
+        rank: e.rank,
+        searchQuery: e.searchQuery,
+        variant: e.variant,
+        responseTimeMs: e.responseTimeMs,
+        source: SOURCE_ENUM[e.source],
+        timestamp,
+      },
+    },
+  };
+}
+
+/** The dataset as StreamEvents messages of `batchSize` events, produced as they are consumed. */
+export async function* generateBatches(options: DatasetOptions, stats: DatasetStats = createDatasetStats()): AsyncGenerator<StreamBatch, void, undefined> {
+  for (const batch of chunks(generateEvents(options, stats), options.batchSize ?? DEFAULT_BATCH_SIZE)) {
+    yield { events: batch.map(toStreamEvent) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+export interface LoadOptions extends DatasetOptions {
+  /** Parallel StreamEvents calls (default 4). */
+  streams?: number;
+  signal?: AbortSignal;
+}
+
+export interface LoadProgress {
+  /** Events handed to a stream so far. */
+  sent: number;
+  total: number;
+}
+
+export interface LoadResult {
+  stats: DatasetStats;
+  streams: number;
+  batches: number;
+  accepted: number;
+  duplicates: number;
+  rejected: number;
+  /** The first rejections the server reported, per stream (indexes count from that stream's start). */
+  rejections: { stream: number; index: number; field: string; reason: string }[];
+  seconds: number;
+  /** Generated events / seconds, from the first batch to the last answer. */
+  eventsPerSecond: number;
+}
+
+/**
+ * Streams the dataset into the server over `streams` parallel StreamEvents calls, which take
+ * batches from one shared generator as fast as each is able to send. Rejects if any stream
+ * fails (and cancels the others).
+ */
+export async function loadDataset(
+  client: Pick<ClickAnalyticsClient, "streamEvents">,
+  options: LoadOptions,
+  onProgress?: (progress: LoadProgress) => void,
+): Promise<LoadResult> {
+  const streams = options.streams ?? 4;
+  if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new RangeError(`streams must be an integer between 1 and 64, got ${streams}`);
+  validateDatasetOptions(options);
+  const stats = createDatasetStats();
+  const source = generateBatches(options, stats);
+  const abort = new AbortController();
+  const onAbort = () => abort.abort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  let sent = 0;
+
+  // Each stream pulls from the shared generator; concurrent next() calls on an async generator
+  // are queued, so every batch goes to exactly one stream. Not forwarding return(): one stream
+  // stopping early must not end the generator for the others.
+  async function* lane(): AsyncGenerator<StreamBatch> {
+    for (;;) {
+      if (abort.signal.aborted) return;
+      const next = await source.next();
+      if (next.done) return;
+      sent += next.value.events?.length ?? 0;
+      onProgress?.({ sent, total: options.events });
+      yield next.value;
+    }
+  }
+
+  const started = performance.now();
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: streams }, async () => {
+      try {
+        return await client.streamEvents(lane(), { signal: abort.signal });
+      } catch (error) {
+        abort.abort();
+        throw error;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  options.signal?.removeEventListener("abort", onAbort);
+  const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+  if (failure) throw failure.reason;
+
+  const result: LoadResult = { stats, streams, batches: 0, accepted: 0, duplicates: 0, rejected: 0, rejections: [], seconds, eventsPerSecond: seconds > 0 ? stats.events / seconds : 0 };
+  outcomes.forEach((o, stream) => {
+    if (o.status !== "fulfilled") return;
+    const r = o.value;
+    result.batches += Number(r.batches);
+    result.accepted += Number(r.accepted);
+    result.duplicates += Number(r.duplicates);
+    result.rejected += Number(r.rejected);
+    for (const x of r.firstRejections) result.rejections.push({ stream, index: Number(x.index), field: x.field, reason: x.reason });
+  });
+  return result;
+}

@@ -1,0 +1,1017 @@
+/**
+ * `npm run bench`: an end-to-end benchmark of ClickAnalytics on this machine.
+ *
+ * Starts the embedded MongoDB engine (or uses --mongodb-uri) and the compiled server as a child
+ * process, then: loads a realistic generated dataset through StreamEvents; measures the engine's
+ * raw insertMany capacity with the same indexes; measures unary LogClick throughput with 64
+ * concurrent clients; times every metrics RPC shape from a separate client process; runs the same
+ * questions as straightforward aggregations over the raw events for comparison; samples the
+ * server's and the engine's memory throughout. Prints one table and, with --json, writes every
+ * figure to a file. Run `npm run bench -- --help` for the flags.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
+import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
+import { EVENT_INDEXES } from "../store/indexes.js";
+import { METRIC_SHAPES, ParamSource, summarize, TOP_QUERIES_LIMIT, type ClientReport, type LatencySummary, type MetricRpc, type ShapeParams } from "./bench-client.js";
+import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
+import { createProgress, formatDuration, formatInteger } from "./progress.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** dist/src/cli -> dist/src/server/main.js */
+const SERVER_MAIN = path.resolve(HERE, "../server/main.js");
+const CLIENT_MAIN = path.resolve(HERE, "bench-client.js");
+
+const BATCH_SIZE = 1_000;
+const RAW_WRITERS = 4;
+const RAW_INSERT_MAX_DOCS = 100_000;
+const UNARY_CLIENTS = 64;
+const RSS_INTERVAL_MS = 200;
+const CLICKS = "click_events";
+const IMPRESSIONS = "impressions";
+
+const USAGE = `usage: npm run bench -- [flags]
+
+Loads a generated dataset into a fresh ClickAnalytics server and measures ingest, raw insert
+capacity, unary LogClick, every metrics RPC (from a separate client process) against
+straightforward raw aggregations, and memory. Progress on stderr, the table on stdout.
+
+  --events N          events to generate and load (default 1000000)
+  --days N            spread over the last N days, 1..365 (default 30)
+  --users N           distinct users (default 10000)
+  --seed N            dataset seed; the same seed gives the same data (default 1)
+  --streams N         parallel StreamEvents calls for the load (default 4)
+  --iterations N      timed calls per metrics shape (default 200); raw baselines run
+                      iterations/40 times, between 3 and 20
+  --unary-seconds N   how long to run unary LogClick (default 10)
+  --json PATH         also write every figure as JSON to PATH
+  --data-dir DIR      embedded engine's data directory (default: a fresh temp dir, removed at
+                      exit; a given one is kept, with the loaded database in it)
+  --mongodb-uri URI   use this MongoDB instead of the embedded engine (databases bench_* are
+                      created there and dropped at exit)
+  --skip-raw          skip the raw insertMany and raw aggregation baselines
+  --skip-unary        skip the unary LogClick measurement
+  --help              this text
+
+The default size takes several minutes; e.g. --events 100000 --iterations 50 is quicker.`;
+
+export interface BenchOptions {
+  events: number;
+  days: number;
+  users: number;
+  seed: number;
+  streams: number;
+  iterations: number;
+  unarySeconds: number;
+  json?: string | undefined;
+  dataDir?: string | undefined;
+  mongodbUri?: string | undefined;
+  skipRaw: boolean;
+  skipUnary: boolean;
+}
+
+class UsageError extends Error {}
+
+function parseOptions(argv: string[]): BenchOptions | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        events: { type: "string", default: "1000000" },
+        days: { type: "string", default: "30" },
+        users: { type: "string", default: "10000" },
+        seed: { type: "string", default: "1" },
+        streams: { type: "string", default: "4" },
+        iterations: { type: "string", default: "200" },
+        "unary-seconds": { type: "string", default: "10" },
+        json: { type: "string" },
+        "data-dir": { type: "string" },
+        "mongodb-uri": { type: "string" },
+        "skip-raw": { type: "boolean", default: false },
+        "skip-unary": { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  const number = (name: string, raw: string, min: number, max: number, integer = true): number => {
+    const n = Number(raw.replace(/[_,]/g, ""));
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+      throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"} between ${min} and ${max}, got "${raw}"`);
+    }
+    return n;
+  };
+  if (v["data-dir"] !== undefined && v["mongodb-uri"] !== undefined) throw new UsageError("--data-dir and --mongodb-uri exclude each other");
+  return {
+    events: number("events", v.events, 1, 1e9),
+    days: number("days", v.days, 1, 365),
+    users: number("users", v.users, 1, 1e8),
+    seed: number("seed", v.seed, -(2 ** 31), 2 ** 31 - 1),
+    streams: number("streams", v.streams, 1, 64),
+    iterations: number("iterations", v.iterations, 1, 1e6),
+    unarySeconds: number("unary-seconds", v["unary-seconds"], 0.1, 3600, false),
+    json: v.json,
+    dataDir: v["data-dir"],
+    mongodbUri: v["mongodb-uri"],
+    skipRaw: v["skip-raw"],
+    skipUnary: v["skip-unary"],
+  };
+}
+
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Memory sampling
+
+interface ProcMemory {
+  /** VmRSS, bytes. */
+  rss: number;
+  /** VmHWM (the kernel's own peak RSS), bytes. */
+  hwm: number;
+}
+
+async function procMemory(pid: number): Promise<ProcMemory | null> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+    return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+  } catch {
+    return null; // gone, or not Linux
+  }
+}
+
+interface MemoryFigures {
+  pid: number;
+  /** Highest VmRSS seen by sampling every 200 ms. */
+  peakRssBytes: number;
+  /** VmHWM read at the end (0 when unavailable). */
+  vmHwmBytes: number;
+  lastRssBytes: number;
+  samples: number;
+  /** Highest sampled VmRSS per phase. */
+  peakRssByPhaseBytes: Record<string, number>;
+}
+
+class RssSampler {
+  private readonly tracked = new Map<string, MemoryFigures>();
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+  phase = "start";
+
+  track(name: string, pid: number): void {
+    this.tracked.set(name, { pid, peakRssBytes: 0, vmHwmBytes: 0, lastRssBytes: 0, samples: 0, peakRssByPhaseBytes: {} });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.sample(), RSS_INTERVAL_MS);
+  }
+
+  async sample(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (const figures of this.tracked.values()) {
+        const m = await procMemory(figures.pid);
+        if (!m || m.rss === 0) continue;
+        figures.samples++;
+        figures.lastRssBytes = m.rss;
+        figures.peakRssBytes = Math.max(figures.peakRssBytes, m.rss);
+        figures.vmHwmBytes = Math.max(figures.vmHwmBytes, m.hwm);
+        figures.peakRssByPhaseBytes[this.phase] = Math.max(figures.peakRssByPhaseBytes[this.phase] ?? 0, m.rss);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Takes a last sample and stops. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    while (this.busy) await sleep(10);
+    await this.sample();
+  }
+
+  figures(name: string): MemoryFigures | null {
+    return this.tracked.get(name) ?? null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+export interface ServerLog {
+  warnings: number;
+  errors: number;
+  messages: Record<string, number>;
+}
+
+interface ServerHandle {
+  child: ChildProcess;
+  pid: number;
+  address: string;
+  /** Warnings and errors the server logged: counts, and how often each message came. */
+  log: ServerLog;
+  stop(): Promise<void>;
+}
+
+/** Variables that would change what is measured (access control, TLS, another storage). */
+const SERVER_ENV_DROPPED = ["CLICK_ANALYTICS_TOKENS", "CLICK_ANALYTICS_TOKENS_FILE", "CLICK_ANALYTICS_ADMIN_TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "DATA_DIR"];
+
+async function startServerProcess(mongoUri: string, dbName: string): Promise<ServerHandle> {
+  const env: NodeJS.ProcessEnv = { ...process.env, MONGODB_URI: mongoUri, MONGODB_DB: dbName, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info" };
+  for (const name of SERVER_ENV_DROPPED) delete env[name];
+  const child = spawn(process.execPath, [SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const handle: ServerHandle = {
+    child,
+    pid: child.pid ?? -1,
+    address: "",
+    log: { warnings: 0, errors: 0, messages: {} },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  const port = await new Promise<number>((resolve, reject) => {
+    const recent: string[] = [];
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the server did not report its port within 60 s:\n${recent.join("\n")}`));
+    }, 60_000);
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      recent.push(line);
+      if (recent.length > 20) recent.shift();
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        entry = { level: "error", msg: line };
+      }
+      if (entry.level === "warn" || entry.level === "error") {
+        if (entry.level === "warn") handle.log.warnings++;
+        else handle.log.errors++;
+        const key = `${entry.level}: ${String(entry.msg)}`;
+        // A bounded set of distinct messages: one for every kind, not every occurrence.
+        if (key in handle.log.messages || Object.keys(handle.log.messages).length < 50) handle.log.messages[key] = (handle.log.messages[key] ?? 0) + 1;
+      }
+      if (entry.msg === "click-analytics listening" && typeof entry.port === "number") {
+        clearTimeout(timer);
+        resolve(entry.port);
+      }
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited before listening (code ${code}, signal ${signal}):\n${recent.join("\n")}`));
+    });
+  });
+  return Object.assign(handle, { address: `127.0.0.1:${port}` });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw documents, as the service stores them (README, "Storage")
+
+function normalizeQuery(query: string): string {
+  return query.normalize("NFKC").trim().replace(/\s+/gu, " ").toLowerCase();
+}
+
+function toDocument(e: DatasetEvent): Document {
+  const common = { event_id: e.eventId, impression_id: e.impressionId, user_id: e.userId };
+  const tail = { variant: e.variant, response_time_ms: new Double(e.responseTimeMs), session_id: e.sessionId };
+  if (e.kind === "impression") {
+    return { ...common, query: e.query, query_normalized: normalizeQuery(e.query), ...tail, results_count: e.resultsCount, timestamp: new Date(e.timestampMs) };
+  }
+  return {
+    ...common,
+    product_id: e.productId,
+    rank: e.rank,
+    search_query: e.searchQuery,
+    query_normalized: normalizeQuery(e.searchQuery),
+    ...tail,
+    source: e.source,
+    timestamp: new Date(e.timestampMs),
+  };
+}
+
+/** EVENT_INDEXES plus whatever else the service created on the collection (its key indexes). */
+async function serviceIndexes(db: Db, collection: string): Promise<IndexDescription[]> {
+  const indexes: IndexDescription[] = [...EVENT_INDEXES];
+  const names = new Set(indexes.map((i) => i.name));
+  const existing = await db.collection(collection).listIndexes().toArray().catch(() => [] as Document[]);
+  for (const ix of existing) {
+    if (ix.name === "_id_" || names.has(ix.name)) continue;
+    const description: IndexDescription = { key: ix.key, name: ix.name };
+    if (ix.unique) description.unique = true;
+    if (ix.sparse) description.sparse = true;
+    if (ix.partialFilterExpression) description.partialFilterExpression = ix.partialFilterExpression;
+    indexes.push(description);
+  }
+  return indexes;
+}
+
+interface RawInsertResult {
+  docs: number;
+  writers: number;
+  batchSize: number;
+  seconds: number;
+  docsPerSecond: number;
+  indexes: { clicks: string[]; impressions: string[] };
+}
+
+/** Plain parallel insertMany of pre-generated documents into a scratch database. */
+async function measureRawInsert(mongo: MongoClient, scratchName: string, serviceDb: Db, o: BenchOptions, now: number): Promise<RawInsertResult> {
+  const docs = Math.min(RAW_INSERT_MAX_DOCS, Math.max(o.events, 4 * BATCH_SIZE));
+  const batches: { clicks: Document[]; impressions: Document[] }[] = [];
+  for (const chunk of chunks(generateEvents({ events: docs, days: o.days, users: o.users, seed: o.seed + 1, idPrefix: "raw-", now }), BATCH_SIZE)) {
+    const batch = { clicks: [] as Document[], impressions: [] as Document[] };
+    for (const e of chunk) (e.kind === "click" ? batch.clicks : batch.impressions).push(toDocument(e));
+    batches.push(batch);
+  }
+  const db = mongo.db(scratchName);
+  await db.dropDatabase();
+  const [clickIndexes, impressionIndexes] = await Promise.all([serviceIndexes(serviceDb, CLICKS), serviceIndexes(serviceDb, IMPRESSIONS)]);
+  await Promise.all([db.collection(CLICKS).createIndexes(clickIndexes), db.collection(IMPRESSIONS).createIndexes(impressionIndexes)]);
+
+  const progress = createProgress({ label: "raw insert", total: docs, unit: "docs" });
+  let next = 0;
+  let written = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: RAW_WRITERS }, async () => {
+      for (let i = next++; i < batches.length; i = next++) {
+        const { clicks, impressions } = batches[i]!;
+        await Promise.all([
+          clicks.length > 0 ? db.collection(CLICKS).insertMany(clicks, { ordered: false }) : undefined,
+          impressions.length > 0 ? db.collection(IMPRESSIONS).insertMany(impressions, { ordered: false }) : undefined,
+        ]);
+        written += clicks.length + impressions.length;
+        progress.update(written);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  progress.finish();
+  await db.dropDatabase();
+  return {
+    docs,
+    writers: RAW_WRITERS,
+    batchSize: BATCH_SIZE,
+    seconds,
+    docsPerSecond: docs / seconds,
+    indexes: { clicks: clickIndexes.map((i) => String(i.name)), impressions: impressionIndexes.map((i) => String(i.name)) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw aggregations: the obvious pipelines over the events, with the little JavaScript each needs
+
+function percentile(sorted: readonly number[], p: number): number | undefined {
+  if (sorted.length === 0) return undefined;
+  const h = (sorted.length - 1) * p;
+  const lo = Math.floor(h);
+  return sorted[lo]! + (sorted[Math.ceil(h)]! - sorted[lo]!) * (h - lo);
+}
+
+function windowMatch(p: ShapeParams): Document {
+  return {
+    timestamp: { $gte: new Date(Date.now() - p.days * DAY_MS) },
+    ...(p.userId === undefined ? {} : { user_id: p.userId }),
+    ...(p.variant === undefined ? {} : { variant: p.variant }),
+  };
+}
+
+const isClicked = { $cond: [{ $eq: ["$clicked", true] }, 1, 0] };
+const isNoResults = { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] };
+
+type RawQuery = (db: Db, p: ShapeParams) => Promise<unknown>;
+
+const RAW_QUERIES: Record<MetricRpc, RawQuery> = {
+  async GetCtr(db, p) {
+    const m = windowMatch(p);
+    const [imps, clicks] = await Promise.all([
+      db
+        .collection(IMPRESSIONS)
+        .aggregate([{ $match: m }, { $group: { _id: "$variant", n: { $sum: 1 }, clicked: { $sum: isClicked }, noResults: { $sum: isNoResults }, users: { $addToSet: "$user_id" } } }], { allowDiskUse: true })
+        .toArray(),
+      db.collection(CLICKS).aggregate([{ $match: m }, { $group: { _id: "$variant", n: { $sum: 1 }, users: { $addToSet: "$user_id" } } }], { allowDiskUse: true }).toArray(),
+    ]);
+    const users = new Set<string>();
+    let i = 0;
+    let c = 0;
+    for (const d of imps) (i += d.n, (d.users as string[]).forEach((u) => users.add(u)));
+    for (const d of clicks) (c += d.n, (d.users as string[]).forEach((u) => users.add(u)));
+    return { ctr: i > 0 ? c / i : undefined, users: users.size };
+  },
+  async GetRankMetrics(db, p) {
+    const rows = await db.collection(CLICKS).aggregate([{ $match: windowMatch(p) }, { $group: { _id: "$rank", n: { $sum: 1 } } }, { $sort: { _id: 1 } }]).toArray();
+    const total = rows.reduce((a, r) => a + r.n, 0);
+    let seen = 0;
+    const median = rows.find((r) => (seen += r.n) >= total / 2)?._id;
+    return { total, avg: rows.reduce((a, r) => a + r._id * r.n, 0) / total, median, min: rows[0]?._id, max: rows.at(-1)?._id };
+  },
+  async GetResponseTimeMetrics(db, p) {
+    const m = windowMatch(p);
+    const [[stats], values] = await Promise.all([
+      db.collection(IMPRESSIONS).aggregate([{ $match: m }, { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, min: { $min: "$response_time_ms" }, max: { $max: "$response_time_ms" } } }]).toArray(),
+      db
+        .collection(IMPRESSIONS)
+        .aggregate([{ $match: m }, { $project: { _id: 0, v: "$response_time_ms" } }, { $sort: { v: 1 } }], { allowDiskUse: true })
+        .toArray(),
+    ]);
+    const sorted = values.map((d) => Number(d.v));
+    return { ...stats, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), p99: percentile(sorted, 0.99) };
+  },
+  async GetUserSummary(db, p) {
+    const m = windowMatch(p);
+    const [[clicks], [imps]] = await Promise.all([
+      db.collection(CLICKS).aggregate([{ $match: m }, { $group: { _id: null, n: { $sum: 1 }, avgRank: { $avg: "$rank" }, variants: { $addToSet: "$variant" } } }]).toArray(),
+      db.collection(IMPRESSIONS).aggregate([{ $match: m }, { $group: { _id: null, n: { $sum: 1 }, avgRt: { $avg: "$response_time_ms" }, variants: { $addToSet: "$variant" } } }]).toArray(),
+    ]);
+    return { clicks: clicks?.n ?? 0, impressions: imps?.n ?? 0, variants: [...new Set([...(clicks?.variants ?? []), ...(imps?.variants ?? [])])].sort() };
+  },
+  async GetVariantComparison(db, p) {
+    const m = windowMatch(p);
+    const [imps, clicks, latencies] = await Promise.all([
+      db
+        .collection(IMPRESSIONS)
+        .aggregate(
+          [{ $match: m }, { $group: { _id: "$variant", n: { $sum: 1 }, clicked: { $sum: isClicked }, noResults: { $sum: isNoResults }, avgRt: { $avg: "$response_time_ms" }, users: { $addToSet: "$user_id" } } }],
+          { allowDiskUse: true },
+        )
+        .toArray(),
+      db.collection(CLICKS).aggregate([{ $match: m }, { $group: { _id: "$variant", n: { $sum: 1 }, avgRank: { $avg: "$rank" } } }]).toArray(),
+      db
+        .collection(IMPRESSIONS)
+        .aggregate([{ $match: m }, { $project: { _id: 0, k: "$variant", v: "$response_time_ms" } }, { $sort: { k: 1, v: 1 } }], { allowDiskUse: true })
+        .toArray(),
+    ]);
+    const byVariant = new Map<string, number[]>();
+    for (const d of latencies) {
+      const list = byVariant.get(d.k) ?? [];
+      list.push(Number(d.v));
+      byVariant.set(d.k, list);
+    }
+    return imps.map((d) => ({ variant: d._id, ctr: (clicks.find((c) => c._id === d._id)?.n ?? 0) / d.n, searchCtr: d.clicked / d.n, users: d.users.length, p95: percentile(byVariant.get(d._id) ?? [], 0.95) }));
+  },
+  async GetTopQueries(db, p) {
+    const m = windowMatch(p);
+    const top = await db
+      .collection(IMPRESSIONS)
+      .aggregate([{ $match: m }, { $group: { _id: "$query_normalized", searches: { $sum: 1 }, clicked: { $sum: isClicked }, noResults: { $sum: isNoResults } } }, { $sort: { searches: -1, _id: 1 } }, { $limit: TOP_QUERIES_LIMIT }], {
+        allowDiskUse: true,
+      })
+      .toArray();
+    const clicks = await db
+      .collection(CLICKS)
+      .aggregate([{ $match: { ...m, query_normalized: { $in: top.map((t) => t._id) } } }, { $group: { _id: "$query_normalized", n: { $sum: 1 }, rankSum: { $sum: "$rank" } } }])
+      .toArray();
+    return top.map((t) => ({ ...t, clicks: clicks.find((c) => c._id === t._id)?.n ?? 0 }));
+  },
+  async GetTimeSeries(db, p) {
+    const m = windowMatch(p);
+    const bucket = { $dateTrunc: { date: "$timestamp", unit: p.granularity === "hour" ? "hour" : "day", timezone: "UTC" } };
+    const [imps, clicks] = await Promise.all([
+      db
+        .collection(IMPRESSIONS)
+        .aggregate([{ $match: m }, { $group: { _id: bucket, n: { $sum: 1 }, clicked: { $sum: isClicked }, values: { $push: "$response_time_ms" } } }, { $sort: { _id: 1 } }], { allowDiskUse: true })
+        .toArray(),
+      db.collection(CLICKS).aggregate([{ $match: m }, { $group: { _id: bucket, n: { $sum: 1 }, rankSum: { $sum: "$rank" } } }]).toArray(),
+    ]);
+    return imps.map((d) => ({ start: d._id, impressions: d.n, clicks: clicks.find((c) => +c._id === +d._id)?.n ?? 0, p95: percentile((d.values as number[]).map(Number).sort((a, b) => a - b), 0.95) }));
+  },
+};
+
+interface RawQueryResult {
+  name: string;
+  calls: number;
+  errors: number;
+  firstError?: string;
+  latencyMs: LatencySummary | null;
+}
+
+async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): Promise<RawQueryResult[]> {
+  const params = new ParamSource(o.users, o.seed, 11);
+  const progress = createProgress({ label: "raw queries", total: METRIC_SHAPES.length * (iterations + 1), unit: "calls" });
+  let done = 0;
+  const results: RawQueryResult[] = [];
+  for (const shape of METRIC_SHAPES) {
+    const query = RAW_QUERIES[shape.rpc];
+    await query(db, params.next(shape)).catch(() => undefined); // warm-up
+    progress.update(++done);
+    const samples: number[] = [];
+    let errors = 0;
+    let firstError: string | undefined;
+    for (let i = 0; i < iterations; i++) {
+      const p = params.next(shape);
+      const t0 = performance.now();
+      try {
+        await query(db, p);
+        samples.push(performance.now() - t0);
+      } catch (error) {
+        errors++;
+        firstError ??= (error as Error).message;
+      }
+      progress.update(++done);
+    }
+    results.push({ name: shape.name, calls: iterations, errors, ...(firstError === undefined ? {} : { firstError }), latencyMs: summarize(samples) });
+  }
+  progress.finish();
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The metrics client process
+
+async function runMetricsClient(address: string, o: BenchOptions, warmup: number, track: (child: ChildProcess | undefined) => void): Promise<ClientReport> {
+  const args = [CLIENT_MAIN, "--address", address, "--iterations", String(o.iterations), "--warmup", String(warmup), "--users", String(o.users), "--seed", String(o.seed)];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  track(child);
+  let stdout = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
+  track(undefined);
+  if (code !== 0) throw new Error(`bench-client exited with code ${code} (signal ${signal})`);
+  return JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as ClientReport;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unary LogClick
+
+interface UnaryResult {
+  rpc: "LogClick";
+  clients: number;
+  seconds: number;
+  calls: number;
+  errors: number;
+  firstError?: string;
+  callsPerSecond: number;
+  latencyMs: LatencySummary | null;
+}
+
+async function measureUnary(address: string, o: BenchOptions, searches: number, idPrefix: string, runTag: string, register: (c: ClickAnalyticsClient) => void): Promise<UnaryResult> {
+  // One connection per client (no shared subchannel pool), as 64 separate callers would have.
+  const clients = Array.from({ length: UNARY_CLIENTS }, () => createClickAnalyticsClient(address, { defaultTimeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }));
+  clients.forEach(register);
+  await Promise.all(clients.map((c) => c.waitForReady(30_000)));
+  // One untimed call each: connects the channel that event-id calls take (the retrying one).
+  await Promise.all(
+    clients.map((c, k) => c.logClick({ eventId: `unary-${runTag}-${k}-warmup`, userId: userIdOf(0), productId: "prod_0", rank: 0, searchQuery: "warm-up", variant: variantOf(userIdOf(0)) }).catch(() => undefined)),
+  );
+  const vocabulary = buildVocabulary(Math.min(DEFAULT_QUERIES, 2_000), o.seed);
+  const samples: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  log(`unary LogClick: ${UNARY_CLIENTS} clients for ${o.unarySeconds} s`);
+  const started = performance.now();
+  const deadline = started + o.unarySeconds * 1000;
+  await Promise.all(
+    clients.map(async (client, k) => {
+      const rng = new Rng(o.seed, 100 + k);
+      for (let i = 0; performance.now() < deadline; i++) {
+        const userId = userIdOf(rng.int(o.users));
+        const searchQuery = vocabulary[rng.int(vocabulary.length)]!;
+        const rank = rng.geometric(0.42);
+        const request = {
+          eventId: `unary-${runTag}-${k}-${i}`,
+          impressionId: searches > 0 ? `${idPrefix}q${rng.int(searches)}` : "",
+          userId,
+          productId: `prod_${(fnv1a(searchQuery) + rank * 7_919) % 100_000}`,
+          rank,
+          searchQuery,
+          variant: variantOf(userId),
+          responseTimeMs: Math.round(rng.logNormal(60, 0.45) * 100) / 100,
+        };
+        const t0 = performance.now();
+        try {
+          await client.logClick(request);
+          samples.push(performance.now() - t0);
+        } catch (error) {
+          errors++;
+          firstError ??= (error as Error).message;
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  for (const c of clients) c.close();
+  return {
+    rpc: "LogClick",
+    clients: UNARY_CLIENTS,
+    seconds,
+    calls: samples.length,
+    errors,
+    ...(firstError === undefined ? {} : { firstError }),
+    callsPerSecond: samples.length / seconds,
+    latencyMs: summarize(samples),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+type Align = "l" | "r";
+
+function table(rows: readonly (readonly string[])[], align: readonly Align[]): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => (align[i] === "r" ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+const ms = (x: number | undefined) => (x === undefined ? "-" : x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : formatInteger(x));
+const mb = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`);
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+export interface BenchReport {
+  tool: "click-analytics bench";
+  startedAt: string;
+  finishedAt: string;
+  seconds: number;
+  machine: { cpus: number; cpuModel: string; memoryBytes: number; node: string; platform: string; loadAverageAtStart: number[]; loadAverageAtEnd: number[] };
+  options: BenchOptions;
+  storage: { engine: "embedded" | "external"; dataDir: string | null; database: string };
+  dataset: {
+    events: number;
+    impressions: number;
+    clicks: number;
+    clickedSearches: number;
+    multiClickSearches: number;
+    noResultsSearches: number;
+    activeUsers: number;
+    clickedShare: number;
+    noResultsShare: number;
+    ctr: number;
+    variants: Record<string, { impressions: number; clicks: number; clickedSearches: number }>;
+    windowStart: string;
+    windowEnd: string;
+  };
+  ingest: { rpc: "StreamEvents"; streams: number; batchSize: number; events: number; batches: number; accepted: number; duplicates: number; rejected: number; seconds: number; eventsPerSecond: number };
+  verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; ok: boolean };
+  rawInsert: (RawInsertResult & { serviceToRawRatio: number }) | null;
+  unary: UnaryResult | null;
+  metrics: {
+    iterations: number;
+    warmup: number;
+    rawIterations: number | null;
+    shapes: {
+      name: string;
+      rpc: MetricRpc;
+      calls: number;
+      errors: number;
+      firstError?: string;
+      latencyMs: LatencySummary | null;
+      raw: { calls: number; errors: number; firstError?: string; latencyMs: LatencySummary | null } | null;
+      /** raw p50 / service p50: how many times faster the service answers than the raw aggregation. */
+      speedup: number | null;
+    }[];
+  };
+  memory: { sampleIntervalMs: number; server: MemoryFigures | null; engine: MemoryFigures | null };
+  serverLog: ServerLog;
+}
+
+function printReport(r: BenchReport): string {
+  const out: string[] = [];
+  const d = r.dataset;
+  out.push(`ClickAnalytics bench: ${formatInteger(d.events)} events over ${r.options.days} days, ${formatInteger(r.options.users)} users, seed ${r.options.seed}`);
+  const load = (l: number[]) => l.map((x) => x.toFixed(1)).join(" ");
+  out.push(`machine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${mb(r.machine.memoryBytes)}, Node ${r.machine.node}, ${r.machine.platform}; storage: ${r.storage.engine} MongoDB`);
+  out.push(`load average: ${load(r.machine.loadAverageAtStart)} at start, ${load(r.machine.loadAverageAtEnd)} at the end`);
+  out.push("");
+  out.push(
+    `dataset: ${formatInteger(d.impressions)} searches + ${formatInteger(d.clicks)} clicks; ${pct(d.clickedShare)} of searches clicked (${formatInteger(d.multiClickSearches)} with 2+), ` +
+      `${pct(d.noResultsShare)} no results, CTR ${d.ctr.toFixed(3)}, ${formatInteger(d.activeUsers)} active users`,
+  );
+  const v = r.verify;
+  out.push(
+    `verified: GetCtr over ${v.days} days = ${formatInteger(v.clicks)} clicks + ${formatInteger(v.impressions)} impressions = ${formatInteger(v.total)} ` +
+      `(generated ${formatInteger(v.expected)}, documents stored ${formatInteger(v.storedDocuments)}): ${v.ok ? "OK" : "MISMATCH"}`,
+  );
+  out.push("");
+
+  const writes: string[][] = [["writes", "count", "seconds", "rate", "p50 ms", "p99 ms", ""]];
+  writes.push([`StreamEvents ingest (${r.ingest.streams} streams)`, formatInteger(r.ingest.events), r.ingest.seconds.toFixed(1), `${formatInteger(r.ingest.eventsPerSecond)} events/s`, "", "", ""]);
+  if (r.rawInsert) {
+    writes.push([`raw insertMany (${r.rawInsert.writers} writers x ${formatInteger(r.rawInsert.batchSize)})`, formatInteger(r.rawInsert.docs), r.rawInsert.seconds.toFixed(1), `${formatInteger(r.rawInsert.docsPerSecond)} docs/s`, "", "", `service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}`]);
+  }
+  if (r.unary) {
+    const u = r.unary;
+    writes.push([`unary LogClick (${u.clients} clients)`, formatInteger(u.calls), u.seconds.toFixed(1), `${formatInteger(u.callsPerSecond)} calls/s`, ms(u.latencyMs?.p50), ms(u.latencyMs?.p99), u.errors > 0 ? `${u.errors} errors` : ""]);
+  }
+  out.push(table(writes, ["l", "r", "r", "r", "r", "r", "l"]));
+  out.push("");
+
+  const m = r.metrics;
+  const rawLabel = m.rawIterations === null ? "raw skipped" : `raw x${m.rawIterations}`;
+  const rows: string[][] = [[`metrics (${m.iterations} sequential calls each)`, "p50 ms", "p95 ms", "p99 ms", "raw p50 ms", "speed-up", ""]];
+  for (const s of m.shapes) {
+    const notes = [s.errors > 0 ? `${s.errors} errors` : "", s.raw && s.raw.errors > 0 ? `${s.raw.errors} raw errors` : ""].filter(Boolean).join(", ");
+    rows.push([s.name, ms(s.latencyMs?.p50), ms(s.latencyMs?.p95), ms(s.latencyMs?.p99), ms(s.raw?.latencyMs?.p50), s.speedup === null ? "-" : `${s.speedup >= 10 ? s.speedup.toFixed(0) : s.speedup.toFixed(1)}x`, notes]);
+  }
+  out.push(table(rows, ["l", "r", "r", "r", "r", "r", "l"]));
+  out.push(`(speed-up = raw p50 / service p50, ${rawLabel}; calls issued one at a time from a separate process)`);
+  out.push("");
+
+  const mem: string[][] = [["memory (VmRSS sampled every 200 ms)", "peak RSS", "VmHWM", "by phase"]];
+  for (const [name, f] of [["server process", r.memory.server], ["MongoDB engine", r.memory.engine]] as const) {
+    if (!f) continue;
+    mem.push([`${name} (pid ${f.pid})`, mb(f.peakRssBytes), f.vmHwmBytes ? mb(f.vmHwmBytes) : "-", Object.entries(f.peakRssByPhaseBytes).map(([phase, b]) => `${phase} ${mb(b)}`).join(", ")]);
+  }
+  out.push(table(mem, ["l", "r", "r", "l"]));
+  const logged = Object.entries(r.serverLog.messages);
+  if (logged.length > 0) out.push(`\nserver log: ${r.serverLog.warnings} warning(s), ${r.serverLog.errors} error(s): ${logged.map(([m, n]) => `${m} (x${n})`).join("; ")}`);
+  out.push(`\ntotal ${formatDuration(r.seconds)}`);
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+interface Resources {
+  tempDir?: string;
+  engine?: EmbeddedMongo;
+  enginePending?: Promise<EmbeddedMongo>;
+  server?: ServerHandle;
+  mongo?: MongoClient;
+  child?: ChildProcess;
+  clients: ClickAnalyticsClient[];
+  sampler?: RssSampler;
+  /** Databases to drop at exit (on an external MongoDB, or a kept data directory). */
+  drop: string[];
+}
+
+async function cleanUp(res: Resources): Promise<void> {
+  const step = async (what: string, f: () => unknown) => {
+    try {
+      await f();
+    } catch (error) {
+      log(`cleanup: ${what}: ${(error as Error).message}`);
+    }
+  };
+  await step("sampler", () => res.sampler?.stop());
+  for (const c of res.clients.splice(0)) await step("client", () => c.close());
+  if (res.child && res.child.exitCode === null && res.child.signalCode === null) res.child.kill("SIGTERM");
+  await step("server", () => res.server?.stop());
+  if (res.mongo) {
+    for (const name of res.drop) await step(`drop ${name}`, () => res.mongo?.db(name).dropDatabase());
+    await step("mongo client", () => res.mongo?.close());
+  }
+  if (!res.engine && res.enginePending) res.engine = await Promise.race([res.enginePending.catch(() => undefined), sleep(60_000).then(() => undefined)]);
+  await step("engine", () => res.engine?.stop());
+  if (res.tempDir) await step("temp dir", () => rm(res.tempDir!, { recursive: true, force: true }));
+}
+
+async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchReport; ok: boolean }> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  // Other work on the machine skews every figure; the load average says how much there was.
+  const loadAverageAtStart = os.loadavg();
+  const runTag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
+  const dbName = `bench_${runTag}`;
+  const scratchName = `bench_raw_${runTag}`;
+  const idPrefix = `s${o.seed}-`;
+  const sampler = (res.sampler = new RssSampler());
+
+  // Storage
+  let mongoUri: string;
+  let dataDir: string | null = null;
+  if (o.mongodbUri) {
+    mongoUri = o.mongodbUri;
+    res.drop.push(dbName, scratchName);
+  } else {
+    dataDir = o.dataDir ? path.resolve(o.dataDir) : (res.tempDir = await mkdtemp(path.join(os.tmpdir(), "click-analytics-bench-")));
+    if (o.dataDir) res.drop.push(scratchName);
+    log(`starting the embedded MongoDB engine in ${dataDir}`);
+    res.enginePending = startEmbeddedMongo({ dbPath: dataDir });
+    res.engine = await res.enginePending;
+    mongoUri = res.engine.uri;
+    sampler.track("engine", res.engine.pid);
+  }
+  res.mongo = new MongoClient(mongoUri, { serverSelectionTimeoutMS: 30_000 });
+  await res.mongo.connect();
+
+  // Server
+  log(`starting the server (database ${dbName})`);
+  res.server = await startServerProcess(mongoUri, dbName);
+  sampler.track("server", res.server.pid);
+  sampler.start();
+  const client = createClickAnalyticsClient(res.server.address, { defaultTimeoutMs: 120_000 });
+  res.clients.push(client);
+  await client.waitForReady(30_000);
+
+  // 1-2. Generate and load
+  sampler.phase = "load";
+  const now = Date.now();
+  const progress = createProgress({ label: "ingest", total: o.events, unit: "events" });
+  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams }, (p) => progress.update(p.sent));
+  progress.finish();
+  const s = load.stats;
+  if (load.rejected > 0) log(`the server rejected ${load.rejected} event(s), e.g. ${JSON.stringify(load.rejections[0])}`);
+  if (load.duplicates > 0) log(`the server saw ${load.duplicates} duplicate(s)`);
+
+  // Verify: the whole period, one day more so that nothing has slid out of the window.
+  sampler.phase = "verify";
+  const verifyDays = Math.min(365, o.days + 1);
+  const ctr = await client.getCtr({ days: verifyDays });
+  const serviceDb = res.mongo.db(dbName);
+  const stored = (await serviceDb.collection(CLICKS).countDocuments({})) + (await serviceDb.collection(IMPRESSIONS).countDocuments({}));
+  const verify = {
+    days: verifyDays,
+    clicks: Number(ctr.clicks),
+    impressions: Number(ctr.impressions),
+    total: Number(ctr.clicks + ctr.impressions),
+    expected: s.events,
+    storedDocuments: stored,
+    ok: Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks,
+  };
+  if (!verify.ok) log(`verification failed: ${JSON.stringify(verify)}`);
+
+  // 3. Raw insert capacity
+  let rawInsert: BenchReport["rawInsert"] = null;
+  if (!o.skipRaw) {
+    sampler.phase = "raw-insert";
+    const raw = await measureRawInsert(res.mongo, scratchName, serviceDb, o, now);
+    rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond };
+  }
+
+  // 5. Metrics from a separate process
+  sampler.phase = "metrics";
+  const warmup = Math.min(5, Math.max(1, Math.ceil(o.iterations / 40)));
+  log(`metrics: ${METRIC_SHAPES.length} shapes x ${o.iterations} calls (after ${warmup} warm-up calls each), one at a time`);
+  const metrics = await runMetricsClient(res.server.address, o, warmup, (child) => (res.child = child));
+
+  // 6. The same questions as raw aggregations
+  let rawIterations: number | null = null;
+  let rawQueries: RawQueryResult[] | null = null;
+  if (!o.skipRaw) {
+    sampler.phase = "raw-queries";
+    rawIterations = Math.min(20, Math.max(3, Math.ceil(o.iterations / 40)));
+    log(`raw aggregations: ${METRIC_SHAPES.length} shapes x ${rawIterations} calls`);
+    rawQueries = await measureRawQueries(serviceDb, o, rawIterations);
+  }
+
+  // 4. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
+  let unary: UnaryResult | null = null;
+  if (!o.skipUnary) {
+    sampler.phase = "unary";
+    unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c));
+  }
+
+  // 7. Memory
+  sampler.phase = "end";
+  await sampler.stop();
+  for (const name of ["server", "engine"]) {
+    const f = sampler.figures(name);
+    const m = f && (await procMemory(f.pid));
+    if (f && m) f.vmHwmBytes = Math.max(f.vmHwmBytes, m.hwm);
+  }
+
+  const shapes = metrics.shapes.map((shape) => {
+    const raw = rawQueries?.find((q) => q.name === shape.name) ?? null;
+    const service = shape.latencyMs?.p50;
+    const rawP50 = raw?.latencyMs?.p50;
+    return {
+      name: shape.name,
+      rpc: shape.rpc,
+      calls: shape.calls,
+      errors: shape.errors,
+      ...(shape.firstError === undefined ? {} : { firstError: shape.firstError }),
+      latencyMs: shape.latencyMs,
+      raw: raw && { calls: raw.calls, errors: raw.errors, ...(raw.firstError === undefined ? {} : { firstError: raw.firstError }), latencyMs: raw.latencyMs },
+      speedup: service !== undefined && rawP50 !== undefined && service > 0 ? rawP50 / service : null,
+    };
+  });
+  const cpus = os.cpus();
+  const report: BenchReport = {
+    tool: "click-analytics bench",
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    seconds: (performance.now() - t0) / 1000,
+    machine: {
+      cpus: cpus.length,
+      cpuModel: cpus[0]?.model.trim() ?? "unknown",
+      memoryBytes: os.totalmem(),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+      loadAverageAtStart,
+      loadAverageAtEnd: os.loadavg(),
+    },
+    options: o,
+    storage: { engine: o.mongodbUri ? "external" : "embedded", dataDir, database: dbName },
+    dataset: {
+      events: s.events,
+      impressions: s.impressions,
+      clicks: s.clicks,
+      clickedSearches: s.clickedSearches,
+      multiClickSearches: s.multiClickSearches,
+      noResultsSearches: s.noResultsSearches,
+      activeUsers: s.activeUsers,
+      clickedShare: s.impressions ? s.clickedSearches / s.impressions : 0,
+      noResultsShare: s.impressions ? s.noResultsSearches / s.impressions : 0,
+      ctr: s.impressions ? s.clicks / s.impressions : 0,
+      variants: s.variants,
+      windowStart: new Date(s.windowStartMs).toISOString(),
+      windowEnd: new Date(s.windowEndMs).toISOString(),
+    },
+    ingest: {
+      rpc: "StreamEvents",
+      streams: load.streams,
+      batchSize: BATCH_SIZE,
+      events: s.events,
+      batches: load.batches,
+      accepted: load.accepted,
+      duplicates: load.duplicates,
+      rejected: load.rejected,
+      seconds: load.seconds,
+      eventsPerSecond: load.eventsPerSecond,
+    },
+    verify,
+    rawInsert,
+    unary,
+    metrics: { iterations: metrics.iterations, warmup: metrics.warmup, rawIterations, shapes },
+    memory: { sampleIntervalMs: RSS_INTERVAL_MS, server: sampler.figures("server"), engine: sampler.figures("engine") },
+    serverLog: res.server.log,
+  };
+  const failedShapes = shapes.filter((x) => x.latencyMs === null).map((x) => x.name);
+  if (failedShapes.length > 0) log(`every call failed for: ${failedShapes.join(", ")}`);
+  return { report, ok: verify.ok && failedShapes.length === 0 };
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions | "help";
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`bench: ${error.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (options === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const o = options;
+  const res: Resources = { clients: [], drop: [] };
+  let cleaning: Promise<void> | undefined;
+  const cleanUpOnce = () => (cleaning ??= cleanUp(res));
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) {
+      log("second signal: exiting without cleaning up");
+      process.exit(130);
+    }
+    interrupted = true;
+    log(`${signal}: stopping the server and the engine, removing temporary data`);
+    void cleanUpOnce().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  try {
+    const { report, ok } = await run(o, res);
+    if (o.json) {
+      await mkdir(path.dirname(path.resolve(o.json)), { recursive: true });
+      await writeFile(o.json, JSON.stringify(report, null, 2) + "\n");
+    }
+    process.stdout.write(`\n${printReport(report)}\n`);
+    if (o.json) process.stdout.write(`figures written to ${o.json}\n`);
+    return ok ? 0 : 1;
+  } catch (error) {
+    if (interrupted) await new Promise(() => {}); // the signal handler exits
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    return 1;
+  } finally {
+    if (!interrupted) await cleanUpOnce();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

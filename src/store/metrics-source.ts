@@ -1,0 +1,89 @@
+/**
+ * Where each metric comes from: rollups for whole-population and per-variant windows (their cost
+ * follows the window's hours and days), raw events through the {user_id, ...} indexes when a user
+ * is named (their cost follows that user's own events). Both give the same numbers — counts, sums,
+ * ranks exactly; latency percentiles and distinct users within the sketches' 1% — which
+ * test/store/rollup-equivalence.test.ts checks on randomised data.
+ */
+import { rankStats, type RankStats } from "../core/metrics.js";
+import { hllEstimate, latencyQuantiles, mergeHll, emptyHll } from "../core/sketches.js";
+import type { Collections } from "./documents.js";
+import {
+  eventTotals,
+  latencyPercentiles,
+  rankHistograms,
+  REPORTED_PERCENTILES,
+  responseTimeStats,
+  type EventTotals,
+  type MetricsFilter,
+  type ResponseTimeStats,
+  type TotalsBreakdown,
+} from "./metrics-queries.js";
+import type { RollupAggregate, RollupReader, WindowAggregates } from "./rollups.js";
+
+export interface MetricsSource {
+  totals(f: MetricsFilter): Promise<TotalsBreakdown>;
+  /** Rank statistics overall (key "") or per variant. */
+  ranks(f: MetricsFilter, perVariant: boolean): Promise<Map<string, RankStats>>;
+  /** Latency percentiles overall (key "") or per variant. */
+  latency(f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>>;
+  responseTimes(f: MetricsFilter): Promise<ResponseTimeStats>;
+}
+
+/** Straight from the events: exact, and what every other source is checked against. */
+export function rawMetrics(c: Collections): MetricsSource {
+  return {
+    totals: (f) => eventTotals(c, f),
+    ranks: (f, perVariant) => rankHistograms(c, f, perVariant),
+    latency: (f, ps, perVariant) => latencyPercentiles(c, f, ps, perVariant),
+    responseTimes: (f) => responseTimeStats(c, f),
+  };
+}
+
+function totalsOf(a: RollupAggregate): EventTotals {
+  return {
+    impressions: a.imp,
+    clicks: a.clk,
+    searchesWithClicks: a.swc,
+    noResults: a.nr,
+    users: a.imp + a.clk === 0 ? 0 : Math.round(hllEstimate(a.users)),
+    rankSum: a.rkSum,
+    responseTimeSum: a.rtSum,
+  };
+}
+
+const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
+
+/** Rollups when no user is named, raw events otherwise. */
+export function fastMetrics(c: Collections, rollups: RollupReader): MetricsSource {
+  const raw = rawMetrics(c);
+  const window = (f: MetricsFilter): Promise<WindowAggregates> => rollups.window(f.window, f.variant);
+  const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
+  return {
+    async totals(f) {
+      if (f.userId !== undefined) return raw.totals(f);
+      const w = await window(f);
+      // Distinct users overall: the union of every variant's users, not the sum.
+      const all = emptyHll();
+      for (const v of w.variants.values()) mergeHll(all, v.users);
+      return { overall: { ...totalsOf(w.overall), users: w.overall.imp + w.overall.clk === 0 ? 0 : Math.round(hllEstimate(all)) }, variants: new Map([...w.variants].map(([v, a]) => [v, totalsOf(a)])) };
+    },
+    async ranks(f, perVariant) {
+      if (f.userId !== undefined) return raw.ranks(f, perVariant);
+      const w = await window(f);
+      return new Map(pick(w, perVariant).filter(([, a]) => a.clk > 0).map(([k, a]) => [k, rankStats(a.ranks)]));
+    },
+    async latency(f, ps, perVariant) {
+      if (f.userId !== undefined) return raw.latency(f, ps, perVariant);
+      const w = await window(f);
+      return new Map(pick(w, perVariant).filter(([, a]) => a.imp > 0).map(([k, a]) => [k, latencyQuantiles(a.rt, ps, boundsOf(a))]));
+    },
+    async responseTimes(f) {
+      if (f.userId !== undefined) return raw.responseTimes(f);
+      const a = (await window(f)).overall;
+      if (a.imp === 0) return { count: 0 };
+      const [p50, p95, p99] = latencyQuantiles(a.rt, REPORTED_PERCENTILES, boundsOf(a));
+      return { count: a.imp, avg: a.rtSum / a.imp, min: a.rtMin, max: a.rtMax, p50, p95, p99 };
+    },
+  };
+}

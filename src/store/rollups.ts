@@ -1,0 +1,329 @@
+/**
+ * Pre-aggregated rollups: per variant, per UTC hour and per UTC day, the counts, sums, rank
+ * histogram, latency sketch and distinct-user sketch of every event. They are maintained with
+ * atomic $inc/$min/$max upserts right after each batch of events is written (one bulk write per
+ * batch), so unfiltered and variant-filtered metrics cost what the window's hours and days
+ * cost, not what the number of events costs.
+ *
+ * A window [start, now] is answered from three parts that never overlap:
+ *   raw events in [start, next hour), hourly rollups up to the next UTC midnight, daily rollups
+ *   from there on (no upper bound, so late and slightly-future events are included).
+ */
+import { randomUUID } from "node:crypto";
+import type { AnyBulkWriteOperation, Collection, Document } from "mongodb";
+import type { TrackedEvent } from "../core/batch.js";
+import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../core/sketches.js";
+import type { TimeWindow } from "../core/window.js";
+import type { Collections } from "./documents.js";
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+export type Grain = "h" | "d";
+
+export interface RollupDocument {
+  _id: string;
+  g: Grain;
+  t: Date;
+  v: string;
+  /** Bumped by every update: readers cache documents by (id, ver). */
+  ver: number;
+  imp: number;
+  clk: number;
+  /** Impressions with at least one linked click. */
+  swc: number;
+  /** Impressions with no results. */
+  nr: number;
+  rk_sum: number;
+  rt_sum: number;
+  rt_min?: number;
+  rt_max?: number;
+  /** rank -> clicks */
+  ranks: Record<string, number>;
+  /** latency bucket -> impressions (see latencyBucket) */
+  rt: Record<string, number>;
+  /** HyperLogLog register -> rank, over users of clicks and impressions */
+  u: Record<string, number>;
+}
+
+export function rollupCollection(c: Collections): Collection<RollupDocument> {
+  return c.db.collection<RollupDocument>("rollups");
+}
+
+export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
+
+const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
+const rollupId = (g: Grain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
+
+/** Accumulates one batch's increments per rollup document. */
+class RollupDelta {
+  private readonly docs = new Map<string, { g: Grain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number> }>();
+
+  private each(timestamp: Date, variant: string, apply: (d: { inc: Record<string, number>; min?: number; max: Record<string, number> }) => void): void {
+    const ms = timestamp.getTime();
+    for (const [g, t] of [["h", floorTo(ms, HOUR_MS)], ["d", floorTo(ms, DAY_MS)]] as const) {
+      const id = rollupId(g, t, variant);
+      let d = this.docs.get(id);
+      if (!d) this.docs.set(id, (d = { g, t, v: variant, inc: {}, max: {} }));
+      apply(d);
+    }
+  }
+
+  add(tracked: TrackedEvent): void {
+    const { register, rank } = hllPoint(tracked.event.userId);
+    const inc = (d: { inc: Record<string, number> }, field: string, by = 1) => (d.inc[field] = (d.inc[field] ?? 0) + by);
+    if (tracked.kind === "click") {
+      const e = tracked.event;
+      this.each(e.timestamp, e.variant, (d) => {
+        inc(d, "clk");
+        inc(d, "rk_sum", e.rank);
+        inc(d, `ranks.${e.rank}`);
+        d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+      });
+    } else {
+      const e = tracked.event;
+      this.each(e.timestamp, e.variant, (d) => {
+        inc(d, "imp");
+        if (e.resultsCount === 0) inc(d, "nr");
+        inc(d, "rt_sum", e.responseTimeMs);
+        inc(d, `rt.${latencyBucket(e.responseTimeMs)}`);
+        d.min = Math.min(d.min ?? Infinity, e.responseTimeMs);
+        d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, e.responseTimeMs);
+        d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+      });
+    }
+  }
+
+  /** An impression got its first linked click. */
+  clicked(timestamp: Date, variant: string): void {
+    this.each(timestamp, variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
+  }
+
+  operations(): AnyBulkWriteOperation<RollupDocument>[] {
+    return [...this.docs].map(([id, d]) => {
+      const update: Document = { $inc: { ...d.inc, ver: 1 }, $setOnInsert: { g: d.g, t: new Date(d.t), v: d.v } };
+      if (d.min !== undefined) update.$min = { rt_min: d.min };
+      if (Object.keys(d.max).length > 0) update.$max = d.max;
+      return { updateOne: { filter: { _id: id }, update, upsert: true } };
+    });
+  }
+}
+
+/** Applies the rollup increments of newly written events (never of duplicates). */
+export async function rollUp(c: Collections, written: readonly TrackedEvent[]): Promise<void> {
+  if (written.length === 0) return;
+  const delta = new RollupDelta();
+  for (const t of written) delta.add(t);
+  await rollupCollection(c).bulkWrite(delta.operations(), { ordered: false });
+}
+
+/**
+ * Marks impressions that have at least one linked click and counts each exactly once in the
+ * rollups. The flag is claimed with a token unique to this call, so of two writers racing to
+ * flag the same impression only the one whose update matched counts it.
+ */
+export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[]): Promise<void> {
+  if (impressionIds.length === 0) return;
+  const claim = randomUUID();
+  const res = await c.impressions.updateMany({ impression_id: { $in: [...impressionIds] }, clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
+  if (res.modifiedCount === 0) return;
+  const flipped = await c.impressions.find({ impression_id: { $in: [...impressionIds] }, click_claim: claim }, { projection: { _id: 0, timestamp: 1, variant: 1 } }).toArray();
+  const delta = new RollupDelta();
+  for (const imp of flipped) delta.clicked(imp.timestamp, imp.variant);
+  await rollupCollection(c).bulkWrite(delta.operations(), { ordered: false });
+}
+
+/** Everything a window's metrics are computed from, for one variant or merged. */
+export interface RollupAggregate {
+  imp: number;
+  clk: number;
+  swc: number;
+  nr: number;
+  rkSum: number;
+  rtSum: number;
+  rtMin?: number | undefined;
+  rtMax?: number | undefined;
+  ranks: Map<number, number>;
+  rt: Map<number, number>;
+  users: Uint8Array;
+}
+
+export function emptyAggregate(): RollupAggregate {
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: emptyHll() };
+}
+
+/** A decoded rollup document, as cached. Sparse user registers stay sparse to save memory. */
+interface Decoded {
+  ver: number;
+  v: string;
+  imp: number;
+  clk: number;
+  swc: number;
+  nr: number;
+  rkSum: number;
+  rtSum: number;
+  rtMin?: number | undefined;
+  rtMax?: number | undefined;
+  ranks: Map<number, number>;
+  rt: Map<number, number>;
+  users: Map<number, number> | Uint8Array;
+}
+
+const toNumberMap = (o: Record<string, number> | undefined) => new Map(Object.entries(o ?? {}).map(([k, n]) => [Number(k), Number(n)]));
+
+function decode(d: RollupDocument): Decoded {
+  const registers = toNumberMap(d.u);
+  return {
+    ver: Number(d.ver),
+    v: d.v,
+    imp: Number(d.imp ?? 0),
+    clk: Number(d.clk ?? 0),
+    swc: Number(d.swc ?? 0),
+    nr: Number(d.nr ?? 0),
+    rkSum: Number(d.rk_sum ?? 0),
+    rtSum: Number(d.rt_sum ?? 0),
+    rtMin: d.rt_min === undefined ? undefined : Number(d.rt_min),
+    rtMax: d.rt_max === undefined ? undefined : Number(d.rt_max),
+    ranks: toNumberMap(d.ranks),
+    rt: toNumberMap(d.rt),
+    users: registers.size > 2048 ? mergeHll(emptyHll(), registers) : registers,
+  };
+}
+
+function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">): void {
+  into.imp += d.imp;
+  into.clk += d.clk;
+  into.swc += d.swc;
+  into.nr += d.nr;
+  into.rkSum += d.rkSum;
+  into.rtSum += d.rtSum;
+  if (d.rtMin !== undefined) into.rtMin = Math.min(into.rtMin ?? Infinity, d.rtMin);
+  if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
+  for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
+  mergeLatency(into.rt, d.rt);
+  mergeHll(into.users, d.users);
+}
+
+export interface WindowAggregates {
+  overall: RollupAggregate;
+  variants: Map<string, RollupAggregate>;
+}
+
+/**
+ * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
+ * days are fetched once per process, and every read re-checks versions so a late event (or
+ * another server's write) is never missed.
+ */
+export class RollupReader {
+  private readonly cache = new Map<string, Decoded>();
+
+  constructor(
+    private readonly c: Collections,
+    private readonly maxCached = 50_000,
+  ) {}
+
+  async window(window: TimeWindow, variant?: string): Promise<WindowAggregates> {
+    const start = window.start.getTime();
+    const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
+    const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
+    const variantFilter = variant === undefined ? {} : { v: variant };
+    const rollups = rollupCollection(this.c);
+    const [versions, edge] = await Promise.all([
+      rollups
+        .find(
+          { $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] },
+          { projection: { _id: 1, ver: 1 } },
+        )
+        .toArray(),
+      rawEdge(this.c, new Date(start), new Date(hourEdge), variant),
+    ]);
+    const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
+    if (stale.length > 0) {
+      for (const doc of await rollups.find({ _id: { $in: stale } }).toArray()) this.remember(doc._id, decode(doc));
+    }
+    const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
+    const into = (v: string) => {
+      let agg = out.variants.get(v);
+      if (!agg) out.variants.set(v, (agg = emptyAggregate()));
+      return agg;
+    };
+    for (const { _id } of versions) {
+      const d = this.cache.get(_id);
+      if (d) addInto(into(d.v), d);
+    }
+    for (const [v, d] of edge) addInto(into(v), d);
+    for (const agg of out.variants.values()) addInto(out.overall, agg);
+    return out;
+  }
+
+  private remember(id: string, d: Decoded): void {
+    this.cache.delete(id);
+    this.cache.set(id, d);
+    // Oldest-inserted first: a Map iterates in insertion order, so this is a simple LRU-by-refresh.
+    while (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+}
+
+/** The window's first, partial hour straight from the events (at most an hour of them). */
+async function rawEdge(c: Collections, from: Date, to: Date, variant: string | undefined): Promise<Map<string, Omit<Decoded, "ver" | "v">>> {
+  const out = new Map<string, Omit<Decoded, "ver" | "v">>();
+  if (from.getTime() >= to.getTime()) return out;
+  const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
+  const [imps, clks] = await Promise.all([
+    c.impressions
+      .aggregate([
+        { $match: m },
+        {
+          $group: {
+            _id: "$variant",
+            imp: { $sum: 1 },
+            swc: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
+            nr: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
+            rtSum: { $sum: "$response_time_ms" },
+            rtMin: { $min: "$response_time_ms" },
+            rtMax: { $max: "$response_time_ms" },
+            rts: { $push: "$response_time_ms" },
+            users: { $addToSet: "$user_id" },
+          },
+        },
+      ])
+      .toArray(),
+    c.clicks
+      .aggregate([{ $match: m }, { $group: { _id: { v: "$variant", r: "$rank" }, n: { $sum: 1 }, users: { $addToSet: "$user_id" } } }])
+      .toArray(),
+  ]);
+  const entry = (v: string) => {
+    let e = out.get(v);
+    if (!e) out.set(v, (e = { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: emptyHll() }));
+    return e;
+  };
+  const addUsers = (e: Omit<Decoded, "ver" | "v">, ids: unknown[]) => {
+    const registers = e.users as Uint8Array;
+    for (const id of ids) {
+      const { register, rank } = hllPoint(String(id));
+      if (rank > registers[register]!) registers[register] = rank;
+    }
+  };
+  for (const r of imps) {
+    const e = entry(String(r._id));
+    Object.assign(e, { imp: Number(r.imp), swc: Number(r.swc), nr: Number(r.nr), rtSum: Number(r.rtSum), rtMin: Number(r.rtMin), rtMax: Number(r.rtMax) });
+    for (const ms of r.rts as number[]) {
+      const k = latencyBucket(Number(ms));
+      e.rt.set(k, (e.rt.get(k) ?? 0) + 1);
+    }
+    addUsers(e, r.users as unknown[]);
+  }
+  for (const r of clks) {
+    const e = entry(String(r._id.v));
+    const n = Number(r.n);
+    e.clk += n;
+    e.rkSum += n * Number(r._id.r);
+    e.ranks.set(Number(r._id.r), (e.ranks.get(Number(r._id.r)) ?? 0) + n);
+    addUsers(e, r.users as unknown[]);
+  }
+  return out;
+}

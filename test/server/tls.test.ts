@@ -1,0 +1,156 @@
+/** Plaintext, TLS and mutual TLS against the real server, with certificates made by openssl at run time. */
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClickAnalyticsClient, Status, type ClientOptions, type ServiceError } from "../../src/client/index.js";
+import { ConfigError, configFromEnv } from "../../src/server/config.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+const run = promisify(execFile);
+const click = { userId: "u1", productId: "p1", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 10 };
+
+interface Pem {
+  cert: Buffer;
+  key: Buffer;
+}
+
+let dir: string;
+const pem: Record<"ca" | "server" | "client" | "rogueCa" | "rogueClient", Pem> = {} as never;
+
+/** A P-256 key and a certificate: self-signed (a CA) or signed by `issuer`. */
+async function certificate(name: string, subject: string, extensions: string, issuer?: string): Promise<void> {
+  const file = (suffix: string) => join(dir, `${name}.${suffix}`);
+  await writeFile(file("ext"), extensions);
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", file("key"), "-subj", subject];
+  if (issuer === undefined) {
+    await run("openssl", ["req", "-x509", ...key, "-days", "1", "-out", file("crt"), "-extensions", "v3", "-config", await configWith(file("cnf"), extensions)]);
+  } else {
+    await run("openssl", ["req", "-new", ...key, "-out", file("csr")]);
+    const ca = (suffix: string) => join(dir, `${issuer}.${suffix}`);
+    await run("openssl", ["x509", "-req", "-in", file("csr"), "-CA", ca("crt"), "-CAkey", ca("key"), "-CAcreateserial", "-days", "1", "-out", file("crt"), "-extfile", file("ext")]);
+  }
+  pem[name as keyof typeof pem] = { cert: await readFile(file("crt")), key: await readFile(file("key")) };
+}
+
+async function configWith(path: string, extensions: string): Promise<string> {
+  await writeFile(path, `[req]\ndistinguished_name = dn\n[dn]\n[v3]\n${extensions}`);
+  return path;
+}
+
+const CA_EXT = "basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n";
+const SERVER_EXT = "basicConstraints = CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1\nextendedKeyUsage = serverAuth\n";
+const CLIENT_EXT = "basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n";
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "click-analytics-tls-"));
+  await certificate("ca", "/CN=ClickAnalytics test CA", CA_EXT);
+  await certificate("server", "/CN=localhost", SERVER_EXT, "ca");
+  await certificate("client", "/CN=dashboards", CLIENT_EXT, "ca");
+  await certificate("rogueCa", "/CN=Rogue CA", CA_EXT);
+  await certificate("rogueClient", "/CN=dashboards", CLIENT_EXT, "rogueCa");
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+/** Resolves with the status code of a LogClick from a client with these options. */
+async function logClickWith(address: string, options: ClientOptions): Promise<Status> {
+  const client = createClickAnalyticsClient(address, { defaultTimeoutMs: 5_000, ...options });
+  try {
+    await client.logClick(click);
+    return Status.OK;
+  } catch (error) {
+    return (error as ServiceError).code;
+  } finally {
+    client.close();
+  }
+}
+
+describe("plaintext (no TLS configured)", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(() => h.close());
+
+  it("serves plaintext clients and refuses TLS ones", async () => {
+    await expect(h.client.logClick(click)).resolves.toMatchObject({ rank: 1 });
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.ca.cert } })]).toBe("UNAVAILABLE");
+  });
+});
+
+describe("TLS", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ tls: { cert: pem.server.cert, key: pem.server.key } }, { tls: { ca: pem.ca.cert } });
+  });
+  afterAll(() => h.close());
+
+  it("serves a client that trusts the CA", async () => {
+    await expect(h.client.logClick(click)).resolves.toMatchObject({ rank: 1 });
+    expect(Status[await logClickWith(`localhost:${h.server.port}`, { tls: { ca: pem.ca.cert.toString() } })]).toBe("OK");
+  });
+
+  it("refuses a plaintext client and one that does not trust the CA", async () => {
+    expect(Status[await logClickWith(h.server.address, {})]).toBe("UNAVAILABLE");
+    expect(Status[await logClickWith(h.server.address, { tls: {} })]).toBe("UNAVAILABLE");
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.rogueCa.cert } })]).toBe("UNAVAILABLE");
+  });
+
+  it("checks the certificate against serverNameOverride when given", async () => {
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.ca.cert, serverNameOverride: "localhost" } })]).toBe("OK");
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.ca.cert, serverNameOverride: "analytics.example.com" } })]).toBe("UNAVAILABLE");
+  });
+});
+
+describe("mutual TLS", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ tls: { cert: pem.server.cert, key: pem.server.key, clientCa: pem.ca.cert } }, { tls: { ca: pem.ca.cert, cert: pem.client.cert, key: pem.client.key } });
+  });
+  afterAll(() => h.close());
+
+  it("serves a client whose certificate the client CA signed", async () => {
+    await expect(h.client.logClick(click)).resolves.toMatchObject({ rank: 1 });
+    await expect(h.client.getCtr({})).resolves.toMatchObject({ clicks: 1n });
+  });
+
+  it("refuses a client without a certificate, with a rogue CA's certificate, or in plaintext", async () => {
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.ca.cert } })]).toBe("UNAVAILABLE");
+    expect(Status[await logClickWith(h.server.address, { tls: { ca: pem.ca.cert, cert: pem.rogueClient.cert, key: pem.rogueClient.key } })]).toBe("UNAVAILABLE");
+    expect(Status[await logClickWith(h.server.address, {})]).toBe("UNAVAILABLE");
+    expect(await h.server.store.collections.clicks.countDocuments()).toBe(1);
+  });
+});
+
+describe("TLS configuration", () => {
+  const refused = (env: NodeJS.ProcessEnv): string => {
+    try {
+      configFromEnv(env);
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      return (error as Error).message;
+    }
+    throw new Error("configuration was accepted");
+  };
+  const path = (name: string) => join(dir, name);
+
+  it("reads certificate, key and client CA files; plaintext when unset", () => {
+    expect(configFromEnv({}).tls).toBeUndefined();
+    expect(configFromEnv({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: path("server.key") }).tls).toEqual({ cert: pem.server.cert, key: pem.server.key, clientCa: undefined });
+    expect(configFromEnv({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: path("server.key"), TLS_CLIENT_CA_FILE: path("ca.crt") }).tls).toEqual({ cert: pem.server.cert, key: pem.server.key, clientCa: pem.ca.cert });
+  });
+
+  it("refuses incomplete, unreadable or mismatched files with a message naming the variable", () => {
+    expect(refused({ TLS_CERT_FILE: path("server.crt") })).toBe("TLS_CERT_FILE and TLS_KEY_FILE go together; TLS_KEY_FILE is not set");
+    expect(refused({ TLS_KEY_FILE: path("server.key") })).toBe("TLS_CERT_FILE and TLS_KEY_FILE go together; TLS_CERT_FILE is not set");
+    expect(refused({ TLS_CLIENT_CA_FILE: path("ca.crt") })).toBe("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE");
+    expect(refused({ TLS_CERT_FILE: path("nope.crt"), TLS_KEY_FILE: path("server.key") })).toMatch(/^TLS_CERT_FILE ".*nope\.crt" cannot be read \(ENOENT\)$/);
+    expect(refused({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: dir })).toMatch(/^TLS_KEY_FILE ".*" cannot be read \(EISDIR\)$/);
+    expect(refused({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: path("server.key"), TLS_CLIENT_CA_FILE: path("nope.crt") })).toMatch(/^TLS_CLIENT_CA_FILE ".*" cannot be read/);
+    expect(refused({ TLS_CERT_FILE: path("server.key"), TLS_KEY_FILE: path("server.key") })).toMatch(/^TLS_CERT_FILE ".*" is not a PEM certificate$/);
+    expect(refused({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: path("server.crt") })).toMatch(/^TLS_KEY_FILE ".*" is not an unencrypted PEM private key$/);
+    expect(refused({ TLS_CERT_FILE: path("server.crt"), TLS_KEY_FILE: path("client.key") })).toMatch(/^TLS_KEY_FILE ".*" is not the key of the certificate in TLS_CERT_FILE$/);
+  });
+});

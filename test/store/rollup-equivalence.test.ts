@@ -1,0 +1,126 @@
+/**
+ * The fast path (rollups + edge hour from raw events) against the raw-event path on randomised
+ * data, windows and filters: counts, sums, ranks and extremes must be identical; latency
+ * percentiles and distinct users within the sketches' 1%.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { EventSchema } from "../../src/client/index.js";
+import { timeWindow } from "../../src/core/window.js";
+import type { MetricsFilter } from "../../src/store/metrics-queries.js";
+import { fastMetrics, rawMetrics, type MetricsSource } from "../../src/store/metrics-source.js";
+import { RollupReader } from "../../src/store/rollups.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+type EventInit = MessageInitShape<typeof EventSchema>;
+const DAY = 86_400_000;
+
+/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
+function prng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SEED = Number(process.env.EQUIVALENCE_SEED ?? 20261128);
+const VARIANTS = ["search_v1", "search_v2", "search_v3"];
+let h: Harness;
+let raw: MetricsSource;
+let fast: MetricsSource;
+
+beforeAll(async () => {
+  h = await startHarness();
+  const rand = prng(SEED);
+  const now = Date.now();
+  const impressions: EventInit[] = [];
+  const clicks: EventInit[] = [];
+  const lateImpressions: EventInit[] = [];
+  // Ages spread over 40 days, plus events a minute either side of the 1/2/7/30-day edges.
+  const ages = [...Array.from({ length: 2500 }, () => rand() * 40 * DAY), ...[1, 2, 7, 30].flatMap((d) => [d * DAY - 60_000, d * DAY + 60_000, d * DAY - 1000])];
+  ages.forEach((age, i) => {
+    const at = timestampFromDate(new Date(now - age));
+    const variant = VARIANTS[Math.floor(rand() * VARIANTS.length)]!;
+    const userId = `user-${Math.floor(rand() ** 2 * 400)}`;
+    const ms = Math.round(Math.exp(3.5 + rand() * 2.5) * 100) / 100;
+    const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query: `q${i % 50}`, variant, resultsCount: rand() < 0.05 ? 0 : 10, responseTimeMs: ms, timestamp: at } } };
+    // Some impressions arrive after their clicks.
+    (rand() < 0.1 ? lateImpressions : impressions).push(impression);
+    const n = rand() < 0.25 ? 1 + Math.floor(rand() * 3) : 0;
+    for (let k = 0; k < n; k++) {
+      clicks.push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: `q${i % 50}`, variant, responseTimeMs: ms, timestamp: at } } });
+    }
+    if (rand() < 0.03) clicks.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: `user-${Math.floor(rand() * 500)}`, productId: "p", rank: 0, searchQuery: "q", variant, responseTimeMs: ms, timestamp: at } } });
+  });
+  const send = async (events: EventInit[]) => {
+    for (let i = 0; i < events.length; i += 1000) await h.client.logEvents({ events: events.slice(i, i + 1000) });
+  };
+  await send(impressions);
+  await send(clicks);
+  await send(lateImpressions);
+  await send(clicks.slice(0, 300)); // retries: duplicates must not count again
+  raw = rawMetrics(h.server.store.collections);
+  // A reader with a cold cache, so these reads exercise fetching as well as caching.
+  fast = fastMetrics(h.server.store.collections, new RollupReader(h.server.store.collections));
+}, 120_000);
+afterAll(() => h.close());
+
+const filters = (): [string, MetricsFilter][] =>
+  [1, 2, 7, 30, 35, 365].flatMap((days) => [undefined, ...VARIANTS, "nope"].map((variant): [string, MetricsFilter] => [`${days}d ${variant ?? "all"}`, { window: timeWindow(days), variant }]));
+
+const close = (a: number | undefined, b: number | undefined, relative: number) => {
+  if (a === undefined || b === undefined) return expect(a).toBe(b);
+  expect(Math.abs(a - b)).toBeLessThanOrEqual(Math.abs(b) * relative + 1e-9);
+};
+
+describe("rollups equal raw events", () => {
+  it("totals: counts and sums exactly, distinct users within 1%", async () => {
+    for (const [name, f] of filters()) {
+      const [r, q] = await Promise.all([raw.totals(f), fast.totals(f)]);
+      expect([...q.variants.keys()].sort(), name).toEqual([...r.variants.keys()].sort());
+      for (const [key, expected, actual] of [["overall", r.overall, q.overall] as const, ...[...r.variants].map(([v, t]) => [v, t, q.variants.get(v)!] as const)]) {
+        const { users: ru, responseTimeSum: rs, ...rest } = expected;
+        const { users: qu, responseTimeSum: qs, ...qrest } = actual;
+        expect(qrest, `${name} ${key}`).toEqual(rest);
+        close(qs, rs, 1e-9);
+        expect(Math.abs(qu - ru), `${name} ${key} users ${qu} vs ${ru}`).toBeLessThanOrEqual(Math.max(1, ru * 0.01));
+      }
+    }
+  });
+
+  it("rank statistics exactly, overall and per variant", async () => {
+    for (const [name, f] of filters()) {
+      for (const perVariant of [false, true]) {
+        const [r, q] = await Promise.all([raw.ranks(f, perVariant), fast.ranks(f, perVariant)]);
+        expect(q, name).toEqual(r);
+      }
+    }
+  });
+
+  it("latency: count, extremes and mean exactly, percentiles within 1%", async () => {
+    for (const [name, f] of filters()) {
+      const [r, q] = await Promise.all([raw.responseTimes(f), fast.responseTimes(f)]);
+      expect([q.count, q.min, q.max], name).toEqual([r.count, r.min, r.max]);
+      close(q.avg, r.avg, 1e-9);
+      for (const k of ["p50", "p95", "p99"] as const) close(q[k], r[k], 0.01);
+      const [rv, qv] = await Promise.all([raw.latency(f, [0.5, 0.95], true), fast.latency(f, [0.5, 0.95], true)]);
+      expect([...qv.keys()].sort(), name).toEqual([...rv.keys()].sort());
+      for (const [v, values] of rv) values.forEach((x, i) => close(qv.get(v)![i], x, 0.01));
+    }
+  });
+
+  it("sees late events in hours it has already cached", async () => {
+    const f: MetricsFilter = { window: timeWindow(30) };
+    const before = await fast.totals(f);
+    await h.client.logEvents({
+      events: [{ kind: { case: "impression", value: { eventId: "backfill-1", userId: "late-user", query: "q", variant: "search_v1", resultsCount: 0, responseTimeMs: 1, timestamp: timestampFromDate(new Date(Date.now() - 20 * DAY)) } } }],
+    });
+    const after = await fast.totals(f);
+    expect(after.overall.impressions).toBe(before.overall.impressions + 1);
+    expect(after.overall.noResults).toBe(before.overall.noResults + 1);
+    expect(after.overall).toEqual({ ...(await raw.totals(f)).overall, users: after.overall.users, responseTimeSum: after.overall.responseTimeSum });
+  });
+});
