@@ -22,6 +22,8 @@
  *   with relative-error guarantees", PVLDB 12(12).
  * - P. Flajolet, É. Fusy, O. Gandouet, F. Meunier (2007), "HyperLogLog: the analysis of a
  *   near-optimal cardinality estimation algorithm", AofA 2007.
+ * - O. Ertl (2017), "New cardinality estimation algorithms for HyperLogLog sketches",
+ *   arXiv:1702.01284 (the improved raw estimator used by hllEstimate).
  * - A. Appleby, MurmurHash3 (x86_32 variant), public domain.
  */
 
@@ -338,27 +340,68 @@ function assertRegisters(registers: Uint8Array): void {
   }
 }
 
-// 2^-k for every possible register value, so the estimator's harmonic sum is a table lookup.
-const INVERSE_POWERS_OF_TWO = Float64Array.from({ length: 256 }, (_, k) => 2 ** -k);
-// alpha_m for m >= 128 corrects the systematic multiplicative bias of the raw harmonic-mean estimate.
-const HLL_ALPHA = 0.7213 / (1 + 1.079 / HLL_REGISTERS);
-const HLL_LINEAR_COUNTING_LIMIT = 2.5 * HLL_REGISTERS;
+// Ertl's estimator works on the register histogram C[0..q+1], where q = 64 - p = 50 is the number
+// of hash bits the rank looks at (so ranks are 1..q+1 = 51 and q+1 means "all q bits were zero").
+const HLL_Q = 64 - HLL_PRECISION;
+// alpha_inf m^2 with alpha_inf = 1 / (2 ln 2), the limit of alpha_m for m -> infinity.
+const HLL_ALPHA_INF_M2 = (HLL_REGISTERS * HLL_REGISTERS) / (2 * Math.LN2);
+// Scratch histogram reused by every call (hllEstimate is synchronous and not reentrant). 256 slots so
+// any byte indexes it without a bounds check; slots above q+1 must stay empty.
+const registerHistogram = new Int32Array(256);
 
-/** Cardinality estimate: standard HLL estimator with the alpha_m constant, linear counting when the raw estimate <= 2.5m and some register is zero (no large-range correction needed with a 64-bit hash). */
+/**
+ * Cardinality estimate: O. Ertl's improved raw estimator ("New cardinality estimation algorithms
+ * for HyperLogLog sketches", 2017, algorithm 6), computed from the histogram C of register values:
+ *
+ *   n = alpha_inf m^2 / (m sigma(C[0]/m) + sum_{k=1..q} C[k] 2^-k + m tau(1 - C[q+1]/m) 2^-q)
+ *
+ * sigma corrects for empty registers (replacing linear counting) and tau for saturated ones, so one
+ * formula is nearly unbiased from 0 up to cardinalities approaching 2^64, with no switch point or
+ * empirical bias table. 0 for empty registers; Infinity only if every register is saturated (rank
+ * q+1 = 51), which needs on the order of 2^64 distinct ids. A rank above 51 is corrupt: RangeError.
+ */
 export function hllEstimate(registers: Uint8Array): number {
   assertRegisters(registers);
-  let sum = 0;
-  let zeros = 0;
-  for (let i = 0; i < HLL_REGISTERS; i++) {
-    const rank = registers[i]!;
-    sum += INVERSE_POWERS_OF_TWO[rank]!;
-    if (rank === 0) zeros++;
+  const counts = registerHistogram;
+  counts.fill(0);
+  for (let i = 0; i < HLL_REGISTERS; i++) counts[registers[i]!]!++;
+  for (let k = HLL_Q + 2; k < 256; k++) {
+    if (counts[k] !== 0) {
+      throw new RangeError(`HLL registers must hold ranks in [0, ${HLL_Q + 1}], found ${counts[k]} holding ${k}`);
+    }
   }
-  const raw = (HLL_ALPHA * HLL_REGISTERS * HLL_REGISTERS) / sum;
-  // Small range: the raw estimate is badly biased while many registers are empty, but the number
-  // of empty registers is then an accurate balls-in-bins statistic (linear counting).
-  if (raw <= HLL_LINEAR_COUNTING_LIMIT && zeros > 0) {
-    return HLL_REGISTERS * Math.log(HLL_REGISTERS / zeros);
+  const empty = counts[0]!;
+  if (empty === HLL_REGISTERS) return 0; // sigma(1) is infinite: no id was ever added.
+  // Horner's scheme for sum_{k=1..q} C[k] 2^-k + m tau(1 - C[q+1]/m) 2^-q, from the top down.
+  let z = HLL_REGISTERS * hllTau(1 - counts[HLL_Q + 1]! / HLL_REGISTERS);
+  for (let k = HLL_Q; k >= 1; k--) z = 0.5 * (z + counts[k]!);
+  z += HLL_REGISTERS * hllSigma(empty / HLL_REGISTERS);
+  return HLL_ALPHA_INF_M2 / z;
+}
+
+/** sigma(x) = x + sum_{k>=1} x^(2^k) 2^(k-1) for 0 <= x < 1, summed until it no longer changes. */
+function hllSigma(x: number): number {
+  let z = x;
+  let y = 1;
+  for (;;) {
+    x *= x;
+    const previous = z;
+    z += x * y;
+    if (z === previous) return z;
+    y += y;
   }
-  return raw;
+}
+
+/** tau(x) = (1 - x - sum_{k>=1} (1 - x^(2^-k))^2 2^-k) / 3 for 0 <= x <= 1, summed until it no longer changes. */
+function hllTau(x: number): number {
+  if (x === 0 || x === 1) return 0;
+  let z = 1 - x;
+  let y = 1;
+  for (;;) {
+    x = Math.sqrt(x);
+    const previous = z;
+    y *= 0.5;
+    z -= (1 - x) * (1 - x) * y;
+    if (z === previous) return z / 3;
+  }
 }

@@ -12,8 +12,8 @@ export const MAX_BUCKETS = 366 * 24 + 1;
 export function requireTimeZone(field: string, zone: string): string {
   if (zone === "") return "UTC";
   try {
-    new Intl.DateTimeFormat("en-US", { timeZone: zone });
-    return zone;
+    // The canonical spelling ("europe/berlin" -> "Europe/Berlin"): MongoDB matches names exactly.
+    return new Intl.DateTimeFormat("en-US", { timeZone: zone }).resolvedOptions().timeZone;
   } catch {
     throw new InvalidArgumentError(field, `must be an IANA time zone such as "Europe/Berlin", got "${zone}"`);
   }

@@ -2,7 +2,7 @@ import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, type EventRe
 import { compareVariants, comparisonSettings } from "../core/comparison.js";
 import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
-import { InvalidArgumentError } from "../core/errors.js";
+import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import { optionalVariant, requireId, requireVariant } from "../core/events.js";
 import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
 import { timeWindow } from "../core/window.js";
@@ -45,6 +45,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
 
+  /** Never wrong numbers: while acknowledged events still wait in the spool, reads are unavailable. */
+  const requireComplete = () => {
+    const pending = store.writer.pending;
+    if (pending > 0) throw new DomainError("unavailable", `metrics are unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);
+  };
+
   /** Count-based CTR fields shared by GetCtr and GetVariantComparison. */
   const ctrFields = (t: EventTotals) => {
     const searchCtr = ratio(t.searchesWithClicks, t.impressions);
@@ -74,6 +80,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant. */
   const snapshot = async (filter: MetricsFilter) => {
+    requireComplete();
     const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
       metrics.totals(filter),
       metrics.ranks(filter, false),
@@ -92,7 +99,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   return {
     async logClick(req, ctx) {
       const event = clickFromRequest(req, ctx, now());
-      if (await ingestOne(store.collections, { kind: "click", event })) {
+      if (await ingestOne(store.writer, { kind: "click", event })) {
         return { eventId: event.eventId, userId: event.userId, productId: event.productId, rank: event.rank, timestamp: responseTime(event.timestamp) };
       }
       // A retry: answer with the event as first recorded.
@@ -103,7 +110,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async logImpression(req, ctx) {
       const event = impressionFromRequest(req, ctx, now());
-      if (await ingestOne(store.collections, { kind: "impression", event })) {
+      if (await ingestOne(store.writer, { kind: "impression", event })) {
         return { impressionId: event.impressionId, userId: event.userId, query: event.query, variant: event.variant, timestamp: responseTime(event.timestamp) };
       }
       const original = await findOriginalImpression(store.collections, event.eventId, event.impressionId);
@@ -113,7 +120,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async logEvents(req, ctx) {
       requireBatchSize(req.events.length);
-      const outcomes = await ingestBatch(store.collections, req.events, ctx, now());
+      const outcomes = await ingestBatch(store.writer, req.events, ctx, now());
       const totals = tally(outcomes);
       return {
         results: outcomes.map(eventResult),
@@ -133,7 +140,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       for await (const message of requests) {
         if (ctx.signal.aborted) break;
         requireBatchSize(message.events.length, `batches[${batches}].events`);
-        const outcomes = await ingestBatch(store.collections, message.events, ctx, now(), position);
+        const outcomes = await ingestBatch(store.writer, message.events, ctx, now(), position);
         batches++;
         position += message.events.length;
         const t = tally(outcomes);
@@ -152,6 +159,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getCtr(req) {
+      requireComplete();
       const filter = metricsFilter(req, now());
       const totals = await metrics.totals(filter);
       return {
@@ -162,6 +170,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getRankMetrics(req) {
+      requireComplete();
       const stats = (await metrics.ranks(metricsFilter(req, now()), false)).get("") ?? rankStats([]);
       return {
         avgRank: stats.avg,
@@ -174,6 +183,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getResponseTimeMetrics(req) {
+      requireComplete();
       const s = await metrics.responseTimes(metricsFilter(req, now()));
       return {
         avgResponseTimeMs: s.avg,
@@ -187,6 +197,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getUserSummary(req) {
+      requireComplete();
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
       const window = timeWindow(req.days, now());
@@ -204,6 +215,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req) {
+      requireComplete();
       const window = timeWindow(req.days, now());
       const settings = comparisonSettings({
         control: req.control === "" ? "" : requireVariant("control", req.control),
@@ -245,6 +257,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getTopQueries(req) {
+      requireComplete();
       const filter = { window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) };
       const rows = await topQueries(store.collections, filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
       return {
@@ -262,6 +275,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getTimeSeries(req) {
+      requireComplete();
       const filter = metricsFilter(req, now());
       const zone = requireTimeZone("time_zone", req.timeZone);
       if (![Granularity.UNSPECIFIED, Granularity.HOUR, Granularity.DAY].includes(req.granularity)) {

@@ -26,6 +26,10 @@ export interface EnvConfig {
   tls?: TlsConfig | undefined;
   logLevel: LogLevel;
   shutdownGraceMs: number;
+  /** Local spool for acknowledged events while MongoDB is unreachable. */
+  spool: { dir: string; maxBytes: number };
+  writeConcern: { w: number | "majority"; journal: boolean };
+  rollupRepairAfterMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -159,5 +163,16 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     tls: tlsFromEnv(env),
     logLevel,
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    spool: { dir: env.SPOOL_DIR || `${env.DATA_DIR || "./data"}/spool`, maxBytes: integer(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER) },
+    writeConcern: writeConcernFromEnv(env),
+    rollupRepairAfterMs: integer(env, "ROLLUP_REPAIR_AFTER_MS", 60_000, 1_000, 86_400_000),
   };
+}
+
+function writeConcernFromEnv(env: NodeJS.ProcessEnv): { w: number | "majority"; journal: boolean } {
+  const w = env.MONGODB_WRITE_CONCERN || "majority";
+  if (w !== "majority" && !/^[1-9][0-9]?$/.test(w)) throw new ConfigError(`MONGODB_WRITE_CONCERN must be "majority" or a number of nodes (1-99), got "${w}"`);
+  const journal = env.MONGODB_JOURNAL || "true";
+  if (journal !== "true" && journal !== "false") throw new ConfigError(`MONGODB_JOURNAL must be true or false, got "${journal}"`);
+  return { w: w === "majority" ? w : Number(w), journal: journal === "true" };
 }

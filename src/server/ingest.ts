@@ -3,8 +3,7 @@ import type { Event, LogClickRequest, LogImpressionRequest } from "../../gen/cli
 import { prepareBatch, settleBatch, type EventOutcome, type TrackedEvent } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { validateClick, validateImpression, type ClickEvent, type Impression } from "../core/events.js";
-import type { Collections } from "../store/documents.js";
-import { writeEvents } from "../store/event-writer.js";
+import type { DurableWriter } from "../store/durable-writer.js";
 import type { CallContext } from "./grpc-adapter.js";
 import { clickSource, identity, requestTime } from "./request-mapping.js";
 
@@ -57,19 +56,19 @@ function trackedFromEvent(e: Event, ctx: CallContext, now: Date): TrackedEvent {
  * Validates and writes one batch in a single bulk write per collection. `firstIndex` numbers the
  * events (for streams: their position in the whole stream).
  */
-export async function ingestBatch(c: Collections, events: readonly Event[], ctx: CallContext, now: Date, firstIndex = 0): Promise<EventOutcome[]> {
+export async function ingestBatch(writer: DurableWriter, events: readonly Event[], ctx: CallContext, now: Date, firstIndex = 0): Promise<EventOutcome[]> {
   const batch = prepareBatch(
     events,
     (e) => trackedFromEvent(e, ctx, now),
     (index, e) => (e.kind.case === undefined ? `events[${index}].` : `events[${index}].${e.kind.case}.`),
     firstIndex,
   );
-  const duplicates = await writeEvents(c, batch.toWrite);
+  const duplicates = await writer.write(batch.toWrite);
   return settleBatch(batch, duplicates);
 }
 
 /** Writes one event; true when it was new, false when its key was already recorded. */
-export async function ingestOne(c: Collections, tracked: TrackedEvent): Promise<boolean> {
-  const duplicates = await writeEvents(c, [{ index: 0, tracked }]);
+export async function ingestOne(writer: DurableWriter, tracked: TrackedEvent): Promise<boolean> {
+  const duplicates = await writer.write([{ index: 0, tracked }]);
   return duplicates.size === 0;
 }

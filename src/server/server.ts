@@ -3,6 +3,7 @@ import { ClickAnalytics } from "../../gen/clickanalytics/v1/click_analytics_pb.j
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { SERVER_CHANNEL_OPTIONS } from "../client/transport.js";
 import { ClickStore } from "../store/click-store.js";
+import type { SpoolOptions } from "../store/spool.js";
 import { accessGuard, ROLES, type AccessToken } from "./auth.js";
 import { clickAnalyticsService } from "./click-analytics-service.js";
 import type { TlsConfig } from "./config.js";
@@ -12,6 +13,12 @@ import { createLogger, type Logger } from "./logger.js";
 import { DescriptorIndex, reflectionServices, reflectionV1, reflectionV1Alpha } from "./reflection.js";
 
 export interface ServerConfig {
+  /** Where acknowledged events wait while MongoDB is unreachable (directory, size bound). */
+  spool?: SpoolOptions | undefined;
+  /** When a write counts as done; default majority-acknowledged and journaled. */
+  writeConcern?: { w: number | "majority"; journal: boolean } | undefined;
+  /** Rollup work a writer left unfinished for this long is finished by another (default 60 s). */
+  rollupRepairAfterMs?: number | undefined;
   /** e.g. "0.0.0.0" or "127.0.0.1" */
   host: string;
   /** 0 picks a free port. */
@@ -45,7 +52,20 @@ export interface RunningServer {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
-  const store = await ClickStore.open({ uri: config.mongoUri, dbName: config.dbName, serverSelectionTimeoutMS: config.storageTimeoutMs });
+  const store = await ClickStore.open({
+    uri: config.mongoUri,
+    dbName: config.dbName,
+    serverSelectionTimeoutMS: config.storageTimeoutMs,
+    writeConcern: config.writeConcern,
+    spool: config.spool,
+    rollupRepairAfterMs: config.rollupRepairAfterMs,
+    writerEvents: {
+      repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
+      spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
+      drained: (records) => logger.info({ records }, "spooled events written to storage"),
+    },
+  });
+  if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
   const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger }) => {

@@ -6,6 +6,8 @@ export interface ClickDocument {
   event_id: string;
   /** Present only when the client linked the click to its search. */
   impression_id?: string;
+  /** Present only while the event's rollup increments are in flight (see rollups.ts). */
+  pending_rollup?: string;
   user_id: string;
   product_id: string;
   rank: number;
@@ -29,6 +31,9 @@ export interface ImpressionDocument {
   results_count: number;
   /** Set once a click linked to this impression is recorded (search-level CTR). */
   clicked?: boolean;
+  /** Present only while that first click is being counted in the rollups. */
+  click_claim?: string;
+  pending_rollup?: string;
   response_time_ms: number | Double;
   session_id: string | null;
   timestamp: Date;

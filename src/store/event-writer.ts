@@ -1,7 +1,7 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { TrackedEvent } from "../core/batch.js";
-import { flagClickedImpressions, rollUp } from "./rollups.js";
+import { flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -15,7 +15,8 @@ const DUPLICATE_KEY = 11000;
  */
 async function insertAll(db: Db, collection: string, docs: Document[]): Promise<number[]> {
   if (docs.length === 0) return [];
-  const reply = (await db.command({ insert: collection, documents: docs, ordered: false })) as InsertReply;
+  // A raw command does not inherit the client's write concern: pass it explicitly.
+  const reply = (await db.command({ insert: collection, documents: docs, ordered: false, ...(db.writeConcern ? { writeConcern: { w: db.writeConcern.w, j: db.writeConcern.journal } } : {}) })) as InsertReply;
   if (reply.writeConcernError) throw new MongoServerError({ message: `write concern: ${reply.writeConcernError.errmsg}`, code: reply.writeConcernError.code });
   const writeErrors = reply.writeErrors ?? [];
   const other = writeErrors.find((e) => e.code !== DUPLICATE_KEY);
@@ -33,18 +34,29 @@ interface InsertReply {
 export async function writeEvents(c: Collections, items: readonly { index: number; tracked: TrackedEvent }[]): Promise<Set<number>> {
   const clicks: { index: number; doc: ClickDocument }[] = [];
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
+  // Until their rollup increments are applied, new events carry this marker; if this call dies
+  // in between, repairRollups finds them and finishes the job.
+  const pending = pendingMarker();
   for (const { index, tracked } of items) {
-    if (tracked.kind === "click") clicks.push({ index, doc: clickDocument(tracked.event) });
-    else impressions.push({ index, doc: impressionDocument(tracked.event) });
+    if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), pending_rollup: pending } });
+    else impressions.push({ index, doc: { ...impressionDocument(tracked.event), pending_rollup: pending } });
   }
   const [dupClicks, dupImpressions] = await Promise.all([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
   ]);
   const duplicates = new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
+  const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
+  const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   await Promise.all([
-    // Only what was new counts; a duplicate was counted when it was first written.
-    rollUp(c, items.filter((x) => !duplicates.has(x.index)).map((x) => x.tracked)),
+    // Only what was new counts; a duplicate was counted when it was first written (or will be, by repairRollups).
+    (async () => {
+      await rollUp(c, newClicks, newImpressions);
+      await Promise.all([
+        newClicks.length > 0 && c.clicks.updateMany({ event_id: { $in: newClicks.map((d) => d.event_id) }, pending_rollup: pending }, { $unset: { pending_rollup: "" } }),
+        newImpressions.length > 0 && c.impressions.updateMany({ event_id: { $in: newImpressions.map((d) => d.event_id) }, pending_rollup: pending }, { $unset: { pending_rollup: "" } }),
+      ]);
+    })(),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.
     linkClicks(
       c,

@@ -13,14 +13,20 @@ export const EVENT_INDEXES: IndexDescription[] = [
 // Unique only where the key is a string: documents written before event ids existed have none.
 const hasString = (field: string) => ({ partialFilterExpression: { [field]: { $type: "string" } } });
 
+/** Small indexes over work in flight only (see repairRollups). */
+const inFlight = (field: string): IndexDescription => ({ key: { [field]: 1 }, name: `${field}_in_flight`, partialFilterExpression: { [field]: { $exists: true } } });
+
 /** Idempotency: a retried event_id is a duplicate, never a second event. */
 export const CLICK_KEY_INDEXES: IndexDescription[] = [
   { key: { event_id: 1 }, name: "event_id_unique", unique: true, ...hasString("event_id") },
   // Clicks are linked to their search by impression_id.
   { key: { impression_id: 1 }, name: "impression_id_1", sparse: true },
+  inFlight("pending_rollup"),
 ];
 
 export const IMPRESSION_KEY_INDEXES: IndexDescription[] = [
+  inFlight("pending_rollup"),
+  inFlight("click_claim"),
   { key: { event_id: 1 }, name: "event_id_unique", unique: true, ...hasString("event_id") },
   { key: { impression_id: 1 }, name: "impression_id_unique", unique: true, ...hasString("impression_id") },
 ];

@@ -10,11 +10,10 @@
  *   from there on (no upper bound, so late and slightly-future events are included).
  */
 import { randomUUID } from "node:crypto";
-import type { AnyBulkWriteOperation, Collection, Document } from "mongodb";
-import type { TrackedEvent } from "../core/batch.js";
+import { MongoServerError, type Collection, type Document } from "mongodb";
 import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
-import type { Collections } from "./documents.js";
+import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -46,8 +45,10 @@ export interface RollupDocument {
   u: Record<string, number>;
 }
 
+const ROLLUPS = "rollups";
+
 export function rollupCollection(c: Collections): Collection<RollupDocument> {
-  return c.db.collection<RollupDocument>("rollups");
+  return c.db.collection<RollupDocument>(ROLLUPS);
 }
 
 export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
@@ -69,29 +70,29 @@ class RollupDelta {
     }
   }
 
-  add(tracked: TrackedEvent): void {
-    const { register, rank } = hllPoint(tracked.event.userId);
-    const inc = (d: { inc: Record<string, number> }, field: string, by = 1) => (d.inc[field] = (d.inc[field] ?? 0) + by);
-    if (tracked.kind === "click") {
-      const e = tracked.event;
-      this.each(e.timestamp, e.variant, (d) => {
-        inc(d, "clk");
-        inc(d, "rk_sum", e.rank);
-        inc(d, `ranks.${e.rank}`);
-        d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
-      });
-    } else {
-      const e = tracked.event;
-      this.each(e.timestamp, e.variant, (d) => {
-        inc(d, "imp");
-        if (e.resultsCount === 0) inc(d, "nr");
-        inc(d, "rt_sum", e.responseTimeMs);
-        inc(d, `rt.${latencyBucket(e.responseTimeMs)}`);
-        d.min = Math.min(d.min ?? Infinity, e.responseTimeMs);
-        d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, e.responseTimeMs);
-        d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
-      });
-    }
+  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp">): void {
+    const { register, rank } = hllPoint(e.user_id);
+    this.each(e.timestamp, e.variant, (d) => {
+      d.inc.clk = (d.inc.clk ?? 0) + 1;
+      d.inc.rk_sum = (d.inc.rk_sum ?? 0) + e.rank;
+      d.inc[`ranks.${e.rank}`] = (d.inc[`ranks.${e.rank}`] ?? 0) + 1;
+      d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+    });
+  }
+
+  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp">): void {
+    const { register, rank } = hllPoint(e.user_id);
+    const ms = Number(e.response_time_ms);
+    this.each(e.timestamp, e.variant, (d) => {
+      d.inc.imp = (d.inc.imp ?? 0) + 1;
+      if (e.results_count === 0) d.inc.nr = (d.inc.nr ?? 0) + 1;
+      d.inc.rt_sum = (d.inc.rt_sum ?? 0) + ms;
+      const bucket = `rt.${latencyBucket(ms)}`;
+      d.inc[bucket] = (d.inc[bucket] ?? 0) + 1;
+      d.min = Math.min(d.min ?? Infinity, ms);
+      d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, ms);
+      d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+    });
   }
 
   /** An impression got its first linked click. */
@@ -99,38 +100,110 @@ class RollupDelta {
     this.each(timestamp, variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
   }
 
-  operations(): AnyBulkWriteOperation<RollupDocument>[] {
+  /** Statements of one `update` command: an upsert per rollup document. */
+  updates(): Document[] {
     return [...this.docs].map(([id, d]) => {
       const update: Document = { $inc: { ...d.inc, ver: 1 }, $setOnInsert: { g: d.g, t: new Date(d.t), v: d.v } };
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
-      return { updateOne: { filter: { _id: id }, update, upsert: true } };
+      return { q: { _id: id }, u: update, upsert: true };
     });
+  }
+
+  /**
+   * One unordered `update` command. Raw, like the event inserts, so an outage surfaces as the
+   * driver's network error rather than folded into a bulk-write error.
+   */
+  async apply(c: Collections): Promise<void> {
+    const updates = this.updates();
+    if (updates.length === 0) return;
+    const wc = c.db.writeConcern;
+    const reply = await c.db.command({ update: ROLLUPS, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
+    const failed = (reply.writeErrors as { errmsg: string; code: number }[] | undefined)?.[0] ?? reply.writeConcernError;
+    if (failed) throw new MongoServerError({ message: `rollup update failed: ${failed.errmsg}`, code: failed.code });
   }
 }
 
-/** Applies the rollup increments of newly written events (never of duplicates). */
-export async function rollUp(c: Collections, written: readonly TrackedEvent[]): Promise<void> {
-  if (written.length === 0) return;
+/**
+ * A marker for work in flight: "<15-digit ms>:<uuid>". Ordered by time as strings, so a repair
+ * can find markers older than a cut-off through a small partial index.
+ */
+export function pendingMarker(at = Date.now()): string {
+  return `${String(at).padStart(15, "0")}:${randomUUID()}`;
+}
+
+/** Rollup increments for events just written (never for duplicates). */
+export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[]): Promise<void> {
+  if (clicks.length + impressions.length === 0) return;
   const delta = new RollupDelta();
-  for (const t of written) delta.add(t);
-  await rollupCollection(c).bulkWrite(delta.operations(), { ordered: false });
+  for (const d of clicks) delta.addClick(d);
+  for (const d of impressions) delta.addImpression(d);
+  await delta.apply(c);
 }
 
 /**
  * Marks impressions that have at least one linked click and counts each exactly once in the
- * rollups. The flag is claimed with a token unique to this call, so of two writers racing to
- * flag the same impression only the one whose update matched counts it.
+ * rollups. The flag is claimed with a marker unique to this call, so of two writers racing to
+ * flag the same impression only the one whose update matched counts it; the marker is removed
+ * once counted, and a marker left behind (a crash in between) is picked up by repairRollups.
  */
 export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[]): Promise<void> {
   if (impressionIds.length === 0) return;
-  const claim = randomUUID();
+  const claim = pendingMarker();
   const res = await c.impressions.updateMany({ impression_id: { $in: [...impressionIds] }, clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
   if (res.modifiedCount === 0) return;
-  const flipped = await c.impressions.find({ impression_id: { $in: [...impressionIds] }, click_claim: claim }, { projection: { _id: 0, timestamp: 1, variant: 1 } }).toArray();
+  await countClicked(c, { impression_id: { $in: [...impressionIds] }, click_claim: claim }, claim);
+}
+
+async function countClicked(c: Collections, claimed: Document, claim: string): Promise<void> {
+  const flipped = await c.impressions.find(claimed, { projection: { _id: 1, timestamp: 1, variant: 1 } }).toArray();
+  if (flipped.length === 0) return;
   const delta = new RollupDelta();
   for (const imp of flipped) delta.clicked(imp.timestamp, imp.variant);
-  await rollupCollection(c).bulkWrite(delta.operations(), { ordered: false });
+  await delta.apply(c);
+  await c.impressions.updateMany({ _id: { $in: flipped.map((d) => d._id) }, click_claim: claim }, { $unset: { click_claim: "" } });
+}
+
+/**
+ * Finishes rollup work that a writer started and did not finish (it crashed, or lost MongoDB,
+ * between writing events and counting them): events still marked `pending_rollup`, and
+ * impressions still marked `click_claim`, older than `olderThanMs`. Each is re-claimed with a
+ * fresh marker first, so concurrent repairers (several servers) count it once.
+ */
+export async function repairRollups(c: Collections, olderThanMs: number): Promise<number> {
+  const cutoff = pendingMarker(Date.now() - olderThanMs).slice(0, 15);
+  let repaired = 0;
+  for (;;) {
+    const claim = pendingMarker();
+    const [clicks, impressions] = await Promise.all([
+      reclaim(c.clicks as unknown as Collection<Document>, "pending_rollup", cutoff, claim),
+      reclaim(c.impressions as unknown as Collection<Document>, "pending_rollup", cutoff, claim),
+    ]);
+    if (clicks.length + impressions.length === 0) break;
+    await rollUp(c, clicks as unknown as ClickDocument[], impressions as unknown as ImpressionDocument[]);
+    await Promise.all([
+      c.clicks.updateMany({ _id: { $in: clicks.map((d) => d._id) }, pending_rollup: claim }, { $unset: { pending_rollup: "" } }),
+      c.impressions.updateMany({ _id: { $in: impressions.map((d) => d._id) }, pending_rollup: claim }, { $unset: { pending_rollup: "" } }),
+    ]);
+    repaired += clicks.length + impressions.length;
+  }
+  for (;;) {
+    const claim = pendingMarker();
+    const stuck = await reclaim(c.impressions as unknown as Collection<Document>, "click_claim", cutoff, claim);
+    if (stuck.length === 0) break;
+    await countClicked(c, { _id: { $in: stuck.map((d) => d._id) }, click_claim: claim }, claim);
+    repaired += stuck.length;
+  }
+  return repaired;
+}
+
+/** Takes over up to 1,000 documents whose `field` marker is older than `cutoff`; returns those now marked `claim`. */
+async function reclaim(collection: Collection<Document>, field: string, cutoff: string, claim: string): Promise<Document[]> {
+  const stale = { [field]: { $exists: true, $lt: cutoff } };
+  const ids = (await collection.find(stale, { projection: { _id: 1 } }).limit(1000).toArray()).map((d) => d._id);
+  if (ids.length === 0) return [];
+  await collection.updateMany({ _id: { $in: ids }, ...stale }, { $set: { [field]: claim } });
+  return collection.find({ _id: { $in: ids }, [field]: claim }).toArray();
 }
 
 /** Everything a window's metrics are computed from, for one variant or merged. */

@@ -441,14 +441,62 @@ const PINNED: Record<string, { register: number; rank: number }> = {
   "user-60253": { register: 9810, rank: 25 },
 };
 
+/**
+ * Independent transcription of Ertl's improved raw estimator (arXiv:1702.01284, eq. for n-hat with
+ * sigma and tau written as explicit series rather than the implementation's convergence loops and
+ * Horner scheme): alpha_inf m^2 / (m sigma(C0/m) + sum_{k=1..q} C_k 2^-k + m tau(1 - C_{q+1}/m) 2^-q).
+ */
+function ertlEstimate(histogram: ReadonlyMap<number, number>): number {
+  const m = HLL_REGISTERS;
+  const q = 64 - HLL_PRECISION;
+  const count = (k: number) => histogram.get(k) ?? 0;
+  const sigma = (x: number) => {
+    if (x === 1) return Number.POSITIVE_INFINITY;
+    let sum = x;
+    for (let k = 1; k <= 64; k++) sum += x ** (2 ** k) * 2 ** (k - 1);
+    return sum;
+  };
+  const tau = (x: number) => {
+    if (x === 0 || x === 1) return 0;
+    let sum = 1 - x;
+    for (let k = 1; k <= 64; k++) sum -= (1 - x ** (2 ** -k)) ** 2 * 2 ** -k;
+    return sum / 3;
+  };
+  let z = m * sigma(count(0) / m) + m * tau(1 - count(q + 1) / m) * 2 ** -q;
+  for (let k = 1; k <= q; k++) z += count(k) * 2 ** -k;
+  return (m * m) / (2 * Math.LN2) / z;
+}
+
+/** Registers with exactly the given histogram {value: how many registers hold it} (counts sum to m), in a scattered order. */
+function registersWithHistogram(histogram: ReadonlyMap<number, number>): Uint8Array {
+  const registers = new Uint8Array(HLL_REGISTERS).fill(255);
+  let next = 0;
+  for (const [value, count] of histogram) {
+    for (let i = 0; i < count; i++) {
+      // 7919 is odd, so i -> 7919 i mod 2^14 visits every register once.
+      registers[(next++ * 7919) % HLL_REGISTERS] = value;
+    }
+  }
+  expect(next).toBe(HLL_REGISTERS);
+  return registers;
+}
+
 describe("hllEstimate", () => {
+  // One fixed id set lands somewhere in the error distribution (relative standard error about
+  // 0.8% for the raw regime, less while registers are empty). These are deterministic: the hash is
+  // pinned. Sequential ids at n = 100000 happen to sit at +1.1% (the old estimator gave the same:
+  // it is this id set, not the estimator), so that one keeps a 2% bound.
   const tolerances: [number, number][] = [
     [1, 0.01],
     [10, 0.01],
     [100, 0.01],
     [1000, 0.01],
     [10_000, 0.01],
-    [30_000, 0.02],
+    [30_000, 0.01],
+    [40_000, 0.01],
+    [41_000, 0.01],
+    [45_000, 0.01],
+    [50_000, 0.01],
     [100_000, 0.02],
   ];
   for (const [n, tolerance] of tolerances) {
@@ -458,48 +506,80 @@ describe("hllEstimate", () => {
     });
   }
 
-  it("has the statistical accuracy of a 16384-register HLL over many independent id sets", () => {
-    // A single id set can land anywhere in the error distribution, so also check its spread:
-    // theory gives a relative standard error of about 1/sqrt(2m) = 0.55% for linear counting at
-    // n << m, 0.6% at n = 10000, and 1.04/sqrt(m) = 0.81% for the raw estimate.
-    for (const n of [1000, 10_000, 100_000]) {
-      const sets = n === 100_000 ? 8 : 20;
-      const errors: number[] = [];
-      for (let set = 0; set < sets; set++) {
-        const ids = Array.from({ length: n }, (_, i) => `set${set}:${i}`);
-        errors.push(hllEstimate(registersOf(ids)) / n - 1);
+  it("has the statistical accuracy of a 16384-register HLL over many independent id sets, with no bias near the old switch point", () => {
+    // A single id set can land anywhere in the error distribution, so check the spread over 20
+    // independent sets: theory gives a relative standard error of at most 1.04/sqrt(m) = 0.81%,
+    // and the bias of the mean over 20 sets has a standard error of about 0.18%. The standard
+    // estimator failed this between 40k and 50k (bias +1.8% at n = 40000, rms 2.6%), just above
+    // its switch from linear counting to the raw estimate at 2.5 m = 40960.
+    const checkpoints = [1000, 10_000, 30_000, 40_000, 41_000, 42_000, 45_000, 50_000, 100_000];
+    const sets = 20;
+    const errors = new Map(checkpoints.map((n) => [n, [] as number[]]));
+    for (let set = 0; set < sets; set++) {
+      // Each set's ids are prefixes of one sequence, so its registers grow through the checkpoints.
+      const registers = emptyHll();
+      for (let i = 0; i < checkpoints[checkpoints.length - 1]!; i++) {
+        const { register, rank } = hllPoint(`set${set}:${i}`);
+        if (rank > registers[register]!) registers[register] = rank;
+        const atCheckpoint = errors.get(i + 1);
+        if (atCheckpoint !== undefined) atCheckpoint.push(hllEstimate(registers) / (i + 1) - 1);
       }
-      const rms = Math.sqrt(errors.reduce((sum, e) => sum + e * e, 0) / sets);
-      const bias = errors.reduce((sum, e) => sum + e, 0) / sets;
+    }
+    for (const n of checkpoints) {
+      const e = errors.get(n)!;
+      expect(e).toHaveLength(sets);
+      const rms = Math.sqrt(e.reduce((sum, x) => sum + x * x, 0) / sets);
+      const bias = e.reduce((sum, x) => sum + x, 0) / sets;
       expect(rms, `rms at n = ${n}`).toBeLessThan(0.01);
       expect(Math.abs(bias), `bias at n = ${n}`).toBeLessThan(0.006);
     }
   });
 
-  it("uses linear counting while registers are empty and the alpha_m harmonic mean otherwise", () => {
-    const m = HLL_REGISTERS;
-    const alpha = 0.7213 / (1 + 1.079 / m);
-    const registers = emptyHll();
-    for (let i = 0; i < 100; i++) registers[i * 7] = 1 + (i % 5);
-    expect(hllEstimate(registers)).toBeCloseTo(m * Math.log(m / (m - 100)), 9);
-    // No empty register: the raw estimate alpha m^2 / sum 2^-M.
-    registers.fill(1);
-    expect(hllEstimate(registers)).toBeCloseTo(2 * alpha * m, 6);
-    registers.fill(3);
-    registers[0] = 51;
-    expect(hllEstimate(registers)).toBeCloseTo((alpha * m * m) / ((m - 1) / 8 + 2 ** -51), 6);
-    // Raw estimate below 2.5 m with an empty register: linear counting.
-    registers.fill(1);
-    registers[0] = 0;
-    expect(hllEstimate(registers)).toBeCloseTo(m * Math.log(m), 9);
-    // Raw estimate (about 2.9 m) above 2.5 m: stays raw even though a register is empty.
-    registers.fill(2);
-    registers[0] = 0;
-    expect(hllEstimate(registers)).toBeCloseTo((alpha * m * m) / ((m - 1) / 4 + 1), 6);
-  });
-
   it("is 0 for no ids", () => {
     expect(hllEstimate(emptyHll())).toBe(0);
+  });
+
+  it("is Ertl's improved raw estimator of the register histogram", () => {
+    const m = HLL_REGISTERS;
+    const cases: [string, Map<number, number>][] = [
+      ["one register", new Map([[0, m - 1], [1, 1]])],
+      ["mostly empty", new Map([[0, m - 100], [1, 50], [2, 25], [3, 13], [4, 7], [5, 5]])],
+      ["about 40% empty", new Map([[0, 6500], [1, 5000], [2, 2600], [3, 1300], [4, 600], [5, 250], [6, 100], [7, 29], [9, 4], [14, 1]])],
+      ["one empty register", new Map([[0, 1], [1, m - 1]])],
+      ["no empty register", new Map([[3, m - 2], [7, 1], [20, 1]])],
+      ["empty and saturated registers", new Map([[0, 10], [3, m - 13], [50, 1], [51, 2]])],
+      ["half saturated", new Map([[40, m / 2], [51, m / 2]])],
+    ];
+    for (const [name, histogram] of cases) {
+      const expected = ertlEstimate(histogram);
+      expect(Number.isFinite(expected) && expected > 0, name).toBe(true);
+      expect(relativeError(hllEstimate(registersWithHistogram(histogram)), expected), name).toBeLessThan(1e-12);
+    }
+  });
+
+  it("has the closed forms of the estimator where sigma and tau vanish", () => {
+    // Every register at k (1 <= k <= q): sigma(0) = tau(1) = 0, so the estimate is alpha_inf m 2^k.
+    const m = HLL_REGISTERS;
+    const registers = emptyHll();
+    for (const k of [1, 2, 10, 50]) {
+      registers.fill(k);
+      expect(relativeError(hllEstimate(registers), (m * 2 ** k) / (2 * Math.LN2)), `all ${k}`).toBeLessThan(1e-12);
+    }
+    // Every register saturated at q + 1 = 51: tau(0) = 0 too, the estimate is unbounded.
+    registers.fill(51);
+    expect(hllEstimate(registers)).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it("stays close to linear counting while most registers are empty", () => {
+    // There m sigma(C0/m) dominates the denominator and the estimate agrees with m ln(m / C0) to
+    // far better than its standard error. (With more registers filled the rest of the histogram
+    // carries information linear counting ignores, and the two part: -0.9% at 3000 rank-1 registers.)
+    const m = HLL_REGISTERS;
+    for (const filled of [1, 10, 100, 1000]) {
+      const histogram = new Map([[0, m - filled], [1, filled]]);
+      const linearCounting = m * Math.log(m / (m - filled));
+      expect(relativeError(hllEstimate(registersWithHistogram(histogram)), linearCounting), `${filled} filled`).toBeLessThan(0.001);
+    }
   });
 
   it("ignores duplicates", () => {
@@ -507,8 +587,13 @@ describe("hllEstimate", () => {
     expect(hllEstimate(registersOf([...ids, ...ids, ...ids.slice(0, 100)]))).toBe(hllEstimate(registersOf(ids)));
   });
 
-  it("rejects registers of the wrong size", () => {
+  it("rejects registers of the wrong size or holding ranks above 51", () => {
     expect(() => hllEstimate(new Uint8Array(100))).toThrow(RangeError);
+    const registers = emptyHll();
+    registers[7] = 52;
+    expect(() => hllEstimate(registers)).toThrow(RangeError);
+    registers[7] = 51;
+    expect(hllEstimate(registers)).toBeGreaterThan(0);
   });
 });
 

@@ -1,0 +1,129 @@
+/**
+ * The write path with its fallback: events go to MongoDB, and when MongoDB cannot be reached
+ * they go to the local spool instead (fsync'd before the call is acknowledged). A background
+ * drainer replays the spool into MongoDB as soon as it answers again, while new writes go on.
+ */
+import type { TrackedEvent } from "../core/batch.js";
+import type { Collections } from "./documents.js";
+import { writeEvents } from "./event-writer.js";
+import { repairRollups } from "./rollups.js";
+import type { Spool } from "./spool.js";
+import { isStorageUnreachable } from "./storage-errors.js";
+
+export interface WriterEvents {
+  repaired?(events: number): void;
+  spooled?(events: number): void;
+  drained?(records: number): void;
+  drainFailed?(error: unknown): void;
+}
+
+export class DurableWriter {
+  /** Set by an unreachable-storage failure; cleared by a successful drain. */
+  private storageDown = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly spool: Spool | undefined,
+    private readonly ping: () => Promise<boolean>,
+    private readonly events: WriterEvents = {},
+    /** Rollup work left unfinished for this long is taken over (see repairRollups). */
+    private readonly repairAfterMs = 60_000,
+    private readonly retryMs = 500,
+  ) {
+    if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
+    this.repairTimer = setInterval(() => void this.repair(), Math.max(1000, Math.min(repairAfterMs / 2, 30_000)));
+    this.repairTimer.unref();
+    void this.repair();
+  }
+
+  private readonly repairTimer: NodeJS.Timeout;
+  private repairing: Promise<void> | undefined;
+
+  /** Counts events whose writer died between writing them and counting them in the rollups. */
+  repair(): Promise<void> {
+    this.repairing ??= repairRollups(this.c, this.repairAfterMs)
+      .then((n) => {
+        if (n > 0) this.events.repaired?.(n);
+      })
+      .catch(() => undefined) // storage down: the next round tries again
+      .finally(() => (this.repairing = undefined));
+    return this.repairing;
+  }
+
+  /** Events acknowledged but not yet in MongoDB. */
+  get pending(): number {
+    return this.spool?.pendingRecords ?? 0;
+  }
+
+  get spoolBytes(): number {
+    return this.spool?.pendingBytes ?? 0;
+  }
+
+  /**
+   * Writes a batch; returns the indexes that were duplicates. Spooled events are reported as new:
+   * whether they repeat an earlier event is settled, by event id, when they reach MongoDB.
+   */
+  async write(items: readonly { index: number; tracked: TrackedEvent }[]): Promise<Set<number>> {
+    if (this.spool && this.storageDown) return this.toSpool(items);
+    try {
+      return await writeEvents(this.c, items);
+    } catch (error) {
+      if (!this.spool || !isStorageUnreachable(error)) throw error;
+      this.storageDown = true;
+      return this.toSpool(items);
+    }
+  }
+
+  private toSpool(items: readonly { index: number; tracked: TrackedEvent }[]): Set<number> {
+    if (items.length > 0) {
+      this.spool!.append(items.map((i) => i.tracked));
+      this.events.spooled?.(items.length);
+    }
+    this.scheduleDrain(this.retryMs);
+    return new Set();
+  }
+
+  private scheduleDrain(delayMs: number): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.drainOnce();
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  /** One attempt: if MongoDB answers, replay the whole spool; otherwise try again later. */
+  private async drainOnce(): Promise<void> {
+    if (!this.spool || this.closed) return;
+    try {
+      if (!(await this.ping())) throw new Error("storage still unreachable");
+      const replayed = await this.spool.drain(async (events) => {
+        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })));
+      });
+      this.storageDown = false;
+      if (replayed > 0) this.events.drained?.(replayed);
+    } catch (error) {
+      this.events.drainFailed?.(error);
+    }
+    if (this.spool.pendingRecords > 0) this.scheduleDrain(this.retryMs);
+  }
+
+  /** Resolves once the spool is empty (or the timeout passes); for shutdown and tests. */
+  async settle(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.pending > 0 && Date.now() < until) {
+      if (!this.timer) this.scheduleDrain(0);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return this.pending === 0;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    clearInterval(this.repairTimer);
+    this.spool?.close();
+  }
+}

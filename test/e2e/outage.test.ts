@@ -1,0 +1,172 @@
+/**
+ * Fault tests with real processes and the real engine: nothing acknowledged is lost when MongoDB
+ * goes away mid-ingest, when the service is killed with events in its spool, or when it is told
+ * to stop while calls are in flight.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MongoClient } from "mongodb";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startServerProcess, type ServerProcess } from "../support/server-process.js";
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+
+let dir: string;
+let port: number;
+let engine: EmbeddedMongo | undefined;
+const servers: ServerProcess[] = [];
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "ca-outage-"));
+  port = await freePort();
+  engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
+});
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.stop("SIGKILL");
+  await engine?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const env = () => ({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "outage", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info", ROLLUP_REPAIR_AFTER_MS: "2000" });
+
+async function server(): Promise<ServerProcess> {
+  const s = await startServerProcess(env());
+  servers.push(s);
+  return s;
+}
+
+/**
+ * Sends batches of 50 keyed clicks until `stop()`, like a real client: a batch that failed is
+ * sent again with the same ids until acknowledged (or the run stops). Records acknowledged ids.
+ */
+function ingest(client: ClickAnalyticsClient, prefix: string) {
+  const acked: string[] = [];
+  const failures: number[] = [];
+  /** Sent but never acknowledged: may or may not be stored. */
+  const unknown: string[] = [];
+  let running = true;
+  let n = 0;
+  const done = (async () => {
+    let ids: string[] = [];
+    while (running) {
+      if (ids.length === 0) ids = Array.from({ length: 50 }, () => `${prefix}-${n++}`);
+      try {
+        const res = await client.logEvents(
+          { events: ids.map((eventId) => ({ kind: { case: "click" as const, value: { eventId, userId: "u", productId: "p", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 5 } } })) },
+          { timeoutMs: 10_000 },
+        );
+        expect(res.accepted + res.duplicates).toBe(50n);
+        acked.push(...ids);
+        ids = [];
+      } catch (error) {
+        failures.push((error as ServiceError).code);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    unknown.push(...ids);
+  })();
+  return { acked, failures, unknown, stop: async () => ((running = false), await done) };
+}
+
+/** Every acknowledged id is stored exactly once; the only others are the last, unacknowledged, batch's. */
+async function expectExactlyOnce(acked: readonly string[], unknown: readonly string[] = []): Promise<number> {
+  const mongo = new MongoClient(`mongodb://127.0.0.1:${port}/?directConnection=true`);
+  try {
+    const clicks = mongo.db("outage").collection("click_events");
+    const stored = await clicks.distinct("event_id");
+    expect(await clicks.countDocuments()).toBe(stored.length); // no id twice
+    const storedSet = new Set(stored);
+    expect(acked.filter((id) => !storedSet.has(id))).toEqual([]);
+    const allowed = new Set([...acked, ...unknown]);
+    expect(stored.filter((id) => !allowed.has(id))).toEqual([]);
+    return stored.length;
+  } finally {
+    await mongo.close();
+  }
+}
+
+/** Metrics answer again once the spool has drained (and rollups are whole); then they count every stored event. */
+async function waitForMetrics(client: ClickAnalyticsClient, atLeast: number, atMost = atLeast): Promise<number> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const clicks = await client.getCtr({ days: 1 }).then(
+      (res) => Number(res.clicks),
+      (error: ServiceError) => {
+        if (error.code !== Status.UNAVAILABLE) throw error;
+        return -1;
+      },
+    );
+    if (clicks >= atLeast && clicks <= atMost) return clicks;
+    if (Date.now() > until) throw new Error(`metrics count ${clicks} clicks, expected ${atLeast}..${atMost}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+it("MongoDB stops mid-ingest and comes back: every acknowledged event is stored exactly once", { timeout: 120_000 }, async () => {
+  const s = await server();
+  const client = createClickAnalyticsClient(s.address);
+  const load = ingest(client, "outage");
+  await new Promise((r) => setTimeout(r, 1500));
+  await engine!.stop();
+  const beforeOutage = load.acked.length;
+  await new Promise((r) => setTimeout(r, 2500));
+  // Still acknowledging while MongoDB is down: the spool took them.
+  expect(load.acked.length).toBeGreaterThan(beforeOutage);
+  const unavailable = (await client.getCtr({}).catch((e: unknown) => e)) as ServiceError;
+  expect(unavailable.code).toBe(Status.UNAVAILABLE);
+  engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
+  await new Promise((r) => setTimeout(r, 2000));
+  await load.stop();
+  const counted = await waitForMetrics(client, load.acked.length, load.acked.length + load.unknown.length);
+  client.close();
+  // The rollups behind the metrics count exactly what is stored.
+  expect(await expectExactlyOnce(load.acked, load.unknown)).toBe(counted);
+  expect(load.failures.filter((code) => code !== Status.UNAVAILABLE)).toEqual([]);
+});
+
+it("the service is killed with events in its spool: a restart replays them exactly once", { timeout: 120_000 }, async () => {
+  const first = await server();
+  const client = createClickAnalyticsClient(first.address);
+  const warm = ingest(client, "before");
+  await new Promise((r) => setTimeout(r, 800));
+  await warm.stop();
+  await engine!.stop();
+  const spooled = ingest(client, "spooled");
+  await new Promise((r) => setTimeout(r, 1500));
+  await spooled.stop();
+  client.close();
+  expect(spooled.acked.length).toBeGreaterThan(0);
+  expect(await first.stop("SIGKILL")).toBeNull();
+
+  engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
+  const second = await server();
+  const again = createClickAnalyticsClient(second.address);
+  const unknown = [...warm.unknown, ...spooled.unknown];
+  const counted = await waitForMetrics(again, warm.acked.length + spooled.acked.length, warm.acked.length + spooled.acked.length + unknown.length);
+  again.close();
+  expect(await expectExactlyOnce([...warm.acked, ...spooled.acked], unknown)).toBe(counted);
+});
+
+it("SIGTERM during ingest finishes the calls in flight and loses nothing", { timeout: 120_000 }, async () => {
+  const s = await server();
+  const clients = Array.from({ length: 8 }, () => createClickAnalyticsClient(s.address));
+  const loads = clients.map((c, i) => ingest(c, `term-${i}`));
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(await s.stop("SIGTERM")).toBe(0);
+  await Promise.all(loads.map((l) => l.stop()));
+  clients.forEach((c) => c.close());
+  const acked = loads.flatMap((l) => l.acked);
+  expect(acked.length).toBeGreaterThan(0);
+  // Calls after the shutdown began were refused (not acknowledged), never half-done.
+  expect(loads.flatMap((l) => l.failures).filter((code) => code !== Status.UNAVAILABLE)).toEqual([]);
+  await expectExactlyOnce(acked, loads.flatMap((l) => l.unknown));
+});
