@@ -8,10 +8,11 @@ import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.j
 import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
-import { timeBuckets, topQueries } from "../store/breakdowns.js";
+import { topQueries } from "../store/breakdowns.js";
 import { userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
+import { exportEvents } from "./export.js";
 import type { ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
 import { metricsFilter, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
@@ -283,7 +284,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       }
       const unit = req.granularity === Granularity.HOUR ? "hour" : "day";
       const starts = bucketStarts(zone, unit, filter.window.start, filter.window.end);
-      const rows = await timeBuckets(store.collections, filter, unit, zone, starts);
+      const rows = await metrics.timeSeries(filter, unit, zone, starts);
       return {
         periodDays: filter.window.days,
         granularity: unit === "hour" ? Granularity.HOUR : Granularity.DAY,
@@ -310,6 +311,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         await sleep(intervalMs, stop);
       }
     },
+
+    exportEvents: (req, ctx) => exportEvents(store, req, ctx, now()),
 
     async reset(_req, ctx) {
       requireAdmin(ctx, deps.adminToken);

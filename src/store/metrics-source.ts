@@ -7,6 +7,8 @@
  */
 import { rankStats, type RankStats } from "../core/metrics.js";
 import { hllEstimate, latencyQuantiles, mergeHll, emptyHll } from "../core/sketches.js";
+import type { BucketUnit } from "../core/time-buckets.js";
+import { timeBuckets, type BucketRow } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import {
   eventTotals,
@@ -28,6 +30,8 @@ export interface MetricsSource {
   /** Latency percentiles overall (key "") or per variant. */
   latency(f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>>;
   responseTimes(f: MetricsFilter): Promise<ResponseTimeStats>;
+  /** Per time bucket; `starts` are the buckets' starts in the zone (see core/time-buckets). */
+  timeSeries(f: MetricsFilter, unit: BucketUnit, zone: string, starts: readonly Date[]): Promise<BucketRow[]>;
 }
 
 /** Straight from the events: exact, and what every other source is checked against. */
@@ -37,6 +41,7 @@ export function rawMetrics(c: Collections): MetricsSource {
     ranks: (f, perVariant) => rankHistograms(c, f, perVariant),
     latency: (f, ps, perVariant) => latencyPercentiles(c, f, ps, perVariant),
     responseTimes: (f) => responseTimeStats(c, f),
+    timeSeries: (f, unit, zone, starts) => timeBuckets(c, f, unit, zone, starts),
   };
 }
 
@@ -77,6 +82,18 @@ export function fastMetrics(c: Collections, rollups: RollupReader): MetricsSourc
       if (f.userId !== undefined) return raw.latency(f, ps, perVariant);
       const w = await window(f);
       return new Map(pick(w, perVariant).filter(([, a]) => a.imp > 0).map(([k, a]) => [k, latencyQuantiles(a.rt, ps, boundsOf(a))]));
+    },
+    async timeSeries(f, unit, zone, starts) {
+      // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole hours.
+      if (f.userId !== undefined || starts.some((s) => s.getTime() % 3_600_000 !== 0)) return raw.timeSeries(f, unit, zone, starts);
+      const buckets = await rollups.buckets(f.window.start, starts, f.variant);
+      return buckets.map((a) => ({
+        impressions: a.imp,
+        clicks: a.clk,
+        searchesWithClicks: a.swc,
+        rankSum: a.rkSum,
+        p95: a.imp === 0 ? undefined : latencyQuantiles(a.rt, [0.95], boundsOf(a))[0],
+      }));
     },
     async responseTimes(f) {
       if (f.userId !== undefined) return raw.responseTimes(f);

@@ -263,7 +263,7 @@ function decode(d: RollupDocument): Decoded {
   };
 }
 
-function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">): void {
+function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">, withUsers = true): void {
   into.imp += d.imp;
   into.clk += d.clk;
   into.swc += d.swc;
@@ -274,7 +274,7 @@ function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">): void {
   if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
   for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
   mergeLatency(into.rt, d.rt);
-  mergeHll(into.users, d.users);
+  if (withUsers) mergeHll(into.users, d.users);
 }
 
 export interface WindowAggregates {
@@ -310,10 +310,7 @@ export class RollupReader {
         .toArray(),
       rawEdge(this.c, new Date(start), new Date(hourEdge), variant),
     ]);
-    const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
-    if (stale.length > 0) {
-      for (const doc of await rollups.find({ _id: { $in: stale } }).toArray()) this.remember(doc._id, decode(doc));
-    }
+    await this.refresh(versions);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
     const into = (v: string) => {
       let agg = out.variants.get(v);
@@ -327,6 +324,49 @@ export class RollupReader {
     for (const [v, d] of edge) addInto(into(v), d);
     for (const agg of out.variants.values()) addInto(out.overall, agg);
     return out;
+  }
+
+  /**
+   * Per time-series bucket (`starts` are bucket starts on UTC hour boundaries, oldest first):
+   * the window's partial first hour from raw events, then every hourly rollup from there on,
+   * each added to the bucket its hour falls in. Distinct users are not tracked per bucket.
+   */
+  async buckets(start: Date, starts: readonly Date[], variant?: string): Promise<RollupAggregate[]> {
+    const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
+    const rollups = rollupCollection(this.c);
+    const [versions, edge] = await Promise.all([
+      rollups.find({ g: "h", t: { $gte: new Date(hourEdge) }, ...(variant === undefined ? {} : { v: variant }) }, { projection: { _id: 1, ver: 1, t: 1 } }).toArray(),
+      rawEdge(this.c, start, new Date(hourEdge), variant),
+    ]);
+    await this.refresh(versions);
+    const out = starts.map(() => emptyAggregate());
+    const bucketOf = (t: number): number => {
+      // The last bucket starting at or before t (binary search).
+      let lo = 0;
+      let hi = starts.length - 1;
+      if (hi < 0 || t < starts[0]!.getTime()) return -1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid]!.getTime() <= t) lo = mid;
+        else hi = mid - 1;
+      }
+      return lo;
+    };
+    for (const { _id, t } of versions) {
+      const d = this.cache.get(_id);
+      const k = bucketOf(t.getTime());
+      if (d && k >= 0) addInto(out[k]!, d, false);
+    }
+    const first = bucketOf(start.getTime());
+    if (first >= 0) for (const d of edge.values()) addInto(out[first]!, d, false);
+    return out;
+  }
+
+  /** Brings the cache up to date with these documents' versions. */
+  private async refresh(versions: readonly { _id: string; ver: number }[]): Promise<void> {
+    const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
+    if (stale.length === 0) return;
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {

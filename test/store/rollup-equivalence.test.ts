@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventSchema } from "../../src/client/index.js";
+import { bucketStarts } from "../../src/core/time-buckets.js";
 import { timeWindow } from "../../src/core/window.js";
 import type { MetricsFilter } from "../../src/store/metrics-queries.js";
 import { fastMetrics, rawMetrics, type MetricsSource } from "../../src/store/metrics-source.js";
@@ -109,6 +110,23 @@ describe("rollups equal raw events", () => {
       const [rv, qv] = await Promise.all([raw.latency(f, [0.5, 0.95], true), fast.latency(f, [0.5, 0.95], true)]);
       expect([...qv.keys()].sort(), name).toEqual([...rv.keys()].sort());
       for (const [v, values] of rv) values.forEach((x, i) => close(qv.get(v)![i], x, 0.01));
+    }
+  });
+
+  it("time series: per-bucket counts exactly, p95 within 1%, in whole-hour and half-hour zones", async () => {
+    for (const zone of ["UTC", "America/New_York", "Asia/Kolkata"]) {
+      for (const unit of ["day", "hour"] as const) {
+        for (const days of unit === "day" ? [7, 35] : [2]) {
+          for (const variant of [undefined, "search_v2"]) {
+            const f: MetricsFilter = { window: timeWindow(days), variant };
+            const starts = bucketStarts(zone, unit, f.window.start, f.window.end);
+            const [r, q] = await Promise.all([raw.timeSeries(f, unit, zone, starts), fast.timeSeries(f, unit, zone, starts)]);
+            const name = `${zone} ${unit} ${days}d ${variant ?? "all"}`;
+            expect(q.map(({ p95: _, ...counts }) => counts), name).toEqual(r.map(({ p95: _, ...counts }) => counts));
+            r.forEach((row, i) => close(q[i]!.p95, row.p95, 0.01));
+          }
+        }
+      }
     }
   });
 
