@@ -2,17 +2,14 @@
  * `npm start`'s program (compiled by test/build-setup.ts) as a real process: embedded engine on DATA_DIR, serving, SIGTERM shutdown,
  * and data kept across restarts.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
+import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClickAnalyticsClient } from "../../src/client/index.js";
-
-const root = resolve(import.meta.dirname, "../..");
-const main = join(root, "dist/src/server/main.js");
+import { SERVER_MAIN as main, startServerProcess, type ServerProcess } from "../support/server-process.js";
 let dataDir: string;
 
 beforeAll(async () => {
@@ -20,35 +17,8 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dataDir, { recursive: true, force: true }));
 
-interface Started {
-  child: ChildProcess;
-  port: number;
-  logs: Record<string, unknown>[];
-}
-
-async function start(env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, [main], { env: { ...process.env, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, ...env }, stdio: ["ignore", "ignore", "pipe"] });
-  const logs: Record<string, unknown>[] = [];
-  const port = await new Promise<number>((resolvePort, reject) => {
-    createInterface({ input: child.stderr! }).on("line", (line) => {
-      try {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg === "click-analytics listening") resolvePort(entry.port as number);
-      } catch {
-        logs.push({ raw: line });
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${JSON.stringify(logs)}`)));
-  });
-  return { child, port, logs };
-}
-
-async function stop(s: Started, signal: NodeJS.Signals): Promise<number | null> {
-  s.child.kill(signal);
-  const [code] = (await once(s.child, "exit")) as [number | null];
-  return code;
-}
+const start = (env: Record<string, string>) => startServerProcess({ DATA_DIR: dataDir, ...env });
+const stop = (s: ServerProcess, signal: NodeJS.Signals) => s.stop(signal);
 
 it("serves with the embedded engine, stops cleanly on SIGTERM and keeps data across restarts", { timeout: 120_000 }, async () => {
   const first = await start({});
