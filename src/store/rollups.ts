@@ -41,8 +41,12 @@ export interface RollupDocument {
   ranks: Record<string, number>;
   /** latency bucket -> impressions (see latencyBucket) */
   rt: Record<string, number>;
-  /** HyperLogLog register -> rank, over users of clicks and impressions */
-  u: Record<string, number>;
+  /**
+   * HyperLogLog registers over users of clicks and impressions, two levels deep
+   * ({"<register / 128>": {"<register % 128>": rank}}): MongoDB finds a field by scanning its
+   * object, so 16,384 flat fields would make every $max of a batch crawl through all of them.
+   */
+  u: Record<string, Record<string, number>>;
 }
 
 const ROLLUPS = "rollups";
@@ -52,6 +56,9 @@ export function rollupCollection(c: Collections): Collection<RollupDocument> {
 }
 
 export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
+
+const USER_GROUP = 128;
+const userField = (register: number) => `u.${Math.floor(register / USER_GROUP)}.${register % USER_GROUP}`;
 
 const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
 const rollupId = (g: Grain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
@@ -76,7 +83,7 @@ class RollupDelta {
       d.inc.clk = (d.inc.clk ?? 0) + 1;
       d.inc.rk_sum = (d.inc.rk_sum ?? 0) + e.rank;
       d.inc[`ranks.${e.rank}`] = (d.inc[`ranks.${e.rank}`] ?? 0) + 1;
-      d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+      d.max[userField(register)] = Math.max(d.max[userField(register)] ?? 0, rank);
     });
   }
 
@@ -91,7 +98,7 @@ class RollupDelta {
       d.inc[bucket] = (d.inc[bucket] ?? 0) + 1;
       d.min = Math.min(d.min ?? Infinity, ms);
       d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, ms);
-      d.max[`u.${register}`] = Math.max(d.max[`u.${register}`] ?? 0, rank);
+      d.max[userField(register)] = Math.max(d.max[userField(register)] ?? 0, rank);
     });
   }
 
@@ -245,7 +252,8 @@ interface Decoded {
 const toNumberMap = (o: Record<string, number> | undefined) => new Map(Object.entries(o ?? {}).map(([k, n]) => [Number(k), Number(n)]));
 
 function decode(d: RollupDocument): Decoded {
-  const registers = toNumberMap(d.u);
+  const registers = new Map<number, number>();
+  for (const [hi, group] of Object.entries(d.u ?? {})) for (const [lo, rank] of Object.entries(group)) registers.set(Number(hi) * USER_GROUP + Number(lo), Number(rank));
   return {
     ver: Number(d.ver),
     v: d.v,
