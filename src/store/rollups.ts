@@ -341,9 +341,18 @@ export class RollupReader {
    */
   async buckets(start: Date, starts: readonly Date[], variant?: string): Promise<RollupAggregate[]> {
     const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
+    const variantFilter = variant === undefined ? {} : { v: variant };
+    // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
+    // 24th of the documents to read and merge.
+    const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const rollups = rollupCollection(this.c);
     const [versions, edge] = await Promise.all([
-      rollups.find({ g: "h", t: { $gte: new Date(hourEdge) }, ...(variant === undefined ? {} : { v: variant }) }, { projection: { _id: 1, ver: 1, t: 1 } }).toArray(),
+      rollups
+        .find(
+          { $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] },
+          { projection: { _id: 1, ver: 1, t: 1 } },
+        )
+        .toArray(),
       rawEdge(this.c, start, new Date(hourEdge), variant),
     ]);
     await this.refresh(versions);
