@@ -1,5 +1,7 @@
 /** `npm start`: configuration from the environment, storage, the gRPC server, signal handling. */
+import { realpathSync } from "node:fs";
 import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { ConfigError, configFromEnv } from "./config.js";
 import { createLogger } from "./logger.js";
@@ -50,8 +52,28 @@ async function main(): Promise<void> {
   if (stopping) await server.close();
 }
 
-main().catch((error: unknown) => {
-  const message = error instanceof ConfigError ? `invalid configuration: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error);
-  process.stderr.write(`click-analytics failed to start: ${message}\n`);
-  process.exit(1);
-});
+/** Runs the server configured by process.env until a signal stops it (`click-analytics serve` calls this). */
+export function runServer(): void {
+  main().catch((error: unknown) => {
+    const message = error instanceof ConfigError ? `invalid configuration: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error);
+    process.stderr.write(`click-analytics failed to start: ${message}\n`);
+    process.exit(1);
+  });
+}
+
+/** True when node was started on this file (`node dist/src/server/main.js`), not when it is imported. */
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  const self = fileURLToPath(import.meta.url);
+  for (const candidate of [entry, `${entry}.js`]) {
+    try {
+      if (realpathSync(candidate) === self) return true;
+    } catch {
+      // not this one
+    }
+  }
+  return false;
+}
+
+if (isEntryPoint()) runServer();

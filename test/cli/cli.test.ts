@@ -1,0 +1,509 @@
+/**
+ * The compiled `click-analytics` command (dist/, built by test/build-setup.ts) run as a child
+ * process against real servers loaded with a known dataset: what each command prints, its exit
+ * codes, and the ExportEvents RPC behind `export`.
+ */
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { toJson, type MessageInitShape } from "@bufbuild/protobuf";
+import { MongoClient } from "mongodb";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { ClickAnalytics, ClickSource, ExportKind, GetTopQueriesResponseSchema, GetVariantComparisonResponseSchema, type EventSchema } from "../../src/client/index.js";
+import { CONNECTION_OPTIONS } from "../../src/cli/commands/common.js";
+import { serverStream } from "../../src/cli/commands/stream.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const CLI = path.join(ROOT, "dist/src/cli/main.js");
+const HOUR = 3_600_000;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the compiled CLI; never rejects (the exit code is part of the answer). Colour variables removed unless given. */
+function cli(args: string[], env: Record<string, string | undefined> = {}, timeout = 30_000): Promise<Run> {
+  const base: Record<string, string | undefined> = { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, CLICK_ANALYTICS_ADDRESS: undefined, CLICK_ANALYTICS_TOKEN: undefined, ...env };
+  const clean = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: clean, timeout, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dataset: 400 searches and 100 clicks over the last two days, in two variants.
+//
+// search_v1: 200 searches, 40 of them clicked once; search_v2: 200 searches, 60 clicked once.
+// Queries: "blue shoes" (every 2nd search), "red dress", and `shoes, "red"` (a comma and quotes,
+// for the CSV). Every click is linked to its search.
+
+type EventInit = MessageInitShape<typeof EventSchema>;
+const QUERIES = ["blue shoes", "red dress", "blue shoes", 'shoes, "red"'];
+
+function dataset(now: number): EventInit[] {
+  const events: EventInit[] = [];
+  for (const [vi, variant] of ["search_v1", "search_v2"].entries()) {
+    for (let i = 0; i < 200; i++) {
+      const id = `${variant}-s${i}`;
+      const ts = now - 2 * HOUR - i * 7 * 60_000 - vi * 1000;
+      const query = QUERIES[i % QUERIES.length]!;
+      const userId = `user-${i % 25}`;
+      events.push({ kind: { case: "impression", value: { eventId: id, impressionId: id, userId, sessionId: i % 3 === 0 ? "" : `sess-${i % 7}`, query, variant, resultsCount: i % 50 === 0 ? 0 : 20, responseTimeMs: 20 + (i % 30) + vi * 5, timestamp: timestampFromMs(ts) } } });
+      const clicked = vi === 0 ? i % 5 === 1 : i % 10 < 3;
+      if (clicked) {
+        events.push({ kind: { case: "click", value: { eventId: `${id}-c`, impressionId: id, userId, productId: `prod-${i}`, rank: i % 4, searchQuery: query, variant, responseTimeMs: 20 + (i % 30), source: ClickSource.SEARCH_RESULTS, timestamp: timestampFromMs(ts + 3_000) } } });
+      }
+    }
+  }
+  return events;
+}
+
+async function load(h: Harness, events: EventInit[]): Promise<void> {
+  for (let i = 0; i < events.length; i += 1000) {
+    const r = await h.client.logEvents({ events: events.slice(i, i + 1000) });
+    expect(Number(r.rejected)).toBe(0);
+  }
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
+/** RFC 4180 parsing, enough for our own output: quoted fields with doubled quotes, CRLF rows. */
+function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') (field += '"', i++);
+      else if (ch === '"') quoted = false;
+      else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ",") (row.push(field), (field = ""));
+    else if (ch === "\r" && text[i + 1] === "\n") {
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = "";
+      i++;
+    } else field += ch;
+  }
+  if (field !== "" || row.length > 0) rows.push([...row, field]);
+  return rows;
+}
+
+const HEADER = ["kind", "event_id", "user_id", "session_id", "timestamp", "variant", "query", "product_id", "rank", "results_count", "response_time_ms", "impression_id", "source", "clicked"];
+
+let h: Harness;
+let address: string;
+let dir: string;
+
+beforeAll(async () => {
+  h = await startHarness();
+  address = h.server.address;
+  await load(h, dataset(Date.now()));
+  dir = await mkdtemp(path.join(os.tmpdir(), "ca-cli-"));
+});
+
+afterAll(async () => {
+  await h?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe("report", () => {
+  it("prints both variants, the comparison and the recommendation as a table, without colour when piped", async () => {
+    const c = await h.client.getVariantComparison({ days: 30 });
+    const r = await cli(["report", "--address", address]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/\x1b\[/);
+    expect(r.stdout).toMatch(/^Variant comparison: last 30 days, control search_v1, 95% confidence\n/);
+    expect(r.stdout).toMatch(/^search_v1 \(control\) +200 +40 +25 +20\.00% +\[[\d.]+%, [\d.]+%\] +20\.00% +\[[\d.]+%, [\d.]+%\]/m);
+    expect(r.stdout).toMatch(/^search_v2 +200 +60 +25 +30\.00% +\[[\d.]+%, [\d.]+%\] +30\.00% +\[[\d.]+%, [\d.]+%\]/m);
+    // The comparison: +10 pp in both CTRs, with the server's p-values.
+    const x = c.comparisons[0]!;
+    expect(r.stdout).toMatch(new RegExp(`^search_v2 +search CTR +\\+10\\.00 pp +\\[[-+][\\d.]+, \\+[\\d.]+\\] pp +\\+50\\.0% .* ${x.searchCtrPValue! < 0.001 ? "<0\\.001" : x.searchCtrPValue!.toFixed(3)}\\*?$`, "m"));
+    expect(r.stdout).toMatch(/^ +CTR +\+10\.00 pp /m);
+    expect(r.stdout).toMatch(/^ +p95 latency +\+[\d.]+ ms/m);
+    expect(r.stdout).toContain(`Highest CTR:    ${c.winnerByCtr}`);
+    expect(r.stdout).toMatch(/^Sample ratio: +ok \(p = 1\.000\)$/m);
+    const recommendation = c.recommendation ? `Recommendation: ship ${c.recommendation}` : `Recommendation: none (${c.recommendationReason})`;
+    expect(r.stdout).toContain(recommendation);
+  });
+
+  it("--json prints exactly the GetVariantComparison response", async () => {
+    const r = await cli(["report", "--json", "--address", address, "--days", "30", "--control", "search_v1"]);
+    expect(r.code).toBe(0);
+    const expected = toJson(GetVariantComparisonResponseSchema, await h.client.getVariantComparison({ days: 30, control: "search_v1" }));
+    expect(JSON.parse(r.stdout)).toEqual(expected);
+  });
+
+  it("colours with --color or FORCE_COLOR, never with NO_COLOR or --no-color", async () => {
+    const colored = await cli(["report", "--address", address, "--color"]);
+    expect(colored.stdout).toMatch(/\x1b\[1m/);
+    expect((await cli(["report", "--address", address], { FORCE_COLOR: "1" })).stdout).toMatch(/\x1b\[/);
+    expect((await cli(["report", "--address", address], { FORCE_COLOR: "1", NO_COLOR: "1" })).stdout).not.toMatch(/\x1b\[/);
+    expect((await cli(["report", "--address", address, "--no-color"], { FORCE_COLOR: "1" })).stdout).not.toMatch(/\x1b\[/);
+    expect((await cli(["report", "--address", address], { NO_COLOR: "1" })).stdout).not.toMatch(/\x1b\[/);
+  });
+
+  it("refuses bad flags with the usage and exit 64", async () => {
+    for (const args of [["--days", "0"], ["--days", "abc"], ["--confidence", "1.5"], ["--bogus"], ["extra"]]) {
+      const r = await cli(["report", "--address", address, ...args]);
+      expect(r.code, args.join(" ")).toBe(64);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toMatch(/^click-analytics report: .+\n\nusage: click-analytics report/);
+    }
+    // The server's own refusal of a value is also a usage error.
+    const bad = await cli(["report", "--address", address, "--control", "not a variant!"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/^click-analytics report: invalid argument: control: /);
+  });
+});
+
+describe("top-queries", () => {
+  it("prints the queries with their numbers, in the requested order", async () => {
+    const r = await cli(["top-queries", "--address", address]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Top queries by searches: last 30 days, all variants\n/);
+    // 400 searches: "blue shoes" every 2nd, the others every 4th; clicks 50 / 25 / 25.
+    expect(r.stdout).toMatch(/^1 +blue shoes +200 +\d+ +[\d.]+% +[\d.]+% +[\d.]+ +\d+$/m);
+    expect(r.stdout).toMatch(/^[23] +red dress +100 /m);
+    expect(r.stdout).toMatch(/^[23] +shoes, \\"red\\" +100 /m);
+
+    const json = await cli(["top-queries", "--address", address, "--json", "--variant", "search_v2", "--limit", "2", "--order-by", "clicks"]);
+    expect(json.code).toBe(0);
+    const expected = toJson(GetTopQueriesResponseSchema, await h.client.getTopQueries({ days: 30, variant: "search_v2", limit: 2, orderBy: 2 }));
+    expect(JSON.parse(json.stdout)).toEqual(expected);
+    expect((JSON.parse(json.stdout) as { queries: unknown[] }).queries).toHaveLength(2);
+
+    const bad = await cli(["top-queries", "--address", address, "--order-by", "popularity"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain("--order-by must be one of searches, clicks, ctr, no-results");
+  });
+});
+
+describe("watch", () => {
+  it("--count 2 prints two snapshots, one line each when not on a terminal", async () => {
+    const r = await cli(["watch", "--address", address, "--count", "2", "--interval", "1"]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split("\n");
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z overall: impressions=400 clicks=100 ctr=0\.2500 search_ctr=0\.2500 /);
+      expect(line).toContain(" | search_v1: impressions=200 clicks=40 ctr=0.2000");
+      expect(line).toContain(" | search_v2: impressions=200 clicks=60 ctr=0.3000");
+    }
+    const json = await cli(["watch", "--address", address, "--count", "1", "--json", "--variant", "search_v1"]);
+    expect(json.code).toBe(0);
+    expect((JSON.parse(json.stdout) as { overall: { impressions: string } }).overall.impressions).toBe("200");
+  });
+
+  it("stops cleanly on Ctrl-C (SIGINT) with exit 0", async () => {
+    const child = spawn(process.execPath, [CLI, "watch", "--address", address, "--interval", "1"], { stdio: ["ignore", "pipe", "pipe"] });
+    const lines = createInterface({ input: child.stdout });
+    await once(lines, "line");
+    child.kill("SIGINT");
+    const [code] = (await once(child, "exit")) as [number | null];
+    expect(code).toBe(0);
+  });
+});
+
+describe("export", () => {
+  it("--format csv writes a header and one row per stored event, oldest first, fields escaped", async () => {
+    const r = await cli(["export", "--address", address, "--format", "csv"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe("exported 500 events (400 impressions, 100 clicks)\n");
+    expect(r.stdout.startsWith(`${HEADER.join(",")}\r\n`)).toBe(true);
+    const rows = parseCsv(r.stdout);
+    expect(rows[0]).toEqual(HEADER);
+    const data = rows.slice(1);
+    expect(data).toHaveLength(500);
+    expect(data.every((row) => row.length === HEADER.length)).toBe(true);
+    const col = (name: string) => HEADER.indexOf(name);
+    expect(data.filter((row) => row[col("kind")] === "impression")).toHaveLength(400);
+    expect(data.filter((row) => row[col("kind")] === "click")).toHaveLength(100);
+    const times = data.map((row) => Date.parse(row[col("timestamp")]!));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+
+    const click = data.find((row) => row[col("event_id")] === "search_v1-s1-c")!;
+    expect(click).toEqual(["click", "search_v1-s1-c", "user-1", "", click[col("timestamp")], "search_v1", "red dress", "prod-1", "1", "", "21", "search_v1-s1", "SEARCH_RESULTS", ""]);
+    const search = data.find((row) => row[col("event_id")] === "search_v2-s3")!;
+    expect(search).toEqual(["impression", "search_v2-s3", "user-3", "", search[col("timestamp")], "search_v2", 'shoes, "red"', "", "", "20", "28", "search_v2-s3", "", "false"]);
+    expect(r.stdout).toContain(`"shoes, ""red"""`);
+    const withSession = data.find((row) => row[col("event_id")] === "search_v1-s1")!;
+    expect(withSession[col("session_id")]).toBe("sess-1");
+    expect(withSession[col("clicked")]).toBe("true");
+  });
+
+  it("--format jsonl writes one object per event with the same keys, null where a field does not apply", async () => {
+    const r = await cli(["export", "--address", address, "--format", "jsonl"]);
+    expect(r.code).toBe(0);
+    const objects = r.stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(objects).toHaveLength(500);
+    expect(objects.every((o) => JSON.stringify(Object.keys(o)) === JSON.stringify(HEADER))).toBe(true);
+    const click = objects.find((o) => o.event_id === "search_v2-s12-c")!;
+    expect(click).toEqual({
+      kind: "click",
+      event_id: "search_v2-s12-c",
+      user_id: "user-12",
+      session_id: null,
+      timestamp: expect.stringMatching(/Z$/),
+      variant: "search_v2",
+      query: "blue shoes",
+      product_id: "prod-12",
+      rank: 0,
+      results_count: null,
+      response_time_ms: 32,
+      impression_id: "search_v2-s12",
+      source: "SEARCH_RESULTS",
+      clicked: null,
+    });
+    const noResults = objects.find((o) => o.event_id === "search_v1-s50")!;
+    expect(noResults).toMatchObject({ kind: "impression", results_count: 0, rank: null, product_id: null, source: null, clicked: false, session_id: "sess-1" });
+  });
+
+  it("filters by kind, variant and user, and writes --output only when complete", async () => {
+    const clicks = await cli(["export", "--address", address, "--format", "jsonl", "--kind", "clicks", "--variant", "search_v2"]);
+    expect(clicks.stdout.trimEnd().split("\n")).toHaveLength(60);
+    const impressions = await cli(["export", "--address", address, "--kind", "impressions", "--user-id", "user-0"]);
+    // user-0: searches 0, 25, 50, ... in both variants: 8 each.
+    expect(parseCsv(impressions.stdout).slice(1)).toHaveLength(16);
+    const out = path.join(dir, "events.csv");
+    const file = await cli(["export", "--address", address, "--output", out, "--days", "2"]);
+    expect(file.code).toBe(0);
+    expect(file.stdout).toBe("");
+    expect(file.stderr).toBe(`exported 500 events (400 impressions, 100 clicks) to ${out}\n`);
+    expect(parseCsv(await readFile(out, "utf8"))).toHaveLength(501);
+    expect(existsSync(`${out}.partial`)).toBe(false);
+
+    const bad = await cli(["export", "--address", address, "--format", "parquet"]);
+    expect(bad.code).toBe(64);
+    const badKind = await cli(["export", "--address", address, "--kind", "views"]);
+    expect(badKind.code).toBe(64);
+  });
+});
+
+describe("ExportEvents (the RPC behind export)", () => {
+  it("streams batches of at most 1,000 events in timestamp order, and honours the filters", async () => {
+    const big = await startHarness();
+    try {
+      const now = Date.now();
+      const events: EventInit[] = Array.from({ length: 2_500 }, (_, i) => ({
+        kind: { case: "impression", value: { eventId: `e${i}`, userId: `u${i % 3}`, query: "q", variant: i % 2 ? "b" : "a", resultsCount: 1, responseTimeMs: 1, timestamp: timestampFromMs(now - HOUR - (i % 1_000) * 1_000 - Math.floor(i / 1_000)) } },
+      }));
+      await load(big, events);
+      const conn = { address: big.server.address, timeoutMs: 10_000 };
+      const sizes: number[] = [];
+      const times: number[] = [];
+      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1 })) {
+        sizes.push(batch.events.length);
+        for (const e of batch.events) times.push(Number(e.timestamp!.seconds) * 1000 + e.timestamp!.nanos / 1e6);
+      }
+      expect(sizes).toEqual([1_000, 1_000, 500]);
+      expect(times).toEqual([...times].sort((a, b) => a - b));
+      let filtered = 0;
+      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1, variant: "b", userId: "u1", kind: ExportKind.IMPRESSIONS })) filtered += batch.events.length;
+      expect(filtered).toBe(events.filter((_, i) => i % 2 === 1 && i % 3 === 1).length);
+      let clicks = 0;
+      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { kind: ExportKind.CLICKS })) clicks += batch.events.length;
+      expect(clicks).toBe(0);
+      // Leaving early cancels the call; the server carries on serving.
+      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1 })) {
+        expect(batch.events).toHaveLength(1_000);
+        break;
+      }
+      expect(Number((await big.client.getCtr({ days: 1 })).impressions)).toBe(2_500);
+      // Bad filters are INVALID_ARGUMENT before anything is read.
+      await expect(
+        (async () => {
+          for await (const _ of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 400 })) void _;
+        })(),
+      ).rejects.toMatchObject({ code: 3, details: expect.stringMatching(/^days: /) });
+    } finally {
+      await big.close();
+    }
+  });
+});
+
+describe("load", () => {
+  it("--events 500 stores exactly 500 events and reports them", async () => {
+    const fresh = await startHarness();
+    try {
+      const r = await cli(["load", "--events", "500", "--seed", "3", "--address", fresh.server.address], {}, 60_000);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toMatch(/^loading 500 events over the last 30 days \(25 users, seed 3\) into /);
+      expect(r.stderr).toMatch(/load \[#+\] 100\.0% 500\/500 /);
+      expect(r.stdout).toMatch(/^sent 500 events \(\d+ searches, \d+ clicks, \d+ users\) in /);
+      expect(r.stdout).toContain("accepted 500, duplicates 0, rejected 0");
+      const ctr = await fresh.client.getCtr({ days: 30 });
+      expect(Number(ctr.impressions) + Number(ctr.clicks)).toBe(500);
+      // The same seed again: all duplicates, nothing counted twice.
+      const again = await cli(["load", "--events", "500", "--seed", "3", "--address", fresh.server.address], {}, 60_000);
+      expect(again.stdout).toContain("accepted 0, duplicates 500, rejected 0");
+      const after = await fresh.client.getCtr({ days: 30 });
+      expect(Number(after.impressions) + Number(after.clicks)).toBe(500);
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  it("needs --events", async () => {
+    const r = await cli(["load", "--address", address]);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/^click-analytics load: --events is required\n\nusage: click-analytics load/);
+  });
+});
+
+describe("errors", () => {
+  it("an unreachable server is one line and exit 2, for every command", async () => {
+    const port = await closedPort();
+    for (const args of [["report"], ["report", "--html", path.join(dir, "never.html")], ["top-queries"], ["watch", "--count", "1"], ["export"], ["load", "--events", "10"]]) {
+      const r = await cli([...args, "--address", `127.0.0.1:${port}`]);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.stderr, args.join(" ")).toMatch(new RegExp(`^(loading .*\\n)?(load \\[.*\\n)?click-analytics ${args[0]}: cannot reach ClickAnalytics at 127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*\\n$`));
+    }
+    expect(existsSync(path.join(dir, "never.html"))).toBe(false);
+  });
+
+  it("a missing or unknown token is exit 3, a good one works", async () => {
+    const guarded = await startHarness({ tokens: [{ token: "t", role: "reader" }] });
+    try {
+      const a = guarded.server.address;
+      for (const args of [["report"], ["report", "--token", "wrong"], ["top-queries", "--token", "nope"], ["watch", "--count", "1", "--token", "x"]]) {
+        const r = await cli([...args, "--address", a]);
+        expect(r.code, args.join(" ")).toBe(3);
+        expect(r.stderr).toMatch(new RegExp(`^click-analytics ${args[0]}: authentication failed: .*needs a token with role reader or admin\\n$`));
+        expect(r.stderr).not.toContain("wrong");
+      }
+      expect((await cli(["report", "--token", "t", "--address", a])).code).toBe(0);
+      expect((await cli(["top-queries", "--address", a], { CLICK_ANALYTICS_TOKEN: "t" })).code).toBe(0);
+      // A reader may not write.
+      const write = await cli(["load", "--events", "10", "--token", "t", "--address", a]);
+      expect(write.code).toBe(3);
+      expect(write.stderr).toMatch(/click-analytics load: permission denied: LogEvents needs a token with role writer or admin/);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it("takes the address from CLICK_ANALYTICS_ADDRESS and refuses unreadable TLS files", async () => {
+    expect((await cli(["top-queries"], { CLICK_ANALYTICS_ADDRESS: address })).code).toBe(0);
+    const r = await cli(["report", "--address", address, "--tls-ca", path.join(dir, "missing.pem")]);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/--tls-ca .*missing\.pem: cannot be read \(ENOENT\)/);
+    const half = await cli(["report", "--address", address, "--tls-cert", CLI]);
+    expect(half.code).toBe(64);
+    expect(half.stderr).toContain("--tls-cert and --tls-key go together");
+  });
+
+  it("a plaintext server reached with TLS is unreachable (exit 2), not a crash", async () => {
+    // TLS with the system's roots against a plaintext port: the handshake cannot succeed.
+    const r = await cli(["top-queries", "--address", address, "--tls-server-name", "localhost", "--timeout", "3"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^click-analytics top-queries: cannot reach ClickAnalytics at [^\n]+\n$/);
+  });
+});
+
+describe("help and usage", () => {
+  const commands = ["serve", "report", "top-queries", "watch", "export", "load"];
+
+  it("--help for every command prints its usage on stdout, exit 0", async () => {
+    for (const name of commands) {
+      const r = await cli([name, "--help"]);
+      expect(r.code, name).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^usage: click-analytics ${name}`));
+      expect(r.stderr).toBe("");
+      if (name !== "serve") {
+        // Every client command documents every connection flag.
+        for (const flag of Object.keys(CONNECTION_OPTIONS)) expect(r.stdout, `${name} --${flag}`).toContain(`--${flag}`);
+      }
+    }
+    expect((await cli(["help", "export"])).stdout).toMatch(/^usage: click-analytics export/);
+  });
+
+  it("the top-level usage lists the commands; no command or an unknown one is exit 64", async () => {
+    const help = await cli(["--help"]);
+    expect(help.code).toBe(0);
+    for (const name of commands) expect(help.stdout).toMatch(new RegExp(`^  ${name} `, "m"));
+    const none = await cli([]);
+    expect(none.code).toBe(64);
+    expect(none.stderr).toMatch(/^usage: click-analytics <command>/);
+    const unknown = await cli(["frobnicate"]);
+    expect(unknown.code).toBe(64);
+    expect(unknown.stderr).toMatch(/^click-analytics: unknown command "frobnicate"/);
+    const version = await cli(["--version"]);
+    expect(version.stdout).toMatch(/^click-analytics \d+\.\d+\.\d+\n$/);
+  });
+
+  it("serve --help names the variable behind every flag", async () => {
+    const r = await cli(["serve", "--help"]);
+    for (const pair of ["--port N", "[PORT]", "--mongodb-uri URI", "[MONGODB_URI]", "--tokens LIST", "[CLICK_ANALYTICS_TOKENS]", "--tls-client-ca FILE", "[TLS_CLIENT_CA_FILE]", "--spool-dir DIR", "[SPOOL_DIR]", "--log-level LEVEL", "[LOG_LEVEL]", "--db NAME", "[MONGODB_DB]", "--admin-token TOKEN", "[CLICK_ANALYTICS_ADMIN_TOKEN]"]) {
+      expect(r.stdout).toContain(pair);
+    }
+  });
+});
+
+describe("serve", () => {
+  it("runs the server with the flags as its configuration and stops on SIGTERM", async () => {
+    const db = `test_cli_serve_${process.pid}`;
+    const child = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--mongodb-uri", inject("mongoUri"), "--db", db, "--log-level", "info", "--tokens", "reader:serve-test-token"], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, PORT: "1" },
+    });
+    try {
+      const logs: Record<string, unknown>[] = [];
+      const port = await new Promise<number>((resolve, reject) => {
+        createInterface({ input: child.stderr! }).on("line", (line) => {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === "click-analytics listening") resolve(entry.port as number);
+        });
+        child.once("exit", (code) => reject(new Error(`serve exited with ${code}: ${JSON.stringify(logs)}`)));
+      });
+      expect(logs.find((l) => l.msg === "click-analytics listening")).toMatchObject({ host: "127.0.0.1", db });
+      expect(logs.some((l) => typeof l.msg === "string" && l.msg.startsWith("access control on"))).toBe(true);
+      const r = await cli(["top-queries", "--address", `127.0.0.1:${port}`, "--token", "serve-test-token"]);
+      expect(r.code).toBe(0);
+      child.kill("SIGTERM");
+      const [code] = (await once(child, "exit")) as [number | null];
+      expect(code).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      const mongo = new MongoClient(inject("mongoUri"));
+      await mongo.db(db).dropDatabase().catch(() => undefined);
+      await mongo.close();
+    }
+  });
+
+  it("an invalid flag value stops it at start naming the variable", async () => {
+    const r = await cli(["serve", "--port", "99999"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('click-analytics failed to start: invalid configuration: PORT must be an integer between 0 and 65535, got "99999"\n');
+    const unknown = await cli(["serve", "--prot", "1"]);
+    expect(unknown.code).toBe(64);
+    expect(unknown.stderr).toMatch(/^click-analytics serve: Unknown option '--prot'/);
+  });
+});
