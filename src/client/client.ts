@@ -132,16 +132,23 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
       new Promise((resolve, reject) => {
         const message = create(method.input, request);
         const channel = carriesEventIds(method, message as unknown as Record<string, unknown>) ? retrying : plain;
-        const pending = channel.makeUnaryRequest<MessageShape<I>, MessageShape<O>>(
+        let pending: grpc.ClientUnaryCall | undefined;
+        const cancel = () => pending?.cancel();
+        pending = channel.makeUnaryRequest<MessageShape<I>, MessageShape<O>>(
           pathOf(method),
           (m) => Buffer.from(toBinary(method.input, m)),
           (bytes) => fromBinary(method.output, bytes),
           message,
           metadataFor(call),
           { deadline: deadlineFor(call, options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS) },
-          (error, response) => (error || response === undefined ? reject(error) : resolve(response)),
+          (error, response) => {
+            // One signal may serve many calls: each removes its own listener when it ends.
+            call.signal?.removeEventListener("abort", cancel);
+            if (error || response === undefined) reject(error);
+            else resolve(response);
+          },
         );
-        call.signal?.addEventListener("abort", () => pending.cancel(), { once: true });
+        call.signal?.addEventListener("abort", cancel, { once: true });
       });
   };
 

@@ -29,7 +29,7 @@ export function bearerToken(ctx: CallContext): string | undefined {
 /** Who may call a ClickAnalytics method: Log*, Stream* write; Get*, Watch* read; anything else (Reset) is admin only. */
 export function rolesFor(method: Pick<DescMethod, "name">): readonly Role[] {
   if (/^(Log|Stream)[A-Z]/.test(method.name)) return ["writer", "admin"];
-  if (/^(Get|Watch)[A-Z]/.test(method.name)) return ["reader", "admin"];
+  if (/^(Get|Watch|Export)[A-Z]/.test(method.name)) return ["reader", "admin"];
   return ["admin"];
 }
 

@@ -243,3 +243,20 @@ describe("token configuration", () => {
     }
   });
 });
+
+describe("roles per method", () => {
+  it("gives every ClickAnalytics method to the roles its prefix names, Reset to admins only", async () => {
+    const { rolesFor } = await import("../../src/server/auth.js");
+    const { ClickAnalytics } = await import("../../gen/clickanalytics/v1/click_analytics_pb.js");
+    const byMethod = Object.fromEntries(ClickAnalytics.methods.map((m) => [m.name, rolesFor(m)]));
+    expect(byMethod).toMatchObject({
+      LogClick: ["writer", "admin"],
+      LogEvents: ["writer", "admin"],
+      StreamEvents: ["writer", "admin"],
+      GetCtr: ["reader", "admin"],
+      WatchMetrics: ["reader", "admin"],
+      ExportEvents: ["reader", "admin"],
+      Reset: ["admin"],
+    });
+  });
+});
