@@ -12,8 +12,9 @@
  * - clicked ranks roughly geometric (most at 0-2), later clicks further down the page;
  * - log-normal latencies (median ~60 ms; search_v2 a little faster at the median, with a longer
  *   tail); clicks carry the latency of their search;
- * - timestamps over the last `days` days with a daily cycle (busiest in the evening, UTC), never
- *   in the future; clicks a few seconds after their search, linked by impression_id;
+ * - timestamps over the last `days` days in time order (as live traffic or a replayed log), with
+ *   a daily cycle (busiest in the evening, UTC), never in the future; clicks a few seconds after
+ *   their search, linked by impression_id;
  * - every event has an event_id, derived from the seed and its position: loading the same
  *   dataset twice is recognised as duplicates.
  *
@@ -346,6 +347,9 @@ const ANOTHER_CLICK_PROBABILITY = 0.28;
 /** Geometric parameter of the first clicked rank: P(rank 0) = 0.5, P(rank <= 2) = 0.875. */
 const FIRST_RANK_P = 0.5;
 const SESSION_MS = 30 * 60 * 1000;
+/** Events per search on average: the search itself plus ~20% clicked, some more than once. */
+const EVENTS_PER_SEARCH = 1.27;
+
 /** Searches stop a minute before `now`, so that their clicks also fall before it. */
 const END_MARGIN_MS = 60_000;
 
@@ -398,6 +402,14 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
   const rng = new Rng(options.seed, 3);
   const span = Math.max(1, endMs - END_MARGIN_MS - startMs);
 
+  // Searches arrive in time order, as live traffic (and a replayed log) does: a Poisson process
+  // whose rate follows the daily cycle. Each step is an exponential gap, shortened where the
+  // cycle is busy; the mean gap spreads the expected number of searches over the window.
+  const expectedSearches = Math.max(1, options.events / EVENTS_PER_SEARCH);
+  const meanWeight = Array.from({ length: 288 }, (_, i) => diurnalWeight(i * 300_000)).reduce((a, b) => a + b, 0) / 288;
+  const meanGapMs = (span / expectedSearches) * meanWeight;
+  let clockMs = startMs;
+
   let produced = 0;
   let search = 0;
   const emit = (variant: string, userIndex: number, kind: "impression" | "click") => {
@@ -415,9 +427,8 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
     const userId = userIdOf(userIndex);
     const variant = variantOf(userId);
     const model = VARIANT_MODELS[variant]!;
-    let timestampMs: number;
-    do timestampMs = startMs + Math.floor(rng.next() * span);
-    while (rng.next() > diurnalWeight(timestampMs));
+    clockMs += (-Math.log(1 - rng.next()) * meanGapMs) / Math.max(0.05, diurnalWeight(clockMs));
+    const timestampMs = Math.min(startMs + span - 1, Math.floor(clockMs));
     const query = surfaceForm(vocabulary[querySampler.sample(rng)]!, rng);
     const noResults = rng.next() < NO_RESULTS_PROBABILITY;
     const resultsCount = noResults ? 0 : Math.min(10_000, Math.max(1, Math.round(rng.logNormal(48, 1))));
