@@ -1,6 +1,7 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { TrackedEvent } from "../core/batch.js";
+import { keyIs } from "./indexes.js";
 import { flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
@@ -84,9 +85,9 @@ async function linkClicks(c: Collections, clickedImpressionIds: string[], newImp
 
 /** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */
 export async function findOriginalClick(c: Collections, eventId: string): Promise<ClickDocument | null> {
-  return c.clicks.findOne({ event_id: eventId }, { projection: { _id: 0 } });
+  return c.clicks.findOne({ event_id: keyIs(eventId) }, { projection: { _id: 0 } });
 }
 
 export async function findOriginalImpression(c: Collections, eventId: string, impressionId: string): Promise<ImpressionDocument | null> {
-  return c.impressions.findOne({ $or: [{ event_id: eventId }, { impression_id: impressionId }] }, { projection: { _id: 0 } });
+  return c.impressions.findOne({ $or: [{ event_id: keyIs(eventId) }, { impression_id: keyIs(impressionId) }] }, { projection: { _id: 0 } });
 }

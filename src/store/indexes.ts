@@ -13,6 +13,14 @@ export const EVENT_INDEXES: IndexDescription[] = [
 // Unique only where the key is a string: documents written before event ids existed have none.
 const hasString = (field: string) => ({ partialFilterExpression: { [field]: { $type: "string" } } });
 
+/**
+ * A condition on a key of these partial indexes. The planner uses a partial index only when the
+ * query implies its filter, and equality alone does not imply `$type: "string"`: without this,
+ * key lookups scan the collection.
+ */
+export const keyIs = (value: string) => ({ $eq: value, $type: "string" as const });
+export const keyIn = (values: readonly string[]) => ({ $in: [...values], $type: "string" as const });
+
 /** Small indexes over work in flight only (see repairRollups). */
 const inFlight = (field: string): IndexDescription => ({ key: { [field]: 1 }, name: `${field}_in_flight`, partialFilterExpression: { [field]: { $exists: true } } });
 

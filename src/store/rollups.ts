@@ -14,6 +14,7 @@ import { MongoServerError, type Collection, type Document } from "mongodb";
 import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
+import { keyIn } from "./indexes.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -157,9 +158,9 @@ export async function rollUp(c: Collections, clicks: readonly ClickDocument[], i
 export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[]): Promise<void> {
   if (impressionIds.length === 0) return;
   const claim = pendingMarker();
-  const res = await c.impressions.updateMany({ impression_id: { $in: [...impressionIds] }, clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
+  const res = await c.impressions.updateMany({ impression_id: keyIn(impressionIds), clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
   if (res.modifiedCount === 0) return;
-  await countClicked(c, { impression_id: { $in: [...impressionIds] }, click_claim: claim }, claim);
+  await countClicked(c, { impression_id: keyIn(impressionIds), click_claim: claim }, claim);
 }
 
 async function countClicked(c: Collections, claimed: Document, claim: string): Promise<void> {
