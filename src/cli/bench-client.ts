@@ -156,6 +156,8 @@ export interface RunShapesOptions {
   timeoutMs: number;
   shapes?: readonly MetricShape[];
   onCall?: () => void;
+  /** After each shape: a long run's log keeps what it measured even if it is interrupted later. */
+  onShape?: (result: ShapeResult) => void;
 }
 
 /** Runs every shape in turn: `warmup` untimed calls, then `iterations` timed ones, sequentially. */
@@ -183,7 +185,7 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
       }
       options.onCall?.();
     }
-    shapes.push({
+    const result: ShapeResult = {
       name: shape.name,
       rpc: shape.rpc,
       calls: options.iterations,
@@ -191,10 +193,22 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
       ...(firstError === undefined ? {} : { firstError }),
       seconds: (performance.now() - started) / 1000,
       latencyMs: summarize(samples),
-    });
+    };
+    shapes.push(result);
+    options.onShape?.(result);
   }
   return { iterations: options.iterations, warmup: options.warmup, shapes };
 }
+
+/** One line for a log: "GetCtr 30d: 200 calls, p50 1.2 / p95 3.4 / p99 5.6 ms, 0 errors". */
+export function describeShape(r: Pick<ShapeResult, "name" | "calls" | "errors" | "latencyMs" | "firstError">): string {
+  const l = r.latencyMs;
+  const figures = l ? `p50 ${l.p50.toFixed(2)} / p95 ${l.p95.toFixed(2)} / p99 ${l.p99.toFixed(2)} ms` : "no successful call";
+  return `${r.name}: ${r.calls} calls, ${figures}, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ""}`;
+}
+
+/** On a terminal the progress bar owns the current line: start a new one first. */
+const progressBreak = () => (process.stderr.isTTY ? "\r\x1b[K" : "");
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -226,7 +240,11 @@ async function main(): Promise<void> {
     await client.waitForReady(30_000);
     let calls = 0;
     const progress = createProgress({ label: "metrics", total: METRIC_SHAPES.length * (options.iterations + options.warmup), unit: "calls" });
-    const report = await runShapes(client, { ...options, onCall: () => progress.update(++calls) });
+    const report = await runShapes(client, {
+      ...options,
+      onCall: () => progress.update(++calls),
+      onShape: (r) => process.stderr.write(`${progressBreak()}bench-client: ${describeShape(r)}\n`),
+    });
     progress.finish();
     process.stdout.write(JSON.stringify(report) + "\n");
   } finally {

@@ -21,7 +21,7 @@ import { Double, MongoClient, type Db, type Document, type IndexDescription } fr
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { EVENT_INDEXES } from "../store/indexes.js";
-import { METRIC_SHAPES, ParamSource, summarize, TOP_QUERIES_LIMIT, type ClientReport, type LatencySummary, type MetricRpc, type ShapeParams } from "./bench-client.js";
+import { describeShape, METRIC_SHAPES, ParamSource, summarize, TOP_QUERIES_LIMIT, type ClientReport, type LatencySummary, type MetricRpc, type ShapeParams } from "./bench-client.js";
 import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
 import { createProgress, formatDuration, formatInteger } from "./progress.js";
 
@@ -219,6 +219,8 @@ export interface ServerLog {
   warnings: number;
   errors: number;
   messages: Record<string, number>;
+  /** The first line logged of each kind, in full (up to 1,000 characters): the error behind it. */
+  samples: Record<string, string>;
 }
 
 interface ServerHandle {
@@ -233,17 +235,20 @@ interface ServerHandle {
 /** Variables that would change what is measured (access control, TLS, another storage). */
 const SERVER_ENV_DROPPED = ["CLICK_ANALYTICS_TOKENS", "CLICK_ANALYTICS_TOKENS_FILE", "CLICK_ANALYTICS_ADMIN_TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "DATA_DIR"];
 
-async function startServerProcess(mongoUri: string, dbName: string): Promise<ServerHandle> {
-  const env: NodeJS.ProcessEnv = { ...process.env, MONGODB_URI: mongoUri, MONGODB_DB: dbName, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info" };
+async function startServerProcess(mongoUri: string, dbName: string, cleaningUp: AbortSignal): Promise<ServerHandle> {
+  // A short shutdown grace: at exit nothing of ours is worth waiting for.
+  const env: NodeJS.ProcessEnv = { ...process.env, MONGODB_URI: mongoUri, MONGODB_DB: dbName, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", SHUTDOWN_GRACE_MS: "2000" };
   for (const name of SERVER_ENV_DROPPED) delete env[name];
   const child = spawn(process.execPath, [SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let stopping = false;
   const handle: ServerHandle = {
     child,
     pid: child.pid ?? -1,
     address: "",
-    log: { warnings: 0, errors: 0, messages: {} },
+    log: { warnings: 0, errors: 0, messages: {}, samples: {} },
     async stop() {
+      stopping = true;
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
@@ -271,7 +276,10 @@ async function startServerProcess(mongoUri: string, dbName: string): Promise<Ser
         else handle.log.errors++;
         const key = `${entry.level}: ${String(entry.msg)}`;
         // A bounded set of distinct messages: one for every kind, not every occurrence.
-        if (key in handle.log.messages || Object.keys(handle.log.messages).length < 50) handle.log.messages[key] = (handle.log.messages[key] ?? 0) + 1;
+        if (key in handle.log.messages || Object.keys(handle.log.messages).length < 50) {
+          handle.log.messages[key] = (handle.log.messages[key] ?? 0) + 1;
+          handle.log.samples[key] ??= line.slice(0, 1_000);
+        }
       }
       if (entry.msg === "click-analytics listening" && typeof entry.port === "number") {
         clearTimeout(timer);
@@ -282,6 +290,9 @@ async function startServerProcess(mongoUri: string, dbName: string): Promise<Ser
       clearTimeout(timer);
       reject(new Error(`the server exited before listening (code ${code}, signal ${signal}):\n${recent.join("\n")}`));
     });
+  });
+  child.once("exit", (code, signal) => {
+    if (!stopping && !cleaningUp.aborted) log(`the server exited unexpectedly (code ${code}, signal ${signal}); the figures from here on are meaningless`);
   });
   return Object.assign(handle, { address: `127.0.0.1:${port}` });
 }
@@ -531,7 +542,10 @@ async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): P
       }
       progress.update(++done);
     }
-    results.push({ name: shape.name, calls: iterations, errors, ...(firstError === undefined ? {} : { firstError }), latencyMs: summarize(samples) });
+    const result: RawQueryResult = { name: shape.name, calls: iterations, errors, ...(firstError === undefined ? {} : { firstError }), latencyMs: summarize(samples) };
+    results.push(result);
+    if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+    log(`raw ${describeShape(result)}`);
   }
   progress.finish();
   return results;
@@ -566,7 +580,15 @@ interface UnaryResult {
   latencyMs: LatencySummary | null;
 }
 
-async function measureUnary(address: string, o: BenchOptions, searches: number, idPrefix: string, runTag: string, register: (c: ClickAnalyticsClient) => void): Promise<UnaryResult> {
+async function measureUnary(
+  address: string,
+  o: BenchOptions,
+  searches: number,
+  idPrefix: string,
+  runTag: string,
+  register: (c: ClickAnalyticsClient) => void,
+  signal: AbortSignal,
+): Promise<UnaryResult> {
   // One connection per client (no shared subchannel pool), as 64 separate callers would have.
   const clients = Array.from({ length: UNARY_CLIENTS }, () => createClickAnalyticsClient(address, { defaultTimeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }));
   clients.forEach(register);
@@ -585,7 +607,7 @@ async function measureUnary(address: string, o: BenchOptions, searches: number, 
   await Promise.all(
     clients.map(async (client, k) => {
       const rng = new Rng(o.seed, 100 + k);
-      for (let i = 0; performance.now() < deadline; i++) {
+      for (let i = 0; performance.now() < deadline && !signal.aborted; i++) {
         const userId = userIdOf(rng.int(o.users));
         const searchQuery = vocabulary[rng.int(vocabulary.length)]!;
         const rank = rng.geometric(0.42);
@@ -751,6 +773,8 @@ function printReport(r: BenchReport): string {
 // The run
 
 interface Resources {
+  /** Aborted first at cleanup: cancels the calls in flight (closing a channel does not). */
+  abort: AbortController;
   tempDir?: string;
   engine?: EmbeddedMongo;
   enginePending?: Promise<EmbeddedMongo>;
@@ -771,6 +795,7 @@ async function cleanUp(res: Resources): Promise<void> {
       log(`cleanup: ${what}: ${(error as Error).message}`);
     }
   };
+  res.abort.abort();
   await step("sampler", () => res.sampler?.stop());
   for (const c of res.clients.splice(0)) await step("client", () => c.close());
   if (res.child && res.child.exitCode === null && res.child.signalCode === null) res.child.kill("SIGTERM");
@@ -808,6 +833,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     res.enginePending = startEmbeddedMongo({ dbPath: dataDir });
     res.engine = await res.enginePending;
     mongoUri = res.engine.uri;
+    log(`engine pid ${res.engine.pid} at ${mongoUri}`);
     sampler.track("engine", res.engine.pid);
   }
   res.mongo = new MongoClient(mongoUri, { serverSelectionTimeoutMS: 30_000 });
@@ -815,7 +841,8 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
 
   // Server
   log(`starting the server (database ${dbName})`);
-  res.server = await startServerProcess(mongoUri, dbName);
+  res.server = await startServerProcess(mongoUri, dbName, res.abort.signal);
+  log(`server pid ${res.server.pid} listening on ${res.server.address}`);
   sampler.track("server", res.server.pid);
   sampler.start();
   const client = createClickAnalyticsClient(res.server.address, { defaultTimeoutMs: 120_000 });
@@ -826,9 +853,10 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   sampler.phase = "load";
   const now = Date.now();
   const progress = createProgress({ label: "ingest", total: o.events, unit: "events" });
-  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams }, (p) => progress.update(p.sent));
+  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
   progress.finish();
   const s = load.stats;
+  log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
   if (load.rejected > 0) log(`the server rejected ${load.rejected} event(s), e.g. ${JSON.stringify(load.rejections[0])}`);
   if (load.duplicates > 0) log(`the server saw ${load.duplicates} duplicate(s)`);
 
@@ -847,7 +875,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     storedDocuments: stored,
     ok: Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks,
   };
-  if (!verify.ok) log(`verification failed: ${JSON.stringify(verify)}`);
+  log(`verify: ${JSON.stringify(verify)}`);
 
   // 3. Raw insert capacity
   let rawInsert: BenchReport["rawInsert"] = null;
@@ -855,6 +883,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     sampler.phase = "raw-insert";
     const raw = await measureRawInsert(res.mongo, scratchName, serviceDb, o, now);
     rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond };
+    log(`raw insert: ${formatInteger(raw.docs)} docs in ${raw.seconds.toFixed(1)} s = ${formatInteger(raw.docsPerSecond)} docs/s; service/raw ${rawInsert.serviceToRawRatio.toFixed(2)}`);
   }
 
   // 5. Metrics from a separate process
@@ -877,7 +906,8 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   let unary: UnaryResult | null = null;
   if (!o.skipUnary) {
     sampler.phase = "unary";
-    unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c));
+    unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c), res.abort.signal);
+    log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}`);
   }
 
   // 7. Memory
@@ -974,7 +1004,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const o = options;
-  const res: Resources = { clients: [], drop: [] };
+  const res: Resources = { abort: new AbortController(), clients: [], drop: [] };
   let cleaning: Promise<void> | undefined;
   const cleanUpOnce = () => (cleaning ??= cleanUp(res));
   let interrupted = false;

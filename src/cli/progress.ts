@@ -1,7 +1,7 @@
 /**
  * A tiny progress bar on stderr, without dependencies. On a terminal it redraws one line in
  * place (at most ten times a second); elsewhere (a pipe, a CI log) it prints a plain line at
- * every quarter so that logs stay readable.
+ * every tenth, and at least every 30 seconds, so that logs stay readable.
  */
 
 export interface ProgressOptions {
@@ -22,6 +22,7 @@ export interface Progress {
 }
 
 const REDRAW_MS = 100;
+const PLAIN_LINE_MS = 30_000;
 
 export function formatInteger(n: number): string {
   return Math.round(n).toLocaleString("en-US");
@@ -44,16 +45,17 @@ export function createProgress(options: ProgressOptions): Progress {
   const started = performance.now();
   let done = 0;
   let lastDraw = 0;
-  let lastQuarter = 0;
+  let lastTenth = 0;
+  let lastLine = started;
   let finished = false;
 
-  const line = (): string => {
+  const line = (barWidth = width): string => {
     const fraction = total === 0 ? 1 : Math.min(1, done / total);
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
     const eta = rate > 0 ? (total - done) / rate : Number.NaN;
-    const filled = Math.round(fraction * width);
-    const bar = "#".repeat(filled) + "-".repeat(width - filled);
+    const filled = Math.round(fraction * barWidth);
+    const bar = "#".repeat(filled) + "-".repeat(barWidth - filled);
     const pct = `${(fraction * 100).toFixed(1).padStart(5)}%`;
     const tail = finished ? `in ${formatDuration(seconds)}` : `ETA ${formatDuration(eta)}`;
     return `${options.label} [${bar}] ${pct} ${formatInteger(done)}/${formatInteger(total)} ${formatInteger(rate)} ${unit}/s ${tail}`;
@@ -64,14 +66,18 @@ export function createProgress(options: ProgressOptions): Progress {
       const now = performance.now();
       if (!force && now - lastDraw < REDRAW_MS) return;
       lastDraw = now;
-      const text = line();
+      // A narrower bar on a narrow terminal, so that the figures stay on the line.
       const columns = stream.columns ?? 120;
+      let text = line();
+      if (text.length >= columns) text = line(Math.max(4, width - (text.length - columns + 1)));
       stream.write(`\r${text.length >= columns ? text.slice(0, columns - 1) : text}\x1b[K`);
     } else {
-      // Quarters 1..3 while running; the final line comes from finish().
-      const quarter = total === 0 ? 0 : Math.min(3, Math.floor((Math.min(done, total) / total) * 4));
-      if (!force && quarter <= lastQuarter) return;
-      lastQuarter = quarter;
+      // Tenths 1..9 while running (or a while without one); the final line comes from finish().
+      const tenth = total === 0 ? 0 : Math.min(9, Math.floor((Math.min(done, total) / total) * 10));
+      const now = performance.now();
+      if (!force && tenth <= lastTenth && now - lastLine < PLAIN_LINE_MS) return;
+      lastTenth = Math.max(lastTenth, tenth);
+      lastLine = now;
       stream.write(`${line()}\n`);
     }
   };

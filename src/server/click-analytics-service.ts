@@ -37,6 +37,8 @@ export interface ServiceDeps {
   shutdown?: AbortSignal;
   adminToken?: string | undefined;
   now?: () => Date;
+  /** Told the outcomes of every write call or stream batch (the events_ingested metric). */
+  onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
 }
 
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
@@ -45,6 +47,15 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
+  /** A unary write's event, counted as rejected when its request breaks a rule. */
+  const validated = <T>(build: () => T): T => {
+    try {
+      return build();
+    } catch (error) {
+      if (error instanceof InvalidArgumentError) deps.onIngested?.({ rejected: 1 });
+      throw error;
+    }
+  };
 
   /** Never wrong numbers: while acknowledged events still wait in the spool, reads are unavailable. */
   const requireComplete = () => {
@@ -99,8 +110,10 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   return {
     async logClick(req, ctx) {
-      const event = clickFromRequest(req, ctx, now());
-      if (await ingestOne(store.writer, { kind: "click", event })) {
+      const event = validated(() => clickFromRequest(req, ctx, now()));
+      const fresh = await ingestOne(store.writer, { kind: "click", event });
+      deps.onIngested?.(fresh ? { accepted: 1 } : { duplicate: 1 });
+      if (fresh) {
         return { eventId: event.eventId, userId: event.userId, productId: event.productId, rank: event.rank, timestamp: responseTime(event.timestamp) };
       }
       // A retry: answer with the event as first recorded.
@@ -110,8 +123,10 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async logImpression(req, ctx) {
-      const event = impressionFromRequest(req, ctx, now());
-      if (await ingestOne(store.writer, { kind: "impression", event })) {
+      const event = validated(() => impressionFromRequest(req, ctx, now()));
+      const fresh = await ingestOne(store.writer, { kind: "impression", event });
+      deps.onIngested?.(fresh ? { accepted: 1 } : { duplicate: 1 });
+      if (fresh) {
         return { impressionId: event.impressionId, userId: event.userId, query: event.query, variant: event.variant, timestamp: responseTime(event.timestamp) };
       }
       const original = await findOriginalImpression(store.collections, event.eventId, event.impressionId);
@@ -123,6 +138,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       requireBatchSize(req.events.length);
       const outcomes = await ingestBatch(store.writer, req.events, ctx, now());
       const totals = tally(outcomes);
+      deps.onIngested?.(totals);
       return {
         results: outcomes.map(eventResult),
         accepted: count(totals.accepted),
@@ -145,6 +161,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         batches++;
         position += message.events.length;
         const t = tally(outcomes);
+        deps.onIngested?.(t);
         totals.accepted += t.accepted;
         totals.duplicate += t.duplicate;
         totals.rejected += t.rejected;

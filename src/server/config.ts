@@ -2,7 +2,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { ROLES, type AccessToken, type Role } from "./auth.js";
-import type { LogLevel } from "./logger.js";
+import { LOG_LEVELS, type LogLevel } from "./logger.js";
 
 export interface TlsConfig {
   /** PEM certificate chain the server presents. */
@@ -30,6 +30,9 @@ export interface EnvConfig {
   spool: { dir: string; maxBytes: number };
   writeConcern: { w: number | "majority"; journal: boolean };
   rollupRepairAfterMs: number;
+  /** Prometheus metrics HTTP port (0 picks a free one); undefined when METRICS_PORT=off. */
+  metricsPort: number | undefined;
+  metricsHost: string;
 }
 
 export class ConfigError extends Error {}
@@ -150,7 +153,7 @@ function tlsFromEnv(env: NodeJS.ProcessEnv): TlsConfig | undefined {
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
   const logLevel = (env.LOG_LEVEL || "info") as LogLevel;
-  if (!["debug", "info", "warn", "error", "silent"].includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of debug, info, warn, error, silent, got "${logLevel}"`);
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
   const adminToken = env.CLICK_ANALYTICS_ADMIN_TOKEN ? checkedToken(env.CLICK_ANALYTICS_ADMIN_TOKEN, "CLICK_ANALYTICS_ADMIN_TOKEN") : undefined;
   return {
     host: env.HOST || "0.0.0.0",
@@ -166,7 +169,20 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     spool: { dir: env.SPOOL_DIR || `${env.DATA_DIR || "./data"}/spool`, maxBytes: integer(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER) },
     writeConcern: writeConcernFromEnv(env),
     rollupRepairAfterMs: integer(env, "ROLLUP_REPAIR_AFTER_MS", 60_000, 1_000, 86_400_000),
+    ...metricsFromEnv(env),
   };
+}
+
+/** METRICS_PORT (default 9464, 0 picks a free port, "off" serves none) and METRICS_HOST (default HOST). */
+function metricsFromEnv(env: NodeJS.ProcessEnv): { metricsPort: number | undefined; metricsHost: string } {
+  const host = env.HOST || "0.0.0.0";
+  const metricsHost = env.METRICS_HOST || host;
+  const raw = env.METRICS_PORT;
+  if (raw === "off") return { metricsPort: undefined, metricsHost };
+  const metricsPort = raw === undefined || raw === "" ? 9464 : Number(raw);
+  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new ConfigError(`METRICS_PORT must be an integer between 0 and 65535, or "off", got "${raw}"`);
+  if (metricsPort !== 0 && metricsHost === host && metricsPort === Number(env.PORT || 50051)) throw new ConfigError(`METRICS_PORT must differ from PORT (both are ${metricsPort})`);
+  return { metricsPort, metricsHost };
 }
 
 function writeConcernFromEnv(env: NodeJS.ProcessEnv): { w: number | "majority"; journal: boolean } {

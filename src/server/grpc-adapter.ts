@@ -4,10 +4,12 @@
  * call contexts, and the single route from a thrown error to a gRPC status.
  */
 import { once } from "node:events";
+import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import { InvalidArgumentError } from "../core/errors.js";
+import { requestIdFrom, trackCall, withRequestId, type CallObserver } from "./call-tracking.js";
 import type { Logger } from "./logger.js";
 import { toServiceError } from "./status.js";
 
@@ -16,6 +18,8 @@ export interface CallContext {
   /** `/package.Service/Method` */
   readonly path: string;
   readonly peer: string;
+  /** The caller's `x-request-id` (1..128 visible ASCII characters) or a new UUID; echoed back as `x-request-id`. */
+  readonly requestId: string;
   /** Aborted when the client cancels or the deadline passes: abandon the work. */
   readonly signal: AbortSignal;
   /** First string value of a metadata key (lower-case), if any. */
@@ -45,6 +49,8 @@ export type CallGuard = (method: DescMethod, ctx: CallContext) => void | Promise
 export interface AdapterOptions {
   logger: Logger;
   guard?: CallGuard | undefined;
+  /** Told once how each call ended (method, code, duration, peer, request id): request logs and metrics. */
+  observe?: CallObserver | undefined;
 }
 
 // grpc-js answers a request it cannot deserialize with INTERNAL; a client's garbage is not an
@@ -67,6 +73,7 @@ function contextOf(call: SurfaceCall, path: string): CallContext {
   return {
     path,
     peer: call.getPeer(),
+    requestId: requestIdFrom(call.metadata),
     signal: controller.signal,
     header(name) {
       return call.metadata.get(name).find((v: string | Buffer): v is string => typeof v === "string");
@@ -74,8 +81,14 @@ function contextOf(call: SurfaceCall, path: string): CallContext {
   };
 }
 
-async function* decodedStream<T>(call: AsyncIterable<T | Malformed>): AsyncIterable<T> {
-  for await (const message of call) yield checked(message);
+/**
+ * The decoded messages of a request stream. Iterated without `destroyOnReturn`: a handler that
+ * stops reading early (an undecodable or oversized message) must leave the call's stream intact,
+ * because grpc-js sends a bidi stream's status from that stream's end(); destroyed, it never
+ * does, and the client waits for its deadline (forever without one).
+ */
+async function* decodedStream<T>(call: Readable): AsyncIterable<T> {
+  for await (const message of call.iterator({ destroyOnReturn: false }) as AsyncIterable<T | Malformed>) yield checked(message);
 }
 
 /** Writes messages honouring the transport's back-pressure. */
@@ -110,7 +123,13 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
     };
     const handler = handlers[method.localName];
     if (typeof handler !== "function") throw new Error(`no handler for ${path}`);
-    const fail = (error: unknown) => toServiceError(error, options.logger, path);
+    const fail = (error: unknown, ctx: CallContext) =>
+      // A request stream that grpc-js closed because the client cancelled or the deadline passed
+      // ends its reader with "Premature close": the call is already answered (CANCELLED or
+      // DEADLINE_EXCEEDED), and that is not an internal error to log.
+      ctx.signal.aborted && (error as { code?: unknown } | null)?.code === "ERR_STREAM_PREMATURE_CLOSE"
+        ? { code: grpc.status.CANCELLED, details: "call cancelled or deadline exceeded", metadata: new grpc.Metadata() }
+        : toServiceError(error, withRequestId(options.logger, ctx.requestId), path);
     const guarded = async (ctx: CallContext) => {
       await options.guard?.(method, ctx);
     };
@@ -118,50 +137,66 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
       case "unary":
         implementation[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call, path);
+          const end = trackCall(call, ctx, options.observe, false);
           (async () => {
             await guarded(ctx);
             const init = await handler(checked(call.request), ctx);
             return create(method.output, init as Init<DescMessage>);
           })().then(
-            (response) => callback(null, response),
-            (error: unknown) => callback(fail(error)),
+            (response) => {
+              end.ok();
+              callback(null, response);
+            },
+            (error: unknown) => callback(end.failed(fail(error, ctx))),
           );
         };
         break;
       case "server_streaming":
         implementation[method.localName] = (call: grpc.ServerWritableStream<unknown, Shape<DescMessage>>) => {
           const ctx = contextOf(call, path);
+          const end = trackCall(call, ctx, options.observe, true);
           (async () => {
             await guarded(ctx);
             await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
           })().then(
-            () => call.end(),
-            (error: unknown) => call.emit("error", fail(error)),
+            () => {
+              end.ok();
+              call.end();
+            },
+            (error: unknown) => call.emit("error", end.failed(fail(error, ctx))),
           );
         };
         break;
       case "client_streaming":
         implementation[method.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call, path);
+          const end = trackCall(call, ctx, options.observe, false);
           (async () => {
             await guarded(ctx);
             const init = await handler(decodedStream(call), ctx);
             return create(method.output, init as Init<DescMessage>);
           })().then(
-            (response) => callback(null, response),
-            (error: unknown) => callback(fail(error)),
+            (response) => {
+              end.ok();
+              callback(null, response);
+            },
+            (error: unknown) => callback(end.failed(fail(error, ctx))),
           );
         };
         break;
       case "bidi_streaming":
         implementation[method.localName] = (call: grpc.ServerDuplexStream<unknown, Shape<DescMessage>>) => {
           const ctx = contextOf(call, path);
+          const end = trackCall(call, ctx, options.observe, true);
           (async () => {
             await guarded(ctx);
             await writeAll(call, method.output, handler(decodedStream(call), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
           })().then(
-            () => call.end(),
-            (error: unknown) => call.emit("error", fail(error)),
+            () => {
+              end.ok();
+              call.end();
+            },
+            (error: unknown) => call.emit("error", end.failed(fail(error, ctx))),
           );
         };
         break;

@@ -5,11 +5,13 @@ import { SERVER_CHANNEL_OPTIONS } from "../client/transport.js";
 import { ClickStore } from "../store/click-store.js";
 import type { SpoolOptions } from "../store/spool.js";
 import { accessGuard, ROLES, type AccessToken } from "./auth.js";
+import type { CallRecord } from "./call-tracking.js";
 import { clickAnalyticsService } from "./click-analytics-service.js";
 import type { TlsConfig } from "./config.js";
 import { grpcService, type AdapterOptions } from "./grpc-adapter.js";
 import { HealthMonitor } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
+import { logCall, serveMetrics, ServerMetrics, type MetricsEndpoint } from "./observability.js";
 import { DescriptorIndex, reflectionServices, reflectionV1, reflectionV1Alpha } from "./reflection.js";
 
 export interface ServerConfig {
@@ -39,6 +41,10 @@ export interface ServerConfig {
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
   healthIntervalMs?: number;
+  /** Serve Prometheus metrics on this HTTP port (0 picks a free one); unset serves none. */
+  metricsPort?: number | undefined;
+  /** Address of the metrics port; default `host`. */
+  metricsHost?: string | undefined;
 }
 
 export interface RunningServer {
@@ -47,6 +53,10 @@ export interface RunningServer {
   readonly address: string;
   readonly store: ClickStore;
   readonly health: HealthMonitor;
+  /** The bound metrics port, when `metricsPort` was set. */
+  readonly metricsPort: number | undefined;
+  /** This server's metrics (its own registry), when `metricsPort` was set. */
+  readonly metrics: ServerMetrics | undefined;
   /** Stops taking calls, drains in-flight ones (up to the grace period), then closes storage. */
   close(): Promise<void>;
 }
@@ -68,7 +78,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
-  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger }) => {
+  const metrics = config.metricsPort === undefined ? undefined : new ServerMetrics({ store, health });
+  // One log line and the metrics for every call of every service.
+  const observe = (record: CallRecord) => {
+    logCall(logger, record);
+    metrics?.recordCall(record);
+  };
+  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger, observe }) => {
     const { definition, implementation } = grpcService(service, impl, options);
     server.addService(definition, implementation);
   };
@@ -77,25 +93,28 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   // Only ClickAnalytics is guarded: health checks and reflection (grpcurl list/describe) need no token.
   const tokens = accessTokens(config);
   const guard = tokens.length > 0 ? accessGuard(tokens) : undefined;
-  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal }), { logger, guard });
+  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal, onIngested: metrics?.countIngested }), { logger, guard, observe });
   add(Health, health.service());
   const index = new DescriptorIndex([ClickAnalytics, Health, ...reflectionServices]);
   add(reflectionServices[0], reflectionV1(index));
   add(reflectionServices[1], reflectionV1Alpha(index));
 
   let port: number;
+  let metricsEndpoint: MetricsEndpoint | undefined;
   try {
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${config.host}:${config.port}`, serverCredentials(config.tls), (error, bound) => (error ? reject(error) : resolve(bound))),
     );
     await health.start();
+    if (metrics !== undefined) metricsEndpoint = await serveMetrics(metrics.registry, config.metricsHost ?? config.host, config.metricsPort ?? 0, logger);
   } catch (error) {
+    health.shutdown();
     server.forceShutdown();
     await store.close();
     throw error;
   }
   logAccess(logger, tokens, config.adminToken);
-  logger.info({ host: config.host, port, db: config.dbName, tls: config.tls === undefined ? "off" : config.tls.clientCa === undefined ? "on" : "mutual" }, "click-analytics listening");
+  logger.info({ host: config.host, port, db: config.dbName, tls: config.tls === undefined ? "off" : config.tls.clientCa === undefined ? "on" : "mutual", metricsPort: metricsEndpoint?.port ?? "off" }, "click-analytics listening");
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -114,11 +133,12 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           resolve();
         });
       });
+      await metricsEndpoint?.close();
       await store.close();
       logger.info({}, "click-analytics stopped");
     })());
 
-  return { port, address: `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`, store, health, close };
+  return { port, address: `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`, store, health, metricsPort: metricsEndpoint?.port, metrics, close };
 }
 
 /** Configured tokens plus the admin token, when access control is on at all. */

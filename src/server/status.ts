@@ -1,5 +1,5 @@
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
-import { MongoError, MongoNetworkError, MongoServerSelectionError, MongoNotConnectedError, MongoTopologyClosedError } from "mongodb";
+import { MongoError, MongoNetworkError, MongoServerError, MongoServerSelectionError, MongoNotConnectedError, MongoTopologyClosedError } from "mongodb";
 import { DomainError, type FailureKind } from "../core/errors.js";
 import type { Logger } from "./logger.js";
 
@@ -36,14 +36,39 @@ function isStorageUnreachable(error: unknown): boolean {
 }
 
 /**
+ * Longest status message sent, in Unicode characters. Messages may quote the caller's input
+ * (`time_zone: ... got "<zone>"`, `expected_split[<key>]`, `service <name>: unknown`), and a
+ * request may be 4 MiB: a grpc-message trailer beyond ~64 KB is never delivered by grpc-js, the
+ * call hangs until its deadline and the HTTP/2 connection is dropped (every other call on it too).
+ * 1,024 characters are at most ~12 KB percent-encoded, under every client's metadata limit.
+ */
+export const MAX_DETAILS_CHARS = 1_024;
+
+/** Cuts at a character (never inside a surrogate pair, which encodeURI would throw on). */
+export function boundedDetails(details: string): string {
+  if (details.length <= MAX_DETAILS_CHARS) return details;
+  const chars = Array.from(details);
+  return chars.length <= MAX_DETAILS_CHARS ? details : `${chars.slice(0, MAX_DETAILS_CHARS).join("")}… (truncated)`;
+}
+
+/** MongoDB's "unrecognized time zone identifier" (e.g. $dateTrunc's timezone). */
+const UNKNOWN_TIME_ZONE = 40485;
+
+/**
  * The one place anything thrown becomes a gRPC status. Errors that carry their own code keep it;
  * storage outages are UNAVAILABLE; everything else is a generic INTERNAL, logged in full here so
  * that no internal detail reaches the caller.
  */
 export function toServiceError(error: unknown, logger: Logger, method: string): Partial<ServiceError> {
-  const make = (code: Status, details: string) => ({ code, details, metadata: new Metadata() });
+  const make = (code: Status, details: string) => ({ code, details: boundedDetails(details), metadata: new Metadata() });
   if (error instanceof StatusError) return make(error.code, error.details);
   if (error instanceof DomainError) return make(CODE_BY_KIND[error.kind], error.message);
+  if (error instanceof MongoServerError && error.code === UNKNOWN_TIME_ZONE) {
+    // The only time zone that reaches MongoDB is GetTimeSeries' time_zone, checked against Node's
+    // ICU first; but the two zone databases differ (ICU has zones newer than MongoDB's tzdata,
+    // e.g. America/Coyhaique). The caller's choice, not an internal error.
+    return make(Status.INVALID_ARGUMENT, 'time_zone: must be a canonical IANA time zone such as "Europe/Berlin" that the database knows');
+  }
   if (isStorageUnreachable(error)) {
     logger.warn({ method, err: String(error) }, "storage unavailable");
     return make(Status.UNAVAILABLE, "storage is unavailable, retry later");

@@ -471,7 +471,7 @@ describe("serve", () => {
     const db = `test_cli_serve_${process.pid}`;
     const child = spawn(process.execPath, [CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--mongodb-uri", inject("mongoUri"), "--db", db, "--log-level", "info", "--tokens", "reader:serve-test-token"], {
       stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, PORT: "1" },
+      env: { ...process.env, PORT: "1", METRICS_PORT: "0" },
     });
     try {
       const logs: Record<string, unknown>[] = [];

@@ -36,7 +36,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const env = () => ({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "outage", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info", ROLLUP_REPAIR_AFTER_MS: "2000" });
+const env = () => ({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "outage", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info", ROLLUP_REPAIR_AFTER_MS: "10000" });
 
 async function server(): Promise<ServerProcess> {
   const s = await startServerProcess(env());
@@ -96,7 +96,8 @@ async function expectExactlyOnce(acked: readonly string[], unknown: readonly str
 
 /** Metrics answer again once the spool has drained (and rollups are whole); then they count every stored event. */
 async function waitForMetrics(client: ClickAnalyticsClient, atLeast: number, atMost = atLeast): Promise<number> {
-  const until = Date.now() + 30_000;
+  // Long enough for a repair pass (ROLLUP_REPAIR_AFTER_MS 10 s, checked every 5 s) after the drain.
+  const until = Date.now() + 60_000;
   for (;;) {
     const clicks = await client.getCtr({ days: 1 }).then(
       (res) => Number(res.clicks),

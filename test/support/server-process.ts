@@ -20,7 +20,7 @@ export interface ServerProcess {
 }
 
 export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [SERVER_MAIN], { env: { ...process.env, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [SERVER_MAIN], { env: { ...process.env, HOST: "127.0.0.1", PORT: "0", METRICS_PORT: "0", LOG_LEVEL: "info", ...env }, stdio: ["ignore", "ignore", "pipe"] });
   const logs: Record<string, unknown>[] = [];
   const port = await new Promise<number>((resolvePort, reject) => {
     createInterface({ input: child.stderr! }).on("line", (line) => {

@@ -1,0 +1,202 @@
+/**
+ * The benchmark tool: its dataset generator (unit), and the compiled `npm run bench` end to end
+ * at tiny sizes against its own embedded engine (dist/ is built by test/build-setup.ts).
+ */
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { METRIC_SHAPES, summarize } from "../../src/cli/bench-client.js";
+import { createDatasetStats, DAY_MS, generateBatches, generateEvents, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/bench-load.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const BENCH = path.join(ROOT, "dist/src/cli/bench.js");
+const run = promisify(execFile);
+
+const NOW = Date.UTC(2026, 0, 15, 12, 30);
+const OPTIONS: DatasetOptions = { events: 30_000, days: 7, users: 500, seed: 42, now: NOW };
+
+describe("dataset generator", () => {
+  const events: DatasetEvent[] = [...generateEvents(OPTIONS)];
+
+  it("produces exactly the requested events, the same ones for the same seed", () => {
+    expect(events).toHaveLength(OPTIONS.events);
+    // Compared as text: a deep equality over 30,000 objects is slow.
+    expect(JSON.stringify([...generateEvents(OPTIONS)]) === JSON.stringify(events)).toBe(true);
+    const other = [...generateEvents({ ...OPTIONS, seed: 43 })];
+    expect(other).toHaveLength(OPTIONS.events);
+    expect(other.slice(0, 50)).not.toEqual(events.slice(0, 50));
+  });
+
+  it("keeps every event inside the window, none in the future", () => {
+    const start = NOW - OPTIONS.days * DAY_MS;
+    expect(events.filter((e) => !(e.timestampMs >= start && e.timestampMs < NOW))).toEqual([]);
+    // Spread over the whole window, not bunched up at one end.
+    const days = new Set(events.map((e) => Math.floor((e.timestampMs - start) / DAY_MS)));
+    expect(days.size).toBe(OPTIONS.days);
+  });
+
+  it("gives every event a unique id and links every click to an earlier impression of the dataset", () => {
+    expect(new Set(events.map((e) => e.eventId)).size).toBe(events.length);
+    const impressions = new Map<string, DatasetEvent>();
+    const problems: string[] = [];
+    let clicks = 0;
+    for (const e of events) {
+      if (e.kind === "impression") {
+        if (impressions.has(e.impressionId)) problems.push(`impression id ${e.impressionId} repeated`);
+        impressions.set(e.impressionId, e);
+        continue;
+      }
+      clicks++;
+      const search = impressions.get(e.impressionId);
+      if (search?.kind !== "impression") problems.push(`click ${e.eventId} -> unknown ${e.impressionId}`);
+      else if (search.userId !== e.userId || search.variant !== e.variant || search.query !== e.searchQuery) problems.push(`click ${e.eventId} differs from its search`);
+      else if (e.rank >= search.resultsCount) problems.push(`click ${e.eventId} at rank ${e.rank} of ${search.resultsCount} results`);
+      else if (e.timestampMs < search.timestampMs) problems.push(`click ${e.eventId} before its search`);
+    }
+    expect(problems).toEqual([]);
+    expect(clicks).toBeGreaterThan(0);
+  });
+
+  it("has the advertised shape: ~20% of searches clicked, ~3% without results, most clicks at ranks 0-2, 50/50 variants by user", () => {
+    const stats = createDatasetStats();
+    const ranks: number[] = [];
+    const variantByUser = new Map<string, string>();
+    for (const e of generateEvents(OPTIONS, stats)) {
+      if (e.kind === "click") ranks.push(e.rank);
+      variantByUser.set(e.userId, e.variant);
+    }
+    expect(stats.events).toBe(OPTIONS.events);
+    expect(stats.impressions + stats.clicks).toBe(OPTIONS.events);
+    expect(stats.clickedSearches / stats.impressions).toBeGreaterThan(0.17);
+    expect(stats.clickedSearches / stats.impressions).toBeLessThan(0.23);
+    expect(stats.multiClickSearches).toBeGreaterThan(0);
+    expect(stats.noResultsSearches / stats.impressions).toBeGreaterThan(0.015);
+    expect(stats.noResultsSearches / stats.impressions).toBeLessThan(0.045);
+    expect(ranks.filter((r) => r <= 2).length / ranks.length).toBeGreaterThan(0.6);
+    // One variant per user, by the hash of the id, whatever event is looked at.
+    const misplaced = events.filter((e) => e.variant !== variantOf(e.userId));
+    expect(misplaced).toEqual([]);
+    const v1Users = [...variantByUser.values()].filter((v) => v === "search_v1").length;
+    expect(v1Users / variantByUser.size).toBeGreaterThan(0.4);
+    expect(v1Users / variantByUser.size).toBeLessThan(0.6);
+    // Skewed activity: the busiest tenth of users has far more than a tenth of the searches.
+    const perUser = new Map<string, number>();
+    for (const e of events) if (e.kind === "impression") perUser.set(e.userId, (perUser.get(e.userId) ?? 0) + 1);
+    const counts = [...perUser.values()].sort((a, b) => b - a);
+    const top = counts.slice(0, Math.ceil(counts.length / 10)).reduce((a, b) => a + b, 0);
+    expect(top / stats.impressions).toBeGreaterThan(0.3);
+  });
+
+  it("streams lazily in batches of at most 1,000 events", async () => {
+    const sizes: number[] = [];
+    for await (const batch of generateBatches({ ...OPTIONS, events: 2_500 })) sizes.push(batch.events?.length ?? 0);
+    expect(sizes).toEqual([1_000, 1_000, 500]);
+    // A billion events: only what is asked for is ever produced.
+    const huge = generateBatches({ ...OPTIONS, events: 1_000_000_000 });
+    const first = await huge.next();
+    expect(first.done).toBe(false);
+    expect(first.value?.events).toHaveLength(1_000);
+    await huge.return();
+  });
+
+  it("summarises latencies with interpolated percentiles", () => {
+    expect(summarize([])).toBeNull();
+    expect(summarize([4, 1, 3, 2, 5])).toMatchObject({ count: 5, p50: 3, min: 1, max: 5, mean: 3 });
+    expect(summarize([0, 10])?.p95).toBeCloseTo(9.5);
+  });
+});
+
+describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => {
+  let dir: string;
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("loads, measures every figure and cleans up", { timeout: 120_000 }, async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "bench-test-"));
+    const json = path.join(dir, "out", "bench.json");
+    const args = ["--events", "3000", "--days", "3", "--users", "200", "--iterations", "3", "--unary-seconds", "1", "--json", json];
+    // execFile rejects on a non-zero exit code.
+    const { stdout } = await run(process.execPath, [BENCH, ...args], { cwd: ROOT, timeout: 100_000, maxBuffer: 16 * 2 ** 20 });
+    const r = JSON.parse(await readFile(json, "utf8"));
+
+    expect(r.dataset.events).toBe(3_000);
+    expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
+    expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
+    // The server stored exactly what was generated, as GetCtr over the whole period reports it.
+    expect(r.verify.clicks + r.verify.impressions).toBe(3_000);
+    expect(r.verify).toMatchObject({ ok: true, expected: 3_000, storedDocuments: 3_000, clicks: r.dataset.clicks, impressions: r.dataset.impressions });
+
+    expect(r.rawInsert.docsPerSecond).toBeGreaterThan(0);
+    expect(r.rawInsert.serviceToRawRatio).toBeGreaterThan(0);
+    expect(r.rawInsert.indexes.impressions).toEqual(expect.arrayContaining(["user_id_1", "variant_1", "timestamp_1", "user_id_1_variant_1_timestamp_1"]));
+    expect(r.unary.callsPerSecond).toBeGreaterThan(0);
+    expect(r.unary.errors).toBe(0);
+    expect(r.unary.latencyMs.p50).toBeLessThanOrEqual(r.unary.latencyMs.p99);
+
+    expect(r.metrics.shapes.map((s: { name: string }) => s.name)).toEqual(METRIC_SHAPES.map((s) => s.name));
+    for (const s of r.metrics.shapes) {
+      expect(s.errors, `${s.name}: ${s.firstError}`).toBe(0);
+      expect(s.latencyMs.count).toBe(3);
+      expect(s.latencyMs.p50).toBeGreaterThan(0);
+      expect(s.latencyMs.p50).toBeLessThanOrEqual(s.latencyMs.p99);
+      expect(s.raw.errors, `${s.name} raw: ${s.raw.firstError}`).toBe(0);
+      expect(s.raw.latencyMs.p50).toBeLessThanOrEqual(s.raw.latencyMs.p99);
+      expect(s.speedup).toBeGreaterThan(0);
+      expect(stdout).toContain(s.name);
+    }
+
+    expect(r.memory.server.peakRssBytes).toBeGreaterThan(0);
+    expect(r.memory.server.samples).toBeGreaterThan(0);
+    expect(r.memory.engine.peakRssBytes).toBeGreaterThan(0);
+    expect(stdout).toMatch(/StreamEvents ingest .* events\/s/);
+
+    // Everything it started is gone, and so is its temporary data directory.
+    expect(existsSync(r.storage.dataDir)).toBe(false);
+    expect(existsSync(`/proc/${r.memory.server.pid}`)).toBe(false);
+    expect(existsSync(`/proc/${r.memory.engine.pid}`)).toBe(false);
+  });
+
+  it("stops the server and the engine and removes its data on SIGINT", { timeout: 90_000 }, async () => {
+    const child = spawn(process.execPath, [BENCH, "--events", "200000", "--users", "500", "--days", "3"], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    const seen: { dataDir?: string; enginePid?: number; serverPid?: number } = {};
+    const stderr: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`bench exited early (${code}): ${stderr.join("\n")}`)));
+      createInterface({ input: child.stderr! }).on("line", (line) => {
+        stderr.push(line);
+        seen.dataDir ??= /embedded MongoDB engine in (\S+)/.exec(line)?.[1];
+        const engine = /engine pid (\d+)/.exec(line);
+        if (engine) seen.enginePid = Number(engine[1]);
+        const server = /server pid (\d+)/.exec(line);
+        if (server) {
+          seen.serverPid = Number(server[1]);
+          // Interrupt in the middle of the load.
+          setTimeout(resolve, 1_000);
+        }
+      });
+    });
+    child.removeAllListeners("exit");
+    child.kill("SIGINT");
+    const [code] = (await once(child, "exit")) as [number | null];
+    expect(code).toBe(130);
+    expect(seen.dataDir && existsSync(seen.dataDir)).toBe(false);
+    expect(existsSync(`/proc/${seen.serverPid}`)).toBe(false);
+    expect(existsSync(`/proc/${seen.enginePid}`)).toBe(false);
+  });
+
+  it("prints its flags with --help and refuses unknown ones", async () => {
+    const help = await run(process.execPath, [BENCH, "--help"], { cwd: ROOT });
+    for (const flag of ["--events", "--days", "--users", "--seed", "--streams", "--iterations", "--unary-seconds", "--json", "--data-dir", "--mongodb-uri", "--skip-raw", "--skip-unary"]) {
+      expect(help.stdout).toContain(flag);
+    }
+    await expect(run(process.execPath, [BENCH, "--events", "many"], { cwd: ROOT })).rejects.toMatchObject({ code: 2 });
+    await expect(run(process.execPath, [BENCH, "--bogus"], { cwd: ROOT })).rejects.toMatchObject({ code: 2 });
+  });
+});
