@@ -1,8 +1,9 @@
 /**
  * The benchmark's metrics client: a process of its own (so that its CPU does not compete with
  * the orchestrator's bookkeeping inside one event loop), started by bench.ts. It calls every
- * metrics RPC shape, one call at a time, after a short warm-up, and prints the latencies as one
- * JSON document on stdout. Progress goes to stderr.
+ * metrics RPC shape, one call at a time, after a short warm-up. On stdout: one JSON line
+ * `{"shape": ShapeResult}` as each shape finishes, then the whole ClientReport as the last line.
+ * Progress goes to stderr.
  *
  *   node dist/src/cli/bench-client.js --address 127.0.0.1:PORT [--iterations 200] [--warmup 5]
  *     [--users 10000] [--seed 1] [--timeout-ms 120000]
@@ -243,7 +244,10 @@ async function main(): Promise<void> {
     const report = await runShapes(client, {
       ...options,
       onCall: () => progress.update(++calls),
-      onShape: (r) => process.stderr.write(`${progressBreak()}bench-client: ${describeShape(r)}\n`),
+      onShape: (r) => {
+        process.stdout.write(JSON.stringify({ shape: r }) + "\n");
+        process.stderr.write(`${progressBreak()}bench-client: ${describeShape(r)}\n`);
+      },
     });
     progress.finish();
     process.stdout.write(JSON.stringify(report) + "\n");

@@ -11,6 +11,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -21,7 +22,18 @@ import { Double, MongoClient, type Db, type Document, type IndexDescription } fr
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { EVENT_INDEXES } from "../store/indexes.js";
-import { describeShape, METRIC_SHAPES, ParamSource, summarize, TOP_QUERIES_LIMIT, type ClientReport, type LatencySummary, type MetricRpc, type ShapeParams } from "./bench-client.js";
+import {
+  describeShape,
+  METRIC_SHAPES,
+  ParamSource,
+  summarize,
+  TOP_QUERIES_LIMIT,
+  type ClientReport,
+  type LatencySummary,
+  type MetricRpc,
+  type ShapeParams,
+  type ShapeResult,
+} from "./bench-client.js";
 import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
 import { createProgress, formatDuration, formatInteger } from "./progress.js";
 
@@ -167,14 +179,19 @@ interface MemoryFigures {
   peakRssByPhaseBytes: Record<string, number>;
 }
 
+const HAVE_PROC = existsSync("/proc/self/status");
+
 class RssSampler {
   private readonly tracked = new Map<string, MemoryFigures>();
+  private readonly onGone = new Map<string, () => void>();
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
   phase = "start";
 
-  track(name: string, pid: number): void {
+  /** `onGone` is called once if the process disappears while sampling runs. */
+  track(name: string, pid: number, onGone?: () => void): void {
     this.tracked.set(name, { pid, peakRssBytes: 0, vmHwmBytes: 0, lastRssBytes: 0, samples: 0, peakRssByPhaseBytes: {} });
+    if (onGone && HAVE_PROC) this.onGone.set(name, onGone);
   }
 
   start(): void {
@@ -185,8 +202,13 @@ class RssSampler {
     if (this.busy) return;
     this.busy = true;
     try {
-      for (const figures of this.tracked.values()) {
+      for (const [name, figures] of this.tracked) {
         const m = await procMemory(figures.pid);
+        if (!m && this.timer !== undefined) {
+          const gone = this.onGone.get(name);
+          this.onGone.delete(name);
+          gone?.();
+        }
         if (!m || m.rss === 0) continue;
         figures.samples++;
         figures.lastRssBytes = m.rss;
@@ -203,6 +225,7 @@ class RssSampler {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.onGone.clear();
     while (this.busy) await sleep(10);
     await this.sample();
   }
@@ -235,9 +258,20 @@ interface ServerHandle {
 /** Variables that would change what is measured (access control, TLS, another storage). */
 const SERVER_ENV_DROPPED = ["CLICK_ANALYTICS_TOKENS", "CLICK_ANALYTICS_TOKENS_FILE", "CLICK_ANALYTICS_ADMIN_TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "DATA_DIR"];
 
-async function startServerProcess(mongoUri: string, dbName: string, cleaningUp: AbortSignal): Promise<ServerHandle> {
-  // A short shutdown grace: at exit nothing of ours is worth waiting for.
-  const env: NodeJS.ProcessEnv = { ...process.env, MONGODB_URI: mongoUri, MONGODB_DB: dbName, HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "info", SHUTDOWN_GRACE_MS: "2000" };
+async function startServerProcess(mongoUri: string, dbName: string, onUnexpectedExit: (reason: string) => void): Promise<ServerHandle> {
+  // A short shutdown grace: at exit nothing of ours is worth waiting for. Free ports only (the
+  // Prometheus endpoint too), so that a bench runs next to anything else on the machine.
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    MONGODB_URI: mongoUri,
+    MONGODB_DB: dbName,
+    HOST: "127.0.0.1",
+    PORT: "0",
+    METRICS_HOST: "127.0.0.1",
+    METRICS_PORT: "0",
+    LOG_LEVEL: "info",
+    SHUTDOWN_GRACE_MS: "2000",
+  };
   for (const name of SERVER_ENV_DROPPED) delete env[name];
   const child = spawn(process.execPath, [SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -292,7 +326,7 @@ async function startServerProcess(mongoUri: string, dbName: string, cleaningUp: 
     });
   });
   child.once("exit", (code, signal) => {
-    if (!stopping && !cleaningUp.aborted) log(`the server exited unexpectedly (code ${code}, signal ${signal}); the figures from here on are meaningless`);
+    if (!stopping) onUnexpectedExit(`the server process exited unexpectedly (code ${code}, signal ${signal})`);
   });
   return Object.assign(handle, { address: `127.0.0.1:${port}` });
 }
@@ -348,7 +382,7 @@ interface RawInsertResult {
 }
 
 /** Plain parallel insertMany of pre-generated documents into a scratch database. */
-async function measureRawInsert(mongo: MongoClient, scratchName: string, serviceDb: Db, o: BenchOptions, now: number): Promise<RawInsertResult> {
+async function measureRawInsert(mongo: MongoClient, scratchName: string, serviceDb: Db, o: BenchOptions, now: number, signal: AbortSignal): Promise<RawInsertResult> {
   const docs = Math.min(RAW_INSERT_MAX_DOCS, Math.max(o.events, 4 * BATCH_SIZE));
   const batches: { clicks: Document[]; impressions: Document[] }[] = [];
   for (const chunk of chunks(generateEvents({ events: docs, days: o.days, users: o.users, seed: o.seed + 1, idPrefix: "raw-", now }), BATCH_SIZE)) {
@@ -367,7 +401,7 @@ async function measureRawInsert(mongo: MongoClient, scratchName: string, service
   const started = performance.now();
   await Promise.all(
     Array.from({ length: RAW_WRITERS }, async () => {
-      for (let i = next++; i < batches.length; i = next++) {
+      for (let i = next++; i < batches.length && !signal.aborted; i = next++) {
         const { clicks, impressions } = batches[i]!;
         await Promise.all([
           clicks.length > 0 ? db.collection(CLICKS).insertMany(clicks, { ordered: false }) : undefined,
@@ -380,6 +414,7 @@ async function measureRawInsert(mongo: MongoClient, scratchName: string, service
   );
   const seconds = (performance.now() - started) / 1000;
   progress.finish();
+  if (signal.aborted) throw new Error("raw insert stopped");
   await db.dropDatabase();
   return {
     docs,
@@ -518,7 +553,7 @@ interface RawQueryResult {
   latencyMs: LatencySummary | null;
 }
 
-async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): Promise<RawQueryResult[]> {
+async function measureRawQueries(db: Db, o: BenchOptions, iterations: number, signal: AbortSignal): Promise<RawQueryResult[]> {
   const params = new ParamSource(o.users, o.seed, 11);
   const progress = createProgress({ label: "raw queries", total: METRIC_SHAPES.length * (iterations + 1), unit: "calls" });
   let done = 0;
@@ -530,7 +565,7 @@ async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): P
     const samples: number[] = [];
     let errors = 0;
     let firstError: string | undefined;
-    for (let i = 0; i < iterations; i++) {
+    for (let i = 0; i < iterations && !signal.aborted; i++) {
       const p = params.next(shape);
       const t0 = performance.now();
       try {
@@ -542,6 +577,7 @@ async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): P
       }
       progress.update(++done);
     }
+    if (signal.aborted) throw new Error("raw queries stopped");
     const result: RawQueryResult = { name: shape.name, calls: iterations, errors, ...(firstError === undefined ? {} : { firstError }), latencyMs: summarize(samples) };
     results.push(result);
     if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
@@ -554,16 +590,28 @@ async function measureRawQueries(db: Db, o: BenchOptions, iterations: number): P
 // ---------------------------------------------------------------------------------------------
 // The metrics client process
 
-async function runMetricsClient(address: string, o: BenchOptions, warmup: number, track: (child: ChildProcess | undefined) => void): Promise<ClientReport> {
+/** Runs bench-client.js; `onShape` sees each shape's result as soon as it is measured. */
+async function runMetricsClient(
+  address: string,
+  o: BenchOptions,
+  warmup: number,
+  track: (child: ChildProcess | undefined) => void,
+  onShape: (shape: ShapeResult) => void,
+): Promise<ClientReport> {
   const args = [CLIENT_MAIN, "--address", address, "--iterations", String(o.iterations), "--warmup", String(warmup), "--users", String(o.users), "--seed", String(o.seed)];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   track(child);
-  let stdout = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
+  let report: ClientReport | undefined;
+  const lines = createInterface({ input: child.stdout! });
+  lines.on("line", (line) => {
+    const message = JSON.parse(line) as { shape: ShapeResult } | ClientReport;
+    if ("shape" in message) onShape(message.shape);
+    else report = message;
+  });
+  const [[code, signal]] = (await Promise.all([once(child, "exit"), once(lines, "close")])) as [[number | null, NodeJS.Signals | null], unknown];
   track(undefined);
-  if (code !== 0) throw new Error(`bench-client exited with code ${code} (signal ${signal})`);
-  return JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as ClientReport;
+  if (code !== 0 || report === undefined) throw new Error(`bench-client exited with code ${code} (signal ${signal})`);
+  return report;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,6 +718,9 @@ const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 export interface BenchReport {
   tool: "click-analytics bench";
+  /** false when the run failed part-way (see `error`): the figures are those measured until then. */
+  complete: boolean;
+  error?: string;
   startedAt: string;
   finishedAt: string;
   seconds: number;
@@ -773,8 +824,10 @@ function printReport(r: BenchReport): string {
 // The run
 
 interface Resources {
-  /** Aborted first at cleanup: cancels the calls in flight (closing a channel does not). */
+  /** Stops everything in flight (closing a channel does not): at cleanup, or when the run fails. */
   abort: AbortController;
+  /** Why the run cannot go on (the engine or the server died). */
+  fatal?: string;
   tempDir?: string;
   engine?: EmbeddedMongo;
   enginePending?: Promise<EmbeddedMongo>;
@@ -785,6 +838,25 @@ interface Resources {
   sampler?: RssSampler;
   /** Databases to drop at exit (on an external MongoDB, or a kept data directory). */
   drop: string[];
+  /** The figures so far: with --json they are written even when the run fails part-way. */
+  report: Partial<BenchReport>;
+  t0: number;
+}
+
+/** The run cannot go on: say why once, stop what is in flight. */
+function fail(res: Resources, reason: string): void {
+  if (res.fatal !== undefined || res.abort.signal.aborted) return;
+  res.fatal = reason;
+  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+  log(`${reason}: stopping the run`);
+  res.abort.abort();
+  if (res.child && res.child.exitCode === null && res.child.signalCode === null) res.child.kill("SIGTERM");
+}
+
+/** Between steps: a failure elsewhere (or an interrupt) ends the run here. */
+function checkpoint(res: Resources): void {
+  if (res.fatal !== undefined) throw new Error(res.fatal);
+  if (res.abort.signal.aborted) throw new Error("interrupted");
 }
 
 async function cleanUp(res: Resources): Promise<void> {
@@ -801,24 +873,47 @@ async function cleanUp(res: Resources): Promise<void> {
   if (res.child && res.child.exitCode === null && res.child.signalCode === null) res.child.kill("SIGTERM");
   await step("server", () => res.server?.stop());
   if (res.mongo) {
-    for (const name of res.drop) await step(`drop ${name}`, () => res.mongo?.db(name).dropDatabase());
-    await step("mongo client", () => res.mongo?.close());
+    // Quick: a dead engine must not hold the exit up for a server-selection timeout.
+    for (const name of res.drop) await step(`drop ${name}`, () => Promise.race([res.mongo?.db(name).dropDatabase(), sleep(5_000)]));
+    await step("mongo client", () => Promise.race([res.mongo?.close(), sleep(5_000)]));
   }
   if (!res.engine && res.enginePending) res.engine = await Promise.race([res.enginePending.catch(() => undefined), sleep(60_000).then(() => undefined)]);
   await step("engine", () => res.engine?.stop());
   if (res.tempDir) await step("temp dir", () => rm(res.tempDir!, { recursive: true, force: true }));
 }
 
+/** Fills in what is known at the end (or at a failure): times, load, memory, the server's log. */
+function finishReport(res: Resources): void {
+  const r = res.report;
+  r.finishedAt = new Date().toISOString();
+  r.seconds = (performance.now() - res.t0) / 1000;
+  if (r.machine) r.machine.loadAverageAtEnd = os.loadavg();
+  r.memory = { sampleIntervalMs: RSS_INTERVAL_MS, server: res.sampler?.figures("server") ?? null, engine: res.sampler?.figures("engine") ?? null };
+  if (res.server) r.serverLog = res.server.log;
+}
+
 async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchReport; ok: boolean }> {
-  const startedAt = new Date();
-  const t0 = performance.now();
-  // Other work on the machine skews every figure; the load average says how much there was.
-  const loadAverageAtStart = os.loadavg();
+  const r = res.report;
   const runTag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
   const dbName = `bench_${runTag}`;
   const scratchName = `bench_raw_${runTag}`;
   const idPrefix = `s${o.seed}-`;
   const sampler = (res.sampler = new RssSampler());
+  const cpus = os.cpus();
+  r.tool = "click-analytics bench";
+  r.complete = false;
+  r.startedAt = new Date().toISOString();
+  r.machine = {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? "unknown",
+    memoryBytes: os.totalmem(),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    // Other work on the machine skews every figure; the load average says how much there was.
+    loadAverageAtStart: os.loadavg(),
+    loadAverageAtEnd: [],
+  };
+  r.options = o;
 
   // Storage
   let mongoUri: string;
@@ -834,14 +929,15 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     res.engine = await res.enginePending;
     mongoUri = res.engine.uri;
     log(`engine pid ${res.engine.pid} at ${mongoUri}`);
-    sampler.track("engine", res.engine.pid);
+    sampler.track("engine", res.engine.pid, () => fail(res, `the MongoDB engine (pid ${res.engine?.pid}) exited unexpectedly during ${sampler.phase}`));
   }
+  r.storage = { engine: o.mongodbUri ? "external" : "embedded", dataDir, database: dbName };
   res.mongo = new MongoClient(mongoUri, { serverSelectionTimeoutMS: 30_000 });
   await res.mongo.connect();
 
   // Server
   log(`starting the server (database ${dbName})`);
-  res.server = await startServerProcess(mongoUri, dbName, res.abort.signal);
+  res.server = await startServerProcess(mongoUri, dbName, (reason) => fail(res, `${reason} during ${sampler.phase}`));
   log(`server pid ${res.server.pid} listening on ${res.server.address}`);
   sampler.track("server", res.server.pid);
   sampler.start();
@@ -855,7 +951,35 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   const progress = createProgress({ label: "ingest", total: o.events, unit: "events" });
   const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
   progress.finish();
+  checkpoint(res);
   const s = load.stats;
+  r.dataset = {
+    events: s.events,
+    impressions: s.impressions,
+    clicks: s.clicks,
+    clickedSearches: s.clickedSearches,
+    multiClickSearches: s.multiClickSearches,
+    noResultsSearches: s.noResultsSearches,
+    activeUsers: s.activeUsers,
+    clickedShare: s.impressions ? s.clickedSearches / s.impressions : 0,
+    noResultsShare: s.impressions ? s.noResultsSearches / s.impressions : 0,
+    ctr: s.impressions ? s.clicks / s.impressions : 0,
+    variants: s.variants,
+    windowStart: new Date(s.windowStartMs).toISOString(),
+    windowEnd: new Date(s.windowEndMs).toISOString(),
+  };
+  r.ingest = {
+    rpc: "StreamEvents",
+    streams: load.streams,
+    batchSize: BATCH_SIZE,
+    events: s.events,
+    batches: load.batches,
+    accepted: load.accepted,
+    duplicates: load.duplicates,
+    rejected: load.rejected,
+    seconds: load.seconds,
+    eventsPerSecond: load.eventsPerSecond,
+  };
   log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
   if (load.rejected > 0) log(`the server rejected ${load.rejected} event(s), e.g. ${JSON.stringify(load.rejections[0])}`);
   if (load.duplicates > 0) log(`the server saw ${load.duplicates} duplicate(s)`);
@@ -875,42 +999,73 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     storedDocuments: stored,
     ok: Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks,
   };
+  r.verify = verify;
   log(`verify: ${JSON.stringify(verify)}`);
 
   // 3. Raw insert capacity
-  let rawInsert: BenchReport["rawInsert"] = null;
+  r.rawInsert = null;
   if (!o.skipRaw) {
     sampler.phase = "raw-insert";
-    const raw = await measureRawInsert(res.mongo, scratchName, serviceDb, o, now);
-    rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond };
-    log(`raw insert: ${formatInteger(raw.docs)} docs in ${raw.seconds.toFixed(1)} s = ${formatInteger(raw.docsPerSecond)} docs/s; service/raw ${rawInsert.serviceToRawRatio.toFixed(2)}`);
+    const raw = await measureRawInsert(res.mongo, scratchName, serviceDb, o, now, res.abort.signal);
+    r.rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond };
+    log(`raw insert: ${formatInteger(raw.docs)} docs in ${raw.seconds.toFixed(1)} s = ${formatInteger(raw.docsPerSecond)} docs/s; service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}`);
   }
+  checkpoint(res);
 
   // 5. Metrics from a separate process
   sampler.phase = "metrics";
   const warmup = Math.min(5, Math.max(1, Math.ceil(o.iterations / 40)));
   log(`metrics: ${METRIC_SHAPES.length} shapes x ${o.iterations} calls (after ${warmup} warm-up calls each), one at a time`);
-  const metrics = await runMetricsClient(res.server.address, o, warmup, (child) => (res.child = child));
+  const shapes: BenchReport["metrics"]["shapes"] = [];
+  // Filled in shape by shape, so that a run failing later still reports the shapes it measured.
+  r.metrics = { iterations: o.iterations, warmup, rawIterations: null, shapes };
+  await runMetricsClient(
+    res.server.address,
+    o,
+    warmup,
+    (child) => (res.child = child),
+    (shape) =>
+      shapes.push({
+        name: shape.name,
+        rpc: shape.rpc,
+        calls: shape.calls,
+        errors: shape.errors,
+        ...(shape.firstError === undefined ? {} : { firstError: shape.firstError }),
+        latencyMs: shape.latencyMs,
+        raw: null,
+        speedup: null,
+      }),
+  );
+  checkpoint(res);
 
   // 6. The same questions as raw aggregations
-  let rawIterations: number | null = null;
-  let rawQueries: RawQueryResult[] | null = null;
   if (!o.skipRaw) {
     sampler.phase = "raw-queries";
-    rawIterations = Math.min(20, Math.max(3, Math.ceil(o.iterations / 40)));
+    const rawIterations = (r.metrics.rawIterations = Math.min(20, Math.max(3, Math.ceil(o.iterations / 40))));
     log(`raw aggregations: ${METRIC_SHAPES.length} shapes x ${rawIterations} calls`);
-    rawQueries = await measureRawQueries(serviceDb, o, rawIterations);
+    const rawQueries = await measureRawQueries(serviceDb, o, rawIterations, res.abort.signal);
+    for (const shape of shapes) {
+      const raw = rawQueries.find((q) => q.name === shape.name);
+      if (!raw) continue;
+      shape.raw = { calls: raw.calls, errors: raw.errors, ...(raw.firstError === undefined ? {} : { firstError: raw.firstError }), latencyMs: raw.latencyMs };
+      const service = shape.latencyMs?.p50;
+      const rawP50 = raw.latencyMs?.p50;
+      shape.speedup = service !== undefined && rawP50 !== undefined && service > 0 ? rawP50 / service : null;
+    }
   }
+  checkpoint(res);
 
   // 4. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
-  let unary: UnaryResult | null = null;
+  r.unary = null;
   if (!o.skipUnary) {
     sampler.phase = "unary";
-    unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c), res.abort.signal);
+    const unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c), res.abort.signal);
+    checkpoint(res);
+    r.unary = unary;
     log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}`);
   }
 
-  // 7. Memory
+  // 7. Memory: a last sample, and the kernel's own peak (VmHWM)
   sampler.phase = "end";
   await sampler.stop();
   for (const name of ["server", "engine"]) {
@@ -918,76 +1073,19 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     const m = f && (await procMemory(f.pid));
     if (f && m) f.vmHwmBytes = Math.max(f.vmHwmBytes, m.hwm);
   }
+  r.complete = true;
+  finishReport(res);
 
-  const shapes = metrics.shapes.map((shape) => {
-    const raw = rawQueries?.find((q) => q.name === shape.name) ?? null;
-    const service = shape.latencyMs?.p50;
-    const rawP50 = raw?.latencyMs?.p50;
-    return {
-      name: shape.name,
-      rpc: shape.rpc,
-      calls: shape.calls,
-      errors: shape.errors,
-      ...(shape.firstError === undefined ? {} : { firstError: shape.firstError }),
-      latencyMs: shape.latencyMs,
-      raw: raw && { calls: raw.calls, errors: raw.errors, ...(raw.firstError === undefined ? {} : { firstError: raw.firstError }), latencyMs: raw.latencyMs },
-      speedup: service !== undefined && rawP50 !== undefined && service > 0 ? rawP50 / service : null,
-    };
-  });
-  const cpus = os.cpus();
-  const report: BenchReport = {
-    tool: "click-analytics bench",
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    seconds: (performance.now() - t0) / 1000,
-    machine: {
-      cpus: cpus.length,
-      cpuModel: cpus[0]?.model.trim() ?? "unknown",
-      memoryBytes: os.totalmem(),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()}`,
-      loadAverageAtStart,
-      loadAverageAtEnd: os.loadavg(),
-    },
-    options: o,
-    storage: { engine: o.mongodbUri ? "external" : "embedded", dataDir, database: dbName },
-    dataset: {
-      events: s.events,
-      impressions: s.impressions,
-      clicks: s.clicks,
-      clickedSearches: s.clickedSearches,
-      multiClickSearches: s.multiClickSearches,
-      noResultsSearches: s.noResultsSearches,
-      activeUsers: s.activeUsers,
-      clickedShare: s.impressions ? s.clickedSearches / s.impressions : 0,
-      noResultsShare: s.impressions ? s.noResultsSearches / s.impressions : 0,
-      ctr: s.impressions ? s.clicks / s.impressions : 0,
-      variants: s.variants,
-      windowStart: new Date(s.windowStartMs).toISOString(),
-      windowEnd: new Date(s.windowEndMs).toISOString(),
-    },
-    ingest: {
-      rpc: "StreamEvents",
-      streams: load.streams,
-      batchSize: BATCH_SIZE,
-      events: s.events,
-      batches: load.batches,
-      accepted: load.accepted,
-      duplicates: load.duplicates,
-      rejected: load.rejected,
-      seconds: load.seconds,
-      eventsPerSecond: load.eventsPerSecond,
-    },
-    verify,
-    rawInsert,
-    unary,
-    metrics: { iterations: metrics.iterations, warmup: metrics.warmup, rawIterations, shapes },
-    memory: { sampleIntervalMs: RSS_INTERVAL_MS, server: sampler.figures("server"), engine: sampler.figures("engine") },
-    serverLog: res.server.log,
-  };
   const failedShapes = shapes.filter((x) => x.latencyMs === null).map((x) => x.name);
   if (failedShapes.length > 0) log(`every call failed for: ${failedShapes.join(", ")}`);
-  return { report, ok: verify.ok && failedShapes.length === 0 };
+  const erroneous = shapes.filter((x) => x.errors > 0).map((x) => `${x.name} (${x.errors})`);
+  if (erroneous.length > 0) log(`calls failed for: ${erroneous.join(", ")}`);
+  return { report: r as BenchReport, ok: verify.ok && failedShapes.length === 0 };
+}
+
+async function writeJson(file: string, report: Partial<BenchReport>): Promise<void> {
+  await mkdir(path.dirname(path.resolve(file)), { recursive: true });
+  await writeFile(file, JSON.stringify(report, null, 2) + "\n");
 }
 
 async function main(): Promise<number> {
@@ -1004,7 +1102,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const o = options;
-  const res: Resources = { abort: new AbortController(), clients: [], drop: [] };
+  const res: Resources = { abort: new AbortController(), clients: [], drop: [], report: {}, t0: performance.now() };
   let cleaning: Promise<void> | undefined;
   const cleanUpOnce = () => (cleaning ??= cleanUp(res));
   let interrupted = false;
@@ -1022,16 +1120,21 @@ async function main(): Promise<number> {
 
   try {
     const { report, ok } = await run(o, res);
-    if (o.json) {
-      await mkdir(path.dirname(path.resolve(o.json)), { recursive: true });
-      await writeFile(o.json, JSON.stringify(report, null, 2) + "\n");
-    }
+    if (o.json) await writeJson(o.json, report);
     process.stdout.write(`\n${printReport(report)}\n`);
     if (o.json) process.stdout.write(`figures written to ${o.json}\n`);
     return ok ? 0 : 1;
   } catch (error) {
     if (interrupted) await new Promise(() => {}); // the signal handler exits
-    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    const message = res.fatal ?? (error instanceof Error ? (error.stack ?? error.message) : String(error));
+    process.stderr.write(`bench failed: ${message}\n`);
+    if (o.json && res.report.startedAt !== undefined) {
+      finishReport(res);
+      await writeJson(o.json, { ...res.report, complete: false, error: res.fatal ?? (error instanceof Error ? error.message : String(error)) }).then(
+        () => log(`the figures measured so far are in ${o.json} ("complete": false)`),
+        () => undefined,
+      );
+    }
     return 1;
   } finally {
     if (!interrupted) await cleanUpOnce();

@@ -13,7 +13,7 @@ import { userActivity, type EventTotals, type MetricsFilter } from "../store/met
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { exportEvents } from "./export.js";
-import type { ServiceImpl } from "./grpc-adapter.js";
+import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
 import { metricsFilter, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
 
@@ -47,6 +47,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
+
+  /** The caller's remaining time, handed to MongoDB so that an expired call's work is abandoned. */
+  const withBudget = <F extends MetricsFilter>(f: F, ctx: CallContext): F => (Number.isFinite(ctx.deadline) ? { ...f, maxTimeMS: Math.max(1, ctx.deadline - Date.now()) } : f);
   /** A unary write's event, counted as rejected when its request breaks a rule. */
   const validated = <T>(build: () => T): T => {
     try {
@@ -176,9 +179,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getCtr(req) {
+    async getCtr(req, ctx) {
       requireComplete();
-      const filter = metricsFilter(req, now());
+      const filter = withBudget(metricsFilter(req, now()), ctx);
       const totals = await metrics.totals(filter);
       return {
         ...ctrFields(totals.overall),
@@ -187,9 +190,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getRankMetrics(req) {
+    async getRankMetrics(req, ctx) {
       requireComplete();
-      const stats = (await metrics.ranks(metricsFilter(req, now()), false)).get("") ?? rankStats([]);
+      const stats = (await metrics.ranks(withBudget(metricsFilter(req, now()), ctx), false)).get("") ?? rankStats([]);
       return {
         avgRank: stats.avg,
         medianRank: stats.median,
@@ -200,9 +203,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getResponseTimeMetrics(req) {
+    async getResponseTimeMetrics(req, ctx) {
       requireComplete();
-      const s = await metrics.responseTimes(metricsFilter(req, now()));
+      const s = await metrics.responseTimes(withBudget(metricsFilter(req, now()), ctx));
       return {
         avgResponseTimeMs: s.avg,
         minResponseTimeMs: s.min,
@@ -232,7 +235,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getVariantComparison(req) {
+    async getVariantComparison(req, ctx) {
       requireComplete();
       const window = timeWindow(req.days, now());
       const settings = comparisonSettings({
@@ -242,7 +245,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         latencyThreshold: req.latencyThreshold,
         minImpressions: req.minImpressions,
       });
-      const [totals, p95] = await Promise.all([metrics.totals({ window }), metrics.latency({ window }, [0.95], true)]);
+      const budgeted = withBudget({ window }, ctx);
+      const [totals, p95] = await Promise.all([metrics.totals(budgeted), metrics.latency(budgeted, [0.95], true)]);
       const data = new Map([...totals.variants].map(([name, t]) => [name, { ...t, p95ResponseTimeMs: p95.get(name)?.[0] }]));
       const result = compareVariants(data, settings);
       const variants = Object.fromEntries(
@@ -274,9 +278,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getTopQueries(req) {
+    async getTopQueries(req, ctx) {
       requireComplete();
-      const filter = { window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) };
+      const filter = withBudget({ window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) }, ctx);
       const rows = await topQueries(store.collections, filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
       return {
         periodDays: filter.window.days,
@@ -292,9 +296,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getTimeSeries(req) {
+    async getTimeSeries(req, ctx) {
       requireComplete();
-      const filter = metricsFilter(req, now());
+      const filter = withBudget(metricsFilter(req, now()), ctx);
       const zone = requireTimeZone("time_zone", req.timeZone);
       if (![Granularity.UNSPECIFIED, Granularity.HOUR, Granularity.DAY].includes(req.granularity)) {
         throw new InvalidArgumentError("granularity", `must be HOUR or DAY (got enum value ${req.granularity})`);
@@ -323,7 +327,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       metricsFilter(req, now()); // refuse bad filters before the first snapshot
       const stop = AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]);
       while (!stop.aborted) {
-        const filter = metricsFilter(req, now());
+        const filter = withBudget(metricsFilter(req, now()), ctx);
         yield await snapshot(filter);
         await sleep(intervalMs, stop);
       }

@@ -22,6 +22,8 @@ export interface CallContext {
   readonly requestId: string;
   /** Aborted when the client cancels or the deadline passes: abandon the work. */
   readonly signal: AbortSignal;
+  /** The caller's deadline in epoch ms; Infinity when it set none. */
+  readonly deadline: number;
   /** First string value of a metadata key (lower-case), if any. */
   header(name: string): string | undefined;
 }
@@ -67,6 +69,11 @@ function checked<T>(value: T | Malformed): T {
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
 
+function deadlineOf(call: SurfaceCall): number {
+  const d = call.getDeadline();
+  return d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
+}
+
 function contextOf(call: SurfaceCall, path: string): CallContext {
   const controller = new AbortController();
   (call as NodeJS.EventEmitter).once("cancelled", () => controller.abort(new Error("call cancelled or deadline exceeded")));
@@ -75,6 +82,7 @@ function contextOf(call: SurfaceCall, path: string): CallContext {
     peer: call.getPeer(),
     requestId: requestIdFrom(call.metadata),
     signal: controller.signal,
+    deadline: deadlineOf(call),
     header(name) {
       return call.metadata.get(name).find((v: string | Buffer): v is string => typeof v === "string");
     },

@@ -53,6 +53,8 @@ export function boundedDetails(details: string): string {
 
 /** MongoDB's "unrecognized time zone identifier" (e.g. $dateTrunc's timezone). */
 const UNKNOWN_TIME_ZONE = 40485;
+/** MongoDB stopped an operation at its maxTimeMS: the caller's deadline passed. */
+const MAX_TIME_EXPIRED = 50;
 
 /**
  * The one place anything thrown becomes a gRPC status. Errors that carry their own code keep it;
@@ -63,6 +65,7 @@ export function toServiceError(error: unknown, logger: Logger, method: string): 
   const make = (code: Status, details: string) => ({ code, details: boundedDetails(details), metadata: new Metadata() });
   if (error instanceof StatusError) return make(error.code, error.details);
   if (error instanceof DomainError) return make(CODE_BY_KIND[error.kind], error.message);
+  if (error instanceof MongoServerError && error.code === MAX_TIME_EXPIRED) return make(Status.DEADLINE_EXCEEDED, "deadline exceeded");
   if (error instanceof MongoServerError && error.code === UNKNOWN_TIME_ZONE) {
     // The only time zone that reaches MongoDB is GetTimeSeries' time_zone, checked against Node's
     // ICU first; but the two zone databases differ (ICU has zones newer than MongoDB's tzdata,

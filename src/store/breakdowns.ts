@@ -2,7 +2,7 @@
 import type { Document } from "mongodb";
 import type { BucketUnit } from "../core/time-buckets.js";
 import type { Collections } from "./documents.js";
-import { match, num, percentilePickStages, percentilesFromPicks, type MetricsFilter } from "./metrics-queries.js";
+import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
 
 export type TopQueriesOrder = "searches" | "clicks" | "ctr" | "no_results";
 
@@ -46,7 +46,7 @@ export async function topQueries(c: Collections, f: MetricsFilter, order: TopQue
         { $sort: { [ORDER_FIELD[order]]: -1, _id: 1 } },
         { $limit: limit },
       ],
-      { allowDiskUse: true },
+      { allowDiskUse: true, ...timeLimit(f) },
     )
     .toArray();
   return rows.map((r) => ({
@@ -93,10 +93,10 @@ export async function timeBuckets(c: Collections, f: MetricsFilter, unit: Bucket
             },
           },
         ],
-        { allowDiskUse: true },
+        { allowDiskUse: true, ...timeLimit(f) },
       )
       .toArray(),
-    c.clicks.aggregate<Document>([{ $match: m }, { $group: { _id: key, n: { $sum: 1 }, rk: { $sum: "$rank" } } }]).toArray(),
+    c.clicks.aggregate<Document>([{ $match: m }, { $group: { _id: key, n: { $sum: 1 }, rk: { $sum: "$rank" } } }], timeLimit(f)).toArray(),
   ]);
   const rows: BucketRow[] = starts.map(() => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, rankSum: 0 }));
   for (const r of impressions?.counts ?? []) {

@@ -6,6 +6,8 @@ import type { ClickDocument, Collections, ImpressionDocument } from "./documents
 /** Which events a metric covers. The same filter applies to clicks and impressions alike. */
 export interface MetricsFilter {
   window: TimeWindow;
+  /** What is left of the caller's deadline: MongoDB abandons the work once it has passed. */
+  maxTimeMS?: number | undefined;
   userId?: string | undefined;
   variant?: string | undefined;
 }
@@ -29,6 +31,11 @@ export interface UserActivity {
 }
 
 export const REPORTED_PERCENTILES = [0.5, 0.95, 0.99] as const;
+
+/** Aggregation options that stop MongoDB's work when the caller's time is up. */
+export function timeLimit(f: Pick<MetricsFilter, "maxTimeMS">): { maxTimeMS?: number } {
+  return f.maxTimeMS === undefined ? {} : { maxTimeMS: Math.max(1, Math.floor(f.maxTimeMS)) };
+}
 
 export function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
   const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: { $gte: f.window.start } };
@@ -99,7 +106,7 @@ export function percentilesFromPicks(picks: readonly { key: unknown; pos: number
 /** Latency percentiles over impressions, overall (key "") or per variant. */
 export async function latencyPercentiles(c: Collections, f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>> {
   const picks = await c.impressions
-    .aggregate<{ key: unknown; pos: number; n: number; v: number }>([{ $match: match(f) }, ...percentilePickStages(ps, perVariant ? "$variant" : null)], { allowDiskUse: true })
+    .aggregate<{ key: unknown; pos: number; n: number; v: number }>([{ $match: match(f) }, ...percentilePickStages(ps, perVariant ? "$variant" : null)], { allowDiskUse: true, ...timeLimit(f) })
     .toArray();
   return percentilesFromPicks(picks, ps);
 }
@@ -111,7 +118,7 @@ export async function responseTimeStats(c: Collections, f: MetricsFilter): Promi
       .aggregate([
         { $match: match(f) },
         { $group: { _id: null, count: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, min: { $min: "$response_time_ms" }, max: { $max: "$response_time_ms" } } },
-      ])
+      ], timeLimit(f))
       .toArray(),
     latencyPercentiles(c, f, REPORTED_PERCENTILES, false),
   ]);
@@ -180,7 +187,7 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
           },
         },
       ],
-      { allowDiskUse: true },
+      { allowDiskUse: true, ...timeLimit(f) },
     )
     .toArray();
   const totals = (d: Document | undefined): EventTotals =>
@@ -204,7 +211,7 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
 /** Rank histograms of clicks, overall (key "") or per variant. */
 export async function rankHistograms(c: Collections, f: MetricsFilter, perVariant: boolean): Promise<Map<string, RankStats>> {
   const rows = await c.clicks
-    .aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: perVariant ? "$variant" : null, r: "$rank" }, n: { $sum: 1 } } }])
+    .aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: perVariant ? "$variant" : null, r: "$rank" }, n: { $sum: 1 } } }], timeLimit(f))
     .toArray();
   const byKey = new Map<string, [number, number][]>();
   for (const r of rows) {

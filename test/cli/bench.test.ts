@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { METRIC_SHAPES, summarize } from "../../src/cli/bench-client.js";
@@ -126,6 +127,7 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     const { stdout } = await run(process.execPath, [BENCH, ...args], { cwd: ROOT, timeout: 100_000, maxBuffer: 16 * 2 ** 20 });
     const r = JSON.parse(await readFile(json, "utf8"));
 
+    expect(r.complete).toBe(true);
     expect(r.dataset.events).toBe(3_000);
     expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
     expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
@@ -189,6 +191,34 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(seen.dataDir && existsSync(seen.dataDir)).toBe(false);
     expect(existsSync(`/proc/${seen.serverPid}`)).toBe(false);
     expect(existsSync(`/proc/${seen.enginePid}`)).toBe(false);
+  });
+
+  it("stops at once when the engine dies, and keeps what it measured", { timeout: 90_000 }, async () => {
+    const json = path.join(dir, "partial.json");
+    const child = spawn(process.execPath, [BENCH, "--events", "5000", "--users", "200", "--days", "3", "--iterations", "100000", "--json", json], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let enginePid = 0;
+    const stderr: string[] = [];
+    const lines = createInterface({ input: child.stderr! });
+    lines.on("line", (line) => {
+      stderr.push(line);
+      enginePid ||= Number(/engine pid (\d+)/.exec(line)?.[1] ?? 0);
+      // The metrics client is at work: take the engine away from under it.
+      if (line.startsWith("bench: metrics:")) setTimeout(() => process.kill(enginePid, "SIGKILL"), 500);
+    });
+    const exited = once(child, "exit") as Promise<[number | null]>;
+    const [code] = await Promise.race([exited, sleep(60_000).then(() => [undefined] as const)]);
+    if (code === undefined) child.kill("SIGKILL");
+    expect(code, stderr.join("\n")).toBe(1);
+    expect(stderr.join("\n")).toMatch(/MongoDB engine \(pid \d+\) exited unexpectedly during metrics/);
+    const r = JSON.parse(await readFile(json, "utf8"));
+    expect(r).toMatchObject({ complete: false, error: expect.stringContaining("exited unexpectedly") });
+    expect(r.ingest.events).toBe(5_000);
+    expect(r.metrics).toMatchObject({ iterations: 100_000, shapes: [] });
+    expect(existsSync(r.storage.dataDir)).toBe(false);
+    expect(existsSync(`/proc/${r.memory.server.pid}`)).toBe(false);
   });
 
   it("prints its flags with --help and refuses unknown ones", async () => {
