@@ -1,6 +1,7 @@
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
-import { MongoError, MongoNetworkError, MongoServerError, MongoServerSelectionError, MongoNotConnectedError, MongoTopologyClosedError } from "mongodb";
+import { MongoError, MongoServerError } from "mongodb";
 import { DomainError, type FailureKind } from "../core/errors.js";
+import { isStorageUnreachable } from "../store/storage-errors.js";
 import type { Logger } from "./logger.js";
 
 const CODE_BY_KIND: Record<FailureKind, Status> = {
@@ -24,15 +25,6 @@ export class StatusError extends Error {
     super(details);
     this.name = "StatusError";
   }
-}
-
-function isStorageUnreachable(error: unknown): boolean {
-  return (
-    error instanceof MongoNetworkError ||
-    error instanceof MongoServerSelectionError ||
-    error instanceof MongoNotConnectedError ||
-    error instanceof MongoTopologyClosedError
-  );
 }
 
 /**
