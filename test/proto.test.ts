@@ -1,10 +1,14 @@
-/** The contract: `buf lint` passes and `buf generate` reproduces the committed gen/ exactly. */
+/**
+ * The contract: `buf lint` passes, `buf generate` reproduces the committed gen/ exactly, and
+ * `buf breaking` finds nothing incompatible with the last released proto.
+ */
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
-import { expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { latestRelease } from "../scripts/proto-breaking.mjs";
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, "..");
@@ -35,4 +39,35 @@ it("buf generate reproduces gen/ with no difference", { timeout: 60_000 }, async
   } finally {
     await rm(out, { recursive: true, force: true });
   }
+});
+
+describe("buf breaking against the last released proto", () => {
+  it("finds no incompatible change in proto/", { timeout: 60_000 }, async () => {
+    const { stdout } = await run(process.execPath, [join(root, "scripts/proto-breaking.mjs")], { cwd: root });
+    expect(stdout).toMatch(/^buf breaking: proto\/ is compatible with v\d+\.\d+\.\d+$/m);
+  });
+
+  it("fails on a change that would break deployed clients", { timeout: 60_000 }, async () => {
+    const against = latestRelease();
+    expect(against).toBeDefined();
+    const copy = await mkdtemp(join(tmpdir(), "ca-breaking-"));
+    try {
+      await cp(join(root, "proto"), join(copy, "proto"), { recursive: true });
+      await cp(join(root, "buf.yaml"), join(copy, "buf.yaml"));
+      const file = join(copy, "proto/clickanalytics/v1/click_analytics.proto");
+      const source = await readFile(file, "utf8");
+      // Renumbering a field changes its wire meaning for every client built on the release.
+      const renumbered = source.replace(/^(\s*string product_id = )(\d+);/m, (_, head: string) => `${head}99;`);
+      expect(renumbered).not.toBe(source);
+      await writeFile(file, renumbered);
+      const failure = await run(join(root, "node_modules/.bin/buf"), ["breaking", "--against", against!], { cwd: copy }).then(
+        () => undefined,
+        (error: { stdout: string; stderr: string }) => error.stdout + error.stderr,
+      );
+      expect(failure).toMatch(/product_id/);
+      expect(failure).toMatch(/FIELD_SAME_NAME|FIELD_NO_DELETE|changed name|deleted/);
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
+  });
 });

