@@ -7,5 +7,11 @@ export default defineConfig({
     // Every test file talks to a real server and a real MongoDB engine.
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // Type tests (*.test-d.ts): checked by tsc over the whole project, never executed.
+    typecheck: {
+      enabled: true,
+      include: ["test/**/*.test-d.ts"],
+      tsconfig: "./tsconfig.json",
+    },
   },
 });

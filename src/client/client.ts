@@ -6,7 +6,15 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { ClickAnalytics, type StreamEventsRequestSchema, type StreamEventsResponse, type WatchMetricsRequestSchema, type WatchMetricsResponse } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import {
+  ClickAnalytics,
+  type ExportEventsRequestSchema,
+  type ExportEventsResponse,
+  type StreamEventsRequestSchema,
+  type StreamEventsResponse,
+  type WatchMetricsRequestSchema,
+  type WatchMetricsResponse,
+} from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { CLIENT_CHANNEL_OPTIONS, retryServiceConfig } from "./transport.js";
 
 /** TLS settings for the typed client: PEM contents (not file paths), as Buffers or strings. */
@@ -73,6 +81,12 @@ export type ClickAnalyticsMethods = { [K in UnaryNames]: UnaryMethod<Methods[K]>
    * (break, return, throw) or aborting `signal` cancels the call. No default deadline.
    */
   watchMetrics(request: MessageInitShape<typeof WatchMetricsRequestSchema>, options?: CallOptions): AsyncIterable<WatchMetricsResponse>;
+  /**
+   * The stored events of a window, oldest first, in batches of up to 1,000 as the server reads
+   * them. The server produces only as fast as the loop consumes (HTTP/2 flow control). Leaving
+   * the loop or aborting `signal` cancels the call. No default deadline.
+   */
+  exportEvents(request: MessageInitShape<typeof ExportEventsRequestSchema>, options?: CallOptions): AsyncIterable<ExportEventsResponse>;
 };
 
 export interface ClickAnalyticsClient extends ClickAnalyticsMethods {
@@ -180,38 +194,41 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
     return result;
   };
 
-  const watchMethod = ClickAnalytics.method.watchMetrics;
-  const watchMetrics: ClickAnalyticsMethods["watchMetrics"] = (request, call = {}) => ({
-    async *[Symbol.asyncIterator]() {
-      const stream = plain.makeServerStreamRequest(
-        pathOf(watchMethod),
-        (m: MessageShape<typeof watchMethod.input>) => Buffer.from(toBinary(watchMethod.input, m)),
-        (bytes: Buffer) => fromBinary(watchMethod.output, bytes),
-        create(watchMethod.input, request),
-        metadataFor(call),
-        { deadline: deadlineFor(call, undefined) },
-      );
-      const cancel = () => stream.cancel();
-      call.signal?.addEventListener("abort", cancel, { once: true });
-      try {
-        for await (const message of stream) yield message as WatchMetricsResponse;
-      } catch (error) {
-        // Our own cancellation (abort or leaving the loop) ends the iteration quietly.
-        if ((error as grpc.ServiceError).code !== grpc.status.CANCELLED || !(call.signal?.aborted ?? false)) throw error;
-      } finally {
-        call.signal?.removeEventListener("abort", cancel);
-        stream.cancel();
-      }
-    },
-  });
+  /** A server-streaming RPC as an AsyncIterable: one call per iteration, cancelled when the loop is left. */
+  const serverStream =
+    <I extends DescMessage, O extends DescMessage>(method: DescMethod & { input: I; output: O }) =>
+    (request: MessageInitShape<I>, call: CallOptions = {}): AsyncIterable<MessageShape<O>> => ({
+      async *[Symbol.asyncIterator]() {
+        const stream = plain.makeServerStreamRequest(
+          pathOf(method),
+          (m: MessageShape<I>) => Buffer.from(toBinary(method.input, m)),
+          (bytes: Buffer) => fromBinary(method.output, bytes),
+          create(method.input, request),
+          metadataFor(call),
+          { deadline: deadlineFor(call, undefined) },
+        );
+        const cancel = () => stream.cancel();
+        call.signal?.addEventListener("abort", cancel, { once: true });
+        try {
+          for await (const message of stream) yield message as MessageShape<O>;
+        } catch (error) {
+          // Our own cancellation (abort or leaving the loop) ends the iteration quietly.
+          if ((error as grpc.ServiceError).code !== grpc.status.CANCELLED || !(call.signal?.aborted ?? false)) throw error;
+        } finally {
+          call.signal?.removeEventListener("abort", cancel);
+          stream.cancel();
+        }
+      },
+    });
 
   const methods = Object.fromEntries(
     ClickAnalytics.methods.filter((m) => m.methodKind === "unary").map((m) => [m.localName, unary(m)]),
-  ) as unknown as Omit<ClickAnalyticsMethods, "streamEvents" | "watchMetrics">;
+  ) as unknown as Omit<ClickAnalyticsMethods, "streamEvents" | "watchMetrics" | "exportEvents">;
   return {
     ...methods,
     streamEvents,
-    watchMetrics,
+    watchMetrics: serverStream(ClickAnalytics.method.watchMetrics),
+    exportEvents: serverStream(ClickAnalytics.method.exportEvents),
     waitForReady: (timeoutMs = DEFAULT_TIMEOUT_MS) =>
       new Promise<void>((resolve, reject) => plain.waitForReady(Date.now() + timeoutMs, (error) => (error ? reject(error) : resolve()))),
     close: () => {

@@ -10,6 +10,12 @@ export const MAX_BATCH_EVENTS = 1_000;
 
 export type TrackedEvent = { kind: "click"; event: ClickEvent } | { kind: "impression"; event: Impression };
 
+/** A valid event on its way to storage; `index` is its position in the caller's request. */
+export interface WriteItem {
+  index: number;
+  tracked: TrackedEvent;
+}
+
 export type Outcome = "accepted" | "duplicate" | "rejected";
 
 export interface EventOutcome {
@@ -22,7 +28,7 @@ export interface EventOutcome {
 
 export interface PreparedBatch {
   /** Valid events, first occurrence of each key, ready to write. */
-  toWrite: { index: number; tracked: TrackedEvent }[];
+  toWrite: WriteItem[];
   /** Outcomes already known: rejections and in-batch repeats. */
   decided: EventOutcome[];
 }

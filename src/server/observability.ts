@@ -55,6 +55,8 @@ export class ServerMetrics {
   private readonly rpcRequests: Counter<"method" | "code">;
   private readonly rpcDuration: Histogram<"method">;
   private readonly eventsIngested: Counter<"outcome">;
+  private readonly batchEvents: Histogram;
+  private readonly writesCommitted: Counter;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -78,6 +80,17 @@ export class ServerMetrics {
       registers,
     });
     for (const outcome of ["accepted", "duplicate", "rejected"] as const) this.eventsIngested.inc({ outcome }, 0);
+    this.batchEvents = new Histogram({
+      name: `${METRIC_PREFIX}write_batch_events`,
+      help: "Events per batch written to MongoDB; concurrent calls' writes are combined into one batch (group commit).",
+      buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
+      registers,
+    });
+    this.writesCommitted = new Counter({
+      name: `${METRIC_PREFIX}write_calls_committed_total`,
+      help: "Calls' writes committed to MongoDB; divided by write_batch_events_count, how many writes a batch combines.",
+      registers,
+    });
     const { store, health } = sources;
     new Gauge({
       name: `${METRIC_PREFIX}spool_pending_batches`,
@@ -110,6 +123,12 @@ export class ServerMetrics {
   readonly recordCall = (record: CallRecord): void => {
     this.rpcRequests.inc({ method: record.method, code: codeName(record.code) });
     this.rpcDuration.observe({ method: record.method }, record.durationMs / 1000);
+  };
+
+  /** Records one batch written to MongoDB (the writer's `committed` event). */
+  readonly recordBatch = (events: number, writes: number): void => {
+    this.batchEvents.observe(events);
+    this.writesCommitted.inc(writes);
   };
 
   /** Counts ingested events by outcome (called by the service once per call or batch). */

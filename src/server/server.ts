@@ -62,6 +62,8 @@ export interface RunningServer {
 }
 
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+  // Assigned once the store is open; the writer reports its batches to it from then on.
+  let metrics: ServerMetrics | undefined;
   const store = await ClickStore.open({
     uri: config.mongoUri,
     dbName: config.dbName,
@@ -73,12 +75,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
       drained: (records) => logger.info({ records }, "spooled events written to storage"),
+      committed: (events, writes) => metrics?.recordBatch(events, writes),
     },
   });
   if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
-  const metrics = config.metricsPort === undefined ? undefined : new ServerMetrics({ store, health });
+  metrics = config.metricsPort === undefined ? undefined : new ServerMetrics({ store, health });
   // One log line and the metrics for every call of every service.
   const observe = (record: CallRecord) => {
     logCall(logger, record);

@@ -3,9 +3,10 @@
  * they go to the local spool instead (fsync'd before the call is acknowledged). A background
  * drainer replays the spool into MongoDB as soon as it answers again, while new writes go on.
  */
-import type { TrackedEvent } from "../core/batch.js";
+import type { WriteItem } from "../core/batch.js";
 import type { Collections } from "./documents.js";
 import { writeEvents } from "./event-writer.js";
+import { GroupCommit } from "./group-commit.js";
 import { repairRollups } from "./rollups.js";
 import type { Spool } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
@@ -15,6 +16,8 @@ export interface WriterEvents {
   spooled?(events: number): void;
   drained?(records: number): void;
   drainFailed?(error: unknown): void;
+  /** A batch of `events` events, combined from `writes` callers' writes, was written. */
+  committed?(events: number, writes: number): void;
 }
 
 export class DurableWriter {
@@ -22,6 +25,7 @@ export class DurableWriter {
   private storageDown = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly group: GroupCommit;
 
   constructor(
     private readonly c: Collections,
@@ -32,6 +36,7 @@ export class DurableWriter {
     private readonly repairAfterMs = 60_000,
     private readonly retryMs = 500,
   ) {
+    this.group = new GroupCommit((items) => writeEvents(this.c, items), { onBatch: (events, writes) => this.events.committed?.(events, writes) });
     if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
     this.repairTimer = setInterval(() => void this.repair(), Math.max(1000, Math.min(repairAfterMs / 2, 30_000)));
     this.repairTimer.unref();
@@ -62,13 +67,14 @@ export class DurableWriter {
   }
 
   /**
-   * Writes a batch; returns the indexes that were duplicates. Spooled events are reported as new:
-   * whether they repeat an earlier event is settled, by event id, when they reach MongoDB.
+   * Writes a batch (combined with concurrent writers' batches, see GroupCommit); returns the
+   * indexes that were duplicates. Spooled events are reported as new: whether they repeat an
+   * earlier event is settled, by event id, when they reach MongoDB.
    */
-  async write(items: readonly { index: number; tracked: TrackedEvent }[]): Promise<Set<number>> {
+  async write(items: readonly WriteItem[]): Promise<Set<number>> {
     if (this.spool && this.storageDown) return this.toSpool(items);
     try {
-      return await writeEvents(this.c, items);
+      return await this.group.write(items);
     } catch (error) {
       if (!this.spool || !isStorageUnreachable(error)) throw error;
       this.storageDown = true;
@@ -76,7 +82,7 @@ export class DurableWriter {
     }
   }
 
-  private toSpool(items: readonly { index: number; tracked: TrackedEvent }[]): Set<number> {
+  private toSpool(items: readonly WriteItem[]): Set<number> {
     if (items.length > 0) {
       this.spool!.append(items.map((i) => i.tracked));
       this.events.spooled?.(items.length);

@@ -1,6 +1,6 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
 import { MongoServerError, type Db, type Document } from "mongodb";
-import type { TrackedEvent } from "../core/batch.js";
+import type { WriteItem } from "../core/batch.js";
 import { keyIs } from "./indexes.js";
 import { flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
@@ -32,7 +32,7 @@ interface InsertReply {
 }
 
 /** Writes a batch; returns the `index` of every item that turned out to be a duplicate. */
-export async function writeEvents(c: Collections, items: readonly { index: number; tracked: TrackedEvent }[]): Promise<Set<number>> {
+export async function writeEvents(c: Collections, items: readonly WriteItem[]): Promise<Set<number>> {
   const clicks: { index: number; doc: ClickDocument }[] = [];
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
   // Until their rollup increments are applied, new events carry this marker; if this call dies

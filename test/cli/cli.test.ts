@@ -15,9 +15,8 @@ import { toJson, type MessageInitShape } from "@bufbuild/protobuf";
 import { MongoClient } from "mongodb";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ClickAnalytics, ClickSource, ExportKind, GetTopQueriesResponseSchema, GetVariantComparisonResponseSchema, type EventSchema } from "../../src/client/index.js";
+import { ClickSource, ExportKind, GetTopQueriesResponseSchema, GetVariantComparisonResponseSchema, type EventSchema } from "../../src/client/index.js";
 import { CONNECTION_OPTIONS } from "../../src/cli/commands/common.js";
-import { serverStream } from "../../src/cli/commands/stream.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
@@ -306,7 +305,7 @@ describe("export", () => {
   });
 });
 
-describe("ExportEvents (the RPC behind export)", () => {
+describe("ExportEvents (the RPC behind export) through the typed client", () => {
   it("streams batches of at most 1,000 events in timestamp order, and honours the filters", async () => {
     const big = await startHarness();
     try {
@@ -315,23 +314,22 @@ describe("ExportEvents (the RPC behind export)", () => {
         kind: { case: "impression", value: { eventId: `e${i}`, userId: `u${i % 3}`, query: "q", variant: i % 2 ? "b" : "a", resultsCount: 1, responseTimeMs: 1, timestamp: timestampFromMs(now - HOUR - (i % 1_000) * 1_000 - Math.floor(i / 1_000)) } },
       }));
       await load(big, events);
-      const conn = { address: big.server.address, timeoutMs: 10_000 };
       const sizes: number[] = [];
       const times: number[] = [];
-      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1 })) {
+      for await (const batch of big.client.exportEvents({ days: 1 })) {
         sizes.push(batch.events.length);
         for (const e of batch.events) times.push(Number(e.timestamp!.seconds) * 1000 + e.timestamp!.nanos / 1e6);
       }
       expect(sizes).toEqual([1_000, 1_000, 500]);
       expect(times).toEqual([...times].sort((a, b) => a - b));
       let filtered = 0;
-      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1, variant: "b", userId: "u1", kind: ExportKind.IMPRESSIONS })) filtered += batch.events.length;
+      for await (const batch of big.client.exportEvents({ days: 1, variant: "b", userId: "u1", kind: ExportKind.IMPRESSIONS })) filtered += batch.events.length;
       expect(filtered).toBe(events.filter((_, i) => i % 2 === 1 && i % 3 === 1).length);
       let clicks = 0;
-      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { kind: ExportKind.CLICKS })) clicks += batch.events.length;
+      for await (const batch of big.client.exportEvents({ kind: ExportKind.CLICKS })) clicks += batch.events.length;
       expect(clicks).toBe(0);
       // Leaving early cancels the call; the server carries on serving.
-      for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 1 })) {
+      for await (const batch of big.client.exportEvents({ days: 1 })) {
         expect(batch.events).toHaveLength(1_000);
         break;
       }
@@ -339,7 +337,7 @@ describe("ExportEvents (the RPC behind export)", () => {
       // Bad filters are INVALID_ARGUMENT before anything is read.
       await expect(
         (async () => {
-          for await (const _ of serverStream(conn, ClickAnalytics.method.exportEvents, { days: 400 })) void _;
+          for await (const _ of big.client.exportEvents({ days: 400 })) void _;
         })(),
       ).rejects.toMatchObject({ code: 3, details: expect.stringMatching(/^days: /) });
     } finally {

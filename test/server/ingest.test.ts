@@ -3,6 +3,7 @@ import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { EventOutcome, LogEventsRequestSchema, Status, type EventSchema, type ServiceError } from "../../src/client/index.js";
+import { METRIC_PREFIX } from "../../src/server/observability.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { rawUnary } from "../support/raw-call.js";
 
@@ -175,5 +176,52 @@ describe("StreamEvents", () => {
     expect(error.code).toBe(Status.INVALID_ARGUMENT);
     expect(error.details).toMatch(/batches\[1\]\.events: must hold at most 1000/);
     expect(await counts()).toEqual({ clicks: 0, impressions: 1 });
+  });
+});
+
+describe("concurrent writes combined into shared batches (group commit)", () => {
+  let g: Harness;
+  beforeAll(async () => {
+    g = await startHarness({ metricsPort: 0 });
+  });
+  afterAll(() => g.close());
+
+  /** The write-batch histogram's sum and count, and the calls' writes committed. */
+  async function batchFigures(): Promise<{ events: number; batches: number; writes: number }> {
+    const samples = async (name: string) => (await g.server.metrics!.registry.getSingleMetric(`${METRIC_PREFIX}${name}`)!.get()).values;
+    const histogram = await samples("write_batch_events");
+    const sample = (suffix: string) => histogram.find((v) => (v as { metricName?: string }).metricName === `${METRIC_PREFIX}write_batch_events_${suffix}`)!.value;
+    return { events: sample("sum"), batches: sample("count"), writes: (await samples("write_calls_committed_total"))[0]!.value };
+  }
+
+  it("answers each caller for its own events, with repeats racing their originals, and counts every event once", async () => {
+    const ids = Array.from({ length: 48 }, (_, i) => `gc-${i}`);
+    const fields = (i: number) => ({ eventId: ids[i], userId: `user-${i % 7}`, productId: `p-${i}`, rank: (i % 10) + 1, searchQuery: "q", variant: i % 2 ? "search_v2" : "search_v1", responseTimeMs: i });
+    // Every id sent twice at once (a retry racing its original), and four batches repeating ids too.
+    const unary = ids.flatMap((_, i) => [fields(i), fields(i)].map((f) => g.client.logClick(f)));
+    const batches = [0, 1, 2, 3].map((b) =>
+      g.client.logEvents({ events: [{ kind: { case: "click", value: fields(b) } }, click({ eventId: `gc-batch-${b}` }), impression({ eventId: `gc-imp-${b}` })] }),
+    );
+    const [answers, results] = await Promise.all([Promise.all(unary), Promise.all(batches)]);
+
+    answers.forEach((answer, k) => {
+      const i = Math.floor(k / 2);
+      expect(answer).toMatchObject({ eventId: ids[i], productId: `p-${i}`, rank: (i % 10) + 1, userId: `user-${i % 7}` });
+    });
+    for (const result of results) {
+      expect(result.results.map((r) => r.outcome).slice(1)).toEqual([EventOutcome.ACCEPTED, EventOutcome.ACCEPTED]);
+      expect([EventOutcome.ACCEPTED, EventOutcome.DUPLICATE]).toContain(result.results[0]!.outcome);
+    }
+    expect(await g.server.store.collections.clicks.countDocuments()).toBe(48 + 4);
+    expect(await g.server.store.collections.impressions.countDocuments()).toBe(4);
+    // What the rollups counted equals what was stored: each event exactly once.
+    const ctr = await g.client.getCtr({ days: 1 });
+    expect({ clicks: ctr.clicks, impressions: ctr.impressions }).toEqual({ clicks: 52n, impressions: 4n });
+
+    const figures = await batchFigures();
+    expect(figures.writes).toBe(unary.length + batches.length);
+    expect(figures.events).toBe(unary.length + 3 * batches.length);
+    // 100 concurrent writes went as far fewer batches.
+    expect(figures.batches).toBeLessThan(figures.writes / 2);
   });
 });

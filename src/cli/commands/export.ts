@@ -6,7 +6,7 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { ClickAnalytics, ClickSource, ExportedEventKind, ExportKind, type ExportedEvent } from "../../client/index.js";
+import { ClickSource, ExportedEventKind, ExportKind, type ExportedEvent } from "../../client/index.js";
 import {
   callFailure,
   choiceFlag,
@@ -17,13 +17,13 @@ import {
   DAYS_HELP,
   daysFlag,
   EXIT,
+  openClient,
   parseFlags,
   stringFlag,
   writeText,
   type Command,
   type Io,
 } from "./common.js";
-import { serverStream } from "./stream.js";
 
 export const EXPORT_USAGE = `usage: click-analytics export [flags]
 
@@ -142,10 +142,11 @@ export const exportCommand: Command = {
     const line = format === "csv" ? csvLine : jsonLine;
     const counts = { click: 0, impression: 0 };
     let ok = false;
+    const client = openClient(conn);
     try {
       if (format === "csv") await writeText(out, CSV_HEADER);
       try {
-        for await (const batch of serverStream(conn, ClickAnalytics.method.exportEvents, { days, variant, userId, kind: KINDS[kind] }, io.signal)) {
+        for await (const batch of client.exportEvents({ days, variant, userId, kind: KINDS[kind] }, { signal: io.signal })) {
           let text = "";
           for (const event of batch.events) {
             const row = exportRow(event);
@@ -166,6 +167,7 @@ export const exportCommand: Command = {
       }
       ok = true;
     } finally {
+      client.close();
       if (!ok && file !== undefined) {
         file.destroy();
         await rm(partial!, { force: true });
