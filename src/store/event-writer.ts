@@ -2,7 +2,7 @@
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
 import { keyIs } from "./indexes.js";
-import { flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
+import { clearMarker, flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -52,10 +52,10 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
   await Promise.all([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, by repairRollups).
     (async () => {
-      await rollUp(c, newClicks, newImpressions);
+      await rollUp(c, newClicks, newImpressions, pending);
       await Promise.all([
-        newClicks.length > 0 && c.clicks.updateMany({ event_id: { $in: newClicks.map((d) => d.event_id) }, pending_rollup: pending }, { $unset: { pending_rollup: "" } }),
-        newImpressions.length > 0 && c.impressions.updateMany({ event_id: { $in: newImpressions.map((d) => d.event_id) }, pending_rollup: pending }, { $unset: { pending_rollup: "" } }),
+        newClicks.length > 0 && clearMarker(c.clicks, "pending_rollup", pending),
+        newImpressions.length > 0 && clearMarker(c.impressions, "pending_rollup", pending),
       ]);
     })(),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.

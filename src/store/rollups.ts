@@ -5,12 +5,17 @@
  * batch), so unfiltered and variant-filtered metrics cost what the window's hours and days
  * cost, not what the number of events costs.
  *
+ * Each batch's increments are applied once however often they are sent: every update names the
+ * batch's marker and records it in the document's `ap` list in the same atomic update, and an
+ * update whose marker is already there changes nothing. So a repair (or a retry after a lost
+ * reply) may resend a batch that was in fact counted.
+ *
  * A window [start, now] is answered from three parts that never overlap:
  *   raw events in [start, next hour), hourly rollups up to the next UTC midnight, daily rollups
  *   from there on (no upper bound, so late and slightly-future events are included).
  */
-import { randomUUID } from "node:crypto";
-import { MongoServerError, type Collection, type Document } from "mongodb";
+import { randomBytes } from "node:crypto";
+import { MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
 import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
@@ -48,7 +53,17 @@ export interface RollupDocument {
    * object, so 16,384 flat fields would make every $max of a batch crawl through all of them.
    */
   u: Record<string, Record<string, number>>;
+  /** Markers of the last APPLIED_KEEP batches counted here, newest last (see RollupDelta.apply). */
+  ap?: string[];
 }
+
+/**
+ * How many applied markers a rollup document remembers. A batch is recognised as counted as
+ * long as fewer than this many later batches touched the same document: a repair, which runs
+ * ROLLUP_REPAIR_AFTER_MS (default 60 s) after a writer stopped, must come sooner than that
+ * (1,024 batches into one hour's document, at the benchmark's ~10 batches/s, is ~100 s).
+ */
+export const APPLIED_KEEP = 1024;
 
 const ROLLUPS = "rollups";
 
@@ -108,46 +123,72 @@ class RollupDelta {
     this.each(timestamp, variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
   }
 
-  /** Statements of one `update` command: an upsert per rollup document. */
-  updates(): Document[] {
-    return [...this.docs].map(([id, d]) => {
-      const update: Document = { $inc: { ...d.inc, ver: 1 }, $setOnInsert: { g: d.g, t: new Date(d.t), v: d.v } };
+  /** Statements of one `update` command: an upsert per rollup document, unless `marker` is already counted there. */
+  private updates(ids: readonly string[], marker: string): Document[] {
+    return ids.map((id) => {
+      const d = this.docs.get(id)!;
+      const update: Document = {
+        $inc: { ...d.inc, ver: 1 },
+        $setOnInsert: { g: d.g, t: new Date(d.t), v: d.v },
+        $push: { ap: { $each: [marker], $slice: -APPLIED_KEEP } },
+      };
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
-      return { q: { _id: id }, u: update, upsert: true };
+      return { q: { _id: id, ap: { $ne: marker } }, u: update, upsert: true };
     });
   }
 
   /**
-   * One unordered `update` command. Raw, like the event inserts, so an outage surfaces as the
-   * driver's network error rather than folded into a bulk-write error.
+   * Applies the increments as the batch `marker`, once: one unordered `update` command (raw, like
+   * the event inserts, so an outage surfaces as the driver's network error). Where the document
+   * already holds the marker the filter matches nothing and the upsert's insert collides on _id
+   * (E11000); a collision can also be two writers creating the same new document at once, so
+   * each is checked, and only documents without the marker are sent again.
    */
-  async apply(c: Collections): Promise<void> {
-    const updates = this.updates();
-    if (updates.length === 0) return;
+  async apply(c: Collections, marker: string): Promise<void> {
+    let ids = [...this.docs.keys()];
     const wc = c.db.writeConcern;
-    const reply = await c.db.command({ update: ROLLUPS, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
-    const failed = (reply.writeErrors as { errmsg: string; code: number }[] | undefined)?.[0] ?? reply.writeConcernError;
-    if (failed) throw new MongoServerError({ message: `rollup update failed: ${failed.errmsg}`, code: failed.code });
+    for (let attempt = 1; ids.length > 0; attempt++) {
+      const updates = this.updates(ids, marker);
+      const reply = await c.db.command({ update: ROLLUPS, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
+      const errors = (reply.writeErrors as { index: number; errmsg: string; code: number }[] | undefined) ?? [];
+      const failed = errors.find((e) => e.code !== DUPLICATE_KEY) ?? reply.writeConcernError;
+      if (failed) throw new MongoServerError({ message: `rollup update failed: ${failed.errmsg}`, code: failed.code });
+      const collided = errors.map((e) => ids[e.index]!);
+      if (collided.length === 0) return;
+      const counted = new Set((await rollupCollection(c).find({ _id: { $in: collided }, ap: marker }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+      ids = collided.filter((id) => !counted.has(id));
+      if (ids.length > 0 && attempt >= 5) throw new MongoServerError({ message: `rollup update kept colliding on ${ids.join(", ")}`, code: DUPLICATE_KEY });
+    }
   }
 }
 
+const DUPLICATE_KEY = 11000;
+
 /**
- * A marker for work in flight: "<15-digit ms>:<uuid>". Ordered by time as strings, so a repair
- * can find markers older than a cut-off through a small partial index.
+ * A marker for work in flight: "<15-digit ms>:<64 random bits>". Ordered by time as strings, so a
+ * repair can find markers older than a cut-off through a small partial index; short, since
+ * rollup documents keep the last APPLIED_KEEP of them.
  */
 export function pendingMarker(at = Date.now()): string {
-  return `${String(at).padStart(15, "0")}:${randomUUID()}`;
+  return `${String(at).padStart(15, "0")}:${randomBytes(8).toString("base64url")}`;
 }
 
-/** Rollup increments for events just written (never for duplicates). */
-export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[]): Promise<void> {
+/** Rollup increments for events just written (never for duplicates), as the batch `marker`. */
+export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[], marker: string): Promise<void> {
   if (clicks.length + impressions.length === 0) return;
   const delta = new RollupDelta();
   for (const d of clicks) delta.addClick(d);
   for (const d of impressions) delta.addImpression(d);
-  await delta.apply(c);
+  await delta.apply(c, marker);
 }
+
+/** Removes `field` where it still holds `marker`; resolves with how many documents it was removed from. */
+export async function clearMarker<T extends Document>(collection: Collection<T>, field: MarkerField, marker: string): Promise<number> {
+  return (await collection.updateMany({ [field]: marker } as Filter<T>, { $unset: { [field]: "" } } as UpdateFilter<T>)).modifiedCount;
+}
+
+type MarkerField = "pending_rollup" | "click_claim";
 
 /**
  * Marks impressions that have at least one linked click and counts each exactly once in the
@@ -160,58 +201,54 @@ export async function flagClickedImpressions(c: Collections, impressionIds: read
   const claim = pendingMarker();
   const res = await c.impressions.updateMany({ impression_id: keyIn(impressionIds), clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
   if (res.modifiedCount === 0) return;
-  await countClicked(c, { impression_id: keyIn(impressionIds), click_claim: claim }, claim);
+  await countClicked(c, claim);
 }
 
-async function countClicked(c: Collections, claimed: Document, claim: string): Promise<void> {
-  const flipped = await c.impressions.find(claimed, { projection: { _id: 1, timestamp: 1, variant: 1 } }).toArray();
-  if (flipped.length === 0) return;
+/** Counts the impressions flagged under `claim` as searches with clicks (once), then clears the claim. */
+async function countClicked(c: Collections, claim: string): Promise<number> {
+  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1 } }).toArray();
+  if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
   for (const imp of flipped) delta.clicked(imp.timestamp, imp.variant);
-  await delta.apply(c);
-  await c.impressions.updateMany({ _id: { $in: flipped.map((d) => d._id) }, click_claim: claim }, { $unset: { click_claim: "" } });
+  await delta.apply(c, claim);
+  return clearMarker(c.impressions, "click_claim", claim);
+}
+
+/** Counts the events written under `marker` (once), then clears the marker. */
+async function countPending(c: Collections, marker: string): Promise<number> {
+  const [clicks, impressions] = await Promise.all([c.clicks.find({ pending_rollup: marker }).toArray(), c.impressions.find({ pending_rollup: marker }).toArray()]);
+  await rollUp(c, clicks, impressions, marker);
+  const cleared = await Promise.all([
+    clearMarker(c.clicks, "pending_rollup", marker),
+    clearMarker(c.impressions, "pending_rollup", marker),
+  ]);
+  return cleared[0] + cleared[1];
 }
 
 /**
  * Finishes rollup work that a writer started and did not finish (it crashed, or lost MongoDB,
  * between writing events and counting them): events still marked `pending_rollup`, and
- * impressions still marked `click_claim`, older than `olderThanMs`. Each is re-claimed with a
- * fresh marker first, so concurrent repairers (several servers) count it once.
+ * impressions still marked `click_claim`, older than `olderThanMs`. Each marker's events are
+ * counted under that same marker, so whether the writer had counted them already, or another
+ * repairer (or the writer, merely slow) counts them at the same time, they count once. Resolves
+ * with the number of events (and flagged impressions) whose marker this call cleared.
  */
 export async function repairRollups(c: Collections, olderThanMs: number): Promise<number> {
   const cutoff = pendingMarker(Date.now() - olderThanMs).slice(0, 15);
+  const kinds: [Collection<Document>, MarkerField, (marker: string) => Promise<number>][] = [
+    [c.clicks as unknown as Collection<Document>, "pending_rollup", (m) => countPending(c, m)],
+    [c.impressions as unknown as Collection<Document>, "pending_rollup", (m) => countPending(c, m)],
+    [c.impressions as unknown as Collection<Document>, "click_claim", (m) => countClicked(c, m)],
+  ];
   let repaired = 0;
-  for (;;) {
-    const claim = pendingMarker();
-    const [clicks, impressions] = await Promise.all([
-      reclaim(c.clicks as unknown as Collection<Document>, "pending_rollup", cutoff, claim),
-      reclaim(c.impressions as unknown as Collection<Document>, "pending_rollup", cutoff, claim),
-    ]);
-    if (clicks.length + impressions.length === 0) break;
-    await rollUp(c, clicks as unknown as ClickDocument[], impressions as unknown as ImpressionDocument[]);
-    await Promise.all([
-      c.clicks.updateMany({ _id: { $in: clicks.map((d) => d._id) }, pending_rollup: claim }, { $unset: { pending_rollup: "" } }),
-      c.impressions.updateMany({ _id: { $in: impressions.map((d) => d._id) }, pending_rollup: claim }, { $unset: { pending_rollup: "" } }),
-    ]);
-    repaired += clicks.length + impressions.length;
-  }
-  for (;;) {
-    const claim = pendingMarker();
-    const stuck = await reclaim(c.impressions as unknown as Collection<Document>, "click_claim", cutoff, claim);
-    if (stuck.length === 0) break;
-    await countClicked(c, { _id: { $in: stuck.map((d) => d._id) }, click_claim: claim }, claim);
-    repaired += stuck.length;
+  for (const [collection, field, count] of kinds) {
+    for (;;) {
+      const stale = await collection.find({ [field]: { $exists: true, $lt: cutoff } }, { projection: { _id: 0, [field]: 1 } }).limit(1000).toArray();
+      if (stale.length === 0) break;
+      for (const marker of new Set(stale.map((d) => String(d[field])))) repaired += await count(marker);
+    }
   }
   return repaired;
-}
-
-/** Takes over up to 1,000 documents whose `field` marker is older than `cutoff`; returns those now marked `claim`. */
-async function reclaim(collection: Collection<Document>, field: string, cutoff: string, claim: string): Promise<Document[]> {
-  const stale = { [field]: { $exists: true, $lt: cutoff } };
-  const ids = (await collection.find(stale, { projection: { _id: 1 } }).limit(1000).toArray()).map((d) => d._id);
-  if (ids.length === 0) return [];
-  await collection.updateMany({ _id: { $in: ids }, ...stale }, { $set: { [field]: claim } });
-  return collection.find({ _id: { $in: ids }, [field]: claim }).toArray();
 }
 
 /** Everything a window's metrics are computed from, for one variant or merged. */
@@ -384,7 +421,8 @@ export class RollupReader {
   private async refresh(versions: readonly { _id: string; ver: number }[]): Promise<void> {
     const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
     if (stale.length === 0) return;
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }).toArray()) this.remember(doc._id, decode(doc));
+    // Not the applied-marker list: bookkeeping of the writers, and the bulk of a busy document.
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0 } }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {

@@ -1,8 +1,12 @@
-/** Rollup work a writer started and never finished is completed once, by whoever repairs first. */
+/**
+ * Rollup work a writer started and never finished is completed once, by whoever repairs first,
+ * whether or not the writer had counted it before it stopped.
+ */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
-import { repairRollups, RollupReader } from "../../src/store/rollups.js";
+import type { ClickDocument } from "../../src/store/documents.js";
+import { pendingMarker, repairRollups, rollUp, rollupCollection, RollupReader } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 let h: Harness;
@@ -22,7 +26,8 @@ it("counts events left marked pending, once, even with concurrent repairers", as
   await c.clicks.insertMany(
     Array.from({ length: 7 }, (_, i) => ({ event_id: `orphan-${i}`, impression_id: `s${i}`, user_id: "u9", product_id: "p", rank: i, search_query: "q", query_normalized: "q", variant: "search_v1", response_time_ms: 10, session_id: null, source: "SEARCH_RESULTS" as const, timestamp: now, pending_rollup: stamp })),
   );
-  await c.impressions.updateMany({ impression_id: { $in: ["s0", "s1"] } }, { $set: { clicked: true, click_claim: stamp } });
+  const claim = `${String(Date.now() - 120_000).padStart(15, "0")}:dead-claimer`;
+  await c.impressions.updateMany({ impression_id: { $in: ["s0", "s1"] } }, { $set: { clicked: true, click_claim: claim } });
   const f = { window: timeWindow(1) };
   const fast = fastMetrics(c, new RollupReader(c));
   expect((await fast.totals(f)).overall.clicks).toBe(0);
@@ -36,4 +41,48 @@ it("counts events left marked pending, once, even with concurrent repairers", as
   expect(await c.impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
   // nothing left to do, and recent markers (writers still at work) are left alone
   expect(await repairRollups(c, 60_000)).toBe(0);
+});
+
+/** A click as the writer stores it, `minutesAgo` in the past, still marked with `marker`. */
+function pendingClick(id: string, minutesAgo: number, marker: string): ClickDocument {
+  return { event_id: id, user_id: "u1", product_id: "p", rank: 2, search_query: "q", query_normalized: "q", variant: "search_v1", response_time_ms: 10, session_id: null, source: "SEARCH_RESULTS", timestamp: new Date(Date.now() - minutesAgo * 60_000), pending_rollup: marker };
+}
+
+async function fastEqualsRaw(): Promise<{ clicks: number }> {
+  const c = h.server.store.collections;
+  const f = { window: timeWindow(7) };
+  const [q, r] = await Promise.all([fastMetrics(c, new RollupReader(c)).totals(f), rawMetrics(c).totals(f)]);
+  expect({ ...q.overall, users: 0 }).toEqual({ ...r.overall, users: 0 });
+  return q.overall;
+}
+
+it("does not count again a batch the writer had counted before it stopped (a lost reply, or a crash before clearing its marker)", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  const marker = pendingMarker(Date.now() - 120_000);
+  const clicks = [pendingClick("counted-1", 90, marker), pendingClick("counted-2", 30, marker)];
+  await c.clicks.insertMany(clicks.map((d) => ({ ...d })));
+  await rollUp(c, clicks, [], marker);
+  // Sent again (a retry after a lost reply): already counted, nothing changes.
+  await rollUp(c, clicks, [], marker);
+  expect(await repairRollups(c, 60_000)).toBe(2);
+  expect(await fastEqualsRaw()).toMatchObject({ clicks: 2 });
+  expect(await c.clicks.countDocuments({ pending_rollup: { $exists: true } })).toBe(0);
+});
+
+it("counts every batch once when writers race to create the same rollup documents", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  // Fresh hours, so each pair of writers races to insert the hour's (and day's) first document;
+  // each pair also sends its batches twice.
+  for (let hour = 1; hour <= 12; hour++) {
+    const a = [pendingClick(`race-a-${hour}`, hour * 60 + 5, "")];
+    const b = [pendingClick(`race-b-${hour}`, hour * 60 + 10, "")];
+    const [ma, mb] = [pendingMarker(), pendingMarker()];
+    await Promise.all([rollUp(c, a, [], ma), rollUp(c, b, [], mb), rollUp(c, a, [], ma), rollUp(c, b, [], mb)]);
+    await c.clicks.insertMany([...a, ...b].map(({ pending_rollup: _, ...d }) => d));
+  }
+  expect(await fastEqualsRaw()).toMatchObject({ clicks: 24 });
+  const busiest = await rollupCollection(c).findOne({ g: "d" }, { sort: { clk: -1 } });
+  expect(busiest?.ap?.length).toBe(busiest?.ver);
 });
