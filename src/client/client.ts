@@ -17,23 +17,41 @@ import {
 } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { CLIENT_CHANNEL_OPTIONS, retryServiceConfig } from "./transport.js";
 
-/** TLS settings for the typed client: PEM contents (not file paths), as Buffers or strings. */
-export interface ClientTlsOptions {
+/**
+ * TLS settings for the typed client: PEM contents (not file paths), as Buffers or strings. A
+ * client certificate and its key go together (mutual TLS), or neither is given.
+ */
+export type ClientTlsOptions = {
   /** CA certificates that sign the server's certificate; default: the system's trusted roots. */
   ca?: Buffer | string;
-  /** Client certificate chain, for servers that require mutual TLS (give `key` too). */
-  cert?: Buffer | string;
-  /** Private key of `cert`. */
-  key?: Buffer | string;
   /** Host name to verify the server certificate against instead of the address's host. */
   serverNameOverride?: string;
-}
+} & (
+  | {
+      /** Client certificate chain, for servers that require mutual TLS. */
+      cert: Buffer | string;
+      /** Private key of `cert`. */
+      key: Buffer | string;
+    }
+  | { cert?: undefined; key?: undefined }
+);
 
-export interface ClientOptions {
-  /** Channel credentials; defaults to TLS when `tls` is given, else plaintext (insecure). */
-  credentials?: grpc.ChannelCredentials;
-  /** Connect with TLS (mutual TLS with cert and key). Not together with `credentials`. */
-  tls?: ClientTlsOptions;
+/** Either `credentials` (grpc-js channel credentials) or `tls`, or neither (plaintext). */
+export type ClientOptions = ClientCallDefaults &
+  (
+    | {
+        /** Channel credentials, e.g. from grpc-js's `credentials.createSsl`. */
+        credentials?: grpc.ChannelCredentials;
+        tls?: undefined;
+      }
+    | {
+        /** Connect with TLS (mutual TLS with cert and key). */
+        tls?: ClientTlsOptions;
+        credentials?: undefined;
+      }
+  );
+
+export interface ClientCallDefaults {
   /** Deadline applied to every call that does not set its own; default 10 s. */
   defaultTimeoutMs?: number;
   /** Sent as `x-user-id` on every call unless a call sets its own. */

@@ -8,7 +8,6 @@ import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.j
 import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
-import { topQueries } from "../store/breakdowns.js";
 import { userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
@@ -44,7 +43,7 @@ export interface ServiceDeps {
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
 export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof ClickAnalytics> {
   const { store } = deps;
-  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups);
+  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups, store.queryTables);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
 
@@ -281,7 +280,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     async getTopQueries(req, ctx) {
       requireComplete();
       const filter = withBudget({ window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) }, ctx);
-      const rows = await topQueries(store.collections, filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
+      const rows = await metrics.topQueries(filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
       return {
         periodDays: filter.window.days,
         queries: rows.map((q) => ({

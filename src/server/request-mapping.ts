@@ -1,7 +1,7 @@
 /** Turning decoded protobuf requests into the core's plain inputs (and back for timestamps). */
 import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { ClickSource, TopQueriesOrder } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import type { TopQueriesOrder as OrderName } from "../store/breakdowns.js";
+import type { TopQueriesOrder as OrderName } from "../core/top-queries.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
 import { timeWindow } from "../core/window.js";

@@ -2,31 +2,17 @@
 import type { Document } from "mongodb";
 import type { BucketUnit } from "../core/time-buckets.js";
 import type { Collections } from "./documents.js";
+import type { QueryRow, TopQueriesOrder } from "../core/top-queries.js";
 import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
-
-export type TopQueriesOrder = "searches" | "clicks" | "ctr" | "no_results";
-
-export interface QueryRow {
-  query: string;
-  searches: number;
-  clicks: number;
-  searchesWithClicks: number;
-  noResults: number;
-  rankSum: number;
-}
 
 const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };
 
 /**
  * Per normalised query: searches and their outcomes from impressions, clicks and ranks from
- * clicks, in one $unionWith pipeline; sorted and cut in MongoDB so only `limit` rows leave it.
- * Ties are broken by the query text, so pages are stable.
+ * clicks, in one $unionWith pipeline grouped by query.
  */
-export async function topQueries(c: Collections, f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
-  const m = match(f);
-  const rows = await c.impressions
-    .aggregate<Document>(
-      [
+function queryGroupStages(c: Collections, m: Document): Document[] {
+  return [
         { $match: m },
         {
           $project: {
@@ -41,6 +27,28 @@ export async function topQueries(c: Collections, f: MetricsFilter, order: TopQue
         },
         { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: m }, { $project: { _id: 0, q: "$query_normalized", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank" } }] } },
         { $group: { _id: "$q", searches: { $sum: "$i" }, clicks: { $sum: "$c" }, s: { $sum: "$s" }, noResults: { $sum: "$nr" }, rk: { $sum: "$rk" } } },
+  ];
+}
+
+const rowOf = (r: Document): QueryRow => ({
+  query: String(r._id),
+  searches: Number(r.searches),
+  clicks: Number(r.clicks),
+  searchesWithClicks: Number(r.s),
+  noResults: Number(r.noResults),
+  rankSum: Number(r.rk),
+});
+
+/**
+ * The top queries straight from the events, sorted and cut in MongoDB so only `limit` rows leave
+ * it; ties are broken by the query text, so pages are stable. The reference the query tables
+ * (query-tables.ts) are checked against.
+ */
+export async function topQueries(c: Collections, f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
+  const rows = await c.impressions
+    .aggregate<Document>(
+      [
+        ...queryGroupStages(c, match(f)),
         // No searches: no CTR, and null sorts after every number in a descending sort.
         { $set: { ctr: { $cond: [{ $gt: ["$searches", 0] }, { $divide: ["$clicks", "$searches"] }, null] } } },
         { $sort: { [ORDER_FIELD[order]]: -1, _id: 1 } },
@@ -49,14 +57,12 @@ export async function topQueries(c: Collections, f: MetricsFilter, order: TopQue
       { allowDiskUse: true, ...timeLimit(f) },
     )
     .toArray();
-  return rows.map((r) => ({
-    query: String(r._id),
-    searches: Number(r.searches),
-    clicks: Number(r.clicks),
-    searchesWithClicks: Number(r.s),
-    noResults: Number(r.noResults),
-    rankSum: Number(r.rk),
-  }));
+  return rows.map(rowOf);
+}
+
+/** Every query's counts over events matching `m` (a time range, a variant): for the edges of a window. */
+export async function queryRows(c: Collections, m: Document, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<QueryRow[]> {
+  return (await c.impressions.aggregate<Document>(queryGroupStages(c, m), { allowDiskUse: true, ...timeLimit(budget) }).toArray()).map(rowOf);
 }
 
 export interface BucketRow {

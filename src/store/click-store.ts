@@ -2,6 +2,7 @@ import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
 import { collections, type Collections } from "./documents.js";
 import { ensureIndexes } from "./indexes.js";
 import { DurableWriter, type WriterEvents } from "./durable-writer.js";
+import { markQueryTables, QueryTableReader } from "./query-tables.js";
 import { RollupReader, rollupCollection } from "./rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 
@@ -38,7 +39,11 @@ export class ClickStore {
     readonly writer: DurableWriter,
   ) {
     this.rollups = new RollupReader(collections);
+    this.queryTables = new QueryTableReader(collections);
   }
+
+  /** Per-query counters for GetTopQueries. */
+  readonly queryTables: QueryTableReader;
 
 
   /** Pre-aggregated metrics for unfiltered and variant-filtered windows. */
@@ -56,6 +61,7 @@ export class ClickStore {
       const db = client.db(options.dbName);
       const c = collections(db);
       await ensureIndexes(c);
+      await markQueryTables(c);
       const spool = options.spool ? Spool.open(options.spool) : undefined;
       const store = new ClickStore(client, db, c, new DurableWriter(c, spool, () => ping(db), options.writerEvents, options.rollupRepairAfterMs));
       return store;
@@ -69,6 +75,8 @@ export class ClickStore {
   async reset(): Promise<void> {
     await Promise.all([this.collections.clicks.deleteMany({}), this.collections.impressions.deleteMany({}), rollupCollection(this.collections).deleteMany({})]);
     this.rollups.clear();
+    this.queryTables.clear();
+    await markQueryTables(this.collections);
   }
 
   /** True when the server answers a ping. */

@@ -8,7 +8,8 @@
 import { rankStats, type RankStats } from "../core/metrics.js";
 import { hllEstimate, latencyQuantiles, mergeHll, emptyHll } from "../core/sketches.js";
 import type { BucketUnit } from "../core/time-buckets.js";
-import { timeBuckets, type BucketRow } from "./breakdowns.js";
+import type { QueryRow, TopQueriesOrder } from "../core/top-queries.js";
+import { timeBuckets, topQueries, type BucketRow } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import {
   eventTotals,
@@ -21,6 +22,7 @@ import {
   type ResponseTimeStats,
   type TotalsBreakdown,
 } from "./metrics-queries.js";
+import { QueryTableReader } from "./query-tables.js";
 import type { RollupAggregate, RollupReader, WindowAggregates } from "./rollups.js";
 
 export interface MetricsSource {
@@ -32,6 +34,8 @@ export interface MetricsSource {
   responseTimes(f: MetricsFilter): Promise<ResponseTimeStats>;
   /** Per time bucket; `starts` are the buckets' starts in the zone (see core/time-buckets). */
   timeSeries(f: MetricsFilter, unit: BucketUnit, zone: string, starts: readonly Date[]): Promise<BucketRow[]>;
+  /** The first `limit` queries by `order` (ties by query text). */
+  topQueries(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]>;
 }
 
 /** Straight from the events: exact, and what every other source is checked against. */
@@ -42,6 +46,7 @@ export function rawMetrics(c: Collections): MetricsSource {
     latency: (f, ps, perVariant) => latencyPercentiles(c, f, ps, perVariant),
     responseTimes: (f) => responseTimeStats(c, f),
     timeSeries: (f, unit, zone, starts) => timeBuckets(c, f, unit, zone, starts),
+    topQueries: (f, order, limit) => topQueries(c, f, order, limit),
   };
 }
 
@@ -59,8 +64,8 @@ function totalsOf(a: RollupAggregate): EventTotals {
 
 const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
 
-/** Rollups when no user is named, raw events otherwise. */
-export function fastMetrics(c: Collections, rollups: RollupReader): MetricsSource {
+/** Rollups (and query tables) when no user is named, raw events otherwise. */
+export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c)): MetricsSource {
   const raw = rawMetrics(c);
   const window = (f: MetricsFilter): Promise<WindowAggregates> => rollups.window(f.window, f.variant);
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
@@ -94,6 +99,9 @@ export function fastMetrics(c: Collections, rollups: RollupReader): MetricsSourc
         rankSum: a.rkSum,
         p95: a.imp === 0 ? undefined : latencyQuantiles(a.rt, [0.95], boundsOf(a))[0],
       }));
+    },
+    topQueries(f, order, limit) {
+      return f.userId !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit);
     },
     async responseTimes(f) {
       if (f.userId !== undefined) return raw.responseTimes(f);

@@ -20,15 +20,18 @@ import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../co
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
+import { queryField, type QueryCounts } from "./query-table-fields.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 
 export type Grain = "h" | "d";
+/** Query tables (see query-table-fields.ts) live beside the rollups, per hour ("qh") or day ("qd"). */
+export type TableGrain = "qh" | "qd";
 
 export interface RollupDocument {
   _id: string;
-  g: Grain;
+  g: Grain | TableGrain;
   t: Date;
   v: string;
   /** Bumped by every update: readers cache documents by (id, ver). */
@@ -55,7 +58,22 @@ export interface RollupDocument {
   u: Record<string, Record<string, number>>;
   /** Markers of the last APPLIED_KEEP batches counted here, newest last (see RollupDelta.apply). */
   ap?: string[];
+  /** Query tables: query -> counters, in buckets (see query-table-fields.ts). */
+  qt?: Record<string, Record<string, Partial<QueryCounts>>>;
+  /** A query table that outgrew its limit: no longer updated, its period read from raw events instead. */
+  full?: boolean;
 }
+
+/**
+ * A query table stops growing when an update would take it past BSON's 16 MiB, or when a reader
+ * finds more than QUERY_TABLE_MAX_QUERIES queries in it. From then on that hour's or day's top
+ * queries for that variant come from the raw events: slower, never wrong. The benchmark's
+ * vocabulary (20,000 queries) stays below.
+ */
+export const QUERY_TABLE_MAX_QUERIES = 50_000;
+
+/** Errors of an update whose result would exceed 16 MiB. */
+const TOO_LARGE = new Set([10334, 17419]);
 
 /**
  * How many applied markers a rollup document remembers. A batch is recognised as counted as
@@ -77,15 +95,21 @@ const USER_GROUP = 128;
 const userField = (register: number) => `u.${Math.floor(register / USER_GROUP)}.${register % USER_GROUP}`;
 
 const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
-const rollupId = (g: Grain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
+export const rollupId = (g: Grain | TableGrain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
 
-/** Accumulates one batch's increments per rollup document. */
+type DocDelta = { g: Grain | TableGrain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number> };
+
+const add = (inc: Record<string, number>, field: string, n: number) => (inc[field] = (inc[field] ?? 0) + n);
+
+/** Accumulates one batch's increments per rollup document and per query table. */
 class RollupDelta {
-  private readonly docs = new Map<string, { g: Grain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number> }>();
+  private readonly docs = new Map<string, DocDelta>();
 
-  private each(timestamp: Date, variant: string, apply: (d: { inc: Record<string, number>; min?: number; max: Record<string, number> }) => void): void {
+  private each(timestamp: Date, variant: string, apply: (d: DocDelta) => void, tables = false): void {
     const ms = timestamp.getTime();
-    for (const [g, t] of [["h", floorTo(ms, HOUR_MS)], ["d", floorTo(ms, DAY_MS)]] as const) {
+    const grains = tables ? ([["qh", HOUR_MS], ["qd", DAY_MS]] as const) : ([["h", HOUR_MS], ["d", DAY_MS]] as const);
+    for (const [g, unit] of grains) {
+      const t = floorTo(ms, unit);
       const id = rollupId(g, t, variant);
       let d = this.docs.get(id);
       if (!d) this.docs.set(id, (d = { g, t, v: variant, inc: {}, max: {} }));
@@ -93,7 +117,19 @@ class RollupDelta {
     }
   }
 
-  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp">): void {
+  /** The query's counters in its hour's and day's query tables. */
+  private eachQuery(timestamp: Date, variant: string, query: string, counts: Partial<QueryCounts>): void {
+    this.each(
+      timestamp,
+      variant,
+      (d) => {
+        for (const [counter, n] of Object.entries(counts) as [keyof QueryCounts, number][]) if (n !== 0) add(d.inc, queryField(query, counter), n);
+      },
+      true,
+    );
+  }
+
+  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp" | "query_normalized">): void {
     const { register, rank } = hllPoint(e.user_id);
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.clk = (d.inc.clk ?? 0) + 1;
@@ -101,11 +137,13 @@ class RollupDelta {
       d.inc[`ranks.${e.rank}`] = (d.inc[`ranks.${e.rank}`] ?? 0) + 1;
       d.max[userField(register)] = Math.max(d.max[userField(register)] ?? 0, rank);
     });
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank });
   }
 
-  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp">): void {
+  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized">): void {
     const { register, rank } = hllPoint(e.user_id);
     const ms = Number(e.response_time_ms);
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0 });
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.imp = (d.inc.imp ?? 0) + 1;
       if (e.results_count === 0) d.inc.nr = (d.inc.nr ?? 0) + 1;
@@ -119,8 +157,9 @@ class RollupDelta {
   }
 
   /** An impression got its first linked click. */
-  clicked(timestamp: Date, variant: string): void {
-    this.each(timestamp, variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
+  clicked(e: Pick<ImpressionDocument, "timestamp" | "variant" | "query_normalized">): void {
+    this.each(e.timestamp, e.variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { s: 1 });
   }
 
   /** Statements of one `update` command: an upsert per rollup document, unless `marker` is already counted there. */
@@ -134,7 +173,8 @@ class RollupDelta {
       };
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
-      return { q: { _id: id, ap: { $ne: marker } }, u: update, upsert: true };
+      // A full query table matches nothing, like one that has the marker (see apply).
+      return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
     });
   }
 
@@ -142,8 +182,10 @@ class RollupDelta {
    * Applies the increments as the batch `marker`, once: one unordered `update` command (raw, like
    * the event inserts, so an outage surfaces as the driver's network error). Where the document
    * already holds the marker the filter matches nothing and the upsert's insert collides on _id
-   * (E11000); a collision can also be two writers creating the same new document at once, so
-   * each is checked, and only documents without the marker are sent again.
+   * (E11000); a collision can also be two writers creating the same new document at once, or a
+   * full query table, so each is checked, and only documents without the marker are sent again.
+   * A query table the update would take past 16 MiB is marked full (readers then use the raw
+   * events of its period).
    */
   async apply(c: Collections, marker: string): Promise<void> {
     let ids = [...this.docs.keys()];
@@ -152,11 +194,14 @@ class RollupDelta {
       const updates = this.updates(ids, marker);
       const reply = await c.db.command({ update: ROLLUPS, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
       const errors = (reply.writeErrors as { index: number; errmsg: string; code: number }[] | undefined) ?? [];
-      const failed = errors.find((e) => e.code !== DUPLICATE_KEY) ?? reply.writeConcernError;
+      const tooLarge = errors.filter((e) => TOO_LARGE.has(e.code) && isTable(this.docs.get(ids[e.index]!)!.g)).map((e) => ids[e.index]!);
+      if (tooLarge.length > 0) await markFull(c, tooLarge);
+      const failed = errors.find((e) => e.code !== DUPLICATE_KEY && !tooLarge.includes(ids[e.index]!)) ?? reply.writeConcernError;
       if (failed) throw new MongoServerError({ message: `rollup update failed: ${failed.errmsg}`, code: failed.code });
-      const collided = errors.map((e) => ids[e.index]!);
+      const collided = errors.filter((e) => e.code === DUPLICATE_KEY).map((e) => ids[e.index]!);
       if (collided.length === 0) return;
-      const counted = new Set((await rollupCollection(c).find({ _id: { $in: collided }, ap: marker }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+      const settled = { _id: { $in: collided }, $or: [{ ap: marker }, { full: true }] };
+      const counted = new Set((await rollupCollection(c).find(settled, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
       ids = collided.filter((id) => !counted.has(id));
       if (ids.length > 0 && attempt >= 5) throw new MongoServerError({ message: `rollup update kept colliding on ${ids.join(", ")}`, code: DUPLICATE_KEY });
     }
@@ -164,6 +209,13 @@ class RollupDelta {
 }
 
 const DUPLICATE_KEY = 11000;
+
+const isTable = (g: Grain | TableGrain): g is TableGrain => g === "qh" || g === "qd";
+
+/** Stops updating these query tables; ver moves, so readers drop their cached copies and read raw events. */
+export async function markFull(c: Collections, ids: readonly string[]): Promise<void> {
+  await rollupCollection(c).updateMany({ _id: { $in: [...ids] }, full: { $ne: true } }, { $set: { full: true }, $inc: { ver: 1 } });
+}
 
 /**
  * A marker for work in flight: "<15-digit ms>:<64 random bits>". Ordered by time as strings, so a
@@ -206,10 +258,10 @@ export async function flagClickedImpressions(c: Collections, impressionIds: read
 
 /** Counts the impressions flagged under `claim` as searches with clicks (once), then clears the claim. */
 async function countClicked(c: Collections, claim: string): Promise<number> {
-  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1 } }).toArray();
+  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1 } }).toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
-  for (const imp of flipped) delta.clicked(imp.timestamp, imp.variant);
+  for (const imp of flipped) delta.clicked(imp);
   await delta.apply(c, claim);
   return clearMarker(c.impressions, "click_claim", claim);
 }

@@ -85,21 +85,17 @@ describe("createClickAnalyticsClient", () => {
   });
 
   test("ClientOptions has exactly the documented fields", () => {
-    expectTypeOf<ClientOptions>().toEqualTypeOf<{
-      credentials?: ChannelCredentials;
-      tls?: ClientTlsOptions;
+    type CallDefaults = {
       defaultTimeoutMs?: number;
       userId?: string;
       token?: string;
       metadata?: Record<string, string>;
       channelOptions?: ClientOptions["channelOptions"];
-    }>();
-    expectTypeOf<ClientTlsOptions>().toEqualTypeOf<{
-      ca?: Buffer | string;
-      cert?: Buffer | string;
-      key?: Buffer | string;
-      serverNameOverride?: string;
-    }>();
+    };
+    // credentials or tls, never both
+    expectTypeOf<ClientOptions>().toEqualTypeOf<CallDefaults & ({ credentials?: ChannelCredentials; tls?: undefined } | { tls?: ClientTlsOptions; credentials?: undefined })>();
+    // a client certificate and its key together, or neither
+    expectTypeOf<ClientTlsOptions>().toEqualTypeOf<{ ca?: Buffer | string; serverNameOverride?: string } & ({ cert: Buffer | string; key: Buffer | string } | { cert?: undefined; key?: undefined })>();
     expectTypeOf<NonNullable<ClientOptions["channelOptions"]>>().toHaveProperty("grpc.keepalive_time_ms").toEqualTypeOf<number | undefined>();
 
     assertType<ClientOptions>({});
@@ -135,6 +131,12 @@ describe("createClickAnalyticsClient", () => {
     assertType<ClientOptions>({ channelOptions: { "grpc.keepalive_time_ms": "30s" } });
     // @ts-expect-error unknown option (timeouts are defaultTimeoutMs)
     assertType<ClientOptions>({ timeoutMs: 1_000 });
+    // @ts-expect-error credentials and tls exclude each other
+    assertType<ClientOptions>({ credentials: credentials.createInsecure(), tls: {} });
+    // @ts-expect-error a client certificate needs its key
+    assertType<ClientOptions>({ tls: { cert: "-----BEGIN CERTIFICATE-----" } });
+    // @ts-expect-error and a key its certificate
+    assertType<ClientTlsOptions>({ ca: "ca", key: Buffer.from("k") });
   });
 });
 

@@ -11,7 +11,7 @@ import { bucketStarts } from "../../src/core/time-buckets.js";
 import { timeWindow } from "../../src/core/window.js";
 import type { MetricsFilter } from "../../src/store/metrics-queries.js";
 import { fastMetrics, rawMetrics, type MetricsSource } from "../../src/store/metrics-source.js";
-import { RollupReader } from "../../src/store/rollups.js";
+import { rollupCollection, rollupId, RollupReader } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 type EventInit = MessageInitShape<typeof EventSchema>;
@@ -28,6 +28,8 @@ function prng(seed: number) {
 }
 
 const SEED = Number(process.env.EQUIVALENCE_SEED ?? 20261128);
+/** Queries whose text tests the query tables' field names and the order of ties. */
+const ODD_QUERIES = ["node.js", "$where", "100% Cotton", "a.b.c", "%41", "Straße  Ünï", "emoji 🦄", "\uFFFD end", "ﬁle", " padded "];
 const VARIANTS = ["search_v1", "search_v2", "search_v3"];
 let h: Harness;
 let raw: MetricsSource;
@@ -36,6 +38,7 @@ let fast: MetricsSource;
 beforeAll(async () => {
   h = await startHarness();
   const rand = prng(SEED);
+  const pickQuery = prng(SEED + 1);
   const now = Date.now();
   const impressions: EventInit[] = [];
   const clicks: EventInit[] = [];
@@ -47,12 +50,14 @@ beforeAll(async () => {
     const variant = VARIANTS[Math.floor(rand() * VARIANTS.length)]!;
     const userId = `user-${Math.floor(rand() ** 2 * 400)}`;
     const ms = Math.round(Math.exp(3.5 + rand() * 2.5) * 100) / 100;
-    const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query: `q${i % 50}`, variant, resultsCount: rand() < 0.05 ? 0 : 10, responseTimeMs: ms, timestamp: at } } };
+    // Its own generator, so the rest of the data is what it was before odd queries were added.
+    const query = pickQuery() < 0.2 ? ODD_QUERIES[Math.floor(pickQuery() * ODD_QUERIES.length)]! : `q${i % 50}`;
+    const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query, variant, resultsCount: rand() < 0.05 ? 0 : 10, responseTimeMs: ms, timestamp: at } } };
     // Some impressions arrive after their clicks.
     (rand() < 0.1 ? lateImpressions : impressions).push(impression);
     const n = rand() < 0.25 ? 1 + Math.floor(rand() * 3) : 0;
     for (let k = 0; k < n; k++) {
-      clicks.push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: `q${i % 50}`, variant, responseTimeMs: ms, timestamp: at } } });
+      clicks.push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: at } } });
     }
     if (rand() < 0.03) clicks.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: `user-${Math.floor(rand() * 500)}`, productId: "p", rank: 0, searchQuery: "q", variant, responseTimeMs: ms, timestamp: at } } });
   });
@@ -130,6 +135,21 @@ describe("rollups equal raw events", () => {
     }
   });
 
+  it("top queries: the same rows in the same order, for every order and limit", async () => {
+    for (const [name, f] of filters()) {
+      for (const order of ["searches", "clicks", "ctr", "no_results"] as const) {
+        for (const limit of [1, 7, 1000]) {
+          const [r, q] = await Promise.all([raw.topQueries(f, order, limit), fast.topQueries(f, order, limit)]);
+          expect(q, `${name} ${order} ${limit}`).toEqual(r);
+        }
+      }
+    }
+    expect(await rollupCollection(h.server.store.collections).countDocuments({ g: { $in: ["qh", "qd"] } })).toBeGreaterThan(0);
+    // The odd queries made it through as themselves (normalised), not as their field names.
+    const all = await fast.topQueries({ window: timeWindow(365) }, "searches", 1000);
+    expect(all.map((row) => row.query)).toEqual(expect.arrayContaining(["node.js", "$where", "100% cotton", "%41", "emoji 🦄", "padded"]));
+  });
+
   it("sees late events in hours it has already cached", async () => {
     const f: MetricsFilter = { window: timeWindow(30) };
     const before = await fast.totals(f);
@@ -140,5 +160,45 @@ describe("rollups equal raw events", () => {
     expect(after.overall.impressions).toBe(before.overall.impressions + 1);
     expect(after.overall.noResults).toBe(before.overall.noResults + 1);
     expect(after.overall).toEqual({ ...(await raw.totals(f)).overall, users: after.overall.users, responseTimeSum: after.overall.responseTimeSum });
+  });
+});
+
+describe("a query table that reached its size limit", () => {
+  it("is marked full when a write finds it so, and its period is then answered from raw events", async () => {
+    const c = h.server.store.collections;
+    const at = new Date(Date.now() - 3 * DAY);
+    const day = new Date(Math.floor(at.getTime() / DAY) * DAY);
+    const id = rollupId("qd", day.getTime(), "search_v1");
+    // Pad the day's table (a whole day inside the window) to just under 16 MiB, as a flood of
+    // distinct queries would: the next update cannot fit.
+    const size = (await rollupCollection(c).aggregate<{ n: number }>([{ $match: { _id: id } }, { $project: { n: { $bsonSize: "$$ROOT" } } }]).toArray())[0]?.n ?? 0;
+    await rollupCollection(c).updateOne({ _id: id }, { $set: { pad: "x".repeat(16 * 1024 * 1024 - size - 64) }, $setOnInsert: { g: "qd", t: day, v: "search_v1" }, $inc: { ver: 1 } }, { upsert: true });
+    const f: MetricsFilter = { window: timeWindow(7), variant: "search_v1" };
+    await fast.topQueries(f, "searches", 1000); // caches the table as it is now
+    await h.client.logEvents({ events: [{ kind: { case: "impression", value: { eventId: "into-full-table", userId: "u", query: "overflow query", variant: "search_v1", resultsCount: 1, responseTimeMs: 1, timestamp: timestampFromDate(at) } } }] });
+    expect((await rollupCollection(c).findOne({ _id: id }, { projection: { full: 1 } }))?.full).toBe(true);
+    const [r, q] = await Promise.all([raw.topQueries(f, "searches", 1000), fast.topQueries(f, "searches", 1000)]);
+    expect(q).toEqual(r);
+    expect(q.find((row) => row.query === "overflow query")?.searches).toBe(1);
+  });
+});
+
+describe("a database whose events predate query tables", () => {
+  it("answers top queries from the raw events, never from incomplete tables", async () => {
+    const c = h.server.store.collections;
+    const meta = c.db.collection<{ _id: string; complete: boolean }>("rollups");
+    await meta.updateOne({ _id: "meta|query-tables" }, { $set: { complete: false } });
+    try {
+      // A table that disagrees with the events: it must not be read.
+      await rollupCollection(c).updateMany({ g: "qd" }, { $inc: { ver: 1, "qt.0.bogus.i": 1_000_000 } });
+      const f: MetricsFilter = { window: timeWindow(30) };
+      const fresh = fastMetrics(c, new RollupReader(c));
+      const [r, q] = await Promise.all([raw.topQueries(f, "searches", 1000), fresh.topQueries(f, "searches", 1000)]);
+      expect(q).toEqual(r);
+      expect(q.some((row) => row.query === "bogus")).toBe(false);
+    } finally {
+      await rollupCollection(c).updateMany({ g: "qd" }, { $unset: { "qt.0.bogus": "" }, $inc: { ver: 1 } });
+      await meta.updateOne({ _id: "meta|query-tables" }, { $set: { complete: true } });
+    }
   });
 });

@@ -191,7 +191,7 @@ export function connectionFrom(values: FlagValues, usage: string, env: NodeJS.Pr
   return {
     address,
     token,
-    tls: useTls ? { ca, cert, key, serverNameOverride } : undefined,
+    tls: !useTls ? undefined : cert !== undefined && key !== undefined ? { ca, serverNameOverride, cert, key } : { ca, serverNameOverride },
     timeoutMs: Math.round(timeoutS * 1000),
   };
 }

@@ -1,0 +1,53 @@
+/** Ranking queries for GetTopQueries: the order MongoDB's `$sort` gives the raw pipeline. */
+
+export type TopQueriesOrder = "searches" | "clicks" | "ctr" | "no_results";
+
+export interface QueryRow {
+  query: string;
+  searches: number;
+  clicks: number;
+  searchesWithClicks: number;
+  noResults: number;
+  rankSum: number;
+}
+
+/** Binary (UTF-8 byte) order, which is code point order: MongoDB's order for strings. */
+export function compareCodePoints(a: string, b: string): number {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.codePointAt(i)!;
+    const y = b.codePointAt(i)!;
+    if (x !== y) return x - y;
+    if (x > 0xffff) i++;
+  }
+  return a.length - b.length;
+}
+
+/** The sort key: clicks per search, or null (no searches), which sorts after every number. */
+function orderValue(row: QueryRow, order: TopQueriesOrder): number | null {
+  switch (order) {
+    case "searches":
+      return row.searches;
+    case "clicks":
+      return row.clicks;
+    case "no_results":
+      return row.noResults;
+    case "ctr":
+      return row.searches > 0 ? row.clicks / row.searches : null;
+  }
+}
+
+/** The first `limit` rows by `order` descending, ties by query text ascending. */
+export function topRows(rows: Iterable<QueryRow>, order: TopQueriesOrder, limit: number): QueryRow[] {
+  const keyed = [...rows].map((row) => ({ row, key: orderValue(row, order) }));
+  keyed.sort((a, b) => {
+    if (a.key !== b.key) {
+      if (a.key === null) return 1;
+      if (b.key === null) return -1;
+      return b.key - a.key;
+    }
+    return compareCodePoints(a.row.query, b.row.query);
+  });
+  return keyed.slice(0, limit).map((k) => k.row);
+}
