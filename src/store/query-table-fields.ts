@@ -46,3 +46,10 @@ export function decodeQueryTable(qt: Record<string, Record<string, Partial<Query
   }
   return out;
 }
+
+/** The stored form of counters by query (the inverse of decodeQueryTable). */
+export function encodeQueryTable(counts: ReadonlyMap<string, QueryCounts>): Record<string, Record<string, QueryCounts>> {
+  const qt: Record<string, Record<string, QueryCounts>> = {};
+  for (const [query, n] of counts) (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = n;
+  return qt;
+}

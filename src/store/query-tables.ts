@@ -1,10 +1,14 @@
 /**
- * GetTopQueries from query tables: per UTC hour and day and variant, every query's counters (see
+ * GetTopQueries from query tables: per UTC hour and variant, every query's counters (see
  * query-table-fields.ts), maintained in the same atomic rollup update as the other metrics. A
- * window is composed like the rollups' (rollups.ts): raw events for its first, partial hour,
- * hourly tables up to the next UTC midnight, daily tables from there on. Tables are cached by
- * (id, version), so a finished hour or day is read once; a table that grew too large ("full") is
- * replaced by the raw events of its period.
+ * window is raw events for its first, partial hour and the hourly tables from there on.
+ *
+ * Writers keep hourly tables only (a day's table is large, and rewriting it with every batch
+ * cost a sixth of the ingest rate). Readers compact the hours of each finished day into a day
+ * table, stamped with the hours' versions it was built from, store it for other servers and
+ * restarts, and rebuild it when an hour's version moves (a late event). Tables are cached by
+ * version, so a finished day is read once; a table that grew too large ("full") is replaced by
+ * the raw events of its hour.
  *
  * Tables are complete only in a database that has had them from its first event: one created
  * by an older version (events but no tables) keeps answering from the raw events.
@@ -14,8 +18,8 @@ import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-querie
 import { queryRows, topQueries } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import type { MetricsFilter } from "./metrics-queries.js";
-import { decodeQueryTable, type QueryCounts } from "./query-table-fields.js";
-import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, type RollupDocument } from "./rollups.js";
+import { decodeQueryTable, encodeQueryTable, type QueryCounts } from "./query-table-fields.js";
+import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */
 const META_ID = "meta|query-tables";
@@ -45,24 +49,91 @@ export async function markQueryTables(c: Collections): Promise<void> {
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
+/** A day is compacted once it has been over this long: late events are rarer by then. */
+const DAY_SETTLED_MS = HOUR_MS;
+
+type Counts = Map<string, QueryCounts>;
+
+/** One hourly table as the version query lists it. */
+interface HourRef {
+  id: string;
+  t: Date;
+  v: string;
+  ver: number;
+}
 
 interface CachedTable {
-  ver: number;
-  full: boolean;
-  counts: Map<string, QueryCounts>;
+  /** The hour's version, or for a day the versions of the hours it was built from. */
+  sig: string;
+  counts: Counts;
+  /** Hours that are full: read from raw events instead. */
+  fullHours: HourRef[];
+}
+
+/** A compacted day table as stored. */
+interface DayTableDocument {
+  _id: string;
+  g: "qd";
+  t: Date;
+  v: string;
+  sig: string;
+  qt: ReturnType<typeof encodeQueryTable>;
+}
+
+/** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
+class TableCache {
+  private readonly tables = new Map<string, CachedTable>();
+  private entries = 0;
+
+  constructor(private readonly maxEntries: number) {}
+
+  get(id: string, sig: string): CachedTable | undefined {
+    const table = this.tables.get(id);
+    if (table?.sig !== sig) return undefined;
+    this.tables.delete(id);
+    this.tables.set(id, table);
+    return table;
+  }
+
+  set(id: string, table: CachedTable): void {
+    this.delete(id);
+    this.tables.set(id, table);
+    this.entries += table.counts.size;
+    for (const oldest of this.tables.keys()) {
+      if (this.entries <= this.maxEntries || oldest === id) break;
+      this.delete(oldest);
+    }
+  }
+
+  private delete(id: string): void {
+    const table = this.tables.get(id);
+    if (table === undefined) return;
+    this.entries -= table.counts.size;
+    this.tables.delete(id);
+  }
+
+  clear(): void {
+    this.tables.clear();
+    this.entries = 0;
+  }
 }
 
 export class QueryTableReader {
-  private readonly cache = new Map<string, CachedTable>();
-  private cachedQueries = 0;
+  /** Hourly tables of the unfinished days and of the window's first day. */
+  private readonly hours: TableCache;
+  /** Compacted days. */
+  private readonly days: TableCache;
   /** Once true, it stays so (Reset empties the database and records it complete again). */
   private complete = false;
 
   constructor(
     private readonly c: Collections,
-    /** Query entries kept decoded at most (~100 bytes each; finished days are the bulk); least recently used go first. */
-    private readonly maxCachedQueries = 300_000,
-  ) {}
+    /** Query entries kept decoded at most (~100 bytes each), per cache. */
+    maxCachedQueries = 200_000,
+  ) {
+    this.hours = new TableCache(maxCachedQueries);
+    this.days = new TableCache(maxCachedQueries);
+  }
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
     this.complete ||= (await metaCollection(this.c).countDocuments({ _id: META_ID, complete: true }, { limit: 1 })) > 0;
@@ -70,94 +141,134 @@ export class QueryTableReader {
     const start = f.window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
-    const variant = f.variant === undefined ? {} : { v: f.variant };
-    const [versions, edge] = await Promise.all([
+    const [listed, edge] = await Promise.all([
+      // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
       rollupCollection(this.c)
-        .find(
-          { $or: [{ g: "qh", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variant }, { g: "qd", t: { $gte: new Date(dayEdge) }, ...variant }] },
-          { projection: { _id: 1, ver: 1, g: 1, t: 1, v: 1 } },
-        )
+        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 } })
         .toArray(),
-      this.raw({ timestamp: { $gte: f.window.start, $lt: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { variant: f.variant }) }, f),
+      this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
-    const tables = await this.tables(versions);
-    const merged = new Map<string, QueryRow>();
-    const addRow = (row: QueryRow) => {
-      const into = merged.get(row.query);
-      if (into === undefined) merged.set(row.query, { ...row });
+    const loose: HourRef[] = [];
+    const days = new Map<string, HourRef[]>();
+    const settled = Date.now() - DAY_SETTLED_MS;
+    for (const { t, v, ver } of listed) {
+      const ref = { id: rollupId("qh", t.getTime(), v), t, v, ver: Number(ver) };
+      const day = Math.floor(t.getTime() / DAY_MS) * DAY_MS;
+      if (t.getTime() < dayEdge || day + DAY_MS > settled) loose.push(ref);
       else {
-        into.searches += row.searches;
-        into.clicks += row.clicks;
-        into.searchesWithClicks += row.searchesWithClicks;
-        into.noResults += row.noResults;
-        into.rankSum += row.rankSum;
+        const key = rollupId("qd", day, v);
+        days.get(key)?.push(ref) ?? days.set(key, [ref]);
+      }
+    }
+    const [hourTables, dayTables] = await Promise.all([this.hourTables(loose, this.hours), this.dayTables(days)]);
+    const merged = new Map<string, QueryRow>();
+    const addRow = (query: string, n: QueryCounts) => {
+      const into = merged.get(query);
+      if (into === undefined) merged.set(query, { query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r });
+      else {
+        into.searches += n.i;
+        into.clicks += n.c;
+        into.searchesWithClicks += n.s;
+        into.noResults += n.n;
+        into.rankSum += n.r;
       }
     };
-    const fullPeriods: Promise<QueryRow[]>[] = [];
-    for (const doc of versions) {
-      const table = tables.get(doc._id);
-      if (table === undefined) continue; // deleted since the version query (a reset)
-      if (table.full) {
-        const end = new Date(doc.t.getTime() + (doc.g === "qh" ? HOUR_MS : DAY_MS));
-        fullPeriods.push(this.raw({ timestamp: { $gte: doc.t, $lt: end }, variant: doc.v }, f));
-        continue;
-      }
-      for (const [query, n] of table.counts) addRow({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r });
+    const fullHours: HourRef[] = [];
+    for (const table of [...hourTables, ...dayTables]) {
+      for (const [query, n] of table.counts) addRow(query, n);
+      fullHours.push(...table.fullHours);
     }
-    for (const rows of [edge, ...(await Promise.all(fullPeriods))]) for (const row of rows) addRow(row);
+    const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
+    for (const rows of rawRows) for (const row of rows) addRow(row.query, { i: row.searches, c: row.clicks, s: row.searchesWithClicks, n: row.noResults, r: row.rankSum });
     return topRows(merged.values(), order, limit);
   }
 
-  private raw(m: Document, f: MetricsFilter): Promise<QueryRow[]> {
-    if (m.timestamp.$gte.getTime() >= m.timestamp.$lt.getTime()) return Promise.resolve([]);
-    return queryRows(this.c, m, f);
+  private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {
+    if (from.getTime() >= to.getTime()) return Promise.resolve([]);
+    return queryRows(this.c, { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) }, f);
   }
 
-  /** These tables at these versions: from the cache, or read (and cached) where it is behind. */
-  private async tables(versions: readonly Pick<RollupDocument, "_id" | "ver">[]): Promise<Map<string, CachedTable>> {
-    const out = new Map<string, CachedTable>();
-    const stale: string[] = [];
-    for (const d of versions) {
-      const cached = this.cache.get(d._id);
-      if (cached?.ver === Number(d.ver)) {
-        out.set(d._id, cached);
-        // Used again: to the back of the eviction order.
-        this.cache.delete(d._id);
-        this.cache.set(d._id, cached);
-      } else stale.push(d._id);
+  /** These hourly tables at these versions: cached, or read (and cached in `cache`, if given). */
+  private async hourTables(refs: readonly HourRef[], cache: TableCache | undefined): Promise<CachedTable[]> {
+    const out: CachedTable[] = [];
+    const stale: HourRef[] = [];
+    for (const ref of refs) {
+      const cached = cache?.get(ref.id, String(ref.ver));
+      if (cached) out.push(cached);
+      else stale.push(ref);
     }
     if (stale.length === 0) return out;
+    const byId = new Map(stale.map((r) => [r.id, r]));
     const docs = await rollupCollection(this.c)
-      .find({ _id: { $in: stale } }, { projection: { ver: 1, full: 1, qt: 1 } })
+      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 } })
       .toArray();
     const overgrown: string[] = [];
     for (const doc of docs) {
-      const table: CachedTable = { ver: Number(doc.ver), full: doc.full === true, counts: doc.full === true ? new Map() : decodeQueryTable(doc.qt) };
+      const ref = byId.get(doc._id)!;
+      const full = doc.full === true;
+      const table: CachedTable = { sig: String(doc.ver), counts: full ? new Map() : decodeQueryTable(doc.qt), fullHours: full ? [ref] : [] };
+      // Usable this time (it is complete); closed for later writes, whose hours then read raw events.
       if (table.counts.size > QUERY_TABLE_MAX_QUERIES) overgrown.push(doc._id);
-      out.set(doc._id, table);
-      this.forget(doc._id);
-      this.cache.set(doc._id, table);
-      this.cachedQueries += table.counts.size;
+      // A version that moved since the listing is newer, and just as complete: it is what counts now.
+      cache?.set(doc._id, table);
+      out.push(table);
     }
-    // Usable this time (they are complete); closed for later writes, whose periods then read raw events.
     if (overgrown.length > 0) await markFull(this.c, overgrown);
-    // Least recently used first (a Map iterates in insertion order).
-    for (const id of this.cache.keys()) {
-      if (this.cachedQueries <= this.maxCachedQueries) break;
-      this.forget(id);
+    return out;
+  }
+
+  /** Each finished day's table: cached, stored by a reader before, or compacted from its hours now. */
+  private async dayTables(days: ReadonlyMap<string, HourRef[]>): Promise<CachedTable[]> {
+    const out: CachedTable[] = [];
+    const missing = new Map<string, { refs: HourRef[]; sig: string }>();
+    for (const [id, refs] of days) {
+      const sig = refs
+        .map((r) => `${r.t.getTime() / HOUR_MS}@${r.ver}`)
+        .sort()
+        .join(",");
+      const cached = this.days.get(id, sig);
+      if (cached) out.push(cached);
+      else missing.set(id, { refs, sig });
+    }
+    if (missing.size === 0) return out;
+    const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
+    const stored = await tables.find({ _id: { $in: [...missing.keys()] } }, { projection: { sig: 1, qt: 1 } }).toArray();
+    for (const doc of stored) {
+      const want = missing.get(doc._id)!;
+      if (doc.sig !== want.sig) continue;
+      const table: CachedTable = { sig: want.sig, counts: decodeQueryTable(doc.qt), fullHours: [] };
+      this.days.set(doc._id, table);
+      out.push(table);
+      missing.delete(doc._id);
+    }
+    for (const [id, { refs, sig }] of missing) {
+      const hours = await this.hourTables(refs, undefined);
+      const counts: Counts = new Map();
+      const fullHours: HourRef[] = [];
+      for (const hour of hours) {
+        fullHours.push(...hour.fullHours);
+        for (const [query, n] of hour.counts) {
+          const into = counts.get(query);
+          if (into === undefined) counts.set(query, { ...n });
+          else for (const k of ["i", "c", "s", "n", "r"] as const) into[k] += n[k];
+        }
+      }
+      // Versions read now may be newer than listed: then the signature is stale and the next read rebuilds.
+      const table: CachedTable = { sig, counts, fullHours };
+      this.days.set(id, table);
+      out.push(table);
+      if (fullHours.length === 0) {
+        const t = refs[0]!.t;
+        const doc = { g: "qd" as const, t: new Date(Math.floor(t.getTime() / DAY_MS) * DAY_MS), v: refs[0]!.v, sig, qt: encodeQueryTable(counts) };
+        // For other servers and restarts; a day too large to store is simply compacted again.
+        await tables.replaceOne({ _id: id }, doc, { upsert: true }).catch(() => undefined);
+      }
     }
     return out;
   }
 
-  private forget(id: string): void {
-    const table = this.cache.get(id);
-    if (table === undefined) return;
-    this.cachedQueries -= table.counts.size;
-    this.cache.delete(id);
-  }
-
   clear(): void {
-    this.cache.clear();
-    this.cachedQueries = 0;
+    this.hours.clear();
+    this.days.clear();
   }
 }

@@ -26,7 +26,7 @@ const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 
 export type Grain = "h" | "d";
-/** Query tables (see query-table-fields.ts) live beside the rollups, per hour ("qh") or day ("qd"). */
+/** Query tables (see query-table-fields.ts) live beside the rollups: hourly ("qh"), and days compacted from them ("qd"). */
 export type TableGrain = "qh" | "qd";
 
 export interface RollupDocument {
@@ -65,10 +65,10 @@ export interface RollupDocument {
 }
 
 /**
- * A query table stops growing when an update would take it past BSON's 16 MiB, or when a reader
- * finds more than QUERY_TABLE_MAX_QUERIES queries in it. From then on that hour's or day's top
+ * An hourly query table stops growing when an update would take it past BSON's 16 MiB, or when a
+ * reader finds more than QUERY_TABLE_MAX_QUERIES queries in it. From then on that hour's top
  * queries for that variant come from the raw events: slower, never wrong. The benchmark's
- * vocabulary (20,000 queries) stays below.
+ * vocabulary (20,000 queries) stays far below in an hour.
  */
 export const QUERY_TABLE_MAX_QUERIES = 50_000;
 
@@ -107,7 +107,8 @@ class RollupDelta {
 
   private each(timestamp: Date, variant: string, apply: (d: DocDelta) => void, tables = false): void {
     const ms = timestamp.getTime();
-    const grains = tables ? ([["qh", HOUR_MS], ["qd", DAY_MS]] as const) : ([["h", HOUR_MS], ["d", DAY_MS]] as const);
+    // Query tables are hourly only: readers compact finished days (query-tables.ts).
+    const grains = tables ? ([["qh", HOUR_MS]] as const) : ([["h", HOUR_MS], ["d", DAY_MS]] as const);
     for (const [g, unit] of grains) {
       const t = floorTo(ms, unit);
       const id = rollupId(g, t, variant);
@@ -117,7 +118,7 @@ class RollupDelta {
     }
   }
 
-  /** The query's counters in its hour's and day's query tables. */
+  /** The query's counters in its hour's query table. */
   private eachQuery(timestamp: Date, variant: string, query: string, counts: Partial<QueryCounts>): void {
     this.each(
       timestamp,

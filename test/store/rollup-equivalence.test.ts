@@ -144,7 +144,9 @@ describe("rollups equal raw events", () => {
         }
       }
     }
-    expect(await rollupCollection(h.server.store.collections).countDocuments({ g: { $in: ["qh", "qd"] } })).toBeGreaterThan(0);
+    // Hourly tables written, finished days compacted and stored by the reader.
+    expect(await rollupCollection(h.server.store.collections).countDocuments({ g: "qh" })).toBeGreaterThan(0);
+    expect(await rollupCollection(h.server.store.collections).countDocuments({ g: "qd" })).toBeGreaterThan(0);
     // The odd queries made it through as themselves (normalised), not as their field names.
     const all = await fast.topQueries({ window: timeWindow(365) }, "searches", 1000);
     expect(all.map((row) => row.query)).toEqual(expect.arrayContaining(["node.js", "$where", "100% cotton", "%41", "emoji 🦄", "padded"]));
@@ -157,6 +159,8 @@ describe("rollups equal raw events", () => {
       events: [{ kind: { case: "impression", value: { eventId: "backfill-1", userId: "late-user", query: "q", variant: "search_v1", resultsCount: 0, responseTimeMs: 1, timestamp: timestampFromDate(new Date(Date.now() - 20 * DAY)) } } }],
     });
     const after = await fast.totals(f);
+    // The day it fell on was compacted (and cached) by the top-queries test: it is rebuilt.
+    expect(await fast.topQueries(f, "no_results", 1000)).toEqual(await raw.topQueries(f, "no_results", 1000));
     expect(after.overall.impressions).toBe(before.overall.impressions + 1);
     expect(after.overall.noResults).toBe(before.overall.noResults + 1);
     expect(after.overall).toEqual({ ...(await raw.totals(f)).overall, users: after.overall.users, responseTimeSum: after.overall.responseTimeSum });
@@ -167,15 +171,17 @@ describe("a query table that reached its size limit", () => {
   it("is marked full when a write finds it so, and its period is then answered from raw events", async () => {
     const c = h.server.store.collections;
     const at = new Date(Date.now() - 3 * DAY);
-    const day = new Date(Math.floor(at.getTime() / DAY) * DAY);
-    const id = rollupId("qd", day.getTime(), "search_v1");
-    // Pad the day's table (a whole day inside the window) to just under 16 MiB, as a flood of
+    const hour = new Date(Math.floor(at.getTime() / 3_600_000) * 3_600_000);
+    const id = rollupId("qh", hour.getTime(), "search_v1");
+    const impression = (eventId: string, query: string) => ({ kind: { case: "impression" as const, value: { eventId, userId: "u", query, variant: "search_v1", resultsCount: 1, responseTimeMs: 1, timestamp: timestampFromDate(at) } } });
+    await h.client.logEvents({ events: [impression("before-full-table", "first query")] });
+    // Pad the table of an hour in a finished (compacted) day to just under 16 MiB, as a flood of
     // distinct queries would: the next update cannot fit.
-    const size = (await rollupCollection(c).aggregate<{ n: number }>([{ $match: { _id: id } }, { $project: { n: { $bsonSize: "$$ROOT" } } }]).toArray())[0]?.n ?? 0;
-    await rollupCollection(c).updateOne({ _id: id }, { $set: { pad: "x".repeat(16 * 1024 * 1024 - size - 64) }, $setOnInsert: { g: "qd", t: day, v: "search_v1" }, $inc: { ver: 1 } }, { upsert: true });
+    const size = (await rollupCollection(c).aggregate<{ n: number }>([{ $match: { _id: id } }, { $project: { n: { $bsonSize: "$$ROOT" } } }]).toArray())[0]!.n;
+    await rollupCollection(c).updateOne({ _id: id }, { $set: { pad: "x".repeat(16 * 1024 * 1024 - size - 48) }, $inc: { ver: 1 } });
     const f: MetricsFilter = { window: timeWindow(7), variant: "search_v1" };
     await fast.topQueries(f, "searches", 1000); // caches the table as it is now
-    await h.client.logEvents({ events: [{ kind: { case: "impression", value: { eventId: "into-full-table", userId: "u", query: "overflow query", variant: "search_v1", resultsCount: 1, responseTimeMs: 1, timestamp: timestampFromDate(at) } } }] });
+    await h.client.logEvents({ events: [impression("into-full-table", "overflow query")] });
     expect((await rollupCollection(c).findOne({ _id: id }, { projection: { full: 1 } }))?.full).toBe(true);
     const [r, q] = await Promise.all([raw.topQueries(f, "searches", 1000), fast.topQueries(f, "searches", 1000)]);
     expect(q).toEqual(r);
@@ -190,14 +196,14 @@ describe("a database whose events predate query tables", () => {
     await meta.updateOne({ _id: "meta|query-tables" }, { $set: { complete: false } });
     try {
       // A table that disagrees with the events: it must not be read.
-      await rollupCollection(c).updateMany({ g: "qd" }, { $inc: { ver: 1, "qt.0.bogus.i": 1_000_000 } });
+      await rollupCollection(c).updateMany({ g: "qh" }, { $inc: { ver: 1, "qt.0.bogus.i": 1_000_000 } });
       const f: MetricsFilter = { window: timeWindow(30) };
       const fresh = fastMetrics(c, new RollupReader(c));
       const [r, q] = await Promise.all([raw.topQueries(f, "searches", 1000), fresh.topQueries(f, "searches", 1000)]);
       expect(q).toEqual(r);
       expect(q.some((row) => row.query === "bogus")).toBe(false);
     } finally {
-      await rollupCollection(c).updateMany({ g: "qd" }, { $unset: { "qt.0.bogus": "" }, $inc: { ver: 1 } });
+      await rollupCollection(c).updateMany({ g: "qh" }, { $unset: { "qt.0.bogus": "" }, $inc: { ver: 1 } });
       await meta.updateOne({ _id: "meta|query-tables" }, { $set: { complete: true } });
     }
   });
