@@ -399,14 +399,8 @@ export class RollupReader {
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
     const variantFilter = variant === undefined ? {} : { v: variant };
-    const rollups = rollupCollection(this.c);
     const [versions, edge] = await Promise.all([
-      rollups
-        .find(
-          { $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] },
-          { projection: { _id: 1, ver: 1 } },
-        )
-        .toArray(),
+      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] }),
       rawEdge(this.c, new Date(start), new Date(hourEdge), variant),
     ]);
     await this.refresh(versions);
@@ -436,14 +430,8 @@ export class RollupReader {
     // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
     // 24th of the documents to read and merge.
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
-    const rollups = rollupCollection(this.c);
     const [versions, edge] = await Promise.all([
-      rollups
-        .find(
-          { $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] },
-          { projection: { _id: 1, ver: 1, t: 1 } },
-        )
-        .toArray(),
+      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }),
       rawEdge(this.c, start, new Date(hourEdge), variant),
     ]);
     await this.refresh(versions);
@@ -468,6 +456,17 @@ export class RollupReader {
     const first = bucketOf(start.getTime());
     if (first >= 0) for (const d of edge.values()) addInto(out[first]!, d, false);
     return out;
+  }
+
+  /**
+   * The rollups matching `filter`, with their versions: an index-only read of {g, t, v, ver}
+   * (the ids follow from g, t and v), which never touches the documents themselves.
+   */
+  private async list(filter: Document): Promise<{ _id: string; ver: number; t: Date }[]> {
+    const listed = await rollupCollection(this.c)
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 } })
+      .toArray();
+    return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
   }
 
   /** Brings the cache up to date with these documents' versions. */
