@@ -80,6 +80,28 @@ interface DayTableDocument {
   qt: ReturnType<typeof encodeQueryTable>;
 }
 
+/** Hourly tables read together, compacted as one (a day, or the part of one inside the window). */
+interface DayGroup {
+  refs: HourRef[];
+  /** A finished day: its compacted table is stored for other servers and restarts. */
+  store: boolean;
+}
+
+/** Adds `from` into `into`, copying counters (never aliasing a cached table's). */
+function mergeCounts(into: Counts, from: Counts): void {
+  for (const [query, n] of from) {
+    const sum = into.get(query);
+    if (sum === undefined) into.set(query, { ...n });
+    else {
+      sum.i += n.i;
+      sum.c += n.c;
+      sum.s += n.s;
+      sum.n += n.n;
+      sum.r += n.r;
+    }
+  }
+}
+
 /** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
 class TableCache {
   private readonly tables = new Map<string, CachedTable>();
@@ -121,8 +143,10 @@ class TableCache {
 export class QueryTableReader {
   /** Hourly tables of the unfinished days and of the window's first day. */
   private readonly hours: TableCache;
-  /** Compacted days. */
+  /** Compacted days (and parts of days). */
   private readonly days: TableCache;
+  /** Windows' day groups merged, by the groups' signatures (the common case is the same window again). */
+  private readonly windows: TableCache;
   /** Once true, it stays so (Reset empties the database and records it complete again). */
   private complete = false;
 
@@ -133,6 +157,7 @@ export class QueryTableReader {
   ) {
     this.hours = new TableCache(maxCachedQueries);
     this.days = new TableCache(maxCachedQueries);
+    this.windows = new TableCache(maxCachedQueries);
   }
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
@@ -148,19 +173,26 @@ export class QueryTableReader {
         .toArray(),
       this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
+    // The last two hours, where writes land, are read hour by hour; the other hours are grouped
+    // by day: finished days compacted and stored, the window's first day and the current one
+    // compacted in memory only.
+    const now = Date.now();
+    const recent = Math.floor((now - HOUR_MS) / HOUR_MS) * HOUR_MS;
     const loose: HourRef[] = [];
-    const days = new Map<string, HourRef[]>();
-    const settled = Date.now() - DAY_SETTLED_MS;
+    const groups = new Map<string, DayGroup>();
     for (const { t, v, ver } of listed) {
       const ref = { id: rollupId("qh", t.getTime(), v), t, v, ver: Number(ver) };
       const day = Math.floor(t.getTime() / DAY_MS) * DAY_MS;
-      if (t.getTime() < dayEdge || day + DAY_MS > settled) loose.push(ref);
+      if (t.getTime() >= recent) loose.push(ref);
       else {
-        const key = rollupId("qd", day, v);
-        days.get(key)?.push(ref) ?? days.set(key, [ref]);
+        const finished = t.getTime() >= dayEdge && day + DAY_MS <= now - DAY_SETTLED_MS;
+        const key = finished ? rollupId("qd", day, v) : `${t.getTime() < dayEdge ? `from ${hourEdge}` : "open"}|${day}|${v}`;
+        const group = groups.get(key);
+        if (group) group.refs.push(ref);
+        else groups.set(key, { refs: [ref], store: finished });
       }
     }
-    const [hourTables, dayTables] = await Promise.all([this.hourTables(loose, this.hours), this.dayTables(days)]);
+    const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours), this.windowTables(groups)]);
     const merged = new Map<string, QueryRow>();
     const addRow = (query: string, n: QueryCounts) => {
       const into = merged.get(query);
@@ -174,7 +206,7 @@ export class QueryTableReader {
       }
     };
     const fullHours: HourRef[] = [];
-    for (const table of [...hourTables, ...dayTables]) {
+    for (const table of [...hourTables, grouped]) {
       for (const [query, n] of table.counts) addRow(query, n);
       fullHours.push(...table.fullHours);
     }
@@ -217,47 +249,62 @@ export class QueryTableReader {
     return out;
   }
 
-  /** Each finished day's table: cached, stored by a reader before, or compacted from its hours now. */
-  private async dayTables(days: ReadonlyMap<string, HourRef[]>): Promise<CachedTable[]> {
-    const out: CachedTable[] = [];
-    const missing = new Map<string, { refs: HourRef[]; sig: string }>();
-    for (const [id, refs] of days) {
-      const sig = refs
+  /**
+   * The day groups merged into one table, cached by the groups' signatures: while no hour
+   * outside the last two changes, a repeated window costs one merge of its recent hours.
+   */
+  private async windowTables(groups: ReadonlyMap<string, DayGroup>): Promise<CachedTable> {
+    const tables = await this.dayTables(groups);
+    const sig = [...tables.keys()].map((key) => `${key}@${tables.get(key)!.sig}`).sort().join(";");
+    const cached = this.windows.get(sig, sig);
+    if (cached) return cached;
+    const merged: CachedTable = { sig, counts: new Map(), fullHours: [] };
+    for (const table of tables.values()) {
+      mergeCounts(merged.counts, table.counts);
+      merged.fullHours.push(...table.fullHours);
+    }
+    this.windows.set(sig, merged);
+    return merged;
+  }
+
+  /** Each group's table: cached, stored by a reader before (finished days), or compacted from its hours now. */
+  private async dayTables(groups: ReadonlyMap<string, DayGroup>): Promise<Map<string, CachedTable>> {
+    const out = new Map<string, CachedTable>();
+    const missing = new Map<string, DayGroup & { sig: string }>();
+    for (const [id, group] of groups) {
+      const sig = group.refs
         .map((r) => `${r.t.getTime() / HOUR_MS}@${r.ver}`)
         .sort()
         .join(",");
       const cached = this.days.get(id, sig);
-      if (cached) out.push(cached);
-      else missing.set(id, { refs, sig });
+      if (cached) out.set(id, cached);
+      else missing.set(id, { ...group, sig });
     }
     if (missing.size === 0) return out;
     const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
-    const stored = await tables.find({ _id: { $in: [...missing.keys()] } }, { projection: { sig: 1, qt: 1 } }).toArray();
+    const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
+    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 } }).toArray();
     for (const doc of stored) {
       const want = missing.get(doc._id)!;
       if (doc.sig !== want.sig) continue;
       const table: CachedTable = { sig: want.sig, counts: decodeQueryTable(doc.qt), fullHours: [] };
       this.days.set(doc._id, table);
-      out.push(table);
+      out.set(doc._id, table);
       missing.delete(doc._id);
     }
-    for (const [id, { refs, sig }] of missing) {
+    for (const [id, { refs, sig, store }] of missing) {
       const hours = await this.hourTables(refs, undefined);
       const counts: Counts = new Map();
       const fullHours: HourRef[] = [];
       for (const hour of hours) {
         fullHours.push(...hour.fullHours);
-        for (const [query, n] of hour.counts) {
-          const into = counts.get(query);
-          if (into === undefined) counts.set(query, { ...n });
-          else for (const k of ["i", "c", "s", "n", "r"] as const) into[k] += n[k];
-        }
+        mergeCounts(counts, hour.counts);
       }
       // Versions read now may be newer than listed: then the signature is stale and the next read rebuilds.
       const table: CachedTable = { sig, counts, fullHours };
       this.days.set(id, table);
-      out.push(table);
-      if (fullHours.length === 0) {
+      out.set(id, table);
+      if (store && fullHours.length === 0) {
         const t = refs[0]!.t;
         const doc = { g: "qd" as const, t: new Date(Math.floor(t.getTime() / DAY_MS) * DAY_MS), v: refs[0]!.v, sig, qt: encodeQueryTable(counts) };
         // For other servers and restarts; a day too large to store is simply compacted again.
@@ -270,5 +317,6 @@ export class QueryTableReader {
   clear(): void {
     this.hours.clear();
     this.days.clear();
+    this.windows.clear();
   }
 }
