@@ -38,9 +38,19 @@ function orderValue(row: QueryRow, order: TopQueriesOrder): number | null {
   }
 }
 
-/** The first `limit` rows by `order` descending, ties by query text ascending. */
+/**
+ * The first `limit` rows by `order` descending, ties by query text ascending. Only the rows that
+ * can make the cut are sorted: those whose key reaches the `limit`-th largest key (found by a
+ * numeric sort of the keys alone), ties at that key included.
+ */
 export function topRows(rows: Iterable<QueryRow>, order: TopQueriesOrder, limit: number): QueryRow[] {
-  const keyed = [...rows].map((row) => ({ row, key: orderValue(row, order) }));
+  let keyed = [...rows].map((row) => ({ row, key: orderValue(row, order) }));
+  if (limit <= 0) return [];
+  if (keyed.length > limit) {
+    const keys = Float64Array.from(keyed, (k) => k.key ?? -Infinity).sort();
+    const cut = keys[keys.length - limit]!;
+    keyed = keyed.filter((k) => (k.key ?? -Infinity) >= cut);
+  }
   keyed.sort((a, b) => {
     if (a.key !== b.key) {
       if (a.key === null) return 1;
