@@ -31,6 +31,11 @@ export interface ImpressionDocument {
   results_count: number;
   /** Set once a click linked to this impression is recorded (search-level CTR). */
   clicked?: boolean;
+  /**
+   * Stored already clicked, because a click for it came in the same batch: counted as a search
+   * with clicks by the batch's own rollup update (the others are counted when flagged).
+   */
+  clicked_on_insert?: boolean;
   /** Present only while that first click is being counted in the rollups. */
   click_claim?: string;
   pending_rollup?: string;

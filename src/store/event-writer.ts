@@ -42,6 +42,10 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
     if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), pending_rollup: pending } });
     else impressions.push({ index, doc: { ...impressionDocument(tracked.event), pending_rollup: pending } });
   }
+  // A search and its clicks usually arrive together: such an impression is stored clicked and
+  // counted with the batch, which spares the linking round trips below.
+  const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
+  for (const x of impressions) if (clickedHere.has(x.doc.impression_id)) Object.assign(x.doc, { clicked: true, clicked_on_insert: true });
   const [dupClicks, dupImpressions] = await Promise.all([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
@@ -49,6 +53,7 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
   const duplicates = new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
   const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
+  const storedClicked = new Set(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => d.impression_id));
   await Promise.all([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, by repairRollups).
     (async () => {
@@ -58,11 +63,12 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
         newImpressions.length > 0 && clearMarker(c.impressions, "pending_rollup", pending),
       ]);
     })(),
-    // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone.
+    // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone. An
+    // impression this batch stored clicked needs none (a duplicate's stored copy may).
     linkClicks(
       c,
-      clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])),
-      impressions.map((x) => x.doc.impression_id),
+      [...clickedHere].filter((id) => !storedClicked.has(id)),
+      impressions.map((x) => x.doc.impression_id).filter((id) => !storedClicked.has(id)),
     ),
   ]);
   return duplicates;

@@ -141,12 +141,15 @@ class RollupDelta {
     this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank });
   }
 
-  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized">): void {
+  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert">): void {
     const { register, rank } = hllPoint(e.user_id);
     const ms = Number(e.response_time_ms);
-    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0 });
+    // Stored clicked: its click came in the same batch (a later click is counted when it flags it).
+    const swc = e.clicked_on_insert === true ? 1 : 0;
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0, s: swc });
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.imp = (d.inc.imp ?? 0) + 1;
+      if (swc) d.inc.swc = (d.inc.swc ?? 0) + 1;
       if (e.results_count === 0) d.inc.nr = (d.inc.nr ?? 0) + 1;
       d.inc.rt_sum = (d.inc.rt_sum ?? 0) + ms;
       const bucket = `rt.${latencyBucket(ms)}`;

@@ -43,6 +43,8 @@ beforeAll(async () => {
   const impressions: EventInit[] = [];
   const clicks: EventInit[] = [];
   const lateImpressions: EventInit[] = [];
+  // Searches sent in one batch with their clicks (stored clicked at once).
+  const together: EventInit[] = [];
   // Ages spread over 40 days, plus events a minute either side of the 1/2/7/30-day edges.
   const ages = [...Array.from({ length: 2500 }, () => rand() * 40 * DAY), ...[1, 2, 7, 30].flatMap((d) => [d * DAY - 60_000, d * DAY + 60_000, d * DAY - 1000])];
   ages.forEach((age, i) => {
@@ -53,11 +55,13 @@ beforeAll(async () => {
     // Its own generator, so the rest of the data is what it was before odd queries were added.
     const query = pickQuery() < 0.2 ? ODD_QUERIES[Math.floor(pickQuery() * ODD_QUERIES.length)]! : `q${i % 50}`;
     const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query, variant, resultsCount: rand() < 0.05 ? 0 : 10, responseTimeMs: ms, timestamp: at } } };
-    // Some impressions arrive after their clicks.
-    (rand() < 0.1 ? lateImpressions : impressions).push(impression);
+    // Some impressions arrive after their clicks, some in the same batch.
+    const late = rand() < 0.1;
+    const withClicks = !late && i % 3 === 0;
+    (late ? lateImpressions : withClicks ? together : impressions).push(impression);
     const n = rand() < 0.25 ? 1 + Math.floor(rand() * 3) : 0;
     for (let k = 0; k < n; k++) {
-      clicks.push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: at } } });
+      (withClicks ? together : clicks).push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: at } } });
     }
     if (rand() < 0.03) clicks.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: `user-${Math.floor(rand() * 500)}`, productId: "p", rank: 0, searchQuery: "q", variant, responseTimeMs: ms, timestamp: at } } });
   });
@@ -66,8 +70,10 @@ beforeAll(async () => {
   };
   await send(impressions);
   await send(clicks);
+  await send(together);
   await send(lateImpressions);
   await send(clicks.slice(0, 300)); // retries: duplicates must not count again
+  await send(together.slice(0, 300));
   raw = rawMetrics(h.server.store.collections);
   // A reader with a cold cache, so these reads exercise fetching as well as caching.
   fast = fastMetrics(h.server.store.collections, new RollupReader(h.server.store.collections));

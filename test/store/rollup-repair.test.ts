@@ -26,6 +26,8 @@ it("counts events left marked pending, once, even with concurrent repairers", as
   await c.clicks.insertMany(
     Array.from({ length: 7 }, (_, i) => ({ event_id: `orphan-${i}`, impression_id: `s${i}`, user_id: "u9", product_id: "p", rank: i, search_query: "q", query_normalized: "q", variant: "search_v1", response_time_ms: 10, session_id: null, source: "SEARCH_RESULTS" as const, timestamp: now, pending_rollup: stamp })),
   );
+  // A search stored clicked with its click in the same batch, by the same dead writer.
+  await c.impressions.insertOne({ event_id: "orphan-search", impression_id: "orphan-search", user_id: "u9", query: "q", query_normalized: "q", variant: "search_v1", results_count: 3, clicked: true, clicked_on_insert: true, response_time_ms: 12, session_id: null, timestamp: now, pending_rollup: stamp });
   const claim = `${String(Date.now() - 120_000).padStart(15, "0")}:dead-claimer`;
   await c.impressions.updateMany({ impression_id: { $in: ["s0", "s1"] } }, { $set: { clicked: true, click_claim: claim } });
   const f = { window: timeWindow(1) };
@@ -33,10 +35,10 @@ it("counts events left marked pending, once, even with concurrent repairers", as
   expect((await fast.totals(f)).overall.clicks).toBe(0);
 
   const repaired = await Promise.all([repairRollups(c, 60_000), repairRollups(c, 60_000), repairRollups(c, 60_000)]);
-  expect(repaired.reduce((a, b) => a + b, 0)).toBe(9); // 7 clicks + 2 clicked impressions, once in all
+  expect(repaired.reduce((a, b) => a + b, 0)).toBe(10); // 7 clicks + 1 search + 2 clicked impressions, once in all
   const [q, r] = await Promise.all([fast.totals(f), rawMetrics(c).totals(f)]);
   expect({ ...q.overall, users: 0 }).toEqual({ ...r.overall, users: 0 });
-  expect(q.overall).toMatchObject({ clicks: 7, searchesWithClicks: 2 });
+  expect(q.overall).toMatchObject({ clicks: 7, impressions: 21, searchesWithClicks: 3 });
   expect(await c.clicks.countDocuments({ pending_rollup: { $exists: true } })).toBe(0);
   expect(await c.impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
   // nothing left to do, and recent markers (writers still at work) are left alone
