@@ -38,7 +38,7 @@ const SOURCE: Record<ClickSourceName, ClickSource> = {
 };
 
 /** Internal bookkeeping fields never leave the server. */
-const HIDDEN = { pending_rollup: 0, click_claim: 0, query_normalized: 0 } as const;
+const HIDDEN = { b: 0, pending_rollup: 0, click_claim: 0, clicked_on_insert: 0, query_normalized: 0 } as const;
 
 function kindsOf(kind: ExportKind): { clicks: boolean; impressions: boolean } {
   switch (kind) {

@@ -3,7 +3,7 @@ import { collections, type Collections } from "./documents.js";
 import { ensureIndexes } from "./indexes.js";
 import { DurableWriter, type WriterEvents } from "./durable-writer.js";
 import { markQueryTables, QueryTableReader } from "./query-tables.js";
-import { RollupReader, rollupCollection } from "./rollups.js";
+import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 
 export interface StoreOptions {
@@ -73,7 +73,12 @@ export class ClickStore {
 
   /** Deletes every event but keeps the collections and their indexes. */
   async reset(): Promise<void> {
-    await Promise.all([this.collections.clicks.deleteMany({}), this.collections.impressions.deleteMany({}), rollupCollection(this.collections).deleteMany({})]);
+    await Promise.all([
+      this.collections.clicks.deleteMany({}),
+      this.collections.impressions.deleteMany({}),
+      rollupCollection(this.collections).deleteMany({}),
+      pendingBatches(this.collections).deleteMany({}),
+    ]);
     this.rollups.clear();
     this.queryTables.clear();
     await markQueryTables(this.collections);

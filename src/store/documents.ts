@@ -6,7 +6,9 @@ export interface ClickDocument {
   event_id: string;
   /** Present only when the client linked the click to its search. */
   impression_id?: string;
-  /** Present only while the event's rollup increments are in flight (see rollups.ts). */
+  /** The marker of the write that stored it (see rollups.ts: a repair finds a batch's events by it). */
+  b?: string;
+  /** Written by earlier versions while the event's rollup increments were in flight. */
   pending_rollup?: string;
   user_id: string;
   product_id: string;
@@ -38,6 +40,8 @@ export interface ImpressionDocument {
   clicked_on_insert?: boolean;
   /** Present only while that first click is being counted in the rollups. */
   click_claim?: string;
+  /** As on clicks. */
+  b?: string;
   pending_rollup?: string;
   response_time_ms: number | Double;
   session_id: string | null;

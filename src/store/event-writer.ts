@@ -2,7 +2,7 @@
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
 import { keyIs } from "./indexes.js";
-import { clearMarker, flagClickedImpressions, pendingMarker, rollUp } from "./rollups.js";
+import { flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -35,17 +35,19 @@ interface InsertReply {
 export async function writeEvents(c: Collections, items: readonly WriteItem[]): Promise<Set<number>> {
   const clicks: { index: number; doc: ClickDocument }[] = [];
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
-  // Until their rollup increments are applied, new events carry this marker; if this call dies
-  // in between, repairRollups finds them and finishes the job.
-  const pending = pendingMarker();
+  // The batch's marker: on every event it stores, and on a pending-batch record that lists the
+  // batch's event ids until its rollup increments are applied; if this call dies in between,
+  // repairRollups finds the record and finishes the job (see rollups.ts).
+  const marker = pendingMarker();
   for (const { index, tracked } of items) {
-    if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), pending_rollup: pending } });
-    else impressions.push({ index, doc: { ...impressionDocument(tracked.event), pending_rollup: pending } });
+    if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), b: marker } });
+    else impressions.push({ index, doc: { ...impressionDocument(tracked.event), b: marker } });
   }
   // A search and its clicks usually arrive together: such an impression is stored clicked and
   // counted with the batch, which spares the linking round trips below.
   const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
   for (const x of impressions) if (clickedHere.has(x.doc.impression_id)) Object.assign(x.doc, { clicked: true, clicked_on_insert: true });
+  if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id));
   const [dupClicks, dupImpressions] = await Promise.all([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
@@ -57,11 +59,8 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
   await Promise.all([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, by repairRollups).
     (async () => {
-      await rollUp(c, newClicks, newImpressions, pending);
-      await Promise.all([
-        newClicks.length > 0 && clearMarker(c.clicks, "pending_rollup", pending),
-        newImpressions.length > 0 && clearMarker(c.impressions, "pending_rollup", pending),
-      ]);
+      await rollUp(c, newClicks, newImpressions, marker);
+      if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
     })(),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone. An
     // impression this batch stored clicked needs none (a duplicate's stored copy may).

@@ -270,7 +270,42 @@ async function countClicked(c: Collections, claim: string): Promise<number> {
   return clearMarker(c.impressions, "click_claim", claim);
 }
 
-/** Counts the events written under `marker` (once), then clears the marker. */
+/** A write in flight: its marker and the event ids it is storing (see writeEvents). */
+export interface PendingBatch {
+  _id: string;
+  clicks: string[];
+  impressions: string[];
+}
+
+export function pendingBatches(c: Collections): Collection<PendingBatch> {
+  return c.db.collection<PendingBatch>("pending_batches");
+}
+
+/**
+ * Records a batch before its events are stored: one small document, so that finishing the
+ * batch is one delete rather than clearing a marker from every event it stored.
+ */
+export async function recordPendingBatch(c: Collections, marker: string, clicks: string[], impressions: string[]): Promise<void> {
+  await pendingBatches(c).insertOne({ _id: marker, clicks, impressions });
+}
+
+/**
+ * Counts what a pending batch stored (once: its events carry its marker, a duplicate stored by
+ * another write does not), then drops the record.
+ */
+async function countBatch(c: Collections, marker: string): Promise<number> {
+  const batch = await pendingBatches(c).findOne({ _id: marker });
+  if (batch === null) return 0;
+  const [clicks, impressions] = await Promise.all([
+    c.clicks.find({ event_id: keyIn(batch.clicks), b: marker }).toArray(),
+    c.impressions.find({ event_id: keyIn(batch.impressions), b: marker }).toArray(),
+  ]);
+  await rollUp(c, clicks, impressions, marker);
+  const { deletedCount } = await pendingBatches(c).deleteOne({ _id: marker });
+  return deletedCount === 1 ? clicks.length + impressions.length : 0;
+}
+
+/** Counts the events an earlier version wrote under `marker` (once), then clears the marker. */
 async function countPending(c: Collections, marker: string): Promise<number> {
   const [clicks, impressions] = await Promise.all([c.clicks.find({ pending_rollup: marker }).toArray(), c.impressions.find({ pending_rollup: marker }).toArray()]);
   await rollUp(c, clicks, impressions, marker);
@@ -283,8 +318,9 @@ async function countPending(c: Collections, marker: string): Promise<number> {
 
 /**
  * Finishes rollup work that a writer started and did not finish (it crashed, or lost MongoDB,
- * between writing events and counting them): events still marked `pending_rollup`, and
- * impressions still marked `click_claim`, older than `olderThanMs`. Each marker's events are
+ * between writing events and counting them): pending batches, events still marked
+ * `pending_rollup` (by earlier versions), and impressions still marked `click_claim`, older
+ * than `olderThanMs`. Each marker's events are
  * counted under that same marker, so whether the writer had counted them already, or another
  * repairer (or the writer, merely slow) counts them at the same time, they count once. Resolves
  * with the number of events (and flagged impressions) whose marker this call cleared.
@@ -297,6 +333,11 @@ export async function repairRollups(c: Collections, olderThanMs: number): Promis
     [c.impressions as unknown as Collection<Document>, "click_claim", (m) => countClicked(c, m)],
   ];
   let repaired = 0;
+  for (;;) {
+    const stale = await pendingBatches(c).find({ _id: { $lt: cutoff } }, { projection: { _id: 1 } }).limit(100).toArray();
+    if (stale.length === 0) break;
+    for (const { _id } of stale) repaired += await countBatch(c, _id);
+  }
   for (const [collection, field, count] of kinds) {
     for (;;) {
       const stale = await collection.find({ [field]: { $exists: true, $lt: cutoff } }, { projection: { _id: 0, [field]: 1 } }).limit(1000).toArray();

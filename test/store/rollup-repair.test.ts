@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import type { ClickDocument } from "../../src/store/documents.js";
-import { pendingMarker, repairRollups, rollUp, rollupCollection, RollupReader } from "../../src/store/rollups.js";
+import { pendingBatches, pendingMarker, recordPendingBatch, repairRollups, rollUp, rollupCollection, RollupReader } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 let h: Harness;
@@ -87,4 +87,39 @@ it("counts every batch once when writers race to create the same rollup document
   expect(await fastEqualsRaw()).toMatchObject({ clicks: 24 });
   const busiest = await rollupCollection(c).findOne({ g: "d" }, { sort: { clk: -1 } });
   expect(busiest?.ap?.length).toBe(busiest?.ver);
+});
+
+it("finishes a batch whose writer died after recording it and storing its events, once, and not a duplicate it did not store", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  const dead = pendingMarker(Date.now() - 120_000);
+  const other = pendingMarker(Date.now() - 120_000);
+  // The dead writer meant to store three clicks; "shared" was already stored by another write.
+  await c.clicks.insertMany([pendingClick("mine-1", 30, ""), pendingClick("shared", 40, "")].map(({ pending_rollup: _, ...d }, i) => ({ ...d, b: i === 0 ? dead : other })));
+  await rollUp(c, [pendingClick("shared", 40, "")], [], other); // the other write counted its click
+  await recordPendingBatch(c, dead, ["mine-1", "shared", "never-stored"], []);
+  // A second batch that had counted its click before dying (only its record was left).
+  const counted = pendingMarker(Date.now() - 120_000);
+  await c.clicks.insertOne({ ...(({ pending_rollup: _, ...d }) => d)(pendingClick("counted", 50, "")), b: counted });
+  await recordPendingBatch(c, counted, ["counted"], []);
+  await rollUp(c, [pendingClick("counted", 50, "")], [], counted);
+  // A batch still being written (a recent record) is left alone.
+  const recent = pendingMarker();
+  await recordPendingBatch(c, recent, ["in-flight"], []);
+
+  const repaired = await Promise.all([repairRollups(c, 60_000), repairRollups(c, 60_000)]);
+  expect(repaired[0]! + repaired[1]!).toBe(2); // mine-1, and counted (again, harmlessly)
+  expect(await fastEqualsRaw()).toMatchObject({ clicks: 3 });
+  expect(await pendingBatches(c).find({}, { projection: { _id: 1 } }).toArray()).toEqual([{ _id: recent }]);
+});
+
+it("a batch written through the service leaves no pending record, and its events carry its marker", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  await h.client.logEvents({ events: [{ kind: { case: "click", value: { eventId: "through-1", userId: "u", productId: "p", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 1 } } }] });
+  expect(await pendingBatches(c).countDocuments()).toBe(0);
+  const stored = await c.clicks.findOne({ event_id: "through-1" });
+  expect(stored?.b).toMatch(/^\d{15}:/);
+  expect(stored?.pending_rollup).toBeUndefined();
+  expect(await fastEqualsRaw()).toMatchObject({ clicks: 1 });
 });
