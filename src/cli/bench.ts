@@ -40,6 +40,8 @@ import { createProgress, formatDuration, formatInteger } from "./progress.js";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli -> dist/src/server/main.js */
 const SERVER_MAIN = path.resolve(HERE, "../server/main.js");
+/** The same as in package.json's start script. */
+const SERVER_HEAP_CAP = "--max-old-space-size=256";
 const CLIENT_MAIN = path.resolve(HERE, "bench-client.js");
 
 const BATCH_SIZE = 1_000;
@@ -273,7 +275,8 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
     SHUTDOWN_GRACE_MS: "2000",
   };
   for (const name of SERVER_ENV_DROPPED) delete env[name];
-  const child = spawn(process.execPath, [SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
+  // With the heap cap `npm start` gives the server (package.json), so memory is measured as deployed.
+  const child = spawn(process.execPath, [SERVER_HEAP_CAP, SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let stopping = false;
   const handle: ServerHandle = {
