@@ -193,26 +193,19 @@ export class QueryTableReader {
       }
     }
     const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours), this.windowTables(groups)]);
-    const merged = new Map<string, QueryRow>();
-    const addRow = (query: string, n: QueryCounts) => {
-      const into = merged.get(query);
-      if (into === undefined) merged.set(query, { query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r });
-      else {
-        into.searches += n.i;
-        into.clicks += n.c;
-        into.searchesWithClicks += n.s;
-        into.noResults += n.n;
-        into.rankSum += n.r;
-      }
-    };
+    const merged: Counts = new Map();
     const fullHours: HourRef[] = [];
     for (const table of [...hourTables, grouped]) {
-      for (const [query, n] of table.counts) addRow(query, n);
+      mergeCounts(merged, table.counts);
       fullHours.push(...table.fullHours);
     }
     const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
-    for (const rows of rawRows) for (const row of rows) addRow(row.query, { i: row.searches, c: row.clicks, s: row.searchesWithClicks, n: row.noResults, r: row.rankSum });
-    return topRows(merged.values(), order, limit);
+    for (const rows of rawRows) mergeCounts(merged, new Map(rows.map((r) => [r.query, { i: r.searches, c: r.clicks, s: r.searchesWithClicks, n: r.noResults, r: r.rankSum }])));
+    return topRows(
+      Array.from(merged, ([query, n]) => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r })),
+      order,
+      limit,
+    );
   }
 
   private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {
