@@ -44,6 +44,8 @@ describe("LogClick", () => {
       session_id: "s1",
       source: "RECOMMENDATIONS",
       timestamp: timestampDate(res.timestamp!),
+      // the marker of the write that stored it (see rollups.ts)
+      b: expect.stringMatching(/^\d{15}:/),
     });
     expect(doc!.timestamp).toBeInstanceOf(Date);
   });
@@ -99,6 +101,7 @@ describe("LogImpression", () => {
       response_time_ms: 45.2,
       session_id: "s9",
       timestamp: timestampDate(res.timestamp!),
+      b: expect.stringMatching(/^\d{15}:/),
     });
   });
 
