@@ -7,7 +7,7 @@ import type { WriteItem } from "../core/batch.js";
 import type { Collections } from "./documents.js";
 import { writeEvents } from "./event-writer.js";
 import { GroupCommit } from "./group-commit.js";
-import { repairRollups } from "./rollups.js";
+import { repairRollups, settleBatch } from "./rollups.js";
 import type { Spool } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
 
@@ -26,6 +26,8 @@ export class DurableWriter {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly group: GroupCommit;
+  /** Batches whose write failed midway: settled first thing once MongoDB answers (see settleBatch). */
+  private readonly unsettled = new Set<string>();
 
   constructor(
     private readonly c: Collections,
@@ -36,7 +38,9 @@ export class DurableWriter {
     private readonly repairAfterMs = 60_000,
     private readonly retryMs = 500,
   ) {
-    this.group = new GroupCommit((items) => writeEvents(this.c, items), { onBatch: (events, writes) => this.events.committed?.(events, writes) });
+    this.group = new GroupCommit((items) => writeEvents(this.c, items, (marker) => this.unsettled.add(marker)), {
+      onBatch: (events, writes) => this.events.committed?.(events, writes),
+    });
     if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
     this.repairTimer = setInterval(() => void this.repair(), Math.max(1000, Math.min(repairAfterMs / 2, 30_000)));
     this.repairTimer.unref();
@@ -48,7 +52,8 @@ export class DurableWriter {
 
   /** Counts events whose writer died between writing them and counting them in the rollups. */
   repair(): Promise<void> {
-    this.repairing ??= repairRollups(this.c, this.repairAfterMs)
+    this.repairing ??= this.settleFailedBatches()
+      .then(() => repairRollups(this.c, this.repairAfterMs))
       .then((n) => {
         if (n > 0) this.events.repaired?.(n);
       })
@@ -100,13 +105,22 @@ export class DurableWriter {
     this.timer.unref();
   }
 
+  /** Settles this writer's failed batches, before it writes anything else (so their markers are still remembered). */
+  private async settleFailedBatches(): Promise<void> {
+    for (const marker of [...this.unsettled]) {
+      await settleBatch(this.c, marker);
+      this.unsettled.delete(marker);
+    }
+  }
+
   /** One attempt: if MongoDB answers, replay the whole spool; otherwise try again later. */
   private async drainOnce(): Promise<void> {
     if (!this.spool || this.closed) return;
     try {
       if (!(await this.ping())) throw new Error("storage still unreachable");
+      await this.settleFailedBatches();
       const replayed = await this.spool.drain(async (events) => {
-        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })));
+        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker));
       });
       this.storageDown = false;
       if (replayed > 0) this.events.drained?.(replayed);

@@ -2,7 +2,7 @@
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
 import { keyIs } from "./indexes.js";
-import { flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
+import { claimMarker, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -31,8 +31,12 @@ interface InsertReply {
   writeConcernError?: { code: number; errmsg: string };
 }
 
-/** Writes a batch; returns the `index` of every item that turned out to be a duplicate. */
-export async function writeEvents(c: Collections, items: readonly WriteItem[]): Promise<Set<number>> {
+/**
+ * Writes a batch; returns the `index` of every item that turned out to be a duplicate. When it
+ * fails, `unsettled` learns the batch's marker: whether the batch was counted is then unknown
+ * until settleBatch says.
+ */
+export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void): Promise<Set<number>> {
   const clicks: { index: number; doc: ClickDocument }[] = [];
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
   // The batch's marker: on every event it stores, and on a pending-batch record that lists the
@@ -47,6 +51,21 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
   // counted with the batch, which spares the linking round trips below.
   const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
   for (const x of impressions) if (clickedHere.has(x.doc.impression_id)) Object.assign(x.doc, { clicked: true, clicked_on_insert: true });
+  try {
+    return await writeBatch(c, marker, clicks, impressions, clickedHere);
+  } catch (error) {
+    unsettled?.(marker);
+    throw error;
+  }
+}
+
+async function writeBatch(
+  c: Collections,
+  marker: string,
+  clicks: { index: number; doc: ClickDocument }[],
+  impressions: { index: number; doc: ImpressionDocument }[],
+  clickedHere: ReadonlySet<string>,
+): Promise<Set<number>> {
   if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id));
   const [dupClicks, dupImpressions] = await Promise.all([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
@@ -66,6 +85,7 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
     // impression this batch stored clicked needs none (a duplicate's stored copy may).
     linkClicks(
       c,
+      claimMarker(marker),
       [...clickedHere].filter((id) => !storedClicked.has(id)),
       impressions.map((x) => x.doc.impression_id).filter((id) => !storedClicked.has(id)),
     ),
@@ -79,13 +99,13 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[]): 
  * arrived before it. Each side writes before it looks, so of a click and its impression written
  * at the same time at least one sees the other.
  */
-async function linkClicks(c: Collections, clickedImpressionIds: string[], newImpressionIds: string[]): Promise<void> {
+async function linkClicks(c: Collections, claim: string, clickedImpressionIds: string[], newImpressionIds: string[]): Promise<void> {
   const ids = new Set(clickedImpressionIds);
   if (newImpressionIds.length > 0) {
     const early = await c.clicks.distinct("impression_id", { impression_id: { $in: newImpressionIds } });
     for (const id of early) if (typeof id === "string") ids.add(id);
   }
-  await flagClickedImpressions(c, [...ids]);
+  await flagClickedImpressions(c, [...ids], claim);
 }
 
 /** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */

@@ -252,9 +252,8 @@ type MarkerField = "pending_rollup" | "click_claim";
  * flag the same impression only the one whose update matched counts it; the marker is removed
  * once counted, and a marker left behind (a crash in between) is picked up by repairRollups.
  */
-export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[]): Promise<void> {
+export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[], claim: string): Promise<void> {
   if (impressionIds.length === 0) return;
-  const claim = pendingMarker();
   const res = await c.impressions.updateMany({ impression_id: keyIn(impressionIds), clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
   if (res.modifiedCount === 0) return;
   await countClicked(c, claim);
@@ -303,6 +302,20 @@ async function countBatch(c: Collections, marker: string): Promise<number> {
   await rollUp(c, clicks, impressions, marker);
   const { deletedCount } = await pendingBatches(c).deleteOne({ _id: marker });
   return deletedCount === 1 ? clicks.length + impressions.length : 0;
+}
+
+/** The claim marker of a batch's linking: its own, as applying it is separate from the batch's. */
+export const claimMarker = (batchMarker: string) => `${batchMarker}+`;
+
+/**
+ * Finishes a batch whose outcome its writer does not know (the call failed after the batch was
+ * recorded: a lost reply, an outage), whatever its age: counts what it stored and what it
+ * flagged, once. Its writer calls this as soon as MongoDB answers again, before writing anything
+ * else, so the rollups still remember whether the batch was counted (see APPLIED_KEEP).
+ */
+export async function settleBatch(c: Collections, marker: string): Promise<void> {
+  await countBatch(c, marker);
+  await countClicked(c, claimMarker(marker));
 }
 
 /** Counts the events an earlier version wrote under `marker` (once), then clears the marker. */
