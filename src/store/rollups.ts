@@ -381,19 +381,9 @@ export function emptyAggregate(): RollupAggregate {
 }
 
 /** A decoded rollup document, as cached. Sparse user registers stay sparse to save memory. */
-interface Decoded {
+interface Decoded extends Omit<RollupAggregate, "users"> {
   ver: number;
   v: string;
-  imp: number;
-  clk: number;
-  swc: number;
-  nr: number;
-  rkSum: number;
-  rtSum: number;
-  rtMin?: number | undefined;
-  rtMax?: number | undefined;
-  ranks: Map<number, number>;
-  rt: Map<number, number>;
   users: Map<number, number> | Uint8Array;
 }
 
