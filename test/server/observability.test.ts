@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GetCtrRequestSchema } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { HealthCheckRequestSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { Status, type ServiceError } from "../../src/client/index.js";
-import { ConfigError, configFromEnv } from "../../src/server/config.js";
+import { configFromEnv } from "../../src/server/config.js";
 import { createLogger } from "../../src/server/logger.js";
+import { configRefusal } from "../support/config-refusal.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const GET_CTR = "/clickanalytics.v1.ClickAnalytics/GetCtr";
@@ -303,15 +304,7 @@ describe("metrics endpoint", () => {
 });
 
 describe("configuration", () => {
-  const refused = (env: NodeJS.ProcessEnv): string => {
-    try {
-      configFromEnv(env);
-    } catch (error) {
-      expect(error).toBeInstanceOf(ConfigError);
-      return (error as Error).message;
-    }
-    throw new Error("configuration was accepted");
-  };
+  const refused = configRefusal;
 
   it("reads METRICS_PORT (default 9464, off) and METRICS_HOST (default HOST)", () => {
     expect(configFromEnv({})).toMatchObject({ metricsPort: 9464, metricsHost: "0.0.0.0" });

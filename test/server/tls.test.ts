@@ -4,8 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClickAnalyticsClient, Status, type ClientOptions, type ServiceError } from "../../src/client/index.js";
-import { ConfigError, configFromEnv } from "../../src/server/config.js";
+import { configFromEnv } from "../../src/server/config.js";
 import { makeCertificates, type Certificates } from "../support/certificates.js";
+import { configRefusal } from "../support/config-refusal.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const click = { userId: "u1", productId: "p1", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 10 };
@@ -90,15 +91,7 @@ describe("mutual TLS", () => {
 });
 
 describe("TLS configuration", () => {
-  const refused = (env: NodeJS.ProcessEnv): string => {
-    try {
-      configFromEnv(env);
-    } catch (error) {
-      expect(error).toBeInstanceOf(ConfigError);
-      return (error as Error).message;
-    }
-    throw new Error("configuration was accepted");
-  };
+  const refused = configRefusal;
   const path = (name: string) => join(dir, name);
 
   it("reads certificate, key and client CA files; plaintext when unset", () => {
