@@ -38,7 +38,7 @@ export function timeLimit(f: Pick<MetricsFilter, "maxTimeMS">): { maxTimeMS?: nu
 }
 
 export function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
-  const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: { $gte: f.window.start } };
+  const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: f.window.until === undefined ? { $gte: f.window.start } : { $gte: f.window.start, $lt: f.window.until } };
   if (f.userId !== undefined) m.user_id = f.userId;
   if (f.variant !== undefined) m.variant = f.variant;
   return m;

@@ -2,11 +2,12 @@
  * Where each metric comes from: rollups for whole-population and per-variant windows (their cost
  * follows the window's hours and days), raw events through the {user_id, ...} indexes when a user
  * is named (their cost follows that user's own events). Both give the same numbers — counts, sums,
- * ranks exactly; latency percentiles and distinct users within the sketches' 1% — which
- * test/store/rollup-equivalence.test.ts checks on randomised data.
+ * ranks, distinct users and per-user-bucket sums exactly; latency percentiles within the sketch's
+ * 1% — which test/store/rollup-equivalence.test.ts checks on randomised data.
  */
 import { rankStats, type RankStats } from "../core/metrics.js";
-import { hllEstimate, latencyQuantiles, mergeHll, emptyHll } from "../core/sketches.js";
+import { latencyBucket, latencyQuantiles } from "../core/sketches.js";
+import { emptyBucketSums, userBucket, type BucketSums } from "../core/user-buckets.js";
 import type { BucketUnit } from "../core/time-buckets.js";
 import type { QueryRow, TopQueriesOrder } from "../core/top-queries.js";
 import { timeBuckets, topQueries, type BucketRow } from "./breakdowns.js";
@@ -24,6 +25,24 @@ import {
 } from "./metrics-queries.js";
 import { QueryTableReader } from "./query-tables.js";
 import type { RollupAggregate, RollupReader, WindowAggregates } from "./rollups.js";
+import { match, timeLimit } from "./metrics-queries.js";
+import { usersInSeveral } from "./user-ids.js";
+
+/** One arm of an experiment over a window: its totals, sums per user bucket, and latency histogram. */
+export interface ArmData {
+  totals: EventTotals;
+  buckets: BucketSums;
+  /** Latency sketch (bucket key -> impressions, see core/sketches.ts) and exact extremes. */
+  latency: { histogram: Map<number, number>; bounds?: { min: number; max: number } | undefined };
+}
+
+export interface ArmsBreakdown {
+  arms: Map<string, ArmData>;
+  /** Distinct users with events in two or more variants of the window. */
+  usersInSeveralArms: number;
+  /** Distinct users in the window, whatever their variant. */
+  users: number;
+}
 
 export interface MetricsSource {
   totals(f: MetricsFilter): Promise<TotalsBreakdown>;
@@ -36,6 +55,8 @@ export interface MetricsSource {
   timeSeries(f: MetricsFilter, unit: BucketUnit, zone: string, starts: readonly Date[]): Promise<BucketRow[]>;
   /** The first `limit` queries by `order` (ties by query text). */
   topQueries(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]>;
+  /** Per variant, what the A/B statistics need (no user filter). */
+  arms(f: MetricsFilter): Promise<ArmsBreakdown>;
 }
 
 /** Straight from the events: exact, and what every other source is checked against. */
@@ -47,7 +68,55 @@ export function rawMetrics(c: Collections): MetricsSource {
     responseTimes: (f) => responseTimeStats(c, f),
     timeSeries: (f, unit, zone, starts) => timeBuckets(c, f, unit, zone, starts),
     topQueries: (f, order, limit) => topQueries(c, f, order, limit),
+    arms: (f) => rawArms(c, f),
   };
+}
+
+/** The arms straight from the events: per (variant, user) sums, bucketed here. */
+async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown> {
+  const m = match(f);
+  const [perUser, latencies] = await Promise.all([
+    c.impressions
+      .aggregate<{ _id: { v: string; u: string }; i: number; c: number; s: number; nr: number; rk: number; rt: number }>(
+        [
+          { $match: m },
+          { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 1 }, c: { $literal: 0 }, s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] }, nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] }, rk: { $literal: 0 }, rt: "$response_time_ms" } },
+          { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 } } }] } },
+          { $group: { _id: { v: "$v", u: "$u" }, i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" } } },
+        ],
+        { allowDiskUse: true, ...timeLimit(f) },
+      )
+      .toArray(),
+    c.impressions.aggregate<{ _id: string; rts: number[] }>([{ $match: m }, { $group: { _id: "$variant", rts: { $push: "$response_time_ms" } } }], { allowDiskUse: true, ...timeLimit(f) }).toArray(),
+  ]);
+  const arms = new Map<string, ArmData>();
+  const variantsOf = new Map<string, number>();
+  for (const r of perUser) {
+    const v = String(r._id.v);
+    let arm = arms.get(v);
+    if (!arm) arms.set(v, (arm = { totals: { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 }, buckets: emptyBucketSums(), latency: { histogram: new Map() } }));
+    const t = arm.totals;
+    t.impressions += Number(r.i);
+    t.clicks += Number(r.c);
+    t.searchesWithClicks += Number(r.s);
+    t.noResults += Number(r.nr);
+    t.rankSum += Number(r.rk);
+    t.responseTimeSum += Number(r.rt);
+    t.users += 1;
+    const b = userBucket(String(r._id.u));
+    arm.buckets.impressions[b]! += Number(r.i);
+    arm.buckets.clicks[b]! += Number(r.c);
+    arm.buckets.searchesWithClicks[b]! += Number(r.s);
+    arm.buckets.noResults[b]! += Number(r.nr);
+    variantsOf.set(String(r._id.u), (variantsOf.get(String(r._id.u)) ?? 0) + 1);
+  }
+  for (const { _id, rts } of latencies) {
+    const arm = arms.get(String(_id));
+    if (!arm || rts.length === 0) continue;
+    for (const ms of rts) arm.latency.histogram.set(latencyBucket(Number(ms)), (arm.latency.histogram.get(latencyBucket(Number(ms))) ?? 0) + 1);
+    arm.latency.bounds = { min: Math.min(...rts.map(Number)), max: Math.max(...rts.map(Number)) };
+  }
+  return { arms, usersInSeveralArms: [...variantsOf.values()].filter((n) => n > 1).length, users: variantsOf.size };
 }
 
 function totalsOf(a: RollupAggregate): EventTotals {
@@ -56,7 +125,7 @@ function totalsOf(a: RollupAggregate): EventTotals {
     clicks: a.clk,
     searchesWithClicks: a.swc,
     noResults: a.nr,
-    users: a.imp + a.clk === 0 ? 0 : Math.round(hllEstimate(a.users)),
+    users: a.users.size(),
     rankSum: a.rkSum,
     responseTimeSum: a.rtSum,
   };
@@ -72,11 +141,9 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
   return {
     async totals(f) {
       if (f.userId !== undefined) return raw.totals(f);
+      // Distinct users overall are the union of every variant's users (merged so), not the sum.
       const w = await window(f);
-      // Distinct users overall: the union of every variant's users, not the sum.
-      const all = emptyHll();
-      for (const v of w.variants.values()) mergeHll(all, v.users);
-      return { overall: { ...totalsOf(w.overall), users: w.overall.imp + w.overall.clk === 0 ? 0 : Math.round(hllEstimate(all)) }, variants: new Map([...w.variants].map(([v, a]) => [v, totalsOf(a)])) };
+      return { overall: totalsOf(w.overall), variants: new Map([...w.variants].map(([v, a]) => [v, totalsOf(a)])) };
     },
     async ranks(f, perVariant) {
       if (f.userId !== undefined) return raw.ranks(f, perVariant);
@@ -89,8 +156,9 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       return new Map(pick(w, perVariant).filter(([, a]) => a.imp > 0).map(([k, a]) => [k, latencyQuantiles(a.rt, ps, boundsOf(a))]));
     },
     async timeSeries(f, unit, zone, starts) {
-      // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole hours.
-      if (f.userId !== undefined || starts.some((s) => s.getTime() % 3_600_000 !== 0)) return raw.timeSeries(f, unit, zone, starts);
+      // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole
+      // hours. A period with an explicit end is read from the events.
+      if (f.userId !== undefined || f.window.until !== undefined || starts.some((s) => s.getTime() % 3_600_000 !== 0)) return raw.timeSeries(f, unit, zone, starts);
       const buckets = await rollups.buckets(f.window.start, starts, f.variant);
       return buckets.map((a) => ({
         impressions: a.imp,
@@ -101,7 +169,15 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       }));
     },
     topQueries(f, order, limit) {
-      return f.userId !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit);
+      // Query tables answer trailing windows; a period with an explicit end is read from the events.
+      return f.userId !== undefined || f.window.until !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit);
+    },
+    async arms(f) {
+      const w = await window(f);
+      const arms = new Map<string, ArmData>(
+        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) } }]),
+      );
+      return { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() };
     },
     async responseTimes(f) {
       if (f.userId !== undefined) return raw.responseTimes(f);

@@ -15,12 +15,14 @@
  *   from there on (no upper bound, so late and slightly-future events are included).
  */
 import { randomBytes } from "node:crypto";
-import { MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
-import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../core/sketches.js";
+import { Int32, MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
+import { latencyBucket, mergeLatency } from "../core/sketches.js";
+import { addBucketSums, emptyBucketSums, userBucket, type BucketSums } from "../core/user-buckets.js";
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
 import { queryField, type QueryCounts } from "./query-table-fields.js";
+import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -51,11 +53,19 @@ export interface RollupDocument {
   /** latency bucket -> impressions (see latencyBucket) */
   rt: Record<string, number>;
   /**
-   * HyperLogLog registers over users of clicks and impressions, two levels deep
-   * ({"<register / 128>": {"<register % 128>": rank}}): MongoDB finds a field by scanning its
-   * object, so 16,384 flat fields would make every $max of a batch crawl through all of them.
+   * Distinct users of clicks and impressions: a bitmap of their numbers (see user-ids.ts) in
+   * int32 words, two levels deep ({"<word / 128>": {"<word % 128>": bits}}), set with $bit or:
+   * MongoDB finds a field by scanning its object, so thousands of flat fields would make every
+   * update of a batch crawl through all of them.
    */
-  u: Record<string, Record<string, number>>;
+  um?: Record<string, Record<string, number>>;
+  /**
+   * Per hashed user bucket (see core/user-buckets.ts): searches (i), clicks (c), searches with a
+   * click (s) and searches without results (n), for statistics at the level of users.
+   */
+  ub?: Record<string, Partial<Record<BucketField, number>>>;
+  /** HyperLogLog registers of users, written by versions before exact users; no longer read. */
+  u?: Record<string, Record<string, number>>;
   /** Markers of the last APPLIED_KEEP batches counted here, newest last (see RollupDelta.apply). */
   ap?: string[];
   /** Query tables: query -> counters, in buckets (see query-table-fields.ts). */
@@ -91,13 +101,18 @@ export function rollupCollection(c: Collections): Collection<RollupDocument> {
 
 export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
 
-const USER_GROUP = 128;
-const userField = (register: number) => `u.${Math.floor(register / USER_GROUP)}.${register % USER_GROUP}`;
+type BucketField = "i" | "c" | "s" | "n";
+const bucketField = (userId: string, field: BucketField) => `ub.${userBucket(userId)}.${field}`;
+/** The bitmap word of user number n, and its bit. */
+const userWord = (n: number) => {
+  const word = Math.floor(n / WORD_BITS);
+  return { field: `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`, bit: 1 << n % WORD_BITS };
+};
 
 const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
 export const rollupId = (g: Grain | TableGrain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
 
-type DocDelta = { g: Grain | TableGrain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number> };
+type DocDelta = { g: Grain | TableGrain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number>; bits: Record<string, number> };
 
 const add = (inc: Record<string, number>, field: string, n: number) => (inc[field] = (inc[field] ?? 0) + n);
 
@@ -113,7 +128,7 @@ class RollupDelta {
       const t = floorTo(ms, unit);
       const id = rollupId(g, t, variant);
       let d = this.docs.get(id);
-      if (!d) this.docs.set(id, (d = { g, t, v: variant, inc: {}, max: {} }));
+      if (!d) this.docs.set(id, (d = { g, t, v: variant, inc: {}, max: {}, bits: {} }));
       apply(d);
     }
   }
@@ -130,39 +145,56 @@ class RollupDelta {
     );
   }
 
-  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp" | "query_normalized">): void {
-    const { register, rank } = hllPoint(e.user_id);
+  /** `userNumber`: the user's number (user-ids.ts), for the distinct-user bitmap. */
+  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp" | "query_normalized">, userNumber: number): void {
+    const user = userWord(userNumber);
+    const perBucket = bucketField(e.user_id, "c");
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.clk = (d.inc.clk ?? 0) + 1;
       d.inc.rk_sum = (d.inc.rk_sum ?? 0) + e.rank;
       d.inc[`ranks.${e.rank}`] = (d.inc[`ranks.${e.rank}`] ?? 0) + 1;
-      d.max[userField(register)] = Math.max(d.max[userField(register)] ?? 0, rank);
+      add(d.inc, perBucket, 1);
+      d.bits[user.field] = (d.bits[user.field] ?? 0) | user.bit;
     });
     this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank });
   }
 
-  addImpression(e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert">): void {
-    const { register, rank } = hllPoint(e.user_id);
+  addImpression(
+    e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert">,
+    userNumber: number,
+  ): void {
+    const user = userWord(userNumber);
     const ms = Number(e.response_time_ms);
     // Stored clicked: its click came in the same batch (a later click is counted when it flags it).
     const swc = e.clicked_on_insert === true ? 1 : 0;
     this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0, s: swc });
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.imp = (d.inc.imp ?? 0) + 1;
-      if (swc) d.inc.swc = (d.inc.swc ?? 0) + 1;
-      if (e.results_count === 0) d.inc.nr = (d.inc.nr ?? 0) + 1;
+      add(d.inc, bucketField(e.user_id, "i"), 1);
+      if (swc) {
+        d.inc.swc = (d.inc.swc ?? 0) + 1;
+        add(d.inc, bucketField(e.user_id, "s"), 1);
+      }
+      if (e.results_count === 0) {
+        d.inc.nr = (d.inc.nr ?? 0) + 1;
+        add(d.inc, bucketField(e.user_id, "n"), 1);
+      }
       d.inc.rt_sum = (d.inc.rt_sum ?? 0) + ms;
       const bucket = `rt.${latencyBucket(ms)}`;
       d.inc[bucket] = (d.inc[bucket] ?? 0) + 1;
       d.min = Math.min(d.min ?? Infinity, ms);
       d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, ms);
-      d.max[userField(register)] = Math.max(d.max[userField(register)] ?? 0, rank);
+      d.bits[user.field] = (d.bits[user.field] ?? 0) | user.bit;
     });
   }
 
   /** An impression got its first linked click. */
-  clicked(e: Pick<ImpressionDocument, "timestamp" | "variant" | "query_normalized">): void {
-    this.each(e.timestamp, e.variant, (d) => (d.inc.swc = (d.inc.swc ?? 0) + 1));
+  clicked(e: Pick<ImpressionDocument, "timestamp" | "variant" | "query_normalized" | "user_id">): void {
+    const perBucket = bucketField(e.user_id, "s");
+    this.each(e.timestamp, e.variant, (d) => {
+      d.inc.swc = (d.inc.swc ?? 0) + 1;
+      add(d.inc, perBucket, 1);
+    });
     this.eachQuery(e.timestamp, e.variant, e.query_normalized, { s: 1 });
   }
 
@@ -177,6 +209,8 @@ class RollupDelta {
       };
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
+      const bits = Object.entries(d.bits);
+      if (bits.length > 0) update.$bit = Object.fromEntries(bits.map(([field, mask]) => [field, { or: new Int32(mask | 0) }]));
       // A full query table matches nothing, like one that has the marker (see apply).
       return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
     });
@@ -233,9 +267,10 @@ export function pendingMarker(at = Date.now()): string {
 /** Rollup increments for events just written (never for duplicates), as the batch `marker`. */
 export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[], marker: string): Promise<void> {
   if (clicks.length + impressions.length === 0) return;
+  const numbers = await userNumbers(c).resolve([...clicks, ...impressions].map((d) => d.user_id));
   const delta = new RollupDelta();
-  for (const d of clicks) delta.addClick(d);
-  for (const d of impressions) delta.addImpression(d);
+  for (const d of clicks) delta.addClick(d, numbers.get(d.user_id)!);
+  for (const d of impressions) delta.addImpression(d, numbers.get(d.user_id)!);
   await delta.apply(c, marker);
 }
 
@@ -261,7 +296,7 @@ export async function flagClickedImpressions(c: Collections, impressionIds: read
 
 /** Counts the impressions flagged under `claim` as searches with clicks (once), then clears the claim. */
 async function countClicked(c: Collections, claim: string): Promise<number> {
-  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1 } }).toArray();
+  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1 } }).toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
   for (const imp of flipped) delta.clicked(imp);
@@ -373,25 +408,57 @@ export interface RollupAggregate {
   rtMax?: number | undefined;
   ranks: Map<number, number>;
   rt: Map<number, number>;
-  users: Uint8Array;
+  /** Exact distinct users (their numbers, see user-ids.ts). */
+  users: UserSet;
+  /** Sums per hashed user bucket (see core/user-buckets.ts). */
+  buckets: BucketSums;
 }
 
 export function emptyAggregate(): RollupAggregate {
-  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: emptyHll() };
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
 }
 
-/** A decoded rollup document, as cached. Sparse user registers stay sparse to save memory. */
-interface Decoded extends Omit<RollupAggregate, "users"> {
+/** The non-zero words of a user bitmap. */
+interface SparseUsers {
+  words: Uint32Array;
+  bits: Uint32Array;
+}
+
+/** The non-empty user buckets: their indexes, and i, c, s, n of each, four numbers a bucket. */
+interface SparseBuckets {
+  index: Uint16Array;
+  sums: Float64Array;
+}
+
+/** One part of a window (a rollup document, or a stretch of raw events), sparse to save memory when cached. */
+interface Part extends Omit<RollupAggregate, "users" | "buckets"> {
+  users: SparseUsers;
+  buckets: SparseBuckets;
+}
+
+/** A decoded rollup document, as cached. */
+interface Decoded extends Part {
   ver: number;
   v: string;
-  users: Map<number, number> | Uint8Array;
 }
 
 const toNumberMap = (o: Record<string, number> | undefined) => new Map(Object.entries(o ?? {}).map(([k, n]) => [Number(k), Number(n)]));
 
+function sparseUsers(words: Map<number, number>): SparseUsers {
+  const sorted = [...words].sort((a, b) => a[0] - b[0]);
+  return { words: Uint32Array.from(sorted, ([w]) => w), bits: Uint32Array.from(sorted, ([, bits]) => bits >>> 0) };
+}
+
+function sparseBuckets(rows: Map<number, [number, number, number, number]>): SparseBuckets {
+  const sorted = [...rows].sort((a, b) => a[0] - b[0]);
+  return { index: Uint16Array.from(sorted, ([b]) => b), sums: Float64Array.from(sorted.flatMap(([, sums]) => sums)) };
+}
+
 function decode(d: RollupDocument): Decoded {
-  const registers = new Map<number, number>();
-  for (const [hi, group] of Object.entries(d.u ?? {})) for (const [lo, rank] of Object.entries(group)) registers.set(Number(hi) * USER_GROUP + Number(lo), Number(rank));
+  const words = new Map<number, number>();
+  for (const [hi, group] of Object.entries(d.um ?? {})) for (const [lo, bits] of Object.entries(group)) words.set(Number(hi) * WORD_GROUP + Number(lo), Number(bits));
+  const buckets = new Map<number, [number, number, number, number]>();
+  for (const [b, f] of Object.entries(d.ub ?? {})) buckets.set(Number(b), [Number(f.i ?? 0), Number(f.c ?? 0), Number(f.s ?? 0), Number(f.n ?? 0)]);
   return {
     ver: Number(d.ver),
     v: d.v,
@@ -405,11 +472,13 @@ function decode(d: RollupDocument): Decoded {
     rtMax: d.rt_max === undefined ? undefined : Number(d.rt_max),
     ranks: toNumberMap(d.ranks),
     rt: toNumberMap(d.rt),
-    users: registers.size > 2048 ? mergeHll(emptyHll(), registers) : registers,
+    users: sparseUsers(words),
+    buckets: sparseBuckets(buckets),
   };
 }
 
-function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">, withUsers = true): void {
+/** Adds a part into an aggregate; `perUser` also merges users and buckets (time series need neither). */
+function addInto(into: RollupAggregate, d: Part, perUser = true): void {
   into.imp += d.imp;
   into.clk += d.clk;
   into.swc += d.swc;
@@ -420,13 +489,52 @@ function addInto(into: RollupAggregate, d: Omit<Decoded, "ver" | "v">, withUsers
   if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
   for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
   mergeLatency(into.rt, d.rt);
-  if (withUsers) mergeHll(into.users, d.users);
+  if (!perUser) return;
+  for (let i = 0; i < d.users.words.length; i++) into.users.orWord(d.users.words[i]!, d.users.bits[i]!);
+  const { impressions, clicks, searchesWithClicks, noResults } = into.buckets;
+  for (let i = 0; i < d.buckets.index.length; i++) {
+    const b = d.buckets.index[i]!;
+    impressions[b]! += d.buckets.sums[4 * i]!;
+    clicks[b]! += d.buckets.sums[4 * i + 1]!;
+    searchesWithClicks[b]! += d.buckets.sums[4 * i + 2]!;
+    noResults[b]! += d.buckets.sums[4 * i + 3]!;
+  }
+}
+
+/** Adds one aggregate into another (both dense). */
+export function mergeAggregate(into: RollupAggregate, from: RollupAggregate): RollupAggregate {
+  addInto(into, { ...from, users: { words: new Uint32Array(0), bits: new Uint32Array(0) }, buckets: { index: new Uint16Array(0), sums: new Float64Array(0) } });
+  into.users.or(from.users);
+  addBucketSums(into.buckets, from.buckets);
+  return into;
 }
 
 export interface WindowAggregates {
   overall: RollupAggregate;
   variants: Map<string, RollupAggregate>;
 }
+
+type Range = readonly [from: number, to: number];
+
+/**
+ * How a window [start, end) divides into raw events (its partial first and last hours), hourly
+ * rollups (up to the first and from the last whole UTC day) and daily rollups. Without an end
+ * the window is open (late and slightly-future events count) and has no raw tail.
+ */
+export function windowRanges(start: number, end: number | undefined): { raw: Range[]; hours: Range[]; days: (readonly [number, number | undefined])[] } {
+  const hourStart = Math.ceil(start / HOUR_MS) * HOUR_MS;
+  const dayStart = Math.ceil(hourStart / DAY_MS) * DAY_MS;
+  const nonEmpty = (ranges: Range[]) => ranges.filter(([from, to]) => from < to);
+  if (end === undefined) return { raw: nonEmpty([[start, hourStart]]), hours: nonEmpty([[hourStart, dayStart]]), days: [[dayStart, undefined]] };
+  const hourEnd = Math.floor(end / HOUR_MS) * HOUR_MS;
+  if (hourEnd <= hourStart) return { raw: nonEmpty([[start, end]]), hours: [], days: [] };
+  const dayEnd = Math.floor(hourEnd / DAY_MS) * DAY_MS;
+  const raw = nonEmpty([[start, hourStart], [hourEnd, end]]);
+  if (dayEnd <= dayStart) return { raw, hours: [[hourStart, hourEnd]], days: [] };
+  return { raw, hours: nonEmpty([[hourStart, dayStart], [dayEnd, hourEnd]]), days: [[dayStart, dayEnd]] };
+}
+
+const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
 
 /**
  * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
@@ -441,14 +549,13 @@ export class RollupReader {
     private readonly maxCached = 50_000,
   ) {}
 
-  async window(window: TimeWindow, variant?: string): Promise<WindowAggregates> {
-    const start = window.start.getTime();
-    const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
-    const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
+  async window(window: Pick<TimeWindow, "start" | "until">, variant?: string): Promise<WindowAggregates> {
+    const ranges = windowRanges(window.start.getTime(), window.until?.getTime());
     const variantFilter = variant === undefined ? {} : { v: variant };
-    const [versions, edge] = await Promise.all([
-      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] }),
-      rawEdge(this.c, new Date(start), new Date(hourEdge), variant),
+    const grains = [...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })), ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter }))];
+    const [versions, ...edges] = await Promise.all([
+      grains.length === 0 ? [] : this.list({ $or: grains }),
+      ...ranges.raw.map(([from, to]) => rawPart(this.c, new Date(from), new Date(to), variant)),
     ]);
     await this.refresh(versions);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
@@ -461,8 +568,8 @@ export class RollupReader {
       const d = this.cache.get(_id);
       if (d) addInto(into(d.v), d);
     }
-    for (const [v, d] of edge) addInto(into(v), d);
-    for (const agg of out.variants.values()) addInto(out.overall, agg);
+    for (const edge of edges) for (const [v, d] of edge) addInto(into(v), d);
+    for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
     return out;
   }
 
@@ -479,7 +586,7 @@ export class RollupReader {
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const [versions, edge] = await Promise.all([
       this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }),
-      rawEdge(this.c, start, new Date(hourEdge), variant),
+      rawPart(this.c, start, new Date(hourEdge), variant),
     ]);
     await this.refresh(versions);
     const out = starts.map(() => emptyAggregate());
@@ -520,8 +627,9 @@ export class RollupReader {
   private async refresh(versions: readonly { _id: string; ver: number }[]): Promise<void> {
     const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
     if (stale.length === 0) return;
-    // Not the applied-marker list: bookkeeping of the writers, and the bulk of a busy document.
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0 } }).toArray()) this.remember(doc._id, decode(doc));
+    // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
+    // nor the user registers of older versions.
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 } }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {
@@ -536,9 +644,9 @@ export class RollupReader {
   }
 }
 
-/** The window's first, partial hour straight from the events (at most an hour of them). */
-async function rawEdge(c: Collections, from: Date, to: Date, variant: string | undefined): Promise<Map<string, Omit<Decoded, "ver" | "v">>> {
-  const out = new Map<string, Omit<Decoded, "ver" | "v">>();
+/** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
+async function rawPart(c: Collections, from: Date, to: Date, variant: string | undefined): Promise<Map<string, Part>> {
+  const out = new Map<string, Part>();
   if (from.getTime() >= to.getTime()) return out;
   const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
   // At most an hour of events by time; left alone, the planner may prefer {variant: 1} and read
@@ -550,7 +658,7 @@ async function rawEdge(c: Collections, from: Date, to: Date, variant: string | u
         { $match: m },
         {
           $group: {
-            _id: "$variant",
+            _id: { v: "$variant", u: "$user_id" },
             imp: { $sum: 1 },
             swc: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
             nr: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
@@ -558,43 +666,51 @@ async function rawEdge(c: Collections, from: Date, to: Date, variant: string | u
             rtMin: { $min: "$response_time_ms" },
             rtMax: { $max: "$response_time_ms" },
             rts: { $push: "$response_time_ms" },
-            users: { $addToSet: "$user_id" },
           },
         },
       ], byTime)
       .toArray(),
-    c.clicks
-      .aggregate([{ $match: m }, { $group: { _id: { v: "$variant", r: "$rank" }, n: { $sum: 1 }, users: { $addToSet: "$user_id" } } }], byTime)
-      .toArray(),
+    c.clicks.aggregate([{ $match: m }, { $group: { _id: { v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
-  const entry = (v: string) => {
-    let e = out.get(v);
-    if (!e) out.set(v, (e = { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: emptyHll() }));
-    return e;
-  };
-  const addUsers = (e: Omit<Decoded, "ver" | "v">, ids: unknown[]) => {
-    const registers = e.users as Uint8Array;
-    for (const id of ids) {
-      const { register, rank } = hllPoint(String(id));
-      if (rank > registers[register]!) registers[register] = rank;
-    }
+  const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)));
+  const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, [number, number, number, number]> }>();
+  const entry = (v: string, user: string) => {
+    let e = parts.get(v);
+    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map() }, words: new Map(), buckets: new Map() }));
+    const n = numbers.get(user)!;
+    const word = Math.floor(n / WORD_BITS);
+    e.words.set(word, ((e.words.get(word) ?? 0) | (1 << n % WORD_BITS)) >>> 0);
+    const b = userBucket(user);
+    let sums = e.buckets.get(b);
+    if (!sums) e.buckets.set(b, (sums = [0, 0, 0, 0]));
+    return { e, sums };
   };
   for (const r of imps) {
-    const e = entry(String(r._id));
-    Object.assign(e, { imp: Number(r.imp), swc: Number(r.swc), nr: Number(r.nr), rtSum: Number(r.rtSum), rtMin: Number(r.rtMin), rtMax: Number(r.rtMax) });
+    const { e, sums } = entry(String(r._id.v), String(r._id.u));
+    const a = e.agg;
+    a.imp += Number(r.imp);
+    a.swc += Number(r.swc);
+    a.nr += Number(r.nr);
+    a.rtSum += Number(r.rtSum);
+    a.rtMin = Math.min(a.rtMin ?? Infinity, Number(r.rtMin));
+    a.rtMax = Math.max(a.rtMax ?? -Infinity, Number(r.rtMax));
     for (const ms of r.rts as number[]) {
       const k = latencyBucket(Number(ms));
-      e.rt.set(k, (e.rt.get(k) ?? 0) + 1);
+      a.rt.set(k, (a.rt.get(k) ?? 0) + 1);
     }
-    addUsers(e, r.users as unknown[]);
+    sums[0] += Number(r.imp);
+    sums[2] += Number(r.swc);
+    sums[3] += Number(r.nr);
   }
   for (const r of clks) {
-    const e = entry(String(r._id.v));
+    const { e, sums } = entry(String(r._id.v), String(r._id.u));
     const n = Number(r.n);
-    e.clk += n;
-    e.rkSum += n * Number(r._id.r);
-    e.ranks.set(Number(r._id.r), (e.ranks.get(Number(r._id.r)) ?? 0) + n);
-    addUsers(e, r.users as unknown[]);
+    const rank = Number(r._id.r);
+    e.agg.clk += n;
+    e.agg.rkSum += n * rank;
+    e.agg.ranks.set(rank, (e.agg.ranks.get(rank) ?? 0) + n);
+    sums[1] += n;
   }
+  for (const [v, { agg, words, buckets }] of parts) out.set(v, { ...agg, users: sparseUsers(words), buckets: sparseBuckets(buckets) });
   return out;
 }
