@@ -8,8 +8,8 @@
  * variant's clicks) and latency percentiles per variant; above them the comparison in tables.
  */
 import type { Interval } from "../core/statistics.js";
-import { poissonRateInterval, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
-import { integer, ms, NO_DATA, pEquals, percent, percentInterval, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "./format.js";
+import { comparisonLines, inferenceLabel, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
+import { integer, ms, NO_DATA, percent, percentInterval } from "./format.js";
 
 /** Okabe-Ito: distinguishable with the common colour-vision deficiencies. */
 export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"] as const;
@@ -251,14 +251,13 @@ function summaryTables(data: ReportData): string {
   const row = (cells: string[], cls = "", textColumns = 1) => `<tr${cls ? ` class="${cls}"` : ""}>${cells.map((x, i) => `<td${i >= textColumns ? ' class="num"' : ""}>${escapeHtml(x)}</td>`).join("")}</tr>`;
   const variantRows = names.map((name) => {
     const v = c.variants[name]!;
-    const ctrCi = poissonRateInterval(Number(v.totalClicks), Number(v.totalImpressions), c.confidence || 0.95);
     return row([
       name === c.control ? `${name} (control)` : name,
       integer(v.totalImpressions),
       integer(v.totalClicks),
       integer(v.users),
       percent(v.ctr),
-      ctrCi ? percentInterval(ctrCi.low, ctrCi.high) : NO_DATA,
+      v.ctrInterval ? percentInterval(v.ctrInterval.low, v.ctrInterval.high) : NO_DATA,
       percent(v.searchCtr),
       v.searchCtrInterval ? percentInterval(v.searchCtrInterval.low, v.searchCtrInterval.high) : NO_DATA,
       percent(v.noResultsRate),
@@ -267,53 +266,28 @@ function summaryTables(data: ReportData): string {
       ms(v.p95ResponseTimeMs),
     ]);
   });
-  const tone = (significant: boolean, value: number | undefined) => (!significant || value === undefined ? "" : value > 0 ? "good" : "bad");
-  const comparisonRows = c.comparisons.flatMap((x) => [
+  const several = c.comparisons.length > 1;
+  const comparisonRows = comparisonLines(c).map((line) =>
     row(
-      [
-        x.variant,
-        "search CTR",
-        x.searchCtrLift ? points(x.searchCtrLift.value) : NO_DATA,
-        x.searchCtrLift ? pointsInterval(x.searchCtrLift.low, x.searchCtrLift.high) : "",
-        x.searchCtrRelativeLift ? `${signedPercent(x.searchCtrRelativeLift.value)} ${signedPercentInterval(x.searchCtrRelativeLift.low, x.searchCtrRelativeLift.high)}` : NO_DATA,
-        `${pValue(x.searchCtrPValue)}${x.searchCtrSignificant ? " *" : ""}`,
-      ],
-      tone(x.searchCtrSignificant, x.searchCtrLift?.value),
+      [line.variant, line.metric, line.lift, line.liftInterval, `${line.relative} ${line.relativeInterval}`.trim(), line.p, ...(several ? [line.pAdjusted] : []), line.mde, line.note],
+      line.tone === "warn" ? "warn" : line.tone,
       2,
     ),
-    row(
-      [
-        "",
-        "CTR",
-        x.ctrLift ? points(x.ctrLift.value) : NO_DATA,
-        x.ctrLift ? pointsInterval(x.ctrLift.low, x.ctrLift.high) : "",
-        x.ctrRelativeLift ? `${signedPercent(x.ctrRelativeLift.value)} ${signedPercentInterval(x.ctrRelativeLift.low, x.ctrRelativeLift.high)}` : NO_DATA,
-        `${pValue(x.ctrPValue)}${x.ctrSignificant ? " *" : ""}`,
-      ],
-      tone(x.ctrSignificant, x.ctrLift?.value),
-      2,
-    ),
-    row(["", "p95 latency", signedMs(x.p95LatencyDiffMs), "", signedPercent(x.p95LatencyRelativeDiff), x.latencyRegression ? "regression" : x.p95LatencyDiffMs === undefined ? "" : "ok"], x.latencyRegression ? "bad" : "", 2),
-  ]);
+  );
   const conf = `${Math.round((c.confidence || 0.95) * 1000) / 10}%`;
   return `<div class="scroll"><table class="variants">${head(["variant", "searches", "clicks", "users", "CTR", `${conf} interval`, "search CTR", `${conf} interval`, "no results", "avg rank", "avg ms", "p95 ms"])}${variantRows.join("")}</table></div>
 ${
   c.comparisons.length === 0
     ? `<p>No variant to compare with the control${c.control ? ` ${escapeHtml(c.control)}` : ""}.</p>`
-    : `<div class="scroll"><table class="comparisons">${head([`vs ${c.control}`, "metric", "lift", `${conf} interval`, "relative", "p"])}${comparisonRows.join("")}</table></div>
-<p class="note">Lift = variant − control (pp = percentage points); intervals at ${conf} confidence; * significant (p &lt; ${escapeHtml(String(Math.round((1 - (c.confidence || 0.95)) * 1000) / 1000))}).</p>`
+    : `<div class="scroll"><table class="comparisons">${head([`vs ${c.control}`, "metric", "lift", `${conf} interval`, "relative", "p", ...(several ? ["p Holm"] : []), "MDE (80% power)", ""])}${comparisonRows.join("")}</table></div>
+<p class="note">Lift = variant − control (pp = percentage points); intervals at ${conf} confidence and p-values over users (delta method, ${escapeHtml(inferenceLabel(c))}); * significant (p &lt; ${escapeHtml(String(Math.round((1 - (c.confidence || 0.95)) * 1000) / 1000))})${several ? "; p Holm: adjusted for the comparisons with the control, as the recommendation uses it" : ""}. MDE: the smallest lift this sample detects with 80% power.</p>`
 }`;
 }
 
 function verdict(data: ReportData): string {
   const c = data.comparison;
   const rec = c.recommendation ? `<p class="verdict good">Recommendation: ship <strong>${escapeHtml(c.recommendation)}</strong>${c.recommendationReason ? ` (${escapeHtml(c.recommendationReason)})` : ""}</p>` : `<p class="verdict neutral">Recommendation: none (${escapeHtml(c.recommendationReason || "no data")})</p>`;
-  const srm =
-    c.srmPValue === undefined
-      ? `<p>Sample ratio: ${NO_DATA} (fewer than two variants)</p>`
-      : c.srmDetected
-        ? `<p class="bad">Sample ratio mismatch: ${escapeHtml(pEquals(c.srmPValue))}. The split of searches between variants is not the expected one; the comparison cannot be trusted.</p>`
-        : `<p>Sample ratio: ${escapeHtml(pEquals(c.srmPValue))}, no mismatch.</p>`;
+  const srm = `<p${c.srmDetected ? ' class="bad"' : ""}>Sample ratio: ${escapeHtml(sampleRatioLine(c))}</p>`;
   const winner = `<p>Highest CTR: ${c.winnerByCtr ? escapeHtml(c.winnerByCtr) : "none (a tie or no searches)"}</p>`;
   return rec + srm + winner;
 }
@@ -326,7 +300,7 @@ table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 th, td { padding: 4px 7px; border-bottom: 1px solid #d0d7de; text-align: left; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .scroll { overflow-x: auto; }
-tr.good td { background: #e6f4ea; } tr.bad td { background: #fde8e8; }
+tr.good td { background: #e6f4ea; } tr.bad td { background: #fde8e8; } tr.warn td { background: #fff8c5; }
 .verdict { font-size: 16px; } .good { color: #116329; } .bad { color: #a40e26; } .neutral { color: #7d4e00; }
 .note { color: #57606a; font-size: 12px; margin: 4px 0; }
 figure.chart { margin: 20px 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
@@ -342,7 +316,7 @@ svg .empty { font-size: 14px; fill: #8c959f; }
 export function renderHtmlReport(data: ReportData): string {
   const c = data.comparison;
   const conf = Math.round((c.confidence || 0.95) * 1000) / 10;
-  const title = `ClickAnalytics report: last ${data.days} days`;
+  const title = `ClickAnalytics report: ${data.windowLabel}`;
   const charts =
     data.variants.length === 0
       ? `<p>No searches in the window.</p>`
@@ -363,7 +337,7 @@ export function renderHtmlReport(data: ReportData): string {
 </head>
 <body>
 <h1>${escapeHtml(title)}</h1>
-<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
+<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · ${escapeHtml(inferenceLabel(c))} · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
 ${verdict(data)}
 <h2>Variants</h2>
 ${summaryTables(data)}

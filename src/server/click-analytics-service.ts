@@ -1,20 +1,19 @@
 import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import { compareVariants, comparisonSettings } from "../core/comparison.js";
 import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import { optionalVariant, requireId, requireVariant } from "../core/events.js";
 import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
-import { timeWindow } from "../core/window.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
 import { userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
+import { variantComparison } from "./comparison-response.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
-import { metricsFilter, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
+import { metricsFilter, windowOf, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -220,7 +219,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       requireComplete();
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
-      const window = timeWindow(req.days, now());
+      const window = windowOf(req, now());
       const a = await userActivity(store.collections, userId, { window });
       return {
         userId,
@@ -236,50 +235,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getVariantComparison(req, ctx) {
       requireComplete();
-      const window = timeWindow(req.days, now());
-      const settings = comparisonSettings({
-        control: req.control === "" ? "" : requireVariant("control", req.control),
-        confidence: req.confidence,
-        expectedSplit: req.expectedSplit,
-        latencyThreshold: req.latencyThreshold,
-        minImpressions: req.minImpressions,
-      });
-      const budgeted = withBudget({ window }, ctx);
-      const [totals, p95] = await Promise.all([metrics.totals(budgeted), metrics.latency(budgeted, [0.95], true)]);
-      const data = new Map([...totals.variants].map(([name, t]) => [name, { ...t, p95ResponseTimeMs: p95.get(name)?.[0] }]));
-      const result = compareVariants(data, settings);
-      const variants = Object.fromEntries(
-        [...data].map(([name, v]) => [
-          name,
-          {
-            ...ctrFields(v),
-            avgResponseTimeMs: ratio(v.responseTimeSum, v.impressions),
-            avgRankClicked: ratio(v.rankSum, v.clicks),
-            totalClicks: count(v.clicks),
-            totalImpressions: count(v.impressions),
-            searchCtrInterval: result.searchCtrIntervals.get(name),
-            p95ResponseTimeMs: v.p95ResponseTimeMs,
-          },
-        ]),
-      );
-      return {
-        periodDays: window.days,
-        variants,
-        winnerByCtr: winnerByCtr([...data].map(([variant, v]) => ({ variant, clicks: v.clicks, impressions: v.impressions }))),
-        control: settings.control,
-        confidence: settings.confidence,
-        comparisons: result.comparisons,
-        srmPValue: result.srmPValue,
-        srmDetected: result.srmDetected,
-        trustworthy: !result.srmDetected,
-        recommendation: result.recommendation,
-        recommendationReason: result.reason,
-      };
+      return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx));
     },
 
     async getTopQueries(req, ctx) {
       requireComplete();
-      const filter = withBudget({ window: timeWindow(req.days, now()), variant: optionalVariant("variant", req.variant) }, ctx);
+      const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
       const rows = await metrics.topQueries(filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
       return {
         periodDays: filter.window.days,

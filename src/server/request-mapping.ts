@@ -4,7 +4,7 @@ import { ClickSource, TopQueriesOrder } from "../../gen/clickanalytics/v1/click_
 import type { TopQueriesOrder as OrderName } from "../core/top-queries.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
-import { timeWindow } from "../core/window.js";
+import { requestWindow, type TimeWindow } from "../core/window.js";
 import type { MetricsFilter } from "../store/metrics-queries.js";
 import type { CallContext } from "./grpc-adapter.js";
 
@@ -41,12 +41,23 @@ export function clickSource(value: ClickSource): ClickSourceName {
   return name;
 }
 
-/** Optional user/variant filters (empty strings mean none) and the look-back window. */
-export function metricsFilter(request: { userId?: string; variant?: string; days: number }, now = new Date()): MetricsFilter {
+/** What a request's window fields ask for: the last `days` days, or the period [start_time, end_time). */
+export interface WindowFields {
+  days: number;
+  startTime?: Timestamp | undefined;
+  endTime?: Timestamp | undefined;
+}
+
+export function windowOf(request: WindowFields, now = new Date()): TimeWindow {
+  return requestWindow({ days: request.days, startTime: requestTime(request.startTime, "start_time"), endTime: requestTime(request.endTime, "end_time") }, now);
+}
+
+/** Optional user/variant filters (empty strings mean none) and the window. */
+export function metricsFilter(request: { userId?: string; variant?: string } & WindowFields, now = new Date()): MetricsFilter {
   return {
     userId: optionalId("user_id", request.userId),
     variant: request.variant === undefined ? undefined : optionalVariant("variant", request.variant),
-    window: timeWindow(request.days, now),
+    window: windowOf(request, now),
   };
 }
 

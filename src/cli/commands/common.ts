@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ClientTlsOptions, type ServiceError } from "../../client/index.js";
 import { wantsColor, createStyle, type Style } from "../format.js";
 
@@ -260,6 +261,52 @@ export const DEFAULT_DAYS = 30;
 
 export function daysFlag(values: FlagValues, usage: string): number {
   return intFlag(values, "days", DEFAULT_DAYS, 1, 365, usage);
+}
+
+/** A time flag: ISO 8601 (a date alone means its UTC midnight). */
+export function timeFlag(values: FlagValues, name: string, usage: string): Date | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const t = typeof raw === "string" && raw.trim() !== "" ? new Date(raw.trim()) : new Date(Number.NaN);
+  if (!Number.isFinite(t.getTime())) throw new UsageError(`--${name} must be a time in ISO 8601 (e.g. 2026-11-01 or 2026-11-01T09:00:00Z), got "${String(raw)}"`, usage);
+  return t;
+}
+
+/** The window flags: --days, or the period --start [--end]. */
+export interface WindowFlags {
+  days: number;
+  startTime?: Date | undefined;
+  endTime?: Date | undefined;
+}
+
+export function windowFlags(values: FlagValues, usage: string): WindowFlags {
+  const startTime = timeFlag(values, "start", usage);
+  const endTime = timeFlag(values, "end", usage);
+  if (startTime === undefined) {
+    if (endTime !== undefined) throw new UsageError("--end needs --start", usage);
+    return { days: daysFlag(values, usage) };
+  }
+  if (values.days !== undefined) throw new UsageError("--days and --start cannot be combined", usage);
+  return { days: 0, startTime, endTime };
+}
+
+/** The request fields of window flags. */
+export function windowRequest(w: WindowFlags) {
+  return { days: w.days, ...(w.startTime ? { startTime: timestampFromDate(w.startTime) } : {}), ...(w.endTime ? { endTime: timestampFromDate(w.endTime) } : {}) };
+}
+
+/** `name=weight,name=weight`. */
+export function splitFlag(values: FlagValues, name: string, usage: string): Record<string, number> | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const out: Record<string, number> = {};
+  for (const part of String(raw).split(",")) {
+    const [variant, weight] = part.split("=");
+    const w = Number(weight);
+    if (!variant || weight === undefined || !Number.isFinite(w) || w <= 0) throw new UsageError(`--${name} must be variant=weight pairs with positive weights, e.g. search_v1=1,search_v2=1; got "${String(raw)}"`, usage);
+    out[variant.trim()] = w;
+  }
+  return out;
 }
 
 /** Writes text to a stream, waiting when it asks to (large outputs into a slow pipe). */

@@ -4,13 +4,19 @@
  * Also the per-day and per-variant intervals the report draws, computed here from counts.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Granularity, type ClickAnalyticsClient, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
+import { Granularity, Inference, LatencyStatus, type MetricComparison, type ClickAnalyticsClient, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
 import { wilsonInterval, zCritical, type Interval } from "../../core/statistics.js";
+import { integer, NO_DATA, pEquals, percent, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
+import { windowRequest, type WindowFlags } from "./common.js";
 
 export interface ReportRequest {
-  days: number;
+  window: WindowFlags;
   control?: string | undefined;
   confidence?: number | undefined;
+  sequential?: boolean | undefined;
+  cuped?: boolean | undefined;
+  /** Expected users per variant (weights). */
+  expectedSplit?: Record<string, number> | undefined;
   timeZone?: string | undefined;
 }
 
@@ -43,6 +49,8 @@ export interface ReportData {
   address: string;
   generatedAt: Date;
   days: number;
+  /** "last 30 days" or the period. */
+  windowLabel: string;
   timeZone: string;
   comparison: GetVariantComparisonResponse;
   /** Control first, then the others by name. */
@@ -69,7 +77,14 @@ export function orderedVariants(comparison: GetVariantComparisonResponse): strin
 }
 
 export function comparisonRequest(r: ReportRequest) {
-  return { days: r.days, control: r.control ?? "", ...(r.confidence === undefined ? {} : { confidence: r.confidence }) };
+  return {
+    ...windowRequest(r.window),
+    control: r.control ?? "",
+    ...(r.confidence === undefined ? {} : { confidence: r.confidence }),
+    inference: r.sequential ? Inference.SEQUENTIAL : Inference.FIXED_HORIZON,
+    cuped: r.cuped === true,
+    expectedSplit: r.expectedSplit ?? {},
+  };
 }
 
 /** Everything the HTML report draws: one comparison, then per variant three calls, all in parallel. */
@@ -80,9 +95,9 @@ export async function fetchReportData(client: ClickAnalyticsClient, address: str
   const variants = await Promise.all(
     orderedVariants(comparison).map(async (variant): Promise<VariantDetail> => {
       const [series, ranks, latency] = await Promise.all([
-        client.getTimeSeries({ days: r.days, variant, granularity: Granularity.DAY, timeZone }),
-        client.getRankMetrics({ days: r.days, variant }),
-        client.getResponseTimeMetrics({ days: r.days, variant }),
+        client.getTimeSeries({ ...windowRequest(r.window), variant, granularity: Granularity.DAY, timeZone }),
+        client.getRankMetrics({ ...windowRequest(r.window), variant }),
+        client.getResponseTimeMetrics({ ...windowRequest(r.window), variant }),
       ]);
       return {
         variant,
@@ -115,5 +130,104 @@ export async function fetchReportData(client: ClickAnalyticsClient, address: str
       };
     }),
   );
-  return { address, generatedAt: new Date(), days: comparison.periodDays || r.days, timeZone, comparison, variants };
+  return { address, generatedAt: new Date(), days: comparison.periodDays || r.window.days, windowLabel: windowLabel(comparison, r.window.startTime !== undefined), timeZone, comparison, variants };
+}
+
+const INFERENCE_NAME: Record<number, string> = { [Inference.UNSPECIFIED]: "fixed-horizon", [Inference.FIXED_HORIZON]: "fixed-horizon", [Inference.SEQUENTIAL]: "sequential (always valid)" };
+
+/** "fixed-horizon inference" or "sequential (always valid) inference, CUPED". */
+export function inferenceLabel(c: Pick<GetVariantComparisonResponse, "inference" | "cuped">): string {
+  return `${INFERENCE_NAME[c.inference] ?? "fixed-horizon"} inference${c.cuped ? ", CUPED" : ""}`;
+}
+
+/** "last 30 days" or "period 2026-11-01 00:00 – 2026-11-15 00:00 UTC". */
+export function windowLabel(c: Pick<GetVariantComparisonResponse, "periodDays" | "startTime" | "endTime">, explicit: boolean): string {
+  if (!explicit || !c.startTime) return `last ${c.periodDays} days`;
+  const at = (t: NonNullable<typeof c.startTime>) => new Date(timestampMs(t)).toISOString().slice(0, 16).replace("T", " ");
+  return `period ${at(c.startTime)} – ${c.endTime ? at(c.endTime) : "now"} UTC`;
+}
+
+/** An interval of signed milliseconds: "[-3.1, +12.0] ms". */
+function msInterval(i: { low: number; high: number } | undefined): string {
+  if (!i) return "";
+  const s = (v: number) => `${v >= 0 ? "+" : ""}${v.toFixed(1)}`;
+  return `[${s(i.low)}, ${s(i.high)}] ms`;
+}
+
+const LATENCY_STATUS: Record<number, string> = {
+  [LatencyStatus.UNSPECIFIED]: "",
+  [LatencyStatus.OK]: "ok",
+  [LatencyStatus.REGRESSION]: "REGRESSION",
+  [LatencyStatus.INSUFFICIENT_DATA]: "insufficient data",
+};
+
+/** One line of the comparison table, as text, with the tone it is shown in. */
+export interface ComparisonLine {
+  variant: string;
+  metric: string;
+  lift: string;
+  liftInterval: string;
+  relative: string;
+  relativeInterval: string;
+  p: string;
+  pAdjusted: string;
+  mde: string;
+  note: string;
+  /** good/bad: a decisive (Holm-adjusted when several) result for or against the variant; warn: no verdict possible. */
+  tone: "good" | "bad" | "warn" | "";
+}
+
+/** Every variant against the control: three ratio metrics and the latency guardrail each (the terminal and HTML tables). */
+export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine[] {
+  const several = c.comparisons.length > 1;
+  return c.comparisons.flatMap((x) => {
+    const metrics: [string, MetricComparison | undefined, boolean][] = [
+      ["search CTR", x.searchCtr, true],
+      ["CTR", x.ctr, true],
+      ["no results", x.noResultsRate, false],
+    ];
+    const lines = metrics.map(([metric, m, higherIsBetter], i): ComparisonLine => {
+      const decisive = several ? m?.significantAdjusted === true : m?.significant === true;
+      return {
+        variant: i === 0 ? x.variant : "",
+        metric,
+        lift: m?.lift ? points(m.lift.value) : NO_DATA,
+        liftInterval: m?.lift ? pointsInterval(m.lift.low, m.lift.high) : "",
+        relative: m?.relativeLift ? signedPercent(m.relativeLift.value) : NO_DATA,
+        relativeInterval: m?.relativeLift ? signedPercentInterval(m.relativeLift.low, m.relativeLift.high) : "",
+        p: `${pValue(m?.pValue)}${m?.significant ? "*" : ""}`,
+        pAdjusted: `${pValue(m?.pValueAdjusted)}${m?.significantAdjusted ? "*" : ""}`,
+        mde: m?.mde === undefined ? NO_DATA : `±${points(m.mde).slice(1)}${m.relativeMde === undefined ? "" : ` (±${signedPercent(m.relativeMde).slice(1)})`}`,
+        note: m?.varianceReduction === undefined ? "" : `CUPED: variance -${(m.varianceReduction * 100).toFixed(0)}%`,
+        tone: !decisive || m?.lift === undefined ? "" : m.lift.value > 0 === higherIsBetter ? "good" : "bad",
+      };
+    });
+    const lat = x.latency;
+    const status = lat?.status ?? LatencyStatus.UNSPECIFIED;
+    lines.push({
+      variant: "",
+      metric: "p95 latency",
+      lift: signedMs(lat?.p95DiffMs),
+      liftInterval: msInterval(lat?.p95DiffMsInterval),
+      relative: signedPercent(lat?.p95RelativeDiff),
+      relativeInterval: lat?.p95RelativeDiffInterval ? signedPercentInterval(lat.p95RelativeDiffInterval.low, lat.p95RelativeDiffInterval.high) : "",
+      p: LATENCY_STATUS[status] ?? "",
+      pAdjusted: "",
+      mde: "",
+      note: "",
+      tone: status === LatencyStatus.REGRESSION ? "bad" : status === LatencyStatus.INSUFFICIENT_DATA ? "warn" : "",
+    });
+    return lines;
+  });
+}
+
+/** The sample-ratio verdict over users, with the users per variant and any leak between variants. */
+export function sampleRatioLine(c: GetVariantComparisonResponse): string {
+  const usersBy = orderedVariants(c)
+    .map((n) => `${n} ${integer(c.variants[n]!.users)}`)
+    .join(", ");
+  const leak = c.usersInSeveralVariants > 0n ? `; ${integer(c.usersInSeveralVariants)} user(s) in several variants (${percent(c.usersInSeveralVariantsShare, 1)})` : "";
+  if (c.srmPValue === undefined) return `${NO_DATA} (fewer than two variants)`;
+  if (c.srmDetected) return `MISMATCH (${pEquals(c.srmPValue)}): users are not split as expected (${usersBy}); do not trust this comparison${leak}`;
+  return `ok (${pEquals(c.srmPValue)}): users ${usersBy}${leak}`;
 }

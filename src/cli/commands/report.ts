@@ -1,8 +1,8 @@
 /** `click-analytics report`: the variant comparison as a terminal table, JSON or an HTML page. */
 import { rename, rm, writeFile } from "node:fs/promises";
 import { toJsonString } from "@bufbuild/protobuf";
-import { GetVariantComparisonResponseSchema, type GetVariantComparisonResponse } from "../../client/index.js";
-import { decimal, integer, NO_DATA, pEquals, percent, percentInterval, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval, table, type Style } from "../format.js";
+import { GetVariantComparisonResponseSchema, Inference, type GetVariantComparisonResponse } from "../../client/index.js";
+import { decimal, integer, percent, percentInterval, table, type Style } from "../format.js";
 import { renderHtmlReport } from "../report-html.js";
 import {
   CliError,
@@ -12,26 +12,36 @@ import {
   CONNECTION_OPTIONS,
   connectionFrom,
   DAYS_HELP,
-  daysFlag,
   numberFlag,
   parseFlags,
+  splitFlag,
   stringFlag,
   styleFor,
   withClient,
+  windowFlags,
   type Command,
   type Io,
 } from "./common.js";
-import { comparisonRequest, fetchReportData, orderedVariants, poissonRateInterval } from "./report-data.js";
+import { comparisonLines, comparisonRequest, fetchReportData, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
 Compares the A/B-test variants (GetVariantComparison): per variant CTR and search CTR with
-intervals, then every variant against the control: lifts with intervals, p-values, latency, the
-sample-ratio check and the recommendation.
+intervals, then every variant against the control: lifts with intervals, p-values (Holm-adjusted
+with several variants), minimum detectable effects, the latency guardrail, the sample-ratio
+check on users and the recommendation. Statistics treat users as the unit (delta method).
 
 ${DAYS_HELP}
+  --start TIME            an experiment period from TIME (ISO 8601, e.g. 2026-11-01 or
+                          2026-11-01T09:00:00Z) instead of --days
+  --end TIME              end of the period (exclusive; default now); needs --start
   --control VARIANT       the baseline (default: the server's, search_v1)
   --confidence X          confidence level in (0, 1) (default 0.95)
+  --sequential            always-valid p-values and confidence sequences (safe to look at
+                          repeatedly, e.g. while the experiment runs); default fixed-horizon
+  --cuped                 CUPED variance reduction with the equally long stretch before the window
+  --expected-split SPEC   expected users per variant as weights, e.g. search_v1=1,search_v2=1
+                          (default: an equal split)
   --json                  print the GetVariantComparison response as JSON (proto3 JSON mapping)
   --html FILE             write a self-contained HTML page with charts to FILE (works offline)
   --time-zone ZONE        IANA time zone of the HTML report's days (default UTC)
@@ -40,18 +50,14 @@ ${COLOR_HELP}
 
 ${CONNECTION_HELP}`;
 
-/** CTR interval per variant: the Poisson score interval of clicks per search (not sent by the server). */
-function ctrInterval(v: GetVariantComparisonResponse["variants"][string], confidence: number) {
-  return poissonRateInterval(Number(v.totalClicks), Number(v.totalImpressions), confidence);
-}
-
-/** The comparison as text (colour through `style`). */
-export function renderComparison(c: GetVariantComparisonResponse, style: Style): string {
+/** The comparison as text (colour through `style`). `explicitPeriod`: the request named a period. */
+export function renderComparison(c: GetVariantComparisonResponse, style: Style, explicitPeriod = false): string {
   const confidence = c.confidence || 0.95;
   const conf = `${Math.round(confidence * 1000) / 10}%`;
+  const alpha = Math.round((1 - confidence) * 1000) / 1000;
   const names = orderedVariants(c);
   const out: string[] = [];
-  out.push(style.bold(`Variant comparison: last ${c.periodDays} days, control ${c.control}, ${conf} confidence`));
+  out.push(style.bold(`Variant comparison: ${windowLabel(c, explicitPeriod)}, control ${c.control}, ${conf} confidence, ${inferenceLabel(c)}`));
   out.push("");
   if (names.length === 0) {
     out.push("No searches in the window.");
@@ -74,14 +80,13 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style):
       ],
       names.map((name) => {
         const v = c.variants[name]!;
-        const ci = ctrInterval(v, confidence);
         return [
           name === c.control ? `${name} (control)` : name,
           integer(v.totalImpressions),
           integer(v.totalClicks),
           integer(v.users),
           percent(v.ctr),
-          ci ? percentInterval(ci.low, ci.high) : "",
+          v.ctrInterval ? percentInterval(v.ctrInterval.low, v.ctrInterval.high) : "",
           percent(v.searchCtr),
           v.searchCtrInterval ? percentInterval(v.searchCtrInterval.low, v.searchCtrInterval.high) : "",
           decimal(v.avgRankClicked),
@@ -93,35 +98,14 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style):
     ),
   );
   out.push("");
+  const several = c.comparisons.length > 1;
   if (c.comparisons.length === 0) {
     out.push(c.variants[c.control] ? "No other variant to compare with the control." : style.yellow(`The control ${c.control} has no searches in the window.`));
   } else {
-    const signed = (significant: boolean, value: number | undefined, text: string) => (!significant || value === undefined ? text : value > 0 ? style.green(text) : style.red(text));
-    const rows: string[][] = [];
-    for (const x of c.comparisons) {
-      const sc = x.searchCtrSignificant;
-      const cs = x.ctrSignificant;
-      rows.push([
-        x.variant,
-        "search CTR",
-        signed(sc, x.searchCtrLift?.value, x.searchCtrLift ? points(x.searchCtrLift.value) : NO_DATA),
-        x.searchCtrLift ? pointsInterval(x.searchCtrLift.low, x.searchCtrLift.high) : "",
-        x.searchCtrRelativeLift ? signedPercent(x.searchCtrRelativeLift.value) : NO_DATA,
-        x.searchCtrRelativeLift ? signedPercentInterval(x.searchCtrRelativeLift.low, x.searchCtrRelativeLift.high) : "",
-        signed(sc, x.searchCtrLift?.value, `${pValue(x.searchCtrPValue)}${sc ? "*" : ""}`),
-      ]);
-      rows.push([
-        "",
-        "CTR",
-        signed(cs, x.ctrLift?.value, x.ctrLift ? points(x.ctrLift.value) : NO_DATA),
-        x.ctrLift ? pointsInterval(x.ctrLift.low, x.ctrLift.high) : "",
-        x.ctrRelativeLift ? signedPercent(x.ctrRelativeLift.value) : NO_DATA,
-        x.ctrRelativeLift ? signedPercentInterval(x.ctrRelativeLift.low, x.ctrRelativeLift.high) : "",
-        signed(cs, x.ctrLift?.value, `${pValue(x.ctrPValue)}${cs ? "*" : ""}`),
-      ]);
-      const regression = x.latencyRegression ? style.red : (text: string) => text;
-      rows.push(["", "p95 latency", regression(signedMs(x.p95LatencyDiffMs)), "", regression(signedPercent(x.p95LatencyRelativeDiff)), "", x.latencyRegression ? style.red("REGRESSION") : x.p95LatencyDiffMs === undefined ? "" : "ok"]);
-    }
+    const rows = comparisonLines(c).map((line) => {
+      const colour = line.tone === "good" ? style.green : line.tone === "bad" ? style.red : line.tone === "warn" ? style.yellow : (t: string) => t;
+      return [line.variant, line.metric, colour(line.lift), line.liftInterval, colour(line.relative), line.relativeInterval, colour(line.p), ...(several ? [colour(line.pAdjusted)] : []), line.mde, line.note];
+    });
     out.push(
       table(
         [
@@ -132,17 +116,21 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style):
           { header: "relative", align: "right" },
           { header: `${conf} CI`, align: "right" },
           { header: "p", align: "right" },
+          ...(several ? [{ header: "p Holm", align: "right" as const }] : []),
+          { header: "MDE (80%)", align: "right" },
+          { header: "" },
         ],
         rows,
         style,
       ),
     );
-    out.push(style.dim(`lift = variant - control (pp = percentage points); * significant at p < ${Math.round((1 - confidence) * 1000) / 1000}`));
+    out.push(style.dim(`lift = variant - control (pp = percentage points); intervals and p-values over users (delta method); * significant at p < ${alpha}`));
+    if (several) out.push(style.dim(`p Holm: adjusted for ${c.comparisons.length} comparisons with the control; the recommendation uses it`));
+    out.push(style.dim(`MDE (80%): the smallest lift this sample detects with 80% power${c.inference === Inference.SEQUENTIAL ? " (sequential)" : ""}`));
   }
   out.push("");
-  if (c.srmPValue === undefined) out.push(`Sample ratio:   ${NO_DATA} (fewer than two variants)`);
-  else if (c.srmDetected) out.push(style.red(`Sample ratio:   MISMATCH (${pEquals(c.srmPValue)}): searches are not split as expected; do not trust this comparison`));
-  else out.push(`Sample ratio:   ok (${pEquals(c.srmPValue)})`);
+  const srm = sampleRatioLine(c);
+  out.push(`Sample ratio:   ${c.srmDetected ? style.red(srm) : srm}`);
   out.push(`Highest CTR:    ${c.winnerByCtr || "none (a tie or no searches)"}`);
   out.push(
     c.recommendation
@@ -159,15 +147,32 @@ export const reportCommand: Command = {
   async run(argv: string[], io: Io): Promise<number> {
     const values = parseFlags(
       argv,
-      { ...CONNECTION_OPTIONS, ...COLOR_OPTIONS, days: { type: "string" }, control: { type: "string" }, confidence: { type: "string" }, json: { type: "boolean" }, html: { type: "string" }, "time-zone": { type: "string" } },
+      {
+        ...CONNECTION_OPTIONS,
+        ...COLOR_OPTIONS,
+        days: { type: "string" },
+        start: { type: "string" },
+        end: { type: "string" },
+        control: { type: "string" },
+        confidence: { type: "string" },
+        sequential: { type: "boolean" },
+        cuped: { type: "boolean" },
+        "expected-split": { type: "string" },
+        json: { type: "boolean" },
+        html: { type: "string" },
+        "time-zone": { type: "string" },
+      },
       REPORT_USAGE,
       io,
     );
     if (values === undefined) return 0;
-    const request = {
-      days: daysFlag(values, REPORT_USAGE),
+    const request: ReportRequest = {
+      window: windowFlags(values, REPORT_USAGE),
       control: stringFlag(values, "control"),
       confidence: numberFlag(values, "confidence", undefined, 0, 1, REPORT_USAGE, true),
+      sequential: values.sequential === true,
+      cuped: values.cuped === true,
+      expectedSplit: splitFlag(values, "expected-split", REPORT_USAGE),
       timeZone: stringFlag(values, "time-zone"),
     };
     const conn = connectionFrom(values, REPORT_USAGE, io.env);
@@ -183,13 +188,13 @@ export const reportCommand: Command = {
         await rm(partial, { force: true });
         throw new CliError(`cannot write ${htmlPath}: ${(error as Error).message}`);
       }
-      io.stderr.write(`wrote ${htmlPath} (${data.variants.length} variant${data.variants.length === 1 ? "" : "s"}, last ${data.days} days)\n`);
+      io.stderr.write(`wrote ${htmlPath} (${data.variants.length} variant${data.variants.length === 1 ? "" : "s"}, ${data.windowLabel})\n`);
       if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, data.comparison, { prettySpaces: 2 })}\n`);
       return 0;
     }
     const comparison = await withClient(conn, (client) => client.getVariantComparison(comparisonRequest(request)));
     if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
-    else io.stdout.write(`${renderComparison(comparison, styleFor(values, io))}\n`);
+    else io.stdout.write(`${renderComparison(comparison, styleFor(values, io), request.window.startTime !== undefined)}\n`);
     return 0;
   },
 };

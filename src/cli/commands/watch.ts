@@ -69,6 +69,9 @@ export function snapshotLine(r: WatchMetricsResponse): string {
 }
 
 /** The terminal view of one snapshot. */
+/** What watch says of statistics: none here; sequential (always-valid) ones in `report --sequential`. */
+export const WATCH_INFERENCE_NOTE = "Descriptive only, no tests. While an experiment runs, decide with `click-analytics report --sequential`: its always-valid p-values stay valid however often you look.";
+
 export function snapshotView(r: WatchMetricsResponse, header: string, style: Style): string {
   const row = (name: string, s: MetricsSnapshot | undefined) => [
     name,
@@ -101,6 +104,9 @@ export function snapshotView(r: WatchMetricsResponse, header: string, style: Sty
       [row("all", r.overall), ...names.map((n) => row(n, r.variants[n]))],
       style,
     ),
+    "",
+    // Looking every few seconds at fixed-horizon p-values inflates false positives: say where the valid ones are.
+    style.dim(WATCH_INFERENCE_NOTE),
   ].join("\n");
 }
 

@@ -1,0 +1,143 @@
+/** GetVariantComparison: gathering each arm's data from the metrics source, and shaping the answer. */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Inference, LatencyStatus, type GetVariantComparisonRequest, type GetVariantComparisonResponseSchema } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { compareVariants, comparisonSettings, type MetricComparison, type VariantData } from "../core/comparison.js";
+import { ratioInterval } from "../core/comparison.js";
+import { requireVariant } from "../core/events.js";
+import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js";
+import { ratio, winnerByCtr } from "../core/metrics.js";
+import { latencyQuantiles } from "../core/sketches.js";
+import type { TimeWindow } from "../core/window.js";
+import type { MetricsFilter } from "../store/metrics-queries.js";
+import type { MetricsSource } from "../store/metrics-source.js";
+import { responseTime } from "./request-mapping.js";
+
+type ResponseInit = MessageInitShape<typeof GetVariantComparisonResponseSchema>;
+
+/** The equally long stretch just before a window: CUPED's pre-period. */
+export function prePeriod(window: TimeWindow): TimeWindow {
+  const span = window.end.getTime() - window.start.getTime();
+  return { days: window.days, start: new Date(window.start.getTime() - span), end: window.start, until: window.start };
+}
+
+const LATENCY_STATUS: Record<GuardrailStatus, LatencyStatus> = {
+  ok: LatencyStatus.OK,
+  regression: LatencyStatus.REGRESSION,
+  "insufficient data": LatencyStatus.INSUFFICIENT_DATA,
+};
+
+function metricOut(m: MetricComparison | undefined) {
+  if (m === undefined) return undefined;
+  return {
+    lift: m.lift,
+    relativeLift: m.relativeLift,
+    pValue: m.pValue,
+    pValueAdjusted: m.adjustedPValue,
+    significant: m.significant,
+    significantAdjusted: m.significantAdjusted,
+    mde: m.mde,
+    relativeMde: m.relativeMde,
+    varianceReduction: m.cupedVarianceReduction,
+  };
+}
+
+/**
+ * Compares the variants of `window`: per-arm user-bucket sums, exact users and latency sketches
+ * from `metrics` (and the pre-period's buckets for CUPED), then the statistics of core/comparison.
+ */
+export async function variantComparison(
+  metrics: MetricsSource,
+  req: GetVariantComparisonRequest,
+  window: TimeWindow,
+  budget: (f: MetricsFilter) => MetricsFilter,
+): Promise<ResponseInit> {
+  const settings = comparisonSettings({
+    control: req.control === "" ? "" : requireVariant("control", req.control),
+    confidence: req.confidence,
+    expectedSplit: req.expectedSplit,
+    latencyThreshold: req.latencyThreshold,
+    minImpressions: req.minImpressions,
+    sequential: req.inference === Inference.SEQUENTIAL,
+    cuped: req.cuped,
+  });
+  const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
+  const data = new Map<string, VariantData & { rankSum: number; responseTimeSum: number }>(
+    [...now.arms].map(([name, arm]) => [
+      name,
+      {
+        ...arm.totals,
+        buckets: arm.buckets,
+        pre: before?.arms.get(name)?.buckets,
+        latency: arm.latency,
+        p95ResponseTimeMs: arm.totals.impressions === 0 ? undefined : latencyQuantiles(arm.latency.histogram, [0.95], arm.latency.bounds)[0],
+      },
+    ]),
+  );
+  const result = compareVariants(data, settings, now.usersInSeveralArms);
+  const variants = Object.fromEntries(
+    [...data].map(([name, v]) => {
+      const searchCtr = ratio(v.searchesWithClicks, v.impressions);
+      return [
+        name,
+        {
+          ctr: ratio(v.clicks, v.impressions),
+          searchCtr,
+          noClickRate: searchCtr === undefined ? undefined : 1 - searchCtr,
+          noResultsRate: ratio(v.noResults, v.impressions),
+          users: BigInt(v.users),
+          searchesWithClicks: BigInt(v.searchesWithClicks),
+          avgResponseTimeMs: ratio(v.responseTimeSum, v.impressions),
+          avgRankClicked: ratio(v.rankSum, v.clicks),
+          totalClicks: BigInt(v.clicks),
+          totalImpressions: BigInt(v.impressions),
+          searchCtrInterval: result.searchCtrIntervals.get(name),
+          ctrInterval: ratioInterval(v, "ctr", settings),
+          p95ResponseTimeMs: v.p95ResponseTimeMs,
+          p95ResponseTimeInterval: v.latency ? p95Interval(v.latency, settings.confidence) : undefined,
+        },
+      ];
+    }),
+  );
+  return {
+    periodDays: window.days,
+    startTime: responseTime(window.start),
+    endTime: window.until && responseTime(window.until),
+    variants,
+    winnerByCtr: winnerByCtr([...data].map(([variant, v]) => ({ variant, clicks: v.clicks, impressions: v.impressions }))),
+    control: settings.control,
+    confidence: settings.confidence,
+    inference: settings.sequential ? Inference.SEQUENTIAL : Inference.FIXED_HORIZON,
+    cuped: settings.cuped,
+    comparisons: result.comparisons.map((x) => ({
+      variant: x.variant,
+      searchCtrLift: x.searchCtr?.lift,
+      searchCtrRelativeLift: x.searchCtr?.relativeLift,
+      ctrLift: x.ctr?.lift,
+      ctrRelativeLift: x.ctr?.relativeLift,
+      searchCtrPValue: x.searchCtr?.pValue,
+      ctrPValue: x.ctr?.pValue,
+      searchCtrSignificant: x.searchCtr?.significant ?? false,
+      ctrSignificant: x.ctr?.significant ?? false,
+      p95LatencyDiffMs: x.latency.diffMs?.value,
+      p95LatencyRelativeDiff: x.latency.relativeDiff?.value,
+      latencyRegression: x.latency.status === "regression",
+      searchCtr: metricOut(x.searchCtr),
+      ctr: metricOut(x.ctr),
+      noResultsRate: metricOut(x.noResultsRate),
+      latency: {
+        p95DiffMs: x.latency.diffMs?.value,
+        p95DiffMsInterval: x.latency.diffMs && { low: x.latency.diffMs.low, high: x.latency.diffMs.high },
+        p95RelativeDiff: x.latency.relativeDiff?.value,
+        p95RelativeDiffInterval: x.latency.relativeDiff && { low: x.latency.relativeDiff.low, high: x.latency.relativeDiff.high },
+        status: LATENCY_STATUS[x.latency.status],
+      },
+    })),
+    srmPValue: result.srmPValue,
+    srmDetected: result.srmDetected,
+    trustworthy: !result.srmDetected,
+    usersInSeveralVariants: BigInt(now.usersInSeveralArms),
+    usersInSeveralVariantsShare: now.users > 0 ? now.usersInSeveralArms / now.users : undefined,
+    recommendation: result.recommendation,
+    recommendationReason: result.reason,
+  };
+}
