@@ -1,60 +1,126 @@
 /**
- * The A/B decision: each variant against the control on search-level CTR (a proportion of
- * searches) and CTR (a rate of clicks per search), a sample-ratio check of the split, a latency
- * guardrail, and a recommendation that says why when it has none.
+ * The A/B decision: each treatment against the control on search CTR (searches with a click /
+ * searches), CTR (clicks / searches) and no-results rate, at the unit of randomisation (the
+ * user, through hashed user buckets); a sample-ratio check on users; a latency guardrail with
+ * uncertainty; Holm-adjusted decisions over several treatments; and a recommendation that says
+ * why when it has none.
+ *
+ * Methods (each file says why and cites its sources):
+ * - delta-method.ts: ratio estimates and variances over the 256 user buckets, CUPED;
+ * - inference.ts: one normal model per metric for estimate, interval, p-value and Fieller's
+ *   relative interval, fixed horizon (default) or always-valid sequential (mixture SPRT), Holm,
+ *   the minimum detectable effect at 80% power;
+ * - latency-guardrail.ts: order-statistic intervals for p95.
+ *
+ * Sample ratio: Pearson's chi-square of exact distinct users per arm against the expected
+ * split, every expected arm included (an expected arm without users is a mismatch), at
+ * SRM_ALPHA. Users, not searches: users are what is randomised, and a heavy user moves an arm's
+ * searches by hundreds. Users seen in several arms (an assignment leak) are reported with their
+ * share of distinct users (sum of arm users minus the leaked ones, exact when each leaked user is
+ * in two arms).
+ *
+ * Recommendation: the treatment with the largest significant (Holm-adjusted) positive search-CTR
+ * lift whose guardrail is "ok"; the control when every treatment is significantly (adjusted)
+ * worse; else none, with the reason. Nothing is recommended on an SRM, with too few impressions
+ * (minImpressions per compared variant), or when the guardrail says "regression" or
+ * "insufficient data".
  */
+import { cupedRatioDifference, prePostSums, ratioEstimate, varianceFloor, type RatioKind, type RatioMoments } from "./delta-method.js";
 import { InvalidArgumentError } from "./errors.js";
-import {
-  poissonRateTest,
-  proportionDifference,
-  proportionRelativeLift,
-  rateDifference,
-  rateRelativeLift,
-  sampleRatioTest,
-  twoProportionZTest,
-  wilsonInterval,
-  type Estimate,
-  type Interval,
-} from "./statistics.js";
+import { differenceTest, holmAdjust, independentArms, mixtureSprt, sequentialTau2, type DifferenceInput, type Design } from "./inference.js";
+import { latencyGuardrail, type LatencyGuardrail } from "./latency-guardrail.js";
+import { sampleRatioTest, zCritical, type Estimate, type Interval } from "./statistics.js";
+import type { BucketSums } from "./user-buckets.js";
 
 export const SRM_ALPHA = 0.001;
 
 export interface ComparisonSettings {
   control: string;
   confidence: number;
-  /** Variant -> weight; empty means an equal split. */
+  /** Variant -> weight; empty means an equal split over the variants with data. */
   expectedSplit: ReadonlyMap<string, number>;
   latencyThreshold: number;
   minImpressions: number;
+  /** Always-valid p-values and confidence sequences (mixture SPRT) instead of fixed-horizon ones. */
+  sequential: boolean;
+  /** CUPED with each bucket's pre-period sums, where both arms have them. */
+  cuped: boolean;
 }
 
 export interface VariantData {
   impressions: number;
   clicks: number;
   searchesWithClicks: number;
+  noResults: number;
+  /** Exact distinct users. */
+  users: number;
+  buckets: BucketSums;
+  /** The same buckets over the pre-period, for CUPED. */
+  pre?: BucketSums | undefined;
+  latency?: { histogram: ReadonlyMap<number, number>; bounds?: { min: number; max: number } | undefined } | undefined;
+  /** Shown when no latency histogram is given; never enough for the guardrail on its own. */
   p95ResponseTimeMs?: number | undefined;
 }
 
-export interface VariantVsControl {
-  variant: string;
-  searchCtrLift?: Estimate | undefined;
-  searchCtrRelativeLift?: Estimate | undefined;
-  ctrLift?: Estimate | undefined;
-  ctrRelativeLift?: Estimate | undefined;
-  searchCtrPValue?: number | undefined;
-  ctrPValue?: number | undefined;
-  searchCtrSignificant: boolean;
-  ctrSignificant: boolean;
-  p95LatencyDiffMs?: number | undefined;
-  p95LatencyRelativeDiff?: number | undefined;
-  latencyRegression: boolean;
+export type MetricName = "searchCtr" | "ctr" | "noResultsRate";
+export const METRICS: readonly MetricName[] = ["searchCtr", "ctr", "noResultsRate"];
+
+/** Numerator field over impressions, and whether it is a proportion or a rate. */
+const METRIC_FIELDS: Record<MetricName, { numerator: "searchesWithClicks" | "clicks" | "noResults"; kind: RatioKind }> = {
+  searchCtr: { numerator: "searchesWithClicks", kind: "proportion" },
+  ctr: { numerator: "clicks", kind: "rate" },
+  noResultsRate: { numerator: "noResults", kind: "proportion" },
+};
+
+export interface MetricComparison {
+  /** Treatment - control, with its interval (a confidence sequence when sequential). */
+  lift: Estimate;
+  /** Treatment / control - 1 with Fieller's interval; undefined when the control is indistinguishable from 0. */
+  relativeLift?: Estimate | undefined;
+  pValue: number;
+  /** Holm-adjusted over the treatments compared on this metric. */
+  adjustedPValue: number;
+  /** pValue < alpha, exactly when `lift` (and `relativeLift`) excludes 0. */
+  significant: boolean;
+  significantAdjusted: boolean;
+  /** Minimum detectable effect at 80% power for the current sample, absolute and relative to the control. */
+  mde: number;
+  relativeMde?: number | undefined;
+  /** 1 - V_adjusted / V_unadjusted when CUPED was applied to this metric. */
+  cupedVarianceReduction?: number | undefined;
 }
 
-export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "not significant";
+export type CupedStatus = "applied" | "not requested" | "no pre-period data";
+
+export interface VariantVsControl {
+  variant: string;
+  /** Both arms have at least minImpressions. */
+  enoughData: boolean;
+  searchCtr?: MetricComparison | undefined;
+  ctr?: MetricComparison | undefined;
+  noResultsRate?: MetricComparison | undefined;
+  cuped: CupedStatus;
+  latency: LatencyGuardrail;
+}
+
+export interface SampleRatio {
+  pValue?: number | undefined;
+  detected: boolean;
+  /** Exact distinct users of each arm of the split. */
+  users: Map<string, number>;
+  usersInSeveralArms?: number | undefined;
+  /** usersInSeveralArms over distinct users. */
+  usersInSeveralArmsShare?: number | undefined;
+}
+
+export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "latency insufficient data" | "not significant";
 
 export interface Comparison {
+  mode: "fixed horizon" | "sequential";
   comparisons: VariantVsControl[];
+  /** Per variant, search CTR with its delta-method interval (same mode as the comparisons). */
   searchCtrIntervals: Map<string, Interval | undefined>;
+  sampleRatio: SampleRatio;
   srmPValue?: number | undefined;
   srmDetected: boolean;
   recommendation: string;
@@ -68,6 +134,8 @@ export function comparisonSettings(input: {
   expectedSplit: Record<string, number>;
   latencyThreshold?: number | undefined;
   minImpressions?: bigint | number | undefined;
+  sequential?: boolean | undefined;
+  cuped?: boolean | undefined;
 }): ComparisonSettings {
   const confidence = input.confidence ?? 0.95;
   if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
@@ -80,61 +148,166 @@ export function comparisonSettings(input: {
     if (!Number.isFinite(weight) || weight <= 0) throw new InvalidArgumentError(`expected_split[${variant}]`, `must be a positive weight, got ${weight}`);
     expectedSplit.set(variant, weight);
   }
-  return { control: input.control || "search_v1", confidence, expectedSplit, latencyThreshold, minImpressions };
-}
-
-function againstControl(variant: string, v: VariantData, c: VariantData, s: ComparisonSettings): VariantVsControl {
-  const alpha = 1 - s.confidence;
-  const proportionTest = twoProportionZTest(c.searchesWithClicks, c.impressions, v.searchesWithClicks, v.impressions);
-  const rateTest = poissonRateTest(c.clicks, c.impressions, v.clicks, v.impressions);
-  const p95Diff = v.p95ResponseTimeMs !== undefined && c.p95ResponseTimeMs !== undefined ? v.p95ResponseTimeMs - c.p95ResponseTimeMs : undefined;
-  const p95Relative = p95Diff !== undefined && c.p95ResponseTimeMs! > 0 ? p95Diff / c.p95ResponseTimeMs! : undefined;
   return {
-    variant,
-    searchCtrLift: proportionDifference(c.searchesWithClicks, c.impressions, v.searchesWithClicks, v.impressions, s.confidence),
-    searchCtrRelativeLift: proportionRelativeLift(c.searchesWithClicks, c.impressions, v.searchesWithClicks, v.impressions, s.confidence),
-    ctrLift: rateDifference(c.clicks, c.impressions, v.clicks, v.impressions, s.confidence),
-    ctrRelativeLift: rateRelativeLift(c.clicks, c.impressions, v.clicks, v.impressions, s.confidence),
-    searchCtrPValue: proportionTest?.pValue,
-    ctrPValue: rateTest?.pValue,
-    searchCtrSignificant: proportionTest !== undefined && proportionTest.pValue < alpha,
-    ctrSignificant: rateTest !== undefined && rateTest.pValue < alpha,
-    p95LatencyDiffMs: p95Diff,
-    p95LatencyRelativeDiff: p95Relative,
-    latencyRegression: p95Relative !== undefined && p95Relative > s.latencyThreshold,
+    control: input.control || "search_v1",
+    confidence,
+    expectedSplit,
+    latencyThreshold,
+    minImpressions,
+    sequential: input.sequential ?? false,
+    cuped: input.cuped ?? false,
   };
 }
 
-/** Compares every variant with impressions against the control and recommends one, or says why not. */
-export function compareVariants(data: ReadonlyMap<string, VariantData>, s: ComparisonSettings): Comparison {
-  const withImpressions = [...data].filter(([, d]) => d.impressions > 0).sort(([a], [b]) => a.localeCompare(b));
-  const searchCtrIntervals = new Map([...data].map(([name, d]) => [name, wilsonInterval(d.searchesWithClicks, d.impressions, s.confidence)]));
-  const missing = withImpressions.filter(([name]) => s.expectedSplit.size > 0 && !s.expectedSplit.has(name)).map(([name]) => name);
+/** One arm's floored delta-method estimate of a metric; undefined without impressions. */
+function armEstimate(d: VariantData, metric: MetricName): RatioMoments | undefined {
+  const { numerator, kind } = METRIC_FIELDS[metric];
+  return ratioEstimate(d.buckets[numerator], d.buckets.impressions, kind);
+}
+
+/** The difference of one metric between two arms, CUPED-adjusted when asked and possible. */
+function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cuped: boolean): { input: DifferenceInput; varianceReduction?: number } | undefined {
+  const tm = armEstimate(t, metric);
+  const cm = armEstimate(c, metric);
+  if (tm === undefined || cm === undefined) return undefined;
+  if (cuped && t.pre !== undefined && c.pre !== undefined) {
+    const { numerator, kind } = METRIC_FIELDS[metric];
+    const sums = (d: VariantData) => prePostSums(d.buckets[numerator], d.buckets.impressions, d.pre![numerator], d.pre!.impressions);
+    const r = cupedRatioDifference(sums(t), sums(c));
+    if (r !== undefined) {
+      const tv = Math.max(r.treatment.variance, varianceFloor(kind, tm.numerator, tm.denominator));
+      const cv = Math.max(r.control.variance, varianceFloor(kind, cm.numerator, cm.denominator));
+      const input: DifferenceInput = {
+        difference: r.difference,
+        variance: tv + cv,
+        control: cm.value,
+        controlVariance: cm.variance,
+        differenceControlCovariance: -r.control.covarianceWithUnadjusted,
+      };
+      return { input, varianceReduction: 1 - input.variance / (tm.variance + cm.variance) };
+    }
+  }
+  return { input: independentArms(tm, cm) };
+}
+
+/** tau^2 for the sequential design over n units, or the fixed-horizon design. */
+function design(settings: ComparisonSettings, variance: number, units: number): Design {
+  return settings.sequential ? { sequential: true, tau2: sequentialTau2(variance, Math.max(units, 1), 1 - settings.confidence) } : { sequential: false };
+}
+
+function hasPrePeriod(d: VariantData): boolean {
+  if (d.pre === undefined) return false;
+  let total = 0;
+  for (const x of d.pre.impressions) total += x;
+  return total > 0;
+}
+
+/** Compares every treatment with data against the control and recommends one, or says why not. */
+export function compareVariants(data: ReadonlyMap<string, VariantData>, settings: ComparisonSettings, usersInSeveralArms?: number): Comparison {
+  const s = settings;
+  const alpha = 1 - s.confidence;
+  const withData = [...data].filter(([, d]) => d.impressions > 0 || d.users > 0).sort(([a], [b]) => a.localeCompare(b));
+  const missing = withData.filter(([name]) => s.expectedSplit.size > 0 && !s.expectedSplit.has(name)).map(([name]) => name);
   if (missing.length > 0) throw new InvalidArgumentError("expected_split", `must give a weight for every variant with impressions (missing: ${missing.join(", ")})`);
 
-  // The split: every variant expected (or, by default, every variant with impressions).
-  const splitNames = s.expectedSplit.size > 0 ? [...s.expectedSplit.keys()].sort() : withImpressions.map(([name]) => name);
+  // Sample ratio on users, every expected arm included.
+  const splitNames = s.expectedSplit.size > 0 ? [...s.expectedSplit.keys()].sort() : withData.map(([name]) => name);
+  const users = new Map(splitNames.map((name) => [name, data.get(name)?.users ?? 0]));
   const srm = sampleRatioTest(
-    splitNames.map((name) => data.get(name)?.impressions ?? 0),
+    splitNames.map((name) => users.get(name)!),
     splitNames.map((name) => s.expectedSplit.get(name) ?? 1),
   );
   const srmDetected = srm !== undefined && srm.pValue < SRM_ALPHA;
+  const totalUsers = [...data.values()].reduce((sum, d) => sum + d.users, 0);
+  const distinctUsers = usersInSeveralArms !== undefined ? totalUsers - usersInSeveralArms : undefined;
+  const sampleRatio: SampleRatio = {
+    pValue: srm?.pValue,
+    detected: srmDetected,
+    users,
+    usersInSeveralArms,
+    usersInSeveralArmsShare: distinctUsers !== undefined && distinctUsers > 0 ? usersInSeveralArms! / distinctUsers : undefined,
+  };
+
+  // Per-variant search CTR intervals, in the same mode as the comparisons.
+  const searchCtrIntervals = new Map<string, Interval | undefined>();
+  for (const [name, d] of data) {
+    const m = armEstimate(d, "searchCtr");
+    if (m === undefined) {
+      searchCtrIntervals.set(name, undefined);
+      continue;
+    }
+    const de = design(s, m.variance, d.users);
+    const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : zCritical(s.confidence) * Math.sqrt(m.variance);
+    searchCtrIntervals.set(name, { low: Math.max(0, m.value - half), high: Math.min(1, m.value + half) });
+  }
 
   const control = data.get(s.control);
-  const comparisons = control && control.impressions > 0 ? withImpressions.filter(([name]) => name !== s.control).map(([name, d]) => againstControl(name, d, control, s)) : [];
-  const result = { comparisons, searchCtrIntervals, srmPValue: srm?.pValue, srmDetected };
+  const treatments = control && control.impressions > 0 ? withData.filter(([name, d]) => name !== s.control && d.impressions > 0) : [];
+  const cupedPossible = (d: VariantData) => s.cuped && control !== undefined && hasPrePeriod(d) && hasPrePeriod(control);
 
+  // Raw tests per metric and treatment, then Holm over the treatments of each metric.
+  const tests = treatments.map(([name, d]) => {
+    const perMetric = new Map<MetricName, { test: ReturnType<typeof differenceTest>; varianceReduction?: number | undefined }>();
+    for (const metric of METRICS) {
+      const prepared = differenceInput(d, control!, metric, cupedPossible(d));
+      if (prepared === undefined) continue;
+      const test = differenceTest(prepared.input, s.confidence, design(s, prepared.input.variance, d.users + control!.users));
+      perMetric.set(metric, { test, varianceReduction: prepared.varianceReduction });
+    }
+    return { name, d, perMetric };
+  });
+  const adjusted = new Map<MetricName, Map<string, number>>();
+  for (const metric of METRICS) {
+    const rows = tests.filter((t) => t.perMetric.has(metric));
+    const ps = holmAdjust(rows.map((t) => t.perMetric.get(metric)!.test.pValue));
+    adjusted.set(metric, new Map(rows.map((t, i) => [t.name, ps[i]!])));
+  }
+
+  const comparisons: VariantVsControl[] = tests.map(({ name, d, perMetric }) => {
+    const metricResult = (metric: MetricName): MetricComparison | undefined => {
+      const r = perMetric.get(metric);
+      if (r === undefined) return undefined;
+      const adjustedPValue = adjusted.get(metric)!.get(name)!;
+      return {
+        lift: r.test.difference,
+        relativeLift: r.test.relative,
+        pValue: r.test.pValue,
+        adjustedPValue,
+        significant: r.test.significant,
+        significantAdjusted: adjustedPValue < alpha,
+        mde: r.test.mde.absolute,
+        relativeMde: r.test.mde.relative,
+        cupedVarianceReduction: r.varianceReduction,
+      };
+    };
+    const cuped: CupedStatus = !s.cuped ? "not requested" : cupedPossible(d) && [...perMetric.values()].some((r) => r.varianceReduction !== undefined) ? "applied" : "no pre-period data";
+    return {
+      variant: name,
+      enoughData: d.impressions >= s.minImpressions && control!.impressions >= s.minImpressions,
+      searchCtr: metricResult("searchCtr"),
+      ctr: metricResult("ctr"),
+      noResultsRate: metricResult("noResultsRate"),
+      cuped,
+      latency: latencyGuardrail(d.latency, control!.latency, s.confidence, s.latencyThreshold),
+    };
+  });
+
+  const result = { mode: s.sequential ? ("sequential" as const) : ("fixed horizon" as const), comparisons, searchCtrIntervals, sampleRatio, srmPValue: srm?.pValue, srmDetected };
   const none = (reason: NoRecommendation): Comparison => ({ ...result, recommendation: "", reason });
-  if (!control || control.impressions === 0 || comparisons.length === 0) return none("insufficient data");
-  if (withImpressions.some(([, d]) => d.impressions < s.minImpressions)) return none("insufficient data");
+  if (!control || control.impressions < s.minImpressions || comparisons.length === 0) return none("insufficient data");
+  const eligible = comparisons.filter((x) => x.enoughData && x.searchCtr !== undefined);
+  if (eligible.length === 0) return none("insufficient data");
   if (srmDetected) return none("srm");
-  const better = comparisons.filter((x) => x.searchCtrSignificant && (x.searchCtrLift?.value ?? 0) > 0);
-  const shippable = better.filter((x) => !x.latencyRegression);
+  const better = eligible.filter((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value > 0);
+  const shippable = better.filter((x) => x.latency.status === "ok");
   if (shippable.length > 0) {
-    const best = shippable.reduce((a, b) => ((b.searchCtrLift?.value ?? 0) > (a.searchCtrLift?.value ?? 0) ? b : a));
+    const best = shippable.reduce((a, b) => (b.searchCtr!.lift.value > a.searchCtr!.lift.value ? b : a));
     return { ...result, recommendation: best.variant, reason: "significant lift" };
   }
-  if (better.length > 0) return none("latency regression");
-  if (comparisons.every((x) => x.searchCtrSignificant && (x.searchCtrLift?.value ?? 0) < 0)) return { ...result, recommendation: s.control, reason: "control is better" };
+  if (better.some((x) => x.latency.status === "regression")) return none("latency regression");
+  if (better.length > 0) return none("latency insufficient data");
+  if (eligible.length === comparisons.length && comparisons.every((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value < 0)) {
+    return { ...result, recommendation: s.control, reason: "control is better" };
+  }
   return none("not significant");
 }

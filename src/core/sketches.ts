@@ -405,3 +405,41 @@ function hllTau(x: number): number {
     if (z === previous) return z / 3;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Order statistics of the latency histogram
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The value of the item at 0-based rank `position` (0 = smallest) of the multiset a latency
+ * histogram describes: its bucket's representative (within LATENCY_RELATIVE_ACCURACY of the true
+ * item), or with bounds the exact min / max for the first / last item. undefined when the
+ * histogram is empty or the position is outside 0..n-1 (or not an integer).
+ */
+export function latencyValueAt(
+  histogram: ReadonlyMap<number, number>,
+  bounds: { min: number; max: number } | undefined,
+  position: number,
+): number | undefined {
+  const keys: number[] = [];
+  let n = 0;
+  for (const [key, count] of histogram) {
+    assertHistogramCount(key, count);
+    if (count > 0) {
+      keys.push(key);
+      n += count;
+    }
+  }
+  if (!Number.isSafeInteger(position) || position < 0 || position >= n) return undefined;
+  if (bounds !== undefined) {
+    if (position === 0) return bounds.min;
+    if (position === n - 1) return bounds.max;
+  }
+  keys.sort((a, b) => a - b);
+  let upTo = 0;
+  for (const key of keys) {
+    upTo += histogram.get(key)!;
+    if (upTo > position) return latencyBucketValue(key);
+  }
+  return undefined;
+}
