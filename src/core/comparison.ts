@@ -191,7 +191,7 @@ function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cup
 }
 
 /** tau^2 for the sequential design over n units, or the fixed-horizon design. */
-function design(settings: ComparisonSettings, variance: number, units: number): Design {
+function design(settings: Pick<ComparisonSettings, "confidence" | "sequential">, variance: number, units: number): Design {
   return settings.sequential ? { sequential: true, tau2: sequentialTau2(variance, Math.max(units, 1), 1 - settings.confidence) } : { sequential: false };
 }
 
@@ -200,6 +200,20 @@ function hasPrePeriod(d: VariantData): boolean {
   let total = 0;
   for (const x of d.pre.impressions) total += x;
   return total > 0;
+}
+
+/**
+ * One arm's value of a metric with its interval (delta method over the user buckets), in the
+ * settings' mode: a confidence sequence when sequential. Proportions stay within [0, 1], rates at or above 0.
+ */
+export function ratioInterval(d: VariantData, metric: MetricName, s: Pick<ComparisonSettings, "confidence" | "sequential">): Interval | undefined {
+  const m = armEstimate(d, metric);
+  if (m === undefined) return undefined;
+  const alpha = 1 - s.confidence;
+  const de = design(s, m.variance, d.users);
+  const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : zCritical(s.confidence) * Math.sqrt(m.variance);
+  const high = m.value + half;
+  return { low: Math.max(0, m.value - half), high: METRIC_FIELDS[metric].kind === "proportion" ? Math.min(1, high) : high };
 }
 
 /** Compares every treatment with data against the control and recommends one, or says why not. */
@@ -229,17 +243,7 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
   };
 
   // Per-variant search CTR intervals, in the same mode as the comparisons.
-  const searchCtrIntervals = new Map<string, Interval | undefined>();
-  for (const [name, d] of data) {
-    const m = armEstimate(d, "searchCtr");
-    if (m === undefined) {
-      searchCtrIntervals.set(name, undefined);
-      continue;
-    }
-    const de = design(s, m.variance, d.users);
-    const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : zCritical(s.confidence) * Math.sqrt(m.variance);
-    searchCtrIntervals.set(name, { low: Math.max(0, m.value - half), high: Math.min(1, m.value + half) });
-  }
+  const searchCtrIntervals = new Map([...data].map(([name, d]) => [name, ratioInterval(d, "searchCtr", s)]));
 
   const control = data.get(s.control);
   const treatments = control && control.impressions > 0 ? withData.filter(([name, d]) => name !== s.control && d.impressions > 0) : [];

@@ -138,16 +138,17 @@ describe("report", () => {
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).not.toMatch(/\x1b\[/);
-    expect(r.stdout).toMatch(/^Variant comparison: last 30 days, control search_v1, 95% confidence\n/);
+    expect(r.stdout).toMatch(/^Variant comparison: last 30 days, control search_v1, 95% confidence, fixed-horizon inference\n/);
     expect(r.stdout).toMatch(/^search_v1 \(control\) +200 +40 +25 +20\.00% +\[[\d.]+%, [\d.]+%\] +20\.00% +\[[\d.]+%, [\d.]+%\]/m);
     expect(r.stdout).toMatch(/^search_v2 +200 +60 +25 +30\.00% +\[[\d.]+%, [\d.]+%\] +30\.00% +\[[\d.]+%, [\d.]+%\]/m);
     // The comparison: +10 pp in both CTRs, with the server's p-values.
     const x = c.comparisons[0]!;
-    expect(r.stdout).toMatch(new RegExp(`^search_v2 +search CTR +\\+10\\.00 pp +\\[[-+][\\d.]+, \\+[\\d.]+\\] pp +\\+50\\.0% .* ${x.searchCtrPValue! < 0.001 ? "<0\\.001" : x.searchCtrPValue!.toFixed(3)}\\*?$`, "m"));
+    expect(r.stdout).toMatch(new RegExp(`^search_v2 +search CTR +\\+10\\.00 pp +\\[[-+][\\d.]+, \\+[\\d.]+\\] pp +\\+50\\.0% .* ${x.searchCtrPValue! < 0.001 ? "<0\\.001" : x.searchCtrPValue!.toFixed(3)}\\*? +±${(x.searchCtr!.mde! * 100).toFixed(2)} pp \\(±${(x.searchCtr!.relativeMde! * 100).toFixed(1)}%\\)$`, "m"));
     expect(r.stdout).toMatch(/^ +CTR +\+10\.00 pp /m);
     expect(r.stdout).toMatch(/^ +p95 latency +\+[\d.]+ ms/m);
     expect(r.stdout).toContain(`Highest CTR:    ${c.winnerByCtr}`);
-    expect(r.stdout).toMatch(/^Sample ratio: +ok \(p = 1\.000\)$/m);
+    // The fixture's 25 users search in both variants: a leak in assignment, reported.
+    expect(r.stdout).toMatch(/^Sample ratio: +ok \(p = 1\.000\): users search_v1 25, search_v2 25; 25 user\(s\) in several variants \(100\.0%\)$/m);
     const recommendation = c.recommendation ? `Recommendation: ship ${c.recommendation}` : `Recommendation: none (${c.recommendationReason})`;
     expect(r.stdout).toContain(recommendation);
   });
@@ -155,8 +156,37 @@ describe("report", () => {
   it("--json prints exactly the GetVariantComparison response", async () => {
     const r = await cli(["report", "--json", "--address", address, "--days", "30", "--control", "search_v1"]);
     expect(r.code).toBe(0);
-    const expected = toJson(GetVariantComparisonResponseSchema, await h.client.getVariantComparison({ days: 30, control: "search_v1" }));
-    expect(JSON.parse(r.stdout)).toEqual(expected);
+    const expected = toJson(GetVariantComparisonResponseSchema, await h.client.getVariantComparison({ days: 30, control: "search_v1" })) as Record<string, unknown>;
+    // The window starts 30 days before each call's own now.
+    const printed = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(Math.abs(Date.parse(String(printed.startTime)) - Date.parse(String(expected.startTime)))).toBeLessThan(60_000);
+    expect({ ...printed, startTime: undefined }).toEqual({ ...expected, startTime: undefined });
+  });
+
+  it("passes --confidence, --sequential, --cuped, --expected-split and a period to the server, and says so", async () => {
+    const c = await h.client.getVariantComparison({ days: 30, confidence: 0.99 });
+    const r = await cli(["report", "--address", address, "--confidence", "0.99"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Variant comparison: last 30 days, control search_v1, 99% confidence, fixed-horizon inference\n/);
+    // The interval printed is the server's at 99%, not at 95%.
+    const i = c.variants.search_v1!.ctrInterval!;
+    expect(r.stdout).toContain(`[${(i.low * 100).toFixed(2)}%, ${(i.high * 100).toFixed(2)}%]`);
+    const at95 = (await h.client.getVariantComparison({ days: 30 })).variants.search_v1!.ctrInterval!;
+    expect(i.high - i.low).toBeGreaterThan((at95.high - at95.low) * 1.2);
+    const seq = await cli(["report", "--address", address, "--sequential", "--cuped", "--expected-split", "search_v1=1,search_v2=3"]);
+    expect(seq.code).toBe(0);
+    expect(seq.stdout).toMatch(/95% confidence, sequential \(always valid\) inference, CUPED\n/);
+    // 25 users each against an expected 1:3 split is a mismatch.
+    expect(seq.stdout).toMatch(/^Sample ratio: +MISMATCH \(p [<=] [\d.]+\): users are not split as expected \(search_v1 25, search_v2 25\)/m);
+    const start = new Date(Date.now() - 40 * 86_400_000).toISOString();
+    const period = await cli(["report", "--address", address, "--start", start, "--end", new Date().toISOString()]);
+    expect(period.code).toBe(0);
+    expect(period.stdout).toMatch(/^Variant comparison: period \d{4}-\d\d-\d\d \d\d:\d\d – \d{4}-\d\d-\d\d \d\d:\d\d UTC, control search_v1/);
+    expect(period.stdout).toMatch(/^search_v1 \(control\) +200 +40 +25 /m);
+    for (const args of [["--end", start], ["--start", start, "--days", "3"], ["--start", "yesterday"], ["--expected-split", "search_v1"]]) {
+      const bad = await cli(["report", "--address", address, ...args]);
+      expect(bad.code, args.join(" ")).toBe(64);
+    }
   });
 
   it("colours with --color or FORCE_COLOR, never with NO_COLOR or --no-color", async () => {

@@ -87,15 +87,103 @@ describe("search-level CTR, no-results rate and users", () => {
     expect(res.users).toBe(1n);
   });
 
-  it("GetVariantComparison carries them per variant, with the p95 and the Wilson interval", async () => {
+  it("GetVariantComparison carries them per variant, with the p95 and intervals that never collapse", async () => {
     for (let i = 0; i < 10; i++) await imp({ id: `s${i}`, ms: 10 * (i + 1), results: i === 0 ? 0 : 5 });
     for (let i = 0; i < 4; i++) await clk({ search: `s${i}`, rank: i });
     const res = await h.client.getVariantComparison({});
     const v = res.variants.search_v1!;
     expect(v).toMatchObject({ searchCtr: 0.4, noClickRate: 0.6, noResultsRate: 0.1, users: 1n, searchesWithClicks: 4n, avgRankClicked: 1.5, avgResponseTimeMs: 55 });
     expect(Math.abs(v.p95ResponseTimeMs! - 95.5)).toBeLessThanOrEqual(0.955); // numpy.percentile([10..100], 95), sketch within 1%
-    expect(v.searchCtrInterval!.low).toBeCloseTo(0.16818, 4); // Wilson 95% for 4/10
-    expect(v.searchCtrInterval!.high).toBeCloseTo(0.68732, 4);
+    // One user: the delta method over users has no spread to measure, so the interval is the
+    // floor, Agresti-Caffo's p~ = (4 + 1) / (10 + 2) with variance p~ (1 - p~) / 12, never [0.4, 0.4].
+    const half = 1.959963984540054 * Math.sqrt(((5 / 12) * (7 / 12)) / 12);
+    expect(v.searchCtrInterval!.low).toBeCloseTo(0.4 - half, 10);
+    expect(v.searchCtrInterval!.high).toBeCloseTo(0.4 + half, 10);
+    // CTR (4 clicks / 10 searches) floored by a Poisson variance with one pseudo-click, (4 + 1) / 10^2.
+    expect(v.ctrInterval!.low).toBeCloseTo(Math.max(0, 0.4 - 1.959963984540054 * Math.sqrt(5 / 100)), 10);
+  });
+
+  it("GetVariantComparison intervals are the delta method over users, computed here from each user's own counts", async () => {
+    // 40 users in two variants with 1..12 searches each, some clicked: per-user totals, then the
+    // ratio's variance over the users' hash buckets (Deng et al. 2018), independently of the server.
+    const perUser: { user: string; variant: string; searches: number; clicked: number; clicks: number }[] = [];
+    let seed = 7;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
+    const events = [];
+    for (let u = 0; u < 40; u++) {
+      const user = `u${u}`;
+      const variant = u % 2 === 0 ? "search_v1" : "search_v2";
+      const searches = 1 + Math.floor(rand() * 12);
+      const p = rand();
+      let clicked = 0;
+      let clicks = 0;
+      for (let s = 0; s < searches; s++) {
+        const id = `${user}-${s}`;
+        events.push({ kind: { case: "impression" as const, value: { userId: user, query: "q", variant, resultsCount: 5, responseTimeMs: 20, impressionId: id } } });
+        if (rand() < p) {
+          clicked++;
+          const n = 1 + Math.floor(rand() * 2);
+          clicks += n;
+          for (let k = 0; k < n; k++) events.push({ kind: { case: "click" as const, value: { userId: user, productId: "p", rank: k, searchQuery: "q", variant, responseTimeMs: 20, impressionId: id } } });
+        }
+      }
+      perUser.push({ user, variant, searches, clicked, clicks });
+    }
+    await h.client.logEvents({ events });
+    const res = await h.client.getVariantComparison({ confidence: 0.9 });
+    const { userBucket, USER_BUCKETS } = await import("../../src/core/user-buckets.js");
+    const z = 1.6448536269514722; // 90%
+    const arms = new Map<string, { ctr: { R: number; variance: number } }>();
+    for (const variant of ["search_v1", "search_v2"]) {
+      const Y = new Float64Array(USER_BUCKETS);
+      const C = new Float64Array(USER_BUCKETS);
+      const N = new Float64Array(USER_BUCKETS);
+      for (const r of perUser.filter((r) => r.variant === variant)) {
+        Y[userBucket(r.user)] += r.clicked;
+        C[userBucket(r.user)] += r.clicks;
+        N[userBucket(r.user)] += r.searches;
+      }
+      const deltaVariance = (y: Float64Array) => {
+        const n = USER_BUCKETS;
+        const mean = (a: Float64Array) => a.reduce((s, x) => s + x, 0) / n;
+        const cov = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
+        const R = mean(y) / mean(N);
+        return { R, variance: (cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2) };
+      };
+      const v = res.variants[variant]!;
+      for (const [interval, y] of [[v.searchCtrInterval!, Y], [v.ctrInterval!, C]] as const) {
+        const { R, variance } = deltaVariance(y);
+        expect(interval.low, variant).toBeCloseTo(Math.max(0, R - z * Math.sqrt(variance)), 10);
+        expect(interval.high, variant).toBeCloseTo(R + z * Math.sqrt(variance) > 1 && y === Y ? 1 : R + z * Math.sqrt(variance), 10);
+      }
+      arms.set(variant, { ctr: deltaVariance(C) });
+    }
+    // CTR of search_v2 against search_v1: difference, two-sided p (Abramowitz-Stegun 7.1.26 for
+    // erfc, accurate to 1.5e-7) and Fieller's interval of the ratio, from the variances above.
+    const t = arms.get("search_v2")!.ctr;
+    const c = arms.get("search_v1")!.ctr;
+    const diff = t.R - c.R;
+    const se = Math.sqrt(t.variance + c.variance);
+    const erfc = (x: number) => {
+      const k = 1 / (1 + 0.3275911 * x);
+      return k * (0.254829592 + k * (-0.284496736 + k * (1.421413741 + k * (-1.453152027 + k * 1.061405429)))) * Math.exp(-x * x);
+    };
+    const x = res.comparisons[0]!;
+    expect(x.ctrLift!.value).toBeCloseTo(diff, 12);
+    expect(x.ctrLift!.low).toBeCloseTo(diff - z * se, 10);
+    expect(x.ctrPValue!).toBeCloseTo(erfc(Math.abs(diff / se) / Math.SQRT2), 6);
+    // (t.R - rho c.R)^2 = z^2 (t.variance + rho^2 c.variance), solved for rho.
+    const a = c.R ** 2 - z * z * c.variance;
+    const b = -2 * t.R * c.R;
+    const k = t.R ** 2 - z * z * t.variance;
+    const root = Math.sqrt(b * b - 4 * a * k);
+    expect(x.ctrRelativeLift!.value).toBeCloseTo(t.R / c.R - 1, 12);
+    expect(x.ctrRelativeLift!.low).toBeCloseTo((-b - root) / (2 * a) - 1, 8);
+    expect(x.ctrRelativeLift!.high).toBeCloseTo((-b + root) / (2 * a) - 1, 8);
+    // The difference's interval and p-value come from the same variances: significant exactly when it excludes 0.
+    expect(x.searchCtr!.significant).toBe(x.searchCtr!.lift!.low > 0 || x.searchCtr!.lift!.high < 0);
+    expect(x.searchCtrLift).toEqual(x.searchCtr!.lift);
+    expect(res.usersInSeveralVariants).toBe(0n);
   });
 });
 
