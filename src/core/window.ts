@@ -45,6 +45,7 @@ export function requestWindow(req: { days: number; startTime?: Date | undefined;
   }
   if (req.days !== 0) throw new InvalidArgumentError("days", `must be 0 (unset) when start_time is given, got ${req.days}`);
   if (!Number.isFinite(startTime.getTime())) throw new InvalidArgumentError("start_time", "must be a valid timestamp");
+  if (endTime !== undefined && !Number.isFinite(endTime.getTime())) throw new InvalidArgumentError("end_time", "must be a valid timestamp");
   if (startTime.getTime() > now.getTime()) throw new InvalidArgumentError("start_time", `must not be in the future, got ${startTime.toISOString()}`);
   if (endTime !== undefined && !(endTime.getTime() > startTime.getTime())) {
     throw new InvalidArgumentError("end_time", `must be after start_time (${startTime.toISOString()}), got ${endTime.toISOString()}`);

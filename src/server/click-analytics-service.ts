@@ -264,7 +264,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         throw new InvalidArgumentError("granularity", `must be HOUR or DAY (got enum value ${req.granularity})`);
       }
       const unit = req.granularity === Granularity.HOUR ? "hour" : "day";
-      const starts = bucketStarts(zone, unit, filter.window.start, filter.window.end);
+      // A period's end is exclusive: no bucket starts at it.
+      const starts = bucketStarts(zone, unit, filter.window.start, filter.window.until ? new Date(filter.window.until.getTime() - 1) : filter.window.end);
       const rows = await metrics.timeSeries(filter, unit, zone, starts);
       return {
         periodDays: filter.window.days,

@@ -398,3 +398,42 @@ describe("GetVariantComparison statistics", () => {
     expect(empty.srmPValue).toBeUndefined();
   });
 });
+
+describe("periods [start_time, end_time)", () => {
+  it("count exactly the events in the period, on every metrics RPC, and refuse bad periods naming the field", async () => {
+    const day = 86_400_000;
+    const base = Math.floor((Date.now() - 20 * day) / day) * day; // a UTC midnight 20 days ago
+    // Searches at base + 1d 10:30, + 3d 00:00 (on the start edge), + 5d 23:59:59.999 and + 6d 00:00 (on the end edge: out).
+    const at = [base + day + 10.5 * 3_600_000, base + 3 * day, base + 6 * day - 1, base + 6 * day];
+    for (const [i, t] of at.entries()) await imp({ id: `p${i}`, user: `u${i}`, at: new Date(t) });
+    await clk({ search: "p1", user: "u1", at: new Date(at[1]!) });
+    await clk({ search: "p3", user: "u3", at: new Date(at[3]!) });
+    const period = { startTime: timestampFromDate(new Date(base + 3 * day)), endTime: timestampFromDate(new Date(base + 6 * day)) };
+    const ctr = await h.client.getCtr(period);
+    expect(ctr).toMatchObject({ impressions: 2n, clicks: 1n, users: 2n, periodDays: 3 });
+    expect((await h.client.getRankMetrics(period)).totalClicks).toBe(1n);
+    expect((await h.client.getResponseTimeMetrics(period)).count).toBe(2n);
+    expect((await h.client.getTopQueries(period)).queries[0]).toMatchObject({ query: "q", searches: 2n, clicks: 1n });
+    const series = await h.client.getTimeSeries({ ...period, granularity: Granularity.DAY });
+    expect(series.points.map((p) => [timestampDate(p.start!).getTime() - base, Number(p.impressions)])).toEqual([
+      [3 * day, 1],
+      [4 * day, 0],
+      [5 * day, 1],
+    ]);
+    const comparison = await h.client.getVariantComparison(period);
+    expect(comparison.variants.search_v1).toMatchObject({ totalImpressions: 2n, totalClicks: 1n, users: 2n });
+    expect(timestampDate(comparison.startTime!).getTime()).toBe(base + 3 * day);
+    expect(timestampDate(comparison.endTime!).getTime()).toBe(base + 6 * day);
+    // Open-ended: from start_time on.
+    expect((await h.client.getCtr({ startTime: period.startTime })).impressions).toBe(3n);
+    const exported = [];
+    for await (const batch of h.client.exportEvents(period)) exported.push(...batch.events);
+    expect(exported.map((e) => e.impressionId).sort()).toEqual(["p1", "p1", "p2"]); // two searches and the click on p1
+
+    await invalid(h.client.getCtr({ endTime: period.endTime }), /^end_time: needs start_time/);
+    await invalid(h.client.getCtr({ ...period, days: 3 }), /^days: must be 0 \(unset\) when start_time is given/);
+    await invalid(h.client.getCtr({ startTime: period.endTime, endTime: period.startTime }), /^end_time: must be after start_time/);
+    await invalid(h.client.getCtr({ startTime: timestampFromDate(new Date(Date.now() + day)) }), /^start_time: must not be in the future/);
+    await invalid(h.client.getVariantComparison({ startTime: timestampFromDate(new Date(base - 400 * day)), endTime: period.endTime }), /^end_time: must be at most 365 days after start_time/);
+  });
+});
