@@ -3,6 +3,7 @@ import { collections, type Collections } from "./documents.js";
 import { ensureIndexes } from "./indexes.js";
 import { DurableWriter, type WriterEvents } from "./durable-writer.js";
 import { markQueryTables, QueryTableReader } from "./query-tables.js";
+import { upgradeRollups } from "./rollup-upgrade.js";
 import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 
@@ -62,6 +63,7 @@ export class ClickStore {
       const c = collections(db);
       await ensureIndexes(c);
       await markQueryTables(c);
+      await upgradeRollups(c);
       const spool = options.spool ? Spool.open(options.spool) : undefined;
       const store = new ClickStore(client, db, c, new DurableWriter(c, spool, () => ping(db), options.writerEvents, options.rollupRepairAfterMs));
       return store;
