@@ -20,7 +20,11 @@ import { emptyHll, hllPoint, latencyBucket, mergeHll, mergeLatency } from "../co
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { queryField, type QueryCounts } from "./query-table-fields.js";
+
+/** What is left of a read's deadline (see MetricsFilter.maxTimeMS): every query of the read gets it. */
+type MaxTime = Pick<MetricsFilter, "maxTimeMS">;
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -441,16 +445,16 @@ export class RollupReader {
     private readonly maxCached = 50_000,
   ) {}
 
-  async window(window: TimeWindow, variant?: string): Promise<WindowAggregates> {
+  async window(window: TimeWindow, variant?: string, budget: MaxTime = {}): Promise<WindowAggregates> {
     const start = window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
     const variantFilter = variant === undefined ? {} : { v: variant };
     const [versions, edge] = await Promise.all([
-      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] }),
-      rawEdge(this.c, new Date(start), new Date(hourEdge), variant),
+      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge) }, ...variantFilter }] }, budget),
+      rawEdge(this.c, new Date(start), new Date(hourEdge), variant, budget),
     ]);
-    await this.refresh(versions);
+    await this.refresh(versions, budget);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
     const into = (v: string) => {
       let agg = out.variants.get(v);
@@ -471,17 +475,17 @@ export class RollupReader {
    * the window's partial first hour from raw events, then every hourly rollup from there on,
    * each added to the bucket its hour falls in. Distinct users are not tracked per bucket.
    */
-  async buckets(start: Date, starts: readonly Date[], variant?: string): Promise<RollupAggregate[]> {
+  async buckets(start: Date, starts: readonly Date[], variant?: string, budget: MaxTime = {}): Promise<RollupAggregate[]> {
     const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
     const variantFilter = variant === undefined ? {} : { v: variant };
     // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
     // 24th of the documents to read and merge.
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const [versions, edge] = await Promise.all([
-      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }),
-      rawEdge(this.c, start, new Date(hourEdge), variant),
+      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }, budget),
+      rawEdge(this.c, start, new Date(hourEdge), variant, budget),
     ]);
-    await this.refresh(versions);
+    await this.refresh(versions, budget);
     const out = starts.map(() => emptyAggregate());
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
@@ -509,19 +513,19 @@ export class RollupReader {
    * The rollups matching `filter`, with their versions: an index-only read of {g, t, v, ver}
    * (the ids follow from g, t and v), which never touches the documents themselves.
    */
-  private async list(filter: Document): Promise<{ _id: string; ver: number; t: Date }[]> {
+  private async list(filter: Document, budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
     const listed = await rollupCollection(this.c)
-      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 } })
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) })
       .toArray();
     return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
   }
 
   /** Brings the cache up to date with these documents' versions. */
-  private async refresh(versions: readonly { _id: string; ver: number }[]): Promise<void> {
+  private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<void> {
     const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
     if (stale.length === 0) return;
     // Not the applied-marker list: bookkeeping of the writers, and the bulk of a busy document.
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0 } }).toArray()) this.remember(doc._id, decode(doc));
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0 }, ...timeLimit(budget) }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {
@@ -537,13 +541,13 @@ export class RollupReader {
 }
 
 /** The window's first, partial hour straight from the events (at most an hour of them). */
-async function rawEdge(c: Collections, from: Date, to: Date, variant: string | undefined): Promise<Map<string, Omit<Decoded, "ver" | "v">>> {
+async function rawEdge(c: Collections, from: Date, to: Date, variant: string | undefined, budget: MaxTime): Promise<Map<string, Omit<Decoded, "ver" | "v">>> {
   const out = new Map<string, Omit<Decoded, "ver" | "v">>();
   if (from.getTime() >= to.getTime()) return out;
   const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
   // At most an hour of events by time; left alone, the planner may prefer {variant: 1} and read
   // every event of the variant.
-  const byTime = { hint: "timestamp_1" };
+  const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
   const [imps, clks] = await Promise.all([
     c.impressions
       .aggregate([
