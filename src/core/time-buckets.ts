@@ -9,14 +9,54 @@ export type BucketUnit = "hour" | "day";
 /** Longest series we answer: a year of hours. */
 export const MAX_BUCKETS = 366 * 24 + 1;
 
+/**
+ * Zones IANA renamed whose old name ICU still gives as canonical ("Asia/Kolkata" resolves to
+ * "Asia/Calcutta"): old name -> current name (tzdata's `backward` file).
+ */
+const RENAMED: Readonly<Record<string, string>> = {
+  "Africa/Asmera": "Africa/Asmara",
+  "America/Buenos_Aires": "America/Argentina/Buenos_Aires",
+  "America/Catamarca": "America/Argentina/Catamarca",
+  "America/Coral_Harbour": "America/Atikokan",
+  "America/Cordoba": "America/Argentina/Cordoba",
+  "America/Godthab": "America/Nuuk",
+  "America/Indianapolis": "America/Indiana/Indianapolis",
+  "America/Jujuy": "America/Argentina/Jujuy",
+  "America/Louisville": "America/Kentucky/Louisville",
+  "America/Mendoza": "America/Argentina/Mendoza",
+  "Asia/Calcutta": "Asia/Kolkata",
+  "Asia/Katmandu": "Asia/Kathmandu",
+  "Asia/Rangoon": "Asia/Yangon",
+  "Asia/Saigon": "Asia/Ho_Chi_Minh",
+  "Atlantic/Faeroe": "Atlantic/Faroe",
+  "Europe/Kiev": "Europe/Kyiv",
+  "Pacific/Enderbury": "Pacific/Kanton",
+  "Pacific/Ponape": "Pacific/Pohnpei",
+  "Pacific/Truk": "Pacific/Chuuk",
+};
+
+let spellings: Map<string, string> | undefined;
+/** Lower-cased zone name -> its spelling, for every zone ICU lists and every current name above. */
+function spelling(zone: string): string | undefined {
+  spellings ??= new Map([...Intl.supportedValuesOf("timeZone"), ...Object.values(RENAMED), "UTC"].map((z) => [z.toLowerCase(), z]));
+  return spellings.get(zone.toLowerCase());
+}
+
+/**
+ * The zone as asked, in its proper case ("europe/berlin" -> "Europe/Berlin": MongoDB matches
+ * names exactly); a renamed zone by its current name ("Asia/Calcutta" -> "Asia/Kolkata"); any
+ * other name ICU knows (a link such as "US/Eastern") by ICU's canonical one.
+ */
 export function requireTimeZone(field: string, zone: string): string {
   if (zone === "") return "UTC";
+  let canonical: string;
   try {
-    // The canonical spelling ("europe/berlin" -> "Europe/Berlin"): MongoDB matches names exactly.
-    return new Intl.DateTimeFormat("en-US", { timeZone: zone }).resolvedOptions().timeZone;
+    canonical = new Intl.DateTimeFormat("en-US", { timeZone: zone }).resolvedOptions().timeZone;
   } catch {
     throw new InvalidArgumentError(field, `must be an IANA time zone such as "Europe/Berlin", got "${zone}"`);
   }
+  const named = spelling(zone) ?? canonical;
+  return RENAMED[named] ?? named;
 }
 
 const formatters = new Map<string, Intl.DateTimeFormat>();

@@ -215,12 +215,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       };
     },
 
-    async getUserSummary(req) {
+    async getUserSummary(req, ctx) {
       requireComplete();
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
       const window = windowOf(req, now());
-      const a = await userActivity(store.collections, userId, { window });
+      const a = await userActivity(store.collections, userId, withBudget({ window }, ctx));
       return {
         userId,
         periodDays: window.days,

@@ -223,17 +223,17 @@ export async function rankHistograms(c: Collections, f: MetricsFilter, perVarian
   return new Map([...byKey].map(([k, h]) => [k, rankStats(h)]));
 }
 
-export async function userActivity(c: Collections, userId: string, f: Pick<MetricsFilter, "window">): Promise<UserActivity> {
+export async function userActivity(c: Collections, userId: string, f: Pick<MetricsFilter, "window" | "maxTimeMS">): Promise<UserActivity> {
   const filter = match({ window: f.window, userId });
   const [clicks, impressions] = await Promise.all([
     c.clicks
-      .aggregate([{ $match: filter }, { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$rank" }, variants: { $addToSet: "$variant" } } }])
+      .aggregate([{ $match: filter }, { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$rank" }, variants: { $addToSet: "$variant" } } }], timeLimit(f))
       .toArray(),
     c.impressions
       .aggregate([
         { $match: filter },
         { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, variants: { $addToSet: "$variant" } } },
-      ])
+      ], timeLimit(f))
       .toArray(),
   ]);
   const [cl, im] = [clicks[0], impressions[0]];

@@ -136,7 +136,7 @@ const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== u
 /** Rollups (and query tables) when no user is named, raw events otherwise. */
 export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c)): MetricsSource {
   const raw = rawMetrics(c);
-  const window = (f: MetricsFilter): Promise<WindowAggregates> => rollups.window(f.window, f.variant);
+  const window = (f: MetricsFilter): Promise<WindowAggregates> => rollups.window(f.window, f.variant, f);
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
   return {
     async totals(f) {
@@ -159,7 +159,7 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole
       // hours. A period with an explicit end is read from the events.
       if (f.userId !== undefined || f.window.until !== undefined || starts.some((s) => s.getTime() % 3_600_000 !== 0)) return raw.timeSeries(f, unit, zone, starts);
-      const buckets = await rollups.buckets(f.window.start, starts, f.variant);
+      const buckets = await rollups.buckets(f.window.start, starts, f.variant, f);
       return buckets.map((a) => ({
         impressions: a.imp,
         clicks: a.clk,

@@ -17,7 +17,7 @@ import type { Document } from "mongodb";
 import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
-import type { MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { decodeQueryTable, encodeQueryTable, type QueryCounts } from "./query-table-fields.js";
 import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
 
@@ -161,7 +161,7 @@ export class QueryTableReader {
   }
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
-    this.complete ||= (await metaCollection(this.c).countDocuments({ _id: META_ID, complete: true }, { limit: 1 })) > 0;
+    this.complete ||= (await metaCollection(this.c).countDocuments({ _id: META_ID, complete: true }, { limit: 1, ...timeLimit(f) })) > 0;
     if (!this.complete) return topQueries(this.c, f, order, limit);
     const start = f.window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
@@ -169,7 +169,7 @@ export class QueryTableReader {
     const [listed, edge] = await Promise.all([
       // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
       rollupCollection(this.c)
-        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 } })
+        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 }, ...timeLimit(f) })
         .toArray(),
       this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
@@ -192,7 +192,7 @@ export class QueryTableReader {
         else groups.set(key, { refs: [ref], store: finished });
       }
     }
-    const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours), this.windowTables(groups)]);
+    const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours, f), this.windowTables(groups, f)]);
     const merged: Counts = new Map();
     const fullHours: HourRef[] = [];
     for (const table of [...hourTables, grouped]) {
@@ -214,7 +214,7 @@ export class QueryTableReader {
   }
 
   /** These hourly tables at these versions: cached, or read (and cached in `cache`, if given). */
-  private async hourTables(refs: readonly HourRef[], cache: TableCache | undefined): Promise<CachedTable[]> {
+  private async hourTables(refs: readonly HourRef[], cache: TableCache | undefined, budget: MetricsFilter): Promise<CachedTable[]> {
     const out: CachedTable[] = [];
     const stale: HourRef[] = [];
     for (const ref of refs) {
@@ -225,7 +225,7 @@ export class QueryTableReader {
     if (stale.length === 0) return out;
     const byId = new Map(stale.map((r) => [r.id, r]));
     const docs = await rollupCollection(this.c)
-      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 } })
+      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget) })
       .toArray();
     const overgrown: string[] = [];
     for (const doc of docs) {
@@ -246,8 +246,8 @@ export class QueryTableReader {
    * The day groups merged into one table, cached by the groups' signatures: while no hour
    * outside the last two changes, a repeated window costs one merge of its recent hours.
    */
-  private async windowTables(groups: ReadonlyMap<string, DayGroup>): Promise<CachedTable> {
-    const tables = await this.dayTables(groups);
+  private async windowTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<CachedTable> {
+    const tables = await this.dayTables(groups, budget);
     const sig = [...tables.keys()].map((key) => `${key}@${tables.get(key)!.sig}`).sort().join(";");
     const cached = this.windows.get(sig, sig);
     if (cached) return cached;
@@ -261,7 +261,7 @@ export class QueryTableReader {
   }
 
   /** Each group's table: cached, stored by a reader before (finished days), or compacted from its hours now. */
-  private async dayTables(groups: ReadonlyMap<string, DayGroup>): Promise<Map<string, CachedTable>> {
+  private async dayTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<Map<string, CachedTable>> {
     const out = new Map<string, CachedTable>();
     const missing = new Map<string, DayGroup & { sig: string }>();
     for (const [id, group] of groups) {
@@ -276,7 +276,7 @@ export class QueryTableReader {
     if (missing.size === 0) return out;
     const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
     const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
-    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 } }).toArray();
+    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget) }).toArray();
     for (const doc of stored) {
       const want = missing.get(doc._id)!;
       if (doc.sig !== want.sig) continue;
@@ -286,7 +286,7 @@ export class QueryTableReader {
       missing.delete(doc._id);
     }
     for (const [id, { refs, sig, store }] of missing) {
-      const hours = await this.hourTables(refs, undefined);
+      const hours = await this.hourTables(refs, undefined, budget);
       const counts: Counts = new Map();
       const fullHours: HourRef[] = [];
       for (const hour of hours) {

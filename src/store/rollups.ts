@@ -21,8 +21,12 @@ import { addBucketSums, emptyBucketSums, userBucket, type BucketSums } from "../
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { queryField, type QueryCounts } from "./query-table-fields.js";
 import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
+
+/** What is left of a read's deadline (see MetricsFilter.maxTimeMS): every query of the read gets it. */
+type MaxTime = Pick<MetricsFilter, "maxTimeMS">;
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -549,15 +553,15 @@ export class RollupReader {
     private readonly maxCached = 50_000,
   ) {}
 
-  async window(window: Pick<TimeWindow, "start" | "until">, variant?: string): Promise<WindowAggregates> {
+  async window(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<WindowAggregates> {
     const ranges = windowRanges(window.start.getTime(), window.until?.getTime());
     const variantFilter = variant === undefined ? {} : { v: variant };
     const grains = [...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })), ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter }))];
     const [versions, ...edges] = await Promise.all([
-      grains.length === 0 ? [] : this.list({ $or: grains }),
-      ...ranges.raw.map(([from, to]) => rawPart(this.c, new Date(from), new Date(to), variant)),
+      grains.length === 0 ? [] : this.list({ $or: grains }, budget),
+      ...ranges.raw.map(([from, to]) => rawPart(this.c, new Date(from), new Date(to), variant, budget)),
     ]);
-    await this.refresh(versions);
+    await this.refresh(versions, budget);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
     const into = (v: string) => {
       let agg = out.variants.get(v);
@@ -578,17 +582,17 @@ export class RollupReader {
    * the window's partial first hour from raw events, then every hourly rollup from there on,
    * each added to the bucket its hour falls in. Distinct users are not tracked per bucket.
    */
-  async buckets(start: Date, starts: readonly Date[], variant?: string): Promise<RollupAggregate[]> {
+  async buckets(start: Date, starts: readonly Date[], variant?: string, budget: MaxTime = {}): Promise<RollupAggregate[]> {
     const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
     const variantFilter = variant === undefined ? {} : { v: variant };
     // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
     // 24th of the documents to read and merge.
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const [versions, edge] = await Promise.all([
-      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }),
-      rawPart(this.c, start, new Date(hourEdge), variant),
+      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }, budget),
+      rawPart(this.c, start, new Date(hourEdge), variant, budget),
     ]);
-    await this.refresh(versions);
+    await this.refresh(versions, budget);
     const out = starts.map(() => emptyAggregate());
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
@@ -616,20 +620,20 @@ export class RollupReader {
    * The rollups matching `filter`, with their versions: an index-only read of {g, t, v, ver}
    * (the ids follow from g, t and v), which never touches the documents themselves.
    */
-  private async list(filter: Document): Promise<{ _id: string; ver: number; t: Date }[]> {
+  private async list(filter: Document, budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
     const listed = await rollupCollection(this.c)
-      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 } })
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) })
       .toArray();
     return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
   }
 
   /** Brings the cache up to date with these documents' versions. */
-  private async refresh(versions: readonly { _id: string; ver: number }[]): Promise<void> {
+  private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<void> {
     const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
     if (stale.length === 0) return;
     // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
     // nor the user registers of older versions.
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 } }).toArray()) this.remember(doc._id, decode(doc));
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget) }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {
@@ -645,13 +649,13 @@ export class RollupReader {
 }
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
-async function rawPart(c: Collections, from: Date, to: Date, variant: string | undefined): Promise<Map<string, Part>> {
+async function rawPart(c: Collections, from: Date, to: Date, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>> {
   const out = new Map<string, Part>();
   if (from.getTime() >= to.getTime()) return out;
   const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
   // At most an hour of events by time; left alone, the planner may prefer {variant: 1} and read
   // every event of the variant.
-  const byTime = { hint: "timestamp_1" };
+  const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
   const [imps, clks] = await Promise.all([
     c.impressions
       .aggregate([

@@ -393,7 +393,12 @@ describe("hllPoint", () => {
   });
 
   it("is deterministic and keeps points stable (they are a storage format)", () => {
-    for (const id of ["user-1", "user-2", "", "日本語"]) expect(hllPoint(id)).toEqual(hllPoint(id));
+    // A point is a register of the sketch and a rank a 64-bit hash can give it.
+    for (const id of ["user-1", "user-2", "", "日本語", "x".repeat(1000)]) {
+      const { register, rank } = hllPoint(id);
+      expect(Number.isInteger(register) && register >= 0 && register < 2 ** HLL_PRECISION, `${id}: register ${register}`).toBe(true);
+      expect(Number.isInteger(rank) && rank >= 1 && rank <= 64 - HLL_PRECISION + 1, `${id}: rank ${rank}`).toBe(true);
+    }
     // Pinned once; a change here means existing rollup documents can no longer be merged.
     expect(hllPoint("user-1")).toEqual(PINNED["user-1"]);
     expect(hllPoint("user-2")).toEqual(PINNED["user-2"]);

@@ -1,7 +1,6 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Status, type ServiceError } from "../../src/client/index.js";
-import { percentile } from "../../src/core/metrics.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const DAY = 24 * 3600 * 1000;
@@ -167,19 +166,20 @@ describe("GetResponseTimeMetrics", () => {
 
   it("matches the reference percentile on random data with filters", async () => {
     const values: number[] = [];
+    const random = mulberry32(20_260_301);
     for (let i = 0; i < 101; i++) {
-      const ms = Math.round(Math.random() * 100000) / 100;
+      const ms = Math.round(random() * 100000) / 100;
       const variant = i % 3 === 0 ? "b" : "a";
       if (variant === "a") values.push(ms);
       await impressions(1, { responseTimeMs: ms, variant });
     }
     const res = await h.client.getResponseTimeMetrics({ variant: "a" });
     expect(res.count).toBe(BigInt(values.length));
-    expectWithin(res.p50ResponseTimeMs, percentile(values, 0.5)!, 0.01);
-    expectWithin(res.p95ResponseTimeMs, percentile(values, 0.95)!, 0.01);
-    expectWithin(res.p99ResponseTimeMs, percentile(values, 0.99)!, 0.01);
+    expectWithin(res.p50ResponseTimeMs, percentile(values, 0.5), 0.01);
+    expectWithin(res.p95ResponseTimeMs, percentile(values, 0.95), 0.01);
+    expectWithin(res.p99ResponseTimeMs, percentile(values, 0.99), 0.01);
     const own = await h.client.getResponseTimeMetrics({ variant: "a", userId: "u1" });
-    expect(own.p95ResponseTimeMs).toBeCloseTo(percentile(values, 0.95)!, 9);
+    expect(own.p95ResponseTimeMs).toBeCloseTo(percentile(values, 0.95), 9);
   });
 
   it("a single sample is every percentile; no samples leave everything unset", async () => {
@@ -191,6 +191,27 @@ describe("GetResponseTimeMetrics", () => {
     expect(none.avgResponseTimeMs ?? none.p50ResponseTimeMs ?? none.p95ResponseTimeMs ?? none.p99ResponseTimeMs ?? none.minResponseTimeMs ?? none.maxResponseTimeMs).toBeUndefined();
   });
 });
+
+/** mulberry32: a tiny seeded PRNG, so the data (and a failure) is reproducible. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+/** numpy.percentile's default (linear): sort, then interpolate between the two nearest ranks. */
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const pos = (sorted.length - 1) * p;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
 
 describe("GetUserSummary", () => {
   it("summarises one user's window", async () => {
