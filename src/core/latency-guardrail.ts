@@ -127,7 +127,7 @@ export function latencyGuardrail(
   if (t === undefined || c === undefined) return { status: "insufficient data", treatmentP95: t, controlP95: c };
   const diffMs = { value: t.value - c.value, low: t.low - c.high, high: t.high - c.low };
   const relativeDiff =
-    c.value > 0 ? { value: t.value / c.value - 1, low: c.high > 0 ? t.low / c.high - 1 : Infinity, high: c.low > 0 ? t.high / c.low - 1 : Infinity } : undefined;
+    c.value > 0 ? { value: (t.value - c.value) / c.value, low: c.high > 0 ? t.low / c.high - 1 : Infinity, high: c.low > 0 ? t.high / c.low - 1 : Infinity } : undefined;
   // Worse by more than the threshold at the chosen confidence: low_t > (1 + threshold) high_c.
   const regression = t.low > (1 + threshold) * c.high;
   return { status: regression ? "regression" : "ok", treatmentP95: t, controlP95: c, diffMs, relativeDiff };
