@@ -75,6 +75,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
       drained: (records) => logger.info({ records }, "spooled events written to storage"),
+      drainFailed: (error) => logger.warn({ err: String(error) }, "spool not drained yet; retrying"),
       committed: (events, writes) => metrics?.recordBatch(events, writes),
     },
   });

@@ -38,7 +38,12 @@ export class DurableWriter {
     private readonly repairAfterMs = 60_000,
     private readonly retryMs = 500,
   ) {
-    this.group = new GroupCommit((items) => writeEvents(this.c, items, (marker) => this.unsettled.add(marker)), {
+    this.group = new GroupCommit(async (items) => {
+      // A retry of a failed batch's events is a duplicate of what that batch stored: settle it
+      // first, so that the retry is not acknowledged before those events are counted.
+      if (this.unsettled.size > 0) await this.settleFailedBatches();
+      return writeEvents(this.c, items, (marker) => this.unsettled.add(marker));
+    }, {
       onBatch: (events, writes) => this.events.committed?.(events, writes),
     });
     if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
@@ -119,10 +124,13 @@ export class DurableWriter {
     try {
       if (!(await this.ping())) throw new Error("storage still unreachable");
       await this.settleFailedBatches();
+      // New writes go to MongoDB again from here, while the spool drains: kept in the spool
+      // until it was empty, they came in (fsync'd, under load) faster than it drained, and
+      // after an outage it never emptied. Event ids keep either order exact.
+      this.storageDown = false;
       const replayed = await this.spool.drain(async (events) => {
         await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker));
       });
-      this.storageDown = false;
       if (replayed > 0) this.events.drained?.(replayed);
     } catch (error) {
       this.events.drainFailed?.(error);
