@@ -19,7 +19,7 @@ export interface ServerConfig {
   spool?: SpoolOptions | undefined;
   /** When a write counts as done; default majority-acknowledged and journaled. */
   writeConcern?: { w: number | "majority"; journal: boolean } | undefined;
-  /** Rollup work a writer left unfinished for this long is finished by another (default 60 s). */
+  /** Rollup work of earlier versions (which name no writer) left unfinished this long is finished by another (default 60 s). */
   rollupRepairAfterMs?: number | undefined;
   /** e.g. "0.0.0.0" or "127.0.0.1" */
   host: string;
