@@ -44,10 +44,17 @@ export function uniqueKeys(t: TrackedEvent): string[] {
 
 /**
  * Validates each item with `validate`; an InvalidArgumentError becomes that item's rejection,
- * its field prefixed with `fieldPrefix(index)` (e.g. "events[3].click."). Anything else thrown is
- * not the item's fault and propagates.
+ * its field prefixed with `fieldPrefix(index)` (e.g. "events[3].click."), and its id whatever
+ * `suppliedId` finds in the raw item: the client matches results to its events by id. Anything
+ * else thrown is not the item's fault and propagates.
  */
-export function prepareBatch<T>(items: readonly T[], validate: (item: T) => TrackedEvent, fieldPrefix: (index: number, item: T) => string, firstIndex = 0): PreparedBatch {
+export function prepareBatch<T>(
+  items: readonly T[],
+  validate: (item: T) => TrackedEvent,
+  fieldPrefix: (index: number, item: T) => string,
+  firstIndex = 0,
+  suppliedId: (item: T) => string = () => "",
+): PreparedBatch {
   const toWrite: PreparedBatch["toWrite"] = [];
   const decided: EventOutcome[] = [];
   const seen = new Set<string>();
@@ -58,7 +65,7 @@ export function prepareBatch<T>(items: readonly T[], validate: (item: T) => Trac
       tracked = validate(item);
     } catch (error) {
       if (error instanceof InvalidArgumentError) {
-        decided.push({ index, outcome: "rejected", eventId: "", field: fieldPrefix(index, item) + error.field, reason: error.rule });
+        decided.push({ index, outcome: "rejected", eventId: suppliedId(item), field: fieldPrefix(index, item) + error.field, reason: error.rule });
         return;
       }
       throw error;

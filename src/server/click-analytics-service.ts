@@ -58,10 +58,14 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     }
   };
 
-  /** Never wrong numbers: while acknowledged events still wait in the spool, reads are unavailable. */
-  const requireComplete = () => {
+  /**
+   * Never wrong numbers: while acknowledged events still wait in the spool, reads are
+   * unavailable; and whatever is stored is counted first (batches of dead writers included).
+   */
+  const requireComplete = async () => {
     const pending = store.writer.pending;
     if (pending > 0) throw new DomainError("unavailable", `metrics are unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);
+    await store.countEverythingStored();
   };
 
   /** Count-based CTR fields shared by GetCtr and GetVariantComparison. */
@@ -93,7 +97,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant. */
   const snapshot = async (filter: MetricsFilter) => {
-    requireComplete();
+    await requireComplete();
     const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
       metrics.totals(filter),
       metrics.ranks(filter, false),
@@ -178,7 +182,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getCtr(req, ctx) {
-      requireComplete();
+      await requireComplete();
       const filter = withBudget(metricsFilter(req, now()), ctx);
       const totals = await metrics.totals(filter);
       return {
@@ -189,7 +193,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getRankMetrics(req, ctx) {
-      requireComplete();
+      await requireComplete();
       const stats = (await metrics.ranks(withBudget(metricsFilter(req, now()), ctx), false)).get("") ?? rankStats([]);
       return {
         avgRank: stats.avg,
@@ -202,7 +206,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getResponseTimeMetrics(req, ctx) {
-      requireComplete();
+      await requireComplete();
       const s = await metrics.responseTimes(withBudget(metricsFilter(req, now()), ctx));
       return {
         avgResponseTimeMs: s.avg,
@@ -216,7 +220,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getUserSummary(req, ctx) {
-      requireComplete();
+      await requireComplete();
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
       const window = windowOf(req, now());
@@ -234,12 +238,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req, ctx) {
-      requireComplete();
+      await requireComplete();
       return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx));
     },
 
     async getTopQueries(req, ctx) {
-      requireComplete();
+      await requireComplete();
       const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
       const rows = await metrics.topQueries(filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
       return {
@@ -257,7 +261,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getTimeSeries(req, ctx) {
-      requireComplete();
+      await requireComplete();
       const filter = withBudget(metricsFilter(req, now()), ctx);
       const zone = requireTimeZone("time_zone", req.timeZone);
       if (![Granularity.UNSPECIFIED, Granularity.HOUR, Granularity.DAY].includes(req.granularity)) {

@@ -62,6 +62,8 @@ export async function ingestBatch(writer: DurableWriter, events: readonly Event[
     (e) => trackedFromEvent(e, ctx, now),
     (index, e) => (e.kind.case === undefined ? `events[${index}].` : `events[${index}].${e.kind.case}.`),
     firstIndex,
+    // A rejected event was never validated: its result carries the id as the client sent it.
+    (e) => (e.kind.case === undefined ? "" : e.kind.value.eventId),
   );
   const duplicates = await writer.write(batch.toWrite);
   return settleBatch(batch, duplicates);

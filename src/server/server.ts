@@ -19,7 +19,7 @@ export interface ServerConfig {
   spool?: SpoolOptions | undefined;
   /** When a write counts as done; default majority-acknowledged and journaled. */
   writeConcern?: { w: number | "majority"; journal: boolean } | undefined;
-  /** Rollup work a writer left unfinished for this long is finished by another (default 60 s). */
+  /** Rollup work of earlier versions (which name no writer) left unfinished this long is finished by another (default 60 s). */
   rollupRepairAfterMs?: number | undefined;
   /** e.g. "0.0.0.0" or "127.0.0.1" */
   host: string;
@@ -75,6 +75,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
       drained: (records) => logger.info({ records }, "spooled events written to storage"),
+      drainFailed: (error) => logger.warn({ err: String(error) }, "spool not drained yet; retrying"),
       committed: (events, writes) => metrics?.recordBatch(events, writes),
     },
   });

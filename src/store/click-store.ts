@@ -6,6 +6,9 @@ import { markQueryTables, QueryTableReader } from "./query-tables.js";
 import { upgradeRollups } from "./rollup-upgrade.js";
 import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
+import { isStorageUnreachable } from "./storage-errors.js";
+import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./writer-lease.js";
+import { DomainError } from "../core/errors.js";
 
 export interface StoreOptions {
   uri: string;
@@ -17,8 +20,10 @@ export interface StoreOptions {
   /** Where acknowledged events wait while MongoDB is unreachable; without it such writes fail UNAVAILABLE. */
   spool?: SpoolOptions;
   writerEvents?: WriterEvents;
-  /** Rollup work a writer left unfinished for this long is finished by another (default 60 s). */
+  /** Rollup work of earlier versions (which name no writer) left unfinished this long is finished by another (default 60 s). */
   rollupRepairAfterMs?: number;
+  /** A writer not heard of for this long is dead, and its unfinished batches are finished by others (default 10 s). */
+  writerLeaseMs?: number;
 }
 
 async function ping(db: Db): Promise<boolean> {
@@ -38,6 +43,7 @@ export class ClickStore {
     readonly collections: Collections,
     /** Writes events to MongoDB, or to the spool while MongoDB is unreachable. */
     readonly writer: DurableWriter,
+    readonly lease: WriterLease,
   ) {
     this.rollups = new RollupReader(collections);
     this.queryTables = new QueryTableReader(collections);
@@ -65,8 +71,21 @@ export class ClickStore {
       await markQueryTables(c);
       await upgradeRollups(c);
       const spool = options.spool ? Spool.open(options.spool) : undefined;
-      const store = new ClickStore(client, db, c, new DurableWriter(c, spool, () => ping(db), options.writerEvents, options.rollupRepairAfterMs));
-      return store;
+      // The same spool directory is the same instance: its previous process is over, and the
+      // batches it left are finished now, before this one serves a read.
+      let writer: DurableWriter | undefined;
+      const lease = await WriterLease.acquire(c, instanceIdentity(options.spool?.dir), options.writerLeaseMs ?? DEFAULT_LEASE_MS, () => {
+        // MongoDB answers: batches of this writer that failed are settled now, not at its next write.
+        void writer?.settleFailedBatches().catch(() => undefined);
+      });
+      writer = new DurableWriter(c, spool, () => ping(db), options.writerEvents, options.rollupRepairAfterMs, undefined, lease);
+      const finished = await finishDeadWriters(c, lease.run).catch((error: unknown) => {
+        writer?.close();
+        lease.stop();
+        throw error;
+      });
+      if (finished > 0) options.writerEvents?.repaired?.(finished);
+      return new ClickStore(client, db, c, writer, lease);
     } catch (error) {
       await client.close();
       throw error;
@@ -86,6 +105,22 @@ export class ClickStore {
     await markQueryTables(this.collections);
   }
 
+  /**
+   * Before a metrics read: every stored event is counted. This writer's failed batches are
+   * settled, and the batches dead writers left are finished here and now (not after a delay);
+   * batches of live writers are in flight and finish within their write. While that cannot be
+   * done, the read is UNAVAILABLE with the reason.
+   */
+  async countEverythingStored(): Promise<void> {
+    try {
+      await this.writer.settleFailedBatches();
+      await finishDeadWriters(this.collections, this.lease.run);
+    } catch (error) {
+      if (!isStorageUnreachable(error)) throw error;
+      throw new DomainError("unavailable", `metrics are unavailable: batches a writer left unfinished could not be counted yet (${String(error)}); retry shortly`);
+    }
+  }
+
   /** True when the server answers a ping. */
   isReachable(): Promise<boolean> {
     return ping(this.db);
@@ -93,6 +128,7 @@ export class ClickStore {
 
   async close(): Promise<void> {
     this.writer.close();
+    await this.lease.release();
     await this.client.close();
   }
 }

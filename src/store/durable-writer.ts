@@ -10,6 +10,7 @@ import { GroupCommit } from "./group-commit.js";
 import { repairRollups, settleBatch } from "./rollups.js";
 import type { Spool } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
+import { dropOldLeases, finishDeadWriters, type WriterLease } from "./writer-lease.js";
 
 export interface WriterEvents {
   repaired?(events: number): void;
@@ -37,8 +38,16 @@ export class DurableWriter {
     /** Rollup work left unfinished for this long is taken over (see repairRollups). */
     private readonly repairAfterMs = 60_000,
     private readonly retryMs = 500,
+    /** This run's lease; each batch's record names its run, so that others know when to finish it. */
+    private readonly lease?: WriterLease,
   ) {
-    this.group = new GroupCommit((items) => writeEvents(this.c, items, (marker) => this.unsettled.add(marker)), {
+    this.group = new GroupCommit(async (items) => {
+      // A retry of a failed batch's events is a duplicate of what that batch stored: settle it
+      // first, so that the retry is not acknowledged before those events are counted.
+      if (this.unsettled.size > 0) await this.settleFailedBatches();
+      await this.lease?.ensure();
+      return writeEvents(this.c, items, (marker) => this.unsettled.add(marker), this.lease?.run);
+    }, {
       onBatch: (events, writes) => this.events.committed?.(events, writes),
     });
     if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
@@ -53,7 +62,12 @@ export class DurableWriter {
   /** Counts events whose writer died between writing them and counting them in the rollups. */
   repair(): Promise<void> {
     this.repairing ??= this.settleFailedBatches()
-      .then(() => repairRollups(this.c, this.repairAfterMs))
+      .then(() => finishDeadWriters(this.c, this.lease?.run))
+      .then(async (finished) => {
+        if (finished > 0) this.events.repaired?.(finished);
+        await dropOldLeases(this.c);
+        return repairRollups(this.c, this.repairAfterMs);
+      })
       .then((n) => {
         if (n > 0) this.events.repaired?.(n);
       })
@@ -105,8 +119,11 @@ export class DurableWriter {
     this.timer.unref();
   }
 
-  /** Settles this writer's failed batches, before it writes anything else (so their markers are still remembered). */
-  private async settleFailedBatches(): Promise<void> {
+  /**
+   * Settles this writer's failed batches, before it writes anything else (so their markers are
+   * still remembered) and before a read on this server (their events are stored: they count).
+   */
+  async settleFailedBatches(): Promise<void> {
     for (const marker of [...this.unsettled]) {
       await settleBatch(this.c, marker);
       this.unsettled.delete(marker);
@@ -119,10 +136,15 @@ export class DurableWriter {
     try {
       if (!(await this.ping())) throw new Error("storage still unreachable");
       await this.settleFailedBatches();
-      const replayed = await this.spool.drain(async (events) => {
-        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker));
-      });
+      await this.lease?.ensure();
+      // New writes go to MongoDB again from here, while the spool drains: kept in the spool
+      // until it was empty, they came in (fsync'd, under load) faster than it drained, and
+      // after an outage it never emptied. Event ids keep either order exact.
       this.storageDown = false;
+      const replayed = await this.spool.drain(async (events) => {
+        await this.lease?.ensure();
+        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker), this.lease?.run);
+      });
       if (replayed > 0) this.events.drained?.(replayed);
     } catch (error) {
       this.events.drainFailed?.(error);

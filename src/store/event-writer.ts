@@ -36,7 +36,7 @@ interface InsertReply {
  * fails, `unsettled` learns the batch's marker: whether the batch was counted is then unknown
  * until settleBatch says.
  */
-export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void): Promise<Set<number>> {
+export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void, writer?: string): Promise<Set<number>> {
   const clicks: { index: number; doc: ClickDocument }[] = [];
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
   // The batch's marker: on every event it stores, and on a pending-batch record that lists the
@@ -52,7 +52,7 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
   const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
   for (const x of impressions) if (clickedHere.has(x.doc.impression_id)) Object.assign(x.doc, { clicked: true, clicked_on_insert: true });
   try {
-    return await writeBatch(c, marker, clicks, impressions, clickedHere);
+    return await writeBatch(c, marker, clicks, impressions, clickedHere, writer);
   } catch (error) {
     unsettled?.(marker);
     throw error;
@@ -65,8 +65,9 @@ async function writeBatch(
   clicks: { index: number; doc: ClickDocument }[],
   impressions: { index: number; doc: ImpressionDocument }[],
   clickedHere: ReadonlySet<string>,
+  writer: string | undefined,
 ): Promise<Set<number>> {
-  if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id));
+  if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id), writer);
   const [dupClicks, dupImpressions] = await Promise.all([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
@@ -76,11 +77,8 @@ async function writeBatch(
   const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const storedClicked = new Set(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => d.impression_id));
   await Promise.all([
-    // Only what was new counts; a duplicate was counted when it was first written (or will be, by repairRollups).
-    (async () => {
-      await rollUp(c, newClicks, newImpressions, marker);
-      if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
-    })(),
+    // Only what was new counts; a duplicate was counted when it was first written (or will be, when its batch is settled).
+    rollUp(c, newClicks, newImpressions, marker),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone. An
     // impression this batch stored clicked needs none (a duplicate's stored copy may).
     linkClicks(
@@ -90,6 +88,9 @@ async function writeBatch(
       impressions.map((x) => x.doc.impression_id).filter((id) => !storedClicked.has(id)),
     ),
   ]);
+  // Once both are done: a writer that dies before leaves the record, and whoever settles the
+  // batch counts its events and its click claim (settleBatch).
+  if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
   return duplicates;
 }
 

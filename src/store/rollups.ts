@@ -91,9 +91,9 @@ const TOO_LARGE = new Set([10334, 17419]);
 
 /**
  * How many applied markers a rollup document remembers. A batch is recognised as counted as
- * long as fewer than this many later batches touched the same document: a repair, which runs
- * ROLLUP_REPAIR_AFTER_MS (default 60 s) after a writer stopped, must come sooner than that
- * (1,024 batches into one hour's document, at the benchmark's ~10 batches/s, is ~100 s).
+ * long as fewer than this many later batches touched the same document: finishing a dead
+ * writer's batch, at the latest when its lease ends (writer-lease.ts, 10 s), must come sooner
+ * than that (1,024 batches into one hour's document, at the benchmark's ~10 batches/s, is ~100 s).
  */
 export const APPLIED_KEEP = 1024;
 
@@ -313,6 +313,8 @@ export interface PendingBatch {
   _id: string;
   clicks: string[];
   impressions: string[];
+  /** The writer's run (see writer-lease.ts); absent in records of earlier versions. */
+  w?: string;
 }
 
 export function pendingBatches(c: Collections): Collection<PendingBatch> {
@@ -323,13 +325,13 @@ export function pendingBatches(c: Collections): Collection<PendingBatch> {
  * Records a batch before its events are stored: one small document, so that finishing the
  * batch is one delete rather than clearing a marker from every event it stored.
  */
-export async function recordPendingBatch(c: Collections, marker: string, clicks: string[], impressions: string[]): Promise<void> {
-  await pendingBatches(c).insertOne({ _id: marker, clicks, impressions });
+export async function recordPendingBatch(c: Collections, marker: string, clicks: string[], impressions: string[], writer?: string): Promise<void> {
+  await pendingBatches(c).insertOne({ _id: marker, clicks, impressions, ...(writer === undefined ? {} : { w: writer }) });
 }
 
 /**
  * Counts what a pending batch stored (once: its events carry its marker, a duplicate stored by
- * another write does not), then drops the record.
+ * another write does not); the record stays until settleBatch drops it.
  */
 async function countBatch(c: Collections, marker: string): Promise<number> {
   const batch = await pendingBatches(c).findOne({ _id: marker });
@@ -339,8 +341,7 @@ async function countBatch(c: Collections, marker: string): Promise<number> {
     c.impressions.find({ event_id: keyIn(batch.impressions), b: marker }).toArray(),
   ]);
   await rollUp(c, clicks, impressions, marker);
-  const { deletedCount } = await pendingBatches(c).deleteOne({ _id: marker });
-  return deletedCount === 1 ? clicks.length + impressions.length : 0;
+  return clicks.length + impressions.length;
 }
 
 /** The claim marker of a batch's linking: its own, as applying it is separate from the batch's. */
@@ -352,9 +353,12 @@ export const claimMarker = (batchMarker: string) => `${batchMarker}+`;
  * flagged, once. Its writer calls this as soon as MongoDB answers again, before writing anything
  * else, so the rollups still remember whether the batch was counted (see APPLIED_KEEP).
  */
-export async function settleBatch(c: Collections, marker: string): Promise<void> {
-  await countBatch(c, marker);
+export async function settleBatch(c: Collections, marker: string): Promise<number> {
+  const counted = await countBatch(c, marker);
   await countClicked(c, claimMarker(marker));
+  // Last: while the record is there, the batch's linking may still be unfinished too.
+  const { deletedCount } = await pendingBatches(c).deleteOne({ _id: marker });
+  return deletedCount === 1 ? counted : 0;
 }
 
 /** Counts the events an earlier version wrote under `marker` (once), then clears the marker. */
@@ -386,9 +390,11 @@ export async function repairRollups(c: Collections, olderThanMs: number): Promis
   ];
   let repaired = 0;
   for (;;) {
-    const stale = await pendingBatches(c).find({ _id: { $lt: cutoff } }, { projection: { _id: 1 } }).limit(100).toArray();
+    // Only records of earlier versions, which name no writer: the others are finished as soon as
+    // their writer's lease ends (finishDeadWriters), never merely for their age.
+    const stale = await pendingBatches(c).find({ _id: { $lt: cutoff }, w: { $exists: false } }, { projection: { _id: 1 } }).limit(100).toArray();
     if (stale.length === 0) break;
-    for (const { _id } of stale) repaired += await countBatch(c, _id);
+    for (const { _id } of stale) repaired += await settleBatch(c, _id);
   }
   for (const [collection, field, count] of kinds) {
     for (;;) {

@@ -19,6 +19,8 @@ export interface SpoolOptions {
   segmentBytes?: number;
 }
 
+/** Events replayed per write at most (see drain). */
+const DRAIN_EVENTS = 1_000;
 const HEADER = 8; // u32 length, u32 crc32 of the payload
 const SEGMENT = /^segment-(\d{12})\.log$/;
 
@@ -122,7 +124,8 @@ export class Spool {
   }
 
   /**
-   * Replays every record, oldest first, through `write` (which must be idempotent by event id),
+   * Replays every record, oldest first, through `write` (which must be idempotent by event id, and
+ * take repeats of an event id within one call),
    * deleting each segment once it is fully written. Stops at the first failure, leaving the
    * rest for the next call. One drain at a time; returns the number of records replayed.
    */
@@ -136,10 +139,25 @@ export class Spool {
           if (this.active?.seq === seq) this.closeActive();
           const path = this.path(seq);
           const { records, validBytes } = readRecords(path);
+          // Consecutive records go together, up to DRAIN_EVENTS events a write: after an outage
+          // under unary load the spool holds thousands of one-event records, and one write per
+          // record drained slower than clients filled it.
+          let group: TrackedEvent[] = [];
+          let members = 0;
+          const flush = async () => {
+            if (members === 0) return;
+            await write(group);
+            replayed += members;
+            group = [];
+            members = 0;
+          };
           for (const payload of records) {
-            await write(decode(payload));
-            replayed++;
+            const events = decode(payload);
+            if (group.length + events.length > DRAIN_EVENTS) await flush();
+            group.push(...events);
+            members++;
           }
+          await flush();
           unlinkSync(path);
           this.segments.shift();
           this.bytes -= validBytes;

@@ -156,11 +156,25 @@ describe("clicks linked to their search", () => {
   });
 });
 
+describe("LogEvents rejections", () => {
+  it("a rejected event's result keeps the event_id the client gave it", async () => {
+    const res = await h.client.logEvents({ events: [click({ eventId: "good-1" }), click({ eventId: "bad-rank", rank: -1 }), impression({ eventId: "bad-variant", variant: "bad variant" }), click({ rank: -1 }), {}] });
+    expect(res.results.map((r) => [r.outcome, r.eventId])).toEqual([
+      [EventOutcome.ACCEPTED, "good-1"],
+      [EventOutcome.REJECTED, "bad-rank"],
+      [EventOutcome.REJECTED, "bad-variant"],
+      // Without an id of its own (the server assigns ids only to events it stores), or without a kind.
+      [EventOutcome.REJECTED, ""],
+      [EventOutcome.REJECTED, ""],
+    ]);
+  });
+});
+
 describe("StreamEvents", () => {
   it("writes batches as they come and answers with totals and the first rejections", async () => {
     async function* batches() {
       for (let b = 0; b < 5; b++) {
-        yield { events: Array.from({ length: 100 }, (_, i) => (i === 7 ? click({ rank: -2 }) : i % 2 ? click({ eventId: `s-${b}-${i}` }) : impression())) };
+        yield { events: Array.from({ length: 100 }, (_, i) => (i === 7 ? click({ eventId: `bad-${b}`, rank: -2 }) : i % 2 ? click({ eventId: `s-${b}-${i}` }) : impression())) };
       }
       yield { events: [click({ eventId: "s-0-1" })] }; // a repeat of the first batch's event
     }
@@ -168,6 +182,8 @@ describe("StreamEvents", () => {
     expect([res.accepted, res.duplicates, res.rejected, res.batches]).toEqual([495n, 1n, 5n, 6n]);
     expect(res.firstRejections.map((r) => Number(r.index))).toEqual([7, 107, 207, 307, 407]);
     expect(res.firstRejections[1]).toMatchObject({ field: "events[107].click.rank" });
+    // Each rejection names its event by the id the client gave it.
+    expect(res.firstRejections.map((r) => r.eventId)).toEqual(["bad-0", "bad-1", "bad-2", "bad-3", "bad-4"]);
     expect(await counts()).toEqual({ clicks: 245, impressions: 250 });
   });
 

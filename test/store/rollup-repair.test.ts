@@ -7,6 +7,7 @@ import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import type { ClickDocument } from "../../src/store/documents.js";
 import { pendingBatches, pendingMarker, recordPendingBatch, repairRollups, rollUp, rollupCollection, RollupReader } from "../../src/store/rollups.js";
+import { finishDeadWriters, WriterLease } from "../../src/store/writer-lease.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 let h: Harness;
@@ -122,4 +123,26 @@ it("a batch written through the service leaves no pending record, and its events
   expect(stored?.b).toMatch(/^\d{15}:/);
   expect(stored?.pending_rollup).toBeUndefined();
   expect(await fastEqualsRaw()).toMatchObject({ clicks: 1 });
+});
+
+it("finishes a batch as soon as its writer's lease ends, and leaves a live writer's batch alone", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  const live = await WriterLease.acquire(c, "lease-test", 60_000);
+  try {
+    // Half-way batch of a live writer: its events stored, not yet counted.
+    const marker = pendingMarker();
+    await recordPendingBatch(c, marker, ["leased-1"], [], live.run);
+    await c.clicks.insertOne({ ...(({ pending_rollup: _, ...d }) => d)(pendingClick("leased-1", 5, "")), b: marker });
+    expect(await finishDeadWriters(c, undefined)).toBe(0);
+    expect(await pendingBatches(c).countDocuments()).toBe(1);
+    // The writer is gone (here: its lease released; a crash lets it expire): the next reader finishes it, once.
+    await live.release();
+    const finished = await Promise.all([finishDeadWriters(c, undefined), finishDeadWriters(c, undefined)]);
+    expect(finished[0]! + finished[1]!).toBeGreaterThanOrEqual(1);
+    expect(await pendingBatches(c).countDocuments()).toBe(0);
+    expect(await fastEqualsRaw()).toMatchObject({ clicks: 1 });
+  } finally {
+    live.stop();
+  }
 });

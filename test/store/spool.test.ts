@@ -63,16 +63,29 @@ describe("spool", () => {
   });
 
   it("stops at a failed write and replays from there next time", async () => {
-    const spool = Spool.open({ dir, maxBytes: 1 << 20 });
+    const spool = Spool.open({ dir, maxBytes: 1 << 20, segmentBytes: 1 });
     spool.append([click("a")]);
-    spool.append([click("b")]);
+    spool.append([click("b")]); // a segment of its own
     let calls = 0;
     await expect(spool.drain(async () => {
       if (++calls === 2) throw new Error("storage went away");
     })).rejects.toThrow("storage went away");
-    expect(spool.pendingRecords).toBe(2); // the segment stays until wholly written
+    expect(spool.pendingRecords).toBe(1); // "b"'s segment stays until wholly written
     const ids: string[] = [];
     await spool.drain(async (events) => void ids.push(...events.map((e) => e.event.eventId)));
-    expect(ids).toEqual(["a", "b"]); // "a" again: harmless, it is recognised by its event id
+    expect(ids).toEqual(["b"]);
+  });
+
+  it("replays consecutive records together, in order, up to 1,000 events a write", async () => {
+    const spool = Spool.open({ dir, maxBytes: 64 << 20 });
+    // After an outage under unary load: many one-event records (and a few large ones).
+    for (let i = 0; i < 1500; i++) spool.append([click(`one-${i}`)]);
+    spool.append(Array.from({ length: 700 }, (_, i) => click(`big-${i}`)));
+    spool.append([click("last")]);
+    const writes: string[][] = [];
+    expect(await spool.drain(async (events) => void writes.push(events.map((e) => e.event.eventId)))).toBe(1502);
+    expect(writes.map((w) => w.length)).toEqual([1000, 500, 701]);
+    expect(writes.flat()).toEqual([...Array.from({ length: 1500 }, (_, i) => `one-${i}`), ...Array.from({ length: 700 }, (_, i) => `big-${i}`), "last"]);
+    expect(spool.pendingRecords).toBe(0);
   });
 });

@@ -88,19 +88,23 @@ export async function sendDataset(
       onAcknowledged(acknowledged);
     }
   };
+  // The failure that stopped the load. The calls it then cancels fail CANCELLED on this side,
+  // and an earlier worker's such failure must not be reported in its place: the user would read
+  // "cancelled" for what was, say, UNAVAILABLE.
+  let first: { error: unknown } | undefined;
   try {
-    const outcomes = await Promise.allSettled(
+    await Promise.allSettled(
       Array.from({ length: options.concurrency }, async () => {
         try {
           await worker();
         } catch (error) {
+          first ??= { error };
           abort.abort();
           throw error;
         }
       }),
     );
-    const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
-    if (failure) throw failure.reason;
+    if (first) throw first.error;
   } finally {
     options.signal.removeEventListener("abort", stop);
     totals.seconds = (performance.now() - started) / 1000;

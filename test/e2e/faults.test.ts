@@ -1,0 +1,211 @@
+/**
+ * Status codes under faults, with real processes and the real engine: MongoDB is SIGKILLed again
+ * and again while many clients write concurrently (unary LogClick, LogEvents, StreamEvents) and a
+ * reader keeps asking for metrics. Every failure a client sees must be one it can act on
+ * (UNAVAILABLE: retry; DEADLINE_EXCEEDED: its own deadline), never CANCELLED, INTERNAL or UNKNOWN;
+ * every acknowledged event is stored exactly once; and no read that succeeds ever counts fewer
+ * events than were acknowledged before it was sent.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MongoClient } from "mongodb";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError, type StreamBatch } from "../../src/client/index.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startServerProcess, type ServerProcess } from "../support/server-process.js";
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+
+let dir: string;
+let port: number;
+let engine: EmbeddedMongo;
+let server: ServerProcess;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "ca-faults-"));
+  port = await freePort();
+  engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
+  server = await startServerProcess({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "faults", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info" });
+});
+afterAll(async () => {
+  await server?.stop("SIGKILL");
+  await engine?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const ACCEPTABLE = new Set<number>([Status.OK, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]);
+const codeOf = (error: unknown) => (typeof (error as ServiceError)?.code === "number" ? (error as ServiceError).code : -1);
+
+/** What the clients know: ids acknowledged, ids sent (acknowledged or not), every status seen. */
+class Ledger {
+  readonly ackedClicks = new Set<string>();
+  readonly ackedImpressions = new Set<string>();
+  readonly sentClicks = new Set<string>();
+  readonly sentImpressions = new Set<string>();
+  readonly codes = new Map<string, number>();
+  /** Details of the first few unacceptable failures, for the assertion message. */
+  readonly bad: string[] = [];
+
+  saw(method: string, error?: unknown): void {
+    const code = error === undefined ? Status.OK : codeOf(error);
+    const key = `${method} ${Status[code] ?? code}`;
+    this.codes.set(key, (this.codes.get(key) ?? 0) + 1);
+    if (!ACCEPTABLE.has(code) && this.bad.length < 10) this.bad.push(`${key}: ${(error as Error | undefined)?.message ?? ""}`);
+  }
+}
+
+const click = (eventId: string, impressionId = "") => ({ eventId, impressionId, userId: `u-${eventId.length % 7}`, productId: "p", rank: 1, searchQuery: "q", variant: "search_v1", responseTimeMs: 5 });
+const impression = (eventId: string) => ({ eventId, impressionId: eventId, userId: "u", query: "q", variant: "search_v2", resultsCount: 3, responseTimeMs: 7 });
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `attempt` with the same events until it succeeds (as a real client retries keyed events)
+ * or the run stops; `ids` are recorded as sent first and as acknowledged once it succeeds.
+ */
+async function untilAcked(ledger: Ledger, method: string, running: () => boolean, clicks: string[], impressions: string[], attempt: () => Promise<unknown>): Promise<void> {
+  clicks.forEach((id) => ledger.sentClicks.add(id));
+  impressions.forEach((id) => ledger.sentImpressions.add(id));
+  while (running()) {
+    try {
+      await attempt();
+      ledger.saw(method);
+      clicks.forEach((id) => ledger.ackedClicks.add(id));
+      impressions.forEach((id) => ledger.ackedImpressions.add(id));
+      return;
+    } catch (error) {
+      ledger.saw(method, error);
+      await pause(50);
+    }
+  }
+}
+
+function writers(client: ClickAnalyticsClient, ledger: Ledger) {
+  let running = true;
+  const live = () => running;
+  const unary = (w: number) =>
+    (async () => {
+      for (let n = 0; running; n++) {
+        const id = `lc-${w}-${n}`;
+        await untilAcked(ledger, "LogClick", live, [id], [], () => client.logClick(click(id), { timeoutMs: 5_000 }));
+      }
+    })();
+  const batches = (w: number) =>
+    (async () => {
+      for (let n = 0; running; n++) {
+        const imps = Array.from({ length: 20 }, (_, i) => `le-${w}-${n}-s${i}`);
+        const clicks = imps.map((s) => `${s}-c`);
+        const events = [...imps.map((id) => ({ kind: { case: "impression" as const, value: impression(id) } })), ...clicks.map((id, i) => ({ kind: { case: "click" as const, value: click(id, imps[i]) } }))];
+        await untilAcked(ledger, "LogEvents", live, clicks, imps, async () => {
+          const res = await client.logEvents({ events }, { timeoutMs: 10_000 });
+          expect(res.accepted + res.duplicates).toBe(40n);
+        });
+      }
+    })();
+  const streams = (w: number) =>
+    (async () => {
+      for (let n = 0; running; n++) {
+        // A stream of 5 messages: acknowledged as a whole by its response, so a failed stream is sent again whole.
+        const messages: StreamBatch[] = Array.from({ length: 5 }, (_, m) => ({ events: Array.from({ length: 30 }, (_, i) => ({ kind: { case: "click" as const, value: click(`se-${w}-${n}-${m}-${i}`) } })) }));
+        const ids = messages.flatMap((m) => (m.events ?? []).map((e) => (e.kind as { value: { eventId: string } }).value.eventId));
+        await untilAcked(ledger, "StreamEvents", live, ids, [], async () => {
+          const res = await client.streamEvents(messages, { timeoutMs: 10_000 });
+          expect(res.accepted + res.duplicates).toBe(150n);
+        });
+      }
+    })();
+  const all = [...Array.from({ length: 8 }, (_, w) => unary(w)), ...Array.from({ length: 4 }, (_, w) => batches(w)), ...Array.from({ length: 3 }, (_, w) => streams(w))];
+  return { stop: async () => ((running = false), await Promise.all(all)) };
+}
+
+/**
+ * Reads GetCtr over and over; every read that succeeds must count at least the events
+ * acknowledged before it was sent and at most those ever sent.
+ */
+function reader(client: ClickAnalyticsClient, ledger: Ledger) {
+  let running = true;
+  const wrong: string[] = [];
+  let succeeded = 0;
+  const done = (async () => {
+    while (running) {
+      const floor = { clicks: ledger.ackedClicks.size, impressions: ledger.ackedImpressions.size };
+      try {
+        const res = await client.getCtr({ days: 1 }, { timeoutMs: 5_000 });
+        ledger.saw("GetCtr");
+        succeeded++;
+        const got = { clicks: Number(res.clicks), impressions: Number(res.impressions) };
+        if (got.clicks < floor.clicks || got.impressions < floor.impressions || got.clicks > ledger.sentClicks.size || got.impressions > ledger.sentImpressions.size) {
+          wrong.push(`read ${JSON.stringify(got)} with ${JSON.stringify(floor)} acknowledged before it (sent ${ledger.sentClicks.size}/${ledger.sentImpressions.size})`);
+        }
+      } catch (error) {
+        ledger.saw("GetCtr", error);
+      }
+      await pause(100);
+    }
+  })();
+  return { wrong, succeeded: () => succeeded, stop: async () => ((running = false), await done) };
+}
+
+it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAILABLE or DEADLINE_EXCEEDED; every acknowledged event stored once; no read undercounts", { timeout: 120_000 }, async () => {
+  const ledger = new Ledger();
+  const clients = Array.from({ length: 4 }, () => createClickAnalyticsClient(server.address));
+  const load = clients.slice(0, 3).map((c) => writers(c, ledger));
+  const reads = reader(clients[3]!, ledger);
+  const kills = 4;
+  for (let k = 0; k < kills; k++) {
+    await pause(1_500 + k * 300);
+    const before = ledger.ackedClicks.size;
+    // SIGKILL: no shutdown, no reply to anything in flight; the engine's own process group.
+    process.kill(engine.pid, "SIGKILL");
+    await engine.stop();
+    await pause(1_000);
+    engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
+    expect(ledger.ackedClicks.size, "writes go on while MongoDB restarts").toBeGreaterThan(before);
+  }
+  await pause(2_000);
+  await Promise.all(load.map((l) => l.stop()));
+
+  // Once the spool has drained, the metrics count exactly what is stored.
+  const mongo = new MongoClient(`mongodb://127.0.0.1:${port}/?directConnection=true`);
+  try {
+    const db = mongo.db("faults");
+    const until = Date.now() + 30_000;
+    let last = "";
+    for (;;) {
+      const stored = { clicks: await db.collection("click_events").countDocuments(), impressions: await db.collection("impressions").countDocuments() };
+      const res = await clients[3]!.getCtr({ days: 1 }).catch((e: unknown) => e as ServiceError);
+      if ("clicks" in res && Number(res.clicks) === stored.clicks && Number(res.impressions) === stored.impressions && stored.clicks >= ledger.ackedClicks.size) break;
+      last = JSON.stringify({ stored, read: "clicks" in res ? { clicks: Number(res.clicks), impressions: Number(res.impressions) } : Status[res.code] });
+      if (Date.now() > until) throw new Error(`metrics never matched the stored events: ${last}; server warnings: ${JSON.stringify(server.logs.filter((l) => (l.level === "warn" || l.level === "error") && l.msg !== "rpc").slice(-12))}`);
+      await pause(200);
+    }
+    await reads.stop();
+    for (const [name, acked, sent] of [
+      ["click_events", ledger.ackedClicks, ledger.sentClicks],
+      ["impressions", ledger.ackedImpressions, ledger.sentImpressions],
+    ] as const) {
+      const c = db.collection(name);
+      const stored = (await c.distinct("event_id")) as string[];
+      expect(await c.countDocuments(), `${name}: no event stored twice`).toBe(stored.length);
+      const storedSet = new Set(stored);
+      expect([...acked].filter((id) => !storedSet.has(id)), `${name}: acknowledged but not stored`).toEqual([]);
+      expect(stored.filter((id) => !sent.has(id)), `${name}: stored but never sent`).toEqual([]);
+    }
+  } finally {
+    await mongo.close();
+    clients.forEach((c) => c.close());
+  }
+  const seen = Object.fromEntries(ledger.codes);
+  expect(ledger.bad, `status codes seen: ${JSON.stringify(seen)}`).toEqual([]);
+  expect(reads.wrong, `reads that undercounted or overcounted; codes seen: ${JSON.stringify(seen)}`).toEqual([]);
+  // The run did what it claims: much was acknowledged, and reads succeeded between the kills.
+  expect(ledger.ackedClicks.size).toBeGreaterThan(1_000);
+  expect(reads.succeeded()).toBeGreaterThan(kills);
+  console.log(`faults: ${ledger.ackedClicks.size} clicks and ${ledger.ackedImpressions.size} impressions acknowledged; codes ${JSON.stringify(seen)}`);
+});
