@@ -10,6 +10,7 @@ import { userActivity, type EventTotals, type MetricsFilter } from "../store/met
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
+import { ctrFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
@@ -66,22 +67,6 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     const pending = store.writer.pending;
     if (pending > 0) throw new DomainError("unavailable", `metrics are unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);
     await store.countEverythingStored();
-  };
-
-  /** Count-based CTR fields shared by GetCtr and GetVariantComparison. */
-  const ctrFields = (t: EventTotals) => {
-    const searchCtr = ratio(t.searchesWithClicks, t.impressions);
-    return {
-      ctr: ratio(t.clicks, t.impressions),
-      clicks: count(t.clicks),
-      impressions: count(t.impressions),
-      searchCtr,
-      noClickRate: searchCtr === undefined ? undefined : 1 - searchCtr,
-      noResultsRate: ratio(t.noResults, t.impressions),
-      users: count(t.users),
-      searchesWithClicks: count(t.searchesWithClicks),
-      noResultsSearches: count(t.noResults),
-    };
   };
 
   const snapshotOf = (t: EventTotals | undefined, ranks: RankStats | undefined, latency: (number | undefined)[] | undefined) => ({

@@ -10,6 +10,7 @@ import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
 import type { MetricsFilter } from "../store/metrics-queries.js";
 import type { MetricsSource } from "../store/metrics-source.js";
+import { ctrFields } from "./ctr-fields.js";
 import { responseTime } from "./request-mapping.js";
 
 type ResponseInit = MessageInitShape<typeof GetVariantComparisonResponseSchema>;
@@ -76,16 +77,10 @@ export async function variantComparison(
   const result = compareVariants(data, settings, now.usersInSeveralArms);
   const variants = Object.fromEntries(
     [...data].map(([name, v]) => {
-      const searchCtr = ratio(v.searchesWithClicks, v.impressions);
       return [
         name,
         {
-          ctr: ratio(v.clicks, v.impressions),
-          searchCtr,
-          noClickRate: searchCtr === undefined ? undefined : 1 - searchCtr,
-          noResultsRate: ratio(v.noResults, v.impressions),
-          users: BigInt(v.users),
-          searchesWithClicks: BigInt(v.searchesWithClicks),
+          ...ctrFields(v),
           avgResponseTimeMs: ratio(v.responseTimeSum, v.impressions),
           avgRankClicked: ratio(v.rankSum, v.clicks),
           totalClicks: BigInt(v.clicks),
