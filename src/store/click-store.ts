@@ -117,7 +117,8 @@ export class ClickStore {
       await finishDeadWriters(this.collections, this.lease.run);
     } catch (error) {
       if (!isStorageUnreachable(error)) throw error;
-      throw new DomainError("unavailable", `metrics are unavailable: batches a writer left unfinished could not be counted yet (${String(error)}); retry shortly`);
+      // The reason, not MongoDB's error text: host names and ports stay out of client answers.
+      throw new DomainError("unavailable", "metrics are unavailable: MongoDB cannot be reached to count the batches a writer left unfinished; retry shortly");
     }
   }
 

@@ -30,7 +30,7 @@ it("every grpcurl command in the README works as written", async () => {
   expect(out.get("clickanalytics.v1.ClickAnalytics/GetCtr")).toMatchObject({ ctr: 1, clicks: "1", impressions: "1", periodDays: 30 });
   expect(out.get("clickanalytics.v1.ClickAnalytics/GetUserSummary")).toMatchObject({ userId: "user_123", totalClicks: "1", variantsUsed: ["search_v1"] });
   // The statistics example comes first in the README, before any event was logged.
-  expect(out.get("clickanalytics.v1.ClickAnalytics/GetVariantComparison")).toMatchObject({ control: "search_v1", confidence: 0.95, recommendationReason: "insufficient data" });
+  expect(out.get("clickanalytics.v1.ClickAnalytics/GetVariantComparison")).toMatchObject({ control: "search_v1", confidence: 0.95, inference: "INFERENCE_SEQUENTIAL", recommendationReason: "insufficient data" });
   expect(out.get("clickanalytics.v1.ClickAnalytics/GetVariantComparison#2")).toMatchObject({ winnerByCtr: "search_v1", variants: { search_v1: { searchCtr: 0, totalImpressions: "1" } } }); // the README's click names no impression_id
   expect(out.get("clickanalytics.v1.ClickAnalytics/GetTopQueries")).toMatchObject({ queries: [{ query: "blue shoes", searches: "1", clicks: "1" }] });
   const series = out.get("clickanalytics.v1.ClickAnalytics/GetTimeSeries") as { points: { impressions?: string }[]; timeZone: string };

@@ -580,7 +580,8 @@ async function expectEventResults(label: string, events: readonly Event[], resul
     if (v.broken.length === 0 && v.maybe.length === 0) expect(["ACCEPTED", "DUPLICATE"], `${at}: ${res.field} ${res.reason}`).toContain(EventOutcome[res.outcome]);
     if (res.outcome === EventOutcome.REJECTED) {
       expect(namesOneOf(`${res.field}: ${res.reason}`, [...v.broken, ...v.maybe].map((f) => prefix + f)), `${at}: rejected as ${res.field}: ${res.reason}`).toBe(true);
-      expect(res.eventId, at).toBe("");
+      // The contract: a rejected event's result carries the id as the client sent it (empty without one).
+      expect(res.eventId, at).toBe(e.kind.case === undefined ? "" : e.kind.value.eventId);
     }
     if (res.outcome === EventOutcome.DUPLICATE) expect(hasClientKey(e), `${at}: a duplicate without a client key`).toBe(true);
     if (res.outcome === EventOutcome.ACCEPTED) {
