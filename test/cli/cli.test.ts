@@ -118,11 +118,15 @@ const HEADER = ["kind", "event_id", "user_id", "session_id", "timestamp", "varia
 let h: Harness;
 let address: string;
 let dir: string;
+/** What was logged: event id -> timestamp in ms. */
+const loggedAt = new Map<string, number>();
 
 beforeAll(async () => {
   h = await startHarness();
   address = h.server.address;
-  await load(h, dataset(Date.now()));
+  const events = dataset(Date.now());
+  for (const e of events) loggedAt.set(e.kind!.value!.eventId!, Number(e.kind!.value!.timestamp!.seconds) * 1000 + e.kind!.value!.timestamp!.nanos! / 1e6);
+  await load(h, events);
   dir = await mkdtemp(path.join(os.tmpdir(), "ca-cli-"));
 });
 
@@ -276,11 +280,14 @@ describe("export", () => {
     expect(data.filter((row) => row[col("kind")] === "click")).toHaveLength(100);
     const times = data.map((row) => Date.parse(row[col("timestamp")]!));
     expect(times).toEqual([...times].sort((a, b) => a - b));
+    // Every row's time is the one logged for its event, to the millisecond, in UTC ISO 8601.
+    expect(data.map((row) => [row[col("event_id")], row[col("timestamp")]])).toEqual(data.map((row) => [row[col("event_id")], new Date(loggedAt.get(row[col("event_id")]!)!).toISOString()]));
+    expect(loggedAt.get("search_v1-s1-c")! % 1000 !== 0 || loggedAt.get("search_v2-s3")! % 1000 !== 0).toBe(true); // milliseconds matter here
 
     const click = data.find((row) => row[col("event_id")] === "search_v1-s1-c")!;
-    expect(click).toEqual(["click", "search_v1-s1-c", "user-1", "", click[col("timestamp")], "search_v1", "red dress", "prod-1", "1", "", "21", "search_v1-s1", "SEARCH_RESULTS", ""]);
+    expect(click).toEqual(["click", "search_v1-s1-c", "user-1", "", new Date(loggedAt.get("search_v1-s1-c")!).toISOString(), "search_v1", "red dress", "prod-1", "1", "", "21", "search_v1-s1", "SEARCH_RESULTS", ""]);
     const search = data.find((row) => row[col("event_id")] === "search_v2-s3")!;
-    expect(search).toEqual(["impression", "search_v2-s3", "user-3", "", search[col("timestamp")], "search_v2", 'shoes, "red"', "", "", "20", "28", "search_v2-s3", "", "false"]);
+    expect(search).toEqual(["impression", "search_v2-s3", "user-3", "", new Date(loggedAt.get("search_v2-s3")!).toISOString(), "search_v2", 'shoes, "red"', "", "", "20", "28", "search_v2-s3", "", "false"]);
     expect(r.stdout).toContain(`"shoes, ""red"""`);
     const withSession = data.find((row) => row[col("event_id")] === "search_v1-s1")!;
     expect(withSession[col("session_id")]).toBe("sess-1");
@@ -299,7 +306,7 @@ describe("export", () => {
       event_id: "search_v2-s12-c",
       user_id: "user-12",
       session_id: null,
-      timestamp: expect.stringMatching(/Z$/),
+      timestamp: new Date(loggedAt.get("search_v2-s12-c")!).toISOString(),
       variant: "search_v2",
       query: "blue shoes",
       product_id: "prod-12",
@@ -311,6 +318,7 @@ describe("export", () => {
       clicked: null,
     });
     const noResults = objects.find((o) => o.event_id === "search_v1-s50")!;
+    for (const o of objects) expect([o.event_id, o.timestamp]).toEqual([o.event_id, new Date(loggedAt.get(String(o.event_id))!).toISOString()]);
     expect(noResults).toMatchObject({ kind: "impression", results_count: 0, rank: null, product_id: null, source: null, clicked: false, session_id: "sess-1" });
   });
 
@@ -346,12 +354,18 @@ describe("ExportEvents (the RPC behind export) through the typed client", () => 
       await load(big, events);
       const sizes: number[] = [];
       const times: number[] = [];
+      const exported = new Map<string, number>();
       for await (const batch of big.client.exportEvents({ days: 1 })) {
         sizes.push(batch.events.length);
-        for (const e of batch.events) times.push(Number(e.timestamp!.seconds) * 1000 + e.timestamp!.nanos / 1e6);
+        for (const e of batch.events) {
+          times.push(Number(e.timestamp!.seconds) * 1000 + e.timestamp!.nanos / 1e6);
+          exported.set(e.eventId, times.at(-1)!);
+        }
       }
       expect(sizes).toEqual([1_000, 1_000, 500]);
       expect(times).toEqual([...times].sort((a, b) => a - b));
+      // Each event's time as logged, to the millisecond.
+      expect(exported).toEqual(new Map(events.map((e, i) => [`e${i}`, now - HOUR - (i % 1_000) * 1_000 - Math.floor(i / 1_000)])));
       let filtered = 0;
       for await (const batch of big.client.exportEvents({ days: 1, variant: "b", userId: "u1", kind: ExportKind.IMPRESSIONS })) filtered += batch.events.length;
       expect(filtered).toBe(events.filter((_, i) => i % 2 === 1 && i % 3 === 1).length);

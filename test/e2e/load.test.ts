@@ -71,7 +71,8 @@ function random(seed: number): () => number {
   };
 }
 
-type Kind = "LogClick" | "LogImpression" | "LogEvents" | "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetVariantComparison" | "GetUserSummary";
+const KINDS = ["LogClick", "LogImpression", "LogEvents", "GetCtr", "GetRankMetrics", "GetResponseTimeMetrics", "GetVariantComparison", "GetUserSummary"] as const;
+type Kind = (typeof KINDS)[number];
 
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -89,6 +90,8 @@ it(`serves ${CONCURRENCY} concurrent clients for ${SECONDS} s with zero errors a
   const errors: string[] = [];
   let acknowledged = 0; // events the server said it stored (OK unary writes, ACCEPTED batch events)
   let calls = 0;
+  /** Calls each loop made. */
+  const perLoop: number[] = Array.from({ length: CONCURRENCY }, () => 0);
 
   const rss: { t: number; bytes: number }[] = [];
   const serverCpu = await cpuSeconds(server.child.pid);
@@ -126,6 +129,7 @@ it(`serves ${CONCURRENCY} concurrent clients for ${SECONDS} s with zero errors a
     const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
     const searches: string[] = [];
     for (let i = 0; i < MAX_CALLS_PER_LOOP && Date.now() < deadline; i++) {
+      perLoop[n] = i + 1;
       const r = rnd();
       const userId = pick(users);
       const variant = pick(VARIANTS);
@@ -210,7 +214,10 @@ it(`serves ${CONCURRENCY} concurrent clients for ${SECONDS} s with zero errors a
   );
 
   expect(errors.slice(0, 20)).toEqual([]);
-  expect(calls).toBeGreaterThan(CONCURRENCY);
+  // Every kind of call was served, again and again, by every loop: not one call each and a stall.
+  expect([...latencies.keys()].sort()).toEqual([...KINDS].sort());
+  for (const [kind, list] of latencies) expect(list.length, kind).toBeGreaterThanOrEqual(10);
+  expect(Math.min(...perLoop), "calls made by the slowest loop").toBeGreaterThanOrEqual(5);
   expect(stored).toBe(acknowledged);
   expect(Number(ctr.clicks + ctr.impressions)).toBe(acknowledged);
   // Flat: the second half needs no more memory than the first did, within 20% or 40 MB.
