@@ -167,8 +167,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getCtr(req, ctx) {
-      await requireComplete();
       const filter = withBudget(metricsFilter(req, now()), ctx);
+      await requireComplete();
       const totals = await metrics.totals(filter);
       return {
         ...ctrFields(totals.overall),
@@ -178,8 +178,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getRankMetrics(req, ctx) {
+      const filter = withBudget(metricsFilter(req, now()), ctx);
       await requireComplete();
-      const stats = (await metrics.ranks(withBudget(metricsFilter(req, now()), ctx), false)).get("") ?? rankStats([]);
+      const stats = (await metrics.ranks(filter, false)).get("") ?? rankStats([]);
       return {
         avgRank: stats.avg,
         medianRank: stats.median,
@@ -191,8 +192,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getResponseTimeMetrics(req, ctx) {
+      const filter = withBudget(metricsFilter(req, now()), ctx);
       await requireComplete();
-      const s = await metrics.responseTimes(withBudget(metricsFilter(req, now()), ctx));
+      const s = await metrics.responseTimes(filter);
       return {
         avgResponseTimeMs: s.avg,
         minResponseTimeMs: s.min,
@@ -205,10 +207,10 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getUserSummary(req, ctx) {
-      await requireComplete();
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
       const window = windowOf(req, now());
+      await requireComplete();
       const a = await userActivity(store.collections, userId, withBudget({ window }, ctx));
       return {
         userId,
@@ -223,14 +225,14 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req, ctx) {
-      await requireComplete();
-      return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx));
+      return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx), requireComplete);
     },
 
     async getTopQueries(req, ctx) {
-      await requireComplete();
       const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
-      const rows = await metrics.topQueries(filter, topQueriesOrder(req.orderBy), queryLimit(req.limit));
+      const [order, limit] = [topQueriesOrder(req.orderBy), queryLimit(req.limit)];
+      await requireComplete();
+      const rows = await metrics.topQueries(filter, order, limit);
       return {
         periodDays: filter.window.days,
         queries: rows.map((q) => ({
@@ -246,7 +248,6 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getTimeSeries(req, ctx) {
-      await requireComplete();
       const filter = withBudget(metricsFilter(req, now()), ctx);
       const zone = requireTimeZone("time_zone", req.timeZone);
       if (![Granularity.UNSPECIFIED, Granularity.HOUR, Granularity.DAY].includes(req.granularity)) {
@@ -255,6 +256,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       const unit = req.granularity === Granularity.HOUR ? "hour" : "day";
       // A period's end is exclusive: no bucket starts at it.
       const starts = bucketStarts(zone, unit, filter.window.start, filter.window.until ? new Date(filter.window.until.getTime() - 1) : filter.window.end);
+      await requireComplete();
       const rows = await metrics.timeSeries(filter, unit, zone, starts);
       return {
         periodDays: filter.window.days,

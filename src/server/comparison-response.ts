@@ -51,6 +51,8 @@ export async function variantComparison(
   req: GetVariantComparisonRequest,
   window: TimeWindow,
   budget: (f: MetricsFilter) => MetricsFilter,
+  /** Called once the request is known to be valid, before any read: refuses while stored events are not yet all counted. */
+  beforeRead: () => Promise<void> = async () => undefined,
 ): Promise<ResponseInit> {
   const settings = comparisonSettings({
     control: req.control === "" ? "" : requireVariant("control", req.control),
@@ -61,6 +63,7 @@ export async function variantComparison(
     sequential: req.inference === Inference.SEQUENTIAL,
     cuped: req.cuped,
   });
+  await beforeRead();
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
   const data = new Map<string, VariantData & { rankSum: number; responseTimeSum: number }>(
     [...now.arms].map(([name, arm]) => [

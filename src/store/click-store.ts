@@ -118,7 +118,7 @@ export class ClickStore {
     } catch (error) {
       if (!isStorageUnreachable(error)) throw error;
       // The reason, not MongoDB's error text: host names and ports stay out of client answers.
-      throw new DomainError("unavailable", "metrics are unavailable: MongoDB cannot be reached to count the batches a writer left unfinished; retry shortly");
+      throw new DomainError("unavailable", "metrics are unavailable: the storage cannot be reached to count the batches a writer left unfinished; retry shortly");
     }
   }
 
