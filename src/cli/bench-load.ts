@@ -248,6 +248,19 @@ function userActivityWeights(users: number, seed: number): Float64Array {
   return weights;
 }
 
+/**
+ * Each user's lasting inclination to click, a multiplier of the variant's click probability:
+ * log-normal with mean 1 (sigma 0.6), so some users click far more than others, week after week,
+ * as real users do (and as CUPED and the statistics over users need to be tested against).
+ */
+const CLICK_PROPENSITY_SIGMA = 0.6;
+function userClickPropensity(users: number, seed: number): Float64Array {
+  const rng = new Rng(seed, 4);
+  const propensity = new Float64Array(users);
+  for (let i = 0; i < users; i++) propensity[i] = rng.logNormal(Math.exp((-CLICK_PROPENSITY_SIGMA * CLICK_PROPENSITY_SIGMA) / 2), CLICK_PROPENSITY_SIGMA);
+  return propensity;
+}
+
 const NOUNS = [
   "shoes", "sneakers", "boots", "sandals", "jacket", "coat", "hoodie", "t-shirt", "shirt", "jeans",
   "dress", "skirt", "shorts", "socks", "backpack", "handbag", "wallet", "watch", "sunglasses", "hat",
@@ -399,6 +412,7 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
   const querySampler = zipfSampler(vocabulary.length, 0.9);
   const userSampler = new WeightedSampler(userActivityWeights(options.users, options.seed));
   const userSeen = new Uint8Array(options.users);
+  const propensity = userClickPropensity(options.users, options.seed);
   const rng = new Rng(options.seed, 3);
   const span = Math.max(1, endMs - END_MARGIN_MS - startMs);
 
@@ -441,7 +455,7 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
     if (noResults) stats.noResultsSearches++;
     yield { kind: "impression", eventId: `${prefix}e${produced - 1}`, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestampMs };
 
-    if (noResults || rng.next() >= model.clickProbability) continue;
+    if (noResults || rng.next() >= Math.min(0.9, model.clickProbability * propensity[userIndex]!)) continue;
     let rank = rng.geometric(FIRST_RANK_P) % resultsCount;
     let clickMs = timestampMs;
     let clicks = 0;

@@ -198,7 +198,8 @@ export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine
         p: `${pValue(m?.pValue)}${m?.significant ? "*" : ""}`,
         pAdjusted: `${pValue(m?.pValueAdjusted)}${m?.significantAdjusted ? "*" : ""}`,
         mde: m?.mde === undefined ? NO_DATA : `±${points(m.mde).slice(1)}${m.relativeMde === undefined ? "" : ` (±${signedPercent(m.relativeMde).slice(1)})`}`,
-        note: m?.varianceReduction === undefined ? "" : `CUPED: variance -${(m.varianceReduction * 100).toFixed(0)}%`,
+        // A reduction below 0 (CUPED made it worse, which happens when the pre-period predicts nothing) shows as an increase.
+        note: m?.varianceReduction === undefined ? "" : `CUPED: variance ${m.varianceReduction >= 0 ? "-" : "+"}${Math.abs(m.varianceReduction * 100).toFixed(1)}%`,
         tone: !decisive || m?.lift === undefined ? "" : m.lift.value > 0 === higherIsBetter ? "good" : "bad",
       };
     });
