@@ -745,7 +745,20 @@ export interface BenchReport {
     windowStart: string;
     windowEnd: string;
   };
-  ingest: { rpc: "StreamEvents"; streams: number; batchSize: number; events: number; batches: number; accepted: number; duplicates: number; rejected: number; seconds: number; eventsPerSecond: number };
+  ingest: {
+    rpc: "StreamEvents";
+    streams: number;
+    batchSize: number;
+    events: number;
+    batches: number;
+    accepted: number;
+    duplicates: number;
+    rejected: number;
+    seconds: number;
+    eventsPerSecond: number;
+    /** The rate over each tenth of the load, in order: a decline shows at a glance. */
+    perTenth: { tenth: number; eventsPerSecond: number }[];
+  };
   verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; ok: boolean };
   rawInsert: (RawInsertResult & { serviceToRawRatio: number }) | null;
   unary: UnaryResult | null;
@@ -790,6 +803,7 @@ function printReport(r: BenchReport): string {
 
   const writes: string[][] = [["writes", "count", "seconds", "rate", "p50 ms", "p99 ms", ""]];
   writes.push([`StreamEvents ingest (${r.ingest.streams} streams)`, formatInteger(r.ingest.events), r.ingest.seconds.toFixed(1), `${formatInteger(r.ingest.eventsPerSecond)} events/s`, "", "", ""]);
+  for (const x of r.ingest.perTenth) writes.push([`  tenth ${x.tenth} of the load`, formatInteger(r.ingest.events / 10), "", `${formatInteger(x.eventsPerSecond)} events/s`, "", "", ""]);
   if (r.rawInsert) {
     writes.push([`raw insertMany (${r.rawInsert.writers} writers x ${formatInteger(r.rawInsert.batchSize)})`, formatInteger(r.rawInsert.docs), r.rawInsert.seconds.toFixed(1), `${formatInteger(r.rawInsert.docsPerSecond)} docs/s`, "", "", `service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}`]);
   }
@@ -952,8 +966,16 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   sampler.phase = "load";
   const now = Date.now();
   const progress = createProgress({ label: "ingest", total: o.events, unit: "events" });
-  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
+  // When each tenth of the load was handed to the streams (HTTP/2 flow control keeps that within
+  // a few batches of what the server has written): the rate per tenth shows whether ingest
+  // slows down as the collections grow.
+  const tenthAt: number[] = [performance.now()];
+  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => {
+    progress.update(p.sent);
+    while (tenthAt.length <= 10 && p.sent >= (o.events * tenthAt.length) / 10) tenthAt.push(performance.now());
+  });
   progress.finish();
+  if (tenthAt.length === 11) tenthAt[10] = Math.max(tenthAt[10]!, tenthAt[0]! + load.seconds * 1000);
   checkpoint(res);
   const s = load.stats;
   r.dataset = {
@@ -982,8 +1004,10 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     rejected: load.rejected,
     seconds: load.seconds,
     eventsPerSecond: load.eventsPerSecond,
+    perTenth: tenthAt.slice(1).map((t, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (t - tenthAt[i]!) / 1000) })),
   };
   log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
+  log(`ingest per tenth of the load (events/s): ${r.ingest.perTenth.map((x) => formatInteger(x.eventsPerSecond)).join(" ")}`);
   if (load.rejected > 0) log(`the server rejected ${load.rejected} event(s), e.g. ${JSON.stringify(load.rejections[0])}`);
   if (load.duplicates > 0) log(`the server saw ${load.duplicates} duplicate(s)`);
 

@@ -131,6 +131,11 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.dataset.events).toBe(3_000);
     expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
     expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
+    // Ten tenths, each a rate; together they take the whole load's time.
+    expect(r.ingest.perTenth.map((x: { tenth: number }) => x.tenth)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const seconds = r.ingest.perTenth.reduce((sum: number, x: { eventsPerSecond: number }) => sum + 300 / x.eventsPerSecond, 0);
+    expect(seconds).toBeGreaterThan(r.ingest.seconds * 0.5);
+    expect(seconds).toBeLessThan(r.ingest.seconds * 1.5 + 0.5);
     // The server stored exactly what was generated, as GetCtr over the whole period reports it.
     expect(r.verify.clicks + r.verify.impressions).toBe(3_000);
     expect(r.verify).toMatchObject({ ok: true, expected: 3_000, storedDocuments: 3_000, clicks: r.dataset.clicks, impressions: r.dataset.impressions });
@@ -159,6 +164,7 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.memory.server.samples).toBeGreaterThan(0);
     expect(r.memory.engine.peakRssBytes).toBeGreaterThan(0);
     expect(stdout).toMatch(/StreamEvents ingest .* events\/s/);
+    expect(stdout).toMatch(/^ +tenth 10 of the load .* events\/s/m);
 
     // Everything it started is gone, and so is its temporary data directory.
     expect(existsSync(r.storage.dataDir)).toBe(false);
