@@ -737,7 +737,8 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
   latencyThreshold?: number | undefined;
 
   /**
-   * Below this many impressions in any compared variant there is no recommendation; unset means 100.
+   * A variant with fewer impressions than this is never recommended, and with the control below
+   * it nothing is; unset means 100.
    *
    * @generated from field: optional int64 min_impressions = 6;
    */
@@ -2172,7 +2173,8 @@ export enum LatencyStatus {
   REGRESSION = 2,
 
   /**
-   * A p95 is missing on either side (too few impressions): never a pass.
+   * Either p95 is missing or cannot be bounded at the chosen confidence (fewer than about 86
+   * searches in an arm at 95%): never a pass.
    *
    * @generated from enum value: LATENCY_STATUS_INSUFFICIENT_DATA = 3;
    */
