@@ -682,7 +682,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
       .toArray(),
     c.clicks.aggregate([{ $match: m }, { $group: { _id: { v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
-  const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)));
+  const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)), timeLimit(budget).maxTimeMS);
   const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, [number, number, number, number]> }>();
   const entry = (v: string, user: string) => {
     let e = parts.get(v);

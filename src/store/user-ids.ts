@@ -39,8 +39,8 @@ export class UserNumbers {
 
   constructor(private readonly c: Collections) {}
 
-  /** The number of every id, assigning numbers to ids that have none yet. */
-  async resolve(ids: Iterable<string>): Promise<Map<string, number>> {
+  /** The number of every id, assigning numbers to ids that have none yet; `maxTimeMS` bounds a read's lookup. */
+  async resolve(ids: Iterable<string>, maxTimeMS?: number): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     let missing: string[] = [];
     for (const id of new Set(ids)) {
@@ -49,7 +49,7 @@ export class UserNumbers {
       else out.set(id, n);
     }
     for (let attempt = 0; missing.length > 0; attempt++) {
-      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }).toArray()) this.learn(out, d._id, Number(d.n));
+      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, maxTimeMS === undefined ? {} : { maxTimeMS }).toArray()) this.learn(out, d._id, Number(d.n));
       missing = missing.filter((id) => !out.has(id));
       if (missing.length === 0) break;
       if (attempt >= 3) throw new MongoServerError({ message: `could not number ${missing.length} user(s)`, code: DUPLICATE_KEY });
@@ -104,20 +104,14 @@ export class UserSet {
     this.words = words;
   }
 
-  add(n: number): void {
-    const w = n >>> 5;
-    if (w >= this.words.length) this.grow(w + 1);
-    this.words[w]! |= 1 << (n & 31);
-  }
-
   /** Sets bit mask `mask` (unsigned) in word `w`. */
   orWord(w: number, mask: number): void {
-    if (w >= this.words.length) this.grow(w + 1);
+    this.reserve(w + 1);
     this.words[w]! |= mask;
   }
 
   or(other: UserSet): void {
-    if (other.words.length > this.words.length) this.grow(other.words.length);
+    this.reserve(other.words.length);
     const a = this.words;
     const b = other.words;
     for (let i = 0; i < b.length; i++) a[i]! |= b[i]!;
@@ -129,11 +123,9 @@ export class UserSet {
     return total;
   }
 
-  clone(): UserSet {
-    return new UserSet(this.words.slice());
-  }
-
-  private grow(length: number): void {
+  /** Room for `length` words (growing by doubling, so adding word by word stays linear). */
+  reserve(length: number): void {
+    if (length <= this.words.length) return;
     const next = new Uint32Array(Math.max(length, this.words.length * 2));
     next.set(this.words);
     this.words = next;
@@ -153,10 +145,8 @@ export function usersInSeveral(sets: Iterable<UserSet>): number {
   const twice = new UserSet();
   for (const s of sets) {
     const length = s.words.length;
-    if (length > once.words.length) {
-      once.or(new UserSet(new Uint32Array(length)));
-      twice.or(new UserSet(new Uint32Array(length)));
-    }
+    once.reserve(length);
+    twice.reserve(length);
     for (let i = 0; i < length; i++) {
       const w = s.words[i]!;
       twice.words[i]! |= once.words[i]! & w;
