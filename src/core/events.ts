@@ -48,6 +48,8 @@ export interface Impression {
   resultsCount: number;
   responseTimeMs: number;
   timestamp: Date;
+  /** Interleaved lists only: the ranker of each shown position. */
+  teams?: string[] | undefined;
 }
 
 /** Identity as the transport resolved it: request field first, then call metadata. */
@@ -78,6 +80,17 @@ export interface ImpressionInput extends Identity, EventKeys {
   resultsCount: number;
   responseTimeMs: number;
   timestamp?: Date | undefined;
+  teams?: readonly string[] | undefined;
+}
+
+/** Positions an interleaved list may label (far beyond any result page). */
+export const MAX_TEAMS = 1000;
+
+/** The ranker of each position of an interleaved list: names like variants; none for an ordinary search. */
+function optionalTeams(teams: readonly string[] | undefined): string[] | undefined {
+  if (teams === undefined || teams.length === 0) return undefined;
+  if (teams.length > MAX_TEAMS) throw new InvalidArgumentError("teams", `must have at most ${MAX_TEAMS} entries, got ${teams.length}`);
+  return teams.map((team, i) => requireVariant(`teams[${i}]`, team));
 }
 
 /**
@@ -193,5 +206,6 @@ export function validateImpression(input: ImpressionInput, now: Date = new Date(
     resultsCount: requireNonNegativeInt("results_count", input.resultsCount),
     responseTimeMs: requireResponseTime("response_time_ms", input.responseTimeMs),
     timestamp: resolveTimestamp("timestamp", input.timestamp, now),
+    ...(input.teams === undefined || input.teams.length === 0 ? {} : { teams: optionalTeams(input.teams) }),
   };
 }

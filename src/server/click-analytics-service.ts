@@ -10,6 +10,8 @@ import { userActivity, type EventTotals, type MetricsFilter } from "../store/met
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
+import { interleavingResult } from "../core/interleaving.js";
+import { interleavedImpressions } from "../store/interleaving.js";
 import { ctrFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
@@ -286,6 +288,35 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     exportEvents: (req, ctx) => exportEvents(store, req, ctx, now()),
+
+    async getInterleavingResult(req, ctx) {
+      const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
+      const rankerA = requireVariant("ranker_a", req.rankerA);
+      const rankerB = requireVariant("ranker_b", req.rankerB);
+      if (rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
+      const confidence = req.confidence ?? 0.95;
+      if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
+      await requireComplete();
+      const r = interleavingResult(await interleavedImpressions(store.collections, filter), rankerA, rankerB, confidence);
+      return {
+        periodDays: filter.window.days,
+        rankerA,
+        rankerB,
+        confidence,
+        impressions: count(r.impressions),
+        winsA: count(r.winsA),
+        winsB: count(r.winsB),
+        ties: count(r.ties),
+        users: count(r.users),
+        usersPreferringA: count(r.usersPreferringA),
+        usersPreferringB: count(r.usersPreferringB),
+        usersTied: count(r.usersTied),
+        delta: r.delta,
+        pValue: r.pValue,
+        significant: r.significant,
+        preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? rankerA : rankerB,
+      };
+    },
 
     async reset(_req, ctx) {
       requireAdmin(ctx, deps.adminToken);

@@ -36,6 +36,7 @@ export function impressionFromRequest(req: LogImpressionRequest, ctx: CallContex
       resultsCount: req.resultsCount,
       responseTimeMs: req.responseTimeMs,
       timestamp: requestTime(req.timestamp),
+      teams: req.teams,
     },
     now,
   );

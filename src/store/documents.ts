@@ -29,6 +29,8 @@ export interface ImpressionDocument {
   user_id: string;
   query: string;
   query_normalized: string;
+  /** Interleaved lists only: the ranker ("team") of each shown position. */
+  teams?: string[];
   variant: string;
   results_count: number;
   /** Set once a click linked to this impression is recorded (search-level CTR). */
@@ -95,5 +97,6 @@ export function impressionDocument(e: Impression): ImpressionDocument {
     response_time_ms: new Double(e.responseTimeMs),
     session_id: e.sessionId,
     timestamp: e.timestamp,
+    ...(e.teams === undefined ? {} : { teams: e.teams }),
   };
 }

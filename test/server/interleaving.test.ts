@@ -1,0 +1,78 @@
+/**
+ * GetInterleavingResult through the typed client and a grpcurl-like reflection client: searches
+ * logged with their teams (built by the client's teamDraftInterleave), clicks credited through
+ * the linked search, and bad requests refused naming the field.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
+import { grpcurl } from "../support/grpcurl.js";
+import { startHarness, type Harness } from "../support/harness.js";
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness();
+});
+afterAll(() => h.close());
+beforeEach(() => h.server.store.reset());
+
+const search = (id: string, user: string, teams: string[]) => ({ kind: { case: "impression" as const, value: { impressionId: id, userId: user, query: "q", variant: "interleave", resultsCount: teams.length, responseTimeMs: 10, teams } } });
+const click = (id: string, user: string, rank: number) => ({ kind: { case: "click" as const, value: { impressionId: id, userId: user, productId: `p${rank}`, rank, searchQuery: "q", variant: "interleave", responseTimeMs: 10 } } });
+
+describe("GetInterleavingResult", () => {
+  it("credits clicks to the ranker of the clicked position, per search and per user, with the preference over users", async () => {
+    const T = ["bm25", "neural", "bm25", "neural"];
+    // u1: neural wins s1 (rank 1), ties s2 (0 and 1); u2: bm25 wins s3 (rank 2); s4 has no click;
+    // u3: neural wins s5 (ranks 1 and 3) — its click on s5 arrives before the search itself.
+    await h.client.logEvents({ events: [click("s5", "u3", 1), click("s5", "u3", 3)] });
+    await h.client.logEvents({
+      events: [search("s1", "u1", T), search("s2", "u1", T), search("s3", "u2", T), search("s4", "u2", T), search("s5", "u3", T), search("plain", "u1", []), click("s1", "u1", 1), click("s2", "u1", 0), click("s2", "u1", 1), click("s3", "u2", 2), click("plain", "u1", 0)],
+    });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "bm25", rankerB: "neural" });
+    expect(r).toMatchObject({ rankerA: "bm25", rankerB: "neural", impressions: 5n, winsA: 1n, winsB: 2n, ties: 1n, users: 3n, usersPreferringA: 1n, usersPreferringB: 2n, usersTied: 0n, confidence: 0.95 });
+    // (1 + 1/2) / 4 - 1/2
+    expect(r.delta!.value).toBeCloseTo(-0.125, 12);
+    expect(r.significant).toBe(false);
+    expect(r.preferred).toBe("");
+
+    // The same through a reflection client, as grpcurl sends it (proto3 JSON).
+    const json = (await grpcurl(h.server.address, ["-plaintext", "-d", '{"days": 1, "rankerA": "neural", "rankerB": "bm25"}', "localhost:50051", "clickanalytics.v1.ClickAnalytics/GetInterleavingResult"])) as Record<string, unknown>;
+    expect(json).toMatchObject({ rankerA: "neural", rankerB: "bm25", winsA: "2", winsB: "1", ties: "1", users: "3" });
+    expect(json.delta).toMatchObject({ value: 0.125 });
+  });
+
+  it("finds the better ranker when users keep choosing it, on lists the typed client interleaved", async () => {
+    const events = [];
+    for (let u = 0; u < 40; u++) {
+      for (let s = 0; s < 3; s++) {
+        const id = `u${u}-s${s}`;
+        const { results, teams } = teamDraftInterleave(["x1", "x2", "x3"], ["y1", "y2", "y3"], { seed: id, teamA: "old", teamB: "new" });
+        events.push(search(id, `u${u}`, teams));
+        // Users click the best "new" result, except one search in six.
+        const target = (u + s) % 6 === 0 ? results.indexOf("x1") : results.indexOf("y1");
+        events.push(click(id, `u${u}`, target));
+      }
+    }
+    await h.client.logEvents({ events });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "old", rankerB: "new", confidence: 0.99 });
+    expect(r.confidence).toBe(0.99);
+    expect(r.winsA + r.winsB).toBe(120n);
+    expect(r.delta!.value).toBeLessThan(0);
+    expect(r.delta!.high).toBeLessThan(0);
+    expect(r.significant).toBe(true);
+    expect(r.preferred).toBe("new");
+  });
+
+  it("refuses bad requests and bad teams, naming the field", async () => {
+    const invalid = async (p: Promise<unknown>, detail: RegExp) => {
+      const e = (await p.catch((x: unknown) => x)) as ServiceError;
+      expect(e.code).toBe(Status.INVALID_ARGUMENT);
+      expect(e.details).toMatch(detail);
+    };
+    await invalid(h.client.getInterleavingResult({ rankerB: "b" }), /^ranker_a: /);
+    await invalid(h.client.getInterleavingResult({ rankerA: "a", rankerB: "a" }), /^ranker_b: must differ from ranker_a/);
+    await invalid(h.client.getInterleavingResult({ rankerA: "a", rankerB: "b", confidence: 1 }), /^confidence: /);
+    const res = await h.client.logEvents({ events: [search("bad", "u", ["ok", "not ok!"])] });
+    expect(res.results[0]).toMatchObject({ field: "events[0].impression.teams[1]" });
+    await invalid(h.client.logImpression({ query: "q", variant: "v", teams: Array.from({ length: 1001 }, () => "a") }), /^teams: must have at most 1000 entries/);
+  });
+});
