@@ -11,6 +11,8 @@ import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
 import { interleavingResult } from "../core/interleaving.js";
+import { ctrByRank, searchesShowingRank } from "../core/position-bias.js";
+import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { interleavedImpressions } from "../store/interleaving.js";
 import { ctrFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
@@ -182,7 +184,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     async getRankMetrics(req, ctx) {
       const filter = withBudget(metricsFilter(req, now()), ctx);
       await requireComplete();
-      const stats = (await metrics.ranks(filter, false)).get("") ?? rankStats([]);
+      const [ranks, positions] = await Promise.all([metrics.ranks(filter, false), metrics.positions(filter, false)]);
+      const stats = ranks.get("") ?? rankStats([]);
+      const shown = searchesShowingRank(positions.get("")?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP);
       return {
         avgRank: stats.avg,
         medianRank: stats.median,
@@ -190,6 +194,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         maxRank: stats.max,
         clicksByRank: Object.fromEntries([...stats.clicksByRank].map(([rank, n]) => [rank, count(n)])),
         totalClicks: count(stats.total),
+        searchesByRank: Object.fromEntries(shown.flatMap((n, rank) => (n > 0 ? [[rank, count(n)]] : []))),
+        ctrByRank: Object.fromEntries(ctrByRank(stats.clicksByRank, shown)),
       };
     },
 

@@ -10,6 +10,8 @@ import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
 import type { MetricsFilter } from "../store/metrics-queries.js";
 import type { MetricsSource } from "../store/metrics-source.js";
+import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
+import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { ctrFields } from "./ctr-fields.js";
 import { responseTime } from "./request-mapping.js";
 
@@ -78,6 +80,15 @@ export async function variantComparison(
     ]),
   );
   const result = compareVariants(data, settings, now.usersInSeveralArms);
+  // Position bias: each variant's clicks against what the window's per-rank CTR over all variants expects.
+  const shownBy = new Map([...now.arms].map(([name, arm]) => [name, searchesShowingRank(arm.positions.resultsCounts, RESULTS_COUNT_CAP)]));
+  const pooledClicks = new Map<number, number>();
+  const pooledShown = new Array<number>(RESULTS_COUNT_CAP).fill(0);
+  for (const [name, arm] of now.arms) {
+    for (const [rank, n] of arm.positions.clicksByRank) pooledClicks.set(rank, (pooledClicks.get(rank) ?? 0) + n);
+    shownBy.get(name)!.forEach((n, rank) => (pooledShown[rank]! += n));
+  }
+  const pooled = ctrByRank(pooledClicks, pooledShown);
   const variants = Object.fromEntries(
     [...data].map(([name, v]) => {
       return [
@@ -92,6 +103,7 @@ export async function variantComparison(
           ctrInterval: ratioInterval(v, "ctr", settings),
           p95ResponseTimeMs: v.p95ResponseTimeMs,
           p95ResponseTimeInterval: v.latency ? p95Interval(v.latency, settings.confidence) : undefined,
+          coec: clicksOverExpected(now.arms.get(name)!.positions.clicksByRank, shownBy.get(name)!, pooled),
         },
       ];
     }),

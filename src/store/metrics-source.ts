@@ -24,7 +24,7 @@ import {
   type TotalsBreakdown,
 } from "./metrics-queries.js";
 import { QueryTableReader } from "./query-tables.js";
-import type { RollupAggregate, RollupReader, WindowAggregates } from "./rollups.js";
+import { RESULTS_COUNT_CAP, type RollupAggregate, type RollupReader, type WindowAggregates } from "./rollups.js";
 import { match, timeLimit } from "./metrics-queries.js";
 import { usersInSeveral } from "./user-ids.js";
 
@@ -34,6 +34,8 @@ export interface ArmData {
   buckets: BucketSums;
   /** Latency sketch (bucket key -> impressions, see core/sketches.ts) and exact extremes. */
   latency: { histogram: Map<number, number>; bounds?: { min: number; max: number } | undefined };
+  /** Clicks per rank and searches per results_count, for position-debiased CTR. */
+  positions: Positions;
 }
 
 export interface ArmsBreakdown {
@@ -57,6 +59,14 @@ export interface MetricsSource {
   topQueries(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]>;
   /** Per variant, what the A/B statistics need (no user filter). */
   arms(f: MetricsFilter): Promise<ArmsBreakdown>;
+  /** Clicks per rank and searches per (capped) results_count, overall (key "") or per variant. */
+  positions(f: MetricsFilter, perVariant: boolean): Promise<Map<string, Positions>>;
+}
+
+export interface Positions {
+  clicksByRank: Map<number, number>;
+  /** results_count, capped at RESULTS_COUNT_CAP -> searches. */
+  resultsCounts: Map<number, number>;
 }
 
 /** Straight from the events: exact, and what every other source is checked against. */
@@ -69,7 +79,25 @@ export function rawMetrics(c: Collections): MetricsSource {
     timeSeries: (f, unit, zone, starts) => timeBuckets(c, f, unit, zone, starts),
     topQueries: (f, order, limit) => topQueries(c, f, order, limit),
     arms: (f) => rawArms(c, f),
+    positions: (f, perVariant) => rawPositions(c, f, perVariant),
   };
+}
+
+async function rawPositions(c: Collections, f: MetricsFilter, perVariant: boolean): Promise<Map<string, Positions>> {
+  const key = perVariant ? "$variant" : null;
+  const [shown, clicks] = await Promise.all([
+    c.impressions.aggregate<{ _id: { v: string | null; n: number }; searches: number }>([{ $match: match(f) }, { $group: { _id: { v: key, n: { $min: ["$results_count", RESULTS_COUNT_CAP] } }, searches: { $sum: 1 } } }], timeLimit(f)).toArray(),
+    c.clicks.aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: key, r: "$rank" }, n: { $sum: 1 } } }], timeLimit(f)).toArray(),
+  ]);
+  const out = new Map<string, Positions>();
+  const entry = (v: string | null) => {
+    let p = out.get(v ?? "");
+    if (!p) out.set(v ?? "", (p = { clicksByRank: new Map(), resultsCounts: new Map() }));
+    return p;
+  };
+  for (const r of shown) entry(r._id.v).resultsCounts.set(Number(r._id.n), Number(r.searches));
+  for (const r of clicks) entry(r._id.v).clicksByRank.set(Number(r._id.r), Number(r.n));
+  return out;
 }
 
 /** The arms straight from the events: per (variant, user) sums, bucketed here. */
@@ -90,11 +118,15 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
     c.impressions.aggregate<{ _id: string; rts: number[] }>([{ $match: m }, { $group: { _id: "$variant", rts: { $push: "$response_time_ms" } } }], { allowDiskUse: true, ...timeLimit(f) }).toArray(),
   ]);
   const arms = new Map<string, ArmData>();
+  const positions = await rawPositions(c, f, true);
   const variantsOf = new Map<string, number>();
   for (const r of perUser) {
     const v = String(r._id.v);
     let arm = arms.get(v);
-    if (!arm) arms.set(v, (arm = { totals: { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 }, buckets: emptyBucketSums(), latency: { histogram: new Map() } }));
+    if (!arm) {
+      const p = positions.get(v) ?? { clicksByRank: new Map(), resultsCounts: new Map() };
+      arms.set(v, (arm = { totals: { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
+    }
     const t = arm.totals;
     t.impressions += Number(r.i);
     t.clicks += Number(r.c);
@@ -172,10 +204,15 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       // Query tables answer trailing windows; a period with an explicit end is read from the events.
       return f.userId !== undefined || f.window.until !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit);
     },
+    async positions(f, perVariant) {
+      if (f.userId !== undefined) return raw.positions(f, perVariant);
+      const w = await window(f);
+      return new Map(pick(w, perVariant).map(([k, a]) => [k, { clicksByRank: a.ranks, resultsCounts: a.resultsCounts }]));
+    },
     async arms(f) {
       const w = await window(f);
       const arms = new Map<string, ArmData>(
-        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) } }]),
+        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: { clicksByRank: a.ranks, resultsCounts: a.resultsCounts } }]),
       );
       return { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() };
     },

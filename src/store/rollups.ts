@@ -54,6 +54,8 @@ export interface RollupDocument {
   rt_max?: number;
   /** rank -> clicks */
   ranks: Record<string, number>;
+  /** results_count (capped at RESULTS_COUNT_CAP) -> impressions: how many searches showed each rank. */
+  rc?: Record<string, number>;
   /** latency bucket -> impressions (see latencyBucket) */
   rt: Record<string, number>;
   /**
@@ -106,6 +108,8 @@ export function rollupCollection(c: Collections): Collection<RollupDocument> {
 export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
 
 type BucketField = "i" | "c" | "s" | "n";
+/** Result counts are kept exactly up to this (a search showing more counts as showing this many): per-rank CTRs cover ranks below it. */
+export const RESULTS_COUNT_CAP = 100;
 const bucketField = (userId: string, field: BucketField) => `ub.${userBucket(userId)}.${field}`;
 /** The bitmap word of user number n, and its bit. */
 const userWord = (n: number) => {
@@ -174,6 +178,7 @@ class RollupDelta {
     this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0, s: swc });
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.imp = (d.inc.imp ?? 0) + 1;
+      add(d.inc, `rc.${Math.min(e.results_count, RESULTS_COUNT_CAP)}`, 1);
       add(d.inc, bucketField(e.user_id, "i"), 1);
       if (swc) {
         d.inc.swc = (d.inc.swc ?? 0) + 1;
@@ -417,6 +422,8 @@ export interface RollupAggregate {
   rtMin?: number | undefined;
   rtMax?: number | undefined;
   ranks: Map<number, number>;
+  /** results_count (capped) -> impressions. */
+  resultsCounts: Map<number, number>;
   rt: Map<number, number>;
   /** Exact distinct users (their numbers, see user-ids.ts). */
   users: UserSet;
@@ -425,7 +432,7 @@ export interface RollupAggregate {
 }
 
 export function emptyAggregate(): RollupAggregate {
-  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
 }
 
 /** The non-zero words of a user bitmap. */
@@ -481,6 +488,7 @@ function decode(d: RollupDocument): Decoded {
     rtMin: d.rt_min === undefined ? undefined : Number(d.rt_min),
     rtMax: d.rt_max === undefined ? undefined : Number(d.rt_max),
     ranks: toNumberMap(d.ranks),
+    resultsCounts: toNumberMap(d.rc),
     rt: toNumberMap(d.rt),
     users: sparseUsers(words),
     buckets: sparseBuckets(buckets),
@@ -498,6 +506,7 @@ function addInto(into: RollupAggregate, d: Part, perUser = true): void {
   if (d.rtMin !== undefined) into.rtMin = Math.min(into.rtMin ?? Infinity, d.rtMin);
   if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
   for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
+  for (const [k, n] of d.resultsCounts) into.resultsCounts.set(k, (into.resultsCounts.get(k) ?? 0) + n);
   mergeLatency(into.rt, d.rt);
   if (!perUser) return;
   for (let i = 0; i < d.users.words.length; i++) into.users.orWord(d.users.words[i]!, d.users.bits[i]!);
@@ -676,6 +685,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
             rtMin: { $min: "$response_time_ms" },
             rtMax: { $max: "$response_time_ms" },
             rts: { $push: "$response_time_ms" },
+            rcs: { $push: { $min: ["$results_count", RESULTS_COUNT_CAP] } },
           },
         },
       ], byTime)
@@ -686,7 +696,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
   const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, [number, number, number, number]> }>();
   const entry = (v: string, user: string) => {
     let e = parts.get(v);
-    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), rt: new Map() }, words: new Map(), buckets: new Map() }));
+    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map() }, words: new Map(), buckets: new Map() }));
     const n = numbers.get(user)!;
     const word = Math.floor(n / WORD_BITS);
     e.words.set(word, ((e.words.get(word) ?? 0) | (1 << n % WORD_BITS)) >>> 0);
@@ -708,6 +718,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
       const k = latencyBucket(Number(ms));
       a.rt.set(k, (a.rt.get(k) ?? 0) + 1);
     }
+    for (const n of r.rcs as number[]) a.resultsCounts.set(Number(n), (a.resultsCounts.get(Number(n)) ?? 0) + 1);
     sums[0] += Number(r.imp);
     sums[2] += Number(r.swc);
     sums[3] += Number(r.nr);

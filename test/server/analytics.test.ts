@@ -557,3 +557,49 @@ describe("periods [start_time, end_time)", () => {
     await invalid(h.client.getVariantComparison({ startTime: timestampFromDate(new Date(base - 400 * day)), endTime: period.endTime }), /^end_time: must be at most 365 days after start_time/);
   });
 });
+
+describe("position bias", () => {
+  it("CTR per rank over the searches that showed it, and COEC per variant, against a computation here on random data", async () => {
+    let seed = 99;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
+    const events = [];
+    const logged: { variant: string; results: number; ranks: number[] }[] = [];
+    for (let i = 0; i < 300; i++) {
+      const variant = i % 2 === 0 ? "search_v1" : "search_v2";
+      const results = [0, 1, 2, 3, 5, 8, 120][Math.floor(rand() * 7)]!;
+      const ranks: number[] = [];
+      for (let r = 0; r < Math.min(results, 6); r++) if (rand() < (variant === "search_v1" ? 0.3 : 0.4) / (r + 1)) ranks.push(r);
+      if (results > 100 && rand() < 0.5) ranks.push(110); // beyond the kept ranks: counted as a click, not in the position measures
+      logged.push({ variant, results, ranks });
+      events.push({ kind: { case: "impression" as const, value: { impressionId: `p${i}`, userId: `u${i % 17}`, query: "q", variant, resultsCount: results, responseTimeMs: 5 } } });
+      for (const rank of ranks) events.push({ kind: { case: "click" as const, value: { impressionId: `p${i}`, userId: `u${i % 17}`, productId: "x", rank, searchQuery: "q", variant, responseTimeMs: 5 } } });
+    }
+    for (let i = 0; i < events.length; i += 500) await h.client.logEvents({ events: events.slice(i, i + 500) });
+    // Here: searches showing each rank below 100 and clicks there, per variant and pooled.
+    const count = (rows: typeof logged) => {
+      const shown = new Map<number, number>();
+      const clicks = new Map<number, number>();
+      for (const row of rows) {
+        for (let r = 0; r < Math.min(row.results, 100); r++) shown.set(r, (shown.get(r) ?? 0) + 1);
+        for (const r of row.ranks) if (r < 100) clicks.set(r, (clicks.get(r) ?? 0) + 1);
+      }
+      return { shown, clicks };
+    };
+    const all = count(logged);
+    const pooledCtr = new Map([...all.shown].map(([r, n]) => [r, (all.clicks.get(r) ?? 0) / n]));
+    const ranks = await h.client.getRankMetrics({});
+    expect(Object.fromEntries(Object.entries(ranks.searchesByRank).map(([r, n]) => [r, Number(n)]))).toEqual(Object.fromEntries(all.shown));
+    for (const [r, ctr] of pooledCtr) expect(ranks.ctrByRank[r], `rank ${r}`).toBeCloseTo(ctr, 12);
+    const comparison = await h.client.getVariantComparison({});
+    for (const variant of ["search_v1", "search_v2"]) {
+      const mine = count(logged.filter((row) => row.variant === variant));
+      let expected = 0;
+      for (const [r, n] of mine.shown) expected += n * pooledCtr.get(r)!;
+      const clicks = [...mine.clicks.values()].reduce((a, b) => a + b, 0);
+      expect(comparison.variants[variant]!.coec, variant).toBeCloseTo(clicks / expected, 12);
+    }
+    // search_v2 clicks more at every position than search_v1: its COEC is above 1, search_v1's below.
+    expect(comparison.variants.search_v2!.coec!).toBeGreaterThan(1);
+    expect(comparison.variants.search_v1!.coec!).toBeLessThan(1);
+  });
+});

@@ -31,6 +31,7 @@ const SEED = Number(process.env.EQUIVALENCE_SEED ?? 20261128);
 /** Queries whose text tests the query tables' field names and the order of ties. */
 const ODD_QUERIES = ["node.js", "$where", "100% Cotton", "a.b.c", "%41", "Straße  Ünï", "emoji 🦄", "\uFFFD end", "ﬁle", " padded "];
 const VARIANTS = ["search_v1", "search_v2", "search_v3"];
+const RESULT_COUNTS = [1, 2, 3, 10, 10, 10, 99, 100, 101, 250];
 let h: Harness;
 let raw: MetricsSource;
 let fast: MetricsSource;
@@ -39,6 +40,8 @@ beforeAll(async () => {
   h = await startHarness();
   const rand = prng(SEED);
   const pickQuery = prng(SEED + 1);
+  // Result counts either side of the cap of kept counts (its own generator, so the rest of the data stays as it was).
+  const pickCount = prng(SEED + 3);
   const now = Date.now();
   const impressions: EventInit[] = [];
   const clicks: EventInit[] = [];
@@ -54,7 +57,7 @@ beforeAll(async () => {
     const ms = Math.round(Math.exp(3.5 + rand() * 2.5) * 100) / 100;
     // Its own generator, so the rest of the data is what it was before odd queries were added.
     const query = pickQuery() < 0.2 ? ODD_QUERIES[Math.floor(pickQuery() * ODD_QUERIES.length)]! : `q${i % 50}`;
-    const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query, variant, resultsCount: rand() < 0.05 ? 0 : 10, responseTimeMs: ms, timestamp: at } } };
+    const impression: EventInit = { kind: { case: "impression", value: { eventId: `imp-${i}`, impressionId: `imp-${i}`, userId, query, variant, resultsCount: rand() < 0.05 ? 0 : RESULT_COUNTS[Math.floor(pickCount() * RESULT_COUNTS.length)]!, responseTimeMs: ms, timestamp: at } } };
     // Some impressions arrive after their clicks, some in the same batch.
     const late = rand() < 0.1;
     const withClicks = !late && i % 3 === 0;
@@ -141,6 +144,7 @@ describe("rollups equal raw events", () => {
         close(qs, rs, 1e-9);
         expect(actual.latency.histogram, `${name} ${v}`).toEqual(expected.latency.histogram);
         expect(actual.latency.bounds, `${name} ${v}`).toEqual(expected.latency.bounds);
+        expect(actual.positions, `${name} ${v}`).toEqual(expected.positions);
       }
     }
     expect(several).toBeGreaterThan(0);
@@ -151,6 +155,8 @@ describe("rollups equal raw events", () => {
       for (const perVariant of [false, true]) {
         const [r, q] = await Promise.all([raw.ranks(f, perVariant), fast.ranks(f, perVariant)]);
         expect(q, name).toEqual(r);
+        const [rp, qp] = await Promise.all([raw.positions(f, perVariant), fast.positions(f, perVariant)]);
+        expect(qp, name).toEqual(rp);
       }
     }
   });
