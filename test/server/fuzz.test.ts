@@ -11,7 +11,8 @@
  * breaks a rule is INVALID_ARGUMENT naming a broken field ("<field>: <rule>"), one that breaks
  * none is OK; never INTERNAL, UNKNOWN or a hang. Writes are checked against MongoDB before and
  * after (a rejected event writes nothing, LogEvents/StreamEvents store exactly their ACCEPTED
- * events, accepted strings are stored verbatim), and reads against direct counts (so `$`-prefixed
+ * events, accepted strings are stored verbatim, an event is a DUPLICATE exactly when a key of its
+ * kind was stored before or came earlier in its batch), and reads against direct counts (so `$`-prefixed
  * or JSON-looking ids only ever match themselves, and the rollups hold exactly what was accepted).
  *
  * 10,000 requests by default (80% typed, 20% raw), in 4 concurrent lanes per kind; FUZZ_RUNS=100000
