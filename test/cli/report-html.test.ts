@@ -2,8 +2,10 @@
  * `click-analytics report --html`: the compiled CLI writes the page from a live server, and a real
  * browser (headless Chromium) renders it. Checked: the file references nothing outside itself,
  * Chromium's DOM holds every chart with non-degenerate lines, bands and bars, and a screenshot
- * shows the variants' colours. Chromium is installed with apt where missing (as root); where it
- * cannot be, the browser test is skipped with the reason.
+ * shows the variants' colours. The tables' numbers are read by column header and row label and
+ * compared with the server's answer. Chromium is installed with apt where missing (as root); where
+ * it cannot be, the browser test is skipped with the reason, except on CI (CI set), where a missing
+ * Chromium fails the run: CI runs as root with Debian's packages, so it must be there.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -17,6 +19,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EventSchema } from "../../src/client/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { pValue } from "../../src/cli/format.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const run = promisify(execFile);
@@ -75,6 +78,70 @@ function chromiumArgs(profile: string): string[] {
     "--mute-audio",
     `--user-data-dir=${profile}`,
   ];
+}
+
+/** On CI (CI=true, as CI services set it) the browser test must run: a skip there would hide a broken page. */
+const ON_CI = process.env.CI !== undefined && !["", "0", "false"].includes(process.env.CI.trim().toLowerCase());
+
+// ---------------------------------------------------------------------------------------------
+// Tables: cells by column header and row label
+
+const unescapeHtml = (text: string) => text.replace(/&(amp|lt|gt|quot|#39);/g, (_, e: string) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" })[e]!);
+
+/**
+ * The rows of `<table class="cls">` as maps from column name to cell text. A header ending in
+ * "interval" names the column before it ("CTR" then "95% interval" gives "CTR interval"), so
+ * repeated headers stay apart; `conf` is that interval header's confidence label.
+ */
+function tableRows(page: string, cls: string): { conf: string; headers: string[]; rows: Record<string, string>[] } {
+  const start = page.indexOf(`<table class="${cls}">`);
+  expect(start, `table ${cls}`).toBeGreaterThanOrEqual(0);
+  const body = page.slice(start, page.indexOf("</table>", start));
+  const trs = [...body.matchAll(/<tr\b[^>]*>(.*?)<\/tr>/gs)].map((m) => m[1]!);
+  const raw = [...trs[0]!.matchAll(/<th>(.*?)<\/th>/gs)].map((m) => unescapeHtml(m[1]!));
+  const confs = new Set(raw.filter((h) => / interval$/.test(h)).map((h) => h.replace(/ interval$/, "")));
+  expect(confs.size, `${cls}: one confidence for every interval column (${[...confs].join(", ")})`).toBe(1);
+  const headers = raw.map((h, i) => (/ interval$/.test(h) ? `${raw[i - 1]} interval` : h));
+  expect(new Set(headers).size, `${cls}: distinct column names ${headers.join(" | ")}`).toBe(headers.length);
+  const rows = trs.slice(1).map((tr) => {
+    const cells = [...tr.matchAll(/<td\b[^>]*>(.*?)<\/td>/gs)].map((m) => unescapeHtml(m[1]!));
+    expect(cells.length, `${cls}: cells of a row`).toBe(headers.length);
+    return Object.fromEntries(headers.map((h, i) => [h, cells[i]!]));
+  });
+  return { conf: [...confs][0]!, headers, rows };
+}
+
+/** A shown number matches `value` to the digits shown: |shown − value| ≤ half a unit of its last digit. */
+function expectShown(what: string, shown: string, value: number | undefined, scale = 1): void {
+  expect(value, `${what}: the server's value`).toBeDefined();
+  const m = /^[+-]?\d+(?:\.(\d+))?$/.exec(shown.replace(/,/g, ""));
+  expect(m, `${what}: "${shown}" is a number`).not.toBeNull();
+  const halfUnit = 0.5 * 10 ** -(m![1]?.length ?? 0);
+  expect(Math.abs(Number(shown.replace(/,/g, "")) - value! * scale), `${what}: shown "${shown}", the server says ${value! * scale}`).toBeLessThanOrEqual(halfUnit + 1e-9);
+}
+
+/** "25.00%" (or "+1.25 pp", "+5.1%") against a proportion. */
+function expectPercent(what: string, cell: string, value: number | undefined, unit: "%" | " pp" = "%"): void {
+  expect(cell.endsWith(unit), `${what}: "${cell}" ends in "${unit}"`).toBe(true);
+  expectShown(what, cell.slice(0, -unit.length), value, 100);
+}
+
+/** "[19.80%, 21.10%]" or "[-0.40, +2.80] pp" against an interval of proportions. */
+function expectPercentInterval(what: string, cell: string, interval: { low: number; high: number } | undefined, unit: "%" | " pp" = "%"): void {
+  expect(interval, `${what}: the server's interval`).toBeDefined();
+  const m = unit === "%" ? /^\[(\S+)%, (\S+)%\]$/.exec(cell) : /^\[(\S+), (\S+)\] pp$/.exec(cell);
+  expect(m, `${what}: "${cell}" is an interval`).not.toBeNull();
+  expectShown(`${what} low`, m![1]!, interval!.low, 100);
+  expectShown(`${what} high`, m![2]!, interval!.high, 100);
+}
+
+/** "0.123", "0.012*" or "<0.001" against a p-value and its significance. */
+function expectP(what: string, cell: string, p: number | undefined, significant: boolean): void {
+  expect(p, `${what}: the server's p`).toBeDefined();
+  expect(cell.endsWith("*"), `${what}: "${cell}" marked significant`).toBe(significant);
+  const text = cell.replace(/\*$/, "");
+  if (text === "<0.001") expect(p!, what).toBeLessThan(0.001);
+  else expectShown(what, text, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -247,8 +314,64 @@ describe("report --html", () => {
     expect(html).toContain(c.recommendation ? `ship <strong>${c.recommendation}</strong>` : `Recommendation: none (${c.recommendationReason}`);
   });
 
+  it("shows in its tables the numbers the server answers: per variant and per comparison, read by column", async () => {
+    const c = await h.client.getVariantComparison({ days: 30 });
+    expect(c.control).toBe("search_v1");
+    const conf = `${Math.round(c.confidence * 1000) / 10}%`;
+
+    const variants = tableRows(html, "variants");
+    expect(variants.conf).toBe(conf);
+    expect(variants.rows.map((r) => r.variant)).toEqual(["search_v1 (control)", "search_v2"]);
+    for (const row of variants.rows) {
+      const name = row.variant!.replace(/ \(control\)$/, "");
+      const v = c.variants[name]!;
+      expect(v, name).toBeDefined();
+      expect(v.totalImpressions, `${name}: searches`).toBeGreaterThan(0n);
+      expect([row.searches, row.clicks, row.users], `${name}: searches, clicks, users`).toEqual([v.totalImpressions, v.totalClicks, v.users].map((n) => n.toLocaleString("en-US")));
+      expectPercent(`${name} CTR`, row.CTR!, v.ctr);
+      expectPercentInterval(`${name} CTR interval`, row["CTR interval"]!, v.ctrInterval);
+      expectPercent(`${name} search CTR`, row["search CTR"]!, v.searchCtr);
+      expectPercentInterval(`${name} search CTR interval`, row["search CTR interval"]!, v.searchCtrInterval);
+    }
+    // The data set's own counts, so that the server's answer is not the only witness: 12 days × 24 searches;
+    // search_v1 clicks 6 searches a day, 3 of them twice; search_v2 8 searches, 3 twice.
+    expect([variants.rows[0]!.searches, variants.rows[0]!.clicks, variants.rows[1]!.searches, variants.rows[1]!.clicks]).toEqual(["288", String(12 * 9), "288", String(12 * 11)]);
+
+    const comparisons = tableRows(html, "comparisons");
+    expect(comparisons.conf).toBe(conf);
+    expect(c.comparisons.map((x) => x.variant)).toEqual(["search_v2"]);
+    const x = c.comparisons[0]!;
+    // The variant is named on its first line only; the lines below are its other metrics.
+    let variant = "";
+    const lines = comparisons.rows.map((r): Record<string, string> => ({ ...r, variant: (variant = r[`vs ${c.control}`] || variant) }));
+    const line = (metric: string) => {
+      const found = lines.filter((l) => l.variant === "search_v2" && l.metric === metric);
+      expect(found.length, `one "${metric}" line for search_v2`).toBe(1);
+      return found[0]!;
+    };
+    for (const [metric, m] of [
+      ["search CTR", x.searchCtr],
+      ["CTR", x.ctr],
+    ] as const) {
+      expect(m, metric).toBeDefined();
+      const l = line(metric);
+      expectPercent(`${metric} lift`, l.lift!, m!.lift?.value, " pp");
+      expectPercentInterval(`${metric} lift interval`, l["lift interval"]!, m!.lift, " pp");
+      const relative = /^(\S+)% (\[.*\])$/.exec(l.relative!);
+      expect(relative, `${metric} relative: "${l.relative}"`).not.toBeNull();
+      expectShown(`${metric} relative lift`, relative![1]!, m!.relativeLift?.value, 100);
+      expectPercentInterval(`${metric} relative lift interval`, relative![2]!.replace(/^\[(\S+)%, (\S+)%\]$/, "[$1%, $2%]"), m!.relativeLift);
+      expectP(`${metric} p`, l.p!, m!.pValue, m!.significant);
+    }
+    // Both lifts are 2/24 by construction (2 more clicked searches, 2 more clicks a day), but the
+    // relative lifts (8/6 − 1 and 11/9 − 1) and p-values differ, so a swap of the two lines would show.
+    expect(Math.abs(x.searchCtr!.relativeLift!.value - x.ctr!.relativeLift!.value)).toBeGreaterThan(0.05);
+    expect(pValue(x.searchCtr!.pValue)).not.toBe(pValue(x.ctr!.pValue));
+  });
+
   it("renders in headless Chromium with every chart drawn", { timeout: 120_000 }, async (ctx) => {
     if (!chromium.path) {
+      if (ON_CI) expect.fail(`headless Chromium unavailable on CI (CI=${process.env.CI}), where it must run: ${chromium.reason}`);
       ctx.skip(`headless Chromium unavailable: ${chromium.reason}`);
       return;
     }

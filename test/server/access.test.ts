@@ -113,6 +113,22 @@ describe("with tokens configured", () => {
     await expectStatus(clients.reader.reset({}), Status.PERMISSION_DENIED, /Reset needs a token with role admin/);
   });
 
+  it("lets a reader and an admin export events; a writer is PERMISSION_DENIED, no or an unknown token UNAUTHENTICATED", async () => {
+    const userId = `export-${randomUUID()}`;
+    await clients.writer.logClick({ ...click, userId, eventId: `${userId}-c` });
+    const exported = async (c: ClickAnalyticsClient): Promise<string[]> => {
+      const ids: string[] = [];
+      for await (const batch of c.exportEvents({ days: 1, userId })) ids.push(...batch.events.map((e) => e.eventId));
+      return ids;
+    };
+    expect(await exported(clients.reader)).toEqual([`${userId}-c`]);
+    expect(await exported(clients.admin)).toEqual([`${userId}-c`]);
+    expect(await exported(clients.shorthand)).toEqual([`${userId}-c`]);
+    await expectStatus(exported(clients.writer), Status.PERMISSION_DENIED, /ExportEvents needs a token with role reader or admin; the presented token has role writer/);
+    await expectStatus(exported(clients.none), Status.UNAUTHENTICATED, /missing `authorization: Bearer <token>`: ExportEvents needs a token with role reader or admin/);
+    await expectStatus(exported(clients.wrong), Status.UNAUTHENTICATED, /not a configured token: ExportEvents needs a token with role reader or admin/);
+  });
+
   it("lets an admin token (listed or CLICK_ANALYTICS_ADMIN_TOKEN) do everything, Reset included", async () => {
     for (const admin of [clients.admin, clients.shorthand]) {
       await admin.logClick(click);

@@ -11,7 +11,8 @@
  * breaks a rule is INVALID_ARGUMENT naming a broken field ("<field>: <rule>"), one that breaks
  * none is OK; never INTERNAL, UNKNOWN or a hang. Writes are checked against MongoDB before and
  * after (a rejected event writes nothing, LogEvents/StreamEvents store exactly their ACCEPTED
- * events, accepted strings are stored verbatim), and reads against direct counts (so `$`-prefixed
+ * events, accepted strings are stored verbatim, an event is a DUPLICATE exactly when a key of its
+ * kind was stored before or came earlier in its batch), and reads against direct counts (so `$`-prefixed
  * or JSON-looking ids only ever match themselves, and the rollups hold exactly what was accepted).
  *
  * 10,000 requests by default (80% typed, 20% raw), in 4 concurrent lanes per kind; FUZZ_RUNS=100000
@@ -221,6 +222,163 @@ const filterRules = (r: { userId: string; variant: string; days: number }): stri
 
 /** Client keys that make a repeat recognisable (a server-assigned id is never a duplicate). */
 const hasClientKey = (e: Event) => (e.kind.case === "click" ? e.kind.value.eventId !== "" : e.kind.case === "impression" ? e.kind.value.eventId !== "" || e.kind.value.impressionId !== "" : false);
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys the server has stored, per kind: the oracle for DUPLICATE
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A click is unique by its event_id; an impression by its event_id (event_id, else impression_id)
+ * and by its impression_id (impression_id, else event_id). A click and an impression never repeat
+ * each other, whatever their keys. The sets hold the keys of events this file has seen stored:
+ * ACCEPTED ones, and, where an answer does not say what was written (a call that failed as a
+ * whole, a stream with an event at the clock edge, a raw stream cut by an undecodable message),
+ * whatever MongoDB holds afterwards. Writes run one at a time, and each write's keys are settled
+ * inside its lock (see measured), so every write is judged against everything stored before it.
+ */
+type KeyKind = "click" | "impEvent" | "impImpression";
+const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impEvent: new Set(), impImpression: new Set() };
+/** Which call stored a key, for failure messages. */
+const storedBy = new Map<string, string>();
+/** How often the key oracle judged a keyed event, and how often it had to ask MongoDB. */
+const keyStats = { duplicates: 0, keyedAccepted: 0, lookUps: 0 };
+
+/** The (kind, key) pairs an event is unique under; [] without a client key (the server's own id repeats nothing). */
+function keysOf(e: Event): [KeyKind, string][] {
+  if (e.kind.case === "click") return e.kind.value.eventId === "" ? [] : [["click", e.kind.value.eventId]];
+  if (e.kind.case === "impression") {
+    const { eventId, impressionId } = e.kind.value;
+    return eventId === "" && impressionId === "" ? [] : [["impEvent", eventId || impressionId], ["impImpression", impressionId || eventId]];
+  }
+  return [];
+}
+const clickEvent = (value: LogClickRequest): Event => create(EventSchema, { kind: { case: "click", value } });
+const impressionEvent = (value: LogImpressionRequest): Event => create(EventSchema, { kind: { case: "impression", value } });
+const storedBefore = (k: readonly [KeyKind, string][]) => k.some(([kind, key]) => storedKeys[kind].has(key));
+const describeKeys = (k: readonly [KeyKind, string][]) =>
+  k.map(([kind, key]) => `${kind} ${JSON.stringify(key.slice(0, 80))}${storedKeys[kind].has(key) ? ` (stored by ${storedBy.get(`${kind}:${key}`)})` : " (never stored)"}`).join(", ") || "no client key";
+function remember(label: string, k: readonly [KeyKind, string][]): void {
+  for (const [kind, key] of k) {
+    storedKeys[kind].add(key);
+    if (!storedBy.has(`${kind}:${key}`)) storedBy.set(`${kind}:${key}`, label);
+  }
+}
+
+/** Records the keys of `events` that MongoDB holds now: for writes whose outcome the answer does not tell. */
+async function lookUpKeys(label: string, events: readonly Event[]): Promise<void> {
+  const wanted = events.flatMap(keysOf);
+  if (wanted.length === 0) return;
+  keyStats.lookUps++;
+  const of = (kind: KeyKind) => [...new Set(wanted.filter(([k]) => k === kind).map(([, key]) => key))];
+  const c = h.server.store.collections;
+  const found = async (kind: KeyKind, field: "event_id" | "impression_id", collection: typeof c.clicks | typeof c.impressions) =>
+    of(kind).length === 0 ? [] : (await collection.distinct(field, { [field]: { $in: of(kind) } })).map((key): [KeyKind, string] => [kind, String(key)]);
+  const [clicks, impEvents, impImpressions] = await Promise.all([found("click", "event_id", c.clicks), found("impEvent", "event_id", c.impressions), found("impImpression", "impression_id", c.impressions)]);
+  remember(`${label} (looked up)`, [...clicks, ...impEvents, ...impImpressions]);
+}
+
+/** Every key stored before the fuzzing starts (the other tests of this file). */
+async function loadStoredKeys(): Promise<void> {
+  const c = h.server.store.collections;
+  const [clicks, impEvents, impImpressions] = await Promise.all([c.clicks.distinct("event_id"), c.impressions.distinct("event_id"), c.impressions.distinct("impression_id")]);
+  remember("an earlier test", [...clicks.map((k): [KeyKind, string] => ["click", String(k)]), ...impEvents.map((k): [KeyKind, string] => ["impEvent", String(k)]), ...impImpressions.map((k): [KeyKind, string] => ["impImpression", String(k)])]);
+}
+
+/**
+ * The outcomes one batch (a LogEvents request, one StreamEvents message) must have, given which
+ * of its events are valid: a valid event repeating a key of its kind from an earlier event of the
+ * batch (one that was not itself such a repeat, stored or not) is a DUPLICATE; else one whose key
+ * of its kind is stored is a DUPLICATE; else it is ACCEPTED.
+ */
+function expectedOutcomes(events: readonly Event[], valid: readonly boolean[]): ("ACCEPTED" | "DUPLICATE" | undefined)[] {
+  const seen = new Set<string>();
+  return events.map((e, i) => {
+    if (!valid[i]) return undefined;
+    const k = keysOf(e);
+    const names = k.map(([kind, key]) => `${kind}:${key}`);
+    if (names.some((n) => seen.has(n))) return "DUPLICATE";
+    for (const n of names) seen.add(n);
+    return storedBefore(k) ? "DUPLICATE" : "ACCEPTED";
+  });
+}
+function countJudged(events: readonly Event[], expected: readonly ("ACCEPTED" | "DUPLICATE" | undefined)[]): void {
+  events.forEach((e, i) => {
+    if (expected[i] === "DUPLICATE") keyStats.duplicates++;
+    else if (expected[i] === "ACCEPTED" && keysOf(e).length > 0) keyStats.keyedAccepted++;
+  });
+}
+
+/**
+ * Judges a write's duplicates against the keys stored before it, then records what it stored.
+ * Runs inside the write lock, right after the call and the counts around it.
+ */
+async function settleKeys(label: string, rpc: Rpc, request: unknown, header: string | undefined, o: Outcome, was: Counts, is: Counts): Promise<void> {
+  switch (rpc) {
+    case "logClick":
+    case "logImpression": {
+      const e = rpc === "logClick" ? clickEvent(request as LogClickRequest) : impressionEvent(request as LogImpressionRequest);
+      if (o.code === Status.INVALID_ARGUMENT) return;
+      if (o.code !== Status.OK) return lookUpKeys(label, [e]);
+      const k = keysOf(e);
+      const written = rpc === "logClick" ? is.clicks - was.clicks : is.impressions - was.impressions;
+      if (k.length === 0) return;
+      if (storedBefore(k)) expect(written, `${label}: stored again, but a ${e.kind.case} with ${describeKeys(k)} was stored before`).toBe(0);
+      else expect(written, `${label}: OK without writing, but no ${e.kind.case} with ${describeKeys(k)} was stored before`).toBe(1);
+      if (written === 1) remember(label, k);
+      keyStats[written === 1 ? "keyedAccepted" : "duplicates"]++;
+      return;
+    }
+    case "logEvents": {
+      const events = (request as { events: Event[] }).events;
+      if (o.code === Status.INVALID_ARGUMENT && events.length > 1000) return;
+      const results = (o.value as { results?: EventResult[] } | undefined)?.results;
+      if (o.code !== Status.OK || results?.length !== events.length) return lookUpKeys(label, events);
+      const expected = expectedOutcomes(
+        events,
+        results.map((r) => r.outcome !== EventOutcome.REJECTED),
+      );
+      events.forEach((e, i) => {
+        if (expected[i] === undefined) return;
+        expect(EventOutcome[results[i]!.outcome], `${label} events[${i}] (${e.kind.case}; ${describeKeys(keysOf(e))})`).toBe(expected[i]);
+      });
+      events.forEach((e, i) => expected[i] === "ACCEPTED" && remember(`${label} events[${i}]`, keysOf(e)));
+      countJudged(events, expected);
+      return;
+    }
+    case "streamEvents": {
+      const batches = request as { events: Event[] }[];
+      const all = batches.flatMap((b) => b.events);
+      const now = Date.now();
+      const verdicts = all.map((e) => eventVerdict(e, header, now));
+      // A call that failed as a whole may have written its first messages; an event at the clock
+      // edge may have been rejected or not: MongoDB says what is stored.
+      if (o.code !== Status.OK || verdicts.some((v) => v.broken.length === 0 && v.maybe.length > 0)) return lookUpKeys(label, all);
+      const res = o.value as { accepted: bigint; duplicates: bigint };
+      let position = 0;
+      const tallied = { accepted: 0, duplicates: 0 };
+      const explained: string[] = [];
+      // Message by message: each is a batch of its own, judged against what the ones before stored.
+      for (const [m, b] of batches.entries()) {
+        const expected = expectedOutcomes(
+          b.events,
+          b.events.map((_, i) => verdicts[position + i]!.broken.length === 0),
+        );
+        b.events.forEach((e, i) => {
+          if (expected[i] === undefined) return;
+          tallied[expected[i] === "ACCEPTED" ? "accepted" : "duplicates"]++;
+          explained.push(`batches[${m}] events[${position + i}] ${e.kind.case} ${describeKeys(keysOf(e))}: ${expected[i]}`);
+        });
+        b.events.forEach((e, i) => expected[i] === "ACCEPTED" && remember(`${label} events[${position + i}]`, keysOf(e)));
+        countJudged(b.events, expected);
+        position += b.events.length;
+      }
+      expect({ accepted: Number(res.accepted), duplicates: Number(res.duplicates) }, `${label}: accepted and duplicates vs the keys stored before:\n${explained.join("\n")}`).toEqual(tallied);
+      return;
+    }
+    default:
+      return;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries
@@ -892,7 +1050,13 @@ type LockMode = "write" | "read" | "none";
 const lockMode = (rpc: Rpc): LockMode => (isWrite(rpc) ? "write" : COUNTED_READS.has(rpc) ? "read" : "none");
 
 /** Makes one call under the lock its checks need, then checks it. */
-async function measured(mode: LockMode, call: () => Promise<Outcome>, check: (o: Outcome, t: Timing, was?: Counts, is?: Counts) => Promise<void>): Promise<void> {
+async function measured(
+  mode: LockMode,
+  call: () => Promise<Outcome>,
+  check: (o: Outcome, t: Timing, was?: Counts, is?: Counts) => Promise<void>,
+  /** For writes: run inside the lock, before the next write (the idempotency keys' oracle). */
+  settle?: (o: Outcome, was: Counts, is: Counts) => Promise<void>,
+): Promise<void> {
   const timedCall = async () => {
     const before = Date.now();
     const o = await call();
@@ -905,6 +1069,7 @@ async function measured(mode: LockMode, call: () => Promise<Outcome>, check: (o:
       const { o, t } = await timedCall();
       const is = await counts();
       known = is;
+      await settle?.(o, was, is);
       return { o, t, was, is };
     });
     await check(o, t, was, is);
@@ -936,6 +1101,8 @@ async function runTyped(c: TypedCase): Promise<void> {
       }
       await timed(`verify ${c.rpc}`, () => verify(label, c.rpc, request, c.header, o, t, was, is));
     },
+    // The typed client sends nothing of a request over the size limit.
+    oversized ? undefined : (o, was, is) => settleKeys(label, c.rpc, request, c.header, o, was, is),
   );
 }
 
@@ -1231,6 +1398,21 @@ async function runRaw({ path, bodies }: { path: string; bodies: Uint8Array[] }):
       // Health Watch/List and reflection answer anything decodable.
       expectCode(label, o, [Status.OK]);
     },
+    target.rpc === undefined || !isWrite(target.rpc) ? undefined : async (outcome, was, is) => {
+      const rpc = target.rpc!;
+      if (firstOversized >= 0 && (firstBad < 0 || firstOversized <= firstBad)) return; // refused before decoding: verify checks nothing was written
+      const events = (ms: readonly unknown[]) => ms.flatMap((m) => (m as { events?: Event[] } | undefined)?.events ?? []);
+      // A stream cut by an undecodable message: its messages before may be stored.
+      if (firstBad >= 0) return lookUpKeys(label, events(decoded.slice(0, firstBad)));
+      let value: unknown;
+      try {
+        const responses = (outcome.value as Uint8Array[]).map((b) => fromBinary(target.output, b));
+        value = target.kind === "bidi_streaming" ? responses : responses[0];
+      } catch {
+        return lookUpKeys(label, rpc === "logClick" ? [clickEvent(decoded[0] as LogClickRequest)] : rpc === "logImpression" ? [impressionEvent(decoded[0] as LogImpressionRequest)] : events(decoded));
+      }
+      await settleKeys(label, rpc, rpc === "streamEvents" ? decoded : decoded[0], undefined, { ...outcome, value }, was, is);
+    },
   );
 }
 
@@ -1314,20 +1496,26 @@ describe("fuzzing every RPC", () => {
     console.log(
       `fuzz: seed ${SEED} (replay: FUZZ_SEED=${SEED} FUZZ_LANES=${LANES}; typed lane i uses seed+i, raw lane i seed+1000+i), ${TYPED_RUNS} typed + ${RAW_RUNS} raw requests (FUZZ_RUNS=${TOTAL_RUNS})`,
     );
+    await loadStoredKeys();
     const started = Date.now();
     const cpu = process.cpuUsage();
     // LANES typed and LANES raw properties at once, each with its own seed and share of the runs.
     const share = (total: number, lane: number) => Math.floor(total / LANES) + (lane < total % LANES ? 1 : 0);
     const lanes = await Promise.allSettled(
       Array.from({ length: LANES }, (_, lane) => [
-        fc.assert(fc.asyncProperty(typedCase, runTyped), { seed: SEED + lane, numRuns: share(TYPED_RUNS, lane) }),
-        fc.assert(fc.asyncProperty(rawCase, runRaw), { seed: SEED + 1_000 + lane, numRuns: share(RAW_RUNS, lane) }),
+        // No shrinking: the oracle keeps state (the keys stored so far), so a smaller replay would be
+        // judged against a different store; the first failing case is the one to read.
+        fc.assert(fc.asyncProperty(typedCase, runTyped), { seed: SEED + lane, numRuns: share(TYPED_RUNS, lane), endOnFailure: true }),
+        fc.assert(fc.asyncProperty(rawCase, runRaw), { seed: SEED + 1_000 + lane, numRuns: share(RAW_RUNS, lane), endOnFailure: true }),
       ]).flat(),
     );
     const failed = lanes.find((l): l is PromiseRejectedResult => l.status === "rejected");
     if (failed) throw failed.reason;
     console.log([...timeSpent].sort((a, b) => b[1] - a[1]).map(([k, ms]) => `${k} ${(ms / 1000).toFixed(1)}s`).join(", "));
     const used = process.cpuUsage(cpu);
+    console.log(`fuzz: idempotency keys judged: ${keyStats.duplicates} duplicates, ${keyStats.keyedAccepted} keyed events stored; ${keyStats.lookUps} outcomes looked up in MongoDB`);
+    // The key oracle had repeats to judge (the key pool is small), not just fresh keys.
+    if (TOTAL_RUNS >= 1_000) expect(keyStats.duplicates, "duplicates judged").toBeGreaterThan(TOTAL_RUNS / 100);
     console.log(`fuzz: ${typedCount + rawCount} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (test process CPU ${((used.user + used.system) / 1e6).toFixed(1)} s); outcomes: ${[...codesSeen].sort().map(([k, n]) => `${k}=${n}`).join(", ")}`);
 
     // Still serving, and still right.
