@@ -136,6 +136,70 @@ describe("shared computations", () => {
   });
 });
 
+describe("under load", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it("500 streams at 1 s over 10 distinct filters: every stream gets a snapshot at least every 1.3 s (p99), GetCtr p50 stays within 1.3x of idle", async () => {
+    // 20,000 events over 30 days, two variants (the benchmark has 1M; see the README).
+    const now = Date.now();
+    const events: Event[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const variant = i % 2 ? "A" : "B";
+      const timestamp = timestampFromMs(now - Math.floor((i / 20_000) * 30 * 86_400_000) - 60_000);
+      if (i % 5 === 4) {
+        events.push({ kind: { case: "click", value: { eventId: randomUUID(), userId: `u${i % 500}`, productId: "p", rank: i % 7, searchQuery: "q", variant, responseTimeMs: 10, timestamp } } });
+      } else events.push(impression(variant, { userId: `u${i % 500}`, responseTimeMs: 5 + (i % 90), timestamp }));
+    }
+    await log(h, events);
+    const getCtrP50 = async (n: number) => {
+      const ms: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        await h.client.getCtr({ days: 30 });
+        ms.push(performance.now() - t);
+      }
+      return ms.sort((a, b) => a - b)[Math.floor(n / 2)]!;
+    };
+    await getCtrP50(20); // warm: rollups cached, connections open
+    const idle = await getCtrP50(100);
+
+    const filters: MessageInitShape<typeof WatchMetricsRequestSchema>[] = [1, 7, 30].flatMap((days) => [{ days }, { days, variant: "A" }, { days, variant: "B" }]);
+    filters.push({ days: 14 });
+    const controller = new AbortController();
+    setMaxListeners(0, controller.signal);
+    const t0 = Date.now();
+    const streams = Array.from({ length: 500 }, (_, i) => follow(h.client, { ...filters[i % filters.length], intervalSeconds: 1 }, controller.signal, t0));
+    await eventually(() => expect(h.server.watch.streams).toBe(500));
+    expect(h.server.watch.questions).toBe(10);
+    await sleep(2_000);
+    const during = await getCtrP50(100);
+    await sleep(Math.max(0, 8_000 - (Date.now() - t0)));
+    const stats = { ...h.server.watch };
+    const elapsed = (Date.now() - t0) / 1000;
+    controller.abort();
+    await Promise.all(streams.map((s) => s.done));
+
+    const gaps = streams.flatMap((s) => s.seen.slice(1).map((x, k) => x.at - s.seen[k]!.at)).sort((a, b) => a - b);
+    const firsts = streams.map((s) => s.seen[0]!.at - s.opened).sort((a, b) => a - b);
+    const p99 = gaps[Math.floor(gaps.length * 0.99)]!;
+    console.log(
+      `500 streams, 10 filters, ${elapsed.toFixed(1)} s over 20,000 events: gap p50 ${gaps[Math.floor(gaps.length / 2)]} ms, p99 ${p99} ms, max ${gaps.at(-1)} ms; ` +
+        `first snapshot p50 ${firsts[250]} ms, max ${firsts.at(-1)} ms; ${stats.computations} computations + ${stats.reuses} reuses; ` +
+        `GetCtr 30d p50 idle ${idle.toFixed(2)} ms, during ${during.toFixed(2)} ms (${(during / idle).toFixed(2)}x)`,
+    );
+    expect(p99).toBeLessThanOrEqual(1_300);
+    for (const s of streams) expect(s.seen.length).toBeGreaterThanOrEqual(Math.floor(elapsed) - 1);
+    // Within 1.3x, or 2 ms on a shared machine where a few ms are noise.
+    expect(during).toBeLessThanOrEqual(Math.max(1.3 * idle, idle + 2));
+  });
+});
+
 describe("slow consumers", () => {
   let h: Harness;
   let raw: grpc.Client;
