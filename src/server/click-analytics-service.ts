@@ -3,10 +3,10 @@ import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import { optionalVariant, requireId, requireVariant } from "../core/events.js";
-import { rankStats, ratio, winnerByCtr, type RankStats } from "../core/metrics.js";
+import { rankStats, ratio } from "../core/metrics.js";
 import type { ClickStore } from "../store/click-store.js";
 import { findOriginalClick, findOriginalImpression } from "../store/event-writer.js";
-import { userActivity, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
+import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
@@ -18,7 +18,8 @@ import { ctrFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
-import { metricsFilter, windowOf, queryLimit, responseTime, sleep, topQueriesOrder, watchInterval } from "./request-mapping.js";
+import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } from "./request-mapping.js";
+import { WatchHub } from "./watch.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -32,6 +33,16 @@ function eventResult(o: EventOutcome): Omit<EventResult, "$typeName" | "$unknown
   return { index: BigInt(o.index), outcome: OUTCOME[o.outcome], eventId: o.eventId, field: o.field ?? "", reason: o.reason ?? "" };
 }
 
+/**
+ * Never wrong numbers: while acknowledged events still wait in the spool, reads are
+ * unavailable; and whatever is stored is counted first (batches of dead writers included).
+ */
+export async function requireCountComplete(store: ClickStore): Promise<void> {
+  const pending = store.writer.pending;
+  if (pending > 0) throw new DomainError("unavailable", `metrics are unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);
+  await store.countEverythingStored();
+}
+
 export interface ServiceDeps {
   store: ClickStore;
   /** Where metrics come from; rollups with a raw-event fallback by default. */
@@ -42,6 +53,8 @@ export interface ServiceDeps {
   now?: () => Date;
   /** Told the outcomes of every write call or stream batch (the events_ingested metric). */
   onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
+  /** Shares WatchMetrics computations between streams and caps them; one with default limits if unset. */
+  watch?: WatchHub | undefined;
 }
 
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
@@ -63,44 +76,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     }
   };
 
-  /**
-   * Never wrong numbers: while acknowledged events still wait in the spool, reads are
-   * unavailable; and whatever is stored is counted first (batches of dead writers included).
-   */
-  const requireComplete = async () => {
-    const pending = store.writer.pending;
-    if (pending > 0) throw new DomainError("unavailable", `metrics are unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);
-    await store.countEverythingStored();
-  };
-
-  const snapshotOf = (t: EventTotals | undefined, ranks: RankStats | undefined, latency: (number | undefined)[] | undefined) => ({
-    impressions: count(t?.impressions ?? 0),
-    clicks: count(t?.clicks ?? 0),
-    ctr: t && ratio(t.clicks, t.impressions),
-    searchCtr: t && ratio(t.searchesWithClicks, t.impressions),
-    avgRank: ranks?.avg,
-    medianRank: ranks?.median,
-    p50ResponseTimeMs: latency?.[0],
-    p95ResponseTimeMs: latency?.[1],
-  });
-
-  /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant. */
-  const snapshot = async (filter: MetricsFilter) => {
-    await requireComplete();
-    const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
-      metrics.totals(filter),
-      metrics.ranks(filter, false),
-      metrics.ranks(filter, true),
-      metrics.latency(filter, [0.5, 0.95], false),
-      metrics.latency(filter, [0.5, 0.95], true),
-    ]);
-    return {
-      timestamp: responseTime(now()),
-      periodDays: filter.window.days,
-      overall: snapshotOf(totals.overall, ranks.get(""), latency.get("")),
-      variants: Object.fromEntries([...totals.variants.keys()].map((name) => [name, snapshotOf(totals.variants.get(name), ranksByVariant.get(name), latencyByVariant.get(name))])),
-    };
-  };
+  const requireComplete = () => requireCountComplete(store);
+  const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
 
   return {
     async logClick(req, ctx) {
@@ -283,14 +260,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async *watchMetrics(req, ctx) {
-      const intervalMs = watchInterval(req.intervalSeconds) * 1000;
-      metricsFilter(req, now()); // refuse bad filters before the first snapshot
-      const stop = AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]);
-      while (!stop.aborted) {
-        const filter = withBudget(metricsFilter(req, now()), ctx);
-        yield await snapshot(filter);
-        await sleep(intervalMs, stop);
-      }
+      yield* watch.watch(req, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
     },
 
     exportEvents: (req, ctx) => exportEvents(store, req, ctx, now()),

@@ -3,6 +3,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { ROLES, type AccessToken, type Role } from "./auth.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
+import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN } from "./watch.js";
 
 export interface TlsConfig {
   /** PEM certificate chain the server presents. */
@@ -33,6 +34,9 @@ export interface EnvConfig {
   /** Prometheus metrics HTTP port (0 picks a free one); undefined when METRICS_PORT=off. */
   metricsPort: number | undefined;
   metricsHost: string;
+  /** Concurrent WatchMetrics streams on this server, and per bearer token with access control on. */
+  watchMaxStreams: number;
+  watchMaxStreamsPerToken: number;
 }
 
 export class ConfigError extends Error {}
@@ -169,6 +173,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     spool: { dir: env.SPOOL_DIR || `${env.DATA_DIR || "./data"}/spool`, maxBytes: integer(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER) },
     writeConcern: writeConcernFromEnv(env),
     rollupRepairAfterMs: integer(env, "ROLLUP_REPAIR_AFTER_MS", 60_000, 1_000, 86_400_000),
+    watchMaxStreams: integer(env, "WATCH_MAX_STREAMS", DEFAULT_WATCH_MAX_STREAMS, 1, 1_000_000),
+    watchMaxStreamsPerToken: integer(env, "WATCH_MAX_STREAMS_PER_TOKEN", DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, 1, 1_000_000),
     ...metricsFromEnv(env),
   };
 }

@@ -53,6 +53,8 @@ export interface AdapterOptions {
   guard?: CallGuard | undefined;
   /** Told once how each call ended (method, code, duration, peer, request id): request logs and metrics. */
   observe?: CallObserver | undefined;
+  /** Server-streaming methods (local names) written one message at a time: see writeAll. */
+  oneInFlight?: ReadonlySet<string> | undefined;
 }
 
 // grpc-js answers a request it cannot deserialize with INTERNAL; a client's garbage is not an
@@ -99,11 +101,36 @@ async function* decodedStream<T>(call: Readable): AsyncIterable<T> {
   for await (const message of call.iterator({ destroyOnReturn: false }) as AsyncIterable<T | Malformed>) yield checked(message);
 }
 
-/** Writes messages honouring the transport's back-pressure. */
-async function writeAll<D extends DescMessage>(call: grpc.ServerWritableStream<unknown, Shape<D>> | grpc.ServerDuplexStream<unknown, Shape<D>>, schema: D, messages: AsyncIterable<Init<D>>, ctx: CallContext): Promise<void> {
+/** Resolves when `signal` aborts (at once if it has), without leaving a listener behind otherwise. */
+function raceAbort(signal: AbortSignal, work: (settle: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    signal.addEventListener("abort", done, { once: true });
+    work(done);
+  });
+}
+
+/**
+ * Writes messages honouring the transport's back-pressure. With `oneInFlight`, the next message
+ * is not even taken from the handler until the previous one has left for the client: a stream
+ * whose client stops reading holds one message, and the handler may replace what it would send
+ * next (WatchMetrics sends the latest snapshot, not a backlog).
+ */
+async function writeAll<D extends DescMessage>(
+  call: grpc.ServerWritableStream<unknown, Shape<D>> | grpc.ServerDuplexStream<unknown, Shape<D>>,
+  schema: D,
+  messages: AsyncIterable<Init<D>>,
+  ctx: CallContext,
+  oneInFlight = false,
+): Promise<void> {
   for await (const init of messages) {
     if (ctx.signal.aborted) return;
-    if (!call.write(create(schema, init))) await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
+    if (oneInFlight) await raceAbort(ctx.signal, (done) => call.write(create(schema, init), () => done()));
+    else if (!call.write(create(schema, init))) await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
   }
 }
 
@@ -165,7 +192,7 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
           const end = trackCall(call, ctx, options.observe, true);
           (async () => {
             await guarded(ctx);
-            await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
+            await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx, options.oneInFlight?.has(method.localName));
           })().then(
             () => {
               end.ok();

@@ -11,6 +11,7 @@ import type { ClickStore } from "../store/click-store.js";
 import { codeName, type CallRecord } from "./call-tracking.js";
 import { ServingStatus, type HealthMonitor } from "./health.js";
 import type { Logger } from "./logger.js";
+import type { WatchStats } from "./watch.js";
 
 /** Codes that point at the server (or its storage) rather than at the caller: their rpc lines are warnings. */
 const SERVER_FAULTS: ReadonlySet<grpc.status> = new Set([
@@ -47,6 +48,8 @@ export type IngestOutcome = "accepted" | "duplicate" | "rejected";
 export interface MetricsSources {
   store: Pick<ClickStore, "writer">;
   health: Pick<HealthMonitor, "current">;
+  /** WatchMetrics streams and their shared computations (see watch.ts). */
+  watch?: Readonly<WatchStats> | undefined;
 }
 
 /** One server's metrics, in its own registry. */
@@ -116,6 +119,34 @@ export class ServerMetrics {
         this.set(health.current("") === ServingStatus.SERVING ? 1 : 0);
       },
     });
+    const { watch } = sources;
+    if (watch !== undefined) {
+      const gauge = (name: string, help: string, read: () => number) =>
+        new Gauge({
+          name: `${METRIC_PREFIX}${name}`,
+          help,
+          registers,
+          collect() {
+            this.set(read());
+          },
+        });
+      // Counters that live in the watch hub: read at scrape time (prom-client counters cannot be set).
+      const counter = (name: string, help: string, read: () => number) =>
+        new Counter({
+          name: `${METRIC_PREFIX}${name}`,
+          help,
+          registers,
+          collect() {
+            this.reset();
+            this.inc(read());
+          },
+        });
+      gauge("watch_streams", "Open WatchMetrics streams.", () => watch.streams);
+      gauge("watch_questions", "Distinct questions (filter, window, interval) the open WatchMetrics streams ask: one shared computation each per interval.", () => watch.questions);
+      counter("watch_snapshots_computed_total", "WatchMetrics snapshots computed from storage (one per question and tick when something changed).", () => watch.computations);
+      counter("watch_snapshots_reused_total", "WatchMetrics ticks that found nothing the numbers depend on changed and reused them.", () => watch.reuses);
+      counter("watch_snapshots_superseded_total", "WatchMetrics snapshots replaced by a newer one before a slow stream took them.", () => watch.superseded);
+    }
     collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 

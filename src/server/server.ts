@@ -6,7 +6,9 @@ import { ClickStore } from "../store/click-store.js";
 import type { SpoolOptions } from "../store/spool.js";
 import { accessGuard, ROLES, type AccessToken } from "./auth.js";
 import type { CallRecord } from "./call-tracking.js";
-import { clickAnalyticsService } from "./click-analytics-service.js";
+import { clickAnalyticsService, requireCountComplete } from "./click-analytics-service.js";
+import { fastMetrics } from "../store/metrics-source.js";
+import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, WatchHub, type WatchStats } from "./watch.js";
 import type { TlsConfig } from "./config.js";
 import { grpcService, type AdapterOptions } from "./grpc-adapter.js";
 import { HealthMonitor } from "./health.js";
@@ -45,6 +47,10 @@ export interface ServerConfig {
   metricsPort?: number | undefined;
   /** Address of the metrics port; default `host`. */
   metricsHost?: string | undefined;
+  /** Concurrent WatchMetrics streams beyond which new ones are RESOURCE_EXHAUSTED (default 1000). */
+  watchMaxStreams?: number | undefined;
+  /** The same per bearer token, when access control is on (default 500). */
+  watchMaxStreamsPerToken?: number | undefined;
 }
 
 export interface RunningServer {
@@ -57,6 +63,8 @@ export interface RunningServer {
   readonly metricsPort: number | undefined;
   /** This server's metrics (its own registry), when `metricsPort` was set. */
   readonly metrics: ServerMetrics | undefined;
+  /** WatchMetrics streams, shared questions and computations so far. */
+  readonly watch: Readonly<WatchStats>;
   /** Stops taking calls, drains in-flight ones (up to the grace period), then closes storage. */
   close(): Promise<void>;
 }
@@ -82,7 +90,19 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
-  metrics = config.metricsPort === undefined ? undefined : new ServerMetrics({ store, health });
+  const tokens = accessTokens(config);
+  const watch = new WatchHub({
+    store,
+    metrics: fastMetrics(store.collections, store.rollups, store.queryTables),
+    requireComplete: () => requireCountComplete(store),
+    now: () => new Date(),
+    limits: {
+      maxStreams: config.watchMaxStreams ?? DEFAULT_WATCH_MAX_STREAMS,
+      // Only tokens tell callers apart: without access control there is the global cap alone.
+      maxStreamsPerToken: tokens.length > 0 ? (config.watchMaxStreamsPerToken ?? DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN) : undefined,
+    },
+  });
+  metrics = config.metricsPort === undefined ? undefined : new ServerMetrics({ store, health, watch: watch.stats });
   // One log line and the metrics for every call of every service.
   const observe = (record: CallRecord) => {
     logCall(logger, record);
@@ -95,9 +115,14 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   // Long-lived streams (WatchMetrics) end when shutdown begins, so draining does not wait on them.
   const shuttingDown = new AbortController();
   // Only ClickAnalytics is guarded: health checks and reflection (grpcurl list/describe) need no token.
-  const tokens = accessTokens(config);
   const guard = tokens.length > 0 ? accessGuard(tokens) : undefined;
-  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal, onIngested: metrics?.countIngested }), { logger, guard, observe });
+  add(ClickAnalytics, clickAnalyticsService({ store, adminToken: config.adminToken, shutdown: shuttingDown.signal, onIngested: metrics?.countIngested, watch }), {
+    logger,
+    guard,
+    observe,
+    // A slow WatchMetrics client gets the latest snapshot when it reads again, not a backlog.
+    oneInFlight: new Set(["watchMetrics"]),
+  });
   add(Health, health.service());
   const index = new DescriptorIndex([ClickAnalytics, Health, ...reflectionServices]);
   add(reflectionServices[0], reflectionV1(index));
@@ -142,7 +167,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       logger.info({}, "click-analytics stopped");
     })());
 
-  return { port, address: `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`, store, health, metricsPort: metricsEndpoint?.port, metrics, close };
+  return { port, address: `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`, store, health, metricsPort: metricsEndpoint?.port, metrics, watch: watch.stats, close };
 }
 
 /** Configured tokens plus the admin token, when access control is on at all. */

@@ -92,8 +92,26 @@ export class ClickStore {
     }
   }
 
+  private resets = 0;
+
+  /**
+   * Moves after every write, repair or reset this process made (see DurableWriter.changeCount):
+   * unchanged means this process changed nothing; other servers' writes show in rollup versions.
+   */
+  get changeCount(): number {
+    return this.writer.changeCount + this.resets;
+  }
+
   /** Deletes every event but keeps the collections and their indexes. */
   async reset(): Promise<void> {
+    try {
+      await this.deleteAll();
+    } finally {
+      this.resets++;
+    }
+  }
+
+  private async deleteAll(): Promise<void> {
     await Promise.all([
       this.collections.clicks.deleteMany({}),
       this.collections.impressions.deleteMany({}),

@@ -29,6 +29,16 @@ export class DurableWriter {
   private readonly group: GroupCommit;
   /** Batches whose write failed midway: settled first thing once MongoDB answers (see settleBatch). */
   private readonly unsettled = new Set<string>();
+  /**
+   * Bumped after every write attempt of this process (committed, failed, replayed, settled or
+   * repaired): a cheap local "something may have changed" signal for live views. Other servers'
+   * writes do not move it; readers that care check rollup versions too.
+   */
+  private changes = 0;
+
+  get changeCount(): number {
+    return this.changes;
+  }
 
   constructor(
     private readonly c: Collections,
@@ -46,7 +56,11 @@ export class DurableWriter {
       // first, so that the retry is not acknowledged before those events are counted.
       if (this.unsettled.size > 0) await this.settleFailedBatches();
       await this.lease?.ensure();
-      return writeEvents(this.c, items, (marker) => this.unsettled.add(marker), this.lease?.run);
+      try {
+        return await writeEvents(this.c, items, (marker) => this.unsettled.add(marker), this.lease?.run);
+      } finally {
+        this.changes++;
+      }
     }, {
       onBatch: (events, writes) => this.events.committed?.(events, writes),
     });
@@ -64,12 +78,18 @@ export class DurableWriter {
     this.repairing ??= this.settleFailedBatches()
       .then(() => finishDeadWriters(this.c, this.lease?.run))
       .then(async (finished) => {
-        if (finished > 0) this.events.repaired?.(finished);
+        if (finished > 0) {
+          this.changes++;
+          this.events.repaired?.(finished);
+        }
         await dropOldLeases(this.c);
         return repairRollups(this.c, this.repairAfterMs);
       })
       .then((n) => {
-        if (n > 0) this.events.repaired?.(n);
+        if (n > 0) {
+          this.changes++;
+          this.events.repaired?.(n);
+        }
       })
       .catch(() => undefined) // storage down: the next round tries again
       .finally(() => (this.repairing = undefined));
@@ -127,6 +147,7 @@ export class DurableWriter {
     for (const marker of [...this.unsettled]) {
       await settleBatch(this.c, marker);
       this.unsettled.delete(marker);
+      this.changes++;
     }
   }
 
@@ -143,7 +164,11 @@ export class DurableWriter {
       this.storageDown = false;
       const replayed = await this.spool.drain(async (events) => {
         await this.lease?.ensure();
-        await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker), this.lease?.run);
+        try {
+          await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker), this.lease?.run);
+        } finally {
+          this.changes++;
+        }
       });
       if (replayed > 0) this.events.drained?.(replayed);
     } catch (error) {

@@ -246,3 +246,18 @@ export async function userActivity(c: Collections, userId: string, f: Pick<Metri
     variantsUsed: [...variants].sort(),
   };
 }
+
+/**
+ * Whether any click or impression of the filter (user, variant) has a timestamp in [from, to):
+ * when a trailing window's start moves from `from` to `to`, only such events leave it. Two
+ * indexed lookups of at most one document each.
+ */
+export async function anyEventBetween(c: Collections, from: Date, to: Date, f: Omit<MetricsFilter, "window">): Promise<boolean> {
+  if (from.getTime() >= to.getTime()) return false;
+  const m: Document = { timestamp: { $gte: from, $lt: to } };
+  if (f.userId !== undefined) m.user_id = f.userId;
+  if (f.variant !== undefined) m.variant = f.variant;
+  const options = { projection: { _id: 1 }, hint: "timestamp_1", ...timeLimit(f) };
+  const [click, impression] = await Promise.all([c.clicks.findOne(m, options), c.impressions.findOne(m, options)]);
+  return click !== null || impression !== null;
+}

@@ -14,7 +14,7 @@
  *   raw events in [start, next hour), hourly rollups up to the next UTC midnight, daily rollups
  *   from there on (no upper bound, so late and slightly-future events are included).
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { Int32, MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
 import { latencyBucket, mergeLatency } from "../core/sketches.js";
 import { addBucketSums, emptyBucketSums, userBucket, type BucketSums } from "../core/user-buckets.js";
@@ -629,6 +629,32 @@ export class RollupReader {
     const first = bucketOf(start.getTime());
     if (first >= 0) for (const d of edge.values()) addInto(out[first]!, d, false);
     return out;
+  }
+
+  /**
+   * A digest of the versions of every hourly and daily rollup that covers any part of the window
+   * (its raw edge hours included). Every event written, counted late, flagged clicked or repaired
+   * bumps the version of its hour's and its day's documents, by whichever server did it, and a
+   * reset deletes them: an unchanged digest means the window's stored events are unchanged. One
+   * index-only read; a trailing window's moving start is not covered (see anyEventBetween).
+   */
+  async fingerprint(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<string> {
+    const hStart = floorTo(window.start.getTime(), HOUR_MS);
+    const dStart = Math.ceil(hStart / DAY_MS) * DAY_MS;
+    const v = variant === undefined ? {} : { v: variant };
+    const h = (from: number, to: number) => (from < to ? [{ g: "h", t: timeRange(from, to), ...v }] : []);
+    let grains: Document[];
+    if (window.until === undefined) {
+      grains = [...h(hStart, dStart), { g: "d", t: timeRange(dStart, undefined), ...v }];
+    } else {
+      const hEnd = Math.ceil(window.until.getTime() / HOUR_MS) * HOUR_MS;
+      const dEnd = floorTo(hEnd, DAY_MS);
+      grains = dEnd <= dStart ? h(hStart, hEnd) : [...h(hStart, dStart), { g: "d", t: timeRange(dStart, dEnd), ...v }, ...h(dEnd, hEnd)];
+    }
+    const listed = grains.length === 0 ? [] : await this.list({ $or: grains }, budget);
+    const digest = createHash("sha1");
+    for (const d of listed.sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))) digest.update(`${d._id}@${d.ver};`);
+    return `${listed.length}:${digest.digest("base64url")}`;
   }
 
   /**

@@ -1899,6 +1899,8 @@ export const MetricsSnapshotSchema: GenMessage<MetricsSnapshot> = /*@__PURE__*/
  */
 export type WatchMetricsResponse = Message<"clickanalytics.v1.WatchMetricsResponse"> & {
   /**
+   * The moment the numbers describe: when they were computed, or checked unchanged since.
+   *
    * @generated from field: google.protobuf.Timestamp timestamp = 1;
    */
   timestamp?: Timestamp | undefined;
@@ -2692,6 +2694,13 @@ export const ClickAnalytics: GenService<{
   },
   /**
    * A metrics snapshot now and then every interval, until the client cancels or the server stops.
+   * Streams asking the same question (filter, window or period, interval) share the server's
+   * ticks, so the second snapshot may come sooner than one interval after the first. A client
+   * that reads slower than snapshots come is not queued for: when it reads again it gets the
+   * latest snapshot (at most one message waits for it on the server), so it may see fewer
+   * snapshots than intervals passed; `timestamp` says which moment each one describes.
+   * Concurrent streams are capped per server (WATCH_MAX_STREAMS) and, with access control on, per
+   * token (WATCH_MAX_STREAMS_PER_TOKEN): one more is refused with RESOURCE_EXHAUSTED.
    *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.WatchMetrics
    */
