@@ -30,6 +30,8 @@ export interface EnvConfig {
   spool: { dir: string; maxBytes: number };
   writeConcern: { w: number | "majority"; journal: boolean };
   rollupRepairAfterMs: number;
+  /** RAW_RETENTION_DAYS: raw events are expired after this many days; undefined (unset or 0) keeps them. */
+  rawRetentionDays: number | undefined;
   /** Prometheus metrics HTTP port (0 picks a free one); undefined when METRICS_PORT=off. */
   metricsPort: number | undefined;
   metricsHost: string;
@@ -169,6 +171,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     spool: { dir: env.SPOOL_DIR || `${env.DATA_DIR || "./data"}/spool`, maxBytes: integer(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, Number.MAX_SAFE_INTEGER) },
     writeConcern: writeConcernFromEnv(env),
     rollupRepairAfterMs: integer(env, "ROLLUP_REPAIR_AFTER_MS", 60_000, 1_000, 86_400_000),
+    rawRetentionDays: integer(env, "RAW_RETENTION_DAYS", 0, 0, 36_500) || undefined,
     ...metricsFromEnv(env),
   };
 }

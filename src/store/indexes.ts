@@ -1,5 +1,6 @@
 import type { IndexDescription } from "mongodb";
 import type { Collections } from "./documents.js";
+import { reconcileTimestampIndex, timestampIndexOptions } from "./retention.js";
 import { ROLLUP_INDEXES, rollupCollection } from "./rollups.js";
 
 /** The seed index set, identical on both collections (see README, "Storage"). */
@@ -74,14 +75,21 @@ export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "ha
   counters: null,
 };
 
-/** createIndexes is a no-op for an index that already exists with the same spec, so this is safe at every start. */
-export async function ensureIndexes(c: Collections): Promise<void> {
+/**
+ * createIndexes is a no-op for an index that already exists with the same spec, so this is safe
+ * at every start. `rawTtlSeconds`: raw-event retention (see retention.ts), as a TTL on the
+ * {timestamp: 1} index; the existing index is brought to it first, since createIndexes refuses
+ * an index of the same name with other options.
+ */
+export async function ensureIndexes(c: Collections, rawTtlSeconds?: number): Promise<void> {
+  await Promise.all([c.clicks, c.impressions].map((col) => reconcileTimestampIndex(col as never, rawTtlSeconds)));
+  const eventIndexes = EVENT_INDEXES.map((i) => (i.name === "timestamp_1" ? { ...i, ...timestampIndexOptions(rawTtlSeconds) } : i));
   const existing = await c.impressions.listIndexes().toArray().catch(() => []);
   const legacy = existing.some((i) => i.name === LEGACY_IMPRESSION_EVENT_ID);
   const impressionKeys = legacy ? IMPRESSION_KEY_INDEXES.filter((i) => i.name !== "event_id_1") : IMPRESSION_KEY_INDEXES;
   await Promise.all([
-    c.clicks.createIndexes([...EVENT_INDEXES, ...CLICK_KEY_INDEXES]),
-    c.impressions.createIndexes([...EVENT_INDEXES, ...impressionKeys]),
+    c.clicks.createIndexes([...eventIndexes, ...CLICK_KEY_INDEXES]),
+    c.impressions.createIndexes([...eventIndexes, ...impressionKeys]),
     rollupCollection(c).createIndexes(ROLLUP_INDEXES),
   ]);
 }
