@@ -6,6 +6,7 @@
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { MongoClient } from "mongodb";
 import { Status, type ServiceError } from "../../src/client/index.js";
 import { serveEnv } from "../../src/cli/commands/serve.js";
 import { ConfigError, configFromEnv } from "../../src/server/config.js";
@@ -35,6 +36,11 @@ async function refused(p: Promise<unknown>): Promise<string> {
 }
 
 beforeAll(async () => {
+  // A real mongod's TTL monitor runs every 60 s: made fast here. The embedded engine has none
+  // (it refuses the parameter), and the service expires raw events itself, every 200 ms here.
+  const mongo = new MongoClient(inject("mongoUri"));
+  await mongo.db("admin").command({ setParameter: 1, ttlMonitorSleepSecs: 1 }).catch(() => undefined);
+  await mongo.close();
   h = await startHarness({ rawRetentionDays: RETENTION_DAYS, retentionSweepMs: 200 });
   const events = [old, old, old, recent, recent].map((at, i) => [
     { kind: { case: "impression" as const, value: { eventId: `i${i}`, userId: "u1", query: `q${i % 2}`, variant: i % 2 ? "B" : "A", resultsCount: 3, responseTimeMs: 10 + i, timestamp: timestampFromDate(at) } } },
