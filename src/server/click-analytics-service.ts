@@ -60,7 +60,7 @@ export interface ServiceDeps {
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
 export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof ClickAnalytics> {
   const { store } = deps;
-  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups, store.queryTables);
+  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups, store.queryTables, store.retention);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
 
@@ -195,6 +195,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       if (req.userId === "") throw new InvalidArgumentError("user_id", "is required");
       const userId = requireId("user_id", req.userId);
       const window = windowOf(req, now());
+      // One user's events, read raw from the window's start.
+      store.retention.require(window.start, "events");
       await requireComplete();
       const a = await userActivity(store.collections, userId, withBudget({ window }, ctx));
       return {

@@ -31,6 +31,8 @@ export interface EnvConfig {
   spool: { dir: string; maxBytes: number };
   writeConcern: { w: number | "majority"; journal: boolean };
   rollupRepairAfterMs: number;
+  /** RAW_RETENTION_DAYS: raw events are expired after this many days; undefined (unset or 0) keeps them. */
+  rawRetentionDays: number | undefined;
   /** Prometheus metrics HTTP port (0 picks a free one); undefined when METRICS_PORT=off. */
   metricsPort: number | undefined;
   metricsHost: string;
@@ -175,6 +177,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     rollupRepairAfterMs: integer(env, "ROLLUP_REPAIR_AFTER_MS", 60_000, 1_000, 86_400_000),
     watchMaxStreams: integer(env, "WATCH_MAX_STREAMS", DEFAULT_WATCH_MAX_STREAMS, 1, 1_000_000),
     watchMaxStreamsPerToken: integer(env, "WATCH_MAX_STREAMS_PER_TOKEN", DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, 1, 1_000_000),
+    rawRetentionDays: integer(env, "RAW_RETENTION_DAYS", 0, 0, 36_500) || undefined,
     ...metricsFromEnv(env),
   };
 }

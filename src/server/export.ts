@@ -111,6 +111,8 @@ export async function* exportEvents(store: ClickStore, req: ExportEventsRequest,
   // Validate everything before the first read.
   const filter = metricsFilter(req, now);
   const kinds = kindsOf(req.kind);
+  // The export is the raw events themselves: none past the retention.
+  store.retention.require(filter.window.start, "events");
   // Like the metrics: while acknowledged events still wait in the spool, an export would be incomplete.
   const pending = store.writer.pending;
   if (pending > 0) throw new DomainError("unavailable", `the export is unavailable while ${pending} acknowledged batch(es) are recovered from the local spool; retry shortly`);

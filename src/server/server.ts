@@ -23,6 +23,10 @@ export interface ServerConfig {
   writeConcern?: { w: number | "majority"; journal: boolean } | undefined;
   /** Rollup work of earlier versions (which name no writer) left unfinished this long is finished by another (default 60 s). */
   rollupRepairAfterMs?: number | undefined;
+  /** Raw events older than this many days are expired; reads that need them get FAILED_PRECONDITION. Undefined keeps them. */
+  rawRetentionDays?: number | undefined;
+  /** Where MongoDB has no TTL monitor, how often the service expires raw events itself (default 10 min). */
+  retentionSweepMs?: number | undefined;
   /** e.g. "0.0.0.0" or "127.0.0.1" */
   host: string;
   /** 0 picks a free port. */
@@ -79,6 +83,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     writeConcern: config.writeConcern,
     spool: config.spool,
     rollupRepairAfterMs: config.rollupRepairAfterMs,
+    rawRetentionDays: config.rawRetentionDays,
+    retentionSweepMs: config.retentionSweepMs,
     writerEvents: {
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),

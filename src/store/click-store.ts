@@ -9,6 +9,7 @@ import { Spool, type SpoolOptions } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
 import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./writer-lease.js";
 import { DomainError } from "../core/errors.js";
+import { hasTtlMonitor, RawRetention, sweepExpired } from "./retention.js";
 
 export interface StoreOptions {
   uri: string;
@@ -24,6 +25,10 @@ export interface StoreOptions {
   rollupRepairAfterMs?: number;
   /** A writer not heard of for this long is dead, and its unfinished batches are finished by others (default 10 s). */
   writerLeaseMs?: number;
+  /** Raw events older than this many days are expired (TTL index); undefined keeps them all. */
+  rawRetentionDays?: number | undefined;
+  /** Where MongoDB runs no TTL monitor (the embedded engine), how often the service expires raw events itself (default 10 min). */
+  retentionSweepMs?: number | undefined;
 }
 
 async function ping(db: Db): Promise<boolean> {
@@ -44,9 +49,12 @@ export class ClickStore {
     /** Writes events to MongoDB, or to the spool while MongoDB is unreachable. */
     readonly writer: DurableWriter,
     readonly lease: WriterLease,
+    /** How long raw events are kept; reads that need older ones are refused (see retention.ts). */
+    readonly retention: RawRetention,
+    private readonly sweeper?: NodeJS.Timeout,
   ) {
     this.rollups = new RollupReader(collections);
-    this.queryTables = new QueryTableReader(collections);
+    this.queryTables = new QueryTableReader(collections, undefined, retention);
   }
 
   /** Per-query counters for GetTopQueries. */
@@ -67,7 +75,8 @@ export class ClickStore {
     try {
       const db = client.db(options.dbName);
       const c = collections(db);
-      await ensureIndexes(c);
+      const retention = new RawRetention(options.rawRetentionDays);
+      await ensureIndexes(c, retention.ttlSeconds);
       await markQueryTables(c);
       await upgradeRollups(c);
       const spool = options.spool ? Spool.open(options.spool) : undefined;
@@ -85,7 +94,15 @@ export class ClickStore {
         throw error;
       });
       if (finished > 0) options.writerEvents?.repaired?.(finished);
-      return new ClickStore(client, db, c, writer, lease);
+      // MongoDB's TTL monitor expires raw events; where there is none, this process does the same.
+      let sweeper: NodeJS.Timeout | undefined;
+      if (retention.days !== undefined && !(await hasTtlMonitor(db))) {
+        const sweep = () => void sweepExpired(c, retention).catch(() => undefined);
+        sweep();
+        sweeper = setInterval(sweep, options.retentionSweepMs ?? 600_000);
+        sweeper.unref();
+      }
+      return new ClickStore(client, db, c, writer, lease, retention, sweeper);
     } catch (error) {
       await client.close();
       throw error;
@@ -146,6 +163,7 @@ export class ClickStore {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.sweeper);
     this.writer.close();
     await this.lease.release();
     await this.client.close();

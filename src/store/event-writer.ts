@@ -115,5 +115,10 @@ export async function findOriginalClick(c: Collections, eventId: string): Promis
 }
 
 export async function findOriginalImpression(c: Collections, eventId: string, impressionId: string): Promise<ImpressionDocument | null> {
-  return c.impressions.findOne({ $or: [{ event_id: keyIs(eventId) }, { impression_id: keyIs(impressionId) }] }, { projection: { _id: 0 } });
+  // By impression_id first: it is the unique key. event_id decides only in databases that still
+  // have the unique event_id index of earlier versions (see indexes.ts).
+  return (
+    (await c.impressions.findOne({ impression_id: keyIs(impressionId) }, { projection: { _id: 0 } })) ??
+    c.impressions.findOne({ event_id: keyIs(eventId) }, { projection: { _id: 0 } })
+  );
 }

@@ -1,5 +1,6 @@
 import type { IndexDescription } from "mongodb";
 import type { Collections } from "./documents.js";
+import { reconcileTimestampIndex, timestampIndexOptions } from "./retention.js";
 import { ROLLUP_INDEXES, rollupCollection } from "./rollups.js";
 
 /** The seed index set, identical on both collections (see README, "Storage"). */
@@ -32,18 +33,63 @@ export const CLICK_KEY_INDEXES: IndexDescription[] = [
   inFlight("pending_rollup"),
 ];
 
+/**
+ * An impression is one search: impression_id is what makes a retry a duplicate (when a client
+ * gives only one of the two ids, they are the same). Only impression_id is unique, so that the
+ * collection can be sharded on it (see SHARD_KEYS); event_id is indexed for lookups.
+ */
 export const IMPRESSION_KEY_INDEXES: IndexDescription[] = [
   inFlight("pending_rollup"),
   inFlight("click_claim"),
-  { key: { event_id: 1 }, name: "event_id_unique", unique: true, ...hasString("event_id") },
+  { key: { event_id: 1 }, name: "event_id_1", ...hasString("event_id") },
   { key: { impression_id: 1 }, name: "impression_id_unique", unique: true, ...hasString("impression_id") },
 ];
 
-/** createIndexes is a no-op for an index that already exists with the same spec, so this is safe at every start. */
-export async function ensureIndexes(c: Collections): Promise<void> {
+/**
+ * What versions before sharding support made unique on impressions. A database that has it keeps
+ * it (and with it the stricter rule), and it serves event_id lookups there: the lookup index
+ * above would be a second index on the same key. Drop it before sharding impressions
+ * (README, "Running at scale"); the next start then creates event_id_1.
+ */
+const LEGACY_IMPRESSION_EVENT_ID = "event_id_unique";
+
+/**
+ * The shard key of every collection the service keeps in MongoDB (null: not sharded), as README
+ * "Running at scale" documents it. Every unique index the service creates starts with its
+ * collection's shard key fields, so MongoDB can enforce it on a sharded collection
+ * (test/store/shard-keys.test.ts checks this against a freshly opened database).
+ */
+export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "hashed">> | null>> = {
+  // Hashed: ids are random, writes spread evenly; the unique {event_id: 1} index starts with the key's field.
+  click_events: { event_id: "hashed" },
+  // Hashed on the key that links clicks to their search, so linking a click reads one shard.
+  impressions: { impression_id: "hashed" },
+  // A few documents per hour and variant, written by every batch: sharding spreads no load.
+  rollups: null,
+  // Work in flight: a handful of small documents at any time.
+  pending_batches: null,
+  writer_leases: null,
+  // One document per user, read by _id.
+  user_ids: { _id: "hashed" },
+  // One document (the user-number counter).
+  counters: null,
+};
+
+/**
+ * createIndexes is a no-op for an index that already exists with the same spec, so this is safe
+ * at every start. `rawTtlSeconds`: raw-event retention (see retention.ts), as a TTL on the
+ * {timestamp: 1} index; the existing index is brought to it first, since createIndexes refuses
+ * an index of the same name with other options.
+ */
+export async function ensureIndexes(c: Collections, rawTtlSeconds?: number): Promise<void> {
+  await Promise.all([c.clicks, c.impressions].map((col) => reconcileTimestampIndex(col as never, rawTtlSeconds)));
+  const eventIndexes = EVENT_INDEXES.map((i) => (i.name === "timestamp_1" ? { ...i, ...timestampIndexOptions(rawTtlSeconds) } : i));
+  const existing = await c.impressions.listIndexes().toArray().catch(() => []);
+  const legacy = existing.some((i) => i.name === LEGACY_IMPRESSION_EVENT_ID);
+  const impressionKeys = legacy ? IMPRESSION_KEY_INDEXES.filter((i) => i.name !== "event_id_1") : IMPRESSION_KEY_INDEXES;
   await Promise.all([
-    c.clicks.createIndexes([...EVENT_INDEXES, ...CLICK_KEY_INDEXES]),
-    c.impressions.createIndexes([...EVENT_INDEXES, ...IMPRESSION_KEY_INDEXES]),
+    c.clicks.createIndexes([...eventIndexes, ...CLICK_KEY_INDEXES]),
+    c.impressions.createIndexes([...eventIndexes, ...impressionKeys]),
     rollupCollection(c).createIndexes(ROLLUP_INDEXES),
   ]);
 }

@@ -24,7 +24,8 @@ import {
   type TotalsBreakdown,
 } from "./metrics-queries.js";
 import { QueryTableReader } from "./query-tables.js";
-import { RESULTS_COUNT_CAP, type RollupAggregate, type RollupReader, type WindowAggregates } from "./rollups.js";
+import { RESULTS_COUNT_CAP, windowRanges, type RollupAggregate, type RollupReader, type WindowAggregates } from "./rollups.js";
+import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
 import { match, timeLimit } from "./metrics-queries.js";
 import { usersInSeveral } from "./user-ids.js";
 
@@ -165,10 +166,29 @@ function totalsOf(a: RollupAggregate): EventTotals {
 
 const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
 
-/** Rollups (and query tables) when no user is named, raw events otherwise. */
-export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c)): MetricsSource {
-  const raw = rawMetrics(c);
-  const window = (f: MetricsFilter): Promise<WindowAggregates> => rollups.window(f.window, f.variant, f);
+/**
+ * Rollups (and query tables) when no user is named, raw events otherwise. Every raw read is first
+ * checked against the raw-event retention (retention.ts): a user's events from the window's
+ * start, or only the window's partial edge hours when rollups answer the rest.
+ */
+export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c), retention: RawRetention = KEEP_EVERYTHING): MetricsSource {
+  const rawEvents = rawMetrics(c);
+  const fromStart = (f: MetricsFilter) => retention.require(f.window.start, "events");
+  // The raw source, reading from the window's start.
+  const raw: MetricsSource = {
+    totals: (f) => (fromStart(f), rawEvents.totals(f)),
+    ranks: (f, perVariant) => (fromStart(f), rawEvents.ranks(f, perVariant)),
+    latency: (f, ps, perVariant) => (fromStart(f), rawEvents.latency(f, ps, perVariant)),
+    responseTimes: (f) => (fromStart(f), rawEvents.responseTimes(f)),
+    timeSeries: (f, unit, zone, starts) => (fromStart(f), rawEvents.timeSeries(f, unit, zone, starts)),
+    topQueries: (f, order, limit) => (fromStart(f), rawEvents.topQueries(f, order, limit)),
+    arms: (f) => (fromStart(f), rawEvents.arms(f)),
+    positions: (f, perVariant) => (fromStart(f), rawEvents.positions(f, perVariant)),
+  };
+  const window = (f: MetricsFilter): Promise<WindowAggregates> => {
+    for (const [from] of windowRanges(f.window.start.getTime(), f.window.until?.getTime()).raw) retention.require(new Date(from), "window-edge");
+    return rollups.window(f.window, f.variant, f);
+  };
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
   return {
     async totals(f) {
@@ -191,6 +211,8 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole
       // hours. A period with an explicit end is read from the events.
       if (f.userId !== undefined || f.window.until !== undefined || starts.some((s) => s.getTime() % 3_600_000 !== 0)) return raw.timeSeries(f, unit, zone, starts);
+      // The window's partial first hour comes from raw events.
+      if (f.window.start.getTime() % 3_600_000 !== 0) retention.require(f.window.start, "window-edge");
       const buckets = await rollups.buckets(f.window.start, starts, f.variant, f);
       return buckets.map((a) => ({
         impressions: a.imp,

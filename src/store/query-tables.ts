@@ -19,6 +19,7 @@ import { queryRows, topQueries } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { decodeQueryTable, encodeQueryTable, type QueryCounts } from "./query-table-fields.js";
+import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
 import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */
@@ -154,6 +155,8 @@ export class QueryTableReader {
     private readonly c: Collections,
     /** Query entries kept decoded at most (~100 bytes each), per cache. */
     maxCachedQueries = 200_000,
+    /** Raw reads (the window's partial first hour, full tables' hours) are refused past it. */
+    private readonly retention: RawRetention = KEEP_EVERYTHING,
   ) {
     this.hours = new TableCache(maxCachedQueries);
     this.days = new TableCache(maxCachedQueries);
@@ -162,7 +165,10 @@ export class QueryTableReader {
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
     this.complete ||= (await metaCollection(this.c).countDocuments({ _id: META_ID, complete: true }, { limit: 1, ...timeLimit(f) })) > 0;
-    if (!this.complete) return topQueries(this.c, f, order, limit);
+    if (!this.complete) {
+      this.retention.require(f.window.start, "events");
+      return topQueries(this.c, f, order, limit);
+    }
     const start = f.window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
@@ -210,6 +216,7 @@ export class QueryTableReader {
 
   private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {
     if (from.getTime() >= to.getTime()) return Promise.resolve([]);
+    this.retention.require(from, "window-edge");
     return queryRows(this.c, { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) }, f);
   }
 

@@ -766,7 +766,8 @@ async function expectEventResults(label: string, events: readonly Event[], resul
     expectClickDocument(label, doc!, r, id, effectiveUser(r.userId, header) || doc!.user_id);
   }
   for (const { r, id } of acceptedImpressions) {
-    const doc = impressionDocs.find((d) => d.event_id === id);
+    // An impression is unique by impression_id (its event_id alone may repeat under another impression_id).
+    const doc = impressionDocs.find((d) => d.event_id === id && d.impression_id === (r.impressionId || id));
     expect(doc, `${label}: impression ${id} not stored`).toBeDefined();
     expectImpressionDocument(label, doc!, r, doc!.impression_id, effectiveUser(r.userId, header) || doc!.user_id);
   }

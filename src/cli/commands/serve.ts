@@ -45,6 +45,7 @@ export const SERVE_FLAGS: readonly { flag: string; env: string; value: string; h
   { flag: "spool-max-bytes", env: "SPOOL_MAX_BYTES", value: "N", help: "spool size bound (default 536870912)" },
   { flag: "write-concern", env: "MONGODB_WRITE_CONCERN", value: "W", help: '"majority" or a number of nodes (default majority)' },
   { flag: "journal", env: "MONGODB_JOURNAL", value: "BOOL", help: "true or false: wait for the journal (default true)" },
+  { flag: "raw-retention-days", env: "RAW_RETENTION_DAYS", value: "N", help: "expire raw events after N days (rollups are kept); unset or 0 keeps them" },
   { flag: "rollup-repair-after-ms", env: "ROLLUP_REPAIR_AFTER_MS", value: "MS", help: "finish rollup work an earlier version left after this long (default 60000)" },
   { flag: "watch-max-streams", env: "WATCH_MAX_STREAMS", value: "N", help: "concurrent WatchMetrics streams, RESOURCE_EXHAUSTED beyond (default 1000)" },
   { flag: "watch-max-streams-per-token", env: "WATCH_MAX_STREAMS_PER_TOKEN", value: "N", help: "the same per bearer token, with access control on (default 500)" },
