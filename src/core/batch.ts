@@ -37,9 +37,13 @@ export function requireBatchSize(count: number, field = "events"): void {
   if (count > MAX_BATCH_EVENTS) throw new InvalidArgumentError(field, `must hold at most ${MAX_BATCH_EVENTS} events per request, got ${count}`);
 }
 
-/** The keys an event must be unique under (impressions are also unique by impression_id). */
+/**
+ * The key an event must be unique under: a click's event_id, an impression's impression_id
+ * (which defaults to its event_id). The same rule as storage's unique indexes, which let
+ * impressions be sharded by impression_id (README, "Running at scale").
+ */
 export function uniqueKeys(t: TrackedEvent): string[] {
-  return t.kind === "click" ? [`c:${t.event.eventId}`] : [`i:${t.event.eventId}`, `s:${t.event.impressionId}`];
+  return t.kind === "click" ? [`c:${t.event.eventId}`] : [`s:${t.event.impressionId}`];
 }
 
 /**

@@ -236,19 +236,23 @@ const hasClientKey = (e: Event) => (e.kind.case === "click" ? e.kind.value.event
  * whatever MongoDB holds afterwards. Writes run one at a time, and each write's keys are settled
  * inside its lock (see measured), so every write is judged against everything stored before it.
  */
-type KeyKind = "click" | "impEvent" | "impImpression";
-const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impEvent: new Set(), impImpression: new Set() };
+type KeyKind = "click" | "impImpression";
+const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impImpression: new Set() };
 /** Which call stored a key, for failure messages. */
 const storedBy = new Map<string, string>();
 /** How often the key oracle judged a keyed event, and how often it had to ask MongoDB. */
 const keyStats = { duplicates: 0, keyedAccepted: 0, lookUps: 0 };
 
-/** The (kind, key) pairs an event is unique under; [] without a client key (the server's own id repeats nothing). */
+/**
+ * The (kind, key) pairs an event is unique under; [] without a client key (the server's own id
+ * repeats nothing). An impression is unique by its impression_id alone (which defaults to its
+ * event_id), so that impressions can be sharded by it.
+ */
 function keysOf(e: Event): [KeyKind, string][] {
   if (e.kind.case === "click") return e.kind.value.eventId === "" ? [] : [["click", e.kind.value.eventId]];
   if (e.kind.case === "impression") {
     const { eventId, impressionId } = e.kind.value;
-    return eventId === "" && impressionId === "" ? [] : [["impEvent", eventId || impressionId], ["impImpression", impressionId || eventId]];
+    return eventId === "" && impressionId === "" ? [] : [["impImpression", impressionId || eventId]];
   }
   return [];
 }
@@ -273,15 +277,15 @@ async function lookUpKeys(label: string, events: readonly Event[]): Promise<void
   const c = h.server.store.collections;
   const found = async (kind: KeyKind, field: "event_id" | "impression_id", collection: typeof c.clicks | typeof c.impressions) =>
     of(kind).length === 0 ? [] : (await collection.distinct(field, { [field]: { $in: of(kind) } })).map((key): [KeyKind, string] => [kind, String(key)]);
-  const [clicks, impEvents, impImpressions] = await Promise.all([found("click", "event_id", c.clicks), found("impEvent", "event_id", c.impressions), found("impImpression", "impression_id", c.impressions)]);
-  remember(`${label} (looked up)`, [...clicks, ...impEvents, ...impImpressions]);
+  const [clicks, impImpressions] = await Promise.all([found("click", "event_id", c.clicks), found("impImpression", "impression_id", c.impressions)]);
+  remember(`${label} (looked up)`, [...clicks, ...impImpressions]);
 }
 
 /** Every key stored before the fuzzing starts (the other tests of this file). */
 async function loadStoredKeys(): Promise<void> {
   const c = h.server.store.collections;
-  const [clicks, impEvents, impImpressions] = await Promise.all([c.clicks.distinct("event_id"), c.impressions.distinct("event_id"), c.impressions.distinct("impression_id")]);
-  remember("an earlier test", [...clicks.map((k): [KeyKind, string] => ["click", String(k)]), ...impEvents.map((k): [KeyKind, string] => ["impEvent", String(k)]), ...impImpressions.map((k): [KeyKind, string] => ["impImpression", String(k)])]);
+  const [clicks, impImpressions] = await Promise.all([c.clicks.distinct("event_id"), c.impressions.distinct("impression_id")]);
+  remember("an earlier test", [...clicks.map((k): [KeyKind, string] => ["click", String(k)]), ...impImpressions.map((k): [KeyKind, string] => ["impImpression", String(k)])]);
 }
 
 /**

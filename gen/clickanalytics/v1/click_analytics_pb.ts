@@ -184,7 +184,11 @@ export type LogImpressionRequest = Message<"clickanalytics.v1.LogImpressionReque
   timestamp?: Timestamp | undefined;
 
   /**
-   * Idempotency key, as on LogClickRequest. Defaults to impression_id when that is given.
+   * Idempotency key (1..128 characters). Defaults to impression_id when that is given. An
+   * impression is recognised as a repeat by its impression_id (which defaults to this): a retry
+   * that repeats its ids is not counted twice. (Since v0.2, so that impressions can be sharded by
+   * impression_id: a new impression_id with an event_id seen before is a new search; databases
+   * created by v0.1 keep refusing it as a duplicate until their unique event_id index is dropped.)
    *
    * @generated from field: string event_id = 8;
    */
