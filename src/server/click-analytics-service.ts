@@ -161,9 +161,10 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     async getRankMetrics(req, ctx) {
       const filter = withBudget(metricsFilter(req, now()), ctx);
       await requireComplete();
-      const [ranks, positions] = await Promise.all([metrics.ranks(filter, false), metrics.positions(filter, false)]);
-      const stats = ranks.get("") ?? rankStats([]);
-      const shown = searchesShowingRank(positions.get("")?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP);
+      // One read: the rank statistics come from the same clicks per rank as the position measures.
+      const positions = (await metrics.positions(filter, false)).get("");
+      const stats = rankStats(positions?.clicksByRank ?? []);
+      const shown = searchesShowingRank(positions?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP);
       return {
         avgRank: stats.avg,
         medianRank: stats.median,

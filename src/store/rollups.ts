@@ -127,6 +127,8 @@ const add = (inc: Record<string, number>, field: string, n: number) => (inc[fiel
 /** Accumulates one batch's increments per rollup document and per query table. */
 class RollupDelta {
   private readonly docs = new Map<string, DocDelta>();
+  /** The document of each (grain, time, variant) seen, by a cheap key: an id's ISO date costs more than the rest of an event (profiled). */
+  private readonly byKey = new Map<string, DocDelta>();
 
   private each(timestamp: Date, variant: string, apply: (d: DocDelta) => void, tables = false): void {
     const ms = timestamp.getTime();
@@ -134,9 +136,13 @@ class RollupDelta {
     const grains = tables ? ([["qh", HOUR_MS]] as const) : ([["h", HOUR_MS], ["d", DAY_MS]] as const);
     for (const [g, unit] of grains) {
       const t = floorTo(ms, unit);
-      const id = rollupId(g, t, variant);
-      let d = this.docs.get(id);
-      if (!d) this.docs.set(id, (d = { g, t, v: variant, inc: {}, max: {}, bits: {} }));
+      const key = `${g}${t}|${variant}`;
+      let d = this.byKey.get(key);
+      if (!d) {
+        d = { g, t, v: variant, inc: {}, max: {}, bits: {} };
+        this.byKey.set(key, d);
+        this.docs.set(rollupId(g, t, variant), d);
+      }
       apply(d);
     }
   }

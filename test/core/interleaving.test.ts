@@ -8,6 +8,7 @@ import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
 import { impressionOutcome, interleavingResult, type InterleavedImpression } from "../../src/core/interleaving.js";
+import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
   it("credits each click to the team of its position and computes delta by hand", () => {
@@ -90,16 +91,6 @@ describe("team-draft interleaving", () => {
   });
 });
 
-/** mulberry32: a small seeded generator, so the simulation replays exactly. */
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("interleaving against an A/B test (simulation)", () => {
   // Ten results of graded relevance; users examine rank r with probability 1 / (r + 1) and click
   // what they examine with probability relevance x their own inclination (log-normal, mean 1).
@@ -152,7 +143,7 @@ describe("interleaving against an A/B test (simulation)", () => {
   /** The smallest user count on a doubling grid with at least 80% power over `runs` experiments. */
   function usersFor80(detects: (users: number, rand: () => number) => boolean, from: number, to: number, runs: number, seed: number): { users: number; power: number } | undefined {
     for (let users = from; users <= to; users *= 2) {
-      const rand = prng(seed + users);
+      const rand = mulberry32(seed + users);
       let hits = 0;
       for (let i = 0; i < runs; i++) if (detects(users, rand)) hits++;
       if (hits / runs >= 0.8) return { users, power: hits / runs };

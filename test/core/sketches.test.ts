@@ -13,21 +13,11 @@ import {
   mergeHll,
   mergeLatency,
 } from "../../src/core/sketches.js";
+import { mulberry32 } from "../support/prng.js";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/** mulberry32: a tiny seeded PRNG so every data set is reproducible (never Math.random). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Standard normal deviate (Box-Muller) from a uniform PRNG. */
 function gaussian(random: () => number): number {

@@ -16,6 +16,7 @@ import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { createClickAnalyticsClient, EventOutcome, type ClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
 import { startServerProcess, type ServerProcess } from "../support/server-process.js";
+import { mulberry32 } from "../support/prng.js";
 
 const SECONDS = Number(process.env.LOAD_TEST_SECONDS ?? 15);
 const CONCURRENCY = 64;
@@ -57,18 +58,6 @@ async function cpuSeconds(pid: number | undefined): Promise<number> {
   } catch {
     return NaN;
   }
-}
-
-/** Small deterministic PRNG per loop (mulberry32), so a run's mix is reproducible. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 const KINDS = ["LogClick", "LogImpression", "LogEvents", "GetCtr", "GetRankMetrics", "GetResponseTimeMetrics", "GetVariantComparison", "GetUserSummary"] as const;
@@ -123,7 +112,7 @@ it(`serves ${CONCURRENCY} concurrent clients for ${SECONDS} s with zero errors a
   }
 
   async function loop(n: number): Promise<void> {
-    const rnd = random(n + 1);
+    const rnd = mulberry32(n + 1);
     const client = clients[n % CLIENTS]!;
     const users = Array.from({ length: 20 }, (_, i) => `${run}-user-${n}-${i}`);
     const pick = <T,>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;

@@ -2,6 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Status, type ServiceError } from "../../src/client/index.js";
 import { startHarness, type Harness } from "../support/harness.js";
+import { mulberry32 } from "../support/prng.js";
 
 const DAY = 24 * 3600 * 1000;
 let h: Harness;
@@ -191,18 +192,6 @@ describe("GetResponseTimeMetrics", () => {
     expect(none.avgResponseTimeMs ?? none.p50ResponseTimeMs ?? none.p95ResponseTimeMs ?? none.p99ResponseTimeMs ?? none.minResponseTimeMs ?? none.maxResponseTimeMs).toBeUndefined();
   });
 });
-
-/** mulberry32: a tiny seeded PRNG, so the data (and a failure) is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /** numpy.percentile's default (linear): sort, then interpolate between the two nearest ranks. */
 function percentile(values: readonly number[], p: number): number {

@@ -13,19 +13,10 @@ import type { MetricsFilter } from "../../src/store/metrics-queries.js";
 import { fastMetrics, rawMetrics, type MetricsSource } from "../../src/store/metrics-source.js";
 import { rollupCollection, rollupId, RollupReader } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
+import { mulberry32 } from "../support/prng.js";
 
 type EventInit = MessageInitShape<typeof EventSchema>;
 const DAY = 86_400_000;
-
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.EQUIVALENCE_SEED ?? 20261128);
 /** Queries whose text tests the query tables' field names and the order of ties. */
@@ -38,10 +29,10 @@ let fast: MetricsSource;
 
 beforeAll(async () => {
   h = await startHarness();
-  const rand = prng(SEED);
-  const pickQuery = prng(SEED + 1);
+  const rand = mulberry32(SEED);
+  const pickQuery = mulberry32(SEED + 1);
   // Result counts either side of the cap of kept counts (its own generator, so the rest of the data stays as it was).
-  const pickCount = prng(SEED + 3);
+  const pickCount = mulberry32(SEED + 3);
   const now = Date.now();
   const impressions: EventInit[] = [];
   const clicks: EventInit[] = [];
@@ -85,7 +76,7 @@ afterAll(() => h.close());
 
 /** Periods [start, end): within an hour, across hours of one day, across days; edges at odd minutes and on whole hours and days. */
 function periods(): [string, MetricsFilter["window"]][] {
-  const rand = prng(SEED + 2);
+  const rand = mulberry32(SEED + 2);
   const now = Date.now();
   const hour = 3_600_000;
   const spans = [0.3 * hour, 5 * hour, 1.5 * DAY, 9 * DAY, 33 * DAY];

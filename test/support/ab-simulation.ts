@@ -4,18 +4,9 @@
 import type { VariantData } from "../../src/core/comparison.js";
 import { latencyBucket } from "../../src/core/sketches.js";
 import { USER_BUCKETS, emptyBucketSums, userBucket, type BucketSums } from "../../src/core/user-buckets.js";
+import { mulberry32 } from "./prng.js";
 
-/** mulberry32: a small, fast, seeded 32-bit PRNG (public domain, Tommy Ettinger). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from "./prng.js";
 
 export class Random {
   private readonly next: () => number;
