@@ -8,7 +8,6 @@
  * the day tables) give identical exact rows.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MongoClient } from "mongodb";
@@ -16,15 +15,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
-import { startServerProcess, type ServerProcess } from "../support/server-process.js";
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
+import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
 const DB = "scale";
 let dir: string;

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import net from "node:net";
 import { createInterface } from "node:readline";
 
 export const SERVER_MAIN = join(resolve(import.meta.dirname, "../.."), "dist/src/server/main.js");
@@ -50,4 +51,14 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
       return code;
     },
   };
+}
+
+/** A TCP port free on 127.0.0.1 right now (for an engine that must come back on the same port). */
+export function freePort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
