@@ -34,7 +34,7 @@ import {
   type ShapeParams,
   type ShapeResult,
 } from "./bench-client.js";
-import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
+import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, VARIANTS, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
 import { createProgress, formatDuration, formatInteger } from "./progress.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -73,6 +73,11 @@ straightforward raw aggregations, and memory. Progress on stderr, the table on s
                       created there and dropped at exit)
   --skip-raw          skip the raw insertMany and raw aggregation baselines
   --skip-unary        skip the unary LogClick measurement
+  --watch-streams N   WatchMetrics streams at a 1 s interval over 10 distinct questions, with
+                      GetCtr timed idle and during them (default 500; 0 skips)
+  --watch-seconds N   how long the streams run (default 30)
+  --server-cpu-prof DIR  run the server under Node's --cpu-prof, writing its profile to DIR at
+                      exit (open it in Chrome DevTools; the figures then include the profiler's cost)
   --help              this text
 
 The default size takes several minutes; e.g. --events 100000 --iterations 50 is quicker.`;
@@ -90,6 +95,9 @@ export interface BenchOptions {
   mongodbUri?: string | undefined;
   skipRaw: boolean;
   skipUnary: boolean;
+  serverCpuProfDir?: string | undefined;
+  watchStreams: number;
+  watchSeconds: number;
 }
 
 class UsageError extends Error {}
@@ -112,6 +120,9 @@ function parseOptions(argv: string[]): BenchOptions | "help" {
         "mongodb-uri": { type: "string" },
         "skip-raw": { type: "boolean", default: false },
         "skip-unary": { type: "boolean", default: false },
+        "server-cpu-prof": { type: "string" },
+        "watch-streams": { type: "string", default: "500" },
+        "watch-seconds": { type: "string", default: "30" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -143,6 +154,9 @@ function parseOptions(argv: string[]): BenchOptions | "help" {
     mongodbUri: v["mongodb-uri"],
     skipRaw: v["skip-raw"],
     skipUnary: v["skip-unary"],
+    serverCpuProfDir: v["server-cpu-prof"],
+    watchStreams: number("watch-streams", v["watch-streams"], 0, 10_000),
+    watchSeconds: number("watch-seconds", v["watch-seconds"], 3, 3600, false),
   };
 }
 
@@ -157,13 +171,21 @@ interface ProcMemory {
   rss: number;
   /** VmHWM (the kernel's own peak RSS), bytes. */
   hwm: number;
+  /** CPU time used so far (user + system), seconds. */
+  cpuSeconds: number;
 }
+
+/** Linux's USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on every Linux ABI Node runs on). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 async function procMemory(pid: number): Promise<ProcMemory | null> {
   try {
     const status = await readFile(`/proc/${pid}/status`, "utf8");
     const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
-    return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+    // Fields 14 and 15 (utime, stime), counted after the command name's closing parenthesis.
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { rss: kb("VmRSS"), hwm: kb("VmHWM"), cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND };
   } catch {
     return null; // gone, or not Linux
   }
@@ -179,6 +201,10 @@ interface MemoryFigures {
   samples: number;
   /** Highest sampled VmRSS per phase. */
   peakRssByPhaseBytes: Record<string, number>;
+  /** CPU seconds used per phase (between samples, credited to the phase at the later sample). */
+  cpuSecondsByPhase: Record<string, number>;
+  /** The last sample's CPU reading, for the next difference. */
+  lastCpuSeconds?: number;
 }
 
 const HAVE_PROC = existsSync("/proc/self/status");
@@ -192,7 +218,7 @@ class RssSampler {
 
   /** `onGone` is called once if the process disappears while sampling runs. */
   track(name: string, pid: number, onGone?: () => void): void {
-    this.tracked.set(name, { pid, peakRssBytes: 0, vmHwmBytes: 0, lastRssBytes: 0, samples: 0, peakRssByPhaseBytes: {} });
+    this.tracked.set(name, { pid, peakRssBytes: 0, vmHwmBytes: 0, lastRssBytes: 0, samples: 0, peakRssByPhaseBytes: {}, cpuSecondsByPhase: {} });
     if (onGone && HAVE_PROC) this.onGone.set(name, onGone);
   }
 
@@ -217,10 +243,18 @@ class RssSampler {
         figures.peakRssBytes = Math.max(figures.peakRssBytes, m.rss);
         figures.vmHwmBytes = Math.max(figures.vmHwmBytes, m.hwm);
         figures.peakRssByPhaseBytes[this.phase] = Math.max(figures.peakRssByPhaseBytes[this.phase] ?? 0, m.rss);
+        if (figures.lastCpuSeconds !== undefined) figures.cpuSecondsByPhase[this.phase] = (figures.cpuSecondsByPhase[this.phase] ?? 0) + m.cpuSeconds - figures.lastCpuSeconds;
+        figures.lastCpuSeconds = m.cpuSeconds;
       }
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Takes a sample now (after any in progress): at a phase's end, so that its CPU time is its own. */
+  async settle(): Promise<void> {
+    while (this.busy) await sleep(10);
+    await this.sample();
   }
 
   /** Takes a last sample and stops. */
@@ -228,8 +262,7 @@ class RssSampler {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.onGone.clear();
-    while (this.busy) await sleep(10);
-    await this.sample();
+    await this.settle();
   }
 
   figures(name: string): MemoryFigures | null {
@@ -260,7 +293,7 @@ interface ServerHandle {
 /** Variables that would change what is measured (access control, TLS, another storage). */
 const SERVER_ENV_DROPPED = ["CLICK_ANALYTICS_TOKENS", "CLICK_ANALYTICS_TOKENS_FILE", "CLICK_ANALYTICS_ADMIN_TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "DATA_DIR"];
 
-async function startServerProcess(mongoUri: string, dbName: string, onUnexpectedExit: (reason: string) => void): Promise<ServerHandle> {
+async function startServerProcess(mongoUri: string, dbName: string, onUnexpectedExit: (reason: string) => void, cpuProfDir?: string): Promise<ServerHandle> {
   // A short shutdown grace: at exit nothing of ours is worth waiting for. Free ports only (the
   // Prometheus endpoint too), so that a bench runs next to anything else on the machine.
   const env: NodeJS.ProcessEnv = {
@@ -276,7 +309,8 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
   };
   for (const name of SERVER_ENV_DROPPED) delete env[name];
   // With the heap cap `npm start` gives the server (package.json), so memory is measured as deployed.
-  const child = spawn(process.execPath, [SERVER_HEAP_CAP, SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const profile = cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${path.resolve(cpuProfDir)}`];
+  const child = spawn(process.execPath, [SERVER_HEAP_CAP, ...profile, SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let stopping = false;
   const handle: ServerHandle = {
@@ -631,6 +665,104 @@ interface UnaryResult {
   latencyMs: LatencySummary | null;
 }
 
+export interface WatchResult {
+  streams: number;
+  /** Distinct (window, variant) questions among the streams. */
+  questions: number;
+  intervalSeconds: number;
+  seconds: number;
+  snapshots: number;
+  errors: number;
+  firstError?: string;
+  /** Time between consecutive snapshots of a stream, over every stream. */
+  gapMs: LatencySummary | null;
+  /** The highest of the streams' own p99 gaps: "every stream" in one number. */
+  worstStreamGapP99Ms: number | null;
+  /** From opening a stream to its first snapshot. */
+  firstSnapshotMs: LatencySummary | null;
+  /** GetCtr over 30 days from another connection, before the streams open and while they run. */
+  getCtrIdleMs: LatencySummary | null;
+  getCtrDuringMs: LatencySummary | null;
+}
+
+const WATCH_CHANNELS = 10;
+const WATCH_GETCTR_CALLS = 100;
+
+/**
+ * `o.watchStreams` WatchMetrics streams at a 1 s interval over 10 distinct questions (1, 7 and 30
+ * days, each unfiltered and per variant, and 14 days), spread over 10 connections, for
+ * `o.watchSeconds`; GetCtr over 30 days is timed from its own connection before and during.
+ */
+async function measureWatch(address: string, o: BenchOptions, register: (c: ClickAnalyticsClient) => void, signal: AbortSignal): Promise<WatchResult> {
+  const connect = () => {
+    const c = createClickAnalyticsClient(address, { defaultTimeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
+    register(c);
+    return c;
+  };
+  const reader = connect();
+  const channels = Array.from({ length: WATCH_CHANNELS }, connect);
+  await Promise.all([reader, ...channels].map((c) => c.waitForReady(30_000)));
+  const timeGetCtr = async () => {
+    const samples: number[] = [];
+    for (let i = 0; i < WATCH_GETCTR_CALLS && !signal.aborted; i++) {
+      const t = performance.now();
+      await reader.getCtr({ days: 30 });
+      samples.push(performance.now() - t);
+    }
+    return summarize(samples);
+  };
+  await timeGetCtr(); // warm: the same state the streams' numbers start from
+  const getCtrIdleMs = await timeGetCtr();
+
+  const questions = [1, 7, 30].flatMap((days) => [{ days }, ...VARIANTS.map((variant) => ({ days, variant }))]);
+  questions.push({ days: 14 });
+  log(`watch: ${o.watchStreams} WatchMetrics streams at 1 s over ${questions.length} questions for ${o.watchSeconds} s`);
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  signal.addEventListener("abort", onAbort);
+  let errors = 0;
+  let firstError: string | undefined;
+  const started = performance.now();
+  const streams = Array.from({ length: o.watchStreams }, (_, i) => {
+    const seen: number[] = [];
+    const opened = performance.now();
+    const done = (async () => {
+      try {
+        for await (const _ of channels[i % WATCH_CHANNELS]!.watchMetrics({ ...questions[i % questions.length]!, intervalSeconds: 1 }, { signal: stop.signal })) seen.push(performance.now());
+      } catch (error) {
+        if (!stop.signal.aborted) {
+          errors++;
+          firstError ??= (error as Error).message;
+        }
+      }
+    })();
+    return { seen, opened, done };
+  });
+  await sleep(Math.min(3_000, (o.watchSeconds * 1000) / 3)); // every stream has its first snapshot
+  const getCtrDuringMs = await timeGetCtr();
+  await sleep(Math.max(0, started + o.watchSeconds * 1000 - performance.now()));
+  const seconds = (performance.now() - started) / 1000;
+  stop.abort();
+  signal.removeEventListener("abort", onAbort);
+  await Promise.all(streams.map((x) => x.done));
+  const gapsOf = (seen: number[]) => seen.slice(1).map((t, k) => t - seen[k]!);
+  const perStreamP99 = streams.map((x) => summarize(gapsOf(x.seen))?.p99).filter((x): x is number => x !== undefined);
+  return {
+    streams: o.watchStreams,
+    questions: questions.length,
+    intervalSeconds: 1,
+    seconds,
+    snapshots: streams.reduce((n, x) => n + x.seen.length, 0),
+    errors,
+    ...(firstError === undefined ? {} : { firstError }),
+    gapMs: summarize(streams.flatMap((x) => gapsOf(x.seen))),
+    worstStreamGapP99Ms: perStreamP99.length > 0 ? Math.max(...perStreamP99) : null,
+    firstSnapshotMs: summarize(streams.flatMap((x) => (x.seen.length > 0 ? [x.seen[0]! - x.opened] : []))),
+    getCtrIdleMs,
+    getCtrDuringMs,
+  };
+}
+
 async function measureUnary(
   address: string,
   o: BenchOptions,
@@ -758,10 +890,13 @@ export interface BenchReport {
     eventsPerSecond: number;
     /** The rate over each tenth of the load, in order: a decline shows at a glance. */
     perTenth: { tenth: number; eventsPerSecond: number }[];
+    /** CPU time per event stored, during the load: where the work goes (null: not sampled, e.g. an external MongoDB). */
+    cpuMicrosPerEvent: { server: number | null; engine: number | null };
   };
   verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; ok: boolean };
-  rawInsert: (RawInsertResult & { serviceToRawRatio: number }) | null;
+  rawInsert: (RawInsertResult & { serviceToRawRatio: number; engineCpuMicrosPerDoc: number | null }) | null;
   unary: UnaryResult | null;
+  watch: WatchResult | null;
   metrics: {
     iterations: number;
     warmup: number;
@@ -803,9 +938,11 @@ function printReport(r: BenchReport): string {
 
   const writes: string[][] = [["writes", "count", "seconds", "rate", "p50 ms", "p99 ms", ""]];
   writes.push([`StreamEvents ingest (${r.ingest.streams} streams)`, formatInteger(r.ingest.events), r.ingest.seconds.toFixed(1), `${formatInteger(r.ingest.eventsPerSecond)} events/s`, "", "", ""]);
+  const cpu = r.ingest.cpuMicrosPerEvent;
+  if (cpu.server !== null) writes.push([`  CPU per event: server ${cpu.server.toFixed(1)} µs${cpu.engine === null ? "" : `, engine ${cpu.engine.toFixed(1)} µs`}`, "", "", "", "", "", ""]);
   for (const x of r.ingest.perTenth) writes.push([`  tenth ${x.tenth} of the load`, formatInteger(r.ingest.events / 10), "", `${formatInteger(x.eventsPerSecond)} events/s`, "", "", ""]);
   if (r.rawInsert) {
-    writes.push([`raw insertMany (${r.rawInsert.writers} writers x ${formatInteger(r.rawInsert.batchSize)})`, formatInteger(r.rawInsert.docs), r.rawInsert.seconds.toFixed(1), `${formatInteger(r.rawInsert.docsPerSecond)} docs/s`, "", "", `service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}`]);
+    writes.push([`raw insertMany (${r.rawInsert.writers} writers x ${formatInteger(r.rawInsert.batchSize)})`, formatInteger(r.rawInsert.docs), r.rawInsert.seconds.toFixed(1), `${formatInteger(r.rawInsert.docsPerSecond)} docs/s`, "", "", `service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}${r.rawInsert.engineCpuMicrosPerDoc === null ? "" : `; engine CPU ${r.rawInsert.engineCpuMicrosPerDoc.toFixed(1)} µs/doc`}`]);
   }
   if (r.unary) {
     const u = r.unary;
@@ -813,6 +950,16 @@ function printReport(r: BenchReport): string {
   }
   out.push(table(writes, ["l", "r", "r", "r", "r", "r", "l"]));
   out.push("");
+
+  if (r.watch) {
+    const w = r.watch;
+    out.push(
+      `live views: ${formatInteger(w.streams)} WatchMetrics streams at ${w.intervalSeconds} s over ${w.questions} questions for ${w.seconds.toFixed(0)} s: ${formatInteger(w.snapshots)} snapshots, ` +
+        `gap p50 ${ms(w.gapMs?.p50)} / p99 ${ms(w.gapMs?.p99)} ms (worst stream's p99 ${ms(w.worstStreamGapP99Ms ?? undefined)} ms), first snapshot p99 ${ms(w.firstSnapshotMs?.p99)} ms; ` +
+        `GetCtr 30d p50 ${ms(w.getCtrIdleMs?.p50)} ms idle, ${ms(w.getCtrDuringMs?.p50)} ms during${w.errors > 0 ? `; ${w.errors} stream errors: ${w.firstError}` : ""}`,
+    );
+    out.push("");
+  }
 
   const m = r.metrics;
   const rawLabel = m.rawIterations === null ? "raw skipped" : `raw x${m.rawIterations}`;
@@ -835,6 +982,31 @@ function printReport(r: BenchReport): string {
   if (logged.length > 0) out.push(`\nserver log: ${r.serverLog.warnings} warning(s), ${r.serverLog.errors} error(s): ${logged.map(([m, n]) => `${m} (x${n})`).join("; ")}`);
   out.push(`\ntotal ${formatDuration(r.seconds)}`);
   return out.join("\n");
+}
+
+/**
+ * Runs `load` while polling the stored event count every 100 ms; `times[k]` is when a k-th tenth
+ * of `events` was stored (times[0]: the start; the last is the load's end at the latest).
+ */
+async function timeTenths<T>(db: Db, events: number, load: () => Promise<T>): Promise<{ result: T; times: number[] }> {
+  const times = [performance.now()];
+  let polling = true;
+  const poll = (async () => {
+    while (polling && times.length <= 10) {
+      const stored = (await db.collection(CLICKS).estimatedDocumentCount()) + (await db.collection(IMPRESSIONS).estimatedDocumentCount());
+      const at = performance.now();
+      while (times.length <= 10 && stored >= (events * times.length) / 10) times.push(at);
+      await sleep(100);
+    }
+  })();
+  try {
+    return { result: await load(), times };
+  } finally {
+    polling = false;
+    await poll.catch(() => undefined);
+    // Whatever the last poll missed was stored by the time the load returned.
+    while (times.length <= 10) times.push(performance.now());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -954,7 +1126,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
 
   // Server
   log(`starting the server (database ${dbName})`);
-  res.server = await startServerProcess(mongoUri, dbName, (reason) => fail(res, `${reason} during ${sampler.phase}`));
+  res.server = await startServerProcess(mongoUri, dbName, (reason) => fail(res, `${reason} during ${sampler.phase}`), o.serverCpuProfDir);
   log(`server pid ${res.server.pid} listening on ${res.server.address}`);
   sampler.track("server", res.server.pid);
   sampler.start();
@@ -966,16 +1138,21 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   sampler.phase = "load";
   const now = Date.now();
   const progress = createProgress({ label: "ingest", total: o.events, unit: "events" });
-  // When each tenth of the load was handed to the streams (HTTP/2 flow control keeps that within
-  // a few batches of what the server has written): the rate per tenth shows whether ingest
-  // slows down as the collections grow.
-  const tenthAt: number[] = [performance.now()];
-  const load: LoadResult = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => {
-    progress.update(p.sent);
-    while (tenthAt.length <= 10 && p.sent >= (o.events * tenthAt.length) / 10) tenthAt.push(performance.now());
+  // When each tenth of the load was stored: the engine's document count, polled. (When the
+  // streams had sent it says little: the server reads ahead of what it has written.) The rate per
+  // tenth shows whether ingest slows down as the collections grow.
+  const serviceDb = res.mongo.db(dbName);
+  const tenthAt = await timeTenths(serviceDb, o.events, async () => {
+    const load = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
+    progress.finish();
+    return load;
   });
-  progress.finish();
-  if (tenthAt.length === 11) tenthAt[10] = Math.max(tenthAt[10]!, tenthAt[0]! + load.seconds * 1000);
+  const load = tenthAt.result;
+  await sampler.settle(); // credits the load's last CPU time to the load
+  const cpuPerEvent = (name: string) => {
+    const seconds = sampler.figures(name)?.cpuSecondsByPhase.load;
+    return seconds === undefined ? null : (seconds * 1e6) / o.events;
+  };
   checkpoint(res);
   const s = load.stats;
   r.dataset = {
@@ -1004,7 +1181,8 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     rejected: load.rejected,
     seconds: load.seconds,
     eventsPerSecond: load.eventsPerSecond,
-    perTenth: tenthAt.slice(1).map((t, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (t - tenthAt[i]!) / 1000) })),
+    cpuMicrosPerEvent: { server: cpuPerEvent("server"), engine: cpuPerEvent("engine") },
+    perTenth: tenthAt.times.slice(1).map((t, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (t - tenthAt.times[i]!) / 1000) })),
   };
   log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
   log(`ingest per tenth of the load (events/s): ${r.ingest.perTenth.map((x) => formatInteger(x.eventsPerSecond)).join(" ")}`);
@@ -1015,7 +1193,6 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   sampler.phase = "verify";
   const verifyDays = Math.min(365, o.days + 1);
   const ctr = await client.getCtr({ days: verifyDays });
-  const serviceDb = res.mongo.db(dbName);
   const stored = (await serviceDb.collection(CLICKS).countDocuments({})) + (await serviceDb.collection(IMPRESSIONS).countDocuments({}));
   const verify = {
     days: verifyDays,
@@ -1032,9 +1209,12 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   // 3. Raw insert capacity
   r.rawInsert = null;
   if (!o.skipRaw) {
+    await sampler.settle(); // nothing of the verify phase counts as the raw insert's
     sampler.phase = "raw-insert";
     const raw = await measureRawInsert(res.mongo, scratchName, serviceDb, o, now, res.abort.signal);
-    r.rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond };
+    await sampler.settle();
+    const engineCpu = sampler.figures("engine")?.cpuSecondsByPhase["raw-insert"];
+    r.rawInsert = { ...raw, serviceToRawRatio: load.eventsPerSecond / raw.docsPerSecond, engineCpuMicrosPerDoc: engineCpu === undefined ? null : (engineCpu * 1e6) / raw.docs };
     log(`raw insert: ${formatInteger(raw.docs)} docs in ${raw.seconds.toFixed(1)} s = ${formatInteger(raw.docsPerSecond)} docs/s; service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}`);
   }
   checkpoint(res);
@@ -1081,6 +1261,17 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     }
   }
   checkpoint(res);
+
+  // 8. Live views: many WatchMetrics streams, and what they cost a unary reader
+  r.watch = null;
+  if (o.watchStreams > 0) {
+    await sampler.settle();
+    sampler.phase = "watch";
+    r.watch = await measureWatch(res.server.address, o, (c) => res.clients.push(c), res.abort.signal);
+    checkpoint(res);
+    const w = r.watch;
+    log(`watch: ${w.streams} streams over ${w.questions} questions for ${w.seconds.toFixed(1)} s: gap p50 ${ms(w.gapMs?.p50)} / p99 ${ms(w.gapMs?.p99)} ms, worst stream's p99 ${ms(w.worstStreamGapP99Ms ?? undefined)} ms; GetCtr 30d p50 idle ${ms(w.getCtrIdleMs?.p50)} ms, during ${ms(w.getCtrDuringMs?.p50)} ms`);
+  }
 
   // 4. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
   r.unary = null;

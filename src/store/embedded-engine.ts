@@ -18,6 +18,8 @@ export interface EmbeddedMongoOptions {
   bindIp?: string;
   /** How long to wait for "Waiting for connections" (default 60 s). */
   startTimeoutMs?: number;
+  /** WiredTiger cache in GB (mongod's --wiredTigerCacheSizeGB); default mongod's own: half of (RAM - 1 GB). */
+  cacheSizeGB?: number;
 }
 
 export interface EmbeddedMongo {
@@ -61,6 +63,7 @@ export async function startEmbeddedMongo(options: EmbeddedMongoOptions): Promise
   // Port 0: the launcher binds an ephemeral port and reports it, so there is no window in which
   // another process could take a port picked in advance.
   const args = ['--dbpath', dbPath, '--port', String(options.port ?? 0), '--bind_ip', bindIp];
+  if (options.cacheSizeGB !== undefined) args.push('--wiredTigerCacheSizeGB', String(options.cacheSizeGB));
   const child = spawn(embeddedMongodPath(), args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: a terminal's Ctrl-C reaches only the server, which drains its calls

@@ -33,7 +33,22 @@ function bucketOf(query: string): number {
 }
 
 export function queryField(query: string, counter: QueryCounter): string {
-  return `qt.${bucketOf(query)}.${queryKey(query)}.${counter}`;
+  return queryFieldPrefix(query) + counter;
+}
+
+/** Recent queries' field prefixes: a batch names the same popular queries over and over. */
+const prefixes = new Map<string, string>();
+const PREFIX_CACHE_LIMIT = 50_000;
+
+/** `qt.<bucket>.<escaped query>.`: a counter's field is this and the counter's letter. */
+export function queryFieldPrefix(query: string): string {
+  let prefix = prefixes.get(query);
+  if (prefix === undefined) {
+    prefix = `qt.${bucketOf(query)}.${queryKey(query)}.`;
+    if (prefixes.size >= PREFIX_CACHE_LIMIT) prefixes.clear();
+    prefixes.set(query, prefix);
+  }
+  return prefix;
 }
 
 /** The counters of a stored table, by query. */

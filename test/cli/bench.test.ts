@@ -122,7 +122,7 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
   it("loads, measures every figure and cleans up", { timeout: 120_000 }, async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), "bench-test-"));
     const json = path.join(dir, "out", "bench.json");
-    const args = ["--events", "3000", "--days", "3", "--users", "200", "--iterations", "3", "--unary-seconds", "1", "--json", json];
+    const args = ["--events", "3000", "--days", "3", "--users", "200", "--iterations", "3", "--unary-seconds", "1", "--watch-streams", "40", "--watch-seconds", "4", "--json", json];
     // execFile rejects on a non-zero exit code.
     const { stdout } = await run(process.execPath, [BENCH, ...args], { cwd: ROOT, timeout: 100_000, maxBuffer: 16 * 2 ** 20 });
     const r = JSON.parse(await readFile(json, "utf8"));
@@ -131,6 +131,10 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.dataset.events).toBe(3_000);
     expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
     expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
+    // CPU time of both processes, per event: the load's own work is measurable.
+    expect(r.ingest.cpuMicrosPerEvent.server).toBeGreaterThan(0);
+    expect(r.ingest.cpuMicrosPerEvent.engine).toBeGreaterThan(0);
+    expect(stdout).toMatch(/CPU per event: server [\d.]+ µs, engine [\d.]+ µs/);
     // Ten tenths, each a rate; together they take the whole load's time.
     expect(r.ingest.perTenth.map((x: { tenth: number }) => x.tenth)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const seconds = r.ingest.perTenth.reduce((sum: number, x: { eventsPerSecond: number }) => sum + 300 / x.eventsPerSecond, 0);
@@ -143,6 +147,16 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.rawInsert.docsPerSecond).toBeGreaterThan(0);
     expect(r.rawInsert.serviceToRawRatio).toBeGreaterThan(0);
     expect(r.rawInsert.indexes.impressions).toEqual(expect.arrayContaining(["user_id_1", "variant_1", "timestamp_1", "user_id_1_variant_1_timestamp_1"]));
+    expect(r.rawInsert.engineCpuMicrosPerDoc).toBeGreaterThan(0);
+    // Live views: every stream got snapshots about once a second, over ten distinct questions.
+    expect(r.watch).toMatchObject({ streams: 40, questions: 10, intervalSeconds: 1, errors: 0 });
+    expect(r.watch.snapshots).toBeGreaterThanOrEqual(40 * 3);
+    expect(r.watch.gapMs.p50).toBeGreaterThan(500);
+    expect(r.watch.gapMs.p50).toBeLessThan(2_000);
+    expect(r.watch.worstStreamGapP99Ms).toBeGreaterThanOrEqual(r.watch.gapMs.p50);
+    expect(r.watch.getCtrIdleMs.count).toBe(100);
+    expect(r.watch.getCtrDuringMs.count).toBe(100);
+    expect(stdout).toMatch(/live views: 40 WatchMetrics streams at 1 s over 10 questions/);
     expect(r.unary.callsPerSecond).toBeGreaterThan(0);
     expect(r.unary.errors).toBe(0);
     expect(r.unary.latencyMs.p50).toBeLessThanOrEqual(r.unary.latencyMs.p99);
@@ -230,7 +244,7 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
 
   it("prints its flags with --help and refuses unknown ones", async () => {
     const help = await run(process.execPath, [BENCH, "--help"], { cwd: ROOT });
-    for (const flag of ["--events", "--days", "--users", "--seed", "--streams", "--iterations", "--unary-seconds", "--json", "--data-dir", "--mongodb-uri", "--skip-raw", "--skip-unary"]) {
+    for (const flag of ["--events", "--days", "--users", "--seed", "--streams", "--iterations", "--unary-seconds", "--json", "--data-dir", "--mongodb-uri", "--skip-raw", "--skip-unary", "--watch-streams", "--watch-seconds", "--server-cpu-prof"]) {
       expect(help.stdout).toContain(flag);
     }
     await expect(run(process.execPath, [BENCH, "--events", "many"], { cwd: ROOT })).rejects.toMatchObject({ code: 2 });

@@ -99,8 +99,8 @@ describe('startEmbeddedMongo', () => {
   });
 
   /** Runs `fn` against a fresh engine process on dbPath, always stopping it. */
-  async function withEngine<T>(fn: (client: MongoClient) => Promise<T>): Promise<{ result: T; pid: number }> {
-    const engine = await startEmbeddedMongo({ dbPath });
+  async function withEngine<T>(fn: (client: MongoClient) => Promise<T>, cacheSizeGB?: number): Promise<{ result: T; pid: number }> {
+    const engine = await startEmbeddedMongo({ dbPath, ...(cacheSizeGB === undefined ? {} : { cacheSizeGB }) });
     expect(engine.uri).toMatch(/^mongodb:\/\/127\.0\.0\.1:\d+\/\?directConnection=true$/);
     try {
       const client = await MongoClient.connect(engine.uri);
@@ -114,6 +114,16 @@ describe('startEmbeddedMongo', () => {
       await engine.stop(); // idempotent
     }
   }
+
+  // The engine opens with a fixed 256 MiB cache, which a million events' indexes outgrow (ingest
+  // then reads evicted pages back); the launcher sizes it as mongod does, or as asked.
+  it("sizes the WiredTiger cache as mongod does by default, or as --wiredTigerCacheSizeGB asks", async () => {
+    const configured = (client: MongoClient) => client.db('admin').command({ serverStatus: 1 }).then((s) => Number(s.wiredTiger.cache['maximum bytes configured']));
+    const mongodDefault = Math.round(Math.max(0.25, (os.totalmem() / 2 ** 30 - 1) / 2) * 1024) * 2 ** 20;
+    expect((await withEngine(configured)).result).toBe(mongodDefault);
+    expect((await withEngine(configured, 0.5)).result).toBe(512 * 2 ** 20);
+    await expect(promisify(execFile)(embeddedMongodPath(), ['--dbpath', dbPath, '--wiredTigerCacheSizeGB', 'lots'])).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('--wiredTigerCacheSizeGB') });
+  });
 
   it('keeps data across a stop and a restart on the same directory', async () => {
     const first = await withEngine(async (client) => {
