@@ -10,7 +10,7 @@ import type { MetricsSnapshot } from "../client/index.js";
 import type { FeedStatus, FeedUpdate } from "./dashboard-feed.js";
 import { inferenceLabel, orderedVariants } from "./commands/report-data.js";
 import { decimal, integer, percent } from "./format.js";
-import { dataRow, escapeHtml, headerRow, REPORT_CSS, reportCharts, summaryTables, verdict } from "./report-html.js";
+import { dataRow, escapeHtml, headerRow, htmlDocument, REPORT_CSS, reportCharts, summaryTables, verdict } from "./report-html.js";
 
 /** What the status line says, and a second line of detail (the last error, the next try). */
 export interface StatusView {
@@ -111,21 +111,12 @@ export interface PageOptions {
 /** The whole page; later states arrive over the event stream. */
 export function renderDashboardPage(options: PageOptions): string {
   const { title, status, board } = options;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="${DASHBOARD_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>${REPORT_CSS}${DASHBOARD_CSS}</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<p id="status" class="status" role="status" aria-live="polite" data-state="${status.state}"><span class="text">${escapeHtml(status.text)}</span><span class="detail">${escapeHtml(status.detail)}</span></p>
+  return htmlDocument(
+    title,
+    DASHBOARD_CSP,
+    REPORT_CSS + DASHBOARD_CSS,
+    `<p id="status" class="status" role="status" aria-live="polite" data-state="${status.state}"><span class="text">${escapeHtml(status.text)}</span><span class="detail">${escapeHtml(status.detail)}</span></p>
 <div id="board" class="${status.state === "live" ? "" : "stale"}" data-sequence="${board?.sequence ?? 0}">${board?.html ?? "<p>Waiting for the first snapshot…</p>"}</div>
-<script>${PAGE_SCRIPT}</script>
-</body>
-</html>
-`;
+<script>${PAGE_SCRIPT}</script>`,
+  );
 }

@@ -335,29 +335,39 @@ export function reportCharts(data: ReportData): string {
   ].join("\n");
 }
 
+/** A whole HTML document titled `title`: its policy (our own constant, not escaped), its stylesheet, then `body` under the title. */
+export function htmlDocument(title: string, contentSecurityPolicy: string, css: string, body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>${css}</style>
+</head>
+<body>
+<h1>${escapeHtml(title)}</h1>
+${body}
+</body>
+</html>
+`;
+}
+
 /** The whole page, as one string. */
 export function renderHtmlReport(data: ReportData): string {
   const c = data.comparison;
   const conf = Math.round((c.confidence || 0.95) * 1000) / 10;
   const title = `ClickAnalytics report: ${data.windowLabel}`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>${REPORT_CSS}</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · ${escapeHtml(inferenceLabel(c))} · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
+  return htmlDocument(
+    title,
+    "default-src 'none'; style-src 'unsafe-inline'",
+    REPORT_CSS,
+    `<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · ${escapeHtml(inferenceLabel(c))} · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
 ${verdict(data)}
 <h2>Variants</h2>
 ${summaryTables(data)}
 <h2>Charts</h2>
-${reportCharts(data)}
-</body>
-</html>
-`;
+${reportCharts(data)}`,
+  );
 }
