@@ -76,7 +76,7 @@ export async function runDashboardFeed(options: FeedOptions): Promise<void> {
     try {
       const stream = client.watchMetrics({ ...windowRequest(request.window), intervalSeconds: options.intervalSeconds }, { signal });
       for await (const snapshot of stream) {
-        const data = await fetchReportData(client, conn.address, request);
+        const data = await fetchReportData(client, conn.address, request, { signal });
         if (signal.aborted) break;
         failures = 0;
         error = undefined;

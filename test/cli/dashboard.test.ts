@@ -135,6 +135,27 @@ async function expectPageMatchesServer(client: Harness["client"], expected: Reco
   expect(html).toContain(comparison.recommendation ? `Recommendation: ship <strong>${comparison.recommendation}</strong>` : `Recommendation: none (${comparison.recommendationReason}`);
 }
 
+/** The compiled dashboard, with its stderr lines collected; resolves once it names its page. */
+async function startDashboard(args: string[], stderr: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, "dashboard", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  createInterface({ input: child.stderr! }).on("line", (line) => stderr.push(line));
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once("line", (line) => {
+      const m = /^dashboard at (http:\/\/127\.0\.0\.1:\d+\/) /.exec(line);
+      if (m) resolve(m[1]!);
+      else reject(new Error(`unexpected first line: ${line}`));
+    });
+    child.once("exit", (code) => reject(new Error(`dashboard exited with ${code}: ${stderr.join("\n")}`)));
+  });
+  return { child, url };
+}
+
+async function exitCode(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const [code] = (await once(child, "exit")) as [number | null];
+  return code;
+}
+
 beforeAll(async () => {
   port = await freePort();
   const [browserLookup, harness] = await Promise.all([ensureChromium(), startHarness({ port })]);
@@ -142,16 +163,7 @@ beforeAll(async () => {
   h = harness;
   const now = Date.now();
   await logAll(h, [...batch("a", "search_v1", 120, 5, 20, now), ...batch("a", "search_v2", 120, 4, 28, now)]);
-  dashboard = spawn(process.execPath, [CLI, "dashboard", "--address", h.server.address, "--port", "0", "--interval", "1", "--days", "30"], { stdio: ["ignore", "pipe", "pipe"] });
-  createInterface({ input: dashboard.stderr! }).on("line", (line) => dashboardErr.push(line));
-  url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: dashboard.stdout! }).once("line", (line) => {
-      const m = /^dashboard at (http:\/\/127\.0\.0\.1:\d+\/) /.exec(line);
-      if (m) resolve(m[1]!);
-      else reject(new Error(`unexpected first line: ${line}`));
-    });
-    dashboard.once("exit", (code) => reject(new Error(`dashboard exited with ${code}: ${dashboardErr.join("\n")}`)));
-  });
+  ({ child: dashboard, url } = await startDashboard(["--address", h.server.address, "--port", "0", "--interval", "1", "--days", "30"], dashboardErr));
   if (chromium.path) {
     browser = await playwright.launch({ executablePath: chromium.path, args: CHROMIUM_FLAGS });
     page = await browser.newPage({ viewport: { width: 1000, height: 1200 } });
@@ -173,6 +185,38 @@ describe("dashboard", () => {
       const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => execFile(process.execPath, [CLI, "dashboard", flag, value], (error, _stdout, stderr) => resolve({ code: error ? (error.code as number) : 0, stderr })));
       expect(result.code, flag).toBe(64);
       expect(result.stderr).toContain(`click-analytics dashboard: ${flag} must be an integer`);
+    }
+  });
+
+  it("says it is connecting, attempt after attempt, while no server answers", async () => {
+    const closed = await freePort();
+    const stderr: string[] = [];
+    const { child, url: lonely } = await startDashboard(["--address", `127.0.0.1:${closed}`, "--port", "0"], stderr);
+    try {
+      const health = async () => {
+        const r = await fetch(new URL("healthz", lonely));
+        return { status: r.status, ...((await r.json()) as { state: string; attempt: number; error?: string }) };
+      };
+      await expect.poll(async () => (await health()).attempt, { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(3);
+      const h503 = await health();
+      expect([h503.status, h503.state]).toEqual([503, "connecting"]);
+      expect(h503.error).toMatch(new RegExp(`^cannot reach ClickAnalytics at 127\\.0\\.0\\.1:${closed}: `));
+      expect(stderr[0]).toMatch(new RegExp(`connecting to 127\\.0\\.0\\.1:${closed}… \\(attempt 2\\): cannot reach`));
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exitCode(child)).toBe(0);
+  });
+
+  it("stops with exit 3 when the server refuses it (retrying cannot help)", async () => {
+    const guarded = await startHarness({ tokens: [{ token: "t", role: "reader" }] });
+    try {
+      const stderr: string[] = [];
+      const { child } = await startDashboard(["--address", guarded.server.address, "--port", "0"], stderr);
+      expect(await exitCode(child)).toBe(3);
+      expect(stderr.join("\n")).toMatch(/^click-analytics dashboard: authentication failed: .*needs a token with role reader or admin$/m);
+    } finally {
+      await guarded.close();
     }
   });
 
@@ -239,8 +283,7 @@ describe("dashboard", () => {
 
   it("stops cleanly on SIGTERM: exit 0, and an open page says so", async (ctx) => {
     dashboard.kill("SIGTERM");
-    const [code] = (await once(dashboard, "exit")) as [number | null];
-    expect(code).toBe(0);
+    expect(await exitCode(dashboard)).toBe(0);
     expect(dashboardErr.at(-1)).toMatch(/stopped: the dashboard process has ended$/);
     if (chromiumOrSkip(chromium, ctx) === undefined) return;
     await waitForState("stopped", 5_000);

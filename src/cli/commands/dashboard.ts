@@ -42,7 +42,7 @@ function router(hub: EventStreamHub, page: () => string, health: () => { live: b
       response.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" }).end("method not allowed\n");
     } else if (path === "/") {
       response.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store", "content-security-policy": DASHBOARD_CSP, "x-content-type-options": "nosniff" }).end(page());
-    } else if (path === "/events") {
+    } else if (path === "/events" && request.method === "GET") {
       hub.attach(request, response);
     } else if (path === "/healthz") {
       const { live, body } = health();
