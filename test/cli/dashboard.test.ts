@@ -4,8 +4,9 @@
  * through the typed client: the numbers on the page (live table, comparison tables, verdict);
  * that they change without a reload when events are logged; that a restart of the server shows
  * "reconnecting … (attempt n)" and then "live" with current numbers; and that SIGTERM stops the
- * command cleanly. Without Chromium the browser tests are skipped (failed on CI), as the HTML
- * report's are.
+ * command cleanly. Without a browser: bad flags, "connecting" attempts while no server answers,
+ * and exit 3 on a refused token. Without Chromium the browser tests are skipped (failed on CI),
+ * as the HTML report's are.
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { once } from "node:events";

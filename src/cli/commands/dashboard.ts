@@ -91,6 +91,7 @@ export const dashboardCommand: Command = {
         server.listen(port, host, () => resolve());
       });
     } catch (error) {
+      hub.close();
       const code = (error as NodeJS.ErrnoException).code;
       const why = code === "EADDRINUSE" ? "the port is in use (choose another with --port, or 0 for any free one)" : code === "EADDRNOTAVAIL" || code === "ENOTFOUND" ? "no such local address (--host)" : (error as Error).message;
       throw new CliError(`cannot listen on ${host}:${port}: ${why}`);
