@@ -244,14 +244,23 @@ function latencyChart(data: ReportData): string {
   );
 }
 
-function summaryTables(data: ReportData): string {
+/** A table's header row. */
+export function headerRow(cells: readonly string[]): string {
+  return `<tr>${cells.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr>`;
+}
+
+/** A table row: the first `textColumns` cells are text, the others right-aligned numbers. */
+export function dataRow(cells: readonly string[], cls = "", textColumns = 1): string {
+  return `<tr${cls ? ` class="${cls}"` : ""}>${cells.map((x, i) => `<td${i >= textColumns ? ' class="num"' : ""}>${escapeHtml(x)}</td>`).join("")}</tr>`;
+}
+
+/** The variants table and the comparisons table (class "variants" and "comparisons"). */
+export function summaryTables(data: ReportData): string {
   const c = data.comparison;
   const names = data.variants.map((v) => v.variant);
-  const head = (cells: string[]) => `<tr>${cells.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr>`;
-  const row = (cells: string[], cls = "", textColumns = 1) => `<tr${cls ? ` class="${cls}"` : ""}>${cells.map((x, i) => `<td${i >= textColumns ? ' class="num"' : ""}>${escapeHtml(x)}</td>`).join("")}</tr>`;
   const variantRows = names.map((name) => {
     const v = c.variants[name]!;
-    return row([
+    return dataRow([
       name === c.control ? `${name} (control)` : name,
       integer(v.totalImpressions),
       integer(v.totalClicks),
@@ -268,23 +277,24 @@ function summaryTables(data: ReportData): string {
   });
   const several = c.comparisons.length > 1;
   const comparisonRows = comparisonLines(c).map((line) =>
-    row(
+    dataRow(
       [line.variant, line.metric, line.lift, line.liftInterval, `${line.relative} ${line.relativeInterval}`.trim(), line.p, ...(several ? [line.pAdjusted] : []), line.mde, line.note],
       line.tone === "warn" ? "warn" : line.tone,
       2,
     ),
   );
   const conf = `${Math.round((c.confidence || 0.95) * 1000) / 10}%`;
-  return `<div class="scroll"><table class="variants">${head(["variant", "searches", "clicks", "users", "CTR", `${conf} interval`, "search CTR", `${conf} interval`, "no results", "avg rank", "avg ms", "p95 ms"])}${variantRows.join("")}</table></div>
+  return `<div class="scroll"><table class="variants">${headerRow(["variant", "searches", "clicks", "users", "CTR", `${conf} interval`, "search CTR", `${conf} interval`, "no results", "avg rank", "avg ms", "p95 ms"])}${variantRows.join("")}</table></div>
 ${
   c.comparisons.length === 0
     ? `<p>No variant to compare with the control${c.control ? ` ${escapeHtml(c.control)}` : ""}.</p>`
-    : `<div class="scroll"><table class="comparisons">${head([`vs ${c.control}`, "metric", "lift", `${conf} interval`, "relative", "p", ...(several ? ["p Holm"] : []), "MDE (80% power)", ""])}${comparisonRows.join("")}</table></div>
+    : `<div class="scroll"><table class="comparisons">${headerRow([`vs ${c.control}`, "metric", "lift", `${conf} interval`, "relative", "p", ...(several ? ["p Holm"] : []), "MDE (80% power)", ""])}${comparisonRows.join("")}</table></div>
 <p class="note">Lift = variant − control (pp = percentage points); intervals at ${conf} confidence and p-values over users (delta method, ${escapeHtml(inferenceLabel(c))}); * significant (p &lt; ${escapeHtml(String(Math.round((1 - (c.confidence || 0.95)) * 1000) / 1000))})${several ? "; p Holm: adjusted for the comparisons with the control, as the recommendation uses it" : ""}. MDE: the smallest lift this sample detects with 80% power.</p>`
 }`;
 }
 
-function verdict(data: ReportData): string {
+/** The recommendation, the sample-ratio check and the highest CTR, as paragraphs. */
+export function verdict(data: ReportData): string {
   const c = data.comparison;
   const rec = c.recommendation ? `<p class="verdict good">Recommendation: ship <strong>${escapeHtml(c.recommendation)}</strong>${c.recommendationReason ? ` (${escapeHtml(c.recommendationReason)})` : ""}</p>` : `<p class="verdict neutral">Recommendation: none (${escapeHtml(c.recommendationReason || "no data")})</p>`;
   const srm = `<p${c.srmDetected ? ' class="bad"' : ""}>Sample ratio: ${escapeHtml(sampleRatioLine(c))}</p>`;
@@ -292,7 +302,8 @@ function verdict(data: ReportData): string {
   return rec + srm + winner;
 }
 
-const CSS = `
+/** The report's stylesheet; the live dashboard (dashboard-page.ts) uses it too. */
+export const REPORT_CSS = `
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1f24; margin: 24px auto; max-width: 980px; padding: 0 16px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .meta { color: #57606a; margin: 0 0 16px; }
@@ -312,38 +323,51 @@ svg text { font: 11px system-ui, sans-serif; fill: #57606a; } svg .axis-title { 
 svg .empty { font-size: 14px; fill: #8c959f; }
 `;
 
+/** Every chart of the report: daily CTR and search CTR with bands, clicks by rank, latency. */
+export function reportCharts(data: ReportData): string {
+  if (data.variants.length === 0) return `<p>No searches in the window.</p>`;
+  const conf = Math.round((data.comparison.confidence || 0.95) * 1000) / 10;
+  return [
+    dailyChart("ctr-daily", "Daily CTR (clicks per search) per variant", data, (d) => d.ctr, (d) => d.ctrInterval, `Bands: ${conf}% score interval of the daily click rate (clicks per search is a Poisson rate and can exceed 100%). Days in ${data.timeZone}.`),
+    dailyChart("search-ctr-daily", "Daily search CTR (searches with a click) per variant", data, (d) => d.searchCtr, (d) => d.searchCtrInterval, `Bands: ${conf}% Wilson score interval of the daily share of searches with at least one click. Days in ${data.timeZone}.`),
+    rankChart(data),
+    latencyChart(data),
+  ].join("\n");
+}
+
+/** A whole HTML document titled `title`: its policy (our own constant, not escaped), its stylesheet, then `body` under the title. */
+export function htmlDocument(title: string, contentSecurityPolicy: string, css: string, body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>${css}</style>
+</head>
+<body>
+<h1>${escapeHtml(title)}</h1>
+${body}
+</body>
+</html>
+`;
+}
+
 /** The whole page, as one string. */
 export function renderHtmlReport(data: ReportData): string {
   const c = data.comparison;
   const conf = Math.round((c.confidence || 0.95) * 1000) / 10;
   const title = `ClickAnalytics report: ${data.windowLabel}`;
-  const charts =
-    data.variants.length === 0
-      ? `<p>No searches in the window.</p>`
-      : [
-          dailyChart("ctr-daily", "Daily CTR (clicks per search) per variant", data, (d) => d.ctr, (d) => d.ctrInterval, `Bands: ${conf}% score interval of the daily click rate (clicks per search is a Poisson rate and can exceed 100%). Days in ${data.timeZone}.`),
-          dailyChart("search-ctr-daily", "Daily search CTR (searches with a click) per variant", data, (d) => d.searchCtr, (d) => d.searchCtrInterval, `Bands: ${conf}% Wilson score interval of the daily share of searches with at least one click. Days in ${data.timeZone}.`),
-          rankChart(data),
-          latencyChart(data),
-        ].join("\n");
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>${CSS}</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · ${escapeHtml(inferenceLabel(c))} · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
+  return htmlDocument(
+    title,
+    "default-src 'none'; style-src 'unsafe-inline'",
+    REPORT_CSS,
+    `<p class="meta">Server ${escapeHtml(data.address)} · control ${escapeHtml(c.control)} · ${conf}% confidence · ${escapeHtml(inferenceLabel(c))} · generated ${escapeHtml(data.generatedAt.toISOString())}</p>
 ${verdict(data)}
 <h2>Variants</h2>
 ${summaryTables(data)}
 <h2>Charts</h2>
-${charts}
-</body>
-</html>
-`;
+${reportCharts(data)}`,
+  );
 }

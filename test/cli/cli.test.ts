@@ -470,7 +470,7 @@ describe("errors", () => {
 });
 
 describe("help and usage", () => {
-  const commands = ["serve", "report", "top-queries", "watch", "export", "load"];
+  const commands = ["serve", "report", "top-queries", "watch", "dashboard", "export", "load"];
 
   it("--help for every command prints its usage on stdout, exit 0", async () => {
     for (const name of commands) {

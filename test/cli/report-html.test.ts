@@ -3,9 +3,9 @@
  * browser (headless Chromium) renders it. Checked: the file references nothing outside itself,
  * Chromium's DOM holds every chart with non-degenerate lines, bands and bars, and a screenshot
  * shows the variants' colours. The tables' numbers are read by column header and row label and
- * compared with the server's answer. Chromium is installed with apt where missing (as root); where
- * it cannot be, the browser test is skipped with the reason, except on CI (CI set), where a missing
- * Chromium fails the run: CI runs as root with Debian's packages, so it must be there.
+ * compared with the server's answer (test/support/html-tables.ts). Chromium comes from
+ * test/support/chromium.ts: installed with apt where missing, else the browser test is skipped
+ * with the reason, except on CI, where a missing Chromium fails the run.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -20,129 +20,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EventSchema } from "../../src/client/index.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { pValue } from "../../src/cli/format.js";
+import { chromiumArgs, chromiumOrSkip, ensureChromium, type ChromiumLookup } from "../support/chromium.js";
 import { startHarness, type Harness } from "../support/harness.js";
+import { expectP, expectPercent, expectPercentInterval, expectShown, tableRows } from "../support/html-tables.js";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const CLI = path.join(ROOT, "dist/src/cli/main.js");
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-
-// ---------------------------------------------------------------------------------------------
-// Chromium
-
-const CANDIDATES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
-
-async function findChromium(): Promise<string | undefined> {
-  for (const name of CANDIDATES) {
-    try {
-      const { stdout } = await run("sh", ["-c", `command -v ${name}`]);
-      if (stdout.trim() !== "") return stdout.trim();
-    } catch {
-      // not this one
-    }
-  }
-  return undefined;
-}
-
-/** Chromium's path, installing Debian's package when missing and allowed; else why not. */
-async function ensureChromium(): Promise<{ path?: string; reason?: string }> {
-  const found = await findChromium();
-  if (found) return { path: found };
-  if (process.platform !== "linux" || process.getuid?.() !== 0) return { reason: "chromium is not installed, and installing it needs root on Linux (apt-get install -y chromium)" };
-  if (!existsSync("/usr/bin/apt-get")) return { reason: "chromium is not installed and there is no apt-get to install it" };
-  try {
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    await run("apt-get", ["update"], { env, timeout: 180_000, maxBuffer: 64 * 1024 * 1024 });
-    await run("apt-get", ["install", "-y", "--no-install-recommends", "chromium"], { env, timeout: 420_000, maxBuffer: 64 * 1024 * 1024 });
-  } catch (error) {
-    return { reason: `chromium is not installed and apt-get could not install it: ${(error as Error).message.split("\n")[0]}` };
-  }
-  const installed = await findChromium();
-  return installed ? { path: installed } : { reason: "apt-get installed chromium but no chromium binary is on PATH" };
-}
-
-function chromiumArgs(profile: string): string[] {
-  return [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--hide-scrollbars",
-    "--mute-audio",
-    `--user-data-dir=${profile}`,
-  ];
-}
-
-/** On CI (CI=true, as CI services set it) the browser test must run: a skip there would hide a broken page. */
-const ON_CI = process.env.CI !== undefined && !["", "0", "false"].includes(process.env.CI.trim().toLowerCase());
-
-// ---------------------------------------------------------------------------------------------
-// Tables: cells by column header and row label
-
-const unescapeHtml = (text: string) => text.replace(/&(amp|lt|gt|quot|#39);/g, (_, e: string) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'" })[e]!);
-
-/**
- * The rows of `<table class="cls">` as maps from column name to cell text. A header ending in
- * "interval" names the column before it ("CTR" then "95% interval" gives "CTR interval"), so
- * repeated headers stay apart; `conf` is that interval header's confidence label.
- */
-function tableRows(page: string, cls: string): { conf: string; headers: string[]; rows: Record<string, string>[] } {
-  const start = page.indexOf(`<table class="${cls}">`);
-  expect(start, `table ${cls}`).toBeGreaterThanOrEqual(0);
-  const body = page.slice(start, page.indexOf("</table>", start));
-  const trs = [...body.matchAll(/<tr\b[^>]*>(.*?)<\/tr>/gs)].map((m) => m[1]!);
-  const raw = [...trs[0]!.matchAll(/<th>(.*?)<\/th>/gs)].map((m) => unescapeHtml(m[1]!));
-  const confs = new Set(raw.filter((h) => / interval$/.test(h)).map((h) => h.replace(/ interval$/, "")));
-  expect(confs.size, `${cls}: one confidence for every interval column (${[...confs].join(", ")})`).toBe(1);
-  const headers = raw.map((h, i) => (/ interval$/.test(h) ? `${raw[i - 1]} interval` : h));
-  expect(new Set(headers).size, `${cls}: distinct column names ${headers.join(" | ")}`).toBe(headers.length);
-  const rows = trs.slice(1).map((tr) => {
-    const cells = [...tr.matchAll(/<td\b[^>]*>(.*?)<\/td>/gs)].map((m) => unescapeHtml(m[1]!));
-    expect(cells.length, `${cls}: cells of a row`).toBe(headers.length);
-    return Object.fromEntries(headers.map((h, i) => [h, cells[i]!]));
-  });
-  return { conf: [...confs][0]!, headers, rows };
-}
-
-/** A shown number matches `value` to the digits shown: |shown − value| ≤ half a unit of its last digit. */
-function expectShown(what: string, shown: string, value: number | undefined, scale = 1): void {
-  expect(value, `${what}: the server's value`).toBeDefined();
-  const m = /^[+-]?\d+(?:\.(\d+))?$/.exec(shown.replace(/,/g, ""));
-  expect(m, `${what}: "${shown}" is a number`).not.toBeNull();
-  const halfUnit = 0.5 * 10 ** -(m![1]?.length ?? 0);
-  expect(Math.abs(Number(shown.replace(/,/g, "")) - value! * scale), `${what}: shown "${shown}", the server says ${value! * scale}`).toBeLessThanOrEqual(halfUnit + 1e-9);
-}
-
-/** "25.00%" (or "+1.25 pp", "+5.1%") against a proportion. */
-function expectPercent(what: string, cell: string, value: number | undefined, unit: "%" | " pp" = "%"): void {
-  expect(cell.endsWith(unit), `${what}: "${cell}" ends in "${unit}"`).toBe(true);
-  expectShown(what, cell.slice(0, -unit.length), value, 100);
-}
-
-/** "[19.80%, 21.10%]" or "[-0.40, +2.80] pp" against an interval of proportions. */
-function expectPercentInterval(what: string, cell: string, interval: { low: number; high: number } | undefined, unit: "%" | " pp" = "%"): void {
-  expect(interval, `${what}: the server's interval`).toBeDefined();
-  const m = unit === "%" ? /^\[(\S+)%, (\S+)%\]$/.exec(cell) : /^\[(\S+), (\S+)\] pp$/.exec(cell);
-  expect(m, `${what}: "${cell}" is an interval`).not.toBeNull();
-  expectShown(`${what} low`, m![1]!, interval!.low, 100);
-  expectShown(`${what} high`, m![2]!, interval!.high, 100);
-}
-
-/** "0.123", "0.012*" or "<0.001" against a p-value and its significance. */
-function expectP(what: string, cell: string, p: number | undefined, significant: boolean): void {
-  expect(p, `${what}: the server's p`).toBeDefined();
-  expect(cell.endsWith("*"), `${what}: "${cell}" marked significant`).toBe(significant);
-  const text = cell.replace(/\*$/, "");
-  if (text === "<0.001") expect(p!, what).toBeLessThan(0.001);
-  else expectShown(what, text, p);
-}
 
 // ---------------------------------------------------------------------------------------------
 // PNG (just enough to read Chromium's screenshots: 8-bit RGB or RGBA, non-interlaced)
@@ -272,7 +158,7 @@ let h: Harness;
 let dir: string;
 let html: string;
 let htmlPath: string;
-let chromium: { path?: string; reason?: string };
+let chromium: ChromiumLookup;
 
 beforeAll(async () => {
   // Chromium's installation (a minute or two where missing) runs alongside the server's start.
@@ -370,15 +256,12 @@ describe("report --html", () => {
   });
 
   it("renders in headless Chromium with every chart drawn", { timeout: 120_000 }, async (ctx) => {
-    if (!chromium.path) {
-      if (ON_CI) expect.fail(`headless Chromium unavailable on CI (CI=${process.env.CI}), where it must run: ${chromium.reason}`);
-      ctx.skip(`headless Chromium unavailable: ${chromium.reason}`);
-      return;
-    }
+    const chromiumPath = chromiumOrSkip(chromium, ctx);
+    if (chromiumPath === undefined) return;
     const profile = await mkdtemp(path.join(os.tmpdir(), "ca-chromium-"));
     try {
       const url = pathToFileURL(htmlPath).href;
-      const { stdout: dom } = await run(chromium.path, [...chromiumArgs(profile), "--dump-dom", url], { timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+      const { stdout: dom } = await run(chromiumPath, [...chromiumArgs(profile), "--dump-dom", url], { timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
       expect(dom).toContain("ClickAnalytics report: last 30 days");
 
       // Daily CTR and daily search CTR: per variant a line over several days and a band with area.
@@ -414,7 +297,7 @@ describe("report --html", () => {
 
       // And pixels: the screenshot is not blank and shows both variants' colours.
       const png = path.join(profile, "report.png");
-      await run(chromium.path, [...chromiumArgs(profile), "--window-size=900,2600", `--screenshot=${png}`, url], { timeout: 60_000 });
+      await run(chromiumPath, [...chromiumArgs(profile), "--window-size=900,2600", `--screenshot=${png}`, url], { timeout: 60_000 });
       const image = decodePng(await readFile(png));
       expect(image.width).toBe(900);
       const blue = countColor(image, "#0072B2");

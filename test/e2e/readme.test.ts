@@ -1,6 +1,9 @@
-/** The README's grpcurl session, command by command, against a live server. */
+/** The README's grpcurl session and its dashboard command, as written, against a live server. */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
+import { createInterface } from "node:readline";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { grpcurl, shellWords } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
@@ -38,4 +41,27 @@ it("every grpcurl command in the README works as written", async () => {
   expect(series.points.length).toBeGreaterThanOrEqual(48);
   expect(series.points.filter((p) => p.impressions === "1")).toHaveLength(1);
   expect(out.get("grpc.health.v1.Health/Check")).toEqual({ status: "SERVING" });
+});
+
+it("the README's dashboard command serves its page as written", { timeout: 30_000 }, async () => {
+  const readme = (await readFile(resolve(import.meta.dirname, "../../README.md"), "utf8")).split("\n");
+  const at = readme.findIndex((line) => line.startsWith("$ click-analytics dashboard"));
+  expect(at, "a dashboard command in the README").toBeGreaterThan(0);
+  // What it prints first, with the address it was given (the README's is the default one).
+  const printed = readme[at + 1]!.replace("localhost:50051", h.server.address);
+  const child = spawn(process.execPath, [resolve(import.meta.dirname, "../../dist/src/cli/main.js"), ...shellWords(readme[at]!.slice(2)).slice(1)], {
+    env: { ...process.env, CLICK_ANALYTICS_ADDRESS: h.server.address },
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  try {
+    const [first] = (await once(createInterface({ input: child.stdout! }), "line")) as [string];
+    expect(first).toBe(printed);
+    const url = /(http:\/\/\S+)/.exec(first)![1]!;
+    await expect.poll(async () => (await fetch(new URL("healthz", url))).status, { timeout: 15_000 }).toBe(200);
+    expect(await (await fetch(url)).text()).toContain('<table class="live">');
+  } finally {
+    child.kill("SIGTERM");
+    const [code] = (await once(child, "exit")) as [number | null];
+    expect(code).toBe(0);
+  }
 });

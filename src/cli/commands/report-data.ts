@@ -4,7 +4,7 @@
  * Also the per-day and per-variant intervals the report draws, computed here from counts.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Granularity, Inference, LatencyStatus, type MetricComparison, type ClickAnalyticsClient, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
+import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
 import { wilsonInterval, zCritical, type Interval } from "../../core/statistics.js";
 import { integer, NO_DATA, pEquals, percent, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
 import { windowRequest, type WindowFlags } from "./common.js";
@@ -87,17 +87,17 @@ export function comparisonRequest(r: ReportRequest) {
   };
 }
 
-/** Everything the HTML report draws: one comparison, then per variant three calls, all in parallel. */
-export async function fetchReportData(client: ClickAnalyticsClient, address: string, r: ReportRequest): Promise<ReportData> {
-  const comparison = await client.getVariantComparison(comparisonRequest(r));
+/** Everything the HTML report draws: one comparison, then per variant three calls, all in parallel; `call` applies to each. */
+export async function fetchReportData(client: ClickAnalyticsClient, address: string, r: ReportRequest, call: CallOptions = {}): Promise<ReportData> {
+  const comparison = await client.getVariantComparison(comparisonRequest(r), call);
   const confidence = comparison.confidence || 0.95;
   const timeZone = r.timeZone ?? "UTC";
   const variants = await Promise.all(
     orderedVariants(comparison).map(async (variant): Promise<VariantDetail> => {
       const [series, ranks, latency] = await Promise.all([
-        client.getTimeSeries({ ...windowRequest(r.window), variant, granularity: Granularity.DAY, timeZone }),
-        client.getRankMetrics({ ...windowRequest(r.window), variant }),
-        client.getResponseTimeMetrics({ ...windowRequest(r.window), variant }),
+        client.getTimeSeries({ ...windowRequest(r.window), variant, granularity: Granularity.DAY, timeZone }, call),
+        client.getRankMetrics({ ...windowRequest(r.window), variant }, call),
+        client.getResponseTimeMetrics({ ...windowRequest(r.window), variant }, call),
       ]);
       return {
         variant,

@@ -11,18 +11,15 @@ import {
   CONNECTION_HELP,
   CONNECTION_OPTIONS,
   connectionFrom,
-  DAYS_HELP,
-  numberFlag,
   parseFlags,
-  splitFlag,
   stringFlag,
   styleFor,
   withClient,
-  windowFlags,
   type Command,
   type Io,
 } from "./common.js";
-import { comparisonLines, comparisonRequest, fetchReportData, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
+import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
+import { comparisonLines, comparisonRequest, fetchReportData, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
@@ -31,17 +28,11 @@ intervals, then every variant against the control: lifts with intervals, p-value
 with several variants), minimum detectable effects, the latency guardrail, the sample-ratio
 check on users and the recommendation. Statistics treat users as the unit (delta method).
 
-${DAYS_HELP}
-  --start TIME            an experiment period from TIME (ISO 8601, e.g. 2026-11-01 or
-                          2026-11-01T09:00:00Z) instead of --days
-  --end TIME              end of the period (exclusive; default now); needs --start
-  --control VARIANT       the baseline (default: the server's, search_v1)
-  --confidence X          confidence level in (0, 1) (default 0.95)
+${WINDOW_HELP}
+${COMPARISON_HELP}
   --sequential            always-valid p-values and confidence sequences (safe to look at
                           repeatedly, e.g. while the experiment runs); default fixed-horizon
-  --cuped                 CUPED variance reduction with the equally long stretch before the window
-  --expected-split SPEC   expected users per variant as weights, e.g. search_v1=1,search_v2=1
-                          (default: an equal split)
+${SPLIT_HELP}
   --json                  print the GetVariantComparison response as JSON (proto3 JSON mapping)
   --html FILE             write a self-contained HTML page with charts to FILE (works offline)
   --time-zone ZONE        IANA time zone of the HTML report's days (default UTC)
@@ -150,31 +141,16 @@ export const reportCommand: Command = {
       {
         ...CONNECTION_OPTIONS,
         ...COLOR_OPTIONS,
-        days: { type: "string" },
-        start: { type: "string" },
-        end: { type: "string" },
-        control: { type: "string" },
-        confidence: { type: "string" },
+        ...COMPARISON_OPTIONS,
         sequential: { type: "boolean" },
-        cuped: { type: "boolean" },
-        "expected-split": { type: "string" },
         json: { type: "boolean" },
         html: { type: "string" },
-        "time-zone": { type: "string" },
       },
       REPORT_USAGE,
       io,
     );
     if (values === undefined) return 0;
-    const request: ReportRequest = {
-      window: windowFlags(values, REPORT_USAGE),
-      control: stringFlag(values, "control"),
-      confidence: numberFlag(values, "confidence", undefined, 0, 1, REPORT_USAGE, true),
-      sequential: values.sequential === true,
-      cuped: values.cuped === true,
-      expectedSplit: splitFlag(values, "expected-split", REPORT_USAGE),
-      timeZone: stringFlag(values, "time-zone"),
-    };
+    const request = comparisonFlags(values, REPORT_USAGE, values.sequential === true);
     const conn = connectionFrom(values, REPORT_USAGE, io.env);
     const htmlPath = stringFlag(values, "html");
     if (htmlPath !== undefined) {
