@@ -361,6 +361,8 @@ const CLAIM_ATTEMPTS = 5;
  */
 export async function flagClickedImpressions(c: Collections, candidates: ReadonlyMap<string, ClickCandidate>, claim: string): Promise<void> {
   let pending = [...candidates.keys()];
+  // Nothing matched, nothing to count: a batch with nothing to flag costs no round trip.
+  let claimed = false;
   for (let attempt = 1; pending.length > 0; attempt++) {
     const updates = pending.map((id) => {
       const { t, r } = candidates.get(id)!;
@@ -374,6 +376,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
     const reply = await c.db.command({ update: c.impressions.collectionName, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
     const failed = (reply.writeErrors as { errmsg: string; code: number }[] | undefined)?.[0] ?? reply.writeConcernError;
     if (failed) throw new MongoServerError({ message: `click flag failed: ${failed.errmsg}`, code: failed.code });
+    claimed ||= Number(reply.n) > 0;
     if (Number(reply.n) === pending.length) break;
     // Some did not match: already flagged with an earlier first click (the usual case), not
     // stored yet, or under another claim (finished here, then tried again; as is one whose claim
@@ -387,7 +390,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
     for (const other of new Set(again.flatMap((d) => (d.click_claim === undefined ? [] : [d.click_claim])))) await countClicked(c, other);
     pending = again.map((d) => d.impression_id);
   }
-  await countClicked(c, claim);
+  if (claimed) await countClicked(c, claim);
 }
 
 /**

@@ -248,3 +248,26 @@ describe("first-click metrics against an independent computation", () => {
     expect(json.variants.search_v2!.firstClick.timeToFirstClickP90Ms).toBe(typed.variants.search_v2!.firstClick!.timeToFirstClickP90Ms);
   });
 });
+
+describe("the README's worked example", () => {
+  it("MRR 0.45, clicked MRR 0.5625, abandonment 20%, time to first click 8.5 s and 24.6 s (within 1%)", async () => {
+    const example = await startHarness();
+    try {
+      const base = Math.floor((Date.now() - 3 * HOUR) / 60_000) * 60_000;
+      const at = (minute: number, second: number) => timestampFromDate(new Date(base + minute * 60_000 + second * 1000));
+      const search = (id: string, minute: number, resultsCount: number): EventInit => ({ kind: { case: "impression", value: { impressionId: id, userId: "ann", query: "lamp", variant: "search_v2", resultsCount, responseTimeMs: 30, timestamp: at(minute, 0) } } });
+      const click = (id: string, rank: number, minute: number, second: number): EventInit => ({ kind: { case: "click", value: { impressionId: id, userId: "ann", productId: `p${rank}`, rank, searchQuery: "lamp", variant: "search_v2", responseTimeMs: 30, timestamp: at(minute, second) } } });
+      await example.client.logEvents({
+        events: [search("S1", 0, 20), click("S1", 2, 0, 8), search("S2", 1, 20), click("S2", 3, 1, 12), search("S3", 2, 20), search("S4", 3, 15), click("S4", 1, 2, 59), search("S5", 4, 0), search("S6", 5, 8), click("S6", 4, 5, 30), click("S6", 1, 5, 30)],
+      });
+      // S1's click at rank 0, 5 s after the search, arrives later: it becomes S1's first click.
+      await example.client.logEvents({ events: [click("S1", 0, 0, 5)] });
+      const f = (await example.client.getCtr({ days: 1 })).firstClick!;
+      expect(f).toMatchObject({ searchesWithResults: 5n, abandonedSearches: 1n, mrr: 0.45, clickedMrr: 0.5625, abandonmentRate: 0.2 });
+      near(f.timeToFirstClickP50Ms, 8500, 0.01, "p50");
+      near(f.timeToFirstClickP90Ms, 24_600, 0.01, "p90");
+    } finally {
+      await example.close();
+    }
+  });
+});
