@@ -2,8 +2,10 @@
  * Where each metric comes from: rollups for whole-population and per-variant windows (their cost
  * follows the window's hours and days), raw events through the {user_id, ...} indexes when a user
  * is named (their cost follows that user's own events). Both give the same numbers — counts, sums,
- * ranks, distinct users and per-user-bucket sums exactly; latency percentiles within the sketch's
- * 1% — which test/store/rollup-equivalence.test.ts checks on randomised data.
+ * ranks, first-click histograms (MRR, abandonment), distinct users and per-user-bucket sums
+ * exactly, except the buckets' reciprocal-rank sums (fractions added in another order: equal to
+ * rounding); latency and time-to-first-click percentiles within the sketch's 1% — which
+ * test/store/rollup-equivalence.test.ts checks on randomised data.
  */
 import type { FirstClickStats } from "../core/first-click.js";
 import { rankStats, type RankStats } from "../core/metrics.js";
