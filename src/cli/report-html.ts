@@ -8,7 +8,7 @@
  * variant's clicks) and latency percentiles per variant; above them the comparison in tables.
  */
 import type { Interval } from "../core/statistics.js";
-import { comparisonLines, inferenceLabel, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
+import { comparisonLines, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
 import { integer, ms, NO_DATA, percent, percentInterval } from "./format.js";
 
 /** Okabe-Ito: distinguishable with the common colour-vision deficiencies. */
@@ -284,7 +284,10 @@ export function summaryTables(data: ReportData): string {
     ),
   );
   const conf = `${Math.round((c.confidence || 0.95) * 1000) / 10}%`;
+  const quality = firstClickTable(c, "interval");
   return `<div class="scroll"><table class="variants">${headerRow(["variant", "searches", "clicks", "users", "CTR", `${conf} interval`, "search CTR", `${conf} interval`, "no results", "avg rank", "avg ms", "p95 ms"])}${variantRows.join("")}</table></div>
+<div class="scroll"><table class="first-click">${headerRow(quality.headers)}${quality.rows.map((cells) => dataRow(cells)).join("")}</table></div>
+<p class="note">${escapeHtml(FIRST_CLICK_NOTE)}</p>
 ${
   c.comparisons.length === 0
     ? `<p>No variant to compare with the control${c.control ? ` ${escapeHtml(c.control)}` : ""}.</p>`

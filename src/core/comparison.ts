@@ -1,6 +1,7 @@
 /**
  * The A/B decision: each treatment against the control on search CTR (searches with a click /
- * searches), CTR (clicks / searches) and no-results rate, at the unit of randomisation (the
+ * searches), CTR (clicks / searches), no-results rate, MRR of the first click and abandonment
+ * rate (over searches with results, see first-click.ts), at the unit of randomisation (the
  * user, through hashed user buckets); a sample-ratio check on users; a latency guardrail with
  * uncertainty; Holm-adjusted decisions over several treatments; and a recommendation that says
  * why when it has none.
@@ -62,14 +63,23 @@ export interface VariantData {
   p95ResponseTimeMs?: number | undefined;
 }
 
-export type MetricName = "searchCtr" | "ctr" | "noResultsRate";
-export const METRICS: readonly MetricName[] = ["searchCtr", "ctr", "noResultsRate"];
+export type MetricName = "searchCtr" | "ctr" | "noResultsRate" | "mrr" | "abandonmentRate";
+export const METRICS: readonly MetricName[] = ["searchCtr", "ctr", "noResultsRate", "mrr", "abandonmentRate"];
 
-/** Numerator field over impressions, and whether it is a proportion or a rate. */
-const METRIC_FIELDS: Record<MetricName, { numerator: "searchesWithClicks" | "clicks" | "noResults"; kind: RatioKind }> = {
-  searchCtr: { numerator: "searchesWithClicks", kind: "proportion" },
-  ctr: { numerator: "clicks", kind: "rate" },
-  noResultsRate: { numerator: "noResults", kind: "proportion" },
+/** Searches with results per bucket: searches minus no-result searches. */
+const withResults = (b: BucketSums) => b.impressions.map((n, i) => n - b.noResults[i]!);
+
+/**
+ * Each metric's numerator and denominator per user bucket, and whether it is a proportion or a
+ * rate. MRR (reciprocal ranks of first clicks, each at most 1) and abandonment (searches with
+ * results and no click) are over searches with results (core/first-click.ts).
+ */
+const METRIC_FIELDS: Record<MetricName, { numerator: (b: BucketSums) => ArrayLike<number>; denominator: (b: BucketSums) => ArrayLike<number>; kind: RatioKind }> = {
+  searchCtr: { numerator: (b) => b.searchesWithClicks, denominator: (b) => b.impressions, kind: "proportion" },
+  ctr: { numerator: (b) => b.clicks, denominator: (b) => b.impressions, kind: "rate" },
+  noResultsRate: { numerator: (b) => b.noResults, denominator: (b) => b.impressions, kind: "proportion" },
+  mrr: { numerator: (b) => b.reciprocalRanks, denominator: withResults, kind: "proportion" },
+  abandonmentRate: { numerator: (b) => withResults(b).map((n, i) => n - b.firstClicked[i]!), denominator: withResults, kind: "proportion" },
 };
 
 export interface MetricComparison {
@@ -99,6 +109,8 @@ export interface VariantVsControl {
   searchCtr?: MetricComparison | undefined;
   ctr?: MetricComparison | undefined;
   noResultsRate?: MetricComparison | undefined;
+  mrr?: MetricComparison | undefined;
+  abandonmentRate?: MetricComparison | undefined;
   cuped: CupedStatus;
   latency: LatencyGuardrail;
 }
@@ -161,8 +173,8 @@ export function comparisonSettings(input: {
 
 /** One arm's floored delta-method estimate of a metric; undefined without impressions. */
 function armEstimate(d: VariantData, metric: MetricName): RatioMoments | undefined {
-  const { numerator, kind } = METRIC_FIELDS[metric];
-  return ratioEstimate(d.buckets[numerator], d.buckets.impressions, kind);
+  const { numerator, denominator, kind } = METRIC_FIELDS[metric];
+  return ratioEstimate(numerator(d.buckets), denominator(d.buckets), kind);
 }
 
 /** The difference of one metric between two arms, CUPED-adjusted when asked and possible. */
@@ -171,8 +183,8 @@ function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cup
   const cm = armEstimate(c, metric);
   if (tm === undefined || cm === undefined) return undefined;
   if (cuped && t.pre !== undefined && c.pre !== undefined) {
-    const { numerator, kind } = METRIC_FIELDS[metric];
-    const sums = (d: VariantData) => prePostSums(d.buckets[numerator], d.buckets.impressions, d.pre![numerator], d.pre!.impressions);
+    const { numerator, denominator, kind } = METRIC_FIELDS[metric];
+    const sums = (d: VariantData) => prePostSums(numerator(d.buckets), denominator(d.buckets), numerator(d.pre!), denominator(d.pre!));
     const r = cupedRatioDifference(sums(t), sums(c));
     if (r !== undefined) {
       const tv = Math.max(r.treatment.variance, varianceFloor(kind, tm.numerator, tm.denominator));
@@ -291,6 +303,8 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
       searchCtr: metricResult("searchCtr"),
       ctr: metricResult("ctr"),
       noResultsRate: metricResult("noResultsRate"),
+      mrr: metricResult("mrr"),
+      abandonmentRate: metricResult("abandonmentRate"),
       cuped,
       latency: latencyGuardrail(d.latency, control!.latency, s.confidence, s.latencyThreshold),
     };

@@ -75,7 +75,13 @@ export interface BucketSums {
   searchesWithClicks: Float64Array;
   /** Searches that returned no result. */
   noResults: Float64Array;
+  /** Searches with results whose first click is known (see first-click.ts). */
+  firstClicked: Float64Array;
+  /** Sum of those searches' reciprocal ranks, 1 / (first click's rank + 1). */
+  reciprocalRanks: Float64Array;
 }
+
+export const BUCKET_SUM_FIELDS = ["impressions", "clicks", "searchesWithClicks", "noResults", "firstClicked", "reciprocalRanks"] as const;
 
 export function emptyBucketSums(): BucketSums {
   return {
@@ -83,12 +89,14 @@ export function emptyBucketSums(): BucketSums {
     clicks: new Float64Array(USER_BUCKETS),
     searchesWithClicks: new Float64Array(USER_BUCKETS),
     noResults: new Float64Array(USER_BUCKETS),
+    firstClicked: new Float64Array(USER_BUCKETS),
+    reciprocalRanks: new Float64Array(USER_BUCKETS),
   };
 }
 
 /** Adds `from` into `into` bucket by bucket (merging windows or rollup documents); returns `into`. */
 export function addBucketSums(into: BucketSums, from: BucketSums): BucketSums {
-  for (const field of ["impressions", "clicks", "searchesWithClicks", "noResults"] as const) {
+  for (const field of BUCKET_SUM_FIELDS) {
     const a = into[field];
     const b = from[field];
     if (a.length !== USER_BUCKETS || b.length !== USER_BUCKETS) {

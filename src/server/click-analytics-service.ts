@@ -14,7 +14,7 @@ import { interleavingResult } from "../core/interleaving.js";
 import { ctrByRank, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { interleavedImpressions } from "../store/interleaving.js";
-import { ctrFields } from "./ctr-fields.js";
+import { ctrFields, firstClickFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
@@ -258,6 +258,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
           searchCtr: ratio(r.searchesWithClicks, r.impressions),
           avgClickRank: ratio(r.rankSum, r.clicks),
           p95ResponseTimeMs: r.p95,
+          firstClick: firstClickFields(r.firstClicks),
         })),
       };
     },

@@ -8,7 +8,7 @@ import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js"
 import { ratio, winnerByCtr } from "../core/metrics.js";
 import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
-import type { MetricsFilter } from "../store/metrics-queries.js";
+import type { EventTotals, MetricsFilter } from "../store/metrics-queries.js";
 import type { MetricsSource } from "../store/metrics-source.js";
 import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
@@ -67,7 +67,7 @@ export async function variantComparison(
   });
   await beforeRead();
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
-  const data = new Map<string, VariantData & { rankSum: number; responseTimeSum: number }>(
+  const data = new Map<string, VariantData & Pick<EventTotals, "rankSum" | "responseTimeSum" | "firstClicks">>(
     [...now.arms].map(([name, arm]) => [
       name,
       {
@@ -104,6 +104,8 @@ export async function variantComparison(
           p95ResponseTimeMs: v.p95ResponseTimeMs,
           p95ResponseTimeInterval: v.latency ? p95Interval(v.latency, settings.confidence) : undefined,
           coec: clicksOverExpected(now.arms.get(name)!.positions.clicksByRank, shownBy.get(name)!, pooled),
+          mrrInterval: ratioInterval(v, "mrr", settings),
+          abandonmentRateInterval: ratioInterval(v, "abandonmentRate", settings),
         },
       ];
     }),
@@ -134,6 +136,8 @@ export async function variantComparison(
       searchCtr: metricOut(x.searchCtr),
       ctr: metricOut(x.ctr),
       noResultsRate: metricOut(x.noResultsRate),
+      mrr: metricOut(x.mrr),
+      abandonmentRate: metricOut(x.abandonmentRate),
       latency: {
         p95DiffMs: x.latency.diffMs?.value,
         p95DiffMsInterval: x.latency.diffMs && { low: x.latency.diffMs.low, high: x.latency.diffMs.high },

@@ -1,4 +1,5 @@
 /** Count-based CTR fields shared by GetCtr (overall and per variant) and GetVariantComparison's variants. */
+import { firstClickMetrics, type FirstClickStats } from "../core/first-click.js";
 import { ratio } from "../core/metrics.js";
 import type { EventTotals } from "../store/metrics-queries.js";
 
@@ -14,5 +15,20 @@ export function ctrFields(t: EventTotals) {
     users: BigInt(t.users),
     searchesWithClicks: BigInt(t.searchesWithClicks),
     noResultsSearches: BigInt(t.noResults),
+    firstClick: firstClickFields(t.firstClicks),
+  };
+}
+
+/** FirstClickMetrics (GetCtr, comparison variants, time-series points, watch snapshots). */
+export function firstClickFields(s: FirstClickStats) {
+  const m = firstClickMetrics(s);
+  return {
+    searchesWithResults: BigInt(m.searchesWithResults),
+    abandonedSearches: BigInt(m.abandoned),
+    mrr: m.mrr,
+    clickedMrr: m.clickedMrr,
+    abandonmentRate: m.abandonmentRate,
+    timeToFirstClickP50Ms: m.timeToFirstClickP50Ms,
+    timeToFirstClickP90Ms: m.timeToFirstClickP90Ms,
   };
 }

@@ -38,7 +38,7 @@ const SOURCE: Record<ClickSourceName, ClickSource> = {
 };
 
 /** Internal bookkeeping fields never leave the server. */
-const HIDDEN = { b: 0, pending_rollup: 0, click_claim: 0, clicked_on_insert: 0, query_normalized: 0 } as const;
+const HIDDEN = { b: 0, pending_rollup: 0, click_claim: 0, clicked_on_insert: 0, query_normalized: 0, fc_t: 0, fc_r: 0, fi_t: 0, fi_r: 0, cf: 0 } as const;
 
 function kindsOf(kind: ExportKind): { clicks: boolean; impressions: boolean } {
   switch (kind) {

@@ -19,6 +19,7 @@ import type { ClickStore } from "../store/click-store.js";
 import { anyEventBetween, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
 import type { MetricsSource } from "../store/metrics-source.js";
 import { bearerToken } from "./auth.js";
+import { firstClickFields } from "./ctr-fields.js";
 import type { CallContext } from "./grpc-adapter.js";
 import { metricsFilter, responseTime, watchInterval } from "./request-mapping.js";
 
@@ -79,6 +80,7 @@ const snapshotOf = (t: EventTotals | undefined, ranks: RankStats | undefined, la
   medianRank: ranks?.median,
   p50ResponseTimeMs: latency?.[0],
   p95ResponseTimeMs: latency?.[1],
+  firstClick: t && firstClickFields(t.firstClicks),
 });
 
 /** One WatchMetrics message: totals, rank and latency summaries, overall and per variant, as of `at`. */

@@ -1,6 +1,8 @@
 /** Metrics broken down by query and by time bucket, computed in MongoDB. */
 import type { Document } from "mongodb";
+import { emptyFirstClickStats, type FirstClickStats } from "../core/first-click.js";
 import type { BucketUnit } from "../core/time-buckets.js";
+import { rawFirstClicks } from "./first-click-fields.js";
 import type { Collections } from "./documents.js";
 import type { QueryRow, TopQueriesOrder } from "../core/top-queries.js";
 import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
@@ -71,6 +73,8 @@ export interface BucketRow {
   searchesWithClicks: number;
   rankSum: number;
   p95?: number | undefined;
+  /** Of the bucket's searches (by their own timestamp). */
+  firstClicks: FirstClickStats;
 }
 
 /**
@@ -86,7 +90,7 @@ export async function timeBuckets(c: Collections, f: MetricsFilter, unit: Bucket
   const indexOf = new Map(starts.map((s, i) => [s.getTime(), i]));
   const slot = (k: unknown): number | undefined => (unit === "hour" ? (Number(k) < starts.length ? Number(k) : undefined) : k instanceof Date ? indexOf.get(k.getTime()) : undefined);
   const m = match(f);
-  const [[impressions], clicks] = await Promise.all([
+  const [[impressions], clicks, firstClicks] = await Promise.all([
     c.impressions
       .aggregate<{ counts: Document[]; picks: { key: unknown; pos: number; n: number; v: number }[] }>(
         [
@@ -103,8 +107,13 @@ export async function timeBuckets(c: Collections, f: MetricsFilter, unit: Bucket
       )
       .toArray(),
     c.clicks.aggregate<Document>([{ $match: m }, { $group: { _id: key, n: { $sum: 1 }, rk: { $sum: "$rank" } } }], timeLimit(f)).toArray(),
+    rawFirstClicks(c, m, key, f),
   ]);
-  const rows: BucketRow[] = starts.map(() => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, rankSum: 0 }));
+  const rows: BucketRow[] = starts.map(() => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, rankSum: 0, firstClicks: emptyFirstClickStats() }));
+  for (const [k, { stats }] of firstClicks) {
+    const i = unit === "hour" ? slot(Number(k)) : indexOf.get(new Date(k).getTime());
+    if (i !== undefined) rows[i]!.firstClicks = stats;
+  }
   for (const r of impressions?.counts ?? []) {
     const i = slot(r._id);
     if (i !== undefined) Object.assign(rows[i]!, { impressions: Number(r.n), searchesWithClicks: Number(r.s) });

@@ -40,8 +40,19 @@ export interface ImpressionDocument {
    * with clicks by the batch's own rollup update (the others are counted when flagged).
    */
   clicked_on_insert?: boolean;
-  /** Present only while that first click is being counted in the rollups. */
+  /** Present only while that first click (or a change of first click) is being counted in the rollups. */
   click_claim?: string;
+  /**
+   * The first linked click (earliest timestamp, then lowest rank; core/first-click.ts): its
+   * timestamp and rank, as counted in the rollups (or about to be, under click_claim).
+   */
+  fc_t?: Date;
+  fc_r?: number;
+  /** Stored clicked: the first of the batch's clicks, which the batch's own rollup update counts; never changed. */
+  fi_t?: Date;
+  fi_r?: number;
+  /** Under click_claim: what was counted before the claim (clicked, and the first click if any), so the claim moves it. */
+  cf?: { c: boolean; t?: Date; r?: number };
   /** As on clicks. */
   b?: string;
   pending_rollup?: string;

@@ -1,8 +1,9 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
 import { MongoServerError, type Db, type Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
-import { keyIs } from "./indexes.js";
-import { claimMarker, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
+import { keyIn, keyIs } from "./indexes.js";
+import { isEarlierClick } from "../core/first-click.js";
+import { claimMarker, earliestClicks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -50,7 +51,12 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
   // A search and its clicks usually arrive together: such an impression is stored clicked and
   // counted with the batch, which spares the linking round trips below.
   const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
-  for (const x of impressions) if (clickedHere.has(x.doc.impression_id)) Object.assign(x.doc, { clicked: true, clicked_on_insert: true });
+  // With its first click among them (core/first-click.ts): `fi` is what the batch counts, `fc` what later clicks move.
+  const firstHere = earliestClicks(clicks.map((x) => x.doc));
+  for (const x of impressions) {
+    const first = firstHere.get(x.doc.impression_id);
+    if (first) Object.assign(x.doc, { clicked: true, clicked_on_insert: true, fc_t: first.t, fc_r: first.r, fi_t: first.t, fi_r: first.r });
+  }
   try {
     return await writeBatch(c, marker, clicks, impressions, clickedHere, writer);
   } catch (error) {
@@ -75,7 +81,7 @@ async function writeBatch(
   const duplicates = new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
   const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
-  const storedClicked = new Set(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => d.impression_id));
+  const storedClicked = new Map(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => [d.impression_id, d]));
   await Promise.all([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, when its batch is settled).
     rollUp(c, newClicks, newImpressions, marker),
@@ -84,8 +90,9 @@ async function writeBatch(
     linkClicks(
       c,
       claimMarker(marker),
-      [...clickedHere].filter((id) => !storedClicked.has(id)),
-      impressions.map((x) => x.doc.impression_id).filter((id) => !storedClicked.has(id)),
+      newClicks.filter((d) => d.impression_id !== undefined && !storedClicked.has(d.impression_id)),
+      [...impressions.map((x) => x.doc.impression_id), ...dupClicks.flatMap((i) => clicks[i]!.doc.impression_id ?? [])],
+      storedClicked,
     ),
   ]);
   // Once both are done: a writer that dies before leaves the record, and whoever settles the
@@ -95,18 +102,26 @@ async function writeBatch(
 }
 
 /**
- * Marks impressions that have at least one linked click, whichever of the two arrives first: a
- * click flags its impression if it is already stored, and a new impression looks for clicks that
- * arrived before it. Each side writes before it looks, so of a click and its impression written
- * at the same time at least one sees the other.
+ * Marks impressions that have at least one linked click, whichever of the two arrives first, and
+ * keeps each one's first click: a click flags its impression if it is already stored, and an
+ * impression of the batch looks for clicks stored before it (or stored copies of repeated
+ * clicks). Each side writes before it looks, so of a click and its impression written at the
+ * same time at least one sees the other. The look-up is the read the batch made anyway,
+ * alongside its rollup update; an impression stored clicked only needs a stored click earlier
+ * than the batch's own first one.
  */
-async function linkClicks(c: Collections, claim: string, clickedImpressionIds: string[], newImpressionIds: string[]): Promise<void> {
-  const ids = new Set(clickedImpressionIds);
-  if (newImpressionIds.length > 0) {
-    const early = await c.clicks.distinct("impression_id", { impression_id: { $in: newImpressionIds } });
-    for (const id of early) if (typeof id === "string") ids.add(id);
+async function linkClicks(c: Collections, claim: string, newClicks: readonly ClickDocument[], lookUp: readonly string[], storedClicked: ReadonlyMap<string, ImpressionDocument>): Promise<void> {
+  const candidates = earliestClicks(newClicks);
+  if (lookUp.length > 0) {
+    const stored = await c.clicks
+      .aggregate<{ _id: string; k: { t: Date; r: number } }>([{ $match: { impression_id: keyIn(lookUp) } }, { $group: { _id: "$impression_id", k: { $min: { t: "$timestamp", r: "$rank" } } } }])
+      .toArray();
+    for (const { _id, k } of stored) {
+      const own = storedClicked.get(_id);
+      if (own === undefined || isEarlierClick({ t: k.t.getTime(), r: k.r }, { t: own.fi_t!.getTime(), r: own.fi_r! })) earliestClicks([{ impression_id: _id, timestamp: k.t, rank: k.r }], candidates);
+    }
   }
-  await flagClickedImpressions(c, [...ids], claim);
+  await flagClickedImpressions(c, candidates, claim);
 }
 
 /** The stored event a duplicate repeats (by event_id, or for impressions also impression_id). */

@@ -1,7 +1,9 @@
 import type { Document, Filter } from "mongodb";
 import { interpolatePercentile, rankStats, type RankStats } from "../core/metrics.js";
 import type { TimeWindow } from "../core/window.js";
+import { emptyFirstClickStats, mergeFirstClickStats, type FirstClickStats } from "../core/first-click.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
+import { rawFirstClicks } from "./first-click-fields.js";
 
 /** Which events a metric covers. The same filter applies to clicks and impressions alike. */
 export interface MetricsFilter {
@@ -138,6 +140,8 @@ export interface EventTotals {
   users: number;
   rankSum: number;
   responseTimeSum: number;
+  /** First clicks of searches with results: MRR, abandonment, time to first click (core/first-click.ts). */
+  firstClicks: FirstClickStats;
 }
 
 export interface TotalsBreakdown {
@@ -146,7 +150,7 @@ export interface TotalsBreakdown {
   variants: Map<string, EventTotals>;
 }
 
-const ZERO_TOTALS: EventTotals = { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 };
+export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0, firstClicks: emptyFirstClickStats() });
 
 /**
  * One pass over both collections (impressions, then clicks through $unionWith): per
@@ -156,7 +160,7 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
   const m = match(f);
   const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" } };
   const regroup = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, users: { $sum: 1 } };
-  const [result] = await c.impressions
+  const [[result], firstClicks] = await Promise.all([c.impressions
     .aggregate<{ variants: Document[]; overall: Document[] }>(
       [
         { $match: m },
@@ -189,10 +193,10 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
       ],
       { allowDiskUse: true, ...timeLimit(f) },
     )
-    .toArray();
+    .toArray(), rawFirstClicks(c, m, "$variant", f)]);
   const totals = (d: Document | undefined): EventTotals =>
     d === undefined
-      ? { ...ZERO_TOTALS }
+      ? zeroTotals()
       : {
           impressions: Number(d.i),
           clicks: Number(d.c),
@@ -201,9 +205,13 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
           users: Number(d.users),
           rankSum: Number(d.rk),
           responseTimeSum: Number(d.rt),
+          firstClicks: firstClicks.get(String(d._id))?.stats ?? emptyFirstClickStats(),
         };
+  const overall = totals(result?.overall[0]);
+  overall.firstClicks = emptyFirstClickStats();
+  for (const { stats } of firstClicks.values()) mergeFirstClickStats(overall.firstClicks, stats);
   return {
-    overall: totals(result?.overall[0]),
+    overall,
     variants: new Map((result?.variants ?? []).map((d) => [String(d._id), totals(d)])),
   };
 }

@@ -2,9 +2,12 @@
  * Where each metric comes from: rollups for whole-population and per-variant windows (their cost
  * follows the window's hours and days), raw events through the {user_id, ...} indexes when a user
  * is named (their cost follows that user's own events). Both give the same numbers — counts, sums,
- * ranks, distinct users and per-user-bucket sums exactly; latency percentiles within the sketch's
- * 1% — which test/store/rollup-equivalence.test.ts checks on randomised data.
+ * ranks, first-click histograms (MRR, abandonment), distinct users and per-user-bucket sums
+ * exactly, except the buckets' reciprocal-rank sums (fractions added in another order: equal to
+ * rounding); latency and time-to-first-click percentiles within the sketch's 1% — which
+ * test/store/rollup-equivalence.test.ts checks on randomised data.
  */
+import type { FirstClickStats } from "../core/first-click.js";
 import { rankStats, type RankStats } from "../core/metrics.js";
 import { latencyBucket, latencyQuantiles } from "../core/sketches.js";
 import { emptyBucketSums, userBucket, type BucketSums } from "../core/user-buckets.js";
@@ -14,6 +17,7 @@ import { timeBuckets, topQueries, type BucketRow } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import {
   eventTotals,
+  zeroTotals,
   latencyPercentiles,
   rankHistograms,
   REPORTED_PERCENTILES,
@@ -23,6 +27,7 @@ import {
   type ResponseTimeStats,
   type TotalsBreakdown,
 } from "./metrics-queries.js";
+import { rawFirstClicks } from "./first-click-fields.js";
 import { QueryTableReader } from "./query-tables.js";
 import { RESULTS_COUNT_CAP, windowRanges, type RollupAggregate, type RollupReader, type WindowAggregates } from "./rollups.js";
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
@@ -104,7 +109,7 @@ async function rawPositions(c: Collections, f: MetricsFilter, perVariant: boolea
 /** The arms straight from the events: per (variant, user) sums, bucketed here. */
 async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown> {
   const m = match(f);
-  const [perUser, latencies] = await Promise.all([
+  const [perUser, latencies, firstClicks] = await Promise.all([
     c.impressions
       .aggregate<{ _id: { v: string; u: string }; i: number; c: number; s: number; nr: number; rk: number; rt: number }>(
         [
@@ -117,6 +122,7 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
       )
       .toArray(),
     c.impressions.aggregate<{ _id: string; rts: number[] }>([{ $match: m }, { $group: { _id: "$variant", rts: { $push: "$response_time_ms" } } }], { allowDiskUse: true, ...timeLimit(f) }).toArray(),
+    rawFirstClicks(c, m, "$variant", f),
   ]);
   const arms = new Map<string, ArmData>();
   const positions = await rawPositions(c, f, true);
@@ -126,7 +132,9 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
     let arm = arms.get(v);
     if (!arm) {
       const p = positions.get(v) ?? { clicksByRank: new Map(), resultsCounts: new Map() };
-      arms.set(v, (arm = { totals: { impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0 }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
+      const first = firstClicks.get(v);
+      arms.set(v, (arm = { totals: { ...zeroTotals(), ...(first && { firstClicks: first.stats }) }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
+      if (first) Object.assign(arm.buckets, { firstClicked: first.firstClicked, reciprocalRanks: first.reciprocalRanks });
     }
     const t = arm.totals;
     t.impressions += Number(r.i);
@@ -161,8 +169,13 @@ function totalsOf(a: RollupAggregate): EventTotals {
     users: a.users.size(),
     rankSum: a.rkSum,
     responseTimeSum: a.rtSum,
+    firstClicks: firstClicksOf(a),
   };
 }
+
+/** Zero counts (left where a first click moved away) dropped, so both sources give equal histograms. */
+const nonZero = (m: ReadonlyMap<number, number>) => new Map([...m].filter(([, n]) => n !== 0));
+const firstClicksOf = (a: RollupAggregate): FirstClickStats => ({ searchesWithResults: a.imp - a.nr, ranks: nonZero(a.fr), delays: nonZero(a.ft) });
 
 const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
 
@@ -220,6 +233,7 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
         searchesWithClicks: a.swc,
         rankSum: a.rkSum,
         p95: a.imp === 0 ? undefined : latencyQuantiles(a.rt, [0.95], boundsOf(a))[0],
+        firstClicks: firstClicksOf(a),
       }));
     },
     topQueries(f, order, limit) {

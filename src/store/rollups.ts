@@ -16,10 +16,12 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Int32, MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
+import { isEarlierClick, reciprocalRank, timeToClickMs } from "../core/first-click.js";
 import { latencyBucket, mergeLatency } from "../core/sketches.js";
-import { addBucketSums, emptyBucketSums, userBucket, USER_BUCKETS, type BucketSums } from "../core/user-buckets.js";
+import { addBucketSums, BUCKET_SUM_FIELDS, emptyBucketSums, userBucket, USER_BUCKETS, type BucketSums } from "../core/user-buckets.js";
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
+import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
 import { keyIn } from "./indexes.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { queryFieldPrefix, type QueryCounts } from "./query-table-fields.js";
@@ -58,6 +60,10 @@ export interface RollupDocument {
   rc?: Record<string, number>;
   /** latency bucket -> impressions (see latencyBucket) */
   rt: Record<string, number>;
+  /** Searches with results: rank of the first click -> searches (core/first-click.ts). */
+  fr?: Record<string, number>;
+  /** Searches with results: latency bucket of the time to first click -> searches. */
+  ft?: Record<string, number>;
   /**
    * Distinct users of clicks and impressions: a bitmap of their numbers (see user-ids.ts) in
    * int32 words, two levels deep ({"<word / 128>": {"<word % 128>": bits}}), set with $bit or:
@@ -67,7 +73,8 @@ export interface RollupDocument {
   um?: Record<string, Record<string, number>>;
   /**
    * Per hashed user bucket (see core/user-buckets.ts): searches (i), clicks (c), searches with a
-   * click (s) and searches without results (n), for statistics at the level of users.
+   * click (s), searches without results (n), searches with results and a first click (f) and
+   * the sum of their reciprocal ranks (r), for statistics at the level of users.
    */
   ub?: Record<string, Partial<Record<BucketField, number>>>;
   /** HyperLogLog registers of users, written by versions before exact users; no longer read. */
@@ -107,18 +114,19 @@ export function rollupCollection(c: Collections): Collection<RollupDocument> {
 
 export const ROLLUP_INDEXES = [{ key: { g: 1, t: 1, v: 1, ver: 1 }, name: "grain_time_variant_version" }];
 
-type BucketField = "i" | "c" | "s" | "n";
+type BucketField = "i" | "c" | "s" | "n" | "f" | "r";
+/** The stored name of each BucketSums field, in the order sparse buckets keep them. */
+const BUCKET_FIELDS: readonly BucketField[] = ["i", "c", "s", "n", "f", "r"];
+const BUCKET_WIDTH = BUCKET_FIELDS.length;
 /** Result counts are kept exactly up to this (a search showing more counts as showing this many): per-rank CTRs cover ranks below it. */
 export const RESULTS_COUNT_CAP = 100;
 
 // Field names of the per-event hot path, each built once: building them per event was a large
 // part of the write path's CPU and garbage (profiled at 200,000 events: rollUp 24% of the
 // server's busy time, the garbage collector 16%).
-const BUCKET_FIELDS: Readonly<Record<BucketField, readonly string[]>> = Object.fromEntries(
-  (["i", "c", "s", "n"] as const).map((f) => [f, Array.from({ length: USER_BUCKETS }, (_, b) => `ub.${b}.${f}`)]),
-) as Record<BucketField, string[]>;
+const BUCKET_FIELD_NAMES = Object.fromEntries(BUCKET_FIELDS.map((f) => [f, Array.from({ length: USER_BUCKETS }, (_, b) => `ub.${b}.${f}`)])) as Record<BucketField, string[]>;
 /** The field of a user bucket's counter; `bucket` from userBucket(user_id). */
-const bucketField = (bucket: number, field: BucketField) => BUCKET_FIELDS[field][bucket]!;
+const bucketField = (bucket: number, field: BucketField) => BUCKET_FIELD_NAMES[field][bucket]!;
 
 /** `<prefix><n>` for small non-negative integers from a table filled as met, built per call beyond it. */
 function numberedFields(prefix: string, cached = 4096): (n: number) => string {
@@ -128,6 +136,8 @@ function numberedFields(prefix: string, cached = 4096): (n: number) => string {
 const rankField = numberedFields("ranks.");
 const resultsCountField = numberedFields("rc.");
 const latencyField = numberedFields("rt.");
+const firstRankField = numberedFields("fr.");
+const timeToClickField = numberedFields("ft.");
 const wordFields: string[] = [];
 /** The field of bitmap word `word` (cached for the first 2^16 words: two million users). */
 const wordField = (word: number) => (word < 1 << 16 ? (wordFields[word] ??= `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`) : `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`);
@@ -210,9 +220,10 @@ class RollupDelta {
   }
 
   addImpression(
-    e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert">,
+    e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert" | "fi_t" | "fi_r">,
     userNumber: number,
   ): void {
+    if (e.clicked_on_insert === true && e.fi_t !== undefined && e.fi_r !== undefined) this.firstClick(e, e.fi_t, e.fi_r, 1);
     const user = userWord(userNumber);
     const ms = Number(e.response_time_ms);
     // Stored clicked: its click came in the same batch (a later click is counted when it flags it).
@@ -238,6 +249,25 @@ class RollupDelta {
       d.min = Math.min(d.min ?? Infinity, ms);
       d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, ms);
       d.bits[user.field] = (d.bits[user.field] ?? 0) | user.bit;
+    });
+  }
+
+  /**
+   * Counts (n = 1) or uncounts (n = -1) a search's first click: only searches with results have
+   * one (core/first-click.ts).
+   */
+  firstClick(e: Pick<ImpressionDocument, "timestamp" | "variant" | "user_id" | "results_count">, clickAt: Date, rank: number, n: 1 | -1): void {
+    if (!(e.results_count > 0)) return;
+    const delay = timeToClickField(latencyBucket(timeToClickMs(e.timestamp.getTime(), clickAt.getTime())));
+    const bucket = userBucket(e.user_id);
+    const firstClicked = bucketField(bucket, "f");
+    const reciprocal = bucketField(bucket, "r");
+    const firstRank = firstRankField(rank);
+    this.each(e.timestamp, e.variant, (d) => {
+      add(d.inc, firstRank, n);
+      add(d.inc, delay, n);
+      add(d.inc, firstClicked, n);
+      add(d.inc, reciprocal, n * reciprocalRank(rank));
     });
   }
 
@@ -336,25 +366,92 @@ export async function clearMarker<T extends Document>(collection: Collection<T>,
 
 type MarkerField = "pending_rollup" | "click_claim";
 
-/**
- * Marks impressions that have at least one linked click and counts each exactly once in the
- * rollups. The flag is claimed with a marker unique to this call, so of two writers racing to
- * flag the same impression only the one whose update matched counts it; the marker is removed
- * once counted, and a marker left behind (a crash in between) is picked up by repairRollups.
- */
-export async function flagClickedImpressions(c: Collections, impressionIds: readonly string[], claim: string): Promise<void> {
-  if (impressionIds.length === 0) return;
-  const res = await c.impressions.updateMany({ impression_id: keyIn(impressionIds), clicked: { $ne: true } }, { $set: { clicked: true, click_claim: claim } });
-  if (res.modifiedCount === 0) return;
-  await countClicked(c, claim);
+/** A click as a candidate first click of its impression: its timestamp and rank. */
+export interface ClickCandidate {
+  t: Date;
+  r: number;
 }
 
-/** Counts the impressions flagged under `claim` as searches with clicks (once), then clears the claim. */
+/** Keeps, per impression, the earliest candidate (then the lowest rank). */
+export function earliestClicks(clicks: Iterable<{ impression_id?: string | undefined; timestamp: Date; rank: number }>, into = new Map<string, ClickCandidate>()): Map<string, ClickCandidate> {
+  for (const k of clicks) {
+    if (k.impression_id === undefined) continue;
+    const known = into.get(k.impression_id);
+    if (known === undefined || isEarlierClick({ t: k.timestamp.getTime(), r: k.rank }, { t: known.t.getTime(), r: known.r })) into.set(k.impression_id, { t: k.timestamp, r: k.rank });
+  }
+  return into;
+}
+
+/** Whether `k` would change an unclaimed impression: its first click, or one before it (the claim's filter). */
+function claimable(d: Pick<ImpressionDocument, "clicked" | "fc_t" | "fc_r">, k: ClickCandidate): boolean {
+  return d.clicked !== true || d.fc_t === undefined || isEarlierClick({ t: k.t.getTime(), r: k.r }, { t: d.fc_t.getTime(), r: d.fc_r ?? -Infinity });
+}
+
+/** How many times a claim blocked by another writer's claim is retried after finishing that one. */
+const CLAIM_ATTEMPTS = 5;
+
+/**
+ * Marks impressions that have at least one linked click, keeps each one's first click (earliest
+ * timestamp, then lowest rank: core/first-click.ts), and counts both exactly once in the rollups.
+ * An impression is claimed with a marker unique to this call when the candidate is its first
+ * click or comes before the one it has, recording in `cf` what was counted before; so of two
+ * writers racing on the same impression only the one whose update matched counts the change.
+ * The marker is removed once counted, and a marker left behind (a crash in between) is picked up
+ * by repairRollups. An impression under another writer's claim is not taken over (that claim's
+ * `cf` must stay what it moves from): its claim is finished here (counting is idempotent), then
+ * the impression is tried again. One `update` command; reads only when some candidate did not match.
+ */
+export async function flagClickedImpressions(c: Collections, candidates: ReadonlyMap<string, ClickCandidate>, claim: string): Promise<void> {
+  let pending = [...candidates.keys()];
+  // Nothing matched, nothing to count: a batch with nothing to flag costs no round trip.
+  let claimed = false;
+  for (let attempt = 1; pending.length > 0; attempt++) {
+    const updates = pending.map((id) => {
+      const { t, r } = candidates.get(id)!;
+      const before = [{ fc_t: { $exists: false } }, { fc_t: { $gt: t } }, { fc_t: t, fc_r: { $gt: r } }];
+      return {
+        q: { impression_id: id, click_claim: { $exists: false }, $or: [{ clicked: { $ne: true } }, ...before] },
+        u: [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r" }, clicked: true, fc_t: t, fc_r: r, click_claim: claim } }],
+      };
+    });
+    const wc = c.db.writeConcern;
+    const reply = await c.db.command({ update: c.impressions.collectionName, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
+    const failed = (reply.writeErrors as { errmsg: string; code: number }[] | undefined)?.[0] ?? reply.writeConcernError;
+    if (failed) throw new MongoServerError({ message: `click flag failed: ${failed.errmsg}`, code: failed.code });
+    claimed ||= Number(reply.n) > 0;
+    if (Number(reply.n) === pending.length) break;
+    // Some did not match: already flagged with an earlier first click (the usual case), not
+    // stored yet, or under another claim (finished here, then tried again; as is one whose claim
+    // ended between the update and this read).
+    const stored = await c.impressions
+      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, clicked: 1, fc_t: 1, fc_r: 1 } })
+      .toArray();
+    const again = stored.filter((d) => d.click_claim !== undefined || claimable(d, candidates.get(d.impression_id)!));
+    if (again.length === 0) break;
+    if (attempt >= CLAIM_ATTEMPTS) throw new MongoServerError({ message: `impressions ${again.map((b) => b.impression_id).join(", ")} stayed claimed by other writers` });
+    for (const other of new Set(again.flatMap((d) => (d.click_claim === undefined ? [] : [d.click_claim])))) await countClicked(c, other);
+    pending = again.map((d) => d.impression_id);
+  }
+  if (claimed) await countClicked(c, claim);
+}
+
+/**
+ * Counts what the impressions under `claim` changed, once: a search newly flagged clicked counts
+ * as a search with clicks, and its first click moves from the one counted before (`cf`) to the
+ * one it has now. Then clears the claim.
+ */
 async function countClicked(c: Collections, claim: string): Promise<number> {
-  const flipped = await c.impressions.find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1 } }).toArray();
+  const flipped = await c.impressions
+    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1 } })
+    .toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
-  for (const imp of flipped) delta.clicked(imp);
+  for (const imp of flipped) {
+    // Claims of earlier versions have no `cf`: they only ever flagged unclicked impressions.
+    if (imp.cf?.c !== true) delta.clicked(imp);
+    if (imp.cf?.t !== undefined && imp.cf.r !== undefined) delta.firstClick(imp, imp.cf.t, imp.cf.r, -1);
+    if (imp.fc_t !== undefined && imp.fc_r !== undefined) delta.firstClick(imp, imp.fc_t, imp.fc_r, 1);
+  }
   await delta.apply(c, claim);
   return clearMarker(c.impressions, "click_claim", claim);
 }
@@ -471,6 +568,9 @@ export interface RollupAggregate {
   /** results_count (capped) -> impressions. */
   resultsCounts: Map<number, number>;
   rt: Map<number, number>;
+  /** Searches with results: first-click rank -> searches, and time-to-first-click sketch (core/first-click.ts). */
+  fr: Map<number, number>;
+  ft: Map<number, number>;
   /** Exact distinct users (their numbers, see user-ids.ts). */
   users: UserSet;
   /** Sums per hashed user bucket (see core/user-buckets.ts). */
@@ -478,7 +578,7 @@ export interface RollupAggregate {
 }
 
 export function emptyAggregate(): RollupAggregate {
-  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
 }
 
 /** The non-zero words of a user bitmap. */
@@ -487,7 +587,7 @@ interface SparseUsers {
   bits: Uint32Array;
 }
 
-/** The non-empty user buckets: their indexes, and i, c, s, n of each, four numbers a bucket. */
+/** The non-empty user buckets: their indexes, and the BUCKET_FIELDS of each, BUCKET_WIDTH numbers a bucket. */
 interface SparseBuckets {
   index: Uint16Array;
   sums: Float64Array;
@@ -512,7 +612,11 @@ function sparseUsers(words: Map<number, number>): SparseUsers {
   return { words: Uint32Array.from(sorted, ([w]) => w), bits: Uint32Array.from(sorted, ([, bits]) => bits >>> 0) };
 }
 
-function sparseBuckets(rows: Map<number, [number, number, number, number]>): SparseBuckets {
+/** One user bucket's sums, in BUCKET_FIELDS order. */
+type BucketRow = number[];
+const emptyBucketRow = (): BucketRow => new Array<number>(BUCKET_WIDTH).fill(0);
+
+function sparseBuckets(rows: Map<number, BucketRow>): SparseBuckets {
   const sorted = [...rows].sort((a, b) => a[0] - b[0]);
   return { index: Uint16Array.from(sorted, ([b]) => b), sums: Float64Array.from(sorted.flatMap(([, sums]) => sums)) };
 }
@@ -520,8 +624,8 @@ function sparseBuckets(rows: Map<number, [number, number, number, number]>): Spa
 function decode(d: RollupDocument): Decoded {
   const words = new Map<number, number>();
   for (const [hi, group] of Object.entries(d.um ?? {})) for (const [lo, bits] of Object.entries(group)) words.set(Number(hi) * WORD_GROUP + Number(lo), Number(bits));
-  const buckets = new Map<number, [number, number, number, number]>();
-  for (const [b, f] of Object.entries(d.ub ?? {})) buckets.set(Number(b), [Number(f.i ?? 0), Number(f.c ?? 0), Number(f.s ?? 0), Number(f.n ?? 0)]);
+  const buckets = new Map<number, BucketRow>();
+  for (const [b, f] of Object.entries(d.ub ?? {})) buckets.set(Number(b), BUCKET_FIELDS.map((k) => Number(f[k] ?? 0)));
   return {
     ver: Number(d.ver),
     v: d.v,
@@ -536,6 +640,8 @@ function decode(d: RollupDocument): Decoded {
     ranks: toNumberMap(d.ranks),
     resultsCounts: toNumberMap(d.rc),
     rt: toNumberMap(d.rt),
+    fr: toNumberMap(d.fr),
+    ft: toNumberMap(d.ft),
     users: sparseUsers(words),
     buckets: sparseBuckets(buckets),
   };
@@ -554,16 +660,20 @@ function addInto(into: RollupAggregate, d: Part, perUser = true): void {
   for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
   for (const [k, n] of d.resultsCounts) into.resultsCounts.set(k, (into.resultsCounts.get(k) ?? 0) + n);
   mergeLatency(into.rt, d.rt);
+  addCounts(into.fr, d.fr);
+  addCounts(into.ft, d.ft);
   if (!perUser) return;
   for (let i = 0; i < d.users.words.length; i++) into.users.orWord(d.users.words[i]!, d.users.bits[i]!);
-  const { impressions, clicks, searchesWithClicks, noResults } = into.buckets;
+  const columns = BUCKET_SUM_FIELDS.map((field) => into.buckets[field]);
   for (let i = 0; i < d.buckets.index.length; i++) {
     const b = d.buckets.index[i]!;
-    impressions[b]! += d.buckets.sums[4 * i]!;
-    clicks[b]! += d.buckets.sums[4 * i + 1]!;
-    searchesWithClicks[b]! += d.buckets.sums[4 * i + 2]!;
-    noResults[b]! += d.buckets.sums[4 * i + 3]!;
+    for (let k = 0; k < BUCKET_WIDTH; k++) columns[k]![b]! += d.buckets.sums[BUCKET_WIDTH * i + k]!;
   }
+}
+
+/** Per-key sums; unlike mergeLatency, a count may be briefly negative (a first click moved before its batch was counted). */
+function addCounts(into: Map<number, number>, from: ReadonlyMap<number, number>): void {
+  for (const [k, n] of from) into.set(k, (into.get(k) ?? 0) + n);
 }
 
 /** Adds one aggregate into another (both dense). */
@@ -758,6 +868,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
             rtMax: { $max: "$response_time_ms" },
             rts: { $push: "$response_time_ms" },
             rcs: { $push: { $min: ["$results_count", RESULTS_COUNT_CAP] } },
+            fcs: firstClickPush,
           },
         },
       ], byTime)
@@ -765,16 +876,16 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
     c.clicks.aggregate([{ $match: m }, { $group: { _id: { v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
   const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)), timeLimit(budget).maxTimeMS);
-  const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, [number, number, number, number]> }>();
+  const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, BucketRow> }>();
   const entry = (v: string, user: string) => {
     let e = parts.get(v);
-    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map() }, words: new Map(), buckets: new Map() }));
+    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map() }, words: new Map(), buckets: new Map() }));
     const n = numbers.get(user)!;
     const word = Math.floor(n / WORD_BITS);
     e.words.set(word, ((e.words.get(word) ?? 0) | (1 << n % WORD_BITS)) >>> 0);
     const b = userBucket(user);
     let sums = e.buckets.get(b);
-    if (!sums) e.buckets.set(b, (sums = [0, 0, 0, 0]));
+    if (!sums) e.buckets.set(b, (sums = emptyBucketRow()));
     return { e, sums };
   };
   for (const r of imps) {
@@ -791,9 +902,12 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
       a.rt.set(k, (a.rt.get(k) ?? 0) + 1);
     }
     for (const n of r.rcs as number[]) a.resultsCounts.set(Number(n), (a.resultsCounts.get(Number(n)) ?? 0) + 1);
-    sums[0] += Number(r.imp);
-    sums[2] += Number(r.swc);
-    sums[3] += Number(r.nr);
+    const first = addPushedFirstClicks({ searchesWithResults: 0, ranks: a.fr, delays: a.ft }, r.fcs as { r: unknown; d: unknown }[]);
+    sums[0]! += Number(r.imp);
+    sums[2]! += Number(r.swc);
+    sums[3]! += Number(r.nr);
+    sums[4]! += first.n;
+    sums[5]! += first.reciprocalRanks;
   }
   for (const r of clks) {
     const { e, sums } = entry(String(r._id.v), String(r._id.u));
@@ -802,7 +916,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
     e.agg.clk += n;
     e.agg.rkSum += n * rank;
     e.agg.ranks.set(rank, (e.agg.ranks.get(rank) ?? 0) + n);
-    sums[1] += n;
+    sums[1]! += n;
   }
   for (const [v, { agg, words, buckets }] of parts) out.set(v, { ...agg, users: sparseUsers(words), buckets: sparseBuckets(buckets) });
   return out;

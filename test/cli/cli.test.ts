@@ -157,6 +157,20 @@ describe("report", () => {
     expect(r.stdout).toContain(recommendation);
   });
 
+  it("prints search quality from first clicks per variant, and MRR and abandonment against the control", async () => {
+    const c = await h.client.getVariantComparison({ days: 30 });
+    const r = await cli(["report", "--address", address]);
+    expect(r.stdout).toMatch(/^variant +searches with results +MRR +95% CI +clicked MRR +abandoned +95% CI +1st click p50 +1st click p90$/m);
+    for (const name of ["search_v1", "search_v2"]) {
+      const f = c.variants[name]!.firstClick!;
+      const label = name === "search_v1" ? "search_v1 \\(control\\)" : name;
+      expect(r.stdout).toMatch(new RegExp(`^${label} +${f.searchesWithResults} +${f.mrr!.toFixed(3)} +\\[[\\d.]+, [\\d.]+\\] +${f.clickedMrr!.toFixed(3)} +${(f.abandonmentRate! * 100).toFixed(1)}% `, "m"));
+    }
+    const x = c.comparisons[0]!;
+    expect(r.stdout).toMatch(new RegExp(`^ +MRR +${x.mrr!.lift!.value >= 0 ? "\\+" : "-"}${Math.abs(x.mrr!.lift!.value * 100).toFixed(2)} pp `, "m"));
+    expect(r.stdout).toMatch(/^ +abandonment +[-+][\d.]+ pp /m);
+  });
+
   it("--json prints exactly the GetVariantComparison response", async () => {
     const r = await cli(["report", "--json", "--address", address, "--days", "30", "--control", "search_v1"]);
     expect(r.code).toBe(0);
@@ -249,6 +263,8 @@ describe("watch", () => {
       expect(line).toContain(" | search_v1: impressions=200 clicks=40 ctr=0.2000");
       expect(line).toContain(" | search_v2: impressions=200 clicks=60 ctr=0.3000");
     }
+    const f = (await h.client.getCtr({ days: 7 })).firstClick!;
+    expect(lines[0]).toContain(` mrr=${f.mrr!.toFixed(4)} abandonment=${f.abandonmentRate!.toFixed(4)} first_click_p50_ms=`);
     const json = await cli(["watch", "--address", address, "--count", "1", "--json", "--variant", "search_v1"]);
     expect(json.code).toBe(0);
     expect((JSON.parse(json.stdout) as { overall: { impressions: string } }).overall.impressions).toBe("200");

@@ -255,6 +255,26 @@ describe("report --html", () => {
     expect(pValue(x.searchCtr!.pValue)).not.toBe(pValue(x.ctr!.pValue));
   });
 
+  it("shows search quality from first clicks: MRR and abandonment with their intervals, time to first click, and their comparison lines", async () => {
+    const c = await h.client.getVariantComparison({ days: 30 });
+    const quality = tableRows(html, "first-click");
+    expect(quality.rows.map((r) => r.variant)).toEqual(["search_v1 (control)", "search_v2"]);
+    for (const row of quality.rows) {
+      const name = row.variant!.replace(/ \(control\)$/, "");
+      const f = c.variants[name]!.firstClick!;
+      expect(row["searches with results"]).toBe(f.searchesWithResults.toLocaleString("en-US"));
+      expectShown(`${name} MRR`, row.MRR!, f.mrr);
+      expectShown(`${name} clicked MRR`, row["clicked MRR"]!, f.clickedMrr);
+      expectPercent(`${name} abandoned`, row.abandoned!, f.abandonmentRate);
+      expectPercentInterval(`${name} abandoned interval`, row["abandoned interval"]!, c.variants[name]!.abandonmentRateInterval);
+      // Every first click of the data set comes 5 s after its search.
+      expect([row["1st click p50"], row["1st click p90"]]).toEqual(["5.0 s", "5.0 s"]);
+    }
+    expect(quality.rows[1]!.MRR).not.toBe(quality.rows[0]!.MRR);
+    const lines = tableRows(html, "comparisons").rows.map((r) => r.metric);
+    expect(lines).toEqual(expect.arrayContaining(["MRR", "abandonment"]));
+  });
+
   it("renders in headless Chromium with every chart drawn", { timeout: 120_000 }, async (ctx) => {
     const chromiumPath = chromiumOrSkip(chromium, ctx);
     if (chromiumPath === undefined) return;

@@ -33,6 +33,10 @@ beforeAll(async () => {
   const pickQuery = mulberry32(SEED + 1);
   // Result counts either side of the cap of kept counts (its own generator, so the rest of the data stays as it was).
   const pickCount = mulberry32(SEED + 3);
+  // Clicks some time after (or a little before) their search, and earlier clicks that arrive
+  // last: first clicks that change after they were counted (its own generator, as above).
+  const pickDelay = mulberry32(SEED + 4);
+  const earlierLate: EventInit[] = [];
   const now = Date.now();
   const impressions: EventInit[] = [];
   const clicks: EventInit[] = [];
@@ -54,9 +58,11 @@ beforeAll(async () => {
     const withClicks = !late && i % 3 === 0;
     (late ? lateImpressions : withClicks ? together : impressions).push(impression);
     const n = rand() < 0.25 ? 1 + Math.floor(rand() * 3) : 0;
+    const clickAt = () => timestampFromDate(new Date(Math.min(now, now - age + Math.round((pickDelay() - 0.05) * 600_000))));
     for (let k = 0; k < n; k++) {
-      (withClicks ? together : clicks).push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: at } } });
+      (withClicks ? together : clicks).push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: clickAt() } } });
     }
+    if (n > 0 && pickDelay() < 0.3) earlierLate.push({ kind: { case: "click", value: { eventId: `early-${i}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(pickDelay() * 8), searchQuery: query, variant, responseTimeMs: ms, timestamp: timestampFromDate(new Date(now - age + Math.round((pickDelay() - 0.5) * 60_000))) } } });
     if (rand() < 0.03) clicks.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: `user-${Math.floor(rand() * 500)}`, productId: "p", rank: 0, searchQuery: "q", variant, responseTimeMs: ms, timestamp: at } } });
   });
   const send = async (events: EventInit[]) => {
@@ -68,6 +74,8 @@ beforeAll(async () => {
   await send(lateImpressions);
   await send(clicks.slice(0, 300)); // retries: duplicates must not count again
   await send(together.slice(0, 300));
+  await send(earlierLate);
+  await send(earlierLate.slice(0, 100)); // and their retries
   raw = rawMetrics(h.server.store.collections);
   // A reader with a cold cache, so these reads exercise fetching as well as caching.
   fast = fastMetrics(h.server.store.collections, new RollupReader(h.server.store.collections));
@@ -119,6 +127,16 @@ describe("rollups equal raw events", () => {
     expect(periodsWithEvents).toBeGreaterThanOrEqual(5 * 5);
   });
 
+  it("first clicks are not vacuous: many ranks and delays, clicks before their search, first clicks moved after counting", async () => {
+    const first = (await raw.totals({ window: timeWindow(30) })).overall.firstClicks;
+    expect(first.ranks.size).toBeGreaterThan(3);
+    expect(first.delays.size).toBeGreaterThan(50);
+    expect(first.delays.get(0)).toBeGreaterThan(0);
+    const c = h.server.store.collections;
+    expect(await c.impressions.countDocuments({ $expr: { $lt: ["$fc_t", "$fi_t"] } })).toBeGreaterThan(0);
+    expect(await c.impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
+  });
+
   it("experiment arms: per-user-bucket sums, users and users in several arms exactly, latency histograms alike", async () => {
     let several = 0;
     for (const [name, f] of filters().filter(([, f]) => f.variant === undefined)) {
@@ -128,7 +146,11 @@ describe("rollups equal raw events", () => {
       several += r.usersInSeveralArms;
       for (const [v, expected] of r.arms) {
         const actual = q.arms.get(v)!;
-        expect(actual.buckets, `${name} ${v}`).toEqual(expected.buckets);
+        // Reciprocal ranks are fractions added in another order: equal to rounding; the rest exactly.
+        const { reciprocalRanks: rr, ...counts } = actual.buckets;
+        const { reciprocalRanks: err, ...expectedCounts } = expected.buckets;
+        expect(counts, `${name} ${v}`).toEqual(expectedCounts);
+        rr.forEach((x, b) => close(x, err[b], 1e-12));
         const { responseTimeSum: rs, ...rest } = expected.totals;
         const { responseTimeSum: qs, ...qrest } = actual.totals;
         expect(qrest, `${name} ${v}`).toEqual(rest);

@@ -2,11 +2,13 @@
  * Rollup work a writer started and never finished is completed once, by whoever repairs first,
  * whether or not the writer had counted it before it stopped.
  */
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { latencyBucket } from "../../src/core/sketches.js";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import type { ClickDocument } from "../../src/store/documents.js";
-import { pendingBatches, pendingMarker, recordPendingBatch, repairRollups, rollUp, rollupCollection, RollupReader } from "../../src/store/rollups.js";
+import { flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, repairRollups, rollUp, rollupCollection, RollupReader, settleBatch } from "../../src/store/rollups.js";
 import { finishDeadWriters, WriterLease } from "../../src/store/writer-lease.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -145,4 +147,79 @@ it("finishes a batch as soon as its writer's lease ends, and leaves a live write
   } finally {
     live.stop();
   }
+});
+
+describe("first clicks (MRR, abandonment, time to first click) under claims", () => {
+  const c = () => h.server.store.collections;
+  const f = { window: timeWindow(7) };
+  const firstClicks = async () => {
+    const [q, r] = await Promise.all([fastMetrics(c(), new RollupReader(c())).totals(f), rawMetrics(c()).totals(f)]);
+    return { fast: q.overall.firstClicks, raw: r.overall.firstClicks };
+  };
+  const base = Date.now() - 3_600_000;
+  const at = (ms: number) => new Date(base + ms);
+  const click = (id: string, search: string, rank: number, t: Date): ClickDocument => ({ event_id: id, impression_id: search, user_id: "u1", product_id: "p", rank, search_query: "q", query_normalized: "q", variant: "search_v1", response_time_ms: 10, session_id: null, source: "SEARCH_RESULTS", timestamp: t });
+  /** A search logged with one click in the same batch (stored clicked, counted with the batch). */
+  const searchWithClick = async (id: string, rank: number, delayMs: number) => {
+    await h.client.logEvents({
+      events: [
+        { kind: { case: "impression", value: { eventId: id, userId: "u1", query: "q", variant: "search_v1", resultsCount: 10, responseTimeMs: 5, timestamp: timestampFromDate(at(0)) } } },
+        { kind: { case: "click", value: { eventId: `${id}-c`, impressionId: id, userId: "u1", productId: "p", rank, searchQuery: "q", variant: "search_v1", responseTimeMs: 5, timestamp: timestampFromDate(at(delayMs)) } } },
+      ],
+    });
+  };
+  /** What a writer does before counting a move to an earlier click: the click stored and counted, the search claimed. */
+  const claimMove = async (search: string, rank: number, delayMs: number, claim: string) => {
+    await c().clicks.insertOne(click(`${search}-early`, search, rank, at(delayMs)));
+    await rollUp(c(), [click(`${search}-early`, search, rank, at(delayMs))], [], pendingMarker());
+    await c().impressions.updateOne({ impression_id: search }, [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r" }, clicked: true, fc_t: at(delayMs), fc_r: rank, click_claim: claim } }]);
+  };
+
+  it("a dead writer's claim that moved a first click is finished by the repair, once", async () => {
+    await h.server.store.reset();
+    await searchWithClick("m1", 3, 5_000);
+    expect((await firstClicks()).fast.ranks).toEqual(new Map([[3, 1]]));
+    const dead = `${String(Date.now() - 120_000).padStart(15, "0")}:dead-mover`;
+    await claimMove("m1", 0, 1_000, dead);
+    // Not yet counted: the rollups still hold the old first click.
+    expect((await firstClicks()).fast.ranks).toEqual(new Map([[3, 1]]));
+    await Promise.all([repairRollups(c(), 60_000), repairRollups(c(), 60_000), repairRollups(c(), 60_000)]);
+    const { fast, raw } = await firstClicks();
+    expect(fast).toEqual(raw);
+    expect(fast).toEqual({ searchesWithResults: 1, ranks: new Map([[0, 1]]), delays: new Map([[latencyBucket(1_000), 1]]) });
+    expect(await c().impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
+    expect(await fastEqualsRaw()).toMatchObject({ searchesWithClicks: 1, clicks: 2 });
+  });
+
+  it("a batch settled after its search's first click moved counts the batch's own first click, and the move once", async () => {
+    await h.server.store.reset();
+    // A dead writer stored a search with its click (rank 4) and did not count the batch.
+    const marker = pendingMarker(Date.now() - 120_000);
+    await recordPendingBatch(c(), marker, [], ["m2"], "a-dead-run");
+    await c().impressions.insertOne({ event_id: "m2", impression_id: "m2", user_id: "u1", query: "q", query_normalized: "q", variant: "search_v1", results_count: 10, clicked: true, clicked_on_insert: true, fc_t: at(9_000), fc_r: 4, fi_t: at(9_000), fi_r: 4, response_time_ms: 5, session_id: null, timestamp: at(0), b: marker });
+    // Meanwhile an earlier click moved its first click, counted in full (by the repair: the
+    // batch, of a writer's run, is left to settleBatch).
+    await claimMove("m2", 1, 2_000, pendingMarker(Date.now() - 1_000));
+    await repairRollups(c(), 0);
+    expect(await pendingBatches(c()).countDocuments()).toBe(1);
+    expect((await firstClicks()).fast.ranks).toEqual(new Map([[4, -1], [1, 1]]));
+    await Promise.all([settleBatch(c(), marker), settleBatch(c(), marker)]);
+    const { fast, raw } = await firstClicks();
+    expect(fast).toEqual(raw);
+    expect(fast.ranks).toEqual(new Map([[1, 1]]));
+  });
+
+  it("a click claim blocked by another writer's unfinished claim finishes that one first, then moves on from it", async () => {
+    await h.server.store.reset();
+    await searchWithClick("m3", 5, 30_000);
+    // Another writer claimed a move to rank 2 and has not counted it yet (alive: a recent marker).
+    await claimMove("m3", 2, 20_000, pendingMarker());
+    await c().clicks.insertOne(click("m3-earliest", "m3", 7, at(-500)));
+    await flagClickedImpressions(c(), new Map([["m3", { t: at(-500), r: 7 }]]), pendingMarker());
+    const { fast, raw } = await firstClicks();
+    expect(fast).toEqual(raw);
+    // Clicked before its search: 0 ms.
+    expect(fast).toEqual({ searchesWithResults: 1, ranks: new Map([[7, 1]]), delays: new Map([[0, 1]]) });
+    expect(await c().impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
+  });
 });

@@ -4,9 +4,9 @@
  * Also the per-day and per-variant intervals the report draws, computed here from counts.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
+import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type FirstClickMetrics, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
 import { wilsonInterval, zCritical, type Interval } from "../../core/statistics.js";
-import { integer, NO_DATA, pEquals, percent, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
+import { decimal, integer, NO_DATA, pEquals, percent, percentInterval, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
 import { windowRequest, type WindowFlags } from "./common.js";
 
 export interface ReportRequest {
@@ -177,7 +177,7 @@ export interface ComparisonLine {
   tone: "good" | "bad" | "warn" | "";
 }
 
-/** Every variant against the control: three ratio metrics and the latency guardrail each (the terminal and HTML tables). */
+/** Every variant against the control: five ratio metrics and the latency guardrail each (the terminal and HTML tables). */
 export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine[] {
   const several = c.comparisons.length > 1;
   return c.comparisons.flatMap((x) => {
@@ -185,6 +185,8 @@ export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine
       ["search CTR", x.searchCtr, true],
       ["CTR", x.ctr, true],
       ["no results", x.noResultsRate, false],
+      ["MRR", x.mrr, true],
+      ["abandonment", x.abandonmentRate, false],
     ];
     const lines = metrics.map(([metric, m, higherIsBetter], i): ComparisonLine => {
       const decisive = several ? m?.significantAdjusted === true : m?.significant === true;
@@ -232,3 +234,39 @@ export function sampleRatioLine(c: GetVariantComparisonResponse): string {
   if (c.srmDetected) return `MISMATCH (${pEquals(c.srmPValue)}): users are not split as expected (${usersBy}); do not trust this comparison${leak}`;
   return `ok (${pEquals(c.srmPValue)}): users ${usersBy}${leak}`;
 }
+
+/** A time to first click: "850 ms", "12.4 s". */
+export function clickDelay(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return NO_DATA;
+  return ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** Search quality from first clicks, as columns: the watch view's and, with intervals, the report's. */
+export const FIRST_CLICK_HEADERS = ["MRR", "clicked MRR", "abandoned", "1st click p50", "1st click p90"] as const;
+
+export function firstClickCells(f: FirstClickMetrics | undefined): string[] {
+  return [decimal(f?.mrr, 3), decimal(f?.clickedMrr, 3), percent(f?.abandonmentRate, 1), clickDelay(f?.timeToFirstClickP50Ms), clickDelay(f?.timeToFirstClickP90Ms)];
+}
+
+/** `key=value` fields of watch's line output. */
+export function firstClickFields(f: FirstClickMetrics | undefined): string[] {
+  return [`mrr=${decimal(f?.mrr, 4)}`, `abandonment=${decimal(f?.abandonmentRate, 4)}`, `first_click_p50_ms=${decimal(f?.timeToFirstClickP50Ms, 0)}`, `first_click_p90_ms=${decimal(f?.timeToFirstClickP90Ms, 0)}`];
+}
+
+/** The report's search-quality table (terminal and HTML): per variant, MRR and abandonment with their intervals over users, and time to first click. */
+export function firstClickTable(c: GetVariantComparisonResponse, intervalWord = "CI"): { headers: string[]; rows: string[][] } {
+  const conf = `${Math.round((c.confidence || 0.95) * 1000) / 10}% ${intervalWord}`;
+  const interval = (i: { low: number; high: number } | undefined, asPercent: boolean) => (i === undefined ? "" : asPercent ? percentInterval(i.low, i.high, 1) : `[${i.low.toFixed(3)}, ${i.high.toFixed(3)}]`);
+  return {
+    headers: ["variant", "searches with results", "MRR", conf, "clicked MRR", "abandoned", conf, "1st click p50", "1st click p90"],
+    rows: orderedVariants(c).map((name) => {
+      const v = c.variants[name]!;
+      const [mrr, clickedMrr, abandoned, p50, p90] = firstClickCells(v.firstClick);
+      return [name === c.control ? `${name} (control)` : name, integer(v.firstClick?.searchesWithResults ?? 0n), mrr!, interval(v.mrrInterval, false), clickedMrr!, abandoned!, interval(v.abandonmentRateInterval, true), p50!, p90!];
+    }),
+  };
+}
+
+/** Below the search-quality table. */
+export const FIRST_CLICK_NOTE =
+  "Over searches with results: MRR = mean of 1/(rank+1) of each search's first click (0 without one); clicked MRR over searches with a click; abandoned = no click; 1st click = time from the search to its first click (within 1%). MRR lifts are in hundredths (pp).";

@@ -19,7 +19,7 @@ import {
   type Io,
 } from "./common.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
-import { comparisonLines, comparisonRequest, fetchReportData, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel } from "./report-data.js";
+import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
@@ -88,6 +88,10 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style, 
       style,
     ),
   );
+  out.push("");
+  const quality = firstClickTable(c);
+  out.push(table(quality.headers.map((header, i) => ({ header, align: i === 0 ? ("left" as const) : ("right" as const) })), quality.rows, style));
+  out.push(style.dim(FIRST_CLICK_NOTE));
   out.push("");
   const several = c.comparisons.length > 1;
   if (c.comparisons.length === 0) {

@@ -6,6 +6,7 @@ import { toJsonString } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { WatchMetricsResponseSchema, type MetricsSnapshot, type WatchMetricsResponse } from "../../client/index.js";
 import { decimal, integer, percent, table, visibleWidth, type Style } from "../format.js";
+import { FIRST_CLICK_HEADERS, firstClickCells, firstClickFields } from "./report-data.js";
 import {
   callFailure,
   CliError,
@@ -60,6 +61,7 @@ export function snapshotLine(r: WatchMetricsResponse): string {
           `avg_rank=${decimal(s.avgRank)}`,
           `p50_ms=${decimal(s.p50ResponseTimeMs, 1)}`,
           `p95_ms=${decimal(s.p95ResponseTimeMs, 1)}`,
+          ...firstClickFields(s.firstClick),
         ].join(" ");
   const variants = Object.keys(r.variants)
     .sort()
@@ -83,6 +85,7 @@ export function snapshotView(r: WatchMetricsResponse, header: string, style: Sty
     decimal(s?.medianRank, 1),
     decimal(s?.p50ResponseTimeMs, 1),
     decimal(s?.p95ResponseTimeMs, 1),
+    ...firstClickCells(s?.firstClick),
   ];
   const names = Object.keys(r.variants).sort();
   return [
@@ -100,6 +103,7 @@ export function snapshotView(r: WatchMetricsResponse, header: string, style: Sty
         { header: "median", align: "right" },
         { header: "p50 ms", align: "right" },
         { header: "p95 ms", align: "right" },
+        ...FIRST_CLICK_HEADERS.map((header) => ({ header, align: "right" as const })),
       ],
       [row("all", r.overall), ...names.map((n) => row(n, r.variants[n]))],
       style,
