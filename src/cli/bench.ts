@@ -663,6 +663,8 @@ interface UnaryResult {
   firstError?: string;
   callsPerSecond: number;
   latencyMs: LatencySummary | null;
+  /** CPU time per call of the server, the engine and this process (the 64 callers), during the run. */
+  cpuMicrosPerCall?: { server: number | null; engine: number | null; callers: number };
 }
 
 export interface WatchResult {
@@ -890,6 +892,8 @@ export interface BenchReport {
     eventsPerSecond: number;
     /** The rate over each tenth of the load, in order: a decline shows at a glance. */
     perTenth: { tenth: number; eventsPerSecond: number }[];
+    /** The rate over the first and the last 100,000 events (loads of at least 200,000). */
+    edges?: { events: number; firstEventsPerSecond: number; lastEventsPerSecond: number; lastToFirst: number };
     /** CPU time per event stored, during the load: where the work goes (null: not sampled, e.g. an external MongoDB). */
     cpuMicrosPerEvent: { server: number | null; engine: number | null };
   };
@@ -940,6 +944,8 @@ function printReport(r: BenchReport): string {
   writes.push([`StreamEvents ingest (${r.ingest.streams} streams)`, formatInteger(r.ingest.events), r.ingest.seconds.toFixed(1), `${formatInteger(r.ingest.eventsPerSecond)} events/s`, "", "", ""]);
   const cpu = r.ingest.cpuMicrosPerEvent;
   if (cpu.server !== null) writes.push([`  CPU per event: server ${cpu.server.toFixed(1)} µs${cpu.engine === null ? "" : `, engine ${cpu.engine.toFixed(1)} µs`}`, "", "", "", "", "", ""]);
+  const edges = r.ingest.edges;
+  if (edges) writes.push([`  first / last ${formatInteger(edges.events)} events`, "", "", `${formatInteger(edges.firstEventsPerSecond)} / ${formatInteger(edges.lastEventsPerSecond)} events/s`, "", "", `last/first ${edges.lastToFirst.toFixed(2)}`]);
   for (const x of r.ingest.perTenth) writes.push([`  tenth ${x.tenth} of the load`, formatInteger(r.ingest.events / 10), "", `${formatInteger(x.eventsPerSecond)} events/s`, "", "", ""]);
   if (r.rawInsert) {
     writes.push([`raw insertMany (${r.rawInsert.writers} writers x ${formatInteger(r.rawInsert.batchSize)})`, formatInteger(r.rawInsert.docs), r.rawInsert.seconds.toFixed(1), `${formatInteger(r.rawInsert.docsPerSecond)} docs/s`, "", "", `service/raw ${r.rawInsert.serviceToRawRatio.toFixed(2)}${r.rawInsert.engineCpuMicrosPerDoc === null ? "" : `; engine CPU ${r.rawInsert.engineCpuMicrosPerDoc.toFixed(1)} µs/doc`}`]);
@@ -947,6 +953,8 @@ function printReport(r: BenchReport): string {
   if (r.unary) {
     const u = r.unary;
     writes.push([`unary LogClick (${u.clients} clients)`, formatInteger(u.calls), u.seconds.toFixed(1), `${formatInteger(u.callsPerSecond)} calls/s`, ms(u.latencyMs?.p50), ms(u.latencyMs?.p99), u.errors > 0 ? `${u.errors} errors` : ""]);
+    const cpu = u.cpuMicrosPerCall;
+    if (cpu) writes.push([`  CPU per call: server ${cpu.server?.toFixed(0) ?? "-"} µs, engine ${cpu.engine?.toFixed(0) ?? "-"} µs, callers ${cpu.callers.toFixed(0)} µs`, "", "", "", "", "", ""]);
   }
   out.push(table(writes, ["l", "r", "r", "r", "r", "r", "l"]));
   out.push("");
@@ -985,17 +993,21 @@ function printReport(r: BenchReport): string {
 }
 
 /**
- * Runs `load` while polling the stored event count every 100 ms; `times[k]` is when a k-th tenth
- * of `events` was stored (times[0]: the start; the last is the load's end at the latest).
+ * Runs `load` while polling the stored event count every 100 ms; `times[k]` is when `marks[k]`
+ * events were stored (the start for a mark of 0; marks ascending; the load's end at the latest).
  */
-async function timeTenths<T>(db: Db, events: number, load: () => Promise<T>): Promise<{ result: T; times: number[] }> {
-  const times = [performance.now()];
+async function timeMarks<T>(db: Db, marks: readonly number[], load: () => Promise<T>): Promise<{ result: T; times: number[] }> {
+  const started = performance.now();
+  const times: number[] = [];
+  const passed = (stored: number, at: number) => {
+    while (times.length < marks.length && stored >= marks[times.length]!) times.push(at);
+  };
+  passed(0, started);
   let polling = true;
   const poll = (async () => {
-    while (polling && times.length <= 10) {
+    while (polling && times.length < marks.length) {
       const stored = (await db.collection(CLICKS).estimatedDocumentCount()) + (await db.collection(IMPRESSIONS).estimatedDocumentCount());
-      const at = performance.now();
-      while (times.length <= 10 && stored >= (events * times.length) / 10) times.push(at);
+      passed(stored, performance.now());
       await sleep(100);
     }
   })();
@@ -1005,9 +1017,12 @@ async function timeTenths<T>(db: Db, events: number, load: () => Promise<T>): Pr
     polling = false;
     await poll.catch(() => undefined);
     // Whatever the last poll missed was stored by the time the load returned.
-    while (times.length <= 10) times.push(performance.now());
+    passed(Infinity, performance.now());
   }
 }
+
+/** How many events the first and last stretch of the load are (issue: "the last 100,000 vs the first"). */
+const EDGE_STRETCH = 100_000;
 
 // ---------------------------------------------------------------------------------------------
 // The run
@@ -1142,12 +1157,17 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   // streams had sent it says little: the server reads ahead of what it has written.) The rate per
   // tenth shows whether ingest slows down as the collections grow.
   const serviceDb = res.mongo.db(dbName);
-  const tenthAt = await timeTenths(serviceDb, o.events, async () => {
+  // Marks: every tenth, and the first and last EDGE_STRETCH events (when the load has room for both).
+  const tenthMarks = Array.from({ length: 11 }, (_, k) => (o.events * k) / 10);
+  const edgeMarks = o.events >= 2 * EDGE_STRETCH ? [EDGE_STRETCH, o.events - EDGE_STRETCH] : [];
+  const marks = [...tenthMarks, ...edgeMarks].sort((a, b) => a - b);
+  const tenthAt = await timeMarks(serviceDb, marks, async () => {
     const load = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
     progress.finish();
     return load;
   });
   const load = tenthAt.result;
+  const timeAt = (mark: number) => tenthAt.times[marks.indexOf(mark)]!;
   await sampler.settle(); // credits the load's last CPU time to the load
   const cpuPerEvent = (name: string) => {
     const seconds = sampler.figures(name)?.cpuSecondsByPhase.load;
@@ -1182,7 +1202,14 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     seconds: load.seconds,
     eventsPerSecond: load.eventsPerSecond,
     cpuMicrosPerEvent: { server: cpuPerEvent("server"), engine: cpuPerEvent("engine") },
-    perTenth: tenthAt.times.slice(1).map((t, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (t - tenthAt.times[i]!) / 1000) })),
+    perTenth: tenthMarks.slice(1).map((mark, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (timeAt(mark) - timeAt(tenthMarks[i]!)) / 1000) })),
+    ...(edgeMarks.length === 0
+      ? {}
+      : (() => {
+          const first = EDGE_STRETCH / Math.max(1e-3, (timeAt(EDGE_STRETCH) - timeAt(0)) / 1000);
+          const last = EDGE_STRETCH / Math.max(1e-3, (timeAt(o.events) - timeAt(o.events - EDGE_STRETCH)) / 1000);
+          return { edges: { events: EDGE_STRETCH, firstEventsPerSecond: first, lastEventsPerSecond: last, lastToFirst: last / first } };
+        })()),
   };
   log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
   log(`ingest per tenth of the load (events/s): ${r.ingest.perTenth.map((x) => formatInteger(x.eventsPerSecond)).join(" ")}`);
@@ -1276,9 +1303,18 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   // 4. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
   r.unary = null;
   if (!o.skipUnary) {
+    await sampler.settle();
     sampler.phase = "unary";
+    const callersBefore = process.cpuUsage();
     const unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c), res.abort.signal);
+    const callers = process.cpuUsage(callersBefore);
+    await sampler.settle();
     checkpoint(res);
+    const perCall = (name: string) => {
+      const seconds = sampler.figures(name)?.cpuSecondsByPhase.unary;
+      return seconds === undefined || unary.calls === 0 ? null : (seconds * 1e6) / unary.calls;
+    };
+    unary.cpuMicrosPerCall = { server: perCall("server"), engine: perCall("engine"), callers: unary.calls === 0 ? 0 : (callers.user + callers.system) / unary.calls };
     r.unary = unary;
     log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}`);
   }

@@ -22,7 +22,7 @@ import { addBucketSums, BUCKET_SUM_FIELDS, emptyBucketSums, userBucket, USER_BUC
 import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
-import { keyIn } from "./indexes.js";
+import { keyIn, keyIs } from "./indexes.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { queryFieldPrefix, type QueryCounts } from "./query-table-fields.js";
 import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
@@ -401,6 +401,16 @@ const CLAIM_ATTEMPTS = 5;
  * `cf` must stay what it moves from): its claim is finished here (counting is idempotent), then
  * the impression is tried again. One `update` command; reads only when some candidate did not match.
  */
+/**
+ * The impression `id`, if a click at (t, r) may claim it: unclaimed, and unclicked or with a later
+ * first click. Through keyIs, so that the lookup uses the partial impression_id index (plain
+ * equality does not imply its filter, and each statement would scan the collection).
+ */
+export function claimableFilter(id: string, t: Date, r: number): Document {
+  const before = [{ fc_t: { $exists: false } }, { fc_t: { $gt: t } }, { fc_t: t, fc_r: { $gt: r } }];
+  return { impression_id: keyIs(id), click_claim: { $exists: false }, $or: [{ clicked: { $ne: true } }, ...before] };
+}
+
 export async function flagClickedImpressions(c: Collections, candidates: ReadonlyMap<string, ClickCandidate>, claim: string): Promise<void> {
   let pending = [...candidates.keys()];
   // Nothing matched, nothing to count: a batch with nothing to flag costs no round trip.
@@ -408,9 +418,8 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
   for (let attempt = 1; pending.length > 0; attempt++) {
     const updates = pending.map((id) => {
       const { t, r } = candidates.get(id)!;
-      const before = [{ fc_t: { $exists: false } }, { fc_t: { $gt: t } }, { fc_t: t, fc_r: { $gt: r } }];
       return {
-        q: { impression_id: id, click_claim: { $exists: false }, $or: [{ clicked: { $ne: true } }, ...before] },
+        q: claimableFilter(id, t, r),
         u: [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r" }, clicked: true, fc_t: t, fc_r: r, click_claim: claim } }],
       };
     });

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Document } from "mongodb";
 import { keyIn, keyIs } from "../../src/store/indexes.js";
+import { claimableFilter } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 let h: Harness;
@@ -24,4 +25,7 @@ it("uses the unique key indexes for event and impression id lookups", async () =
   expect(await indexesUsed("impressions", { impression_id: keyIs("i") })).toEqual(["impression_id_unique"]);
   expect(await indexesUsed("impressions", { event_id: keyIs("e") })).toEqual(["event_id_1"]);
   expect(await indexesUsed("clicks", { impression_id: { $in: ["i1"] } })).toEqual(["impression_id_1"]);
+  // A click claiming its impression (one statement per click of a batch): a scan here made a
+  // replayed spool of 900 batches take minutes.
+  expect(await indexesUsed("impressions", claimableFilter("i1", new Date(), 0))).toEqual(["impression_id_unique"]);
 });
