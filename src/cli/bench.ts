@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
+import type { InterleavingResult } from "../core/interleaving.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { EVENT_INDEXES } from "../store/indexes.js";
 import {
@@ -501,19 +502,11 @@ const isNoResults = { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] };
 
 type RawQuery = (db: Db, p: ShapeParams) => Promise<unknown>;
 
-/** GetInterleavingResult's counts, as the raw aggregation finds them. */
-export interface RawInterleaving {
-  impressions: number;
-  winsA: number;
-  winsB: number;
-  ties: number;
-  users: number;
-  usersPreferringA: number;
-  usersPreferringB: number;
-  usersTied: number;
+/** GetInterleavingResult's counts, as the raw aggregation finds them; `delta` without its interval. */
+export type RawInterleaving = Omit<InterleavingResult, "delta" | "pValue" | "significant"> & {
   /** (wins_a + ties/2) / (wins_a + wins_b + ties) - 1/2; undefined without a decided search. */
   delta: number | undefined;
-}
+};
 
 /**
  * ranker_a against ranker_b over the raw events: the window's searches whose teams name either,
