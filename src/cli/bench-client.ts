@@ -15,10 +15,10 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { createClickAnalyticsClient, Granularity, type ClickAnalyticsClient } from "../client/index.js";
-import { Rng, userIdOf, VARIANTS } from "./bench-load.js";
+import { INTERLEAVED_RANKERS, Rng, userIdOf, VARIANTS } from "./bench-load.js";
 import { createProgress } from "./progress.js";
 
-export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries";
+export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries" | "GetInterleavingResult";
 
 export interface MetricShape {
   /** Unique, e.g. "GetCtr user 30d". */
@@ -45,6 +45,8 @@ export const METRIC_SHAPES: readonly MetricShape[] = [
   { name: "GetTopQueries 7d", rpc: "GetTopQueries", days: 7 },
   { name: "GetTimeSeries day 30d", rpc: "GetTimeSeries", days: 30, granularity: "day" },
   { name: "GetTimeSeries hour 2d", rpc: "GetTimeSeries", days: 2, granularity: "hour" },
+  // ranker_a against ranker_b over the dataset's interleaved searches (~10% of them).
+  { name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", days: 30 },
 ];
 
 /** The parameters of one call of a shape (the same for the RPC and the raw aggregation). */
@@ -98,6 +100,8 @@ export function callShape(client: ClickAnalyticsClient, shape: MetricShape, p: S
       return client.getTopQueries({ days: p.days, limit: TOP_QUERIES_LIMIT }, o);
     case "GetTimeSeries":
       return client.getTimeSeries({ days: p.days, granularity: p.granularity === "hour" ? Granularity.HOUR : Granularity.DAY }, o);
+    case "GetInterleavingResult":
+      return client.getInterleavingResult({ days: p.days, rankerA: INTERLEAVED_RANKERS[0], rankerB: INTERLEAVED_RANKERS[1] }, o);
   }
 }
 

@@ -16,19 +16,30 @@
  *   a daily cycle (busiest in the evening, UTC), never in the future; clicks a few seconds after
  *   their search, linked by impression_id;
  * - every event has an event_id, derived from the seed and its position: loading the same
- *   dataset twice is recognised as duplicates.
+ *   dataset twice is recognised as duplicates;
+ * - ~10% of the searches that return results are interleaving experiments between two rankers,
+ *   `ranker_a` and `ranker_b` (INTERLEAVED_RANKERS): the page (the first 20 positions at most)
+ *   is a team-draft interleaving of the two rankers' lists, built by the typed client's
+ *   `teamDraftInterleave` seeded with the search's id, and logged with its `teams`. Clicks land
+ *   by position as on any search, except for a small planted preference: a click that would
+ *   land on ranker_b's result goes, with probability 0.1, to ranker_a's result next to it (the
+ *   other position of the same draft round), so GetInterleavingResult finds ranker_a preferred
+ *   (Δ ≈ +0.05). These draws come from a random stream of their own: every other search, and
+ *   every count of events and clicks, is what it was without interleaving.
  *
  * Nothing is materialised: `generateEvents` is a generator and holds only the vocabulary and the
  * users' activity weights.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ClickSource, type ClickAnalyticsClient, type EventSchema, type StreamBatch } from "../client/index.js";
+import { ClickSource, teamDraftInterleave, type ClickAnalyticsClient, type EventSchema, type StreamBatch } from "../client/index.js";
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
 export const VARIANTS = ["search_v1", "search_v2"] as const;
 export const DEFAULT_BATCH_SIZE = 1_000;
 export const DEFAULT_QUERIES = 20_000;
+/** The two rankers of the dataset's interleaved searches (team names in `teams`); ranker_a is preferred. */
+export const INTERLEAVED_RANKERS = ["ranker_a", "ranker_b"] as const;
 
 export interface DatasetOptions {
   /** Total number of events (impressions + clicks), exactly. */
@@ -60,6 +71,8 @@ export interface ImpressionRecord {
   resultsCount: number;
   responseTimeMs: number;
   timestampMs: number;
+  /** Interleaved searches only: the ranker of each shown position (LogImpression's `teams`). */
+  teams?: string[];
 }
 
 export interface ClickRecord {
@@ -96,6 +109,8 @@ export interface DatasetStats {
   /** Searches with two or more clicks. */
   multiClickSearches: number;
   noResultsSearches: number;
+  /** Searches shown as an interleaving of INTERLEAVED_RANKERS (impressions with `teams`). */
+  interleavedSearches: number;
   /** Distinct users with at least one event. */
   activeUsers: number;
   variants: Record<string, VariantStats>;
@@ -111,6 +126,7 @@ export function createDatasetStats(): DatasetStats {
     clickedSearches: 0,
     multiClickSearches: 0,
     noResultsSearches: 0,
+    interleavedSearches: 0,
     activeUsers: 0,
     variants: Object.fromEntries(VARIANTS.map((v) => [v, { impressions: 0, clicks: 0, clickedSearches: 0 }])),
     windowStartMs: 0,
@@ -363,6 +379,29 @@ const SESSION_MS = 30 * 60 * 1000;
 /** Events per search on average: the search itself plus ~20% clicked, some more than once. */
 const EVENTS_PER_SEARCH = 1.27;
 
+/** Share of the searches with results shown as an interleaving of INTERLEAVED_RANKERS. */
+const INTERLEAVED_SHARE = 0.1;
+/** Positions an interleaved page shows at most (a longer result list shows its first page). */
+const INTERLEAVED_PAGE = 20;
+/** The planted preference: P(a click meant for ranker_b's result goes to ranker_a's beside it). */
+const INTERLEAVED_PREFERENCE = 0.1;
+
+/** The product the ordinary ranking shows at `rank` for a query (the same for every user). */
+function productAt(query: string, rank: number): string {
+  return `prod_${(fnv1a(query.toLowerCase().trim()) + rank * 7_919) % 100_000}`;
+}
+
+/**
+ * An interleaved page for a search: ranker_a ranks the query's products as the ordinary ranking
+ * does, ranker_b reorders the same page (a shuffle seeded by the query, so the same for every
+ * user); team-draft interleaving (the typed client's helper, seeded by the search's id) mixes them.
+ */
+function interleavedPage(query: string, length: number, searchId: string): { results: string[]; teams: string[] } {
+  const rankingA = Array.from({ length }, (_, rank) => productAt(query, rank));
+  const rankingB = shuffle([...rankingA], new Rng(fnv1a(query.toLowerCase().trim()), 6));
+  return teamDraftInterleave(rankingA, rankingB, { seed: searchId, teamA: INTERLEAVED_RANKERS[0], teamB: INTERLEAVED_RANKERS[1], length });
+}
+
 /** Searches stop a minute before `now`, so that their clicks also fall before it. */
 const END_MARGIN_MS = 60_000;
 
@@ -414,6 +453,9 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
   const userSeen = new Uint8Array(options.users);
   const propensity = userClickPropensity(options.users, options.seed);
   const rng = new Rng(options.seed, 3);
+  // Interleaving draws come from their own stream, so that `rng` (and so every other search) is
+  // unchanged by them.
+  const interleaving = new Rng(options.seed, 5);
   const span = Math.max(1, endMs - END_MARGIN_MS - startMs);
 
   // Searches arrive in time order, as live traffic (and a replayed log) does: a Poisson process
@@ -450,10 +492,14 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
     const responseTimeMs = Math.round(Math.min(3_600_000, latency) * 100) / 100;
     const sessionId = `${userId}.${Math.floor(timestampMs / SESSION_MS)}`;
     const impressionId = `${prefix}q${s}`;
+    const page = interleaving.next() < INTERLEAVED_SHARE && !noResults ? interleavedPage(query, Math.min(resultsCount, INTERLEAVED_PAGE), impressionId) : undefined;
 
     emit(variant, userIndex, "impression");
     if (noResults) stats.noResultsSearches++;
-    yield { kind: "impression", eventId: `${prefix}e${produced - 1}`, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestampMs };
+    if (page) stats.interleavedSearches++;
+    const impression: ImpressionRecord = { kind: "impression", eventId: `${prefix}e${produced - 1}`, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestampMs };
+    if (page) impression.teams = page.teams;
+    yield impression;
 
     if (noResults || rng.next() >= Math.min(0.9, model.clickProbability * propensity[userIndex]!)) continue;
     let rank = rng.geometric(FIRST_RANK_P) % resultsCount;
@@ -462,7 +508,12 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
     for (;;) {
       if (produced >= options.events) break;
       clickMs = Math.min(endMs - 1, clickMs + Math.round(rng.logNormal(5_000, 0.9)));
-      const productId = `prod_${(fnv1a(query.toLowerCase().trim()) + rank * 7_919) % 100_000}`;
+      if (page) {
+        // Each draft round fills positions 2k and 2k + 1, one from each ranker.
+        const partner = rank ^ 1;
+        if (page.teams[rank] === INTERLEAVED_RANKERS[1] && page.teams[partner] === INTERLEAVED_RANKERS[0] && interleaving.next() < INTERLEAVED_PREFERENCE) rank = partner;
+      }
+      const productId = page?.results[rank] ?? productAt(query, rank);
       emit(variant, userIndex, "click");
       clicks++;
       yield {
@@ -532,6 +583,7 @@ export function toStreamEvent(e: DatasetEvent): EventInit {
           resultsCount: e.resultsCount,
           responseTimeMs: e.responseTimeMs,
           timestamp,
+          ...(e.teams === undefined ? {} : { teams: e.teams }),
         },
       },
     };

@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
+import type { InterleavingResult } from "../core/interleaving.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
 import { EVENT_INDEXES } from "../store/indexes.js";
 import {
@@ -34,7 +35,22 @@ import {
   type ShapeParams,
   type ShapeResult,
 } from "./bench-client.js";
-import { buildVocabulary, chunks, DAY_MS, DEFAULT_QUERIES, fnv1a, generateEvents, loadDataset, Rng, userIdOf, VARIANTS, variantOf, type DatasetEvent, type LoadResult } from "./bench-load.js";
+import {
+  buildVocabulary,
+  chunks,
+  DAY_MS,
+  DEFAULT_QUERIES,
+  fnv1a,
+  generateEvents,
+  INTERLEAVED_RANKERS,
+  loadDataset,
+  Rng,
+  userIdOf,
+  VARIANTS,
+  variantOf,
+  type DatasetEvent,
+  type LoadResult,
+} from "./bench-load.js";
 import { createProgress, formatDuration, formatInteger } from "./progress.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -379,7 +395,7 @@ function toDocument(e: DatasetEvent): Document {
   const common = { event_id: e.eventId, impression_id: e.impressionId, user_id: e.userId };
   const tail = { variant: e.variant, response_time_ms: new Double(e.responseTimeMs), session_id: e.sessionId };
   if (e.kind === "impression") {
-    return { ...common, query: e.query, query_normalized: normalizeQuery(e.query), ...tail, results_count: e.resultsCount, timestamp: new Date(e.timestampMs) };
+    return { ...common, query: e.query, query_normalized: normalizeQuery(e.query), ...tail, results_count: e.resultsCount, timestamp: new Date(e.timestampMs), ...(e.teams === undefined ? {} : { teams: e.teams }) };
   }
   return {
     ...common,
@@ -486,6 +502,58 @@ const isNoResults = { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] };
 
 type RawQuery = (db: Db, p: ShapeParams) => Promise<unknown>;
 
+/** GetInterleavingResult's counts, as the raw aggregation finds them; `delta` without its interval. */
+export type RawInterleaving = Omit<InterleavingResult, "delta" | "pValue" | "significant"> & {
+  /** (wins_a + ties/2) / (wins_a + wins_b + ties) - 1/2; undefined without a decided search. */
+  delta: number | undefined;
+};
+
+/**
+ * ranker_a against ranker_b over the raw events: the window's searches whose teams name either,
+ * each with its clicks ($lookup by impression_id, wherever the click fell in time), every click
+ * credited to the team at its position; a search's verdict, then per user.
+ */
+async function rawInterleaving(db: Db, p: ShapeParams): Promise<RawInterleaving> {
+  const [a, b] = INTERLEAVED_RANKERS;
+  const credits = (team: string) => ({ $size: { $filter: { input: "$credited", cond: { $eq: ["$$this", team] } } } });
+  const rows = await db
+    .collection(IMPRESSIONS)
+    .aggregate(
+      [
+        { $match: { ...windowMatch(p), teams: { $in: [a, b] } } },
+        { $lookup: { from: CLICKS, localField: "impression_id", foreignField: "impression_id", pipeline: [{ $project: { _id: 0, rank: 1 } }], as: "clicks" } },
+        { $project: { _id: 0, user_id: 1, credited: { $map: { input: "$clicks", in: { $arrayElemAt: ["$teams", "$$this.rank"] } } } } },
+        { $project: { user_id: 1, a: credits(a), b: credits(b) } },
+        {
+          $group: {
+            _id: "$user_id",
+            impressions: { $sum: 1 },
+            winsA: { $sum: { $cond: [{ $gt: ["$a", "$b"] }, 1, 0] } },
+            winsB: { $sum: { $cond: [{ $gt: ["$b", "$a"] }, 1, 0] } },
+            ties: { $sum: { $cond: [{ $and: [{ $eq: ["$a", "$b"] }, { $gt: ["$a", 0] }] }, 1, 0] } },
+          },
+        },
+      ],
+      { allowDiskUse: true },
+    )
+    .toArray();
+  const r: RawInterleaving = { impressions: 0, winsA: 0, winsB: 0, ties: 0, users: 0, usersPreferringA: 0, usersPreferringB: 0, usersTied: 0, delta: undefined };
+  for (const u of rows) {
+    r.impressions += u.impressions;
+    r.winsA += u.winsA;
+    r.winsB += u.winsB;
+    r.ties += u.ties;
+    if (u.winsA + u.winsB + u.ties === 0) continue;
+    r.users++;
+    if (u.winsA > u.winsB) r.usersPreferringA++;
+    else if (u.winsB > u.winsA) r.usersPreferringB++;
+    else r.usersTied++;
+  }
+  const decided = r.winsA + r.winsB + r.ties;
+  if (decided > 0) r.delta = (r.winsA + r.ties / 2) / decided - 0.5;
+  return r;
+}
+
 const RAW_QUERIES: Record<MetricRpc, RawQuery> = {
   async GetCtr(db, p) {
     const m = windowMatch(p);
@@ -580,6 +648,7 @@ const RAW_QUERIES: Record<MetricRpc, RawQuery> = {
     ]);
     return imps.map((d) => ({ start: d._id, impressions: d.n, clicks: clicks.find((c) => +c._id === +d._id)?.n ?? 0, p95: percentile((d.values as number[]).map(Number).sort((a, b) => a - b), 0.95) }));
   },
+  GetInterleavingResult: rawInterleaving,
 };
 
 interface RawQueryResult {
@@ -622,6 +691,36 @@ async function measureRawQueries(db: Db, o: BenchOptions, iterations: number, si
   }
   progress.finish();
   return results;
+}
+
+/** What GetInterleavingResult answers over the whole dataset, against the generator's count and the raw aggregation. */
+export interface InterleavingCheck {
+  rankerA: string;
+  rankerB: string;
+  impressions: number;
+  /** Interleaved searches generated. */
+  expected: number;
+  winsA: number;
+  winsB: number;
+  ties: number;
+  users: number;
+  delta: number | null;
+  pValue: number | null;
+  preferred: string;
+  /** The raw aggregation's counts (null with --skip-raw), and whether they are the service's. */
+  raw: RawInterleaving | null;
+  rawAgrees: boolean | null;
+  ok: boolean;
+}
+
+async function verifyInterleaving(client: ClickAnalyticsClient, db: Db | undefined, days: number, expected: number): Promise<InterleavingCheck> {
+  const [rankerA, rankerB] = INTERLEAVED_RANKERS;
+  const x = await client.getInterleavingResult({ days, rankerA, rankerB });
+  const raw = db === undefined ? null : await rawInterleaving(db, { days });
+  const counts = { impressions: Number(x.impressions), winsA: Number(x.winsA), winsB: Number(x.winsB), ties: Number(x.ties), users: Number(x.users) };
+  const perUser = [Number(x.usersPreferringA), Number(x.usersPreferringB), Number(x.usersTied)];
+  const rawAgrees = raw === null ? null : Object.entries(counts).every(([k, v]) => raw[k as keyof typeof counts] === v) && [raw.usersPreferringA, raw.usersPreferringB, raw.usersTied].every((v, i) => v === perUser[i]);
+  return { rankerA, rankerB, ...counts, expected, delta: x.delta?.value ?? null, pValue: x.pValue ?? null, preferred: x.preferred, raw, rawAgrees, ok: counts.impressions === expected && rawAgrees !== false };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,6 +970,7 @@ export interface BenchReport {
     clickedSearches: number;
     multiClickSearches: number;
     noResultsSearches: number;
+    interleavedSearches: number;
     activeUsers: number;
     clickedShare: number;
     noResultsShare: number;
@@ -897,7 +997,7 @@ export interface BenchReport {
     /** CPU time per event stored, during the load: where the work goes (null: not sampled, e.g. an external MongoDB). */
     cpuMicrosPerEvent: { server: number | null; engine: number | null };
   };
-  verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; ok: boolean };
+  verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; interleaving: InterleavingCheck; ok: boolean };
   rawInsert: (RawInsertResult & { serviceToRawRatio: number; engineCpuMicrosPerDoc: number | null }) | null;
   unary: UnaryResult | null;
   watch: WatchResult | null;
@@ -931,12 +1031,20 @@ function printReport(r: BenchReport): string {
   out.push("");
   out.push(
     `dataset: ${formatInteger(d.impressions)} searches + ${formatInteger(d.clicks)} clicks; ${pct(d.clickedShare)} of searches clicked (${formatInteger(d.multiClickSearches)} with 2+), ` +
-      `${pct(d.noResultsShare)} no results, CTR ${d.ctr.toFixed(3)}, ${formatInteger(d.activeUsers)} active users`,
+      `${pct(d.noResultsShare)} no results, ${formatInteger(d.interleavedSearches)} interleaved (${INTERLEAVED_RANKERS.join(" vs ")}), CTR ${d.ctr.toFixed(3)}, ${formatInteger(d.activeUsers)} active users`,
   );
   const v = r.verify;
+  const vi = v.interleaving;
+  const countsOk = v.total === v.expected && v.storedDocuments === v.expected && v.clicks === d.clicks;
   out.push(
     `verified: GetCtr over ${v.days} days = ${formatInteger(v.clicks)} clicks + ${formatInteger(v.impressions)} impressions = ${formatInteger(v.total)} ` +
-      `(generated ${formatInteger(v.expected)}, documents stored ${formatInteger(v.storedDocuments)}): ${v.ok ? "OK" : "MISMATCH"}`,
+      `(generated ${formatInteger(v.expected)}, documents stored ${formatInteger(v.storedDocuments)}): ${countsOk ? "OK" : "MISMATCH"}`,
+  );
+  out.push(
+    `verified: GetInterleavingResult over ${v.days} days = ${formatInteger(vi.impressions)} interleaved searches (generated ${formatInteger(vi.expected)}); ` +
+      `wins ${vi.rankerA} ${formatInteger(vi.winsA)}, ${vi.rankerB} ${formatInteger(vi.winsB)}, ties ${formatInteger(vi.ties)}, ` +
+      `delta ${vi.delta === null ? "-" : vi.delta.toFixed(4)} (p ${vi.pValue === null ? "-" : vi.pValue.toPrecision(2)}), preferred ${vi.preferred || "neither"}` +
+      `${vi.rawAgrees === null ? "" : vi.rawAgrees ? "; the raw aggregation counts the same" : "; the raw aggregation counts otherwise"}: ${vi.ok ? "OK" : "MISMATCH"}`,
   );
   out.push("");
 
@@ -1182,6 +1290,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     clickedSearches: s.clickedSearches,
     multiClickSearches: s.multiClickSearches,
     noResultsSearches: s.noResultsSearches,
+    interleavedSearches: s.interleavedSearches,
     activeUsers: s.activeUsers,
     clickedShare: s.impressions ? s.clickedSearches / s.impressions : 0,
     noResultsShare: s.impressions ? s.noResultsSearches / s.impressions : 0,
@@ -1228,8 +1337,10 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     total: Number(ctr.clicks + ctr.impressions),
     expected: s.events,
     storedDocuments: stored,
-    ok: Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks,
+    interleaving: await verifyInterleaving(client, o.skipRaw ? undefined : serviceDb, verifyDays, s.interleavedSearches),
+    ok: false,
   };
+  verify.ok = Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks && verify.interleaving.ok;
   r.verify = verify;
   log(`verify: ${JSON.stringify(verify)}`);
 

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { METRIC_SHAPES, summarize } from "../../src/cli/bench-client.js";
-import { createDatasetStats, DAY_MS, generateBatches, generateEvents, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/bench-load.js";
+import { createDatasetStats, DAY_MS, generateBatches, generateEvents, INTERLEAVED_RANKERS, toStreamEvent, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/bench-load.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BENCH = path.join(ROOT, "dist/src/cli/bench.js");
@@ -94,6 +94,68 @@ describe("dataset generator", () => {
     expect(top / stats.impressions).toBeGreaterThan(0.3);
   });
 
+  it("interleaves ~10% of the searches with results: a team-draft page of both rankers, logged with its teams", () => {
+    const stats = createDatasetStats();
+    const interleaved = [...generateEvents(OPTIONS, stats)].filter((e) => e.kind === "impression" && e.teams !== undefined);
+    expect(interleaved).toHaveLength(stats.interleavedSearches);
+    const withResults = stats.impressions - stats.noResultsSearches;
+    expect(stats.interleavedSearches / withResults).toBeGreaterThan(0.08);
+    expect(stats.interleavedSearches / withResults).toBeLessThan(0.12);
+    const [a, b] = INTERLEAVED_RANKERS;
+    const problems: string[] = [];
+    for (const e of interleaved) {
+      if (e.kind !== "impression" || e.teams === undefined) continue;
+      if (e.teams.length !== Math.min(e.resultsCount, 20)) problems.push(`${e.impressionId}: ${e.teams.length} teams for ${e.resultsCount} results`);
+      // Team draft: every round (positions 2k, 2k + 1) has one pick of each ranker.
+      for (let k = 0; k + 1 < e.teams.length; k += 2) if ([e.teams[k], e.teams[k + 1]].sort().join() !== `${a},${b}`) problems.push(`${e.impressionId}: round ${k / 2} is ${e.teams[k]}, ${e.teams[k + 1]}`);
+      if (e.teams.some((t) => t !== a && t !== b)) problems.push(`${e.impressionId}: teams ${e.teams.join()}`);
+      const v = toStreamEvent(e).kind;
+      if (v?.case !== "impression" || v.value.teams?.join() !== e.teams.join()) problems.push(`${e.impressionId}: teams not sent`);
+    }
+    expect(problems).toEqual([]);
+    // The coin tosses follow the search: each ranker leads on some searches.
+    const leads = new Set(interleaved.map((e) => (e.kind === "impression" ? e.teams![0] : "")));
+    expect([...leads].sort()).toEqual([a, b]);
+    // An ordinary search carries no teams, in the message sent either.
+    const ordinary = events.find((e) => e.kind === "impression" && e.teams === undefined)!;
+    expect(ordinary).not.toHaveProperty("teams");
+    expect(toStreamEvent(ordinary).kind?.value).not.toHaveProperty("teams");
+  });
+
+  it("plants a small preference for ranker_a in the clicks on interleaved searches", () => {
+    // Enough searches to measure it: ~16,000 interleaved, ~3,000 with a credited click.
+    const teams = new Map<string, string[]>();
+    const credit = new Map<string, { a: number; b: number }>();
+    const [a, b] = INTERLEAVED_RANKERS;
+    for (const e of generateEvents({ ...OPTIONS, events: 200_000, users: 5_000 })) {
+      if (e.kind === "impression") {
+        if (e.teams) teams.set(e.impressionId, e.teams);
+        continue;
+      }
+      const page = teams.get(e.impressionId);
+      const team = page?.[e.rank];
+      if (team === undefined) continue;
+      const c = credit.get(e.impressionId) ?? { a: 0, b: 0 };
+      if (team === a) c.a++;
+      if (team === b) c.b++;
+      credit.set(e.impressionId, c);
+    }
+    let winsA = 0;
+    let winsB = 0;
+    let ties = 0;
+    for (const c of credit.values()) {
+      if (c.a > c.b) winsA++;
+      else if (c.b > c.a) winsB++;
+      else ties++;
+    }
+    const decided = winsA + winsB + ties;
+    expect(decided).toBeGreaterThan(2_000);
+    // Δ ≈ +0.05 by construction (a tenth of ranker_b's clicks move to ranker_a's result beside it).
+    const delta = (winsA + ties / 2) / decided - 0.5;
+    expect(delta).toBeGreaterThan(0.03);
+    expect(delta).toBeLessThan(0.07);
+  });
+
   it("streams lazily in batches of at most 1,000 events", async () => {
     const sizes: number[] = [];
     for await (const batch of generateBatches({ ...OPTIONS, events: 2_500 })) sizes.push(batch.events?.length ?? 0);
@@ -143,6 +205,14 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     // The server stored exactly what was generated, as GetCtr over the whole period reports it.
     expect(r.verify.clicks + r.verify.impressions).toBe(3_000);
     expect(r.verify).toMatchObject({ ok: true, expected: 3_000, storedDocuments: 3_000, clicks: r.dataset.clicks, impressions: r.dataset.impressions });
+    // GetInterleavingResult finds every interleaved search generated, and the raw aggregation
+    // (the shape's baseline) counts the same wins, ties and users.
+    expect(r.dataset.interleavedSearches).toBeGreaterThan(0);
+    const il = r.verify.interleaving;
+    expect(il).toMatchObject({ ok: true, rawAgrees: true, rankerA: "ranker_a", rankerB: "ranker_b", impressions: r.dataset.interleavedSearches, expected: r.dataset.interleavedSearches });
+    expect(il.winsA + il.winsB + il.ties).toBeGreaterThan(0);
+    expect(il.raw).toMatchObject({ impressions: il.impressions, winsA: il.winsA, winsB: il.winsB, ties: il.ties, users: il.users });
+    expect(stdout).toMatch(new RegExp(`verified: GetInterleavingResult over 4 days = ${r.dataset.interleavedSearches} interleaved searches \\(generated ${r.dataset.interleavedSearches}\\); wins ranker_a \\d+, ranker_b \\d+, ties \\d+, .*the raw aggregation counts the same: OK`));
 
     expect(r.rawInsert.docsPerSecond).toBeGreaterThan(0);
     expect(r.rawInsert.serviceToRawRatio).toBeGreaterThan(0);
@@ -162,6 +232,9 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.unary.latencyMs.p50).toBeLessThanOrEqual(r.unary.latencyMs.p99);
 
     expect(r.metrics.shapes.map((s: { name: string }) => s.name)).toEqual(METRIC_SHAPES.map((s) => s.name));
+    // Interleaving is among the shapes measured, with its raw baseline.
+    expect(r.metrics.shapes).toContainEqual(expect.objectContaining({ name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", errors: 0, raw: expect.objectContaining({ errors: 0 }) }));
+    expect(stdout).toMatch(/^GetInterleavingResult 30d +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+x$/m);
     for (const s of r.metrics.shapes) {
       expect(s.errors, `${s.name}: ${s.firstError}`).toBe(0);
       expect(s.latencyMs.count).toBe(3);

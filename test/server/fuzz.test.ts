@@ -33,6 +33,7 @@ import {
   EventOutcome,
   EventSchema,
   GetCtrRequestSchema,
+  GetInterleavingResultRequestSchema,
   Granularity,
   GetRankMetricsRequestSchema,
   GetResponseTimeMetricsRequestSchema,
@@ -50,6 +51,7 @@ import {
   type CallOptions,
   type Event,
   type EventResult,
+  type GetInterleavingResultResponse,
   type LogClickRequest,
   type LogImpressionRequest,
   type ServiceError,
@@ -185,6 +187,9 @@ function clickVerdict(r: LogClickRequest, header: string | undefined, now: numbe
   );
 }
 
+/** An interleaved list's teams: at most 1,000, each named like a variant. */
+const teamsRule = (teams: readonly string[]): string[] => (teams.length > 1000 ? ["teams"] : teams.flatMap((t, i) => variantRule(`teams[${i}]`, t)));
+
 function impressionVerdict(r: LogImpressionRequest, header: string | undefined, now: number): Verdict {
   const ts = timestampRule(r.timestamp, now);
   return verdict(
@@ -197,6 +202,7 @@ function impressionVerdict(r: LogImpressionRequest, header: string | undefined, 
       ...latencyRule("response_time_ms", r.responseTimeMs),
       ...idRule("event_id", r.eventId, 128),
       ...idRule("impression_id", r.impressionId, 128),
+      ...teamsRule(r.teams),
       ...ts.broken,
     ],
     ts.maybe,
@@ -212,6 +218,33 @@ function eventVerdict(e: Event, header: string | undefined, now: number): Verdic
     default:
       return verdict(["kind"]);
   }
+}
+
+/** An explicit period or the last `days` days (README, "Windows"); the clock edges are `maybe`. */
+function windowRule(r: { days: number; startTime?: Timestamp | undefined; endTime?: Timestamp | undefined }, now: number): Verdict {
+  const broken: string[] = [];
+  const maybe: string[] = [];
+  const badNanos = (ts: Timestamp | undefined) => ts !== undefined && !(ts.nanos >= 0 && ts.nanos <= 999_999_999);
+  if (badNanos(r.startTime)) broken.push("start_time.nanos");
+  if (badNanos(r.endTime)) broken.push("end_time.nanos");
+  if (r.startTime === undefined) {
+    if (r.endTime !== undefined) broken.push("end_time");
+    return verdict([...broken, ...daysRule(r.days)]);
+  }
+  if (r.days !== 0) broken.push("days");
+  const start = timestampDate(r.startTime).getTime();
+  const end = r.endTime === undefined ? undefined : timestampDate(r.endTime).getTime();
+  if (!Number.isFinite(start)) broken.push("start_time");
+  if (end !== undefined && !Number.isFinite(end)) broken.push("end_time");
+  if (!Number.isFinite(start) || (end !== undefined && !Number.isFinite(end))) return verdict(broken, maybe);
+  const edge = 30_000;
+  if (start > now + edge) broken.push("start_time");
+  else if (start > now - edge) maybe.push("start_time");
+  const span = (end ?? now) - start;
+  if (end !== undefined && end <= start) broken.push("end_time");
+  else if (span > 365 * DAY_MS + (end === undefined ? edge : 0)) broken.push("end_time");
+  else if (end === undefined && span > 365 * DAY_MS - edge) maybe.push("end_time");
+  return verdict(broken, maybe);
 }
 
 const filterRules = (r: { userId: string; variant: string; days: number }): string[] => [
@@ -240,6 +273,8 @@ type KeyKind = "click" | "impImpression";
 const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impImpression: new Set() };
 /** Which call stored a key, for failure messages. */
 const storedBy = new Map<string, string>();
+/** GetInterleavingResult answers checked, and how many of them had searches with credited clicks. */
+const interleavingStats = { answers: 0, decided: 0 };
 /** How often the key oracle judged a keyed event, and how often it had to ask MongoDB. */
 const keyStats = { duplicates: 0, keyedAccepted: 0, lookUps: 0 };
 
@@ -528,8 +563,17 @@ const clickInit: fc.Arbitrary<Init<typeof LogClickRequestSchema>> = fc.record(
   { userId: optionalId, sessionId: optionalId, productId: id, rank: int32, searchQuery: query, variant, responseTimeMs: double, source: enumValue(5), timestamp, eventId: key, impressionId: key },
   { requiredKeys: ["productId", "rank", "searchQuery", "variant", "responseTimeMs", "eventId"] },
 );
+/** Team names of interleaved lists: mostly the rankers GetInterleavingResult is asked about. */
+const RANKERS = ["ranker_a", "ranker_b", "a.b", "__proto__"];
+const ranker = fc.oneof({ weight: 12, arbitrary: fc.constantFrom(...RANKERS) }, { weight: 2, arbitrary: variant }, { weight: 1, arbitrary: fc.constant("") });
+const teams = fc.oneof(
+  { weight: 8, arbitrary: fc.constant<string[]>([]) },
+  { weight: 6, arbitrary: fc.array(fc.constantFrom(...RANKERS.slice(0, 2)), { minLength: 1, maxLength: 10 }) },
+  { weight: 2, arbitrary: fc.array(ranker, { maxLength: 6 }) },
+  { weight: 1, arbitrary: fc.constantFrom(1000, 1001).map((n) => Array.from({ length: n }, (_, i) => RANKERS[i % 2]!)) },
+);
 const impressionInit: fc.Arbitrary<Init<typeof LogImpressionRequestSchema>> = fc.record(
-  { userId: optionalId, sessionId: optionalId, query, variant, resultsCount: int32, responseTimeMs: double, timestamp, eventId: key, impressionId: key },
+  { userId: optionalId, sessionId: optionalId, query, variant, resultsCount: int32, responseTimeMs: double, timestamp, eventId: key, impressionId: key, teams },
   { requiredKeys: ["query", "variant", "resultsCount", "responseTimeMs", "eventId"] },
 );
 const eventInit: fc.Arbitrary<Init<typeof EventSchema>> = fc.oneof(
@@ -538,6 +582,22 @@ const eventInit: fc.Arbitrary<Init<typeof EventSchema>> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({}) },
 );
 const filterInit = fc.record({ userId: optionalId, variant: optionalVariant, days }, { requiredKeys: [] });
+/** Period edges: mostly within the last 400 days, else anything `timestamp` makes (future, invalid, bad nanos). */
+const periodEdge = fc.oneof({ weight: 6, arbitrary: fc.integer({ min: -400 * 86_400, max: 0 }).map((off) => ({ seconds: nowSeconds() + BigInt(off), nanos: 0 })) }, { weight: 2, arbitrary: timestamp });
+/** A window: the last `days` days, a valid period, or any mix of the three fields. */
+const windowInit = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ days }, { requiredKeys: [] }) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.integer({ min: -400 * 86_400, max: 0 }), fc.option(fc.integer({ min: 1, max: 366 * 86_400 }), { nil: undefined }))
+      .map(([off, length]) => {
+        const start = nowSeconds() + BigInt(off);
+        return { startTime: { seconds: start, nanos: 0 }, ...(length === undefined ? {} : { endTime: { seconds: start + BigInt(length), nanos: 0 } }) };
+      }),
+  },
+  { weight: 2, arbitrary: fc.record({ days, startTime: periodEdge, endTime: periodEdge }, { requiredKeys: [] }) },
+);
 /** Zones (lower-cased) that must be answered OK in any case: MongoDB has them under their proper spelling. */
 const SERVED_ZONES = new Set(["utc", "europe/berlin", "america/new_york"]);
 const TIME_ZONES = ["", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Etc/GMT+12", "EST", "europe/berlin", "GMT+1", "Z", "America/Coyhaique", "+05:30", "Mars/Olympus"];
@@ -574,6 +634,15 @@ const inits = {
     { requiredKeys: [] },
   ),
   watchMetrics: fc.record({ userId: optionalId, variant: optionalVariant, days, intervalSeconds: int32 }, { requiredKeys: [] }),
+  getInterleavingResult: fc
+    .tuple(
+      windowInit,
+      fc.record(
+        { rankerA: fc.oneof({ weight: 2, arbitrary: fc.constant("ranker_a") }, { weight: 1, arbitrary: ranker }), rankerB: fc.oneof({ weight: 2, arbitrary: fc.constant("ranker_b") }, { weight: 1, arbitrary: ranker }), variant: optionalVariant, confidence: fraction },
+        { requiredKeys: [] },
+      ),
+    )
+    .map(([window, rest]) => ({ ...window, ...rest })),
   reset: fc.constant({}),
 };
 type Rpc = keyof typeof inits;
@@ -590,6 +659,7 @@ const SCHEMAS = {
   getTopQueries: GetTopQueriesRequestSchema,
   getTimeSeries: GetTimeSeriesRequestSchema,
   watchMetrics: WatchMetricsRequestSchema,
+  getInterleavingResult: GetInterleavingResultRequestSchema,
   reset: ResetRequestSchema,
 } as const satisfies Record<Rpc, DescMessage>;
 
@@ -614,6 +684,7 @@ const WEIGHTS: Record<Rpc, number> = {
   getTopQueries: 4,
   getTimeSeries: 6,
   watchMetrics: 3,
+  getInterleavingResult: 6,
   reset: 2,
 };
 const typedCase: fc.Arbitrary<TypedCase> = fc.oneof(
@@ -702,6 +773,7 @@ function expectImpressionDocument(label: string, doc: ImpressionDocument, r: Log
     response_time_ms: fold(r.responseTimeMs),
     session_id: r.sessionId === "" ? null : r.sessionId,
   });
+  expect(doc.teams, label).toEqual(r.teams.length === 0 ? undefined : r.teams);
 }
 
 async function expectClickStoredVerbatim(label: string, r: LogClickRequest, eventId: string, userId: string): Promise<void> {
@@ -954,11 +1026,83 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
       if (o.code === Status.OK) expect((o.value as { periodDays: number }).periodDays, label).toBe(windowDays(r.days));
       return;
     }
+    case "getInterleavingResult": {
+      const r = request as { days: number; startTime?: Timestamp; endTime?: Timestamp; rankerA: string; rankerB: string; variant: string; confidence?: number };
+      expectCode(label, o, [Status.OK, Status.INVALID_ARGUMENT]);
+      const window = windowRule(r, now);
+      const rankers = [...variantRule("ranker_a", r.rankerA), ...variantRule("ranker_b", r.rankerB)];
+      const broken = [
+        ...window.broken,
+        ...variantRule("variant", r.variant, true),
+        ...rankers,
+        ...(rankers.length === 0 && r.rankerA === r.rankerB ? ["ranker_b"] : []),
+        ...(r.confidence === undefined || (r.confidence > 0 && r.confidence < 1) ? [] : ["confidence"]),
+      ];
+      expectVerdict(label, verdict(broken, window.maybe), o);
+      if (o.code === Status.OK) await expectInterleaving(label, r, o.value as GetInterleavingResultResponse, t);
+      return;
+    }
     case "reset": {
       expectCode(label, o, [Status.PERMISSION_DENIED]);
       return noWrite();
     }
   }
+}
+
+/**
+ * GetInterleavingResult against the stored events, computed here from the README's rule: the
+ * window's impressions whose teams name either ranker, each with all its linked clicks; a click
+ * on position r credits teams[r]. A trailing window's edge moved between `t.before` and
+ * `t.after`, so every count lies between those over the narrower and the wider set of searches
+ * (each only grows with more searches).
+ */
+async function expectInterleaving(label: string, r: { days: number; startTime?: Timestamp; endTime?: Timestamp; rankerA: string; rankerB: string; variant: string; confidence?: number }, res: GetInterleavingResultResponse, t: Timing): Promise<void> {
+  expect([res.rankerA, res.rankerB, res.confidence], label).toEqual([r.rankerA, r.rankerB, r.confidence ?? 0.95]);
+  const c = h.server.store.collections;
+  // The searches that may be in the window: from its earliest possible start.
+  const start = r.startTime === undefined ? new Date(t.before - windowDays(r.days) * DAY_MS) : timestampDate(r.startTime);
+  const surelyFrom = r.startTime === undefined ? t.after - windowDays(r.days) * DAY_MS : start.getTime();
+  const days = r.startTime === undefined ? [windowDays(r.days)] : [t.before, t.after].map((now) => Math.max(1, Math.ceil(((r.endTime === undefined ? now : timestampDate(r.endTime).getTime()) - start.getTime()) / DAY_MS)));
+  expect(days, `${label}: period_days ${res.periodDays}`).toContain(res.periodDays);
+  const searches = await c.impressions
+    .find(
+      { timestamp: { $gte: start, ...(r.endTime === undefined ? {} : { $lt: timestampDate(r.endTime) }) }, teams: { $in: [r.rankerA, r.rankerB] }, ...(r.variant === "" ? {} : { variant: r.variant }) },
+      { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1, timestamp: 1 } },
+    )
+    .toArray();
+  const clicks = searches.length === 0 ? [] : await c.clicks.find({ impression_id: { $in: searches.map((s) => s.impression_id) } }, { projection: { _id: 0, impression_id: 1, rank: 1 } }).toArray();
+  const tally = (sure: boolean) => {
+    const n = { impressions: 0, winsA: 0, winsB: 0, ties: 0, users: new Set<string>() };
+    for (const s of searches) {
+      if (sure && s.timestamp.getTime() < surelyFrom) continue;
+      n.impressions++;
+      let a = 0;
+      let b = 0;
+      for (const k of clicks) {
+        if (k.impression_id !== s.impression_id) continue;
+        const team = s.teams![Number(k.rank)];
+        if (team === r.rankerA) a++;
+        else if (team === r.rankerB) b++;
+      }
+      if (a + b === 0) continue;
+      n.users.add(s.user_id);
+      if (a > b) n.winsA++;
+      else if (b > a) n.winsB++;
+      else n.ties++;
+    }
+    return { impressions: n.impressions, winsA: n.winsA, winsB: n.winsB, ties: n.ties, users: n.users.size };
+  };
+  const [lo, hi] = [tally(true), tally(false)];
+  interleavingStats.answers++;
+  if (hi.winsA + hi.winsB + hi.ties > 0) interleavingStats.decided++;
+  for (const k of ["impressions", "winsA", "winsB", "ties", "users"] as const) expectBetween(`${label} ${k}`, res[k], [lo[k], hi[k]]);
+  expect(res.usersPreferringA + res.usersPreferringB + res.usersTied, label).toBe(res.users);
+  if (res.delta !== undefined) {
+    expect(res.delta.value >= -0.5 && res.delta.value <= 0.5 && res.delta.low <= res.delta.value && res.delta.value <= res.delta.high, `${label}: delta ${JSON.stringify(res.delta)}`).toBe(true);
+  }
+  if (res.pValue !== undefined) expect(res.pValue >= 0 && res.pValue <= 1, `${label}: p ${res.pValue}`).toBe(true);
+  expect(res.significant, label).toBe(res.pValue !== undefined && res.pValue < 1 - res.confidence);
+  expect(res.preferred, label).toBe(!res.significant ? "" : res.delta!.value > 0 ? r.rankerA : r.rankerB);
 }
 
 const isWrite = (rpc: Rpc) => rpc === "logClick" || rpc === "logImpression" || rpc === "logEvents" || rpc === "streamEvents" || rpc === "reset";
@@ -1049,7 +1193,7 @@ class ReadWriteLock {
 const lock = new ReadWriteLock();
 /** Collection counts after the last write (writes run one at a time). */
 let known: Counts | undefined;
-const COUNTED_READS = new Set<Rpc>(["getCtr", "getRankMetrics", "getResponseTimeMetrics", "getUserSummary"]);
+const COUNTED_READS = new Set<Rpc>(["getCtr", "getRankMetrics", "getResponseTimeMetrics", "getUserSummary", "getInterleavingResult"]);
 
 type LockMode = "write" | "read" | "none";
 const lockMode = (rpc: Rpc): LockMode => (isWrite(rpc) ? "write" : COUNTED_READS.has(rpc) ? "read" : "none");
@@ -1521,6 +1665,9 @@ describe("fuzzing every RPC", () => {
     console.log(`fuzz: idempotency keys judged: ${keyStats.duplicates} duplicates, ${keyStats.keyedAccepted} keyed events stored; ${keyStats.lookUps} outcomes looked up in MongoDB`);
     // The key oracle had repeats to judge (the key pool is small), not just fresh keys.
     if (TOTAL_RUNS >= 1_000) expect(keyStats.duplicates, "duplicates judged").toBeGreaterThan(TOTAL_RUNS / 100);
+    // GetInterleavingResult was checked on searches whose clicks credit a ranker, not only on empty answers.
+    console.log(`fuzz: GetInterleavingResult answers checked: ${interleavingStats.answers}, ${interleavingStats.decided} with credited clicks`);
+    if (TOTAL_RUNS >= 1_000) expect(interleavingStats.decided, "interleaving answers with credited clicks").toBeGreaterThan(0);
     console.log(`fuzz: ${typedCount + rawCount} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (test process CPU ${((used.user + used.system) / 1e6).toFixed(1)} s); outcomes: ${[...codesSeen].sort().map(([k, n]) => `${k}=${n}`).join(", ")}`);
 
     // Still serving, and still right.

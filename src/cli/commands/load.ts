@@ -15,9 +15,10 @@ export const LOAD_USAGE = `usage: click-analytics load --events N [flags]
 Generates realistic synthetic search traffic and sends it to the server (LogEvents batches):
 users with Pareto-distributed activity split 50/50 between search_v1 and search_v2,
 Zipf-distributed queries, ~20% of searches clicked (mostly the top ranks, linked to their
-search), ~3% without results, log-normal latencies and a daily cycle over the window. Every
-event has an id derived from the seed: loading the same seed again is recognised as duplicates,
-not counted twice.
+search), ~3% without results, log-normal latencies and a daily cycle over the window; ~10% of
+the searches with results interleave two rankers, ranker_a and ranker_b (logged with teams;
+clicks slightly prefer ranker_a: see GetInterleavingResult). Every event has an id derived from
+the seed: loading the same seed again is recognised as duplicates, not counted twice.
 
   --events N              how many events (impressions + clicks), exactly (required)
 ${DAYS_HELP.replace("look back N days", "spread over the last N days")}
