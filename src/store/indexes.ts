@@ -43,6 +43,9 @@ export const IMPRESSION_KEY_INDEXES: IndexDescription[] = [
   inFlight("click_claim"),
   { key: { event_id: 1 }, name: "event_id_1", ...hasString("event_id") },
   { key: { impression_id: 1 }, name: "impression_id_unique", unique: true, ...hasString("impression_id") },
+  // Interleaved searches only (GetInterleavingResult): without it, finding them scans every search
+  // of the window through {timestamp: 1} (62,720 examined for 6,045 at 80,000 events).
+  { key: { timestamp: 1 }, name: "timestamp_interleaved", partialFilterExpression: { teams: { $exists: true } } },
 ];
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The interleaved searches of a window with the ranks of their linked clicks, for
- * GetInterleavingResult. Read from the events: impressions carrying `teams` (found through the
- * timestamp index), then their clicks through the {impression_id} index, a chunk of ids at a time.
+ * GetInterleavingResult. Read from the events: impressions carrying `teams` (found through their own
+ * partial timestamp index, see indexes.ts), then their clicks through the {impression_id} index, a chunk of ids at a time.
  */
 import type { InterleavedImpression } from "../core/interleaving.js";
 import type { Filter } from "mongodb";
@@ -13,7 +13,7 @@ const CHUNK = 5_000;
 
 export async function interleavedImpressions(c: Collections, f: MetricsFilter): Promise<InterleavedImpression[]> {
   const searches = await c.impressions
-    .find({ ...match(f), teams: { $exists: true } } as Filter<ImpressionDocument>, { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1 }, ...timeLimit(f) })
+    .find({ ...match(f), teams: { $exists: true } } as Filter<ImpressionDocument>, { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1 }, hint: "timestamp_interleaved", ...timeLimit(f) })
     .toArray();
   const ranks = new Map<string, number[]>();
   for (let i = 0; i < searches.length; i += CHUNK) {
