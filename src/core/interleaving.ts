@@ -55,40 +55,63 @@ export interface InterleavingResult {
 
 /** The interleaving comparison of rankers `a` and `b` over `impressions` (those showing neither are ignored). */
 export function interleavingResult(impressions: Iterable<InterleavedImpression>, a: string, b: string, confidence: number): InterleavingResult {
-  const perUser = new Map<string, { score: number; decided: number }>();
-  const out: InterleavingResult = { impressions: 0, winsA: 0, winsB: 0, ties: 0, users: 0, usersPreferringA: 0, usersPreferringB: 0, usersTied: 0, significant: false };
-  for (const imp of impressions) {
-    if (!imp.teams.includes(a) && !imp.teams.includes(b)) continue;
-    out.impressions++;
+  const tally = new InterleavingTally(a, b);
+  for (const imp of impressions) tally.add(imp);
+  return tally.result(confidence);
+}
+
+/**
+ * interleavingResult one impression at a time: what it keeps is per user, so a caller can stream
+ * a window's impressions through it in chunks instead of holding them all (a million events hold
+ * ~80,000 interleaved searches).
+ */
+export class InterleavingTally {
+  private readonly perUser = new Map<string, { score: number; decided: number }>();
+  private readonly counts = { impressions: 0, winsA: 0, winsB: 0, ties: 0 };
+
+  constructor(
+    private readonly a: string,
+    private readonly b: string,
+  ) {}
+
+  add(imp: InterleavedImpression): void {
+    const { a, b, counts } = this;
+    if (!imp.teams.includes(a) && !imp.teams.includes(b)) return;
+    counts.impressions++;
     const outcome = impressionOutcome(imp.teams, imp.clickedRanks, a, b);
-    if (outcome === "none") continue;
-    if (outcome === "a") out.winsA++;
-    else if (outcome === "b") out.winsB++;
-    else out.ties++;
-    let u = perUser.get(imp.userId);
-    if (!u) perUser.set(imp.userId, (u = { score: 0, decided: 0 }));
+    if (outcome === "none") return;
+    if (outcome === "a") counts.winsA++;
+    else if (outcome === "b") counts.winsB++;
+    else counts.ties++;
+    let u = this.perUser.get(imp.userId);
+    if (!u) this.perUser.set(imp.userId, (u = { score: 0, decided: 0 }));
     u.score += outcome === "a" ? 1 : outcome === "tie" ? 0.5 : 0;
     u.decided++;
   }
-  const scores = new Float64Array(perUser.size);
-  const decided = new Float64Array(perUser.size);
-  let i = 0;
-  for (const u of perUser.values()) {
-    scores[i] = u.score;
-    decided[i++] = u.decided;
-    if (u.score * 2 > u.decided) out.usersPreferringA++;
-    else if (u.score * 2 < u.decided) out.usersPreferringB++;
-    else out.usersTied++;
+
+  result(confidence: number): InterleavingResult {
+    const perUser = this.perUser;
+    const out: InterleavingResult = { ...this.counts, users: 0, usersPreferringA: 0, usersPreferringB: 0, usersTied: 0, significant: false };
+    const scores = new Float64Array(perUser.size);
+    const decided = new Float64Array(perUser.size);
+    let i = 0;
+    for (const u of perUser.values()) {
+      scores[i] = u.score;
+      decided[i++] = u.decided;
+      if (u.score * 2 > u.decided) out.usersPreferringA++;
+      else if (u.score * 2 < u.decided) out.usersPreferringB++;
+      else out.usersTied++;
+    }
+    out.users = perUser.size;
+    // One user is no spread to measure: the floored variance (delta-method.ts) keeps the interval honest.
+    const ratio = perUser.size >= 2 ? ratioEstimate(scores, decided, "proportion") : undefined;
+    if (ratio === undefined) return out;
+    const se = Math.sqrt(ratio.variance);
+    const value = ratio.value - 0.5;
+    const half = zCritical(confidence) * se;
+    out.delta = { value, low: value - half, high: value + half };
+    out.pValue = se > 0 ? Math.min(1, 2 * normalCdf(-Math.abs(value) / se)) : undefined;
+    out.significant = out.pValue !== undefined && out.pValue < 1 - confidence;
+    return out;
   }
-  out.users = perUser.size;
-  // One user is no spread to measure: the floored variance (delta-method.ts) keeps the interval honest.
-  const ratio = perUser.size >= 2 ? ratioEstimate(scores, decided, "proportion") : undefined;
-  if (ratio === undefined) return out;
-  const se = Math.sqrt(ratio.variance);
-  const value = ratio.value - 0.5;
-  const half = zCritical(confidence) * se;
-  out.delta = { value, low: value - half, high: value + half };
-  out.pValue = se > 0 ? Math.min(1, 2 * normalCdf(-Math.abs(value) / se)) : undefined;
-  out.significant = out.pValue !== undefined && out.pValue < 1 - confidence;
-  return out;
 }

@@ -10,10 +10,10 @@ import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
-import { interleavingResult } from "../core/interleaving.js";
+import { InterleavingTally } from "../core/interleaving.js";
 import { ctrByRank, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
-import { interleavedImpressions } from "../store/interleaving.js";
+import { forEachInterleaved } from "../store/interleaving.js";
 import { ctrFields, firstClickFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
@@ -277,7 +277,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       const confidence = req.confidence ?? 0.95;
       if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
       await requireComplete();
-      const r = interleavingResult(await interleavedImpressions(store.collections, filter), rankerA, rankerB, confidence);
+      const tally = new InterleavingTally(rankerA, rankerB);
+      await forEachInterleaved(store.collections, filter, (impression) => tally.add(impression));
+      const r = tally.result(confidence);
       return {
         periodDays: filter.window.days,
         rankerA,

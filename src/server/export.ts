@@ -84,6 +84,7 @@ function fromImpression(d: ImpressionDocument): ExportedEventInit {
     responseTimeMs: Number(d.response_time_ms),
     impressionId: d.impression_id,
     clicked: d.clicked === true,
+    teams: d.teams ?? [],
   };
 }
 

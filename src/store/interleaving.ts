@@ -11,20 +11,33 @@ import { match, timeLimit, type MetricsFilter } from "./metrics-queries.js";
 
 const CHUNK = 5_000;
 
-export async function interleavedImpressions(c: Collections, f: MetricsFilter): Promise<InterleavedImpression[]> {
-  const searches = await c.impressions
-    .find({ ...match(f), teams: { $exists: true } } as Filter<ImpressionDocument>, { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1 }, hint: "timestamp_interleaved", ...timeLimit(f) })
-    .toArray();
-  const ranks = new Map<string, number[]>();
-  for (let i = 0; i < searches.length; i += CHUNK) {
-    const ids = searches.slice(i, i + CHUNK).map((s) => s.impression_id);
+/**
+ * Hands every interleaved search of the window, with its clicked ranks, to `each`, a chunk at a
+ * time: memory stays at one chunk however many the window holds.
+ */
+export async function forEachInterleaved(c: Collections, f: MetricsFilter, each: (impression: InterleavedImpression) => void): Promise<void> {
+  const searches = c.impressions.find({ ...match(f), teams: { $exists: true } } as Filter<ImpressionDocument>, {
+    projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1 },
+    hint: "timestamp_interleaved",
+    batchSize: CHUNK,
+    ...timeLimit(f),
+  });
+  let chunk: Pick<ImpressionDocument, "impression_id" | "user_id" | "teams">[] = [];
+  const flush = async () => {
+    const ranks = new Map<string, number[]>();
     // Clicks count wherever they fall in time: a click on a search in the window belongs to it.
-    const clicks = await c.clicks.find({ impression_id: keyIn(ids) }, { projection: { _id: 0, impression_id: 1, rank: 1 }, ...timeLimit(f) }).toArray();
+    const clicks = await c.clicks.find({ impression_id: keyIn(chunk.map((s) => s.impression_id)) }, { projection: { _id: 0, impression_id: 1, rank: 1 }, ...timeLimit(f) }).toArray();
     for (const click of clicks) {
       const list = ranks.get(click.impression_id!) ?? [];
       list.push(Number(click.rank));
       ranks.set(click.impression_id!, list);
     }
+    for (const s of chunk) each({ userId: s.user_id, teams: s.teams ?? [], clickedRanks: ranks.get(s.impression_id) ?? [] });
+    chunk = [];
+  };
+  for await (const s of searches) {
+    chunk.push(s);
+    if (chunk.length >= CHUNK) await flush();
   }
-  return searches.map((s) => ({ userId: s.user_id, teams: s.teams ?? [], clickedRanks: ranks.get(s.impression_id) ?? [] }));
+  if (chunk.length > 0) await flush();
 }

@@ -113,7 +113,7 @@ function parseCsv(text: string): string[][] {
   return rows;
 }
 
-const HEADER = ["kind", "event_id", "user_id", "session_id", "timestamp", "variant", "query", "product_id", "rank", "results_count", "response_time_ms", "impression_id", "source", "clicked"];
+const HEADER = ["kind", "event_id", "user_id", "session_id", "timestamp", "variant", "query", "product_id", "rank", "results_count", "response_time_ms", "impression_id", "source", "clicked", "teams"];
 
 let h: Harness;
 let address: string;
@@ -301,9 +301,9 @@ describe("export", () => {
     expect(loggedAt.get("search_v1-s1-c")! % 1000 !== 0 || loggedAt.get("search_v2-s3")! % 1000 !== 0).toBe(true); // milliseconds matter here
 
     const click = data.find((row) => row[col("event_id")] === "search_v1-s1-c")!;
-    expect(click).toEqual(["click", "search_v1-s1-c", "user-1", "", new Date(loggedAt.get("search_v1-s1-c")!).toISOString(), "search_v1", "red dress", "prod-1", "1", "", "21", "search_v1-s1", "SEARCH_RESULTS", ""]);
+    expect(click).toEqual(["click", "search_v1-s1-c", "user-1", "", new Date(loggedAt.get("search_v1-s1-c")!).toISOString(), "search_v1", "red dress", "prod-1", "1", "", "21", "search_v1-s1", "SEARCH_RESULTS", "", ""]);
     const search = data.find((row) => row[col("event_id")] === "search_v2-s3")!;
-    expect(search).toEqual(["impression", "search_v2-s3", "user-3", "", new Date(loggedAt.get("search_v2-s3")!).toISOString(), "search_v2", 'shoes, "red"', "", "", "20", "28", "search_v2-s3", "", "false"]);
+    expect(search).toEqual(["impression", "search_v2-s3", "user-3", "", new Date(loggedAt.get("search_v2-s3")!).toISOString(), "search_v2", 'shoes, "red"', "", "", "20", "28", "search_v2-s3", "", "false", ""]);
     expect(r.stdout).toContain(`"shoes, ""red"""`);
     const withSession = data.find((row) => row[col("event_id")] === "search_v1-s1")!;
     expect(withSession[col("session_id")]).toBe("sess-1");
@@ -332,6 +332,7 @@ describe("export", () => {
       impression_id: "search_v2-s12",
       source: "SEARCH_RESULTS",
       clicked: null,
+      teams: null,
     });
     const noResults = objects.find((o) => o.event_id === "search_v1-s50")!;
     for (const o of objects) expect([o.event_id, o.timestamp]).toEqual([o.event_id, new Date(loggedAt.get(String(o.event_id))!).toISOString()]);

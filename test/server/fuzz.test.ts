@@ -15,7 +15,7 @@
  * kind was stored before or came earlier in its batch), and reads against direct counts (so `$`-prefixed
  * or JSON-looking ids only ever match themselves, and the rollups hold exactly what was accepted).
  *
- * 10,000 requests by default (80% typed, 20% raw), in 4 concurrent lanes per kind; FUZZ_RUNS=100000
+ * 6,000 requests by default (80% typed, 20% raw), in 4 concurrent lanes per kind; FUZZ_RUNS=100000
  * for a longer run. The seed is printed: FUZZ_SEED=<n> replays it, FUZZ_LANES=1 in one sequence.
  */
 import { randomUUID } from "node:crypto";
@@ -61,7 +61,7 @@ import { createLogger } from "../../src/server/logger.js";
 import type { ClickDocument, ImpressionDocument } from "../../src/store/documents.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
-const TOTAL_RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
+const TOTAL_RUNS = Number(process.env.FUZZ_RUNS ?? 6_000);
 const RAW_RUNS = Math.round(TOTAL_RUNS * 0.2);
 const TYPED_RUNS = TOTAL_RUNS - RAW_RUNS;
 const SEED = Number(process.env.FUZZ_SEED ?? 20_260_301);

@@ -38,6 +38,13 @@ describe("GetInterleavingResult", () => {
     const json = (await grpcurl(h.server.address, ["-plaintext", "-d", '{"days": 1, "rankerA": "neural", "rankerB": "bm25"}', "localhost:50051", "clickanalytics.v1.ClickAnalytics/GetInterleavingResult"])) as Record<string, unknown>;
     expect(json).toMatchObject({ rankerA: "neural", rankerB: "bm25", winsA: "2", winsB: "1", ties: "1", users: "3" });
     expect(json.delta).toMatchObject({ value: 0.125 });
+
+    // ExportEvents gives back each search's teams as logged (none for an ordinary search or a click).
+    const exported = new Map<string, string[]>();
+    for await (const batch of h.client.exportEvents({ days: 1 })) for (const e of batch.events) exported.set(e.eventId, e.teams);
+    for (const id of ["s1", "s2", "s3", "s4", "s5"]) expect(exported.get(id), id).toEqual(T);
+    expect(exported.get("plain")).toEqual([]);
+    expect([...exported.values()].filter((teams) => teams.length === 0)).toHaveLength(1 + 7); // "plain" and the seven clicks
   });
 
   it("finds the better ranker when users keep choosing it, on lists the typed client interleaved", async () => {

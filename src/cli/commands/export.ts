@@ -31,12 +31,13 @@ Streams the stored clicks and impressions of a window (ExportEvents), oldest fir
 a header line) or JSON lines. Columns / keys:
 
   ${"kind,event_id,user_id,session_id,timestamp,variant,query,product_id,rank,results_count,"}
-  ${"response_time_ms,impression_id,source,clicked"}
+  ${"response_time_ms,impression_id,source,clicked,teams"}
 
 kind is click or impression; timestamp ISO 8601 UTC; query is the impression's query or the
 click's search_query as typed; product_id, rank and source are for clicks, results_count and
 clicked for impressions (empty in CSV, null in JSON lines otherwise); impression_id on a click is
-the search it is linked to (empty when unlinked).
+the search it is linked to (empty when unlinked); teams, for an interleaved search, is the ranker
+of each shown position, separated by spaces.
 
   --format csv|jsonl      output format (default csv)
 ${DAYS_HELP}
@@ -63,6 +64,7 @@ export const EXPORT_COLUMNS = [
   "impression_id",
   "source",
   "clicked",
+  "teams",
 ] as const;
 
 type Row = Record<(typeof EXPORT_COLUMNS)[number], string | number | boolean | null>;
@@ -87,6 +89,8 @@ export function exportRow(e: ExportedEvent): Row {
     impression_id: e.impressionId === "" ? null : e.impressionId,
     source: click ? (ClickSource[e.source] ?? String(e.source)) : null,
     clicked: e.clicked ?? null,
+    // Team names are variant-like (no spaces), so one space between them reads back unambiguously.
+    teams: click || e.teams.length === 0 ? null : e.teams.join(" "),
   };
 }
 
