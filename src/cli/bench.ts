@@ -1391,7 +1391,19 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   );
   checkpoint(res);
 
-  // 6. The same questions as raw aggregations
+  // 6. Live views: many WatchMetrics streams, and what they cost a unary reader (before the raw
+  // aggregations, whose minutes of work leave the engine slower for a while)
+  r.watch = null;
+  if (o.watchStreams > 0) {
+    await sampler.settle();
+    sampler.phase = "watch";
+    r.watch = await measureWatch(res.server.address, o, (c) => res.clients.push(c), res.abort.signal);
+    checkpoint(res);
+    const w = r.watch;
+    log(`watch: ${w.streams} streams over ${w.questions} questions for ${w.seconds.toFixed(1)} s: gap p50 ${ms(w.gapMs?.p50)} / p99 ${ms(w.gapMs?.p99)} ms, worst stream's p99 ${ms(w.worstStreamGapP99Ms ?? undefined)} ms; GetCtr 30d p50 idle ${ms(w.getCtrIdleMs?.p50)} ms, during ${ms(w.getCtrDuringMs?.p50)} ms`);
+  }
+
+  // 7. The same questions as raw aggregations
   if (!o.skipRaw) {
     sampler.phase = "raw-queries";
     const rawIterations = (r.metrics.rawIterations = Math.min(20, Math.max(3, Math.ceil(o.iterations / 40))));
@@ -1408,18 +1420,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   }
   checkpoint(res);
 
-  // 8. Live views: many WatchMetrics streams, and what they cost a unary reader
-  r.watch = null;
-  if (o.watchStreams > 0) {
-    await sampler.settle();
-    sampler.phase = "watch";
-    r.watch = await measureWatch(res.server.address, o, (c) => res.clients.push(c), res.abort.signal);
-    checkpoint(res);
-    const w = r.watch;
-    log(`watch: ${w.streams} streams over ${w.questions} questions for ${w.seconds.toFixed(1)} s: gap p50 ${ms(w.gapMs?.p50)} / p99 ${ms(w.gapMs?.p99)} ms, worst stream's p99 ${ms(w.worstStreamGapP99Ms ?? undefined)} ms; GetCtr 30d p50 idle ${ms(w.getCtrIdleMs?.p50)} ms, during ${ms(w.getCtrDuringMs?.p50)} ms`);
-  }
-
-  // 4. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
+  // 8. Unary LogClick (last: its clicks would otherwise change the dataset the metrics read)
   r.unary = null;
   if (!o.skipUnary) {
     await sampler.settle();
@@ -1438,7 +1439,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}`);
   }
 
-  // 7. Memory: a last sample, and the kernel's own peak (VmHWM)
+  // 9. Memory: a last sample, and the kernel's own peak (VmHWM)
   sampler.phase = "end";
   await sampler.stop();
   for (const name of ["server", "engine"]) {

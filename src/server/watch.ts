@@ -39,6 +39,8 @@ const FORCED_REFRESH_MS = 60_000;
  * deadline sooner (work past the last of them would be for nobody).
  */
 const COMPUTE_BUDGET_MS = 30_000;
+/** Computations whose durations set how early the next one starts (see Question.loop). */
+const LEAD_SAMPLES = 8;
 
 export interface WatchLimits {
   /** Concurrent WatchMetrics streams on this server (WATCH_MAX_STREAMS). */
@@ -161,6 +163,10 @@ class Question {
   readonly watchers = new Set<Watcher>();
   private latest: Latest | undefined;
   private computing = false;
+  /** Set by a joining stream: the snapshot in progress goes out as soon as it is computed. */
+  private urgent = false;
+  /** How long the last few computations took (ms): how early the next one starts. */
+  private readonly durations: number[] = [];
   private running = false;
   private closed = false;
   private wakeLoop: (() => void) | undefined;
@@ -184,7 +190,10 @@ class Question {
     // being computed, else a tick now (which the question's other streams get too).
     const latest = this.latest;
     if (latest !== undefined && Date.now() - latest.at < this.intervalMs) watcher.offer(latest.snapshot);
-    else if (!this.computing) this.wakeLoop?.();
+    else {
+      this.urgent = true;
+      this.wakeLoop?.();
+    }
   }
 
   /** True when that was the last watcher: the ticker stops. */
@@ -196,8 +205,22 @@ class Question {
     return true;
   }
 
+  /**
+   * Ticks on a fixed cadence: each computation starts early by as long as the recent ones took
+   * (the longest of the last LEAD_SAMPLES) and its snapshot is held until the tick, so streams get
+   * one every interval however the computations' durations vary. (Sent as each computation
+   * ended, the gap was the interval plus the difference of two durations: at 1M events on two
+   * cores, p99 1.47 s for a 1 s interval.) A computation longer than its lead is sent late, and
+   * the cadence then restarts from it.
+   */
   private async loop(): Promise<void> {
+    let due = Date.now();
     while (!this.closed) {
+      const lead = this.durations.length === 0 ? 0 : Math.max(...this.durations);
+      this.urgent = false;
+      const startIn = due - lead - Date.now();
+      if (startIn > 0) await this.sleep(startIn);
+      if (this.closed) return;
       const started = Date.now();
       this.computing = true;
       let snapshot: Snapshot;
@@ -212,10 +235,14 @@ class Question {
       } finally {
         this.computing = false;
       }
+      this.durations.push(Date.now() - started);
+      if (this.durations.length > LEAD_SAMPLES) this.durations.shift();
+      // A stream that joined meanwhile wants its first snapshot at once, not at the tick.
+      const holdFor = due - Date.now();
+      if (holdFor > 0 && !this.urgent) await this.sleep(holdFor);
       if (this.closed) return;
       for (const w of this.watchers) w.offer(snapshot);
-      const wait = started + this.intervalMs - Date.now();
-      if (wait > 0) await this.sleep(wait);
+      due = Math.max(due, Date.now() - this.intervalMs / 2) + this.intervalMs;
     }
   }
 
