@@ -2841,7 +2841,10 @@ export const ClickAnalytics: GenService<{
    * ticks, so the second snapshot may come sooner than one interval after the first. A client
    * that reads slower than snapshots come is not queued for: when it reads again it gets the
    * latest snapshot (at most one message waits for it on the server), so it may see fewer
-   * snapshots than intervals passed; `timestamp` says which moment each one describes.
+   * snapshots than intervals passed; `timestamp` says which moment each one describes. Snapshots
+   * go out on a fixed cadence: the server starts computing one before its tick (by as long as
+   * recent computations took) and sends it at the tick, so `timestamp` may be up to that much
+   * earlier than its arrival.
    * Concurrent streams are capped per server (WATCH_MAX_STREAMS) and, with access control on, per
    * token (WATCH_MAX_STREAMS_PER_TOKEN): one more is refused with RESOURCE_EXHAUSTED.
    *
