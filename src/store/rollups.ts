@@ -139,8 +139,9 @@ const latencyField = numberedFields("rt.");
 const firstRankField = numberedFields("fr.");
 const timeToClickField = numberedFields("ft.");
 const wordFields: string[] = [];
+const wordFieldOf = (word: number) => `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`;
 /** The field of bitmap word `word` (cached for the first 2^16 words: two million users). */
-const wordField = (word: number) => (word < 1 << 16 ? (wordFields[word] ??= `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`) : `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`);
+const wordField = (word: number) => (word < 1 << 16 ? (wordFields[word] ??= wordFieldOf(word)) : wordFieldOf(word));
 
 /** The bitmap word of user number n, and its bit. */
 const userWord = (n: number) => ({ field: wordField(Math.floor(n / WORD_BITS)), bit: 1 << n % WORD_BITS });
