@@ -241,8 +241,10 @@ class Question {
       const holdFor = due - Date.now();
       if (holdFor > 0 && !this.urgent) await this.sleep(holdFor);
       if (this.closed) return;
+      // Sent before its tick for a joining stream: the others still get one at the tick.
+      const early = Date.now() < due;
       for (const w of this.watchers) w.offer(snapshot);
-      due = Math.max(due, Date.now() - this.intervalMs / 2) + this.intervalMs;
+      if (!early) due = Math.max(due, Date.now() - this.intervalMs / 2) + this.intervalMs;
     }
   }
 
