@@ -390,6 +390,8 @@ function claimable(d: Pick<ImpressionDocument, "clicked" | "fc_t" | "fc_r">, k: 
 
 /** How many times a claim blocked by another writer's claim is retried after finishing that one. */
 const CLAIM_ATTEMPTS = 5;
+/** MongoDB's WriteConflict: another writer holds what this one needs (see storage-errors.ts). */
+const WRITE_CONFLICT = 112;
 
 /**
  * Marks impressions that have at least one linked click, keeps each one's first click (earliest
@@ -438,7 +440,8 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
       .toArray();
     const again = stored.filter((d) => d.click_claim !== undefined || claimable(d, candidates.get(d.impression_id)!));
     if (again.length === 0) break;
-    if (attempt >= CLAIM_ATTEMPTS) throw new MongoServerError({ message: `impressions ${again.map((b) => b.impression_id).join(", ")} stayed claimed by other writers` });
+    // Contention, not a fault: WriteConflict, which callers treat as transient (UNAVAILABLE; a retry by event id is safe).
+    if (attempt >= CLAIM_ATTEMPTS) throw new MongoServerError({ message: `impressions ${again.map((b) => b.impression_id).join(", ")} stayed claimed by other writers`, code: WRITE_CONFLICT });
     for (const other of new Set(again.flatMap((d) => (d.click_claim === undefined ? [] : [d.click_claim])))) await countClicked(c, other);
     pending = again.map((d) => d.impression_id);
   }

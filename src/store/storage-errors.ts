@@ -18,6 +18,7 @@ const TRANSIENT_CODES = new Set([
   6, // HostUnreachable
   7, // HostNotFound
   89, // NetworkTimeout
+  112, // WriteConflict: another writer holds the document (also what a click claim raises when other writers keep it claimed)
   91, // ShutdownInProgress
   134, // ReadConcernMajorityNotAvailableYet
   189, // PrimarySteppedDown
