@@ -1,4 +1,5 @@
 import {
+  MongoBulkWriteError,
   MongoError,
   MongoNetworkError,
   MongoNotConnectedError,
@@ -39,6 +40,11 @@ const TRANSIENT_DRIVER_ERRORS = new Set(["MongoPoolClosedError", "MongoWaitQueue
  * it): worth waiting out. Callers see UNAVAILABLE, the code clients retry, and the writer spools.
  */
 export function isStorageUnreachable(error: unknown): boolean {
+  // A bulk write that lost its connection throws a MongoBulkWriteError (a MongoServerError
+  // without a code) that carries the driver's network error as its `errorResponse`: judge that.
+  if (error instanceof MongoBulkWriteError && error.errorResponse instanceof Error) {
+    return isStorageUnreachable(error.errorResponse);
+  }
   if (
     error instanceof MongoNetworkError ||
     error instanceof MongoServerSelectionError ||
