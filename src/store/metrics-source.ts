@@ -198,9 +198,18 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     arms: (f) => (fromStart(f), rawEvents.arms(f)),
     positions: (f, perVariant) => (fromStart(f), rawEvents.positions(f, perVariant)),
   };
+  // Reads of one filter object that overlap share one window read: a WatchMetrics snapshot asks
+  // for totals, ranks and latency (overall and per variant) of the same filter at once, and each
+  // would otherwise list the window's rollups and aggregate its raw edge hour again (five times
+  // the work of one GetCtr). Only while the read is in flight: a later call reads afresh.
+  const inFlight = new WeakMap<MetricsFilter, Promise<WindowAggregates>>();
   const window = (f: MetricsFilter): Promise<WindowAggregates> => {
+    const shared = inFlight.get(f);
+    if (shared !== undefined) return shared;
     for (const [from] of windowRanges(f.window.start.getTime(), f.window.until?.getTime()).raw) retention.require(new Date(from), "window-edge");
-    return rollups.window(f.window, f.variant, f);
+    const read = rollups.window(f.window, f.variant, f).finally(() => inFlight.delete(f));
+    inFlight.set(f, read);
+    return read;
   };
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
   return {
