@@ -724,13 +724,38 @@ export function windowRanges(start: number, end: number | undefined): { raw: Ran
 
 const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
 
+const MINUTE_MS = 60_000;
+/** An hour's raw events are cached by minute once the hour has been over this long (settled: late events are rare by then). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
+const EDGE_HOURS_CACHED = 64;
+/** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+
+/** A settled hour's events, per minute (0-59) and variant, and the versions of its rollups they match. */
+interface EdgeHour {
+  signature: string;
+  builtAt: number;
+  minutes: Promise<Map<number, Map<string, Part>>>;
+}
+
 /**
  * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
  * days are fetched once per process, and every read re-checks versions so a late event (or
  * another server's write) is never missed.
+ *
+ * A window's partial edge hours are raw events. A trailing window's start moves every call, so
+ * its edge hour used to be aggregated from the events on every read (at 3M events, most of a
+ * GetCtr's time). A settled hour's events are now aggregated once per minute of it and cached
+ * under the versions of that hour's rollups (any event written, flagged or repaired in the hour
+ * moves them): a read takes the whole minutes from the cache and only the partial minute at
+ * the window's start from the events.
  */
 export class RollupReader {
   private readonly cache = new Map<string, Decoded>();
+  private readonly edgeHours = new Map<string, EdgeHour>();
+  /** Settled hours aggregated by minute (cache misses), for tests and metrics. */
+  edgeHourBuilds = 0;
 
   constructor(
     private readonly c: Collections,
@@ -743,7 +768,7 @@ export class RollupReader {
     const grains = [...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })), ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter }))];
     const [versions, ...edges] = await Promise.all([
       grains.length === 0 ? [] : this.list({ $or: grains }, budget),
-      ...ranges.raw.map(([from, to]) => rawPart(this.c, new Date(from), new Date(to), variant, budget)),
+      ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget)),
     ]);
     await this.refresh(versions, budget);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
@@ -756,7 +781,7 @@ export class RollupReader {
       const d = this.cache.get(_id);
       if (d) addInto(into(d.v), d);
     }
-    for (const edge of edges) for (const [v, d] of edge) addInto(into(v), d);
+    for (const edge of edges) for (const part of edge) for (const [v, d] of part) addInto(into(v), d);
     for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
     return out;
   }
@@ -774,7 +799,7 @@ export class RollupReader {
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const [versions, edge] = await Promise.all([
       this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }, budget),
-      rawPart(this.c, start, new Date(hourEdge), variant, budget),
+      this.rawRange(start.getTime(), hourEdge, variant, budget),
     ]);
     await this.refresh(versions, budget);
     const out = starts.map(() => emptyAggregate());
@@ -796,7 +821,7 @@ export class RollupReader {
       if (d && k >= 0) addInto(out[k]!, d, false);
     }
     const first = bucketOf(start.getTime());
-    if (first >= 0) for (const d of edge.values()) addInto(out[first]!, d, false);
+    if (first >= 0) for (const part of edge) for (const d of part.values()) addInto(out[first]!, d, false);
     return out;
   }
 
@@ -837,6 +862,64 @@ export class RollupReader {
     return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
   }
 
+  /**
+   * The events of [from, to) per variant, as parts to add up: whole minutes of settled hours from
+   * the minute cache, the rest (partial minutes, recent hours) straight from the events.
+   */
+  private async rawRange(from: number, to: number, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>[]> {
+    const pieces: Promise<Map<string, Part> | Map<string, Part>[]>[] = [];
+    const raw = (a: number, b: number) => pieces.push(rawPart(this.c, new Date(a), new Date(b), variant, budget));
+    for (let cursor = from; cursor < to; ) {
+      const hour = floorTo(cursor, HOUR_MS);
+      const until = Math.min(hour + HOUR_MS, to);
+      const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
+      if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
+        if (cursor < firstMinute) raw(cursor, firstMinute);
+        pieces.push(this.settledMinutes(hour, (firstMinute - hour) / MINUTE_MS, (endMinute - hour) / MINUTE_MS, variant, budget));
+        if (endMinute < until) raw(endMinute, until);
+      } else raw(cursor, until);
+      cursor = until;
+    }
+    return (await Promise.all(pieces)).flat();
+  }
+
+  /** Minutes [first, end) of a settled hour, per variant, from the minute cache (built or rebuilt when the hour's rollup versions moved). */
+  private async settledMinutes(hour: number, first: number, end: number, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>[]> {
+    const key = `${hour}|${variant ?? ""}`;
+    // The versions first, then the events: a write that lands between the two moves the versions
+    // again later, so the cache can be behind the events only until the next read.
+    const listed = await this.list({ g: "h", t: new Date(hour), ...(variant === undefined ? {} : { v: variant }) }, budget);
+    const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
+    let cached = this.edgeHours.get(key);
+    let own = false;
+    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
+      own = true;
+      this.edgeHourBuilds++;
+      const minutes = rawSlices(this.c, new Date(hour), new Date(hour + HOUR_MS), MINUTE_MS, variant, budget);
+      cached = { signature, builtAt: Date.now(), minutes };
+      const entry = cached;
+      // A failed read (a deadline, an outage) is not kept.
+      minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
+      this.edgeHours.delete(key);
+      this.edgeHours.set(key, cached);
+      while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
+    }
+    let minutes: Map<number, Map<string, Part>>;
+    try {
+      minutes = await cached.minutes;
+    } catch (error) {
+      // Another call's read, stopped by that call's deadline: this call reads for itself.
+      if (own) throw error;
+      return this.settledMinutes(hour, first, end, variant, budget);
+    }
+    const out: Map<string, Part>[] = [];
+    for (let m = first; m < end; m++) {
+      const part = minutes.get(m);
+      if (part !== undefined) out.push(part);
+    }
+    return out;
+  }
+
   /** Brings the cache up to date with these documents' versions. */
   private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<void> {
     const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
@@ -855,14 +938,24 @@ export class RollupReader {
 
   clear(): void {
     this.cache.clear();
+    this.edgeHours.clear();
   }
 }
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
 async function rawPart(c: Collections, from: Date, to: Date, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>> {
-  const out = new Map<string, Part>();
+  return (await rawSlices(c, from, to, undefined, variant, budget)).get(0) ?? new Map<string, Part>();
+}
+
+/**
+ * Events of [from, to) per variant, in slices of `sliceMs` from `from` (slice k holds
+ * [from + k * sliceMs, from + (k + 1) * sliceMs)), or in one slice (0) without `sliceMs`.
+ */
+async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number | undefined, variant: string | undefined, budget: MaxTime): Promise<Map<number, Map<string, Part>>> {
+  const out = new Map<number, Map<string, Part>>();
   if (from.getTime() >= to.getTime()) return out;
   const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
+  const slice = sliceMs === undefined ? { $literal: 0 } : { $floor: { $divide: [{ $subtract: ["$timestamp", from] }, sliceMs] } };
   // At most an hour of events by time; left alone, the planner may prefer {variant: 1} and read
   // every event of the variant.
   const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
@@ -872,7 +965,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
         { $match: m },
         {
           $group: {
-            _id: { v: "$variant", u: "$user_id" },
+            _id: { k: slice, v: "$variant", u: "$user_id" },
             imp: { $sum: 1 },
             swc: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
             nr: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
@@ -886,11 +979,14 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
         },
       ], byTime)
       .toArray(),
-    c.clicks.aggregate([{ $match: m }, { $group: { _id: { v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
+    c.clicks.aggregate([{ $match: m }, { $group: { _id: { k: slice, v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
   const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)), timeLimit(budget).maxTimeMS);
-  const parts = new Map<string, { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, BucketRow> }>();
-  const entry = (v: string, user: string) => {
+  type Building = { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, BucketRow> };
+  const slices = new Map<number, Map<string, Building>>();
+  const entry = (k: number, v: string, user: string) => {
+    let parts = slices.get(k);
+    if (!parts) slices.set(k, (parts = new Map()));
     let e = parts.get(v);
     if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map() }, words: new Map(), buckets: new Map() }));
     const n = numbers.get(user)!;
@@ -902,7 +998,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
     return { e, sums };
   };
   for (const r of imps) {
-    const { e, sums } = entry(String(r._id.v), String(r._id.u));
+    const { e, sums } = entry(Number(r._id.k), String(r._id.v), String(r._id.u));
     const a = e.agg;
     a.imp += Number(r.imp);
     a.swc += Number(r.swc);
@@ -923,7 +1019,7 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
     sums[5]! += first.reciprocalRanks;
   }
   for (const r of clks) {
-    const { e, sums } = entry(String(r._id.v), String(r._id.u));
+    const { e, sums } = entry(Number(r._id.k), String(r._id.v), String(r._id.u));
     const n = Number(r.n);
     const rank = Number(r._id.r);
     e.agg.clk += n;
@@ -931,6 +1027,6 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
     e.agg.ranks.set(rank, (e.agg.ranks.get(rank) ?? 0) + n);
     sums[1]! += n;
   }
-  for (const [v, { agg, words, buckets }] of parts) out.set(v, { ...agg, users: sparseUsers(words), buckets: sparseBuckets(buckets) });
+  for (const [k, parts] of slices) out.set(k, new Map([...parts].map(([v, { agg, words, buckets }]) => [v, { ...agg, users: sparseUsers(words), buckets: sparseBuckets(buckets) }])));
   return out;
 }

@@ -1,13 +1,19 @@
 /**
  * Reads of one filter that overlap (a WatchMetrics snapshot asks five at once) share one window
- * read, and a read that starts after it finished sees what was written since.
+ * read, and a read that starts after it finished sees what was written since; a settled edge
+ * hour is cached by minute, and read again when an event lands in it.
  */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../src/core/window.js";
-import { fastMetrics } from "../../src/store/metrics-source.js";
+import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import { RollupReader, type WindowAggregates } from "../../src/store/rollups.js";
 import type { MetricsFilter } from "../../src/store/metrics-queries.js";
 import { startHarness, type Harness } from "../support/harness.js";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
 
 let h: Harness;
 beforeAll(async () => {
@@ -56,4 +62,37 @@ it("shares one window read among the overlapping reads of one filter, and reads 
   await h.client.logEvents({ events: [search(100, "b")] });
   expect((await metrics.totals(f)).overall.impressions).toBe(13);
   expect(reader.reads).toBe(7);
+});
+
+it("takes a settled edge hour's whole minutes from its cache, and reads the hour again once an event lands in it", async () => {
+  const c = h.server.store.collections;
+  const reader = new RollupReader(c);
+  const metrics = fastMetrics(c, reader);
+  const raw = rawMetrics(c);
+  // A trailing window whose start is 30.5 minutes into an hour that ended over an hour ago.
+  const hour = Math.floor((Date.now() - DAY - 3 * HOUR) / HOUR) * HOUR;
+  const now = new Date(hour + 30.5 * MINUTE + DAY);
+  const at = (ms: number) => timestampFromDate(new Date(hour + ms));
+  const edgeSearch = (id: string, ms: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: id, userId: `edge-${id}`, query: "q", variant, resultsCount: 4, responseTimeMs: 7, timestamp: at(ms) } } });
+  // Before the window, in the start's minute either side of it, in whole minutes, and the next hour.
+  const offsets = [10 * MINUTE, 30 * MINUTE + 10_000, 30 * MINUTE + 40_000, 45 * MINUTE, 60 * MINUTE - 1, 70 * MINUTE];
+  await h.client.logEvents({ events: offsets.map((ms, i) => edgeSearch(`e${i}`, ms, i % 2 === 0 ? "a" : "b")) });
+  const same = async (f: MetricsFilter) => {
+    const [fast, reference] = await Promise.all([metrics.totals(f), raw.totals(f)]);
+    expect(fast).toEqual(reference);
+    return fast.overall;
+  };
+  const window = (movedMs = 0): MetricsFilter => ({ window: timeWindow(1, new Date(now.getTime() + movedMs)) });
+  const first = await same(window());
+  expect(reader.edgeHourBuilds).toBe(1);
+  // The start moves on by a minute and a half: still the same hour, read from the cache.
+  await same(window(90_000));
+  expect(reader.edgeHourBuilds).toBe(1);
+  // A late event in a cached minute moves the hour's versions: read again, and counted.
+  await h.client.logEvents({ events: [edgeSearch("late", 50 * MINUTE, "b")] });
+  expect((await same(window())).impressions).toBe(first.impressions + 1);
+  expect(reader.edgeHourBuilds).toBe(2);
+  // Another variant filter is another entry.
+  await same({ ...window(), variant: "b" });
+  expect(reader.edgeHourBuilds).toBe(3);
 });
