@@ -10,7 +10,7 @@ import { createLogger } from "../../src/server/logger.js";
 import { startServer } from "../../src/server/server.js";
 import { startEmbeddedMongo } from "../../src/store/embedded-engine.js";
 import { startHarness, type Harness } from "../support/harness.js";
-import { rawUnary } from "../support/raw-call.js";
+import { rawUnary, useHarnessWithRawClient } from "../support/raw-call.js";
 
 const CHECK = "/grpc.health.v1.Health/Check";
 
@@ -19,25 +19,16 @@ async function check(client: grpc.Client, service: string): Promise<Serving> {
   return fromBinary(HealthCheckResponseSchema, bytes).status;
 }
 
-let h: Harness;
-let raw: grpc.Client;
-beforeAll(async () => {
-  h = await startHarness();
-  raw = new grpc.Client(h.server.address, grpc.credentials.createInsecure());
-});
-afterAll(async () => {
-  raw.close();
-  await h.close();
-});
+const suite = useHarnessWithRawClient();
 
 describe("grpc.health.v1.Health", () => {
   it("reports SERVING for the server and for ClickAnalytics while storage is reachable", async () => {
-    expect(await check(raw, "")).toBe(Serving.SERVING);
-    expect(await check(raw, "clickanalytics.v1.ClickAnalytics")).toBe(Serving.SERVING);
+    expect(await check(suite.raw, "")).toBe(Serving.SERVING);
+    expect(await check(suite.raw, "clickanalytics.v1.ClickAnalytics")).toBe(Serving.SERVING);
   });
 
   it("answers NOT_FOUND for an unknown service", async () => {
-    const error = (await check(raw, "no.such.Service").catch((e: unknown) => e)) as ServiceError;
+    const error = (await check(suite.raw, "no.such.Service").catch((e: unknown) => e)) as ServiceError;
     expect(error.code).toBe(grpc.status.NOT_FOUND);
   });
 

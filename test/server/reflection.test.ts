@@ -3,22 +3,13 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { descriptors, reflect, registryOf } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
-import { rawUnary } from "../support/raw-call.js";
+import { rawUnary, useHarnessWithRawClient } from "../support/raw-call.js";
 
-let h: Harness;
-let raw: grpc.Client;
-beforeAll(async () => {
-  h = await startHarness();
-  raw = new grpc.Client(h.server.address, grpc.credentials.createInsecure());
-});
-afterAll(async () => {
-  raw.close();
-  await h.close();
-});
+const suite = useHarnessWithRawClient();
 
 describe("server reflection", () => {
   it.each(["v1", "v1alpha"] as const)("%s lists the services (grpcurl list)", async (version) => {
-    const res = await reflect(raw, version, { case: "listServices", value: "" });
+    const res = await reflect(suite.raw, version, { case: "listServices", value: "" });
     expect(res.messageResponse.case).toBe("listServicesResponse");
     const names = res.messageResponse.case === "listServicesResponse" ? res.messageResponse.value.service.map((s) => s.name) : [];
     expect(names).toEqual(
@@ -27,7 +18,7 @@ describe("server reflection", () => {
   });
 
   it("describes the service with its imports and fully-qualified types (grpcurl describe)", async () => {
-    const files = descriptors(await reflect(raw, "v1", { case: "fileContainingSymbol", value: "clickanalytics.v1.ClickAnalytics" }));
+    const files = descriptors(await reflect(suite.raw, "v1", { case: "fileContainingSymbol", value: "clickanalytics.v1.ClickAnalytics" }));
     const main = files.find((f) => f.name === "clickanalytics/v1/click_analytics.proto");
     expect(main?.dependency).toEqual(["google/protobuf/timestamp.proto"]);
     expect(files.map((f) => f.name)).toContain("google/protobuf/timestamp.proto");
@@ -46,17 +37,17 @@ describe("server reflection", () => {
 
   it("resolves methods and messages by symbol, and files by name", async () => {
     for (const symbol of ["clickanalytics.v1.ClickAnalytics.LogClick", "clickanalytics.v1.LogClickRequest", "clickanalytics.v1.ClickSource", "google.protobuf.Timestamp"]) {
-      expect(descriptors(await reflect(raw, "v1alpha", { case: "fileContainingSymbol", value: symbol })).length).toBeGreaterThan(0);
+      expect(descriptors(await reflect(suite.raw, "v1alpha", { case: "fileContainingSymbol", value: symbol })).length).toBeGreaterThan(0);
     }
-    const ts = descriptors(await reflect(raw, "v1", { case: "fileByFilename", value: "google/protobuf/timestamp.proto" }));
+    const ts = descriptors(await reflect(suite.raw, "v1", { case: "fileByFilename", value: "google/protobuf/timestamp.proto" }));
     expect(ts[0]?.package).toBe("google.protobuf");
-    const missing = await reflect(raw, "v1", { case: "fileContainingSymbol", value: "no.such.Thing" });
+    const missing = await reflect(suite.raw, "v1", { case: "fileContainingSymbol", value: "no.such.Thing" });
     expect(missing.messageResponse.case).toBe("errorResponse");
     expect(missing.messageResponse.value).toMatchObject({ errorCode: grpc.status.NOT_FOUND });
   });
 
   it("supports a JSON call with a Timestamp using only reflected descriptors (grpcurl -d)", async () => {
-    const registry = registryOf(descriptors(await reflect(raw, "v1", { case: "fileContainingSymbol", value: "clickanalytics.v1.ClickAnalytics" })));
+    const registry = registryOf(descriptors(await reflect(suite.raw, "v1", { case: "fileContainingSymbol", value: "clickanalytics.v1.ClickAnalytics" })));
     const method = registry.getService("clickanalytics.v1.ClickAnalytics")!.methods.find((m) => m.name === "LogClick")!;
     const when = new Date(Date.now() - 3_600_000).toISOString();
     const request = fromJson(
@@ -64,10 +55,10 @@ describe("server reflection", () => {
       { userId: "reflected", productId: "p-9", rank: 3, searchQuery: "red hat", variant: "search_v2", responseTimeMs: 12.5, source: "CLICK_SOURCE_SPONSORED", timestamp: when },
       { registry },
     );
-    const bytes = await rawUnary(raw, `/clickanalytics.v1.ClickAnalytics/LogClick`, toBinary(method.input, request));
+    const bytes = await rawUnary(suite.raw, `/clickanalytics.v1.ClickAnalytics/LogClick`, toBinary(method.input, request));
     const json = toJson(method.output, fromBinary(method.output, bytes), { registry }) as Record<string, unknown>;
     expect(json).toMatchObject({ userId: "reflected", productId: "p-9", rank: 3, timestamp: when });
-    const stored = await h.server.store.collections.clicks.findOne({ user_id: "reflected" });
+    const stored = await suite.h.server.store.collections.clicks.findOne({ user_id: "reflected" });
     expect(stored).toMatchObject({ source: "SPONSORED", variant: "search_v2", timestamp: new Date(when) });
   });
 });

@@ -12,6 +12,7 @@ import { WatchMetricsRequestSchema, WatchMetricsResponseSchema, type WatchMetric
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type EventSchema, type ServiceError } from "../../src/client/index.js";
 import { ConfigError, configFromEnv } from "../../src/server/config.js";
 import { startHarness, type Harness } from "../support/harness.js";
+import { useHarnessWithRawClient } from "../support/raw-call.js";
 
 const WATCH = "/clickanalytics.v1.ClickAnalytics/WatchMetrics";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -204,26 +205,17 @@ describe("under load", () => {
 });
 
 describe("slow consumers", () => {
-  let h: Harness;
-  let raw: grpc.Client;
-  beforeAll(async () => {
-    h = await startHarness();
-    raw = new grpc.Client(h.server.address, grpc.credentials.createInsecure());
-  });
-  afterAll(async () => {
-    raw.close();
-    await h.close();
-  });
+  const suite = useHarnessWithRawClient();
 
   it("a stream that stops reading is not queued for: the server holds one snapshot, and the client gets the latest when it reads again", async () => {
     // 1,000 variants: each snapshot is ~50 KB, so HTTP/2 flow control holds the stream back
     // after a snapshot or two once the client stops reading.
-    await log(h, Array.from({ length: 1000 }, (_, i) => impression(`v${i}`)));
+    await log(suite.h, Array.from({ length: 1000 }, (_, i) => impression(`v${i}`)));
     const received: { at: number; snap: WatchMetricsResponse; bytes: number }[] = [];
     let status: grpc.StatusObject | undefined;
     let reading = true;
     // A raw grpc-js call: each startRead() asks for exactly one message.
-    const call = raw.getChannel().createCall(WATCH, Infinity, undefined, null, 0);
+    const call = suite.raw.getChannel().createCall(WATCH, Infinity, undefined, null, 0);
     call.start(new grpc.Metadata(), {
       onReceiveMetadata: () => undefined,
       onReceiveMessage: (bytes: Buffer) => {
@@ -240,13 +232,13 @@ describe("slow consumers", () => {
 
     reading = false;
     await sleep(1_000);
-    const stalled = { ...h.server.watch };
+    const stalled = { ...suite.h.server.watch };
     const heapBefore = process.memoryUsage().heapUsed;
     await sleep(10_000);
     // Written meanwhile: one more impression, which the snapshot the client gets next must show.
-    await log(h, [impression("v0")]);
+    await log(suite.h, [impression("v0")]);
     await sleep(1_500);
-    const after = { ...h.server.watch };
+    const after = { ...suite.h.server.watch };
     const heapAfter = process.memoryUsage().heapUsed;
     // ~11 ticks while stalled: the server handed over at most what fits in flight (flow-control
     // window, one write) and replaced the rest.
@@ -269,7 +261,7 @@ describe("slow consumers", () => {
     expect(latest.at - resumed).toBeLessThan(1_000);
     expect(Date.now() - timestampDate(latest.snap.timestamp!).getTime()).toBeLessThan(2_500);
     call.cancelWithStatus(grpc.status.CANCELLED, "done");
-    await eventually(() => expect(h.server.watch.streams).toBe(0));
+    await eventually(() => expect(suite.h.server.watch.streams).toBe(0));
   });
 });
 
