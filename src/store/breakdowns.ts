@@ -6,12 +6,15 @@ import { rawFirstClicks } from "./first-click-fields.js";
 import type { Collections } from "./documents.js";
 import type { QueryRow, TopQueriesOrder } from "../core/top-queries.js";
 import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { RESULTS_COUNT_CAP } from "./rollups.js";
 
 const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };
 
 /**
  * Per normalised query: searches and their outcomes from impressions, clicks and ranks from
- * clicks, in one $unionWith pipeline grouped by query.
+ * clicks, in one $unionWith pipeline grouped by query; and for COEC its searches per results_count
+ * (capped at RESULTS_COUNT_CAP) and its clicks from that rank on. Grouped by (query, capped count)
+ * first (clicks under a null count), then by query, each query pushing its counts.
  */
 function queryGroupStages(c: Collections, m: Document): Document[] {
   return [
@@ -20,26 +23,54 @@ function queryGroupStages(c: Collections, m: Document): Document[] {
           $project: {
             _id: 0,
             q: "$query_normalized",
+            k: { $min: ["$results_count", RESULTS_COUNT_CAP] },
             i: { $literal: 1 },
             c: { $literal: 0 },
             s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
             nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
             rk: { $literal: 0 },
+            x: { $literal: 0 },
           },
         },
-        { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: m }, { $project: { _id: 0, q: "$query_normalized", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank" } }] } },
-        { $group: { _id: "$q", searches: { $sum: "$i" }, clicks: { $sum: "$c" }, s: { $sum: "$s" }, noResults: { $sum: "$nr" }, rk: { $sum: "$rk" } } },
+        {
+          $unionWith: {
+            coll: c.clicks.collectionName,
+            pipeline: [
+              { $match: m },
+              { $project: { _id: 0, q: "$query_normalized", k: { $literal: null }, i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", x: { $cond: [{ $gte: ["$rank", RESULTS_COUNT_CAP] }, 1, 0] } } },
+            ],
+          },
+        },
+        { $group: { _id: { q: "$q", k: "$k" }, i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, x: { $sum: "$x" } } },
+        {
+          $group: {
+            _id: "$_id.q",
+            searches: { $sum: "$i" },
+            clicks: { $sum: "$c" },
+            s: { $sum: "$s" },
+            noResults: { $sum: "$nr" },
+            rk: { $sum: "$rk" },
+            x: { $sum: "$x" },
+            h: { $push: { k: "$_id.k", n: "$i" } },
+          },
+        },
   ];
 }
 
-const rowOf = (r: Document): QueryRow => ({
-  query: String(r._id),
-  searches: Number(r.searches),
-  clicks: Number(r.clicks),
-  searchesWithClicks: Number(r.s),
-  noResults: Number(r.noResults),
-  rankSum: Number(r.rk),
-});
+const rowOf = (r: Document): QueryRow => {
+  const resultsCounts = new Map<number, number>();
+  // Counts from 1: the clicks' null count, and searches without results (which show no rank), are no histogram entries.
+  for (const { k, n } of r.h as { k: unknown; n: unknown }[]) if (k !== null && k !== undefined && Number(k) > 0 && Number(n) > 0) resultsCounts.set(Number(k), Number(n));
+  return {
+    query: String(r._id),
+    searches: Number(r.searches),
+    clicks: Number(r.clicks),
+    searchesWithClicks: Number(r.s),
+    noResults: Number(r.noResults),
+    rankSum: Number(r.rk),
+    positions: { resultsCounts, clicksPastCap: Number(r.x) },
+  };
+};
 
 /**
  * The top queries straight from the events, sorted and cut in MongoDB so only `limit` rows leave
