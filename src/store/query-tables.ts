@@ -54,11 +54,10 @@ const HOUR_MS = 3_600_000;
  * clock skew ahead) may hold searches counted without them, so they are complete from the first
  * whole hour after that. Writers of the older version still running then are not foreseen.
  */
-export async function markQueryTables(c: Collections): Promise<void> {
+export async function markQueryTables(c: Collections, now = Date.now()): Promise<void> {
   const meta = metaCollection(c);
   const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
   if (recorded.size === 2) return;
-  const now = Date.now();
   const empty = (await c.impressions.countDocuments({}, { limit: 1 })) + (await c.clicks.countDocuments({}, { limit: 1 })) === 0;
   const record = (doc: QueryTablesMeta) =>
     meta.insertOne(doc).catch((error: { code?: number }) => {
