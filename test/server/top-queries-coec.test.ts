@@ -9,8 +9,8 @@
  * clicks at ranks up to 140, with a cluster in the trailing window's partial first hour: trailing
  * windows with and without a variant, an open-ended period (hourly tables, day tables, raw edge),
  * an explicit period (raw events); the same numbers from day tables stored by a reader, from a
- * cold cache, and with tables marked full (their hours read from raw events); and a database
- * whose tables predate the histograms.
+ * cold cache, and with tables marked full (their hours read from raw events); a database whose
+ * tables predate the histograms; and the README's worked example.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -289,5 +289,26 @@ describe("a database whose query tables predate the histograms", () => {
     // Reset empties the database: histograms from the beginning again.
     await h.server.store.reset();
     expect((await meta.findOne({ _id: HISTOGRAMS_META_ID }))?.from).toEqual(new Date(0));
+  });
+});
+
+describe("the README's worked example", () => {
+  it("gives shoes 6/7 and boots 1.5, with a variant too", async () => {
+    const w = await startHarness();
+    try {
+      const at = timestampFromDate(new Date(Date.now() - HOUR));
+      const search = (id: string, query: string, variant: string, resultsCount: number): EventInit => ({ kind: { case: "impression", value: { eventId: id, impressionId: id, userId: "u", query, variant, resultsCount, responseTimeMs: 10, timestamp: at } } });
+      const click = (id: string, query: string, variant: string, rank: number): EventInit => ({ kind: { case: "click", value: { eventId: `${id}-c`, impressionId: id, userId: "u", productId: "p", rank, searchQuery: query, variant, responseTimeMs: 10, timestamp: at } } });
+      await w.client.logEvents({
+        events: [search("S1", "shoes", "search_v1", 3), search("S2", "shoes", "search_v1", 3), search("S3", "boots", "search_v2", 1), search("S4", "boots", "search_v2", 0), click("S1", "shoes", "search_v1", 0), click("S2", "shoes", "search_v1", 2), click("S3", "boots", "search_v2", 0)],
+      });
+      const coec = async (variant = "") => Object.fromEntries((await w.client.getTopQueries({ days: 1, variant })).queries.map((q) => [q.query, q.coec]));
+      const all = await coec();
+      expect(all.shoes).toBeCloseTo(6 / 7, 12);
+      expect(all.boots).toBeCloseTo(1.5, 12);
+      expect(await coec("search_v2")).toEqual({ boots: all.boots });
+    } finally {
+      await w.close();
+    }
   });
 });
