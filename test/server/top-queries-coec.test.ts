@@ -91,6 +91,17 @@ beforeAll(async () => {
     clicks.push(click);
     events.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: "u", productId: "p", rank: click.rank, searchQuery: click.query, variant: click.variant, responseTimeMs: 10, timestamp: timestampFromDate(new Date(click.t)) } } });
   }
+  // A rare query: three searches (5, 120 and no results) and two clicks, one past rank 100.
+  for (const [i, resultsCount] of [5, 120, 0].entries()) {
+    const imp: Impression = { query: "rare", variant: "search_v1", resultsCount, t: now - 2 * DAY - i * HOUR };
+    impressions.push(imp);
+    events.push({ kind: { case: "impression", value: { eventId: `rare-${i}`, userId: "u", query: imp.query, variant: imp.variant, resultsCount, responseTimeMs: 10, timestamp: timestampFromDate(new Date(imp.t)) } } });
+  }
+  for (const [i, rank] of [1, 110].entries()) {
+    const click: Click = { query: "rare", variant: "search_v1", rank, t: now - 2 * DAY - i * HOUR };
+    clicks.push(click);
+    events.push({ kind: { case: "click", value: { eventId: `rare-c${i}`, userId: "u", productId: "p", rank, searchQuery: click.query, variant: click.variant, responseTimeMs: 10, timestamp: timestampFromDate(new Date(click.t)) } } });
+  }
   for (const imp of impressions) if (imp.query === "no results") imp.resultsCount = 0;
   for (const e of events) if (e.kind?.case === "impression" && e.kind.value.query === "no results") e.kind.value.resultsCount = 0;
   for (let i = 0; i < events.length; i += 1000) {
