@@ -10,7 +10,8 @@
  *   estimator of the position's own pull is the pooled per-rank CTR above. COEC = clicks /
  *   expected clicks: 1 is what the positions alone predict, above 1 more clicks than its
  *   positions explain. Ranks from RESULTS_COUNT_CAP on are left out of both (their exposure is
- *   not kept exactly).
+ *   not kept exactly). Per variant (GetVariantComparison: clicksOverExpected) and per query
+ *   (GetTopQueries: groupCoec), always against the pooled CTRs of all variants.
  */
 
 /** Searches that showed each rank r < cap: those with results_count > r. `resultsCounts` maps a (capped) count to searches. */

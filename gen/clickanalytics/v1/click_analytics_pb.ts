@@ -1753,7 +1753,8 @@ export type QueryStats = Message<"clickanalytics.v1.QueryStats"> & {
    * without a variant); clicks are the query's clicks at ranks below 100. 1 is what its
    * positions alone predict. Unset when nothing is expected, and for every query when the window
    * starts before the database kept per-query result counts: a database that already held events
-   * when a server of this version first opened it keeps them from the next whole hour on.
+   * when a server of this version first opened it keeps them from the first whole hour starting
+   * more than 5 minutes (the allowed clock skew) after that.
    *
    * @generated from field: optional double coec = 8;
    */
