@@ -10,7 +10,8 @@
  *   estimator of the position's own pull is the pooled per-rank CTR above. COEC = clicks /
  *   expected clicks: 1 is what the positions alone predict, above 1 more clicks than its
  *   positions explain. Ranks from RESULTS_COUNT_CAP on are left out of both (their exposure is
- *   not kept exactly).
+ *   not kept exactly). Per variant (GetVariantComparison: clicksOverExpected) and per query
+ *   (GetTopQueries: groupCoec), always against the pooled CTRs of all variants.
  */
 
 /** Searches that showed each rank r < cap: those with results_count > r. `resultsCounts` maps a (capped) count to searches. */
@@ -29,13 +30,41 @@ export function ctrByRank(clicksByRank: ReadonlyMap<number, number>, shown: read
   return out;
 }
 
-/** Clicks over the clicks `pooled` per-rank CTRs expect for these searches; undefined when nothing is expected. */
-export function clicksOverExpected(clicksByRank: ReadonlyMap<number, number>, shown: readonly number[], pooled: ReadonlyMap<number, number>): number | undefined {
+/** The clicks `pooled` per-rank CTRs expect of searches that showed rank r `shown[r]` times. */
+export function expectedClicks(shown: readonly number[], pooled: ReadonlyMap<number, number>): number {
   let expected = 0;
-  let clicks = 0;
   shown.forEach((searches, rank) => {
     expected += searches * (pooled.get(rank) ?? 0);
-    clicks += clicksByRank.get(rank) ?? 0;
   });
+  return expected;
+}
+
+/** Clicks over the clicks `pooled` per-rank CTRs expect for these searches; undefined when nothing is expected. */
+export function clicksOverExpected(clicksByRank: ReadonlyMap<number, number>, shown: readonly number[], pooled: ReadonlyMap<number, number>): number | undefined {
+  const expected = expectedClicks(shown, pooled);
+  let clicks = 0;
+  for (let rank = 0; rank < shown.length; rank++) clicks += clicksByRank.get(rank) ?? 0;
   return expected > 0 ? clicks / expected : undefined;
+}
+
+/**
+ * COEC of many groups of searches against the same pooled per-rank CTRs (GetTopQueries: one per
+ * query), each group known by its searches per (capped) results_count and its clicks at ranks
+ * below `cap`. A search with k results expects what one search showing ranks 0..min(k, cap)-1
+ * expects (expectedClicks of searchesShowingRank), worked out once per distinct k; a group's
+ * expected clicks are the sum over its searches. The same quantity as clicksOverExpected of the
+ * group's searches, summed in another order (equal to rounding).
+ */
+export function groupCoec(pooled: ReadonlyMap<number, number>, cap: number): (clicksBelowCap: number, resultsCounts: ReadonlyMap<number, number>) => number | undefined {
+  const perSearch = new Map<number, number>();
+  const expectedOfOne = (count: number): number => {
+    let e = perSearch.get(count);
+    if (e === undefined) perSearch.set(count, (e = expectedClicks(searchesShowingRank(new Map([[count, 1]]), cap), pooled)));
+    return e;
+  };
+  return (clicksBelowCap, resultsCounts) => {
+    let expected = 0;
+    for (const [count, searches] of resultsCounts) expected += searches * expectedOfOne(count);
+    return expected > 0 ? clicksBelowCap / expected : undefined;
+  };
 }

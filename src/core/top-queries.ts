@@ -9,6 +9,15 @@ export interface QueryRow {
   searchesWithClicks: number;
   noResults: number;
   rankSum: number;
+  /** What the query's COEC needs (core/position-bias.ts); absent where the stored counts lack it (see query-tables.ts). */
+  positions?: QueryPositions | undefined;
+}
+
+export interface QueryPositions {
+  /** Searches by results_count capped at RESULTS_COUNT_CAP, counts from 1 (a search without results shows no rank). */
+  resultsCounts: Map<number, number>;
+  /** Clicks at ranks from RESULTS_COUNT_CAP on (left out of COEC). */
+  clicksPastCap: number;
 }
 
 /** Binary (UTF-8 byte) order, which is code point order: MongoDB's order for strings. */

@@ -11,7 +11,7 @@ import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
 import { InterleavingTally } from "../core/interleaving.js";
-import { ctrByRank, searchesShowingRank } from "../core/position-bias.js";
+import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { forEachInterleaved } from "../store/interleaving.js";
 import { ctrFields, firstClickFields } from "./ctr-fields.js";
@@ -220,7 +220,10 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
       const [order, limit] = [topQueriesOrder(req.orderBy), queryLimit(req.limit)];
       await requireComplete();
-      const rows = await metrics.topQueries(filter, order, limit);
+      // COEC's expected click rate per rank: the window's, over all variants (as GetRankMetrics without a variant).
+      const [rows, positions] = await Promise.all([metrics.topQueries(filter, order, limit), metrics.positions(withBudget({ window: filter.window }, ctx), false)]);
+      const pooled = positions.get("");
+      const coec = groupCoec(ctrByRank(pooled?.clicksByRank ?? new Map(), searchesShowingRank(pooled?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP)), RESULTS_COUNT_CAP);
       return {
         periodDays: filter.window.days,
         queries: rows.map((q) => ({
@@ -231,6 +234,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
           searchCtr: ratio(q.searchesWithClicks, q.searches),
           avgClickRank: ratio(q.rankSum, q.clicks),
           noResults: count(q.noResults),
+          coec: q.positions && coec(q.clicks - q.positions.clicksPastCap, q.positions.resultsCounts),
         })),
       };
     },

@@ -245,9 +245,15 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
         firstClicks: firstClicksOf(a),
       }));
     },
-    topQueries(f, order, limit) {
+    async topQueries(f, order, limit) {
       // Query tables answer trailing windows; a period with an explicit end is read from the events.
-      return f.userId !== undefined || f.window.until !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit);
+      const [rows, histogramsFrom] = await Promise.all([
+        f.userId !== undefined || f.window.until !== undefined ? raw.topQueries(f, order, limit) : queryTables.top(f, order, limit),
+        queryTables.histogramsFrom(f),
+      ]);
+      // A window reaching back before the tables kept what COEC needs has none, whichever path
+      // answered (the events would have it): the answer does not depend on the path.
+      return f.window.start.getTime() < histogramsFrom.getTime() ? rows.map((row) => ({ ...row, positions: undefined })) : rows;
     },
     async positions(f, perVariant) {
       if (f.userId !== undefined) return raw.positions(f, perVariant);

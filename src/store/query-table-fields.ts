@@ -3,10 +3,77 @@
  * every normalised query's counters, two levels deep (`qt.<bucket>.<query>.<counter>`) so that an
  * update finds a query by scanning one bucket of a few dozen names rather than thousands.
  */
-/** Counters per query: impressions (searches), clicks, searches with clicks, no-result searches, rank sum. */
-export type QueryCounter = "i" | "c" | "s" | "n" | "r";
+import type { QueryRow } from "../core/top-queries.js";
+/**
+ * Counters per query: impressions (searches), clicks, searches with clicks, no-result searches,
+ * rank sum, and clicks at ranks from RESULTS_COUNT_CAP on (rollups.ts; absent while none).
+ */
+export type QueryCounter = "i" | "c" | "s" | "n" | "r" | "x";
 
 export type QueryCounts = Record<QueryCounter, number>;
+
+/**
+ * The searches of a query with k results, k capped at RESULTS_COUNT_CAP, from 1 (searches
+ * without results are `n`): `h<k>`, one field per count met, for position-debiased CTR (COEC).
+ * Tables written before these existed lack them (see query-tables.ts, markQueryTables).
+ */
+export type HistogramCounter = `h${number}`;
+
+/** A query's counters as stored and incremented: the letters above and its `h<k>` fields. */
+export type StoredQueryCounts = Partial<QueryCounts> & { [count: HistogramCounter]: number };
+
+const histogramCounters: HistogramCounter[] = [];
+/** `h<k>` for a capped results count k (built once per k). */
+export const histogramCounter = (cappedCount: number): HistogramCounter => (cappedCount >= 0 && cappedCount < 128 ? (histogramCounters[cappedCount] ??= `h${cappedCount}`) : `h${cappedCount}`);
+
+/**
+ * A query's counters as read: the histogram as its own record (count -> searches), shared with
+ * the table it was read from until an addition copies it (see addQueryEntry).
+ */
+export interface QueryEntry extends QueryCounts {
+  h: Readonly<Record<string, number>> | undefined;
+}
+
+/** Adds `from` into `into` (whose histogram may be a cached table's: it is replaced, never changed). */
+export function addQueryEntry(into: QueryEntry, from: QueryEntry): void {
+  into.i += from.i;
+  into.c += from.c;
+  into.s += from.s;
+  into.n += from.n;
+  into.r += from.r;
+  into.x += from.x;
+  if (from.h === undefined) return;
+  if (into.h === undefined) into.h = from.h;
+  else {
+    const h: Record<string, number> = { ...into.h };
+    for (const k in from.h) h[k] = (h[k] ?? 0) + from.h[k]!;
+    into.h = h;
+  }
+}
+
+/** A row's counts as a table entry (raw-event rows merged with tables). */
+export function entryOfRow(row: QueryRow): QueryEntry {
+  const p = row.positions;
+  return {
+    i: row.searches,
+    c: row.clicks,
+    s: row.searchesWithClicks,
+    n: row.noResults,
+    r: row.rankSum,
+    x: p?.clicksPastCap ?? 0,
+    h: p === undefined || p.resultsCounts.size === 0 ? undefined : Object.fromEntries(p.resultsCounts),
+  };
+}
+
+/** A table entry as a row, with its positions (a new map: rows leave the tables' caches). */
+export function rowOfEntry(query: string, n: QueryEntry): QueryRow {
+  const resultsCounts = new Map<number, number>();
+  for (const k in n.h) resultsCounts.set(Number(k), n.h[k]!);
+  return { ...rowCounts(query, n), positions: { resultsCounts, clicksPastCap: n.x } };
+}
+
+/** A table entry as a row without positions (cheap: for ranking every query of a window). */
+export const rowCounts = (query: string, n: QueryEntry): QueryRow => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r });
 
 export const QUERY_BUCKETS = 256;
 
@@ -52,19 +119,25 @@ export function queryFieldPrefix(query: string): string {
 }
 
 /** The counters of a stored table, by query. */
-export function decodeQueryTable(qt: Record<string, Record<string, Partial<QueryCounts>>> | undefined): Map<string, QueryCounts> {
-  const out = new Map<string, QueryCounts>();
+export function decodeQueryTable(qt: Record<string, Record<string, StoredQueryCounts>> | undefined): Map<string, QueryEntry> {
+  const out = new Map<string, QueryEntry>();
   for (const bucket of Object.values(qt ?? {})) {
     for (const [key, n] of Object.entries(bucket)) {
-      out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0) });
+      let h: Record<string, number> | undefined;
+      for (const counter in n) if (counter.charCodeAt(0) === 0x68 /* h */) (h ??= {})[counter.slice(1)] = Number(n[counter as HistogramCounter]);
+      out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0), x: Number(n.x ?? 0), h });
     }
   }
   return out;
 }
 
 /** The stored form of counters by query (the inverse of decodeQueryTable). */
-export function encodeQueryTable(counts: ReadonlyMap<string, QueryCounts>): Record<string, Record<string, QueryCounts>> {
-  const qt: Record<string, Record<string, QueryCounts>> = {};
-  for (const [query, n] of counts) (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = n;
+export function encodeQueryTable(counts: ReadonlyMap<string, QueryEntry>): Record<string, Record<string, StoredQueryCounts>> {
+  const qt: Record<string, Record<string, StoredQueryCounts>> = {};
+  for (const [query, { h, x, ...n }] of counts) {
+    const stored: StoredQueryCounts = x === 0 ? n : { ...n, x };
+    for (const k in h) stored[histogramCounter(Number(k))] = h[k]!;
+    (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = stored;
+  }
   return qt;
 }

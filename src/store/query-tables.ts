@@ -11,49 +11,70 @@
  * the raw events of its hour.
  *
  * Tables are complete only in a database that has had them from its first event: one created
- * by an older version (events but no tables) keeps answering from the raw events.
+ * by an older version (events but no tables) keeps answering from the raw events. Likewise each
+ * query's searches per results_count and clicks past the cap (COEC's inputs) are there only from
+ * the hour recorded when a server of this version first opened the database (markQueryTables).
  */
-import type { Document } from "mongodb";
 import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
 import type { Collections } from "./documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
-import { decodeQueryTable, encodeQueryTable, type QueryCounts } from "./query-table-fields.js";
+import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "./query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
+import { LIMITS } from "../core/events.js";
 import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */
 const META_ID = "meta|query-tables";
+/** Says from when every query table holds its queries' searches per results_count (`h<k>`) and clicks past the cap (`x`). */
+export const HISTOGRAMS_META_ID = "meta|query-histograms";
 
 interface QueryTablesMeta {
   _id: string;
   g: "meta";
-  complete: boolean;
+  /** META_ID: every stored event is in the tables. */
+  complete?: boolean;
+  /** HISTOGRAMS_META_ID: tables of hours from this one on hold the histograms of all their events. */
+  from?: Date;
   at: Date;
 }
 
 const metaCollection = (c: Collections) => c.db.collection<QueryTablesMeta>(rollupCollection(c).collectionName);
 
+const HOUR_MS = 3_600_000;
+
 /**
  * At open: a database without events gets query tables from its first event on, so they are
  * complete; one that already has events without the record was written by an older version,
  * and its tables never will be. The first server to record either wins.
+ *
+ * The same for the tables' histograms (COEC's inputs, query-table-fields.ts): a database without
+ * events has them from the beginning; in one with events, the tables of this hour (and of the
+ * next, which a writer of the older version may have reached with an event up to the allowed
+ * clock skew ahead) may hold searches counted without them, so they are complete from the first
+ * whole hour after that. Writers of the older version still running then are not foreseen.
  */
-export async function markQueryTables(c: Collections): Promise<void> {
+export async function markQueryTables(c: Collections, now = Date.now()): Promise<void> {
   const meta = metaCollection(c);
-  if ((await meta.countDocuments({ _id: META_ID }, { limit: 1 })) > 0) return;
+  const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+  if (recorded.size === 2) return;
   const empty = (await c.impressions.countDocuments({}, { limit: 1 })) + (await c.clicks.countDocuments({}, { limit: 1 })) === 0;
-  await meta.insertOne({ _id: META_ID, g: "meta", complete: empty, at: new Date() }).catch((error: { code?: number }) => {
-    if (error.code !== 11000) throw error;
-  });
+  const record = (doc: QueryTablesMeta) =>
+    meta.insertOne(doc).catch((error: { code?: number }) => {
+      if (error.code !== 11000) throw error;
+    });
+  if (!recorded.has(META_ID)) await record({ _id: META_ID, g: "meta", complete: empty, at: new Date(now) });
+  if (!recorded.has(HISTOGRAMS_META_ID)) {
+    const from = empty ? 0 : Math.floor((now + LIMITS.maxFutureSkewMs) / HOUR_MS) * HOUR_MS + HOUR_MS;
+    await record({ _id: HISTOGRAMS_META_ID, g: "meta", from: new Date(from), at: new Date(now) });
+  }
 }
 
-const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 /** A day is compacted once it has been over this long: late events are rarer by then. */
 const DAY_SETTLED_MS = HOUR_MS;
 
-type Counts = Map<string, QueryCounts>;
+type Counts = Map<string, QueryEntry>;
 
 /** One hourly table as the version query lists it. */
 interface HourRef {
@@ -88,18 +109,12 @@ interface DayGroup {
   store: boolean;
 }
 
-/** Adds `from` into `into`, copying counters (never aliasing a cached table's). */
+/** Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry). */
 function mergeCounts(into: Counts, from: Counts): void {
   for (const [query, n] of from) {
     const sum = into.get(query);
     if (sum === undefined) into.set(query, { ...n });
-    else {
-      sum.i += n.i;
-      sum.c += n.c;
-      sum.s += n.s;
-      sum.n += n.n;
-      sum.r += n.r;
-    }
+    else addQueryEntry(sum, n);
   }
 }
 
@@ -150,6 +165,11 @@ export class QueryTableReader {
   private readonly windows: TableCache;
   /** Once true, it stays so (Reset empties the database and records it complete again). */
   private complete = false;
+  /**
+   * From when the tables hold histograms, once read: the record only ever moves earlier (a Reset
+   * records the beginning), so a remembered one is at worst too late, never too early.
+   */
+  private histogramsSince: Date | undefined;
 
   constructor(
     private readonly c: Collections,
@@ -206,12 +226,24 @@ export class QueryTableReader {
       fullHours.push(...table.fullHours);
     }
     const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
-    for (const rows of rawRows) mergeCounts(merged, new Map(rows.map((r) => [r.query, { i: r.searches, c: r.clicks, s: r.searchesWithClicks, n: r.noResults, r: r.rankSum }])));
+    for (const rows of rawRows) mergeCounts(merged, new Map(rows.map((r) => [r.query, entryOfRow(r)])));
+    // Ranked without positions; only the rows returned get theirs.
     return topRows(
-      Array.from(merged, ([query, n]) => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r })),
+      Array.from(merged, ([query, n]) => rowCounts(query, n)),
       order,
       limit,
-    );
+    ).map((row) => rowOfEntry(row.query, merged.get(row.query)!));
+  }
+
+  /**
+   * From when every query table holds its queries' histograms (see markQueryTables): a window
+   * starting earlier has no COEC per query. Without a record (none has been made yet), never.
+   */
+  async histogramsFrom(budget: MetricsFilter): Promise<Date> {
+    if (this.histogramsSince !== undefined) return this.histogramsSince;
+    const meta = await metaCollection(this.c).findOne({ _id: HISTOGRAMS_META_ID }, { projection: { from: 1 }, ...timeLimit(budget) });
+    if (meta?.from === undefined) return new Date(8.64e15);
+    return (this.histogramsSince = meta.from);
   }
 
   private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {
@@ -315,6 +347,7 @@ export class QueryTableReader {
   }
 
   clear(): void {
+    this.histogramsSince = undefined;
     this.hours.clear();
     this.days.clear();
     this.windows.clear();

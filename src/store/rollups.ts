@@ -24,7 +24,7 @@ import type { ClickDocument, Collections, ImpressionDocument } from "./documents
 import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
 import { keyIn, keyIs } from "./indexes.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
-import { queryFieldPrefix, type QueryCounts } from "./query-table-fields.js";
+import { histogramCounter, queryFieldPrefix, type StoredQueryCounts } from "./query-table-fields.js";
 import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
 
 /** What is left of a read's deadline (see MetricsFilter.maxTimeMS): every query of the read gets it. */
@@ -82,7 +82,7 @@ export interface RollupDocument {
   /** Markers of the last APPLIED_KEEP batches counted here, newest last (see RollupDelta.apply). */
   ap?: string[];
   /** Query tables: query -> counters, in buckets (see query-table-fields.ts). */
-  qt?: Record<string, Record<string, Partial<QueryCounts>>>;
+  qt?: Record<string, Record<string, StoredQueryCounts>>;
   /** A query table that outgrew its limit: no longer updated, its period read from raw events instead. */
   full?: boolean;
 }
@@ -193,13 +193,13 @@ class RollupDelta {
   }
 
   /** The query's counters in its hour's query table. */
-  private eachQuery(timestamp: Date, variant: string, query: string, counts: Partial<QueryCounts>): void {
+  private eachQuery(timestamp: Date, variant: string, query: string, counts: StoredQueryCounts): void {
     this.each(
       timestamp,
       variant,
       (d) => {
         const prefix = queryFieldPrefix(query);
-        for (const [counter, n] of Object.entries(counts) as [keyof QueryCounts, number][]) if (n !== 0) add(d.inc, prefix + counter, n);
+        for (const [counter, n] of Object.entries(counts)) if (n !== 0) add(d.inc, prefix + counter, n);
       },
       true,
     );
@@ -217,7 +217,7 @@ class RollupDelta {
       add(d.inc, perBucket, 1);
       d.bits[user.field] = (d.bits[user.field] ?? 0) | user.bit;
     });
-    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank });
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank, x: e.rank >= RESULTS_COUNT_CAP ? 1 : 0 });
   }
 
   addImpression(
@@ -230,9 +230,11 @@ class RollupDelta {
     // Stored clicked: its click came in the same batch (a later click is counted when it flags it).
     const swc = e.clicked_on_insert === true ? 1 : 0;
     const bucket = userBucket(e.user_id);
-    const resultsCount = resultsCountField(Math.min(e.results_count, RESULTS_COUNT_CAP));
+    const shown = Math.min(e.results_count, RESULTS_COUNT_CAP);
+    const resultsCount = resultsCountField(shown);
     const latency = latencyField(latencyBucket(ms));
-    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0, s: swc });
+    // h0 would repeat n: a search without results shows no rank.
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { i: 1, n: e.results_count === 0 ? 1 : 0, s: swc, [histogramCounter(shown)]: shown > 0 ? 1 : 0 });
     this.each(e.timestamp, e.variant, (d) => {
       d.inc.imp = (d.inc.imp ?? 0) + 1;
       add(d.inc, resultsCount, 1);

@@ -235,8 +235,12 @@ describe("top-queries", () => {
     const r = await cli(["top-queries", "--address", address]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Top queries by searches: last 30 days, all variants\n/);
-    // 400 searches: "blue shoes" every 2nd, the others every 4th; clicks 50 / 25 / 25.
-    expect(r.stdout).toMatch(/^1 +blue shoes +200 +\d+ +[\d.]+% +[\d.]+% +[\d.]+ +\d+$/m);
+    expect(r.stdout).toMatch(/^# +query +searches +clicks +CTR +search CTR +avg rank +no results +COEC$/m);
+    // 400 searches: "blue shoes" every 2nd, the others every 4th; clicks 50 / 25 / 25. COEC as the
+    // server computed it, to two places.
+    const coec = (await h.client.getTopQueries({ days: 30 })).queries.find((q) => q.query === "blue shoes")!.coec!;
+    expect(coec).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(new RegExp(`^1 +blue shoes +200 +\\d+ +[\\d.]+% +[\\d.]+% +[\\d.]+ +\\d+ +${coec.toFixed(2).replace(".", "\\.")}$`, "m"));
     expect(r.stdout).toMatch(/^[23] +red dress +100 /m);
     expect(r.stdout).toMatch(/^[23] +shoes, \\"red\\" +100 /m);
 
@@ -245,6 +249,7 @@ describe("top-queries", () => {
     const expected = toJson(GetTopQueriesResponseSchema, await h.client.getTopQueries({ days: 30, variant: "search_v2", limit: 2, orderBy: 2 }));
     expect(JSON.parse(json.stdout)).toEqual(expected);
     expect((JSON.parse(json.stdout) as { queries: unknown[] }).queries).toHaveLength(2);
+    expect((JSON.parse(json.stdout) as { queries: { coec?: unknown }[] }).queries[0]!.coec).toBeTypeOf("number");
 
     const bad = await cli(["top-queries", "--address", address, "--order-by", "popularity"]);
     expect(bad.code).toBe(64);

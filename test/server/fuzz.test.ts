@@ -52,6 +52,7 @@ import {
   type Event,
   type EventResult,
   type GetInterleavingResultResponse,
+  type GetTopQueriesResponse,
   type LogClickRequest,
   type LogImpressionRequest,
   type ServiceError,
@@ -273,6 +274,8 @@ type KeyKind = "click" | "impImpression";
 const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impImpression: new Set() };
 /** Which call stored a key, for failure messages. */
 const storedBy = new Map<string, string>();
+/** GetTopQueries answers checked, how many exactly (no event where the window's start may be), and rows with a COEC checked. */
+const topQueriesStats = { answers: 0, exact: 0, coec: 0 };
 /** GetInterleavingResult answers checked, and how many of them had searches with credited clicks. */
 const interleavingStats = { answers: 0, decided: 0 };
 /** How often the key oracle judged a keyed event, and how often it had to ask MongoDB. */
@@ -622,7 +625,7 @@ const inits = {
     },
     { requiredKeys: [] },
   ),
-  getTopQueries: fc.record({ days, variant: optionalVariant, limit: int32, orderBy: enumValue(4) }, { requiredKeys: [] }),
+  getTopQueries: fc.tuple(windowInit, fc.record({ variant: optionalVariant, limit: int32, orderBy: enumValue(4) }, { requiredKeys: [] })).map(([window, rest]) => ({ ...window, ...rest })),
   getTimeSeries: fc.record(
     {
       days,
@@ -994,11 +997,12 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
       return;
     }
     case "getTopQueries": {
-      const r = request as { days: number; variant: string; limit: number; orderBy: number };
+      const r = request as TopQueriesRequest;
       expectCode(label, o, [Status.OK, Status.INVALID_ARGUMENT]);
-      const broken = [...daysRule(r.days), ...variantRule("variant", r.variant, true), ...(r.limit >= 0 && r.limit <= 1000 ? [] : ["limit"]), ...(r.orderBy >= 0 && r.orderBy <= 4 ? [] : ["order_by"])];
-      expectVerdict(label, verdict(broken), o);
-      if (o.code === Status.OK) expect((o.value as { queries: unknown[] }).queries.length, label).toBeLessThanOrEqual(r.limit === 0 ? 10 : r.limit);
+      const window = windowRule(r, now);
+      const broken = [...window.broken, ...variantRule("variant", r.variant, true), ...(r.limit >= 0 && r.limit <= 1000 ? [] : ["limit"]), ...(r.orderBy >= 0 && r.orderBy <= 4 ? [] : ["order_by"])];
+      expectVerdict(label, verdict(broken, window.maybe), o);
+      if (o.code === Status.OK) await expectTopQueries(label, r, o.value as GetTopQueriesResponse, t);
       return;
     }
     case "getTimeSeries": {
@@ -1105,6 +1109,77 @@ async function expectInterleaving(label: string, r: { days: number; startTime?: 
   expect(res.preferred, label).toBe(!res.significant ? "" : res.delta!.value > 0 ? r.rankerA : r.rankerB);
 }
 
+type TopQueriesRequest = { days: number; startTime?: Timestamp; endTime?: Timestamp; variant: string; limit: number; orderBy: number };
+
+/**
+ * GetTopQueries against the stored events, computed here from the README's and the proto's
+ * definitions: per normalised query its searches, clicks and no-result searches in the window
+ * (and variant), and COEC = its clicks at ranks below 100 over the clicks expected of it, where
+ * each rank r < 100 its searches showed (results_count > r) expects the window's CTR of rank r
+ * over all variants (clicks at r / searches with results_count > r). Exact only when no stored
+ * event lies where a trailing window's start may be (between the call's start and end, `days`
+ * back): otherwise only the row count is checked.
+ */
+async function expectTopQueries(label: string, r: TopQueriesRequest, res: GetTopQueriesResponse, t: Timing): Promise<void> {
+  const limit = r.limit === 0 ? 10 : r.limit;
+  expect(res.queries.length, label).toBeLessThanOrEqual(limit);
+  topQueriesStats.answers++;
+  const c = h.server.store.collections;
+  const CAP = 100;
+  const span = windowDays(r.days) * DAY_MS;
+  const start = r.startTime === undefined ? t.before - span : timestampDate(r.startTime).getTime();
+  // A trailing window's events up to this instant may or may not be in it.
+  const unsure = r.startTime === undefined ? t.after - span : start - 1;
+  const m = { timestamp: { $gte: new Date(start), ...(r.endTime === undefined ? {} : { $lt: timestampDate(r.endTime) }) } };
+  const edge = { $sum: { $cond: [{ $lte: ["$timestamp", new Date(unsure)] }, 1, 0] } };
+  const [searches, clicks] = await Promise.all([
+    c.impressions.aggregate<{ _id: { v: string; q: string; n: number }; n: number; edge: number }>([{ $match: m }, { $group: { _id: { v: "$variant", q: "$query_normalized", n: "$results_count" }, n: { $sum: 1 }, edge } }]).toArray(),
+    c.clicks.aggregate<{ _id: { v: string; q: string; r: number }; n: number; edge: number }>([{ $match: m }, { $group: { _id: { v: "$variant", q: "$query_normalized", r: "$rank" }, n: { $sum: 1 }, edge } }]).toArray(),
+  ]);
+  if ([...searches, ...clicks].some((g) => g.edge > 0)) return;
+  topQueriesStats.exact++;
+  const shown = new Array<number>(CAP).fill(0);
+  const clicked = new Array<number>(CAP).fill(0);
+  const rows = new Map<string, { searches: number; clicks: number; noResults: number; shown: number[]; clicksBelowCap: number }>();
+  const row = (q: string) => {
+    let e = rows.get(q);
+    if (!e) rows.set(q, (e = { searches: 0, clicks: 0, noResults: 0, shown: new Array<number>(CAP).fill(0), clicksBelowCap: 0 }));
+    return e;
+  };
+  const inVariant = (v: string) => r.variant === "" || v === r.variant;
+  for (const { _id, n } of searches) {
+    const ranks = Math.min(Number(_id.n), CAP);
+    for (let k = 0; k < ranks; k++) shown[k]! += n;
+    if (!inVariant(_id.v)) continue;
+    const e = row(_id.q);
+    e.searches += n;
+    if (Number(_id.n) === 0) e.noResults += n;
+    for (let k = 0; k < ranks; k++) e.shown[k]! += n;
+  }
+  for (const { _id, n } of clicks) {
+    const rank = Number(_id.r);
+    if (rank < CAP) clicked[rank]! += n;
+    if (!inVariant(_id.v)) continue;
+    const e = row(_id.q);
+    e.clicks += n;
+    if (rank < CAP) e.clicksBelowCap += n;
+  }
+  const ctr = shown.map((n, k) => (n > 0 ? clicked[k]! / n : 0));
+  expect(res.queries.length, label).toBe(Math.min(limit, rows.size));
+  for (const q of res.queries) {
+    const want = rows.get(q.query);
+    expect(want, `${label}: ${JSON.stringify(q.query)} is no query of the window`).toBeDefined();
+    expect([Number(q.searches), Number(q.clicks), Number(q.noResults)], `${label} ${JSON.stringify(q.query)}`).toEqual([want!.searches, want!.clicks, want!.noResults]);
+    const expected = want!.shown.reduce((sum, n, k) => sum + n * ctr[k]!, 0);
+    if (expected === 0) expect(q.coec, `${label} ${JSON.stringify(q.query)}: nothing expected`).toBeUndefined();
+    else {
+      const coec = want!.clicksBelowCap / expected;
+      expect(Math.abs((q.coec ?? NaN) - coec) <= 1e-12 * coec, `${label} ${JSON.stringify(q.query)}: coec ${q.coec} vs ${coec}`).toBe(true);
+      topQueriesStats.coec++;
+    }
+  }
+}
+
 const isWrite = (rpc: Rpc) => rpc === "logClick" || rpc === "logImpression" || rpc === "logEvents" || rpc === "streamEvents" || rpc === "reset";
 
 // ---------------------------------------------------------------------------------------------
@@ -1193,7 +1268,7 @@ class ReadWriteLock {
 const lock = new ReadWriteLock();
 /** Collection counts after the last write (writes run one at a time). */
 let known: Counts | undefined;
-const COUNTED_READS = new Set<Rpc>(["getCtr", "getRankMetrics", "getResponseTimeMetrics", "getUserSummary", "getInterleavingResult"]);
+const COUNTED_READS = new Set<Rpc>(["getCtr", "getRankMetrics", "getResponseTimeMetrics", "getUserSummary", "getInterleavingResult", "getTopQueries"]);
 
 type LockMode = "write" | "read" | "none";
 const lockMode = (rpc: Rpc): LockMode => (isWrite(rpc) ? "write" : COUNTED_READS.has(rpc) ? "read" : "none");
@@ -1668,6 +1743,9 @@ describe("fuzzing every RPC", () => {
     // GetInterleavingResult was checked on searches whose clicks credit a ranker, not only on empty answers.
     console.log(`fuzz: GetInterleavingResult answers checked: ${interleavingStats.answers}, ${interleavingStats.decided} with credited clicks`);
     if (TOTAL_RUNS >= 1_000) expect(interleavingStats.decided, "interleaving answers with credited clicks").toBeGreaterThan(0);
+    // GetTopQueries was checked exactly, COEC included, not only on empty answers.
+    console.log(`fuzz: GetTopQueries answers checked: ${topQueriesStats.answers}, ${topQueriesStats.exact} exactly, ${topQueriesStats.coec} rows with a COEC`);
+    if (TOTAL_RUNS >= 1_000) expect(topQueriesStats.coec, "top-query rows with a COEC checked").toBeGreaterThan(0);
     console.log(`fuzz: ${typedCount + rawCount} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (test process CPU ${((used.user + used.system) / 1e6).toFixed(1)} s); outcomes: ${[...codesSeen].sort().map(([k, n]) => `${k}=${n}`).join(", ")}`);
 
     // Still serving, and still right.

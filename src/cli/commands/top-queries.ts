@@ -26,7 +26,10 @@ type OrderName = keyof typeof ORDERS;
 export const TOP_QUERIES_USAGE = `usage: click-analytics top-queries [flags]
 
 The most searched queries (normalised: trimmed, case-folded, white space collapsed) with their
-clicks, CTR, search CTR, average clicked rank and searches without results (GetTopQueries).
+clicks, CTR, search CTR, average clicked rank, searches without results and COEC, the
+position-debiased CTR: clicks over the clicks the window's CTR per rank expects of the ranks
+their searches showed (1: as their positions predict; n/a when nothing is expected)
+(GetTopQueries).
 
 ${DAYS_HELP}
   --variant VARIANT       only this variant (default: all)
@@ -51,8 +54,9 @@ export function renderTopQueries(r: GetTopQueriesResponse, order: OrderName, var
       { header: "search CTR", align: "right" },
       { header: "avg rank", align: "right" },
       { header: "no results", align: "right" },
+      { header: "COEC", align: "right" },
     ],
-    r.queries.map((q, i) => [String(i + 1), JSON.stringify(q.query).slice(1, -1), integer(q.searches), integer(q.clicks), percent(q.ctr, 1), percent(q.searchCtr, 1), decimal(q.avgClickRank), integer(q.noResults)]),
+    r.queries.map((q, i) => [String(i + 1), JSON.stringify(q.query).slice(1, -1), integer(q.searches), integer(q.clicks), percent(q.ctr, 1), percent(q.searchCtr, 1), decimal(q.avgClickRank), integer(q.noResults), decimal(q.coec)]),
     style,
   )}`;
 }
