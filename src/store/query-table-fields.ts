@@ -27,48 +27,47 @@ const histogramCounters: HistogramCounter[] = [];
 export const histogramCounter = (cappedCount: number): HistogramCounter => (cappedCount >= 0 && cappedCount < 128 ? (histogramCounters[cappedCount] ??= `h${cappedCount}`) : `h${cappedCount}`);
 
 /**
- * A query's counters as read: the histogram as its own record (count -> searches), shared with
- * the table it was read from until an addition copies it (see addQueryEntry).
+ * A query's counters as read. Its histogram is packed as [count, searches, count, searches, ...]
+ * (a few numbers per query: decoded tables are cached by the hundred thousand entries), and only
+ * tables compacted from others carry merged ones: a window's merge drops them, and the rows it
+ * returns sum theirs from the tables it merged (see histogramOf).
  */
 export interface QueryEntry extends QueryCounts {
-  h: Readonly<Record<string, number>> | undefined;
+  h: readonly number[] | undefined;
 }
 
-/** Adds `from` into `into` (whose histogram may be a cached table's: it is replaced, never changed). */
-export function addQueryEntry(into: QueryEntry, from: QueryEntry): void {
+/** Adds `from` into `into` (whose histogram may be a cached table's: it is replaced, never changed); `histograms` false drops them. */
+export function addQueryEntry(into: QueryEntry, from: QueryEntry, histograms: boolean): void {
   into.i += from.i;
   into.c += from.c;
   into.s += from.s;
   into.n += from.n;
   into.r += from.r;
   into.x += from.x;
-  if (from.h === undefined) return;
-  if (into.h === undefined) into.h = from.h;
-  else {
-    const h: Record<string, number> = { ...into.h };
-    for (const k in from.h) h[k] = (h[k] ?? 0) + from.h[k]!;
-    into.h = h;
-  }
+  if (!histograms) into.h = undefined;
+  else if (from.h !== undefined) into.h = into.h === undefined ? from.h : packHistogram(addPacked(addPacked(new Map(), into.h), from.h));
 }
+
+/** Adds a packed histogram into a map (count -> searches). */
+export function addPacked(into: Map<number, number>, packed: readonly number[] | undefined): Map<number, number> {
+  if (packed !== undefined) for (let i = 0; i < packed.length; i += 2) into.set(packed[i]!, (into.get(packed[i]!) ?? 0) + packed[i + 1]!);
+  return into;
+}
+
+const packHistogram = (counts: ReadonlyMap<number, number>): number[] | undefined => (counts.size === 0 ? undefined : [...counts].flat());
 
 /** A row's counts as a table entry (raw-event rows merged with tables). */
 export function entryOfRow(row: QueryRow): QueryEntry {
   const p = row.positions;
-  return {
-    i: row.searches,
-    c: row.clicks,
-    s: row.searchesWithClicks,
-    n: row.noResults,
-    r: row.rankSum,
-    x: p?.clicksPastCap ?? 0,
-    h: p === undefined || p.resultsCounts.size === 0 ? undefined : Object.fromEntries(p.resultsCounts),
-  };
+  return { i: row.searches, c: row.clicks, s: row.searchesWithClicks, n: row.noResults, r: row.rankSum, x: p?.clicksPastCap ?? 0, h: p === undefined ? undefined : packHistogram(p.resultsCounts) };
 }
 
-/** A table entry as a row, with its positions (a new map: rows leave the tables' caches). */
-export function rowOfEntry(query: string, n: QueryEntry): QueryRow {
-  const resultsCounts = new Map<number, number>();
-  for (const k in n.h) resultsCounts.set(Number(k), n.h[k]!);
+/** A row with its positions: its clicks past the cap from its merged entry, its histogram summed from the tables merged into it. */
+export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[]): QueryRow {
+  const summed = new Map<number, number>();
+  for (const table of tables) addPacked(summed, table.get(query)?.h);
+  // By count: the COEC sum then runs in one order whichever tables answered (the same to the last bit).
+  const resultsCounts = new Map([...summed].sort((a, b) => a[0] - b[0]));
   return { ...rowCounts(query, n), positions: { resultsCounts, clicksPastCap: n.x } };
 }
 
@@ -123,8 +122,8 @@ export function decodeQueryTable(qt: Record<string, Record<string, StoredQueryCo
   const out = new Map<string, QueryEntry>();
   for (const bucket of Object.values(qt ?? {})) {
     for (const [key, n] of Object.entries(bucket)) {
-      let h: Record<string, number> | undefined;
-      for (const counter in n) if (counter.charCodeAt(0) === 0x68 /* h */) (h ??= {})[counter.slice(1)] = Number(n[counter as HistogramCounter]);
+      let h: number[] | undefined;
+      for (const counter in n) if (counter.charCodeAt(0) === 0x68 /* h */) (h ??= []).push(Number(counter.slice(1)), Number(n[counter as HistogramCounter]));
       out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0), x: Number(n.x ?? 0), h });
     }
   }
@@ -136,7 +135,7 @@ export function encodeQueryTable(counts: ReadonlyMap<string, QueryEntry>): Recor
   const qt: Record<string, Record<string, StoredQueryCounts>> = {};
   for (const [query, { h, x, ...n }] of counts) {
     const stored: StoredQueryCounts = x === 0 ? n : { ...n, x };
-    for (const k in h) stored[histogramCounter(Number(k))] = h[k]!;
+    if (h !== undefined) for (let i = 0; i < h.length; i += 2) stored[histogramCounter(h[i]!)] = h[i + 1]!;
     (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = stored;
   }
   return qt;

@@ -90,6 +90,8 @@ interface CachedTable {
   counts: Counts;
   /** Hours that are full: read from raw events instead. */
   fullHours: HourRef[];
+  /** A window's merge of day tables holds no histograms: these tables do (see rowOfEntry). */
+  parts?: readonly CachedTable[];
 }
 
 /** A compacted day table as stored. */
@@ -109,12 +111,16 @@ interface DayGroup {
   store: boolean;
 }
 
-/** Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry). */
-function mergeCounts(into: Counts, from: Counts): void {
+/**
+ * Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry).
+ * Histograms are merged only where `histograms` (a day compacted from its hours); a window's merge
+ * drops them.
+ */
+function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   for (const [query, n] of from) {
     const sum = into.get(query);
-    if (sum === undefined) into.set(query, { ...n });
-    else addQueryEntry(sum, n);
+    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined });
+    else addQueryEntry(sum, n, histograms);
   }
 }
 
@@ -222,17 +228,19 @@ export class QueryTableReader {
     const merged: Counts = new Map();
     const fullHours: HourRef[] = [];
     for (const table of [...hourTables, grouped]) {
-      mergeCounts(merged, table.counts);
+      mergeCounts(merged, table.counts, false);
       fullHours.push(...table.fullHours);
     }
     const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
-    for (const rows of rawRows) mergeCounts(merged, new Map(rows.map((r) => [r.query, entryOfRow(r)])));
-    // Ranked without positions; only the rows returned get theirs.
+    const rawTables = rawRows.map((rows) => new Map(rows.map((r) => [r.query, entryOfRow(r)])));
+    for (const table of rawTables) mergeCounts(merged, table, false);
+    // Ranked without positions; only the rows returned get theirs, summed from the tables merged.
+    const sources = [...hourTables, ...(grouped.parts ?? [grouped])].map((t) => t.counts).concat(rawTables);
     return topRows(
       Array.from(merged, ([query, n]) => rowCounts(query, n)),
       order,
       limit,
-    ).map((row) => rowOfEntry(row.query, merged.get(row.query)!));
+    ).map((row) => rowOfEntry(row.query, merged.get(row.query)!, sources));
   }
 
   /**
@@ -290,9 +298,9 @@ export class QueryTableReader {
     const sig = [...tables.keys()].map((key) => `${key}@${tables.get(key)!.sig}`).sort().join(";");
     const cached = this.windows.get(sig, sig);
     if (cached) return cached;
-    const merged: CachedTable = { sig, counts: new Map(), fullHours: [] };
+    const merged: CachedTable = { sig, counts: new Map(), fullHours: [], parts: [...tables.values()] };
     for (const table of tables.values()) {
-      mergeCounts(merged.counts, table.counts);
+      mergeCounts(merged.counts, table.counts, false);
       merged.fullHours.push(...table.fullHours);
     }
     this.windows.set(sig, merged);
@@ -330,7 +338,7 @@ export class QueryTableReader {
       const fullHours: HourRef[] = [];
       for (const hour of hours) {
         fullHours.push(...hour.fullHours);
-        mergeCounts(counts, hour.counts);
+        mergeCounts(counts, hour.counts, true);
       }
       // Versions read now may be newer than listed: then the signature is stale and the next read rebuilds.
       const table: CachedTable = { sig, counts, fullHours };
