@@ -203,12 +203,21 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
       () => "ended" as const,
       () => "ended" as const,
     );
-    for await (const batch of batches) {
-      if (!stream.write(create(streamMethod.input, batch))) {
-        if ((await Promise.race([once(stream, "drain").then(() => "drained" as const), ended])) === "ended") break;
+    // Each next batch is awaited against the call's end too: a source that goes quiet does not
+    // hold the caller once the server has ended the stream (e.g. its idle timeout).
+    const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : batches[Symbol.iterator]();
+    try {
+      for (;;) {
+        const next = await Promise.race([source.next(), ended]);
+        if (next === "ended" || next.done) break;
+        if (!stream.write(create(streamMethod.input, next.value))) {
+          if ((await Promise.race([once(stream, "drain").then(() => "drained" as const), ended])) === "ended") break;
+        }
       }
+    } finally {
+      stream.end();
+      void Promise.resolve(source.return?.()).catch(() => undefined);
     }
-    stream.end();
     return result;
   };
 

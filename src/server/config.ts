@@ -4,6 +4,8 @@ import { readFileSync } from "node:fs";
 import { ROLES, type AccessToken, type Role } from "./auth.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN } from "./watch.js";
+import { DEFAULT_PING_INTERVAL_MS, DEFAULT_PING_TIMEOUT_MS } from "../store/storage-watchdog.js";
+import { DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAMS_PER_CONNECTION } from "./grpc-adapter.js";
 
 export interface TlsConfig {
   /** PEM certificate chain the server presents. */
@@ -39,6 +41,12 @@ export interface EnvConfig {
   /** Concurrent WatchMetrics streams on this server, and per bearer token with access control on. */
   watchMaxStreams: number;
   watchMaxStreamsPerToken: number;
+  /** STORAGE_PING_INTERVAL_MS / STORAGE_PING_TIMEOUT_MS: the engine's watchdog. */
+  storagePingIntervalMs: number;
+  storagePingTimeoutMs: number;
+  /** STREAM_IDLE_TIMEOUT_MS and STREAMS_PER_CONNECTION: limits of StreamEvents calls. */
+  streamIdleTimeoutMs: number;
+  streamsPerConnection: number;
 }
 
 export class ConfigError extends Error {}
@@ -178,6 +186,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     watchMaxStreams: integer(env, "WATCH_MAX_STREAMS", DEFAULT_WATCH_MAX_STREAMS, 1, 1_000_000),
     watchMaxStreamsPerToken: integer(env, "WATCH_MAX_STREAMS_PER_TOKEN", DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, 1, 1_000_000),
     rawRetentionDays: integer(env, "RAW_RETENTION_DAYS", 0, 0, 36_500) || undefined,
+    storagePingIntervalMs: integer(env, "STORAGE_PING_INTERVAL_MS", DEFAULT_PING_INTERVAL_MS, 100, 60_000),
+    storagePingTimeoutMs: integer(env, "STORAGE_PING_TIMEOUT_MS", DEFAULT_PING_TIMEOUT_MS, 100, 600_000),
+    streamIdleTimeoutMs: integer(env, "STREAM_IDLE_TIMEOUT_MS", DEFAULT_STREAM_IDLE_TIMEOUT_MS, 1_000, 86_400_000),
+    streamsPerConnection: integer(env, "STREAMS_PER_CONNECTION", DEFAULT_STREAMS_PER_CONNECTION, 1, 100_000),
     ...metricsFromEnv(env),
   };
 }

@@ -8,7 +8,7 @@ import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { InvalidArgumentError } from "../core/errors.js";
+import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import { requestIdFrom, trackCall, withRequestId, type CallObserver } from "./call-tracking.js";
 import type { Logger } from "./logger.js";
 import { toServiceError } from "./status.js";
@@ -55,6 +55,23 @@ export interface AdapterOptions {
   observe?: CallObserver | undefined;
   /** Server-streaming methods (local names) written one message at a time: see writeAll. */
   oneInFlight?: ReadonlySet<string> | undefined;
+  /**
+   * Unary methods (local names) answered as soon as `race` gives up on their work, e.g. reads
+   * while the storage does not respond: a caller without a deadline is not left waiting.
+   */
+  failFast?: { methods: ReadonlySet<string>; race<T>(work: Promise<T>): Promise<T> } | undefined;
+  /** Client-streaming calls: ended when no message arrives for `idleMs`, and at most `perConnection` open on one connection. */
+  requestStreams?: RequestStreamLimits | undefined;
+}
+
+/** A request stream with no message for this long is ended (STREAM_IDLE_TIMEOUT_MS). */
+export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 60_000;
+/** Request streams open at once on one connection (STREAMS_PER_CONNECTION). */
+export const DEFAULT_STREAMS_PER_CONNECTION = 100;
+
+export interface RequestStreamLimits {
+  idleMs: number;
+  perConnection: number;
 }
 
 // grpc-js answers a request it cannot deserialize with INTERNAL; a client's garbage is not an
@@ -101,6 +118,58 @@ async function* decodedStream<T>(call: Readable): AsyncIterable<T> {
   for await (const message of call.iterator({ destroyOnReturn: false }) as AsyncIterable<T | Malformed>) yield checked(message);
 }
 
+/**
+ * The messages of a request stream, ended with DEADLINE_EXCEEDED when the client sends none for
+ * `idleMs` (time spent handling a message does not count): an idle stream would otherwise hold
+ * its slot, its HTTP/2 stream and its memory forever.
+ */
+async function* idleLimited<T>(messages: AsyncIterable<T>, idleMs: number, method: string): AsyncIterable<T> {
+  const it = messages[Symbol.asyncIterator]();
+  for (;;) {
+    const next = it.next();
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new DomainError("deadline_exceeded", `${method}: no message for ${idleMs} ms (STREAM_IDLE_TIMEOUT_MS), so the stream was ended; the messages before were written; open a new stream to send more`)),
+        idleMs,
+      );
+    });
+    let result: IteratorResult<T>;
+    try {
+      result = await Promise.race([next, idle]);
+    } catch (error) {
+      next.catch(() => undefined); // settles when the call ends
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (result.done) return;
+    yield result.value;
+  }
+}
+
+/**
+ * Open request streams per connection (by peer address): past the cap a new one is
+ * RESOURCE_EXHAUSTED at once, instead of waiting in the client for an HTTP/2 stream slot.
+ */
+class StreamSlots {
+  private readonly open = new Map<string, number>();
+
+  take(peer: string, cap: number, method: string): () => void {
+    const n = this.open.get(peer) ?? 0;
+    if (n >= cap) throw new DomainError("resource_exhausted", `${method}: ${cap} request streams are open on this connection already (STREAMS_PER_CONNECTION); end one or open another connection`);
+    this.open.set(peer, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.open.get(peer) ?? 1) - 1;
+      if (left > 0) this.open.set(peer, left);
+      else this.open.delete(peer);
+    };
+  }
+}
+
 /** Resolves when `signal` aborts (at once if it has), without leaving a listener behind otherwise. */
 function raceAbort(signal: AbortSignal, work: (settle: () => void) => void): Promise<void> {
   return new Promise((resolve) => {
@@ -139,6 +208,7 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
   const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
   const implementation: grpc.UntypedServiceImplementation = {};
   const handlers = impl as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const slots = new StreamSlots();
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
     definition[method.localName] = {
@@ -169,13 +239,15 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
       await options.guard?.(method, ctx);
     };
     switch (method.methodKind) {
-      case "unary":
+      case "unary": {
+        const race = options.failFast?.methods.has(method.localName) ? options.failFast.race.bind(options.failFast) : undefined;
         implementation[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call, path);
           const end = trackCall(call, ctx, options.observe, false);
           (async () => {
             await guarded(ctx);
-            const init = await handler(checked(call.request), ctx);
+            const work = handler(checked(call.request), ctx) as Promise<unknown>;
+            const init = await (race ? race(work) : work);
             return create(method.output, init as Init<DescMessage>);
           })().then(
             (response) => {
@@ -186,6 +258,7 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
           );
         };
         break;
+      }
       case "server_streaming":
         implementation[method.localName] = (call: grpc.ServerWritableStream<unknown, Shape<DescMessage>>) => {
           const ctx = contextOf(call, path);
@@ -206,11 +279,15 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
         implementation[method.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call, path);
           const end = trackCall(call, ctx, options.observe, false);
+          const limits = options.requestStreams;
+          let release: (() => void) | undefined;
           (async () => {
             await guarded(ctx);
-            const init = await handler(decodedStream(call), ctx);
+            release = limits ? slots.take(ctx.peer, limits.perConnection, method.name) : undefined;
+            const messages = decodedStream<unknown>(call);
+            const init = await handler(limits ? idleLimited(messages, limits.idleMs, method.name) : messages, ctx);
             return create(method.output, init as Init<DescMessage>);
-          })().then(
+          })().finally(() => release?.()).then(
             (response) => {
               end.ok();
               callback(null, response);

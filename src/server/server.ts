@@ -10,7 +10,7 @@ import { clickAnalyticsService, requireCountComplete } from "./click-analytics-s
 import { fastMetrics } from "../store/metrics-source.js";
 import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, WatchHub, type WatchStats } from "./watch.js";
 import type { TlsConfig } from "./config.js";
-import { grpcService, type AdapterOptions } from "./grpc-adapter.js";
+import { DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAMS_PER_CONNECTION, grpcService, type AdapterOptions } from "./grpc-adapter.js";
 import { HealthMonitor } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
 import { logCall, serveMetrics, ServerMetrics, type MetricsEndpoint } from "./observability.js";
@@ -55,7 +55,17 @@ export interface ServerConfig {
   watchMaxStreams?: number | undefined;
   /** The same per bearer token, when access control is on (default 500). */
   watchMaxStreamsPerToken?: number | undefined;
+  /** How often the engine is pinged (default 1 s), and how long an unanswered ping takes to mark it unresponsive (default 2.5 s). */
+  storagePingIntervalMs?: number | undefined;
+  storagePingTimeoutMs?: number | undefined;
+  /** StreamEvents with no message for this long is ended DEADLINE_EXCEEDED (default 60 s). */
+  streamIdleTimeoutMs?: number | undefined;
+  /** StreamEvents calls open at once on one connection; more are RESOURCE_EXHAUSTED (default 100). */
+  streamsPerConnection?: number | undefined;
 }
+
+/** The writes: answered from the spool when the engine stalls, never given up on by the adapter. */
+const WRITE_METHODS = new Set(["logClick", "logImpression", "logEvents"]);
 
 export interface RunningServer {
   readonly port: number;
@@ -85,6 +95,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     rollupRepairAfterMs: config.rollupRepairAfterMs,
     rawRetentionDays: config.rawRetentionDays,
     retentionSweepMs: config.retentionSweepMs,
+    watchdog: { intervalMs: config.storagePingIntervalMs, timeoutMs: config.storagePingTimeoutMs },
     writerEvents: {
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
@@ -96,6 +107,11 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   const health = new HealthMonitor([ClickAnalytics.typeName], () => store.isReachable(), config.healthIntervalMs);
+  // Health follows the watchdog at once, not at its next probe.
+  store.watchdog.onChange((responsive) => {
+    logger.warn({ responsive, pingTimeoutMs: store.watchdog.timeoutMs }, responsive ? "storage answers again" : "storage not responding: writes go to the spool, reads are UNAVAILABLE");
+    void health.check();
+  });
   const tokens = accessTokens(config);
   const watch = new WatchHub({
     store,
@@ -128,6 +144,12 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     observe,
     // A slow WatchMetrics client gets the latest snapshot when it reads again, not a backlog.
     oneInFlight: new Set(["watchMetrics"]),
+    // Reads (and Reset) are answered UNAVAILABLE as soon as the engine stops responding.
+    failFast: {
+      methods: new Set(ClickAnalytics.methods.filter((m) => m.methodKind === "unary" && !WRITE_METHODS.has(m.localName)).map((m) => m.localName)),
+      race: (work) => store.watchdog.race(work),
+    },
+    requestStreams: { idleMs: config.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS, perConnection: config.streamsPerConnection ?? DEFAULT_STREAMS_PER_CONNECTION },
   });
   add(Health, health.service());
   const index = new DescriptorIndex([ClickAnalytics, Health, ...reflectionServices]);

@@ -1,7 +1,7 @@
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
 import { MongoError, MongoServerError } from "mongodb";
 import { DomainError, type FailureKind } from "../core/errors.js";
-import { isStorageUnreachable } from "../store/storage-errors.js";
+import { storageFailure } from "../store/storage-errors.js";
 import type { Logger } from "./logger.js";
 
 const CODE_BY_KIND: Record<FailureKind, Status> = {
@@ -45,8 +45,6 @@ export function boundedDetails(details: string): string {
 
 /** MongoDB's "unrecognized time zone identifier" (e.g. $dateTrunc's timezone). */
 const UNKNOWN_TIME_ZONE = 40485;
-/** MongoDB stopped an operation at its maxTimeMS: the caller's deadline passed. */
-const MAX_TIME_EXPIRED = 50;
 
 /**
  * The one place anything thrown becomes a gRPC status. Errors that carry their own code keep it;
@@ -57,14 +55,15 @@ export function toServiceError(error: unknown, logger: Logger, method: string): 
   const make = (code: Status, details: string) => ({ code, details: boundedDetails(details), metadata: new Metadata() });
   if (error instanceof StatusError) return make(error.code, error.details);
   if (error instanceof DomainError) return make(CODE_BY_KIND[error.kind], error.message);
-  if (error instanceof MongoServerError && error.code === MAX_TIME_EXPIRED) return make(Status.DEADLINE_EXCEEDED, "deadline exceeded");
   if (error instanceof MongoServerError && error.code === UNKNOWN_TIME_ZONE) {
     // The only time zone that reaches MongoDB is GetTimeSeries' time_zone, checked against Node's
     // ICU first; but the two zone databases differ (ICU has zones newer than MongoDB's tzdata,
     // e.g. America/Coyhaique). The caller's choice, not an internal error.
     return make(Status.INVALID_ARGUMENT, 'time_zone: must be a canonical IANA time zone such as "Europe/Berlin" that the database knows');
   }
-  if (isStorageUnreachable(error)) {
+  const storage = storageFailure(error);
+  if (storage === "deadline_exceeded") return make(Status.DEADLINE_EXCEEDED, "deadline exceeded");
+  if (storage === "unavailable") {
     logger.warn({ method, err: String(error) }, "storage unavailable");
     return make(Status.UNAVAILABLE, "storage is unavailable, retry later");
   }

@@ -7,6 +7,7 @@ import { upgradeRollups } from "./rollup-upgrade.js";
 import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
+import { StorageWatchdog, type WatchdogOptions } from "./storage-watchdog.js";
 import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./writer-lease.js";
 import { DomainError } from "../core/errors.js";
 import { hasTtlMonitor, RawRetention, sweepExpired } from "./retention.js";
@@ -29,15 +30,8 @@ export interface StoreOptions {
   rawRetentionDays?: number | undefined;
   /** Where MongoDB runs no TTL monitor (the embedded engine), how often the service expires raw events itself (default 10 min). */
   retentionSweepMs?: number | undefined;
-}
-
-async function ping(db: Db): Promise<boolean> {
-  try {
-    await db.command({ ping: 1 });
-    return true;
-  } catch {
-    return false;
-  }
+  /** How often the engine is pinged, and how long an unanswered ping takes to mark it unresponsive. */
+  watchdog?: WatchdogOptions;
 }
 
 /** The MongoDB side of tracking: one client, the two event collections, and their writes. */
@@ -51,6 +45,9 @@ export class ClickStore {
     readonly lease: WriterLease,
     /** How long raw events are kept; reads that need older ones are refused (see retention.ts). */
     readonly retention: RawRetention,
+    /** Whether the engine answers; writes spool and reads fail fast while it does not. */
+    readonly watchdog: StorageWatchdog,
+    private readonly closeWatchdog: () => Promise<void>,
     private readonly sweeper?: NodeJS.Timeout,
   ) {
     this.rollups = new RollupReader(collections);
@@ -72,6 +69,7 @@ export class ClickStore {
     };
     const client = new MongoClient(options.uri, clientOptions);
     await client.connect();
+    const { watchdog, close: closeWatchdog } = StorageWatchdog.forUri(options.uri, options.watchdog);
     try {
       const db = client.db(options.dbName);
       const c = collections(db);
@@ -87,7 +85,8 @@ export class ClickStore {
         // MongoDB answers: batches of this writer that failed are settled now, not at its next write.
         void writer?.settleFailedBatches().catch(() => undefined);
       });
-      writer = new DurableWriter(c, spool, () => ping(db), options.writerEvents, options.rollupRepairAfterMs, undefined, lease);
+      writer = new DurableWriter(c, spool, () => watchdog.ping(), options.writerEvents, options.rollupRepairAfterMs, undefined, lease, watchdog);
+      watchdog.start();
       const finished = await finishDeadWriters(c, lease.run).catch((error: unknown) => {
         writer?.close();
         lease.stop();
@@ -102,8 +101,9 @@ export class ClickStore {
         sweeper = setInterval(sweep, options.retentionSweepMs ?? 600_000);
         sweeper.unref();
       }
-      return new ClickStore(client, db, c, writer, lease, retention, sweeper);
+      return new ClickStore(client, db, c, writer, lease, retention, watchdog, closeWatchdog, sweeper);
     } catch (error) {
+      await closeWatchdog();
       await client.close();
       throw error;
     }
@@ -147,6 +147,9 @@ export class ClickStore {
    * done, the read is UNAVAILABLE with the reason.
    */
   async countEverythingStored(): Promise<void> {
+    if (!this.watchdog.responsive) throw new DomainError("unavailable", `metrics are unavailable: the storage is not responding (no answer to a ping for ${this.watchdog.timeoutMs} ms); retry shortly`);
+    const abandoned = this.writer.abandonedWrites;
+    if (abandoned > 0) throw new DomainError("unavailable", `metrics are unavailable while ${abandoned} write(s) interrupted by the storage's stall finish; retry shortly`);
     try {
       await this.writer.settleFailedBatches();
       await finishDeadWriters(this.collections, this.lease.run);
@@ -157,13 +160,14 @@ export class ClickStore {
     }
   }
 
-  /** True when the server answers a ping. */
+  /** True when the engine answers a ping within the watchdog's timeout. */
   isReachable(): Promise<boolean> {
-    return ping(this.db);
+    return this.watchdog.ping();
   }
 
   async close(): Promise<void> {
     clearInterval(this.sweeper);
+    await this.closeWatchdog();
     this.writer.close();
     await this.lease.release();
     await this.client.close();

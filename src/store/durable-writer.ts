@@ -10,6 +10,7 @@ import { GroupCommit } from "./group-commit.js";
 import { repairRollups, settleBatch } from "./rollups.js";
 import type { Spool } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
+import type { StorageWatchdog } from "./storage-watchdog.js";
 import { dropOldLeases, finishDeadWriters, type WriterLease } from "./writer-lease.js";
 
 export interface WriterEvents {
@@ -50,6 +51,8 @@ export class DurableWriter {
     private readonly retryMs = 500,
     /** This run's lease; each batch's record names its run, so that others know when to finish it. */
     private readonly lease?: WriterLease,
+    /** Tells when the engine stops answering: writes then go to the spool at once (see write). */
+    private readonly watchdog?: StorageWatchdog,
   ) {
     this.group = new GroupCommit(async (items) => {
       // A retry of a failed batch's events is a duplicate of what that batch stored: settle it
@@ -65,12 +68,23 @@ export class DurableWriter {
       onBatch: (events, writes) => this.events.committed?.(events, writes),
     });
     if ((spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
+    this.stopWatching = watchdog?.onChange((responsive) => {
+      if (responsive) {
+        if ((this.spool?.pendingRecords ?? 0) > 0) this.scheduleDrain(0);
+      } else if (this.spool) {
+        this.storageDown = true;
+        this.scheduleDrain(this.retryMs);
+      }
+    });
     this.repairTimer = setInterval(() => void this.repair(), Math.max(1000, Math.min(repairAfterMs / 2, 30_000)));
     this.repairTimer.unref();
     void this.repair();
   }
 
   private readonly repairTimer: NodeJS.Timeout;
+  private readonly stopWatching: (() => void) | undefined;
+  /** Writes answered from the spool while their MongoDB write hung: still running, not yet counted. */
+  private abandoned = 0;
   private repairing: Promise<void> | undefined;
 
   /** Counts events whose writer died between writing them and counting them in the rollups. */
@@ -96,9 +110,18 @@ export class DurableWriter {
     return this.repairing;
   }
 
-  /** Events acknowledged but not yet in MongoDB. */
+  /** Batches acknowledged but not yet in MongoDB. */
   get pending(): number {
     return this.spool?.pendingRecords ?? 0;
+  }
+
+  /**
+   * MongoDB writes still running that were given up on when the engine stopped answering (their
+   * callers were answered from the spool, or UNAVAILABLE): until they end, what they stored may
+   * not be counted yet.
+   */
+  get abandonedWrites(): number {
+    return this.abandoned;
   }
 
   get spoolBytes(): number {
@@ -111,14 +134,38 @@ export class DurableWriter {
    * earlier event is settled, by event id, when they reach MongoDB.
    */
   async write(items: readonly WriteItem[]): Promise<Set<number>> {
-    if (this.spool && this.storageDown) return this.toSpool(items);
+    if (this.spool && (this.storageDown || this.watchdog?.responsive === false)) return this.toSpool(items);
     try {
-      return await this.group.write(items);
+      return await this.unlessUnresponsive(this.group.write(items));
     } catch (error) {
       if (!this.spool || !isStorageUnreachable(error)) throw error;
       this.storageDown = true;
       return this.toSpool(items);
     }
+  }
+
+  /**
+   * A write answered as soon as the engine is found unresponsive, not when its hung socket gives
+   * up: the caller is answered from the spool within the watchdog's timeout. The write itself goes
+   * on; whatever it stores is a duplicate of the spooled copy, recognised by event id.
+   */
+  private unlessUnresponsive<T>(work: Promise<T>): Promise<T> {
+    if (!this.watchdog) return work;
+    let settled = false;
+    void work.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    return this.watchdog.race(work).catch((error: unknown) => {
+      if (!settled) {
+        this.abandoned++;
+        void work.then(
+          () => this.abandoned--,
+          () => this.abandoned--,
+        );
+      }
+      throw error;
+    });
   }
 
   private toSpool(items: readonly WriteItem[]): Set<number> {
@@ -191,6 +238,7 @@ export class DurableWriter {
     this.closed = true;
     clearTimeout(this.timer);
     clearInterval(this.repairTimer);
+    this.stopWatching?.();
     this.spool?.close();
   }
 }

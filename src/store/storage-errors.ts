@@ -1,14 +1,10 @@
-import {
-  MongoBulkWriteError,
-  MongoError,
-  MongoNetworkError,
-  MongoNotConnectedError,
-  MongoServerClosedError,
-  MongoServerError,
-  MongoServerSelectionError,
-  MongoTopologyClosedError,
-  MongoWriteConcernError,
-} from "mongodb";
+/**
+ * What a failure raised while talking to MongoDB means for the caller. Judged from the other
+ * side: everything the driver or Node's sockets raise is "storage unavailable" unless it is known
+ * to be a refusal of our own command (a defect, INTERNAL) — an allow-list of outage shapes kept
+ * missing shapes (a socket written after the engine's FIN surfaced as INTERNAL under load).
+ */
+import { MongoAPIError, MongoBulkWriteError, MongoError, MongoParseError, MongoServerError, MongoWriteConcernError } from "mongodb";
 
 /**
  * Server codes of a MongoDB that is going away, coming back or not (yet) the primary: the
@@ -32,31 +28,85 @@ const TRANSIENT_CODES = new Set([
   13436, // NotPrimaryOrSecondary
 ]);
 
-/** Driver errors (not exported as classes) of a pool that was closed or could not hand out a connection in time. */
-const TRANSIENT_DRIVER_ERRORS = new Set(["MongoPoolClosedError", "MongoWaitQueueTimeoutError"]);
+/** Labels the server or the driver put on failures worth retrying. */
+const TRANSIENT_LABELS = ["RetryableWriteError", "ResetPool", "TransientTransactionError", "NetworkError", "SystemOverloadedError"];
 
 /**
- * MongoDB could not be reached, or could not take the operation for now (as opposed to refusing
- * it): worth waiting out. Callers see UNAVAILABLE, the code clients retry, and the writer spools.
+ * API errors the driver raises about a client, topology or server that is closed or not
+ * connected (during shutdown, or a topology torn down by an outage): the storage, not our call.
+ * Every other MongoAPIError (an invalid argument, a cursor reused) is a defect of ours.
  */
-export function isStorageUnreachable(error: unknown): boolean {
+const CLOSED_API_ERRORS = new Set(["MongoNotConnectedError", "MongoServerClosedError", "MongoTopologyClosedError", "MongoClientClosedError", "MongoExpiredSessionError"]);
+
+/**
+ * Node's codes for a connection that failed, was refused, reset, half-closed (EPIPE is what
+ * `Socket.writeAfterFIN` raises: "This socket has been ended by the other party") or destroyed.
+ */
+const NETWORK_SYSTEM_CODES = new Set([
+  "EPIPE",
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "ENETRESET",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_WRITE_AFTER_END",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_SOCKET_CLOSED",
+  "ERR_SOCKET_CLOSED_BEFORE_CONNECTION",
+  "ERR_SOCKET_CONNECTION_TIMEOUT",
+]);
+
+/** The engine has not answered a ping for the watchdog's timeout (see storage-watchdog.ts). */
+export class StorageUnresponsiveError extends Error {
+  constructor(timeoutMs: number) {
+    super(`storage is not responding (no answer to a ping for ${timeoutMs} ms)`);
+    this.name = "StorageUnresponsiveError";
+  }
+}
+
+/** MongoDB stopped an operation at its maxTimeMS: the caller's deadline passed. */
+export const MAX_TIME_EXPIRED = 50;
+
+export type StorageFailure = "unavailable" | "deadline_exceeded";
+
+/**
+ * "unavailable" when MongoDB could not be reached or could not take the operation for now
+ * (callers see UNAVAILABLE, the code clients retry, and the writer spools); "deadline_exceeded"
+ * when the engine stopped it at the caller's deadline; undefined for anything else (a refusal of
+ * our command, such as a duplicate key or a malformed pipeline, or an error of our own code).
+ */
+export function storageFailure(error: unknown, depth = 0): StorageFailure | undefined {
+  if (!(error instanceof Error) || depth > 4) return undefined;
+  if (error instanceof StorageUnresponsiveError) return "unavailable";
   // A bulk write that lost its connection throws a MongoBulkWriteError (a MongoServerError
-  // without a code) that carries the driver's network error as its `errorResponse`: judge that.
-  if (error instanceof MongoBulkWriteError && error.errorResponse instanceof Error) {
-    return isStorageUnreachable(error.errorResponse);
+  // without a code) that carries the driver's own error as its `errorResponse`: judge that.
+  if (error instanceof MongoBulkWriteError && error.errorResponse instanceof Error) return storageFailure(error.errorResponse, depth + 1);
+  if (error instanceof MongoError) {
+    if (TRANSIENT_LABELS.some((label) => error.hasErrorLabel(label))) return "unavailable";
+    if (error instanceof MongoServerError) {
+      const code = error instanceof MongoWriteConcernError ? Number(error.result?.writeConcernError?.code ?? error.code) : Number(error.code);
+      if (code === MAX_TIME_EXPIRED) return "deadline_exceeded";
+      return TRANSIENT_CODES.has(code) ? "unavailable" : undefined;
+    }
+    if (error instanceof MongoParseError) return undefined; // our configuration, not the engine
+    if (error instanceof MongoAPIError) return CLOSED_API_ERRORS.has(error.name) ? "unavailable" : storageFailure(error.cause, depth + 1);
+    // Network, pool (cleared, closed, wait-queue timeout), server selection, operation
+    // timeouts and the driver's runtime errors: the engine did not answer as it should.
+    return "unavailable";
   }
-  if (
-    error instanceof MongoNetworkError ||
-    error instanceof MongoServerSelectionError ||
-    error instanceof MongoNotConnectedError ||
-    error instanceof MongoTopologyClosedError ||
-    error instanceof MongoServerClosedError
-  ) {
-    return true;
-  }
-  if (!(error instanceof MongoError)) return false;
-  if (TRANSIENT_DRIVER_ERRORS.has(error.name)) return true;
-  if (error.hasErrorLabel("RetryableWriteError") || error.hasErrorLabel("ResetPool")) return true;
-  const code = error instanceof MongoWriteConcernError ? Number(error.result?.writeConcernError?.code ?? error.code) : Number(error.code);
-  return (error instanceof MongoServerError || error instanceof MongoWriteConcernError) && TRANSIENT_CODES.has(code);
+  const code = (error as NodeJS.ErrnoException).code;
+  if (typeof code === "string" && NETWORK_SYSTEM_CODES.has(code)) return "unavailable";
+  return storageFailure(error.cause, depth + 1);
+}
+
+/** MongoDB could not be reached, or could not take the operation for now: worth waiting out. */
+export function isStorageUnreachable(error: unknown): boolean {
+  return storageFailure(error) === "unavailable";
 }

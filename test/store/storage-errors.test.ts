@@ -1,26 +1,112 @@
-/** Which MongoDB failures the service treats as "retry later" (UNAVAILABLE) rather than a fault. */
-import { MongoBulkWriteError, MongoNetworkError, MongoServerError } from "mongodb";
-import { expect, it } from "vitest";
-import { isStorageUnreachable } from "../../src/store/storage-errors.js";
+/**
+ * Which failures the service treats as "retry later" (UNAVAILABLE), which as the caller's
+ * deadline, and which as a defect (INTERNAL). Each error is constructed as the driver or Node
+ * constructs it (the driver's sources are cited), and also judged through toServiceError, the one
+ * place a thrown error becomes a status.
+ */
+import { createRequire } from "node:module";
+import { status as Status } from "@grpc/grpc-js";
+import {
+  MongoBulkWriteError,
+  MongoClientClosedError,
+  MongoCursorInUseError,
+  MongoDecompressionError,
+  MongoExpiredSessionError,
+  MongoInvalidArgumentError,
+  MongoNetworkError,
+  MongoNetworkTimeoutError,
+  MongoNotConnectedError,
+  MongoOperationTimeoutError,
+  MongoParseError,
+  MongoServerClosedError,
+  MongoServerError,
+  MongoServerSelectionError,
+  MongoTopologyClosedError,
+  MongoUnexpectedServerResponseError,
+  MongoWriteConcernError,
+} from "mongodb";
+import { describe, expect, it } from "vitest";
+import { createLogger } from "../../src/server/logger.js";
+import { toServiceError } from "../../src/server/status.js";
+import { isStorageUnreachable, StorageUnresponsiveError, storageFailure } from "../../src/store/storage-errors.js";
 
-const server = (code?: number) => new MongoServerError({ message: "x", ...(code === undefined ? {} : { code }) });
+// The pool's errors are not exported from the package's entry; the driver raises them from here.
+const cmap = createRequire(import.meta.url)("mongodb/lib/cmap/errors.js") as Record<string, new (...args: unknown[]) => Error>;
+const pool = { address: "127.0.0.1:27017", serverGeneration: 3, options: {} };
 
-it("counts outages, shutdowns and write conflicts (a click claim other writers keep) as transient, and nothing else", () => {
-  expect(isStorageUnreachable(new MongoNetworkError("connection reset"))).toBe(true);
-  for (const code of [91, 11600, 10107, 112]) expect(isStorageUnreachable(server(code)), `code ${code}`).toBe(true);
-  for (const code of [11000, 2, undefined]) expect(isStorageUnreachable(server(code)), `code ${code}`).toBe(false);
-  expect(isStorageUnreachable(new Error("boom"))).toBe(false);
-});
+const server = (code?: number, labels?: string[]) => new MongoServerError({ message: "x", ...(code === undefined ? {} : { code }), ...(labels ? { errorLabels: labels } : {}) });
+/** As Node's net.Socket raises it when written after the peer's FIN (lib/net.js, writeAfterFIN). */
+const writeAfterFin = () => Object.assign(new Error("This socket has been ended by the other party"), { code: "EPIPE" });
+/** As libuv reports a reset connection (a system error with errno, code and syscall). */
+const systemError = (code: string, syscall = "read") => Object.assign(new Error(`${syscall} ${code}`), { errno: -104, code, syscall });
 
-// The driver wraps whatever a bulk write's command threw in a MongoBulkWriteError, exactly so
-// (mongodb/lib/bulk/common.js, executeCommands): "Error is a driver related error not a bulk op
-// error". A killed mongod during insertMany/bulkWrite reaches us this way, not as a network error.
-it("sees through a bulk write that lost its connection, but not through a bulk write the server refused", () => {
-  const result = {} as ConstructorParameters<typeof MongoBulkWriteError>[1];
-  const lostConnection = new MongoBulkWriteError(new MongoNetworkError("connection 51 to 127.0.0.1:33097 closed"), result);
-  expect(isStorageUnreachable(lostConnection)).toBe(true);
-  const duplicateKey = new MongoBulkWriteError({ message: "E11000 duplicate key", code: 11000, writeErrors: [] }, result);
-  expect(isStorageUnreachable(duplicateKey)).toBe(false);
-  const refusedByServer = new MongoBulkWriteError(server(2), result);
-  expect(isStorageUnreachable(refusedByServer)).toBe(false);
+const unavailable: [string, () => unknown][] = [
+  ["MongoNetworkError (connection closed)", () => new MongoNetworkError("connection 51 to 127.0.0.1:33097 closed")],
+  ["MongoNetworkTimeoutError (socket timeout)", () => new MongoNetworkTimeoutError("connection 3 to 127.0.0.1:27017 timed out")],
+  ["MongoPoolClearedError (cmap/errors.js)", () => new cmap.PoolClearedError!(pool)],
+  ["MongoPoolClearedOnNetworkError", () => new cmap.PoolClearedOnNetworkError!(pool)],
+  ["MongoPoolClosedError", () => new cmap.PoolClosedError!(pool)],
+  ["MongoWaitQueueTimeoutError", () => new cmap.WaitQueueTimeoutError!("Timed out while checking out a connection from connection pool", "127.0.0.1:27017")],
+  ["MongoServerSelectionError", () => new MongoServerSelectionError("Server selection timed out after 2000 ms", { type: "Unknown", servers: new Map(), error: null } as never)],
+  ["MongoTopologyClosedError", () => new MongoTopologyClosedError()],
+  ["MongoNotConnectedError", () => new MongoNotConnectedError("Client must be connected before running operations")],
+  ["MongoServerClosedError", () => new MongoServerClosedError()],
+  ["MongoClientClosedError", () => new MongoClientClosedError()],
+  ["MongoExpiredSessionError", () => new MongoExpiredSessionError()],
+  ["MongoOperationTimeoutError (CSOT)", () => new MongoOperationTimeoutError("Timed out during server selection")],
+  ["MongoUnexpectedServerResponseError", () => new MongoUnexpectedServerResponseError("Unexpected response")],
+  ["MongoDecompressionError", () => new MongoDecompressionError("bad zlib stream")],
+  ["a bulk write that lost its connection (bulk/common.js wraps the driver error)", () => new MongoBulkWriteError(new MongoNetworkError("closed"), {} as never)],
+  ["a bulk write that lost its connection with a socket error", () => new MongoBulkWriteError(writeAfterFin() as never, {} as never)],
+  ["Socket.writeAfterFIN: EPIPE 'This socket has been ended by the other party'", writeAfterFin],
+  ["ECONNRESET", () => systemError("ECONNRESET")],
+  ["ECONNREFUSED", () => systemError("ECONNREFUSED", "connect")],
+  ["EPIPE from write", () => systemError("EPIPE", "write")],
+  ["ETIMEDOUT", () => systemError("ETIMEDOUT", "connect")],
+  ["ERR_STREAM_DESTROYED", () => Object.assign(new Error("Cannot call write after a stream was destroyed"), { code: "ERR_STREAM_DESTROYED" })],
+  ["ERR_SOCKET_CLOSED", () => Object.assign(new Error("Socket is closed"), { code: "ERR_SOCKET_CLOSED" })],
+  ["an error caused by a network error", () => new Error("read failed", { cause: new MongoNetworkError("closed") })],
+  ["an API error caused by a socket error", () => new MongoInvalidArgumentError("wrapped", { cause: systemError("ECONNRESET") })],
+  ["the watchdog's verdict", () => new StorageUnresponsiveError(2_500)],
+  ...[6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436].map((code): [string, () => unknown] => [`MongoServerError code ${code}`, () => server(code)]),
+  ["a server error labelled RetryableWriteError", () => server(999, ["RetryableWriteError"])],
+  ["a server error labelled ResetPool", () => server(999, ["ResetPool"])],
+  ["a write concern error that is transient", () => new MongoWriteConcernError({ writeConcernError: { code: 91, errmsg: "shutting down" } } as never)],
+];
+
+const defects: [string, () => unknown][] = [
+  ["MongoServerError BadValue (2): our command was wrong", () => server(2)],
+  ["MongoServerError without a code", () => server()],
+  ["duplicate key (11000): its own case", () => server(11000)],
+  ["a write concern error that is not transient", () => new MongoWriteConcernError({ writeConcernError: { code: 100, errmsg: "unsatisfiable" } } as never)],
+  ["a bulk write the server refused", () => new MongoBulkWriteError(server(2) as never, {} as never)],
+  ["MongoInvalidArgumentError: our misuse of the driver", () => new MongoInvalidArgumentError("Argument must be a string")],
+  ["MongoCursorInUseError", () => new MongoCursorInUseError()],
+  ["MongoParseError: a bad URI in our configuration", () => new MongoParseError("Invalid scheme")],
+  ["a TypeError of our own code", () => new TypeError("Cannot read properties of undefined")],
+  ["a plain Error", () => new Error("boom")],
+  ["a file-system error that is not a connection", () => systemError("ENOENT", "open")],
+  ["a string", () => "not an error"],
+];
+
+describe("storage failures, judged from the other side", () => {
+  it.each(unavailable)("UNAVAILABLE: %s", (_, make) => {
+    const error = make();
+    expect(storageFailure(error)).toBe("unavailable");
+    expect(isStorageUnreachable(error)).toBe(true);
+    expect(toServiceError(error, createLogger("silent"), "/t/M").code).toBe(Status.UNAVAILABLE);
+  });
+
+  it.each(defects)("not a storage outage: %s", (_, make) => {
+    const error = make();
+    expect(storageFailure(error)).toBeUndefined();
+    const code = toServiceError(error, createLogger("silent"), "/t/M").code;
+    expect([Status.INTERNAL, Status.ALREADY_EXISTS]).toContain(code);
+  });
+
+  it("the engine's maxTimeMS (50) is the caller's deadline", () => {
+    expect(storageFailure(server(50))).toBe("deadline_exceeded");
+    expect(isStorageUnreachable(server(50))).toBe(false);
+    expect(toServiceError(server(50), createLogger("silent"), "/t/M").code).toBe(Status.DEADLINE_EXCEEDED);
+  });
 });
