@@ -52,7 +52,7 @@ export type ClientOptions = ClientCallDefaults &
   );
 
 export interface ClientCallDefaults {
-  /** Deadline applied to every call that does not set its own; default 10 s. */
+  /** Deadline applied to every call that does not set its own; default 10 s; Infinity sets none. */
   defaultTimeoutMs?: number;
   /** Sent as `x-user-id` on every call unless a call sets its own. */
   userId?: string;
@@ -156,7 +156,7 @@ export function createClickAnalyticsClient(address: string, options: ClientOptio
     return md;
   };
   const deadlineFor = (call: CallOptions, fallbackMs: number | undefined): grpc.Deadline =>
-    call.deadline ?? (call.timeoutMs !== undefined ? new Date(Date.now() + call.timeoutMs) : fallbackMs === undefined ? Infinity : new Date(Date.now() + fallbackMs));
+    call.deadline ?? (call.timeoutMs !== undefined ? new Date(Date.now() + call.timeoutMs) : fallbackMs === undefined || fallbackMs === Infinity ? Infinity : new Date(Date.now() + fallbackMs));
   const pathOf = (method: DescMethod) => `/${ClickAnalytics.typeName}/${method.name}`;
 
   const unary = <I extends DescMessage, O extends DescMessage>(method: DescMethod & { input: I; output: O }) => {
