@@ -2724,6 +2724,16 @@ export const ExportedEventKindSchema: GenEnum<ExportedEventKind> = /*@__PURE__*/
  * so it keeps its name rather than taking the Service suffix.
  * buf:lint:ignore SERVICE_SUFFIX
  *
+ * Writes (LogClick, LogImpression, LogEvents, each StreamEvents message) are answered OK only once
+ * durable: in MongoDB, or while MongoDB is unreachable or not responding, in the server's local
+ * spool. A write is refused, and nothing of it kept, with UNAVAILABLE when storage is unreachable
+ * and it could not be spooled (retry: events with an event_id are recognised as duplicates), or
+ * RESOURCE_EXHAUSTED when the spool (SPOOL_MAX_BYTES or its disk) is full (retry later). Reads
+ * answer UNAVAILABLE while storage is unreachable or not responding (no answer to a ping for
+ * STORAGE_PING_TIMEOUT_MS) and while spooled events are still being written to MongoDB, rather
+ * than numbers that leave events out; with the default settings a call is answered within 5 s of
+ * MongoDB ceasing to respond, with or without a deadline.
+ *
  * @generated from service clickanalytics.v1.ClickAnalytics
  */
 export const ClickAnalytics: GenService<{
@@ -2822,6 +2832,10 @@ export const ClickAnalytics: GenService<{
   /**
    * Client-streaming ingest: each message is a batch (same limits as LogEvents), written as it
    * arrives; one answer with the totals when the client half-closes.
+   * A stream that sends no message for STREAM_IDLE_TIMEOUT_MS (default 60 s) is ended with
+   * DEADLINE_EXCEEDED; the messages it sent before are written. At most STREAMS_PER_CONNECTION
+   * (default 100) StreamEvents calls may be open at once on one connection: one more is refused
+   * at once with RESOURCE_EXHAUSTED.
    *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.StreamEvents
    */
