@@ -42,6 +42,8 @@ export interface SpoolOptions {
 
 /** Events replayed per write at most (see drain). */
 const DRAIN_EVENTS = 1_000;
+/** Replay writes in flight at once (see drain). */
+const DRAIN_WRITES = 3;
 const HEADER = 8; // u32 length, u32 crc32 of the payload
 const SEGMENT = /^segment-(\d{12})\.log$/;
 /** Every payload is a JSON array: a cheap first test when looking for a record past a torn one. */
@@ -248,23 +250,36 @@ export class Spool {
           segment.bytes = validBytes;
           // Consecutive records go together, up to DRAIN_EVENTS events a write: after an outage
           // under unary load the spool holds thousands of one-event records, and one write per
-          // record drained slower than clients filled it.
-          let group: TrackedEvent[] = [];
-          let members = 0;
-          const flush = async () => {
-            if (members === 0) return;
-            await write(group);
-            replayed += members;
-            group = [];
-            members = 0;
-          };
+          // record drained slower than clients filled it. DRAIN_WRITES groups are written at once
+          // (event ids make any order exact): reads wait for an empty spool, and one write at a
+          // time left them waiting through whole runs of outages on a busy machine.
+          const groups: { events: TrackedEvent[]; members: number }[] = [];
           for (const payload of records) {
             const events = decode(payload);
-            if (group.length + events.length > DRAIN_EVENTS) await flush();
-            group.push(...events);
-            members++;
+            const last = groups[groups.length - 1];
+            if (last && last.events.length + events.length <= DRAIN_EVENTS) {
+              last.events.push(...events);
+              last.members++;
+            } else groups.push({ events: [...events], members: 1 });
           }
-          await flush();
+          let next = 0;
+          let failed = false;
+          const worker = async () => {
+            while (next < groups.length && !failed) {
+              const group = groups[next++]!;
+              try {
+                await write(group.events);
+              } catch (error) {
+                failed = true;
+                throw error;
+              }
+              replayed += group.members;
+            }
+          };
+          // Every write has ended before the drain does (the next drain starts from a quiet spool).
+          const outcomes = await Promise.allSettled(Array.from({ length: Math.min(DRAIN_WRITES, groups.length) }, worker));
+          const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+          if (failure) throw failure.reason;
           fs.unlinkSync(path);
           this.segments.shift();
         }

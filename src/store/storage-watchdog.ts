@@ -96,15 +96,22 @@ export class StorageWatchdog {
 
   private bounded(attempt: Promise<boolean>): Promise<boolean> {
     return new Promise((resolve) => {
+      let answered: boolean | undefined;
       const timer = setTimeout(() => {
-        // Still unanswered: the engine is not responding, whatever the ping says later.
-        this.set(false);
-        resolve(false);
+        // Timers run before I/O in Node's loop: after a blocked loop, an answer that already
+        // arrived is read first (setImmediate runs after the poll phase), not taken for silence.
+        setImmediate(() => {
+          if (answered !== undefined) return;
+          // Still unanswered: the engine is not responding, whatever the ping says later.
+          this.set(false);
+          resolve(false);
+        });
       }, this.timeoutMs);
       timer.unref();
-      void attempt.then((answered) => {
+      void attempt.then((outcome) => {
+        answered = outcome;
         clearTimeout(timer);
-        resolve(answered);
+        resolve(outcome);
       });
     });
   }

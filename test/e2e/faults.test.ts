@@ -143,19 +143,25 @@ function reader(client: ClickAnalyticsClient, ledger: Ledger) {
   return { wrong, succeeded: () => succeeded, stop: async () => ((running = false), await done) };
 }
 
-it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAILABLE or DEADLINE_EXCEEDED; every acknowledged event stored once; no read undercounts", { timeout: 120_000 }, async () => {
+it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAILABLE or DEADLINE_EXCEEDED; every acknowledged event stored once; no read undercounts", { timeout: 240_000 }, async () => {
   const ledger = new Ledger();
   const clients = Array.from({ length: 4 }, () => createClickAnalyticsClient(server.address));
   const load = clients.slice(0, 3).map((c) => writers(c, ledger));
   const reads = reader(clients[3]!, ledger);
   const kills = 4;
+  let readsAtKill = 0;
   for (let k = 0; k < kills; k++) {
     await pause(1_500 + k * 300);
+    // Each kill waits (up to 30 s) for a read to succeed since the last one: reads wait for the
+    // spool to drain, and on a busy machine kills every ~2 s left it never empty, so no read was
+    // checked between kills. With the wait, every recovery is read (and checked) under load.
+    for (const until = Date.now() + 30_000; reads.succeeded() <= readsAtKill && Date.now() < until; ) await pause(100);
     const before = ledger.ackedClicks.size;
     // SIGKILL: no shutdown, no reply to anything in flight; the engine's own process group.
     process.kill(engine.pid, "SIGKILL");
     await engine.stop();
     await pause(1_000);
+    readsAtKill = reads.succeeded();
     engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
     expect(ledger.ackedClicks.size, "writes go on while MongoDB restarts").toBeGreaterThan(before);
   }
@@ -176,6 +182,8 @@ it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAIL
       if (Date.now() > until) throw new Error(`metrics never matched the stored events: ${last}; server warnings: ${JSON.stringify(server.logs.filter((l) => (l.level === "warn" || l.level === "error") && l.msg !== "rpc").slice(-12))}`);
       await pause(200);
     }
+    // The reader, too, reads the last recovery.
+    for (const until = Date.now() + 10_000; reads.succeeded() <= readsAtKill && Date.now() < until; ) await pause(100);
     await reads.stop();
     for (const [name, acked, sent] of [
       ["click_events", ledger.ackedClicks, ledger.sentClicks],
