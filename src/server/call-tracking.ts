@@ -29,6 +29,8 @@ export interface CallRecord {
   readonly durationMs: number;
   readonly peer: string;
   readonly requestId: string;
+  /** The call's trace (W3C trace id, 32 hex digits), with tracing on. */
+  readonly traceId?: string | undefined;
 }
 
 export type CallObserver = (record: CallRecord) => void;
@@ -94,11 +96,12 @@ export function trackCall(call: TrackedCall, ctx: { path: string; peer: string; 
   };
 }
 
-/** `logger` with the request id on every line (for the error lines of a failing call). */
-export function withRequestId(logger: Logger, requestId: string): Logger {
+/** `logger` with the request id (and trace id, with tracing on) on every line (for the error lines of a failing call). */
+export function withRequestId(logger: Logger, requestId: string, traceId?: string): Logger {
+  const ids = traceId === undefined ? { requestId } : { requestId, trace_id: traceId };
   return {
-    info: (fields, message) => logger.info({ ...fields, requestId }, message),
-    warn: (fields, message) => logger.warn({ ...fields, requestId }, message),
-    error: (fields, message) => logger.error({ ...fields, requestId }, message),
+    info: (fields, message) => logger.info({ ...fields, ...ids }, message),
+    warn: (fields, message) => logger.warn({ ...fields, ...ids }, message),
+    error: (fields, message) => logger.error({ ...fields, ...ids }, message),
   };
 }

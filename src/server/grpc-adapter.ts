@@ -12,6 +12,7 @@ import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import { requestIdFrom, trackCall, withRequestId, type CallObserver } from "./call-tracking.js";
 import type { Logger } from "./logger.js";
 import { toServiceError } from "./status.js";
+import type { Tracing } from "./tracing.js";
 
 /** What a handler may know about its call, without touching grpc-js. */
 export interface CallContext {
@@ -62,6 +63,8 @@ export interface AdapterOptions {
   failFast?: { methods: ReadonlySet<string>; race<T>(work: Promise<T>): Promise<T> } | undefined;
   /** Client-streaming calls: ended when no message arrives for `idleMs`, and at most `perConnection` open on one connection. */
   requestStreams?: RequestStreamLimits | undefined;
+  /** A span per call (continuing the caller's traceparent), parent of its MongoDB commands. */
+  tracing?: Tracing | undefined;
 }
 
 /** A request stream with no message for this long is ended (STREAM_IDLE_TIMEOUT_MS). */
@@ -203,6 +206,25 @@ async function writeAll<D extends DescMessage>(
   }
 }
 
+/**
+ * Starts one call: its context, its span (with tracing on) and the record of its end. `run`
+ * runs the handler's work inside the span, so that its MongoDB commands become the span's children.
+ */
+function begin(call: SurfaceCall, path: string, responseStream: boolean, options: AdapterOptions) {
+  const ctx = contextOf(call, path);
+  const span = options.tracing?.startCall(path, call.metadata);
+  const observe: CallObserver | undefined = span
+    ? (record) => {
+        span.end(record.code);
+        options.observe?.({ ...record, traceId: span.traceId });
+      }
+    : options.observe;
+  const end = trackCall(call, ctx, observe, responseStream);
+  const run = <T>(work: () => Promise<T>): Promise<T> => (span ? span.run(work) : work());
+  const logger = withRequestId(options.logger, ctx.requestId, span?.traceId);
+  return { ctx, end, run, logger };
+}
+
 /** A grpc-js service definition and implementation for a protobuf-es service descriptor. */
 export function grpcService<S extends DescService>(service: S, impl: ServiceImpl<S>, options: AdapterOptions): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
   const definition: Record<string, grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>> = {};
@@ -228,13 +250,13 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
     };
     const handler = handlers[method.localName];
     if (typeof handler !== "function") throw new Error(`no handler for ${path}`);
-    const fail = (error: unknown, ctx: CallContext) =>
+    const fail = (error: unknown, ctx: CallContext, logger: Logger) =>
       // A request stream that grpc-js closed because the client cancelled or the deadline passed
       // ends its reader with "Premature close": the call is already answered (CANCELLED or
       // DEADLINE_EXCEEDED), and that is not an internal error to log.
       ctx.signal.aborted && (error as { code?: unknown } | null)?.code === "ERR_STREAM_PREMATURE_CLOSE"
         ? { code: grpc.status.CANCELLED, details: "call cancelled or deadline exceeded", metadata: new grpc.Metadata() }
-        : toServiceError(error, withRequestId(options.logger, ctx.requestId), path);
+        : toServiceError(error, logger, path);
     const guarded = async (ctx: CallContext) => {
       await options.guard?.(method, ctx);
     };
@@ -242,73 +264,69 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
       case "unary": {
         const race = options.failFast?.methods.has(method.localName) ? options.failFast.race.bind(options.failFast) : undefined;
         implementation[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const ctx = contextOf(call, path);
-          const end = trackCall(call, ctx, options.observe, false);
-          (async () => {
+          const { ctx, end, run, logger } = begin(call, path, false, options);
+          run(async () => {
             await guarded(ctx);
             const work = handler(checked(call.request), ctx) as Promise<unknown>;
             const init = await (race ? race(work) : work);
             return create(method.output, init as Init<DescMessage>);
-          })().then(
+          }).then(
             (response) => {
               end.ok();
               callback(null, response);
             },
-            (error: unknown) => callback(end.failed(fail(error, ctx))),
+            (error: unknown) => callback(end.failed(fail(error, ctx, logger))),
           );
         };
         break;
       }
       case "server_streaming":
         implementation[method.localName] = (call: grpc.ServerWritableStream<unknown, Shape<DescMessage>>) => {
-          const ctx = contextOf(call, path);
-          const end = trackCall(call, ctx, options.observe, true);
-          (async () => {
+          const { ctx, end, run, logger } = begin(call, path, true, options);
+          run(async () => {
             await guarded(ctx);
             await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx, options.oneInFlight?.has(method.localName));
-          })().then(
+          }).then(
             () => {
               end.ok();
               call.end();
             },
-            (error: unknown) => call.emit("error", end.failed(fail(error, ctx))),
+            (error: unknown) => call.emit("error", end.failed(fail(error, ctx, logger))),
           );
         };
         break;
       case "client_streaming":
         implementation[method.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const ctx = contextOf(call, path);
-          const end = trackCall(call, ctx, options.observe, false);
+          const { ctx, end, run, logger } = begin(call, path, false, options);
           const limits = options.requestStreams;
           let release: (() => void) | undefined;
-          (async () => {
+          run(async () => {
             await guarded(ctx);
             release = limits ? slots.take(ctx.peer, limits.perConnection, method.name) : undefined;
             const messages = decodedStream<unknown>(call);
             const init = await handler(limits ? idleLimited(messages, limits.idleMs, method.name) : messages, ctx);
             return create(method.output, init as Init<DescMessage>);
-          })().finally(() => release?.()).then(
+          }).finally(() => release?.()).then(
             (response) => {
               end.ok();
               callback(null, response);
             },
-            (error: unknown) => callback(end.failed(fail(error, ctx))),
+            (error: unknown) => callback(end.failed(fail(error, ctx, logger))),
           );
         };
         break;
       case "bidi_streaming":
         implementation[method.localName] = (call: grpc.ServerDuplexStream<unknown, Shape<DescMessage>>) => {
-          const ctx = contextOf(call, path);
-          const end = trackCall(call, ctx, options.observe, true);
-          (async () => {
+          const { ctx, end, run, logger } = begin(call, path, true, options);
+          run(async () => {
             await guarded(ctx);
             await writeAll(call, method.output, handler(decodedStream(call), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
-          })().then(
+          }).then(
             () => {
               end.ok();
               call.end();
             },
-            (error: unknown) => call.emit("error", end.failed(fail(error, ctx))),
+            (error: unknown) => call.emit("error", end.failed(fail(error, ctx, logger))),
           );
         };
         break;

@@ -31,7 +31,7 @@ const HEALTH_PREFIX = "/grpc.health.v1.Health/";
  * are `warn`; successful health checks (balancers poll them) are `debug`; everything else `info`.
  */
 export function logCall(logger: Logger, record: CallRecord): void {
-  const fields = { method: record.method, code: record.code, codeName: codeName(record.code), durationMs: record.durationMs, peer: record.peer, requestId: record.requestId };
+  const fields = { method: record.method, code: record.code, codeName: codeName(record.code), durationMs: record.durationMs, peer: record.peer, requestId: record.requestId, ...(record.traceId === undefined ? {} : { trace_id: record.traceId }) };
   if (SERVER_FAULTS.has(record.code)) logger.warn(fields, "rpc");
   else if (record.code === grpc.status.OK && record.method.startsWith(HEALTH_PREFIX)) logger.debug?.(fields, "rpc");
   else logger.info(fields, "rpc");

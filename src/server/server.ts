@@ -15,6 +15,8 @@ import { HealthMonitor } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
 import { logCall, serveMetrics, ServerMetrics, type MetricsEndpoint } from "./observability.js";
 import { DescriptorIndex, reflectionServices, reflectionV1, reflectionV1Alpha } from "./reflection.js";
+import { createTracing } from "./tracing.js";
+import type { Tracer } from "@opentelemetry/api";
 
 export interface ServerConfig {
   /** Where acknowledged events wait while MongoDB is unreachable (directory, size bound). */
@@ -62,6 +64,8 @@ export interface ServerConfig {
   streamIdleTimeoutMs?: number | undefined;
   /** StreamEvents calls open at once on one connection; more are RESOURCE_EXHAUSTED (default 100). */
   streamsPerConnection?: number | undefined;
+  /** OpenTelemetry tracer: a span per call (continuing the caller's traceparent) and per MongoDB command. Unset: no tracing. */
+  tracer?: Tracer | undefined;
 }
 
 /** The writes: answered from the spool when the engine stalls, never given up on by the adapter. */
@@ -86,6 +90,7 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
   // Assigned once the store is open; the writer reports its batches to it from then on.
   let metrics: ServerMetrics | undefined;
+  const tracing = config.tracer ? await createTracing(config.tracer) : undefined;
   const store = await ClickStore.open({
     uri: config.mongoUri,
     dbName: config.dbName,
@@ -96,6 +101,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     rawRetentionDays: config.rawRetentionDays,
     retentionSweepMs: config.retentionSweepMs,
     watchdog: { intervalMs: config.storagePingIntervalMs, timeoutMs: config.storagePingTimeoutMs },
+    traceCommands: tracing?.traceCommands,
     writerEvents: {
       repaired: (events) => logger.warn({ events }, "finished rollup work an interrupted writer had left"),
       spooled: (events) => logger.warn({ events }, "storage unreachable: events spooled locally"),
@@ -130,7 +136,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     logCall(logger, record);
     metrics?.recordCall(record);
   };
-  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger, observe }) => {
+  const add = <S extends Parameters<typeof grpcService>[0]>(service: S, impl: Parameters<typeof grpcService<S>>[1], options: AdapterOptions = { logger, observe, tracing }) => {
     const { definition, implementation } = grpcService(service, impl, options);
     server.addService(definition, implementation);
   };
@@ -142,6 +148,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     logger,
     guard,
     observe,
+    tracing,
     // A slow WatchMetrics client gets the latest snapshot when it reads again, not a backlog.
     oneInFlight: new Set(["watchMetrics"]),
     // Reads (and Reset) are answered UNAVAILABLE as soon as the engine stops responding.

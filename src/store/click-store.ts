@@ -32,6 +32,8 @@ export interface StoreOptions {
   retentionSweepMs?: number | undefined;
   /** How often the engine is pinged, and how long an unanswered ping takes to mark it unresponsive. */
   watchdog?: WatchdogOptions;
+  /** With tracing on: told the client (created with command monitoring) to trace its commands. */
+  traceCommands?: ((client: MongoClient) => void) | undefined;
 }
 
 /** The MongoDB side of tracking: one client, the two event collections, and their writes. */
@@ -66,8 +68,10 @@ export class ClickStore {
       serverSelectionTimeoutMS: options.serverSelectionTimeoutMS ?? 2_000,
       appName: "click-analytics",
       writeConcern: options.writeConcern ?? { w: "majority", journal: true },
+      monitorCommands: options.traceCommands !== undefined,
     };
     const client = new MongoClient(options.uri, clientOptions);
+    options.traceCommands?.(client);
     await client.connect();
     const { watchdog, close: closeWatchdog } = StorageWatchdog.forUri(options.uri, options.watchdog);
     try {
