@@ -35,6 +35,13 @@ import type { BucketSums } from "./user-buckets.js";
 
 export const SRM_ALPHA = 0.001;
 
+/** Confidence levels accepted: below 0.5 an interval is a coin toss, above 0.9999 the tails are beyond what the normal and mSPRT approximations are checked for. */
+export const MIN_CONFIDENCE = 0.5;
+export const MAX_CONFIDENCE = 0.9999;
+/** expected_split weights accepted (any scale within it): a wider range makes an arm's expected count vanish and the SRM test meaningless. */
+export const MIN_SPLIT_WEIGHT = 1e-6;
+export const MAX_SPLIT_WEIGHT = 1e6;
+
 export interface ComparisonSettings {
   control: string;
   confidence: number;
@@ -135,6 +142,8 @@ export interface Comparison {
   sampleRatio: SampleRatio;
   srmPValue?: number | undefined;
   srmDetected: boolean;
+  /** The SRM test could be computed and found no mismatch: an SRM that cannot be computed is never trustworthy. */
+  trustworthy: boolean;
   recommendation: string;
   reason: NoRecommendation | "significant lift" | "control is better";
 }
@@ -150,14 +159,14 @@ export function comparisonSettings(input: {
   cuped?: boolean | undefined;
 }): ComparisonSettings {
   const confidence = input.confidence ?? 0.95;
-  if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
+  if (!(confidence >= MIN_CONFIDENCE && confidence <= MAX_CONFIDENCE)) throw new InvalidArgumentError("confidence", `must be between ${MIN_CONFIDENCE} and ${MAX_CONFIDENCE} (inclusive), got ${confidence}`);
   const latencyThreshold = input.latencyThreshold ?? 0.1;
   if (!Number.isFinite(latencyThreshold) || latencyThreshold < 0) throw new InvalidArgumentError("latency_threshold", `must be a finite fraction >= 0, got ${latencyThreshold}`);
   const minImpressions = Number(input.minImpressions ?? 100);
   if (!Number.isSafeInteger(minImpressions) || minImpressions < 0) throw new InvalidArgumentError("min_impressions", `must be a non-negative integer, got ${minImpressions}`);
   const expectedSplit = new Map<string, number>();
   for (const [variant, weight] of Object.entries(input.expectedSplit)) {
-    if (!Number.isFinite(weight) || weight <= 0) throw new InvalidArgumentError(`expected_split[${variant}]`, `must be a positive weight, got ${weight}`);
+    if (!(weight >= MIN_SPLIT_WEIGHT && weight <= MAX_SPLIT_WEIGHT)) throw new InvalidArgumentError(`expected_split[${variant}]`, `must be a finite weight between ${MIN_SPLIT_WEIGHT} and ${MAX_SPLIT_WEIGHT}, got ${weight}`);
     expectedSplit.set(variant, weight);
   }
   return {
@@ -310,12 +319,13 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     };
   });
 
-  const result = { mode: s.sequential ? ("sequential" as const) : ("fixed horizon" as const), comparisons, searchCtrIntervals, sampleRatio, srmPValue: srm?.pValue, srmDetected };
+  const trustworthy = srm !== undefined && !srmDetected;
+  const result = { mode: s.sequential ? ("sequential" as const) : ("fixed horizon" as const), comparisons, searchCtrIntervals, sampleRatio, srmPValue: srm?.pValue, srmDetected, trustworthy };
   const none = (reason: NoRecommendation): Comparison => ({ ...result, recommendation: "", reason });
   if (!control || control.impressions < s.minImpressions || comparisons.length === 0) return none("insufficient data");
   const eligible = comparisons.filter((x) => x.enoughData && x.searchCtr !== undefined);
   if (eligible.length === 0) return none("insufficient data");
-  if (srmDetected) return none("srm");
+  if (!trustworthy) return none("srm");
   const better = eligible.filter((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value > 0);
   const shippable = better.filter((x) => x.latency.status === "ok");
   if (shippable.length > 0) {

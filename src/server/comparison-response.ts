@@ -148,7 +148,7 @@ export async function variantComparison(
     })),
     srmPValue: result.srmPValue,
     srmDetected: result.srmDetected,
-    trustworthy: !result.srmDetected,
+    trustworthy: result.trustworthy,
     usersInSeveralVariants: BigInt(now.usersInSeveralArms),
     usersInSeveralVariantsShare: now.users > 0 ? now.usersInSeveralArms / now.users : undefined,
     recommendation: result.recommendation,

@@ -183,6 +183,16 @@ describe("compareVariants", () => {
     expect(dead.reason).toBe("srm");
   });
 
+  it("is never trustworthy when no sample-ratio test can be computed", () => {
+    // Arms with searches but no users counted (nothing to test the split on): no SRM p-value, so
+    // not trustworthy and nothing recommended, however large the lift.
+    const r = compareVariants(new Map([["search_v1", variant(20000, 4000, { users: 0 })], ["search_v2", variant(20000, 8000, { users: 0 })]]), settings());
+    expect(r.srmPValue).toBeUndefined();
+    expect([r.srmDetected, r.trustworthy, r.recommendation, r.reason]).toEqual([false, false, "", "srm"]);
+    const ok = compareVariants(new Map([["search_v1", variant(20000, 4000)], ["search_v2", variant(20000, 8000)]]), settings());
+    expect([ok.trustworthy, ok.recommendation]).toEqual([true, "search_v2"]);
+  });
+
   it("tests users against the expected split like scipy.stats.chisquare", () => {
     // scipy.stats.chisquare docstring: chisquare([16, 18, 16, 14, 12, 12]) -> pvalue 0.84914503608460956,
     // and with f_exp=[16, 16, 16, 16, 16, 8] -> pvalue 0.62338762774958223
@@ -237,9 +247,14 @@ describe("compareVariants", () => {
   });
 
   it("validates its settings", () => {
-    expect(() => settings({ confidence: 1 })).toThrow(/confidence: must be between 0 and 1/);
+    for (const confidence of [1, 0, 1e-9, 0.49, 0.99991, Number.NaN]) expect(() => settings({ confidence })).toThrow(/^confidence: must be between 0.5 and 0.9999 \(inclusive\)/);
+    expect(settings({ confidence: 0.5 }).confidence).toBe(0.5);
+    expect(settings({ confidence: 0.9999 }).confidence).toBe(0.9999);
     expect(() => settings({ latencyThreshold: -0.1 })).toThrow(/latency_threshold/);
-    expect(() => settings({ expectedSplit: { a: 0 } })).toThrow(/expected_split\[a\]: must be a positive weight/);
+    for (const w of [0, -1, 1e-300, 1e300, 9.9e-7, 1.01e6, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => settings({ expectedSplit: { a: w } })).toThrow(/^expected_split\[a\]: must be a finite weight between 0.000001 and 1000000/);
+    }
+    expect(settings({ expectedSplit: { a: 1e-6, b: 1e6 } }).expectedSplit.get("b")).toBe(1e6);
     expect(settings()).toMatchObject({ sequential: false, cuped: false, confidence: 0.95 });
     expect(() => compareVariants(new Map([["search_v1", variant(10, 1)], ["x", variant(10, 1)]]), settings({ expectedSplit: { search_v1: 1 } }))).toThrow(
       /expected_split: must give a weight for every variant with impressions \(missing: x\)/,

@@ -510,11 +510,22 @@ describe("GetVariantComparison statistics", () => {
   });
 
   it("validates the comparison settings", async () => {
-    await invalid(h.client.getVariantComparison({ confidence: 1.5 }), /confidence: must be between 0 and 1/);
+    await invalid(h.client.getVariantComparison({ confidence: 1.5 }), /confidence: must be between 0.5 and 0.9999 \(inclusive\), got 1.5/);
+    // Issue 21: a confidence of 1e-9 was accepted (significant with p = 0.78) and recommended.
+    for (const confidence of [1e-9, 0.4999, 0.99995, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await invalid(h.client.getVariantComparison({ confidence }), /^confidence: must be between 0.5 and 0.9999 \(inclusive\)/);
+    }
+    // the bounds themselves are valid
+    for (const confidence of [0.5, 0.9999]) expect((await h.client.getVariantComparison({ confidence })).confidence).toBe(confidence);
+    // Issue 21: {ctl: 1e300, trt: 1e-300} left srm_p_value unset and said trustworthy.
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1e300, search_v2: 1e-300 } }), /^expected_split\[search_v1\]: must be a finite weight between 0.000001 and 1000000, got 1e\+300/);
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1, search_v2: 1e-7 } }), /^expected_split\[search_v2\]: must be a finite weight between 0.000001 and 1000000, got 1e-7/);
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1, search_v2: Number.POSITIVE_INFINITY } }), /^expected_split\[search_v2\]: must be a finite weight/);
     await invalid(h.client.getVariantComparison({ control: "bad control" }), /control: must match/);
     await invalid(h.client.getVariantComparison({ expectedSplit: { a: -1 } }), /expected_split\[a\]/);
     const empty = await h.client.getVariantComparison({});
-    expect(empty).toMatchObject({ recommendation: "", recommendationReason: "insufficient data", comparisons: [], srmDetected: false });
+    // No SRM can be computed without users: never "trustworthy".
+    expect(empty).toMatchObject({ recommendation: "", recommendationReason: "insufficient data", comparisons: [], srmDetected: false, trustworthy: false });
     expect(empty.srmPValue).toBeUndefined();
   });
 });

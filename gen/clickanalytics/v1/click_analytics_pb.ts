@@ -826,7 +826,9 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
   control: string;
 
   /**
-   * Confidence level of intervals and tests, in (0, 1); unset means 0.95.
+   * Confidence level of intervals and tests, in [0.5, 0.9999] (outside it, or not finite:
+   * INVALID_ARGUMENT); unset means 0.95. Every interval, p-value decision (significant,
+   * significant_adjusted), the latency guardrail, the MDE and the recommendation follow it.
    *
    * @generated from field: optional double confidence = 3;
    */
@@ -836,7 +838,7 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
    * Expected share of USERS per variant for the sample-ratio test (weights, any scale); empty
    * means an equal split between the variants with events. Every variant named here is part of
    * the test, so an expected variant without users is a mismatch; a variant with events that is
-   * not named is INVALID_ARGUMENT.
+   * not named is INVALID_ARGUMENT, and so is a weight outside [1e-6, 1e6] (or not finite).
    *
    * @generated from field: map<string, double> expected_split = 4;
    */
@@ -1359,7 +1361,8 @@ export type GetVariantComparisonResponse = Message<"clickanalytics.v1.GetVariant
   srmDetected: boolean;
 
   /**
-   * No sample-ratio mismatch.
+   * The sample-ratio test could be computed (srm_p_value is set) and found no mismatch. An SRM
+   * that cannot be computed (no users) is never trustworthy, and nothing is recommended then.
    *
    * @generated from field: bool trustworthy = 9;
    */
