@@ -26,7 +26,7 @@
  * (minImpressions per compared variant), or when the guardrail says "regression" or
  * "insufficient data".
  */
-import { cupedRatioDifference, prePostSums, ratioEstimate, varianceFloor, type RatioKind, type RatioMoments } from "./delta-method.js";
+import { cupedRatioDifference, flooredVariance, prePostSums, ratioEstimate, type RatioKind, type RatioMoments } from "./delta-method.js";
 import { InvalidArgumentError } from "./errors.js";
 import { differenceTest, holmAdjust, independentArms, mixtureSprt, sequentialTau2, type DifferenceInput, type Design } from "./inference.js";
 import { latencyGuardrail, type LatencyGuardrail } from "./latency-guardrail.js";
@@ -183,7 +183,7 @@ export function comparisonSettings(input: {
 /** One arm's floored delta-method estimate of a metric; undefined without impressions. */
 function armEstimate(d: VariantData, metric: MetricName): RatioMoments | undefined {
   const { numerator, denominator, kind } = METRIC_FIELDS[metric];
-  return ratioEstimate(numerator(d.buckets), denominator(d.buckets), kind);
+  return ratioEstimate(numerator(d.buckets), denominator(d.buckets), kind, "degenerate");
 }
 
 /** The difference of one metric between two arms, CUPED-adjusted when asked and possible. */
@@ -196,8 +196,8 @@ function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cup
     const sums = (d: VariantData) => prePostSums(numerator(d.buckets), denominator(d.buckets), numerator(d.pre!), denominator(d.pre!));
     const r = cupedRatioDifference(sums(t), sums(c));
     if (r !== undefined) {
-      const tv = Math.max(r.treatment.variance, varianceFloor(kind, tm.numerator, tm.denominator));
-      const cv = Math.max(r.control.variance, varianceFloor(kind, cm.numerator, cm.denominator));
+      const tv = flooredVariance(kind, r.treatment.variance, tm.numerator, tm.denominator, "degenerate");
+      const cv = flooredVariance(kind, r.control.variance, cm.numerator, cm.denominator, "degenerate");
       const input: DifferenceInput = {
         difference: r.difference,
         variance: tv + cv,

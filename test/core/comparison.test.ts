@@ -18,18 +18,33 @@ function latencies(values: number[]): VariantData["latency"] {
 }
 
 /**
- * A variant whose searches are spread evenly over the 256 buckets (so the delta-method variance
- * is about the i.i.d. one), with `users` users and latencies 1..100 ms times `latencyFactor`.
+ * A variant whose searches are spread evenly over the 256 buckets, each search one user's, with
+ * exactly `searchesWithClicks` of them clicked and the no-result ones chosen at random (seeded by
+ * the arguments): so the delta-method variance is about the i.i.d. one. `users` users and
+ * latencies 1..100 ms times `latencyFactor`.
  */
 function variant(impressions: number, searchesWithClicks: number, o: { clicks?: number; noResults?: number; users?: number; latencyFactor?: number; latency?: boolean; pre?: boolean; seed?: number } = {}): VariantData {
   const buckets = emptyBucketSums();
-  const spread = (total: number, into: Float64Array) => {
-    for (let b = 0; b < USER_BUCKETS; b++) into[b] = Math.floor(total / USER_BUCKETS) + (b < total % USER_BUCKETS ? 1 : 0);
+  for (let b = 0; b < USER_BUCKETS; b++) buckets.impressions[b] = Math.floor(impressions / USER_BUCKETS) + (b < impressions % USER_BUCKETS ? 1 : 0);
+  const clicks = o.clicks ?? searchesWithClicks;
+  const noResults = o.noResults ?? Math.round(impressions / 20);
+  const pickRng = new Random((impressions * 7919 + searchesWithClicks * 104729 + clicks * 31 + noResults * 17 + (o.seed ?? 0)) >>> 0);
+  /** `count` distinct searches at random (partial Fisher-Yates), as their buckets: search i is in bucket i mod 256. */
+  const choose = (count: number): number[] => {
+    const order = Uint32Array.from({ length: impressions }, (_, i) => i);
+    const out: number[] = [];
+    for (let k = 0; k < Math.min(count, impressions); k++) {
+      const j = k + Math.floor(pickRng.uniform() * (impressions - k));
+      [order[k], order[j]] = [order[j]!, order[k]!];
+      out.push(order[k]! % USER_BUCKETS);
+    }
+    return out;
   };
-  spread(impressions, buckets.impressions);
-  spread(searchesWithClicks, buckets.searchesWithClicks);
-  spread(o.clicks ?? searchesWithClicks, buckets.clicks);
-  spread(o.noResults ?? Math.round(impressions / 20), buckets.noResults);
+  const clicked = choose(searchesWithClicks);
+  for (const b of clicked) buckets.searchesWithClicks[b]! += 1;
+  // one click per clicked search, the rest (if any) on clicked searches at random
+  clicked.forEach((b, k) => (buckets.clicks[b]! += Math.floor(clicks / clicked.length) + (k < clicks % Math.max(clicked.length, 1) ? 1 : 0)));
+  for (const b of choose(noResults)) buckets.noResults[b]! += 1;
   const latencyValues = Array.from({ length: Math.max(impressions, 1) }, (_, i) => (1 + (i % 100)) * (o.latencyFactor ?? 1));
   let pre: VariantData["pre"];
   if (o.pre) {
@@ -331,7 +346,7 @@ describe("decisions follow the requested confidence (issue 27)", () => {
     expect([t95.significant, t95.significantAdjusted]).toEqual([true, false]);
     expect([r95.recommendation, r95.reason]).toEqual(["", "not significant"]);
 
-    // t1: adjusted p ~0.019: significant after adjustment at 95%, not at 99%.
+    // t1: adjusted p ~0.026: significant after adjustment at 95%, not at 99%.
     const s95 = at(0.95, 4210);
     const u95 = s95.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
     expect(u95.adjustedPValue).toBeGreaterThan(0.01);
@@ -340,8 +355,7 @@ describe("decisions follow the requested confidence (issue 27)", () => {
     expect(s95.recommendation).toBe("t1");
     const s99 = at(0.99, 4210);
     const u99 = s99.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
-    expect(u99.pValue).toBeLessThan(0.01);
-    expect([u99.significant, u99.significantAdjusted]).toEqual([true, false]);
+    expect([u99.significant, u99.significantAdjusted]).toEqual([false, false]);
     expect([s99.recommendation, s99.reason]).toEqual(["", "not significant"]);
   });
 
