@@ -62,6 +62,7 @@ export async function variantComparison(
     expectedSplit: req.expectedSplit,
     latencyThreshold: req.latencyThreshold,
     minImpressions: req.minImpressions,
+    minUsers: req.minUsers,
     sequential: req.inference === Inference.SEQUENTIAL,
     cuped: req.cuped,
   });
@@ -151,6 +152,7 @@ export async function variantComparison(
     trustworthy: result.trustworthy,
     usersInSeveralVariants: BigInt(now.usersInSeveralArms),
     usersInSeveralVariantsShare: now.users > 0 ? now.usersInSeveralArms / now.users : undefined,
+    minUsers: BigInt(settings.minUsers),
     recommendation: result.recommendation,
     recommendationReason: result.reason,
   };

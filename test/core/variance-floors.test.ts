@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { ratioInterval, type MetricName, type VariantData } from "../../src/core/comparison.js";
 import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta-method.js";
 import { zCritical } from "../../src/core/statistics.js";
+import { studentTCritical } from "../../src/core/student-t.js";
 import { simulate, variantData, type SimulatedArm } from "../support/ab-simulation.js";
 
 const RUNS = 300;
@@ -56,8 +57,12 @@ describe("variance floors (issue 21 part 4)", () => {
           const half = Math.max(ours.high - exact.value, exact.value - ours.low);
           ratios[metric].push(half / exactHalf);
           const bucketVariance = deltaMethodRatio(ratioSums(metric === "mrr" ? d.buckets.reciprocalRanks : d.buckets.noResults, metric === "mrr" ? d.buckets.impressions.map((x, i) => x - d.buckets.noResults[i]!) : d.buckets.impressions))!;
-          // the floor binds where the service's half-width exceeds the bucket delta method's own
-          if (half > zCritical(0.95) * Math.sqrt(bucketVariance.variance) * (1 + 1e-9)) floorBinds[metric]++;
+          // the floor binds where the service's half-width exceeds the bucket delta method's own:
+          // Student's t on k - 1 df and the variance rescaled to the k buckets with data (comparison.ts)
+          const den = metric === "mrr" ? d.buckets.impressions.map((x, i) => x - d.buckets.noResults[i]!) : d.buckets.impressions;
+          const k = den.filter((x) => x > 0).length;
+          const own = studentTCritical(0.05, k - 1) * Math.sqrt(bucketVariance.variance * (k / (k - 1)) * (255 / 256));
+          if (half > own * (1 + 1e-9)) floorBinds[metric]++;
           const old = varianceFloor("proportion", bucketVariance.numerator, bucketVariance.denominator, "agresti-caffo");
           if (old > bucketVariance.variance) oldFloorBinds[metric]++;
           oldRatios[metric].push(Math.sqrt(Math.max(old, bucketVariance.variance) / exact.variance));
@@ -84,9 +89,10 @@ describe("variance floors (issue 21 part 4)", () => {
     zero.buckets.clicks.fill(0);
     const i = ratioInterval(zero, "searchCtr", fixed)!;
     const n = zero.buckets.impressions.reduce((a, b) => a + b, 0);
+    const k = zero.buckets.impressions.filter((x) => x > 0).length;
     expect(i.low).toBe(0);
-    // no spread at all: Agresti-Caffo's floor on the proportion's scale
-    expect(i.high).toBeCloseTo(zCritical(0.95) * Math.sqrt(varianceFloor("proportion", 0, n, "agresti-caffo")), 15);
+    // no spread at all: Agresti-Caffo's floor on the proportion's scale (t on k - 1 df: few users)
+    expect(i.high).toBeCloseTo(studentTCritical(0.05, k - 1) * Math.sqrt(varianceFloor("proportion", 0, n, "agresti-caffo")), 15);
     expect(i.high).toBeGreaterThan(0);
   });
 });
