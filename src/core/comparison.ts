@@ -142,7 +142,7 @@ export interface SampleRatio {
   usersInSeveralArmsShare?: number | undefined;
 }
 
-export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "latency insufficient data" | "not significant";
+export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "latency inconclusive" | "latency insufficient data" | "not significant";
 
 export interface Comparison {
   mode: "fixed horizon" | "sequential";
@@ -380,6 +380,7 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     return { ...result, recommendation: best.variant, reason: "significant lift" };
   }
   if (better.some((x) => x.latency.status === "regression")) return none("latency regression");
+  if (better.some((x) => x.latency.status === "inconclusive")) return none("latency inconclusive");
   if (better.length > 0) return none("latency insufficient data");
   if (eligible.length === comparisons.length && comparisons.every((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value < 0)) {
     return { ...result, recommendation: s.control, reason: "control is better" };

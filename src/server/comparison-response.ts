@@ -26,6 +26,7 @@ export function prePeriod(window: TimeWindow): TimeWindow {
 const LATENCY_STATUS: Record<GuardrailStatus, LatencyStatus> = {
   ok: LatencyStatus.OK,
   regression: LatencyStatus.REGRESSION,
+  inconclusive: LatencyStatus.INCONCLUSIVE,
   "insufficient data": LatencyStatus.INSUFFICIENT_DATA,
 };
 
