@@ -20,20 +20,35 @@
  * share of distinct users (sum of arm users minus the leaked ones, exact when each leaked user is
  * in two arms).
  *
+ * Few users: with fewer than 256 buckets holding an arm's data, each arm's variance is rescaled
+ * to the k buckets with data and fixed-horizon tests use Student's t on (the smaller arm's k - 1)
+ * degrees of freedom; below minUsers distinct users per arm (default DEFAULT_MIN_USERS, chosen by
+ * calibration) nothing is recommended.
+ *
  * Recommendation: the treatment with the largest significant (Holm-adjusted) positive search-CTR
  * lift whose guardrail is "ok"; the control when every treatment is significantly (adjusted)
- * worse; else none, with the reason. Nothing is recommended on an SRM, with too few impressions
- * (minImpressions per compared variant), or when the guardrail says "regression" or
- * "insufficient data".
+ * worse; else none, with the reason. Nothing is recommended on an SRM or when none can be
+ * computed, with too few impressions (minImpressions) or users (minUsers) per compared variant,
+ * or when the guardrail is anything but "ok".
  */
-import { cupedRatioDifference, prePostSums, ratioEstimate, varianceFloor, type RatioKind, type RatioMoments } from "./delta-method.js";
+import { cupedRatioDifference, deltaMethodRatio, flooredVariance, prePostSums, ratioSums, type RatioKind, type RatioMoments } from "./delta-method.js";
 import { InvalidArgumentError } from "./errors.js";
 import { differenceTest, holmAdjust, independentArms, mixtureSprt, sequentialTau2, type DifferenceInput, type Design } from "./inference.js";
 import { latencyGuardrail, type LatencyGuardrail } from "./latency-guardrail.js";
 import { sampleRatioTest, zCritical, type Estimate, type Interval } from "./statistics.js";
-import type { BucketSums } from "./user-buckets.js";
+import { studentTCritical } from "./student-t.js";
+import { USER_BUCKETS, type BucketSums } from "./user-buckets.js";
 
 export const SRM_ALPHA = 0.001;
+
+/** Confidence levels accepted: below 0.5 an interval is a coin toss, above 0.9999 the tails are beyond what the normal and mSPRT approximations are checked for. */
+export const MIN_CONFIDENCE = 0.5;
+export const MAX_CONFIDENCE = 0.9999;
+/** expected_split weights accepted (any scale within it): a wider range makes an arm's expected count vanish and the SRM test meaningless. */
+export const MIN_SPLIT_WEIGHT = 1e-6;
+export const MAX_SPLIT_WEIGHT = 1e6;
+/** Default of min_users: no recommendation while an arm has fewer distinct users (chosen by calibration, see the README). */
+export const DEFAULT_MIN_USERS = 100;
 
 export interface ComparisonSettings {
   control: string;
@@ -42,6 +57,8 @@ export interface ComparisonSettings {
   expectedSplit: ReadonlyMap<string, number>;
   latencyThreshold: number;
   minImpressions: number;
+  /** Fewer distinct users than this in an arm: never recommended (and with the control below it, nothing is). */
+  minUsers: number;
   /** Always-valid p-values and confidence sequences (mixture SPRT) instead of fixed-horizon ones. */
   sequential: boolean;
   /** CUPED with each bucket's pre-period sums, where both arms have them. */
@@ -104,7 +121,7 @@ export type CupedStatus = "applied" | "not requested" | "no pre-period data";
 
 export interface VariantVsControl {
   variant: string;
-  /** Both arms have at least minImpressions. */
+  /** Both arms have at least minImpressions and minUsers. */
   enoughData: boolean;
   searchCtr?: MetricComparison | undefined;
   ctr?: MetricComparison | undefined;
@@ -125,7 +142,7 @@ export interface SampleRatio {
   usersInSeveralArmsShare?: number | undefined;
 }
 
-export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "latency insufficient data" | "not significant";
+export type NoRecommendation = "insufficient data" | "srm" | "latency regression" | "latency inconclusive" | "latency insufficient data" | "not significant";
 
 export interface Comparison {
   mode: "fixed horizon" | "sequential";
@@ -135,6 +152,8 @@ export interface Comparison {
   sampleRatio: SampleRatio;
   srmPValue?: number | undefined;
   srmDetected: boolean;
+  /** The SRM test could be computed and found no mismatch: an SRM that cannot be computed is never trustworthy. */
+  trustworthy: boolean;
   recommendation: string;
   reason: NoRecommendation | "significant lift" | "control is better";
 }
@@ -146,18 +165,21 @@ export function comparisonSettings(input: {
   expectedSplit: Record<string, number>;
   latencyThreshold?: number | undefined;
   minImpressions?: bigint | number | undefined;
+  minUsers?: bigint | number | undefined;
   sequential?: boolean | undefined;
   cuped?: boolean | undefined;
 }): ComparisonSettings {
   const confidence = input.confidence ?? 0.95;
-  if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
+  if (!(confidence >= MIN_CONFIDENCE && confidence <= MAX_CONFIDENCE)) throw new InvalidArgumentError("confidence", `must be between ${MIN_CONFIDENCE} and ${MAX_CONFIDENCE} (inclusive), got ${confidence}`);
   const latencyThreshold = input.latencyThreshold ?? 0.1;
   if (!Number.isFinite(latencyThreshold) || latencyThreshold < 0) throw new InvalidArgumentError("latency_threshold", `must be a finite fraction >= 0, got ${latencyThreshold}`);
   const minImpressions = Number(input.minImpressions ?? 100);
   if (!Number.isSafeInteger(minImpressions) || minImpressions < 0) throw new InvalidArgumentError("min_impressions", `must be a non-negative integer, got ${minImpressions}`);
+  const minUsers = Number(input.minUsers ?? DEFAULT_MIN_USERS);
+  if (!Number.isSafeInteger(minUsers) || minUsers < 2) throw new InvalidArgumentError("min_users", `must be an integer >= 2 (no test can be made on fewer users), got ${minUsers}`);
   const expectedSplit = new Map<string, number>();
   for (const [variant, weight] of Object.entries(input.expectedSplit)) {
-    if (!Number.isFinite(weight) || weight <= 0) throw new InvalidArgumentError(`expected_split[${variant}]`, `must be a positive weight, got ${weight}`);
+    if (!(weight >= MIN_SPLIT_WEIGHT && weight <= MAX_SPLIT_WEIGHT)) throw new InvalidArgumentError(`expected_split[${variant}]`, `must be a finite weight between ${MIN_SPLIT_WEIGHT} and ${MAX_SPLIT_WEIGHT}, got ${weight}`);
     expectedSplit.set(variant, weight);
   }
   return {
@@ -166,19 +188,51 @@ export function comparisonSettings(input: {
     expectedSplit,
     latencyThreshold,
     minImpressions,
+    minUsers,
     sequential: input.sequential ?? false,
     cuped: input.cuped ?? false,
   };
 }
 
-/** One arm's floored delta-method estimate of a metric; undefined without impressions. */
-function armEstimate(d: VariantData, metric: MetricName): RatioMoments | undefined {
+/** One arm's delta-method estimate, and the user buckets with data (its units for small-sample inference). */
+interface ArmMoments extends RatioMoments {
+  unitsWithData: number;
+}
+
+/**
+ * One arm's floored delta-method estimate of a metric; undefined without impressions. With fewer
+ * than USER_BUCKETS buckets holding data (few users: a bucket is then about one user), the
+ * variance over all 256 buckets, n / (n - 1) sum L^2, is rescaled to the k buckets with data,
+ * k / (k - 1) sum L^2: at 2 users it would otherwise be half what it is.
+ */
+function armEstimate(d: VariantData, metric: MetricName): ArmMoments | undefined {
   const { numerator, denominator, kind } = METRIC_FIELDS[metric];
-  return ratioEstimate(numerator(d.buckets), denominator(d.buckets), kind);
+  const den = denominator(d.buckets);
+  const raw = deltaMethodRatio(ratioSums(numerator(d.buckets), den));
+  if (raw === undefined) return undefined;
+  let k = 0;
+  for (let i = 0; i < den.length; i++) if (den[i]! > 0) k++;
+  const n = raw.units;
+  const correction = k >= 2 && k < n ? (k / (k - 1)) * ((n - 1) / n) : 1;
+  return { ...raw, variance: flooredVariance(kind, raw.variance * correction, raw.numerator, raw.denominator, "degenerate"), unitsWithData: k };
+}
+
+/** Degrees of freedom of an arm for Student's t: undefined (the normal) when every bucket has data. */
+const armDf = (m: ArmMoments): number | undefined => (m.unitsWithData < USER_BUCKETS ? Math.max(1, m.unitsWithData - 1) : undefined);
+
+/**
+ * Degrees of freedom of a difference of two arms; undefined (normal) when neither has few units.
+ * The smaller arm's units - 1: the conservative bound of Welch-Satterthwaite's (which is never
+ * below it). Welch's own df let A/A false positives reach 6.9-7.7% at 5-10 users per arm on
+ * heavy-tailed activity; the bound keeps them at or below 5.6% there (test/core/small-samples.test.ts).
+ */
+function differenceDf(t: ArmMoments, c: ArmMoments): number | undefined {
+  if (armDf(t) === undefined && armDf(c) === undefined) return undefined;
+  return Math.max(1, Math.min(t.unitsWithData, c.unitsWithData) - 1);
 }
 
 /** The difference of one metric between two arms, CUPED-adjusted when asked and possible. */
-function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cuped: boolean): { input: DifferenceInput; varianceReduction?: number } | undefined {
+function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cuped: boolean): { input: DifferenceInput; varianceReduction?: number; df: number | undefined } | undefined {
   const tm = armEstimate(t, metric);
   const cm = armEstimate(c, metric);
   if (tm === undefined || cm === undefined) return undefined;
@@ -187,8 +241,8 @@ function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cup
     const sums = (d: VariantData) => prePostSums(numerator(d.buckets), denominator(d.buckets), numerator(d.pre!), denominator(d.pre!));
     const r = cupedRatioDifference(sums(t), sums(c));
     if (r !== undefined) {
-      const tv = Math.max(r.treatment.variance, varianceFloor(kind, tm.numerator, tm.denominator));
-      const cv = Math.max(r.control.variance, varianceFloor(kind, cm.numerator, cm.denominator));
+      const tv = flooredVariance(kind, r.treatment.variance, tm.numerator, tm.denominator, "degenerate");
+      const cv = flooredVariance(kind, r.control.variance, cm.numerator, cm.denominator, "degenerate");
       const input: DifferenceInput = {
         difference: r.difference,
         variance: tv + cv,
@@ -196,15 +250,15 @@ function differenceInput(t: VariantData, c: VariantData, metric: MetricName, cup
         controlVariance: cm.variance,
         differenceControlCovariance: -r.control.covarianceWithUnadjusted,
       };
-      return { input, varianceReduction: 1 - input.variance / (tm.variance + cm.variance) };
+      return { input, varianceReduction: 1 - input.variance / (tm.variance + cm.variance), df: differenceDf(tm, cm) };
     }
   }
-  return { input: independentArms(tm, cm) };
+  return { input: independentArms(tm, cm), df: differenceDf(tm, cm) };
 }
 
-/** tau^2 for the sequential design over n units, or the fixed-horizon design. */
-function design(settings: Pick<ComparisonSettings, "confidence" | "sequential">, variance: number, units: number): Design {
-  return settings.sequential ? { sequential: true, tau2: sequentialTau2(variance, Math.max(units, 1), 1 - settings.confidence) } : { sequential: false };
+/** tau^2 for the sequential design over n units, or the fixed-horizon design (Student's t on df when given). */
+function design(settings: Pick<ComparisonSettings, "confidence" | "sequential">, variance: number, units: number, df?: number): Design {
+  return settings.sequential ? { sequential: true, tau2: sequentialTau2(variance, Math.max(units, 1), 1 - settings.confidence) } : { sequential: false, df };
 }
 
 function hasPrePeriod(d: VariantData): boolean {
@@ -223,7 +277,9 @@ export function ratioInterval(d: VariantData, metric: MetricName, s: Pick<Compar
   if (m === undefined) return undefined;
   const alpha = 1 - s.confidence;
   const de = design(s, m.variance, d.users);
-  const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : zCritical(s.confidence) * Math.sqrt(m.variance);
+  const df = armDf(m);
+  const critical = df !== undefined ? studentTCritical(alpha, df) : zCritical(s.confidence);
+  const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : critical * Math.sqrt(m.variance);
   const high = m.value + half;
   return { low: Math.max(0, m.value - half), high: METRIC_FIELDS[metric].kind === "proportion" ? Math.min(1, high) : high };
 }
@@ -267,7 +323,7 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     for (const metric of METRICS) {
       const prepared = differenceInput(d, control!, metric, cupedPossible(d));
       if (prepared === undefined) continue;
-      const test = differenceTest(prepared.input, s.confidence, design(s, prepared.input.variance, d.users + control!.users));
+      const test = differenceTest(prepared.input, s.confidence, design(s, prepared.input.variance, d.users + control!.users, prepared.df));
       perMetric.set(metric, { test, varianceReduction: prepared.varianceReduction });
     }
     return { name, d, perMetric };
@@ -299,7 +355,7 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     const cuped: CupedStatus = !s.cuped ? "not requested" : cupedPossible(d) && [...perMetric.values()].some((r) => r.varianceReduction !== undefined) ? "applied" : "no pre-period data";
     return {
       variant: name,
-      enoughData: d.impressions >= s.minImpressions && control!.impressions >= s.minImpressions,
+      enoughData: d.impressions >= s.minImpressions && control!.impressions >= s.minImpressions && d.users >= s.minUsers && control!.users >= s.minUsers,
       searchCtr: metricResult("searchCtr"),
       ctr: metricResult("ctr"),
       noResultsRate: metricResult("noResultsRate"),
@@ -310,12 +366,13 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     };
   });
 
-  const result = { mode: s.sequential ? ("sequential" as const) : ("fixed horizon" as const), comparisons, searchCtrIntervals, sampleRatio, srmPValue: srm?.pValue, srmDetected };
+  const trustworthy = srm !== undefined && !srmDetected;
+  const result = { mode: s.sequential ? ("sequential" as const) : ("fixed horizon" as const), comparisons, searchCtrIntervals, sampleRatio, srmPValue: srm?.pValue, srmDetected, trustworthy };
   const none = (reason: NoRecommendation): Comparison => ({ ...result, recommendation: "", reason });
-  if (!control || control.impressions < s.minImpressions || comparisons.length === 0) return none("insufficient data");
+  if (!control || control.impressions < s.minImpressions || control.users < s.minUsers || comparisons.length === 0) return none("insufficient data");
   const eligible = comparisons.filter((x) => x.enoughData && x.searchCtr !== undefined);
   if (eligible.length === 0) return none("insufficient data");
-  if (srmDetected) return none("srm");
+  if (!trustworthy) return none("srm");
   const better = eligible.filter((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value > 0);
   const shippable = better.filter((x) => x.latency.status === "ok");
   if (shippable.length > 0) {
@@ -323,6 +380,7 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
     return { ...result, recommendation: best.variant, reason: "significant lift" };
   }
   if (better.some((x) => x.latency.status === "regression")) return none("latency regression");
+  if (better.some((x) => x.latency.status === "inconclusive")) return none("latency inconclusive");
   if (better.length > 0) return none("latency insufficient data");
   if (eligible.length === comparisons.length && comparisons.every((x) => x.searchCtr!.significantAdjusted && x.searchCtr!.lift.value < 0)) {
     return { ...result, recommendation: s.control, reason: "control is better" };

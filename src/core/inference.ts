@@ -6,6 +6,8 @@
  *
  * Fixed horizon (the default): Delta = T - C, V = Var(Delta), z = Delta / sqrt(V), p = 2 Phi(-|z|),
  * interval Delta +- z_{1-alpha/2} sqrt(V). Valid for one look at a sample size fixed in advance.
+ * With few units (design.df set), Student's t on those degrees of freedom replaces the normal in
+ * the p-value, the interval and the MDE (Welch 1947; Satterthwaite 1946).
  *
  * Sequential (always valid, for peeking): the mixture sequential probability ratio test with a
  * normal mixing distribution N(0, tau^2) over the effect (Robbins 1970; Johari et al. 2017 as in
@@ -40,6 +42,7 @@
  * estimation", JRSS B 16; S. Holm (1979), Scand. J. Statist. 6.
  */
 import { normalCdf, normalQuantile, zCritical, type Estimate, type Interval } from "./statistics.js";
+import { studentTCritical, studentTQuantile, studentTTwoSided } from "./student-t.js";
 
 /** GrowthBook's default sequential tuning parameter N*: units at which the sequence is tightest. */
 export const DEFAULT_SEQUENTIAL_TUNING = 5000;
@@ -96,7 +99,11 @@ export interface DifferenceInput {
   differenceControlCovariance: number;
 }
 
-export type Design = { sequential: false } | { sequential: true; tau2: number };
+/**
+ * Fixed horizon with the normal approximation, or with Student's t on `df` degrees of freedom
+ * (few units: comparison.ts gives Welch-Satterthwaite's), or sequential.
+ */
+export type Design = { sequential: false; df?: number | undefined } | { sequential: true; tau2: number };
 
 export interface DifferenceTest {
   difference: Estimate;
@@ -122,6 +129,9 @@ export function differenceTest(input: DifferenceInput, confidence: number, desig
   let halfWidth: number;
   if (design.sequential) {
     ({ pValue, halfWidth } = mixtureSprt(delta, v, design.tau2, alpha));
+  } else if (design.df !== undefined) {
+    halfWidth = studentTCritical(alpha, design.df) * se;
+    pValue = Math.min(1, studentTTwoSided(Math.abs(delta) / se, design.df));
   } else {
     halfWidth = zCritical(confidence) * se;
     pValue = Math.min(1, 2 * normalCdf(-Math.abs(delta) / se));
@@ -129,7 +139,7 @@ export function differenceTest(input: DifferenceInput, confidence: number, desig
   const criticalValue = halfWidth / se;
   const fieller = fiellerInterval(delta, v, input.control, input.controlVariance, input.differenceControlCovariance, criticalValue);
   const relativeValue = input.control !== 0 ? delta / input.control : undefined;
-  const mdeAbsolute = halfWidth + normalQuantile(MDE_POWER) * se;
+  const mdeAbsolute = halfWidth + (!design.sequential && design.df !== undefined ? studentTQuantile(MDE_POWER, design.df) : normalQuantile(MDE_POWER)) * se;
   return {
     difference: { value: delta, low: delta - halfWidth, high: delta + halfWidth },
     relative: fieller !== undefined && relativeValue !== undefined ? { value: relativeValue, low: fieller.low, high: fieller.high } : undefined,

@@ -26,6 +26,7 @@ export function prePeriod(window: TimeWindow): TimeWindow {
 const LATENCY_STATUS: Record<GuardrailStatus, LatencyStatus> = {
   ok: LatencyStatus.OK,
   regression: LatencyStatus.REGRESSION,
+  inconclusive: LatencyStatus.INCONCLUSIVE,
   "insufficient data": LatencyStatus.INSUFFICIENT_DATA,
 };
 
@@ -62,6 +63,7 @@ export async function variantComparison(
     expectedSplit: req.expectedSplit,
     latencyThreshold: req.latencyThreshold,
     minImpressions: req.minImpressions,
+    minUsers: req.minUsers,
     sequential: req.inference === Inference.SEQUENTIAL,
     cuped: req.cuped,
   });
@@ -148,9 +150,10 @@ export async function variantComparison(
     })),
     srmPValue: result.srmPValue,
     srmDetected: result.srmDetected,
-    trustworthy: !result.srmDetected,
+    trustworthy: result.trustworthy,
     usersInSeveralVariants: BigInt(now.usersInSeveralArms),
     usersInSeveralVariantsShare: now.users > 0 ? now.usersInSeveralArms / now.users : undefined,
+    minUsers: BigInt(settings.minUsers),
     recommendation: result.recommendation,
     recommendationReason: result.reason,
   };

@@ -194,5 +194,5 @@ describe("calibration (4 treatments, no effect)", () => {
         `(without Holm, some treatment "significantly better": ${pct(rawAnyPositive / RUNS)}); reasons ${JSON.stringify(Object.fromEntries(reasons))}`,
     );
     expect(recommended / RUNS).toBeLessThanOrEqual(0.055);
-  });
+  }, 120_000);
 });

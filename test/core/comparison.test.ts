@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, METRICS, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants, comparisonSettings, METRICS, ratioInterval, type VariantData } from "../../src/core/comparison.js";
+import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta-method.js";
 import { holmAdjust } from "../../src/core/inference.js";
 import { latencyGuardrail, quantileRankInterval } from "../../src/core/latency-guardrail.js";
 import { latencyBucket, latencyValueAt } from "../../src/core/sketches.js";
@@ -17,18 +18,33 @@ function latencies(values: number[]): VariantData["latency"] {
 }
 
 /**
- * A variant whose searches are spread evenly over the 256 buckets (so the delta-method variance
- * is about the i.i.d. one), with `users` users and latencies 1..100 ms times `latencyFactor`.
+ * A variant whose searches are spread evenly over the 256 buckets, each search one user's, with
+ * exactly `searchesWithClicks` of them clicked and the no-result ones chosen at random (seeded by
+ * the arguments): so the delta-method variance is about the i.i.d. one. `users` users and
+ * latencies 1..100 ms times `latencyFactor`.
  */
 function variant(impressions: number, searchesWithClicks: number, o: { clicks?: number; noResults?: number; users?: number; latencyFactor?: number; latency?: boolean; pre?: boolean; seed?: number } = {}): VariantData {
   const buckets = emptyBucketSums();
-  const spread = (total: number, into: Float64Array) => {
-    for (let b = 0; b < USER_BUCKETS; b++) into[b] = Math.floor(total / USER_BUCKETS) + (b < total % USER_BUCKETS ? 1 : 0);
+  for (let b = 0; b < USER_BUCKETS; b++) buckets.impressions[b] = Math.floor(impressions / USER_BUCKETS) + (b < impressions % USER_BUCKETS ? 1 : 0);
+  const clicks = o.clicks ?? searchesWithClicks;
+  const noResults = o.noResults ?? Math.round(impressions / 20);
+  const pickRng = new Random((impressions * 7919 + searchesWithClicks * 104729 + clicks * 31 + noResults * 17 + (o.seed ?? 0)) >>> 0);
+  /** `count` distinct searches at random (partial Fisher-Yates), as their buckets: search i is in bucket i mod 256. */
+  const choose = (count: number): number[] => {
+    const order = Uint32Array.from({ length: impressions }, (_, i) => i);
+    const out: number[] = [];
+    for (let k = 0; k < Math.min(count, impressions); k++) {
+      const j = k + Math.floor(pickRng.uniform() * (impressions - k));
+      [order[k], order[j]] = [order[j]!, order[k]!];
+      out.push(order[k]! % USER_BUCKETS);
+    }
+    return out;
   };
-  spread(impressions, buckets.impressions);
-  spread(searchesWithClicks, buckets.searchesWithClicks);
-  spread(o.clicks ?? searchesWithClicks, buckets.clicks);
-  spread(o.noResults ?? Math.round(impressions / 20), buckets.noResults);
+  const clicked = choose(searchesWithClicks);
+  for (const b of clicked) buckets.searchesWithClicks[b]! += 1;
+  // one click per clicked search, the rest (if any) on clicked searches at random
+  clicked.forEach((b, k) => (buckets.clicks[b]! += Math.floor(clicks / clicked.length) + (k < clicks % Math.max(clicked.length, 1) ? 1 : 0)));
+  for (const b of choose(noResults)) buckets.noResults[b]! += 1;
   const latencyValues = Array.from({ length: Math.max(impressions, 1) }, (_, i) => (1 + (i % 100)) * (o.latencyFactor ?? 1));
   let pre: VariantData["pre"];
   if (o.pre) {
@@ -183,6 +199,16 @@ describe("compareVariants", () => {
     expect(dead.reason).toBe("srm");
   });
 
+  it("is never trustworthy when no sample-ratio test can be computed", () => {
+    // Arms with searches but no users counted (nothing to test the split on): no SRM p-value, so
+    // not trustworthy and nothing recommended, however large the lift.
+    const r = compareVariants(new Map([["search_v1", variant(20000, 4000, { users: 0 })], ["search_v2", variant(20000, 8000, { users: 0 })]]), settings());
+    expect(r.srmPValue).toBeUndefined();
+    expect([r.srmDetected, r.trustworthy, r.recommendation]).toEqual([false, false, ""]);
+    const ok = compareVariants(new Map([["search_v1", variant(20000, 4000)], ["search_v2", variant(20000, 8000)]]), settings());
+    expect([ok.trustworthy, ok.recommendation]).toEqual([true, "search_v2"]);
+  });
+
   it("tests users against the expected split like scipy.stats.chisquare", () => {
     // scipy.stats.chisquare docstring: chisquare([16, 18, 16, 14, 12, 12]) -> pvalue 0.84914503608460956,
     // and with f_exp=[16, 16, 16, 16, 16, 8] -> pvalue 0.62338762774958223
@@ -237,9 +263,14 @@ describe("compareVariants", () => {
   });
 
   it("validates its settings", () => {
-    expect(() => settings({ confidence: 1 })).toThrow(/confidence: must be between 0 and 1/);
+    for (const confidence of [1, 0, 1e-9, 0.49, 0.99991, Number.NaN]) expect(() => settings({ confidence })).toThrow(/^confidence: must be between 0.5 and 0.9999 \(inclusive\)/);
+    expect(settings({ confidence: 0.5 }).confidence).toBe(0.5);
+    expect(settings({ confidence: 0.9999 }).confidence).toBe(0.9999);
     expect(() => settings({ latencyThreshold: -0.1 })).toThrow(/latency_threshold/);
-    expect(() => settings({ expectedSplit: { a: 0 } })).toThrow(/expected_split\[a\]: must be a positive weight/);
+    for (const w of [0, -1, 1e-300, 1e300, 9.9e-7, 1.01e6, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => settings({ expectedSplit: { a: w } })).toThrow(/^expected_split\[a\]: must be a finite weight between 0.000001 and 1000000/);
+    }
+    expect(settings({ expectedSplit: { a: 1e-6, b: 1e6 } }).expectedSplit.get("b")).toBe(1e6);
     expect(settings()).toMatchObject({ sequential: false, cuped: false, confidence: 0.95 });
     expect(() => compareVariants(new Map([["search_v1", variant(10, 1)], ["x", variant(10, 1)]]), settings({ expectedSplit: { search_v1: 1 } }))).toThrow(
       /expected_split: must give a weight for every variant with impressions \(missing: x\)/,
@@ -273,5 +304,109 @@ describe("latency guardrail", () => {
     expect(latencyGuardrail(slow, zero, 0.95, 0.1).status).toBe("regression");
     expect(latencyGuardrail(latencies([1, 2, 3]), slow, 0.95, 0.1).status).toBe("insufficient data");
     expect(latencyGuardrail(undefined, slow, 0.95, 0.1).status).toBe("insufficient data");
+  });
+});
+
+describe("decisions follow the requested confidence (issue 27)", () => {
+  // scipy.stats.norm.ppf(0.95), ppf(0.975), ppf(0.995), ppf(0.8)
+  const Z = { 0.9: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004 } as const;
+  const Z80 = 0.8416212335729143;
+  /** Control and two treatments: t1 with `clicked` searches with a click of 20,000, t2 equal to the control. */
+  const three = (clicked: number) =>
+    new Map([
+      ["search_v1", variant(20000, 4000)],
+      ["t1", variant(20000, clicked)],
+      ["t2", variant(20000, 4000)],
+    ]);
+  /**
+   * GrowthBook's sequential_interval_halfwidth (packages/stats/gbstats/frequentist/tests.py at
+   * commit 8f1db4456915a8e7b7faf23d5632ca7219d2f469, eq. 9 of arXiv:2103.06476v7) with its
+   * sequential_rho (eq. 161), written out here independently of inference.ts: s2 = V n is the
+   * per-unit variance, n the units, tuning 5000.
+   */
+  const growthbookHalfWidth = (variance: number, n: number, alpha: number, tuning = 5000) => {
+    const rho = Math.sqrt((-2 * Math.log(alpha) + Math.log(-2 * Math.log(alpha) + 1)) / tuning);
+    const s2 = variance * n;
+    return Math.sqrt(s2) * Math.sqrt((2 * (n * rho ** 2 + 1) * Math.log(Math.sqrt(n * rho ** 2 + 1) / alpha)) / (n * rho) ** 2);
+  };
+
+  it("Holm-adjusted decisions and the recommendation: adjusted p between 0.05 and 0.10, and between 0.01 and 0.05", () => {
+    // t1: raw p ~0.035, Holm over 2 treatments ~0.070: significant after adjustment at 90% only.
+    const at = (confidence: number, clicked: number) => compareVariants(three(clicked), settings({ confidence }));
+    const r90 = at(0.9, 4170);
+    const t90 = r90.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
+    expect(t90.adjustedPValue).toBeGreaterThan(0.05);
+    expect(t90.adjustedPValue).toBeLessThan(0.1);
+    expect(t90.adjustedPValue).toBeCloseTo(2 * t90.pValue, 14);
+    expect([t90.significant, t90.significantAdjusted]).toEqual([true, true]);
+    expect([r90.recommendation, r90.reason]).toEqual(["t1", "significant lift"]);
+    const r95 = at(0.95, 4170);
+    const t95 = r95.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
+    expect(t95.adjustedPValue).toBeCloseTo(t90.adjustedPValue, 14);
+    expect([t95.significant, t95.significantAdjusted]).toEqual([true, false]);
+    expect([r95.recommendation, r95.reason]).toEqual(["", "not significant"]);
+
+    // t1: adjusted p ~0.026: significant after adjustment at 95%, not at 99%.
+    const s95 = at(0.95, 4210);
+    const u95 = s95.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
+    expect(u95.adjustedPValue).toBeGreaterThan(0.01);
+    expect(u95.adjustedPValue).toBeLessThan(0.05);
+    expect(u95.significantAdjusted).toBe(true);
+    expect(s95.recommendation).toBe("t1");
+    const s99 = at(0.99, 4210);
+    const u99 = s99.comparisons.find((c) => c.variant === "t1")!.searchCtr!;
+    expect([u99.significant, u99.significantAdjusted]).toEqual([false, false]);
+    expect([s99.recommendation, s99.reason]).toEqual(["", "not significant"]);
+  });
+
+  it("fixed-horizon intervals and the MDE: z_{1-alpha/2} at 90%, 95% and 99%", () => {
+    for (const confidence of [0.9, 0.95, 0.99] as const) {
+      const c = compareVariants(three(4170), settings({ confidence })).comparisons.find((x) => x.variant === "t1")!.searchCtr!;
+      const se = (c.lift.high - c.lift.low) / (2 * Z[confidence]);
+      const seAt95 = (() => {
+        const r = compareVariants(three(4170), settings({ confidence: 0.95 })).comparisons.find((x) => x.variant === "t1")!.searchCtr!;
+        return (r.lift.high - r.lift.low) / (2 * Z[0.95]);
+      })();
+      expect(se).toBeCloseTo(seAt95, 14);
+      expect(c.mde).toBeCloseTo((Z[confidence] + Z80) * se, 12);
+    }
+  });
+
+  /** An arm whose buckets differ in activity and click propensity (as users do), so the delta-method variance is well above the floor. */
+  const noisy = (seed: number, p: number): VariantData => {
+    const rng = new Random(seed);
+    const buckets = emptyBucketSums();
+    for (let b = 0; b < USER_BUCKETS; b++) {
+      const n = 20 + Math.floor(140 * rng.uniform());
+      buckets.impressions[b] = n;
+      buckets.searchesWithClicks[b] = Math.round(n * p * (0.3 + 1.4 * rng.uniform()));
+      buckets.clicks[b] = buckets.searchesWithClicks[b]!;
+    }
+    const sum = (a: Float64Array) => a.reduce((x, y) => x + y, 0);
+    return { impressions: sum(buckets.impressions), clicks: sum(buckets.clicks), searchesWithClicks: sum(buckets.searchesWithClicks), noResults: 0, users: 4000 + seed, buckets };
+  };
+
+  it("sequential intervals: per-variant and per-comparison half-widths equal GrowthBook's at 90%, 95% and 99%", () => {
+    const data = new Map([["search_v1", noisy(1, 0.2)], ["t1", noisy(2, 0.21)]]);
+    const control = data.get("search_v1")!;
+    const t1 = data.get("t1")!;
+    const v = (d: VariantData) => deltaMethodRatio(ratioSums(d.buckets.searchesWithClicks, d.buckets.impressions))!.variance;
+    const widths: number[] = [];
+    for (const confidence of [0.9, 0.95, 0.99]) {
+      const s = settings({ confidence, sequential: true });
+      // the floor does not bind on these arms: the delta-method variance is what is used
+      expect(v(control)).toBeGreaterThan(varianceFloor("proportion", control.searchesWithClicks, control.impressions));
+      const own = ratioInterval(control, "searchCtr", s)!;
+      const half = growthbookHalfWidth(v(control), control.users, 1 - confidence);
+      expect((own.high - own.low) / 2).toBeCloseTo(half, 12);
+      const r = compareVariants(data, s);
+      expect(r.searchCtrIntervals.get("search_v1")!.high - r.searchCtrIntervals.get("search_v1")!.low).toBeCloseTo(2 * half, 12);
+      const lift = r.comparisons.find((x) => x.variant === "t1")!.searchCtr!.lift;
+      const liftHalf = growthbookHalfWidth(v(control) + v(t1), control.users + t1.users, 1 - confidence);
+      expect((lift.high - lift.low) / 2).toBeCloseTo(liftHalf, 12);
+      widths.push(liftHalf);
+    }
+    expect(widths[0]!).toBeLessThan(widths[1]!);
+    expect(widths[1]!).toBeLessThan(widths[2]!);
   });
 });

@@ -8,7 +8,7 @@
 // the normal approximation (see delta-method.ts), so fixed-horizon checks compare variances and
 // standard errors; its sequential test is normal, so those compare intervals and p-values.
 import { describe, expect, it } from "vitest";
-import { cupedRatioDifference, deltaMethodRatio, ratioEstimate, ratioSums, varianceFloor, type PrePostSums } from "../../src/core/delta-method.js";
+import { cupedRatioDifference, deltaMethodRatio, flooredVariance, ratioEstimate, ratioSums, varianceFloor, type PrePostSums } from "../../src/core/delta-method.js";
 import { differenceTest, fiellerInterval, holmAdjust, independentArms, mixtureSprt, sequentialRho2, sequentialTau2 } from "../../src/core/inference.js";
 import { zCritical } from "../../src/core/statistics.js";
 import { USER_BUCKETS, addBucketSums, emptyBucketSums, userBucket } from "../../src/core/user-buckets.js";
@@ -94,6 +94,16 @@ describe("delta method for ratio metrics", () => {
     expect(all.variance).toBeGreaterThan(0);
     expect(ratioEstimate([0, 0], [10, 20], "rate")!.variance).toBeCloseTo(1 / 900, 18);
     expect(ratioEstimate([0, 0], [0, 0], "rate")).toBeUndefined();
+    // the comparison's floor: Agresti-Caffo where the units show less spread than one pseudo-event,
+    // q (1 - q) / (N + 2) with q = 1 / (N + 2) whatever the kind and level; else none
+    expect(ratioEstimate([0, 0, 0], [10, 20, 5], "proportion", "degenerate")!.variance).toBeCloseTo(varianceFloor("proportion", 0, 35), 18);
+    for (const kind of ["proportion", "rate"] as const) {
+      expect(varianceFloor(kind, 0, 35, "degenerate")).toBeCloseTo((1 / 37) * (36 / 37) / 37, 18);
+      expect(varianceFloor(kind, 20, 35, "degenerate")).toBeCloseTo((1 / 37) * (36 / 37) / 37, 18);
+      // below one pseudo-event's variance the arm is degenerate: the i.i.d. floor with pseudo-counts
+      expect(flooredVariance(kind, 1e-9, 20, 35, "degenerate")).toBe(varianceFloor(kind, 20, 35, "agresti-caffo"));
+      expect(flooredVariance(kind, 0.01, 20, 35, "degenerate")).toBe(0.01);
+    }
   });
 });
 

@@ -110,13 +110,16 @@ describe("search-level CTR, no-results rate and users", () => {
     const v = res.variants.search_v1!;
     expect(v).toMatchObject({ searchCtr: 0.4, noClickRate: 0.6, noResultsRate: 0.1, users: 1n, searchesWithClicks: 4n, avgRankClicked: 1.5, avgResponseTimeMs: 55 });
     expect(Math.abs(v.p95ResponseTimeMs! - 95.5)).toBeLessThanOrEqual(0.955); // numpy.percentile([10..100], 95), sketch within 1%
-    // One user: the delta method over users has no spread to measure, so the interval is the
-    // floor, Agresti-Caffo's p~ = (4 + 1) / (10 + 2) with variance p~ (1 - p~) / 12, never [0.4, 0.4].
-    const half = 1.959963984540054 * Math.sqrt(((5 / 12) * (7 / 12)) / 12);
-    expect(v.searchCtrInterval!.low).toBeCloseTo(0.4 - half, 10);
-    expect(v.searchCtrInterval!.high).toBeCloseTo(0.4 + half, 10);
+    // One user: the delta method over users has no spread to measure, so the variance is the
+    // floor, Agresti-Caffo's p~ = (4 + 1) / (10 + 2) with variance p~ (1 - p~) / 12, never [0.4, 0.4];
+    // and one unit is few: Student's t on 1 df (scipy.stats.t.ppf(0.975, 1) = 12.706204736174694),
+    // so the interval is the whole range, as one user can say nothing about the others.
+    const half = 12.706204736174694 * Math.sqrt(((5 / 12) * (7 / 12)) / 12);
+    expect(0.4 + half).toBeGreaterThan(1);
+    expect(v.searchCtrInterval).toMatchObject({ low: 0, high: 1 });
     // CTR (4 clicks / 10 searches) floored by a Poisson variance with one pseudo-click, (4 + 1) / 10^2.
-    expect(v.ctrInterval!.low).toBeCloseTo(Math.max(0, 0.4 - 1.959963984540054 * Math.sqrt(5 / 100)), 10);
+    expect(v.ctrInterval!.low).toBe(0);
+    expect(v.ctrInterval!.high).toBeCloseTo(0.4 + 12.706204736174694 * Math.sqrt(5 / 100), 10);
   });
 
   it("GetVariantComparison intervals are the delta method over users, computed here from each user's own counts", async () => {
@@ -148,7 +151,10 @@ describe("search-level CTR, no-results rate and users", () => {
     await h.client.logEvents({ events });
     const res = await h.client.getVariantComparison({ confidence: 0.9 });
     const { userBucket, USER_BUCKETS } = await import("../../src/core/user-buckets.js");
-    const z = 1.6448536269514722; // 90%
+    // 20 users per arm land in 19 buckets each (one collision): few users, so the server uses
+    // Student's t on 19 - 1 = 18 df (the smaller arm's buckets with data - 1) and rescales each
+    // arm's variance from the 256 buckets to the 19 with data, (19 / 18) (255 / 256).
+    const z = 1.7340636066175388; // scipy.stats.t.ppf(0.95, 18)
     const arms = new Map<string, { ctr: { R: number; variance: number } }>();
     for (const variant of ["search_v1", "search_v2"]) {
       const Y = new Float64Array(USER_BUCKETS);
@@ -165,7 +171,9 @@ describe("search-level CTR, no-results rate and users", () => {
         const mean = (a: Float64Array) => a.reduce((s, x) => s + x, 0) / n;
         const cov = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
         const R = mean(y) / mean(N);
-        return { R, variance: (cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2) };
+        const k = N.filter((x) => x > 0).length;
+        expect(k).toBe(19);
+        return { R, variance: ((cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2)) * (k / (k - 1)) * ((n - 1) / n) };
       };
       const v = res.variants[variant]!;
       for (const [interval, y] of [[v.searchCtrInterval!, Y], [v.ctrInterval!, C]] as const) {
@@ -175,20 +183,27 @@ describe("search-level CTR, no-results rate and users", () => {
       }
       arms.set(variant, { ctr: deltaVariance(C) });
     }
-    // CTR of search_v2 against search_v1: difference, two-sided p (Abramowitz-Stegun 7.1.26 for
-    // erfc, accurate to 1.5e-7) and Fieller's interval of the ratio, from the variances above.
+    // CTR of search_v2 against search_v1: difference, two-sided p (Student's t on 18 df, its density
+    // integrated here by Simpson's rule) and Fieller's interval of the ratio, from the variances above.
     const t = arms.get("search_v2")!.ctr;
     const c = arms.get("search_v1")!.ctr;
     const diff = t.R - c.R;
     const se = Math.sqrt(t.variance + c.variance);
-    const erfc = (x: number) => {
-      const k = 1 / (1 + 0.3275911 * x);
-      return k * (0.254829592 + k * (-0.284496736 + k * (1.421413741 + k * (-1.453152027 + k * 1.061405429)))) * Math.exp(-x * x);
+    const tTwoSided = (x: number) => {
+      // Gamma(19/2) / (sqrt(18 pi) Gamma(9)), with Gamma(9) = 8! and Gamma(19/2) = (17!! / 2^9) sqrt(pi)
+      const doubleFactorial17 = 17 * 15 * 13 * 11 * 9 * 7 * 5 * 3;
+      const c = ((doubleFactorial17 / 512) * Math.sqrt(Math.PI)) / (Math.sqrt(18 * Math.PI) * 40320);
+      const f = (u: number) => c * (1 + (u * u) / 18) ** -9.5;
+      const steps = 4000;
+      const h = x / steps;
+      let sum = f(0) + f(x);
+      for (let i = 1; i < steps; i++) sum += (i % 2 === 1 ? 4 : 2) * f(i * h);
+      return 1 - (2 * sum * h) / 3;
     };
     const x = res.comparisons[0]!;
     expect(x.ctrLift!.value).toBeCloseTo(diff, 12);
     expect(x.ctrLift!.low).toBeCloseTo(diff - z * se, 10);
-    expect(x.ctrPValue!).toBeCloseTo(erfc(Math.abs(diff / se) / Math.SQRT2), 6);
+    expect(x.ctrPValue!).toBeCloseTo(tTwoSided(Math.abs(diff / se)), 9);
     // (t.R - rho c.R)^2 = z^2 (t.variance + rho^2 c.variance), solved for rho.
     const a = c.R ** 2 - z * z * c.variance;
     const b = -2 * t.R * c.R;
@@ -503,6 +518,11 @@ describe("GetVariantComparison statistics", () => {
     expect(lenient.recommendation).toBe("search_v2");
     const strict = await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 }, latencyThreshold: 0.6, minImpressions: 500n });
     expect(strict.recommendationReason).toBe("insufficient data");
+    // 600 and 400 users: the default minimum of 100 users per arm is met; 401 is not
+    expect(lenient.minUsers).toBe(100n);
+    const fewUsers = await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 }, latencyThreshold: 0.6, minUsers: 401n });
+    expect([fewUsers.minUsers, fewUsers.recommendation, fewUsers.recommendationReason]).toEqual([401n, "", "insufficient data"]);
+    expect((await h.client.getVariantComparison({ days: 1, expectedSplit: { search_v1: 3, search_v2: 2 }, latencyThreshold: 0.6, minUsers: 400n })).recommendation).toBe("search_v2");
     const reversed = await h.client.getVariantComparison({ days: 1, control: "search_v2", confidence: 0.99, expectedSplit: { search_v1: 3, search_v2: 2 } });
     expect(reversed).toMatchObject({ control: "search_v2", confidence: 0.99 });
     expect(reversed.comparisons.map((x) => x.variant)).toEqual(["search_v1"]);
@@ -510,11 +530,23 @@ describe("GetVariantComparison statistics", () => {
   });
 
   it("validates the comparison settings", async () => {
-    await invalid(h.client.getVariantComparison({ confidence: 1.5 }), /confidence: must be between 0 and 1/);
+    await invalid(h.client.getVariantComparison({ confidence: 1.5 }), /confidence: must be between 0.5 and 0.9999 \(inclusive\), got 1.5/);
+    // Issue 21: a confidence of 1e-9 was accepted (significant with p = 0.78) and recommended.
+    for (const confidence of [1e-9, 0.4999, 0.99995, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await invalid(h.client.getVariantComparison({ confidence }), /^confidence: must be between 0.5 and 0.9999 \(inclusive\)/);
+    }
+    // the bounds themselves are valid
+    for (const confidence of [0.5, 0.9999]) expect((await h.client.getVariantComparison({ confidence })).confidence).toBe(confidence);
+    // Issue 21: {ctl: 1e300, trt: 1e-300} left srm_p_value unset and said trustworthy.
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1e300, search_v2: 1e-300 } }), /^expected_split\[search_v1\]: must be a finite weight between 0.000001 and 1000000, got 1e\+300/);
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1, search_v2: 1e-7 } }), /^expected_split\[search_v2\]: must be a finite weight between 0.000001 and 1000000, got 1e-7/);
+    await invalid(h.client.getVariantComparison({ expectedSplit: { search_v1: 1, search_v2: Number.POSITIVE_INFINITY } }), /^expected_split\[search_v2\]: must be a finite weight/);
     await invalid(h.client.getVariantComparison({ control: "bad control" }), /control: must match/);
+    await invalid(h.client.getVariantComparison({ minUsers: 1n }), /^min_users: must be an integer >= 2/);
     await invalid(h.client.getVariantComparison({ expectedSplit: { a: -1 } }), /expected_split\[a\]/);
     const empty = await h.client.getVariantComparison({});
-    expect(empty).toMatchObject({ recommendation: "", recommendationReason: "insufficient data", comparisons: [], srmDetected: false });
+    // No SRM can be computed without users: never "trustworthy".
+    expect(empty).toMatchObject({ recommendation: "", recommendationReason: "insufficient data", comparisons: [], srmDetected: false, trustworthy: false });
     expect(empty.srmPValue).toBeUndefined();
   });
 });

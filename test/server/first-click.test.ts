@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EventSchema, FirstClickMetrics } from "../../src/client/index.js";
 import { Granularity } from "../../src/client/index.js";
 import { USER_BUCKETS, userBucket } from "../../src/core/user-buckets.js";
+import { referenceTCritical, referenceTTwoSided } from "../support/student-t-reference.js";
 import { grpcurl } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { mulberry32 } from "../support/prng.js";
@@ -173,8 +174,10 @@ describe("first-click metrics against an independent computation", () => {
   });
 
   it("GetVariantComparison: values per variant, and MRR and abandonment differences with user-level intervals and p-values computed here", async () => {
-    const z = 1.6448536269514722; // 90%
+    // 80 users per arm: fewer than the 256 buckets, so Student's t on the buckets with data - 1
+    // (the smaller arm's for a difference), each arm's variance rescaled to its k buckets with data.
     const res = await h.client.getVariantComparison({ days: 7, confidence: 0.9, control: "search_v1" });
+    const units = new Map<string, number>();
     // Per user bucket (user-buckets.ts): searches with results, their reciprocal ranks, and abandoned ones.
     const arms = new Map<string, { mrr: { R: number; variance: number }; abandonment: { R: number; variance: number } }>();
     for (const v of VARIANTS) {
@@ -191,9 +194,13 @@ describe("first-click metrics against an independent computation", () => {
       const n = USER_BUCKETS;
       const mean = (a: Float64Array) => a.reduce((x, y) => x + y, 0) / n;
       const cov = (a: Float64Array, b: Float64Array) => a.reduce((sum, x, i) => sum + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
+      const k = N.filter((x) => x > 0).length;
+      units.set(v, k);
+      expect(k).toBeLessThan(80);
+      const z = referenceTCritical(0.1, k - 1);
       const delta = (y: Float64Array) => {
         const R = mean(y) / mean(N);
-        const variance = (cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2);
+        const variance = ((cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2)) * (k / (k - 1)) * ((n - 1) / n);
         // Agresti-Caffo's floor (delta-method.ts): binds only in tiny arms; here it must not.
         const total = mean(N) * n;
         const p = (mean(y) * n + 1) / (total + 2);
@@ -209,10 +216,8 @@ describe("first-click metrics against an independent computation", () => {
         expect(interval.high).toBeCloseTo(Math.min(1, m.R + z * Math.sqrt(m.variance)), 10);
       }
     }
-    const erfc = (x: number) => {
-      const k = 1 / (1 + 0.3275911 * x);
-      return k * (0.254829592 + k * (-0.284496736 + k * (1.421413741 + k * (-1.453152027 + k * 1.061405429)))) * Math.exp(-x * x);
-    };
+    const df = Math.min(units.get("search_v1")!, units.get("search_v2")!) - 1;
+    const z = referenceTCritical(0.1, df);
     const x = res.comparisons.find((c) => c.variant === "search_v2")!;
     for (const [metric, m] of [["mrr", x.mrr!], ["abandonment", x.abandonmentRate!]] as const) {
       const t = arms.get("search_v2")![metric];
@@ -222,7 +227,7 @@ describe("first-click metrics against an independent computation", () => {
       expect(m.lift!.value, metric).toBeCloseTo(diff, 12);
       expect(m.lift!.low, metric).toBeCloseTo(diff - z * se, 10);
       expect(m.lift!.high, metric).toBeCloseTo(diff + z * se, 10);
-      expect(m.pValue!, metric).toBeCloseTo(erfc(Math.abs(diff / se) / Math.SQRT2), 6);
+      expect(m.pValue!, metric).toBeCloseTo(referenceTTwoSided(Math.abs(diff / se), df), 9);
       expect(m.significant, metric).toBe(m.lift!.low > 0 || m.lift!.high < 0);
     }
     // The planted difference shows: search_v2's first clicks land higher.

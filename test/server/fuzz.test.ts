@@ -987,10 +987,10 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
       const broken = [
         ...daysRule(r.days),
         ...variantRule("control", r.control, true),
-        ...(r.confidence === undefined || (r.confidence > 0 && r.confidence < 1) ? [] : ["confidence"]),
+        ...(r.confidence === undefined || (r.confidence >= 0.5 && r.confidence <= 0.9999) ? [] : ["confidence"]),
         ...(r.latencyThreshold === undefined || (Number.isFinite(r.latencyThreshold) && r.latencyThreshold >= 0) ? [] : ["latency_threshold"]),
         ...(Number.isSafeInteger(min) && min >= 0 ? [] : ["min_impressions"]),
-        ...Object.entries(r.expectedSplit).flatMap(([k, w]) => (Number.isFinite(w) && w > 0 ? [] : [`expected_split[${k}]`])),
+        ...Object.entries(r.expectedSplit).flatMap(([k, w]) => (w >= 1e-6 && w <= 1e6 ? [] : [`expected_split[${k}]`])),
       ];
       // A split must name every variant with impressions: that depends on the data.
       expectVerdict(label, verdict(broken, Object.keys(r.expectedSplit).length > 0 ? ["expected_split"] : []), o);

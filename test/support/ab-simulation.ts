@@ -99,6 +99,12 @@ export interface SimulationConfig {
   slices: number;
   /** Also a pre-period with the same activity and propensities (for CUPED). */
   pre: boolean;
+  /**
+   * Also first clicks (MRR, abandonment): a no-result search is never clicked, a clicked search
+   * with results has its first click at rank Geometric(rankP) (0-based), reciprocal rank 1 / (rank + 1).
+   * Off by default (and then the random stream is the one of earlier versions).
+   */
+  firstClicks?: { rankP: number } | undefined;
   /** Also per-search latencies, lognormal(ln(median), sigma) times each arm's factor. */
   latency?: { medianMs: number; sigma: number; factors?: readonly number[] } | undefined;
 }
@@ -110,7 +116,7 @@ export interface SimulatedArm {
   firstSeen: number[];
   pre: BucketSums;
   /** Per-user totals over the whole period (users with at least one search). */
-  perUser: { impressions: number[]; searchesWithClicks: number[]; clicks: number[]; noResults: number[] };
+  perUser: { impressions: number[]; searchesWithClicks: number[]; clicks: number[]; noResults: number[]; firstClicked: number[]; reciprocalRanks: number[] };
   latency: Map<number, number>;
   latencyMin: number;
   latencyMax: number;
@@ -125,7 +131,7 @@ export function simulate(config: SimulationConfig): Map<string, SimulatedArm> {
       slices: Array.from({ length: config.slices }, emptyBucketSums),
       firstSeen: new Array<number>(config.slices).fill(0),
       pre: emptyBucketSums(),
-      perUser: { impressions: [], searchesWithClicks: [], clicks: [], noResults: [] },
+      perUser: { impressions: [], searchesWithClicks: [], clicks: [], noResults: [], firstClicked: [], reciprocalRanks: [] },
       latency: new Map(),
       latencyMin: Infinity,
       latencyMax: -Infinity,
@@ -153,19 +159,38 @@ export function simulate(config: SimulationConfig): Map<string, SimulatedArm> {
     let tClicked = 0;
     let tClicks = 0;
     let tNoResults = 0;
+    let tFirst = 0;
+    let tRr = 0;
     for (let s = 0; s < searches; s++) {
       const slice = Math.floor(rng.uniform() * config.slices);
       if (slice < firstSlice) firstSlice = slice;
       const sums = arm.slices[slice]!;
       sums.impressions[bucket]! += 1;
-      if (rng.uniform() < click) {
+      if (config.firstClicks) {
+        if (rng.uniform() < noResult) {
+          sums.noResults[bucket]! += 1;
+          tNoResults += 1;
+        } else if (rng.uniform() < click) {
+          const clicks = 1 + (config.extraClicks > 0 ? rng.poisson(config.extraClicks) : 0);
+          let rank = 0;
+          while (rng.uniform() >= config.firstClicks.rankP) rank++;
+          sums.searchesWithClicks[bucket]! += 1;
+          sums.clicks[bucket]! += clicks;
+          sums.firstClicked[bucket]! += 1;
+          sums.reciprocalRanks[bucket]! += 1 / (rank + 1);
+          tClicked += 1;
+          tClicks += clicks;
+          tFirst += 1;
+          tRr += 1 / (rank + 1);
+        }
+      } else if (rng.uniform() < click) {
         const clicks = 1 + (config.extraClicks > 0 ? rng.poisson(config.extraClicks) : 0);
         sums.searchesWithClicks[bucket]! += 1;
         sums.clicks[bucket]! += clicks;
         tClicked += 1;
         tClicks += clicks;
       }
-      if (rng.uniform() < noResult) {
+      if (!config.firstClicks && rng.uniform() < noResult) {
         sums.noResults[bucket]! += 1;
         tNoResults += 1;
       }
@@ -183,6 +208,8 @@ export function simulate(config: SimulationConfig): Map<string, SimulatedArm> {
       arm.perUser.searchesWithClicks.push(tClicked);
       arm.perUser.clicks.push(tClicks);
       arm.perUser.noResults.push(tNoResults);
+      arm.perUser.firstClicked.push(tFirst);
+      arm.perUser.reciprocalRanks.push(tRr);
     }
     if (config.pre) {
       const preSearches = rng.poisson(activity);
@@ -210,6 +237,8 @@ export function variantData(arm: SimulatedArm, upTo: number, withPre: boolean): 
       buckets.clicks[b]! += s.clicks[b]!;
       buckets.searchesWithClicks[b]! += s.searchesWithClicks[b]!;
       buckets.noResults[b]! += s.noResults[b]!;
+      buckets.firstClicked[b]! += s.firstClicked[b]!;
+      buckets.reciprocalRanks[b]! += s.reciprocalRanks[b]!;
     }
     users += arm.firstSeen[k]!;
   }

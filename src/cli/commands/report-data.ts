@@ -159,6 +159,7 @@ const LATENCY_STATUS: Record<number, string> = {
   [LatencyStatus.OK]: "ok",
   [LatencyStatus.REGRESSION]: "REGRESSION",
   [LatencyStatus.INSUFFICIENT_DATA]: "insufficient data",
+  [LatencyStatus.INCONCLUSIVE]: "inconclusive",
 };
 
 /** One line of the comparison table, as text, with the tone it is shown in. */
@@ -218,7 +219,7 @@ export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine
       pAdjusted: "",
       mde: "",
       note: "",
-      tone: status === LatencyStatus.REGRESSION ? "bad" : status === LatencyStatus.INSUFFICIENT_DATA ? "warn" : "",
+      tone: status === LatencyStatus.REGRESSION ? "bad" : status === LatencyStatus.INSUFFICIENT_DATA || status === LatencyStatus.INCONCLUSIVE ? "warn" : "",
     });
     return lines;
   });

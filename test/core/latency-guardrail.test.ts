@@ -1,0 +1,103 @@
+// Issue 21 part 3 (non-inferiority) and issue 27 (the guardrail follows the confidence): the
+// status rule on constructed latencies, and seeded simulations of latencies clustered by user
+// (printed so they can be quoted).
+import { describe, expect, it } from "vitest";
+import { latencyGuardrail, type GuardrailStatus, type LatencySketch } from "../../src/core/latency-guardrail.js";
+import { latencyBucket } from "../../src/core/sketches.js";
+import { Random } from "../support/ab-simulation.js";
+
+function sketch(values: number[]): LatencySketch {
+  const histogram = new Map<number, number>();
+  for (const v of values) histogram.set(latencyBucket(v), (histogram.get(latencyBucket(v)) ?? 0) + 1);
+  return { histogram, bounds: { min: Math.min(...values), max: Math.max(...values) } };
+}
+
+/** n latencies 1..100 ms (evenly), times factor. */
+const even = (n: number, factor = 1) => sketch(Array.from({ length: n }, (_, i) => (1 + ((i * 100) / n)) * factor));
+
+describe("latency guardrail: non-inferiority", () => {
+  it("ok only when the upper end is below the threshold, regression when the lower end is above it, else inconclusive", () => {
+    const control = even(20_000);
+    const ok = latencyGuardrail(even(20_000, 1.03), control, 0.95, 0.1);
+    expect(ok.status).toBe("ok");
+    expect(ok.relativeDiff!.high).toBeLessThan(0.1);
+    const worse = latencyGuardrail(even(20_000, 1.3), control, 0.95, 0.1);
+    expect(worse.status).toBe("regression");
+    expect(worse.relativeDiff!.low).toBeGreaterThan(0.1);
+    // +10%: the interval straddles the threshold
+    const edge = latencyGuardrail(even(20_000, 1.1), control, 0.95, 0.1);
+    expect(edge.status).toBe("inconclusive");
+    expect(edge.relativeDiff!.low).toBeLessThan(0.1);
+    expect(edge.relativeDiff!.high).toBeGreaterThan(0.1);
+    // few searches: equal latencies but a wide interval: not "ok" any more (was "ok" before issue 21)
+    const few = latencyGuardrail(even(150), even(150), 0.95, 0.1);
+    expect(few.status).toBe("inconclusive");
+    expect(few.relativeDiff!.high).toBeGreaterThan(0.1);
+  });
+
+  it("follows the confidence (issue 27): ok at 90%, inconclusive at 99% on the same data", () => {
+    // found by scanning factors: the upper end crosses 10% between 90% and 99%
+    const control = even(3000);
+    const at = (confidence: number, factor: number) => latencyGuardrail(even(3000, factor), control, confidence, 0.1);
+    let factor = 1;
+    while (at(0.99, factor).status === "inconclusive" && at(0.9, factor).status === "ok") factor -= 0.001;
+    for (factor = 1; factor < 1.2 && !(at(0.9, factor).status === "ok" && at(0.99, factor).status === "inconclusive"); factor += 0.001);
+    expect(factor).toBeLessThan(1.2);
+    expect(at(0.9, factor).relativeDiff!.high).toBeLessThan(0.1);
+    expect(at(0.99, factor).relativeDiff!.high).toBeGreaterThan(0.1);
+    // the same for regression: the lower end crosses 10% between 90% and 99%
+    let worse = 1.1;
+    for (; worse < 1.4 && !(at(0.9, worse).status === "regression" && at(0.99, worse).status === "inconclusive"); worse += 0.001);
+    expect(worse).toBeLessThan(1.4);
+    expect(at(0.9, worse).relativeDiff!.low).toBeGreaterThan(at(0.99, worse).relativeDiff!.low);
+  });
+});
+
+describe("latency guardrail: calibration (latencies clustered by user)", () => {
+  /**
+   * One arm: `users` users with 1 + Poisson(searchesPerUser - 1) searches, latency lognormal(ln 80 ms,
+   * 0.5) per search times a per-user factor lognormal(0, userSigma) times the arm's factor.
+   */
+  function arm(rng: Random, users: number, searchesPerUser: number, userSigma: number, factor: number): LatencySketch {
+    const values: number[] = [];
+    for (let u = 0; u < users; u++) {
+      const userFactor = Math.exp(userSigma * rng.gauss());
+      const n = 1 + rng.poisson(searchesPerUser - 1);
+      for (let s = 0; s < n; s++) values.push(80 * Math.exp(0.5 * rng.gauss()) * userFactor * factor);
+    }
+    return sketch(values);
+  }
+  const RUNS = 200;
+  function rates(seed: number, users: number, perUser: number, userSigma: number, factor: number): Record<GuardrailStatus, number> {
+    const out: Record<GuardrailStatus, number> = { ok: 0, regression: 0, inconclusive: 0, "insufficient data": 0 };
+    for (let run = 0; run < RUNS; run++) {
+      const rng = new Random(seed + run);
+      const c = arm(rng, users, perUser, userSigma, 1);
+      const t = arm(rng, users, perUser, userSigma, factor);
+      out[latencyGuardrail(t, c, 0.95, 0.1).status]++;
+    }
+    return out;
+  }
+  const show = (r: Record<GuardrailStatus, number>) => Object.entries(r).map(([k, v]) => `${k} ${((100 * v) / RUNS).toFixed(1)}%`).join(", ");
+
+  it("a +50% p95 regression at 1,000 users per arm (10 searches each) is flagged; +20% is never 'ok'", () => {
+    const plus50 = rates(21_300_000, 1000, 10, 0.45, 1.5);
+    const plus20 = rates(21_310_000, 1000, 10, 0.45, 1.2);
+    const plus20small = rates(21_320_000, 100, 10, 0.45, 1.2);
+    const aa = rates(21_330_000, 500, 10, 0.45, 1);
+    const aaIid = rates(21_340_000, 500, 10, 0, 1);
+    console.log(`guardrail, ${RUNS} runs each, per-user latency factor lognormal(0, 0.45), threshold 10%, 95%:`);
+    console.log(`  +50% p95, 1,000 users per arm: ${show(plus50)}`);
+    console.log(`  +20% p95, 1,000 users per arm: ${show(plus20)}`);
+    console.log(`  +20% p95, 100 users per arm: ${show(plus20small)}`);
+    console.log(`  A/A, 500 users per arm: ${show(aa)}`);
+    console.log(`  A/A, 500 users per arm, no user factor (i.i.d. searches): ${show(aaIid)}`);
+    expect(plus50.regression / RUNS).toBeGreaterThanOrEqual(0.8);
+    // non-inferiority: a real regression above the threshold is never passed
+    expect(plus20.ok).toBe(0);
+    expect(plus20small.ok).toBe(0);
+    expect(aaIid.regression / RUNS).toBeLessThanOrEqual(0.05);
+    // the issue's user-clustered A/A (factor lognormal 0.45, 500 users per arm): false REGRESSION at most 5%
+    expect(aa.regression / RUNS).toBeLessThanOrEqual(0.05);
+  }, 120_000);
+});
