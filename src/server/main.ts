@@ -6,10 +6,12 @@ import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine
 import { ConfigError, configFromEnv } from "./config.js";
 import { createLogger } from "./logger.js";
 import { startServer, type RunningServer } from "./server.js";
+import { tracingFromEnv } from "./tracing-setup.js";
 
 async function main(): Promise<void> {
   const config = configFromEnv();
   const logger = createLogger(config.logLevel);
+  const tracing = await tracingFromEnv();
   let embedded: EmbeddedMongo | undefined;
   let server: RunningServer | undefined;
 
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "shutting down");
     stopping = (async () => {
       await server?.close();
+      await tracing?.shutdown().catch(() => undefined);
       await embedded?.stop();
     })().then(
       () => process.exit(0),
@@ -44,11 +47,12 @@ async function main(): Promise<void> {
   }
   if (stopping) return;
   try {
-    server = await startServer({ ...config, mongoUri }, logger);
+    server = await startServer({ ...config, mongoUri, tracer: tracing?.tracer }, logger);
   } catch (error) {
     await embedded?.stop();
     throw error;
   }
+  if (tracing) logger.info({ endpoint: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? process.env.OTEL_EXPORTER_OTLP_ENDPOINT }, "tracing on: spans exported over OTLP/HTTP");
   if (stopping) await server.close();
 }
 

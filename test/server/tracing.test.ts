@@ -4,11 +4,14 @@
  * commands of the call are its CLIENT children, the rpc log line carries the trace id, and a
  * failed call's span has the error status.
  */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
-import { Status, type ServiceError } from "../../src/client/index.js";
+import { afterAll, beforeAll, beforeEach, expect, inject, it } from "vitest";
+import { createClickAnalyticsClient, Status, type ServiceError } from "../../src/client/index.js";
 import { createLogger } from "../../src/server/logger.js";
 import { startHarness, type Harness } from "../support/harness.js";
+import { startServerProcess } from "../support/server-process.js";
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -84,4 +87,36 @@ it("ignores a malformed traceparent (a new trace, not an error)", async () => {
   const server = (await spansOf(traceId, (n) => n >= 1)).find((s) => s.name.endsWith("/GetCtr"));
   expect(server?.parentSpanContext).toBeUndefined();
   expect(server?.status.code).toBe(0); // UNSET: the call succeeded
+});
+
+it("`npm start` with OTEL_EXPORTER_OTLP_ENDPOINT exports the call's spans to that collector over OTLP/HTTP", { timeout: 60_000 }, async () => {
+  // A collector: records what is POSTed to /v1/traces.
+  const bodies: string[] = [];
+  const collector = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk: Buffer) => (body += chunk.toString("utf8")));
+    req.on("end", () => {
+      if (req.url === "/v1/traces") bodies.push(body);
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, "127.0.0.1", r));
+  const { port } = collector.address() as AddressInfo;
+  const server = await startServerProcess({ MONGODB_URI: inject("mongoUri"), MONGODB_DB: `trace_${Date.now()}`, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: "100" });
+  const client = createClickAnalyticsClient(server.address);
+  try {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    await client.getCtr({ days: 1 }, { metadata: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+    for (const until = Date.now() + 10_000; !bodies.some((b) => b.includes(traceId)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+    const exported = bodies.find((b) => b.includes(traceId));
+    expect(exported, `bodies received: ${bodies.length}`).toBeDefined();
+    expect(exported).toContain("clickanalytics.v1.ClickAnalytics/GetCtr");
+    expect(exported).toMatch(/mongodb\.(find|aggregate)/);
+    expect(server.logs.some((l) => l.msg === "tracing on: spans exported over OTLP/HTTP")).toBe(true);
+    expect(server.logs.find((l) => l.msg === "rpc" && l.method === "/clickanalytics.v1.ClickAnalytics/GetCtr")?.trace_id).toBe(traceId);
+  } finally {
+    client.close();
+    await server.stop();
+    collector.close();
+  }
 });
