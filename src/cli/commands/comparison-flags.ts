@@ -3,6 +3,7 @@
  * split, time zone of the daily charts), shared by `report` and `dashboard`.
  */
 import { DAYS_HELP, numberFlag, splitFlag, stringFlag, windowFlags, type FlagValues } from "./common.js";
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison.js";
 import type { ReportRequest } from "./report-data.js";
 
 export const COMPARISON_OPTIONS = {
@@ -22,7 +23,7 @@ export const WINDOW_HELP = `${DAYS_HELP}
   --end TIME              end of the period (exclusive; default now); needs --start`;
 
 export const COMPARISON_HELP = `  --control VARIANT       the baseline (default: the server's, search_v1)
-  --confidence X          confidence level in (0, 1) (default 0.95)`;
+  --confidence X          confidence level in [0.5, 0.9999] (default 0.95)`;
 
 export const SPLIT_HELP = `  --cuped                 CUPED variance reduction with the equally long stretch before the window
   --expected-split SPEC   expected users per variant as weights, e.g. search_v1=1,search_v2=1
@@ -33,7 +34,7 @@ export function comparisonFlags(values: FlagValues, usage: string, sequential: b
   return {
     window: windowFlags(values, usage),
     control: stringFlag(values, "control"),
-    confidence: numberFlag(values, "confidence", undefined, 0, 1, usage, true),
+    confidence: numberFlag(values, "confidence", undefined, MIN_CONFIDENCE, MAX_CONFIDENCE, usage),
     sequential,
     cuped: values.cuped === true,
     expectedSplit: splitFlag(values, "expected-split", usage),
