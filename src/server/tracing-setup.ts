@@ -13,7 +13,8 @@ export interface ConfiguredTracing {
   shutdown(): Promise<void>;
 }
 
-const PACKAGES = "@opentelemetry/api @opentelemetry/sdk-trace-base @opentelemetry/exporter-trace-otlp-http";
+/** Optional peers that only tracing needs. */
+export const TRACING_PACKAGES = ["@opentelemetry/api", "@opentelemetry/exporter-trace-otlp-http", "@opentelemetry/sdk-trace-base"] as const;
 
 export async function tracingFromEnv(env: NodeJS.ProcessEnv = process.env): Promise<ConfiguredTracing | undefined> {
   if (!env.OTEL_EXPORTER_OTLP_ENDPOINT && !env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return undefined;
@@ -23,7 +24,7 @@ export async function tracingFromEnv(env: NodeJS.ProcessEnv = process.env): Prom
   try {
     [sdk, otlp] = await Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/exporter-trace-otlp-http")]);
   } catch {
-    throw new ConfigError(`OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing's packages are not installed: npm install ${PACKAGES}`);
+    throw new ConfigError(`OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing's packages are not installed: npm install ${TRACING_PACKAGES.join(" ")}`);
   }
   // The exporter reads the endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables;
   // the batch processor reads OTEL_BSP_*.

@@ -68,7 +68,8 @@ export class ClickStore {
       serverSelectionTimeoutMS: options.serverSelectionTimeoutMS ?? 2_000,
       appName: "click-analytics",
       writeConcern: options.writeConcern ?? { w: "majority", journal: true },
-      monitorCommands: options.traceCommands !== undefined,
+      // Only when tracing (monitorCommands=true in the URI still works without it).
+      ...(options.traceCommands ? { monitorCommands: true } : {}),
     };
     const client = new MongoClient(options.uri, clientOptions);
     options.traceCommands?.(client);

