@@ -20,6 +20,8 @@ import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
 import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } from "./request-mapping.js";
 import { WatchHub } from "./watch.js";
+import { ExperimentStore } from "../store/experiments.js";
+import { experimentsService } from "./experiments-service.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -55,6 +57,8 @@ export interface ServiceDeps {
   onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
   /** Shares WatchMetrics computations between streams and caps them; one with default limits if unset. */
   watch?: WatchHub | undefined;
+  /** Where experiments are kept; the store's database by default. */
+  experiments?: ExperimentStore | undefined;
 }
 
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
@@ -78,8 +82,11 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   const requireComplete = () => requireCountComplete(store);
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
+  const experiments = deps.experiments ?? new ExperimentStore(store.db);
 
   return {
+    ...experimentsService(experiments, now),
+
     async logClick(req, ctx) {
       const event = validated(() => clickFromRequest(req, ctx, now()));
       const fresh = await ingestOne(store.writer, { kind: "click", event });
