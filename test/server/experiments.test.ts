@@ -7,7 +7,8 @@ import { createClickAnalyticsClient, ExperimentMetric, ExperimentStatus, Status,
 import { startHarness, type Harness } from "../support/harness.js";
 
 type Def = MessageInitShape<typeof ExperimentSchema>;
-const definition = (over: Partial<Def> = {}): Def => ({
+type DefFields = Partial<Exclude<Def, { $typeName: "clickanalytics.v1.Experiment" }>>;
+const definition = (over: DefFields = {}): Def => ({
   displayName: "Ranker v2",
   hypothesis: "Learning-to-rank lifts search CTR",
   owner: "search-team",
@@ -153,7 +154,7 @@ describe("list", () => {
 });
 
 describe("update and lifecycle", () => {
-  const create = async (key: string, over: Partial<Def> = {}) => (await c.createExperiment({ experimentId: key, experiment: definition(over) })).experiment!;
+  const create = async (key: string, over: DefFields = {}) => (await c.createExperiment({ experimentId: key, experiment: definition(over) })).experiment!;
   const setStatus = (key: string, status: ExperimentStatus, etag = "") => c.updateExperiment({ experiment: { name: `experiments/${key}`, status, etag }, updateMask: { paths: ["status"] } });
 
   it("changes only the masked fields, bumps version and etag, and records who changed what", async () => {
