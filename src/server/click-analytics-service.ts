@@ -22,6 +22,7 @@ import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } fr
 import { WatchHub } from "./watch.js";
 import { ExperimentStore } from "../store/experiments.js";
 import { experimentsService } from "./experiments-service.js";
+import { experimentComparison, namedExperiment, resolveWatchRequest } from "./experiment-scorecard.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -220,7 +221,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req, ctx) {
-      return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx), requireComplete);
+      const compare = (r: typeof req) => variantComparison(metrics, r, windowOf(r, now()), (f) => withBudget(f, ctx), requireComplete);
+      // A named experiment supplies what the request leaves unset (experiment-scorecard.ts).
+      return req.experiment === "" ? compare(req) : experimentComparison(experiments, req, compare, now);
     },
 
     async getTopQueries(req, ctx) {
@@ -275,7 +278,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async *watchMetrics(req, ctx) {
-      yield* watch.watch(req, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
+      const resolved = req.experiment === "" ? req : resolveWatchRequest(req, await namedExperiment(experiments, req.experiment));
+      yield* watch.watch(resolved, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
     },
 
     exportEvents: (req, ctx) => exportEvents(store, req, ctx, now()),
