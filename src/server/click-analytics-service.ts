@@ -221,7 +221,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req, ctx) {
-      const compare = (r: typeof req) => variantComparison(metrics, r, windowOf(r, now()), (f) => withBudget(f, ctx), requireComplete);
+      const compare = (r: typeof req, source = (m: MetricsSource) => m) => variantComparison(source(metrics), r, windowOf(r, now()), (f) => withBudget(f, ctx), requireComplete);
       // A named experiment supplies what the request leaves unset (experiment-scorecard.ts).
       return req.experiment === "" ? compare(req) : experimentComparison(experiments, req, compare, now);
     },

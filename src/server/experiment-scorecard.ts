@@ -22,6 +22,7 @@ import { comparisonSettings } from "../core/comparison.js";
 import { DomainError } from "../core/errors.js";
 import { DEFAULTS, expectedSplit, experimentKey, LOWER_IS_BETTER, resourceName, type Experiment, type ExperimentMetricName } from "../core/experiments.js";
 import type { ExperimentStore } from "../store/experiments.js";
+import type { MetricsSource } from "../store/metrics-source.js";
 import { METRIC_ENUM } from "./experiments-service.js";
 import { responseTime } from "./request-mapping.js";
 
@@ -174,15 +175,34 @@ export function scorecard(e: Experiment, resolved: GetVariantComparisonRequest, 
   };
 }
 
-/** GetVariantComparison for a named experiment: `compare` answers the resolved request. */
+/**
+ * The metrics source seen through an experiment: only its arms' variants, so that experiments
+ * running at the same time (other variants in the same period) do not enter its comparison.
+ * The leak count and the users it is a share of stay those of the whole period.
+ */
+export function armsOnly(metrics: MetricsSource, variants: readonly string[]): MetricsSource {
+  const keep = new Set(variants);
+  return {
+    ...metrics,
+    arms: async (f) => {
+      const all = await metrics.arms(f);
+      return { ...all, arms: new Map([...all.arms].filter(([name]) => keep.has(name))) };
+    },
+  };
+}
+
+/**
+ * GetVariantComparison for a named experiment: `compare` answers the resolved request from the
+ * metrics source it is given (armsOnly of the service's).
+ */
 export async function experimentComparison(
   experiments: ExperimentStore,
   req: GetVariantComparisonRequest,
-  compare: (resolved: GetVariantComparisonRequest) => Promise<ComparisonInit>,
+  compare: (resolved: GetVariantComparisonRequest, source: (metrics: MetricsSource) => MetricsSource) => Promise<ComparisonInit>,
   now: () => Date,
 ): Promise<ComparisonInit> {
   const e = await namedExperiment(experiments, req.experiment);
   const resolved = resolveComparisonRequest(req, e);
-  const answer = await compare(resolved);
+  const answer = await compare(resolved, (m) => armsOnly(m, e.arms.map((a) => a.variant)));
   return { ...answer, scorecard: create(ExperimentScorecardSchema, scorecard(e, resolved, answer, now())) };
 }

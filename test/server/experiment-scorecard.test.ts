@@ -176,3 +176,22 @@ describe("WatchMetrics with an experiment", () => {
     await expectStatus(first({ experiment: "draft" }), Status.FAILED_PRECONDITION, /is DRAFT/);
   });
 });
+
+describe("experiments running at the same time", () => {
+  it("keeps another experiment's variants out of the scorecard", async () => {
+    const before = await h.client.getVariantComparison({ experiment: "ranker" });
+    await h.client.createExperiment({ experimentId: "other", experiment: { displayName: "Other", arms: [{ variant: "other_a", weight: 1 }, { variant: "other_b", weight: 1 }], startTime: timestampFromDate(start) } });
+    await h.client.updateExperiment({ experiment: { name: "experiments/other", status: ExperimentStatus.RUNNING }, updateMask: { paths: ["status"] } });
+    const events = traffic(3, Array.from({ length: 50 }, (_, i) => `other-${i}`), (u) => (Number(u.split("-")[1]) % 2 === 0 ? "other_a" : "other_b"), now - 60 * 60_000, 30 * 60_000);
+    expect((await h.client.logEvents({ events })).rejected).toBe(0n);
+    // By hand, the period now holds variants the split does not name: refused.
+    await expectStatus(h.client.getVariantComparison({ startTime: timestampFromDate(start), expectedSplit: { search_v1: 1, search_v2: 1 } }), Status.INVALID_ARGUMENT, /expected_split/);
+    const after = await h.client.getVariantComparison({ experiment: "ranker" });
+    expect(Object.keys(after.variants).sort()).toEqual(["search_v1", "search_v2"]);
+    expect(after.variants).toEqual(before.variants);
+    expect(after.comparisons).toEqual(before.comparisons);
+    const other = await h.client.getVariantComparison({ experiment: "other" });
+    expect(Object.keys(other.variants).sort()).toEqual(["other_a", "other_b"]);
+    expect(other.scorecard?.users).toBe(50n);
+  });
+});
