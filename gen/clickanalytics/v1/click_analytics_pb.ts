@@ -892,8 +892,10 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
    * supplies every field above that the request leaves unset: its period (start_time, end_time
    * when set) unless the request has days or a period; its control; its confidence; its arms'
    * weights as expected_split; its P95_LATENCY guardrail as latency_threshold; its
-   * min_impressions; SEQUENTIAL when it says sequential; cuped when it says so. A DRAFT
-   * experiment is FAILED_PRECONDITION (it has no period). The answer then carries `scorecard`.
+   * min_impressions; SEQUENTIAL when it says sequential; cuped when it says so. Only the
+   * experiment's arms are compared: other variants with events in the period (another experiment
+   * running at the same time) are left out. A DRAFT experiment is FAILED_PRECONDITION (it has no
+   * period). The answer then carries `scorecard`.
    *
    * @generated from field: string experiment = 100;
    */
@@ -2940,6 +2942,7 @@ export const ClickAnalytics: GenService<{
   /**
    * Experiments (see experiments.proto): define one, change it (field mask, etag), read and list
    * them, conclude one. Writers and admins create, update and conclude; readers and admins read.
+   * Defines an experiment (DRAFT). A key in use is ALREADY_EXISTS.
    *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.CreateExperiment
    */
@@ -2949,6 +2952,8 @@ export const ClickAnalytics: GenService<{
     output: typeof CreateExperimentResponseSchema;
   },
   /**
+   * One experiment with its history; NOT_FOUND when unknown.
+   *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.GetExperiment
    */
   getExperiment: {
@@ -2957,6 +2962,8 @@ export const ClickAnalytics: GenService<{
     output: typeof GetExperimentResponseSchema;
   },
   /**
+   * Experiments by key, optionally of one status, a page at a time.
+   *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.ListExperiments
    */
   listExperiments: {
@@ -2965,6 +2972,9 @@ export const ClickAnalytics: GenService<{
     output: typeof ListExperimentsResponseSchema;
   },
   /**
+   * Changes the fields of update_mask; a stale etag is ABORTED, a step outside the lifecycle or a
+   * change of a frozen field FAILED_PRECONDITION.
+   *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.UpdateExperiment
    */
   updateExperiment: {
@@ -2973,6 +2983,8 @@ export const ClickAnalytics: GenService<{
     output: typeof UpdateExperimentResponseSchema;
   },
   /**
+   * STOPPED -> CONCLUDED with the shipped arm; from any other status FAILED_PRECONDITION.
+   *
    * @generated from rpc clickanalytics.v1.ClickAnalytics.ConcludeExperiment
    */
   concludeExperiment: {

@@ -456,6 +456,8 @@ export const GetExperimentRequestSchema: GenMessage<GetExperimentRequest> = /*@_
  */
 export type GetExperimentResponse = Message<"clickanalytics.v1.GetExperimentResponse"> & {
   /**
+   * The experiment with its whole history.
+   *
    * @generated from field: clickanalytics.v1.Experiment experiment = 1;
    */
   experiment?: Experiment | undefined;
@@ -652,6 +654,8 @@ export type ExperimentScorecard = Message<"clickanalytics.v1.ExperimentScorecard
   name: string;
 
   /**
+   * The experiment's status when the answer was computed.
+   *
    * @generated from field: clickanalytics.v1.ExperimentStatus status = 2;
    */
   status: ExperimentStatus;
@@ -668,23 +672,30 @@ export type ExperimentScorecard = Message<"clickanalytics.v1.ExperimentScorecard
   expectedSplit: { [key: string]: number };
 
   /**
+   * The latency threshold in force (the request's, else the experiment's P95_LATENCY guardrail,
+   * else the comparison's default 0.10).
+   *
    * @generated from field: double latency_threshold = 4;
    */
   latencyThreshold: number;
 
   /**
+   * The min_impressions in force (the request's, else the experiment's, else 100).
+   *
    * @generated from field: int64 min_impressions = 5;
    */
   minImpressions: bigint;
 
   /**
-   * The primary metric (never UNSPECIFIED) and the target relative MDE.
+   * The primary metric (never UNSPECIFIED).
    *
    * @generated from field: clickanalytics.v1.ExperimentMetric primary_metric = 6;
    */
   primaryMetric: ExperimentMetric;
 
   /**
+   * The target relative MDE (the experiment's minimum_detectable_effect, else 0.05).
+   *
    * @generated from field: double minimum_detectable_effect = 7;
    */
   minimumDetectableEffect: number;
@@ -714,13 +725,15 @@ export type ExperimentScorecard = Message<"clickanalytics.v1.ExperimentScorecard
   usersNeeded?: bigint | undefined;
 
   /**
-   * Fewest users of any arm, and whether it reaches min_users.
+   * Fewest users of any arm.
    *
    * @generated from field: int64 min_arm_users = 11;
    */
   minArmUsers: bigint;
 
   /**
+   * min_arm_users >= the experiment's min_users (default 100).
+   *
    * @generated from field: bool enough_users = 12;
    */
   enoughUsers: boolean;
@@ -755,19 +768,24 @@ export type ExperimentHealth = Message<"clickanalytics.v1.ExperimentHealth"> & {
   srmDetected: boolean;
 
   /**
+   * The comparison's srm_p_value; unset when it cannot be computed (no users).
+   *
    * @generated from field: optional double srm_p_value = 2;
    */
   srmPValue?: number | undefined;
 
   /**
-   * Share of users seen in several arms (the comparison's users_in_several_variants_share); a
-   * leak when above 0.01.
+   * Share of users seen in several variants (the comparison's users_in_several_variants_share:
+   * over every variant with events in the period, so users of another experiment running at the
+   * same time count when they also have events in this one's arms); a leak when above 0.01.
    *
    * @generated from field: optional double leak_share = 3;
    */
   leakShare?: number | undefined;
 
   /**
+   * leak_share > 0.01.
+   *
    * @generated from field: bool leak_detected = 4;
    */
   leakDetected: boolean;
@@ -806,6 +824,8 @@ export const ExperimentHealthSchema: GenMessage<ExperimentHealth> = /*@__PURE__*
  */
 export type GuardrailCheck = Message<"clickanalytics.v1.GuardrailCheck"> & {
   /**
+   * The guardrail's metric.
+   *
    * @generated from field: clickanalytics.v1.ExperimentMetric metric = 1;
    */
   metric: ExperimentMetric;
@@ -818,11 +838,17 @@ export type GuardrailCheck = Message<"clickanalytics.v1.GuardrailCheck"> & {
   variant: string;
 
   /**
+   * The guardrail's threshold (see ExperimentGuardrail.threshold).
+   *
    * @generated from field: double threshold = 3;
    */
   threshold: number;
 
   /**
+   * From the interval of the change in the bad direction: for P95_LATENCY the comparison's
+   * latency.p95_relative_diff_interval, for a rate the lift's interval (sign flipped where higher
+   * is better), at the comparison's confidence.
+   *
    * @generated from field: clickanalytics.v1.GuardrailState state = 4;
    */
   state: GuardrailState;
