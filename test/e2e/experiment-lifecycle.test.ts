@@ -1,10 +1,13 @@
 /**
  * A whole experiment through the tools: `click-analytics experiments create` and `start` (the
  * compiled CLI), 10,000 users assigned with the typed client's assign() and their searches and
- * clicks logged with the client, the scorecard watched (WatchMetrics and `report --experiment`),
- * then `stop`, `conclude` and `show` with the history.
+ * clicks logged with the client, the scorecard watched (WatchMetrics, `watch` and `report
+ * --experiment`), the dashboard's experiments page, then `stop`, `conclude` and `show` with the
+ * history.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
 import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -109,6 +112,18 @@ it("runs an experiment end to end: create, assign 10,000 users, log, watch the s
   expect(text).toMatch(/^Health: +healthy$/m);
   const list = await ok(["experiments", "list", "--status", "running"]);
   expect(list).toMatch(/^ranker-v2 +RUNNING +Learning-to-rank v2 +search_v1\*=1, search_v2=1 +100%/m);
+
+  // The dashboard's experiments page lists it, healthy, with its users.
+  const dashboard = spawn(process.execPath, [CLI, "dashboard", "--address", h.server.address, "--port", "0", "--interval", "1"], { stdio: ["ignore", "pipe", "ignore"] });
+  try {
+    const [line] = (await once(createInterface({ input: dashboard.stdout! }), "line")) as [string];
+    const page = await fetch(new URL("experiments", /(http:\/\/\S+)/.exec(line)![1]!));
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toMatch(/<tr data-key="ranker-v2" data-healthy="true">.*<td class="num">10,000<\/td>/);
+  } finally {
+    dashboard.kill("SIGTERM");
+  }
 
   // Decide.
   expect(await ok(["experiments", "stop", "ranker-v2"])).toContain("(STOPPED, v3)");
