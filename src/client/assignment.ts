@@ -77,7 +77,12 @@ export interface AssignableExperiment {
   arms: readonly { variant: string; weight: number }[];
   /** (0, 1]; unset means 1. */
   coverage?: number | undefined;
+  /** ExperimentStatus; when given, only a RUNNING experiment (2) assigns anyone. */
+  status?: number | undefined;
 }
+
+/** ExperimentStatus.RUNNING (experiments.proto). */
+const RUNNING = 2;
 
 export interface Assignment {
   /** The arm's variant, to log as events' `variant`; undefined when the user is outside the coverage. */
@@ -90,8 +95,10 @@ export interface Assignment {
 }
 
 /**
- * The arm of `userId` in `experiment` (see the module comment for the function). Throws a
- * TypeError for an experiment without a key or arms, non-positive weights, or an empty user id.
+ * The arm of `userId` in `experiment` (see the module comment for the function); none while the
+ * experiment carries a status other than RUNNING (a draft, or one that has stopped: show those
+ * users what ships). Throws a TypeError for an experiment without a key or arms, non-positive
+ * weights, or an empty user id.
  */
 export function assign(experiment: AssignableExperiment, userId: string): Assignment {
   if (experiment.key === "") throw new TypeError("assign: the experiment has no key");
@@ -100,6 +107,7 @@ export function assign(experiment: AssignableExperiment, userId: string): Assign
   if (weights.length === 0 || weights.some((w) => !(Number.isFinite(w) && w > 0))) throw new TypeError("assign: every arm needs a finite weight > 0");
   const total = weights.reduce((s, w) => s + w, 0);
   const n = hash(experiment.key, userId, 2)!;
-  const index = chooseVariation(n, bucketRanges(weights.length, experiment.coverage ?? 1, weights.map((w) => w / total)));
+  const running = experiment.status === undefined || experiment.status === RUNNING;
+  const index = running ? chooseVariation(n, bucketRanges(weights.length, experiment.coverage ?? 1, weights.map((w) => w / total))) : -1;
   return { variant: index < 0 ? undefined : experiment.arms[index]!.variant, index, inExperiment: index >= 0, hash: n };
 }

@@ -278,7 +278,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async *watchMetrics(req, ctx) {
-      const resolved = req.experiment === "" ? req : resolveWatchRequest(req, await namedExperiment(experiments, req.experiment));
+      const resolved = req.experiment === "" ? req : resolveWatchRequest(req, await namedExperiment(experiments, req.experiment, now()));
       yield* watch.watch(resolved, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
     },
 

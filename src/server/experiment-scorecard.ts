@@ -40,12 +40,16 @@ const STATUS_ENUM: Record<Experiment["status"], ExperimentStatus> = {
   CONCLUDED: ExperimentStatus.CONCLUDED,
 };
 
-/** The experiment a request names; NOT_FOUND when unknown, FAILED_PRECONDITION while DRAFT (no period yet). */
-export async function namedExperiment(experiments: ExperimentStore, name: string): Promise<Experiment> {
+/**
+ * The experiment a request names; NOT_FOUND when unknown, FAILED_PRECONDITION while DRAFT (no
+ * period yet) or before its start_time.
+ */
+export async function namedExperiment(experiments: ExperimentStore, name: string, now = new Date()): Promise<Experiment> {
   const e = await experiments.get(experimentKey("experiment", name));
   if (e.status === "DRAFT" || e.startTime === undefined) {
     throw new DomainError("failed_precondition", `experiments/${e.key} is DRAFT: it has no period to read yet (set its status to RUNNING first)`);
   }
+  if (e.startTime > now) throw new DomainError("failed_precondition", `experiments/${e.key} starts at ${e.startTime.toISOString()}: its period has not begun`);
   return e;
 }
 
@@ -201,7 +205,7 @@ export async function experimentComparison(
   compare: (resolved: GetVariantComparisonRequest, source: (metrics: MetricsSource) => MetricsSource) => Promise<ComparisonInit>,
   now: () => Date,
 ): Promise<ComparisonInit> {
-  const e = await namedExperiment(experiments, req.experiment);
+  const e = await namedExperiment(experiments, req.experiment, now());
   const resolved = resolveComparisonRequest(req, e);
   const answer = await compare(resolved, (m) => armsOnly(m, e.arms.map((a) => a.variant)));
   return { ...answer, scorecard: create(ExperimentScorecardSchema, scorecard(e, resolved, answer, now())) };

@@ -5,7 +5,7 @@
  * split of 100,000 users that the service's sample-ratio test accepts.
  */
 import { describe, expect, it } from "vitest";
-import { assign, bucketRanges, chooseVariation, fnv1a32, hash, type BucketRange } from "../../src/client/index.js";
+import { assign, bucketRanges, chooseVariation, ExperimentStatus, fnv1a32, hash, type BucketRange } from "../../src/client/index.js";
 import { SRM_ALPHA } from "../../src/core/comparison.js";
 import { sampleRatioTest } from "../../src/core/statistics.js";
 
@@ -143,6 +143,15 @@ describe("assign", () => {
     }
     expect(inNarrow).toBeGreaterThan(3000);
     expect(moved).toBe(0);
+  });
+
+  it("assigns nobody while the experiment is not RUNNING (when it says its status)", () => {
+    const running = assign({ ...experiment, status: ExperimentStatus.RUNNING }, "user-1");
+    expect(running).toEqual(assign(experiment, "user-1"));
+    expect(running.inExperiment).toBe(true);
+    for (const status of [ExperimentStatus.DRAFT, ExperimentStatus.STOPPED, ExperimentStatus.CONCLUDED]) {
+      expect(assign({ ...experiment, status }, "user-1")).toEqual({ variant: undefined, index: -1, inExperiment: false, hash: running.hash });
+    }
   });
 
   it("refuses experiments it cannot assign from", () => {

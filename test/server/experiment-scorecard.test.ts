@@ -74,9 +74,10 @@ beforeAll(async () => {
     },
   });
   await h.client.createExperiment({ experimentId: "draft", experiment: { displayName: "Draft", arms: [{ variant: "search_v1", weight: 1 }, { variant: "search_v2", weight: 1 }] } });
-  await h.client.updateExperiment({ experiment: { name: "experiments/ranker", status: ExperimentStatus.RUNNING }, updateMask: { paths: ["status"] } });
+  const { experiment: started } = await h.client.updateExperiment({ experiment: { name: "experiments/ranker", status: ExperimentStatus.RUNNING }, updateMask: { paths: ["status"] } });
+  expect(experiment?.status).toBe(ExperimentStatus.DRAFT);
   const users = Array.from({ length: USERS }, (_, i) => `user-${i}`);
-  const arm = (u: string) => assign(experiment!, u).variant!;
+  const arm = (u: string) => assign(started!, u).variant!;
   // Inside the experiment's period, and 40 users' searches 3 hours ago (before it started).
   const early = traffic(2, Array.from({ length: 40 }, (_, i) => `early-${i}`), () => "search_v1", now - 3 * HOUR, 10 * 60_000);
   const events = [...traffic(1, users, arm, now - 90 * 60_000, 80 * 60_000), ...early];
@@ -156,6 +157,10 @@ describe("GetVariantComparison with an experiment", () => {
     await expectStatus(h.client.getVariantComparison({ experiment: "Not A Key" }), Status.INVALID_ARGUMENT, /^experiment: must be "experiments\/\{key\}"/);
     await expectStatus(h.client.getVariantComparison({ experiment: "draft" }), Status.FAILED_PRECONDITION, /experiments\/draft is DRAFT/);
     await expectStatus(h.client.getVariantComparison({ experiment: "ranker", confidence: 2 }), Status.INVALID_ARGUMENT, /^confidence:/);
+    const later = new Date(Date.now() + 3_600_000);
+    await h.client.createExperiment({ experimentId: "later", experiment: { displayName: "Later", arms: [{ variant: "search_v1", weight: 1 }, { variant: "search_v2", weight: 1 }], startTime: timestampFromDate(later) } });
+    await h.client.updateExperiment({ experiment: { name: "experiments/later", status: ExperimentStatus.RUNNING }, updateMask: { paths: ["status"] } });
+    await expectStatus(h.client.getVariantComparison({ experiment: "later" }), Status.FAILED_PRECONDITION, new RegExp(`experiments/later starts at ${later.toISOString()}: its period has not begun`));
   });
 });
 
