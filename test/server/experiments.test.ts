@@ -186,6 +186,20 @@ describe("update and lifecycle", () => {
     expect((await c.getExperiment({ name: "cas" })).experiment?.version).toBe(2n);
   });
 
+  it("lands concurrent unconditional updates of different fields one after another (none lost)", async () => {
+    await create("no-etag");
+    const changes = [
+      { owner: "o1", path: "owner" },
+      { hypothesis: "h1", path: "hypothesis" },
+      { displayName: "d1", path: "display_name" },
+      { confidence: 0.99, path: "confidence" },
+    ];
+    await Promise.all(changes.map(({ path, ...value }) => c.updateExperiment({ experiment: { name: "experiments/no-etag", ...value }, updateMask: { paths: [path] } })));
+    const e = (await c.getExperiment({ name: "no-etag" })).experiment!;
+    expect(e).toMatchObject({ owner: "o1", hypothesis: "h1", displayName: "d1", confidence: 0.99, version: 5n });
+    expect(e.history.slice(1).map((h) => h.fields[0]).sort()).toEqual(["confidence", "display_name", "hypothesis", "owner"]);
+  });
+
   it("refuses an empty, unknown or output-only mask path with INVALID_ARGUMENT", async () => {
     await create("masks");
     await expectStatus(c.updateExperiment({ experiment: { name: "experiments/masks" } }), Status.INVALID_ARGUMENT, /^update_mask: is required/);
