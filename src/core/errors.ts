@@ -11,7 +11,9 @@ export type FailureKind =
   | "unavailable"
   | "failed_precondition"
   | "deadline_exceeded"
-  | "cancelled";
+  | "cancelled"
+  | "already_exists"
+  | "aborted";
 
 export class DomainError extends Error {
   constructor(

@@ -26,24 +26,40 @@ export function bearerToken(ctx: CallContext): string | undefined {
   return match?.[1];
 }
 
-/** Who may call a ClickAnalytics method: Log*, Stream* write; Get*, Watch* read; anything else (Reset) is admin only. */
+/**
+ * Who may call a ClickAnalytics method: Log*, Stream* and the experiment writes (Create, Update,
+ * Conclude) write; Get*, List*, Watch*, Export* read; anything else (Reset) is admin only.
+ */
 export function rolesFor(method: Pick<DescMethod, "name">): readonly Role[] {
-  if (/^(Log|Stream)[A-Z]/.test(method.name)) return ["writer", "admin"];
-  if (/^(Get|Watch|Export)[A-Z]/.test(method.name)) return ["reader", "admin"];
+  if (/^(Log|Stream)[A-Z]/.test(method.name) || /^(Create|Update|Conclude)Experiment$/.test(method.name)) return ["writer", "admin"];
+  if (/^(Get|List|Watch|Export)[A-Z]/.test(method.name)) return ["reader", "admin"];
   return ["admin"];
 }
 
-/** The role the access guard admitted a call under, so handlers that check for themselves (Reset) can see it. */
-const admitted = new WeakMap<CallContext, Role>();
+/** The role (and token name) the access guard admitted a call under, so handlers that check for themselves (Reset) can see it. */
+const admitted = new WeakMap<CallContext, { role: Role; name: string | undefined }>();
 
-/** The role of a presented token. Compares against every token, without stopping at a match. */
-function roleOf(tokens: readonly AccessToken[], presented: string): Role | undefined {
-  let role: Role | undefined;
+/** The token a presented one matches. Compares against every token, without stopping at a match. */
+function tokenOf(tokens: readonly AccessToken[], presented: string): AccessToken | undefined {
+  let found: AccessToken | undefined;
   for (const t of tokens) {
     const equal = tokensEqual(presented, t.token);
-    role = equal ? t.role : role;
+    found = equal ? t : found;
   }
-  return role;
+  return found;
+}
+
+/**
+ * Who made a call, for records such as an experiment's history: the admitted token's name, else
+ * the `x-user-id` metadata, else the admitted token's role ("writer token"), else "anonymous".
+ * Never the token itself.
+ */
+export function callerName(ctx: CallContext): string {
+  const a = admitted.get(ctx);
+  if (a?.name) return a.name;
+  const user = ctx.header("x-user-id");
+  if (user) return user.slice(0, 256);
+  return a ? `${a.role} token` : "anonymous";
 }
 
 /**
@@ -57,10 +73,11 @@ export function accessGuard(tokens: readonly AccessToken[]): CallGuard {
     const needs = `${method.name} needs a token with role ${allowed.join(" or ")}`;
     const presented = bearerToken(ctx);
     if (presented === undefined) throw new DomainError("unauthenticated", `missing \`authorization: Bearer <token>\`: ${needs}`);
-    const role = roleOf(tokens, presented);
-    if (role === undefined) throw new DomainError("unauthenticated", `the bearer token is not a configured token: ${needs}`);
+    const token = tokenOf(tokens, presented);
+    if (token === undefined) throw new DomainError("unauthenticated", `the bearer token is not a configured token: ${needs}`);
+    const role = token.role;
     if (!allowed.includes(role)) throw new DomainError("permission_denied", `${needs}; the presented token has role ${role}`);
-    admitted.set(ctx, role);
+    admitted.set(ctx, { role, name: token.name });
   };
 }
 
@@ -69,7 +86,7 @@ export function accessGuard(tokens: readonly AccessToken[]): CallGuard {
  * A call the access guard already admitted with an admin token passes.
  */
 export function requireAdmin(ctx: CallContext, adminToken: string | undefined): void {
-  if (admitted.get(ctx) === "admin") return;
+  if (admitted.get(ctx)?.role === "admin") return;
   if (adminToken === undefined) {
     throw new DomainError("permission_denied", "this operation is disabled: the server was started without CLICK_ANALYTICS_ADMIN_TOKEN");
   }

@@ -20,6 +20,9 @@ import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
 import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } from "./request-mapping.js";
 import { WatchHub } from "./watch.js";
+import { ExperimentStore } from "../store/experiments.js";
+import { experimentsService } from "./experiments-service.js";
+import { experimentComparison, namedExperiment, resolveWatchRequest } from "./experiment-scorecard.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
 
@@ -55,6 +58,8 @@ export interface ServiceDeps {
   onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
   /** Shares WatchMetrics computations between streams and caps them; one with default limits if unset. */
   watch?: WatchHub | undefined;
+  /** Where experiments are kept; the store's database by default. */
+  experiments?: ExperimentStore | undefined;
 }
 
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
@@ -78,8 +83,11 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
   const requireComplete = () => requireCountComplete(store);
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
+  const experiments = deps.experiments ?? new ExperimentStore(store.db);
 
   return {
+    ...experimentsService(experiments, now),
+
     async logClick(req, ctx) {
       const event = validated(() => clickFromRequest(req, ctx, now()));
       const fresh = await ingestOne(store.writer, { kind: "click", event });
@@ -213,7 +221,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async getVariantComparison(req, ctx) {
-      return variantComparison(metrics, req, windowOf(req, now()), (f) => withBudget(f, ctx), requireComplete);
+      const compare = (r: typeof req, source = (m: MetricsSource) => m) => variantComparison(source(metrics), r, windowOf(r, now()), (f) => withBudget(f, ctx), requireComplete);
+      // A named experiment supplies what the request leaves unset (experiment-scorecard.ts).
+      return req.experiment === "" ? compare(req) : experimentComparison(experiments, req, compare, now);
     },
 
     async getTopQueries(req, ctx) {
@@ -268,7 +278,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     },
 
     async *watchMetrics(req, ctx) {
-      yield* watch.watch(req, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
+      const resolved = req.experiment === "" ? req : resolveWatchRequest(req, await namedExperiment(experiments, req.experiment, now()));
+      yield* watch.watch(resolved, ctx, AbortSignal.any([ctx.signal, ...(deps.shutdown ? [deps.shutdown] : [])]));
     },
 
     exportEvents: (req, ctx) => exportEvents(store, req, ctx, now()),

@@ -14,6 +14,8 @@ const CODE_BY_KIND: Record<FailureKind, Status> = {
   failed_precondition: Status.FAILED_PRECONDITION,
   deadline_exceeded: Status.DEADLINE_EXCEEDED,
   cancelled: Status.CANCELLED,
+  already_exists: Status.ALREADY_EXISTS,
+  aborted: Status.ABORTED,
 };
 
 /** A status the handler chose on purpose; it passes through unchanged. */

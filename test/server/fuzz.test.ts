@@ -108,8 +108,8 @@ async function settle<T>(promise: Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-/** "<field>: <rule>" (expected_split keys may hold anything, and long details are cut). */
-const FIELD_DETAILS = /^(?:[a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*|expected_split\[[\s\S]*\]): \S/u;
+/** "<field>: <rule>", a path such as experiment.arms[1].weight (expected_split keys may hold anything, and long details are cut). */
+const FIELD_DETAILS = /^(?:[a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*|expected_split\[[\s\S]*\]): \S/u;
 const TRUNCATED_SPLIT = /^expected_split\[[\s\S]*… \(truncated\)$/u;
 
 function describeOutcome(o: Outcome): string {
@@ -1608,8 +1608,10 @@ async function runRaw({ path, bodies }: { path: string; bodies: Uint8Array[] }):
         return;
       }
       if (target.unknown) {
-        // No oracle: OK, or INVALID_ARGUMENT naming one of the request's own fields.
-        expectCode(label, o, [Status.OK, Status.INVALID_ARGUMENT]);
+        // No oracle: OK, or INVALID_ARGUMENT naming one of the request's own fields; the experiment
+        // RPCs also answer with the state of the experiment named (unknown, taken, changed, final).
+        const resource = /Experiments?$/.test(target.path) ? [Status.NOT_FOUND, Status.ALREADY_EXISTS, Status.FAILED_PRECONDITION, Status.ABORTED] : [];
+        expectCode(label, o, [Status.OK, Status.INVALID_ARGUMENT, ...resource]);
         if (o.code === Status.INVALID_ARGUMENT) expect(["request", ...target.input.fields.map((f) => f.name)], `${label}: ${describeOutcome(o)}`).toContain(/^[a-z_]+/.exec(o.details)?.[0]);
         return;
       }

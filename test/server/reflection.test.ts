@@ -20,8 +20,9 @@ describe("server reflection", () => {
   it("describes the service with its imports and fully-qualified types (grpcurl describe)", async () => {
     const files = descriptors(await reflect(suite.raw, "v1", { case: "fileContainingSymbol", value: "clickanalytics.v1.ClickAnalytics" }));
     const main = files.find((f) => f.name === "clickanalytics/v1/click_analytics.proto");
-    expect(main?.dependency).toEqual(["google/protobuf/timestamp.proto"]);
-    expect(files.map((f) => f.name)).toContain("google/protobuf/timestamp.proto");
+    expect(main?.dependency).toEqual(["clickanalytics/v1/experiments.proto", "google/protobuf/timestamp.proto"]);
+    // Imports come along, transitively (experiments.proto's own: duration, field_mask).
+    expect(files.map((f) => f.name)).toEqual(expect.arrayContaining(["google/protobuf/timestamp.proto", "clickanalytics/v1/experiments.proto", "google/protobuf/field_mask.proto", "google/protobuf/duration.proto"]));
     const logClick = main!.messageType.find((m) => m.name === "LogClickRequest")!;
     expect(logClick.field.find((f) => f.name === "timestamp")?.typeName).toBe(".google.protobuf.Timestamp");
     // proto3 optional survives, so reflection clients see field presence

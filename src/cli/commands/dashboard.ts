@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { runDashboardFeed, type FeedStatus } from "../dashboard-feed.js";
 import { DASHBOARD_CSP, renderBoard, renderDashboardPage, statusView, type BoardMessage } from "../dashboard-page.js";
 import { EventStreamHub } from "../event-stream.js";
+import { experimentsRoute } from "../experiments-page.js";
 import { CliError, CONNECTION_HELP, CONNECTION_OPTIONS, connectionFrom, intFlag, parseFlags, stringFlag, UsageError, type Command, type Io } from "./common.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
 
@@ -17,7 +18,8 @@ export const DASHBOARD_USAGE = `usage: click-analytics dashboard [flags]
 
 Serves a live web page at http://HOST:PORT/: the variant comparison (lifts with intervals,
 p-values, the recommendation), CTR and latency (p50/p95/p99) per variant and the report's
-charts, updated on every WatchMetrics snapshot. When the server goes away the dashboard
+charts, updated on every WatchMetrics snapshot; /experiments lists the running experiments with
+their health, each linking to its scorecard. When the server goes away the dashboard
 reconnects with backoff and the page says so. Ctrl-C stops it.
 
   --port PORT             where the page is served, 0..65535 (default ${DEFAULT_DASHBOARD_PORT}; 0 picks a free one)
@@ -34,8 +36,8 @@ ${SPLIT_HELP}
 
 ${CONNECTION_HELP}`;
 
-/** Serves the page, its event stream and a health answer; anything else is 404. */
-function router(hub: EventStreamHub, page: () => string, health: () => { live: boolean; body: object }) {
+/** Serves the page, its event stream, a health answer and the experiments pages (`other`); anything else is 404. */
+function router(hub: EventStreamHub, page: () => string, health: () => { live: boolean; body: object }, other?: (path: string, response: ServerResponse) => boolean) {
   return (request: IncomingMessage, response: ServerResponse) => {
     const path = new URL(request.url ?? "/", "http://dashboard").pathname;
     if (request.method !== "GET" && request.method !== "HEAD") {
@@ -47,6 +49,8 @@ function router(hub: EventStreamHub, page: () => string, health: () => { live: b
     } else if (path === "/healthz") {
       const { live, body } = health();
       response.writeHead(live ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" }).end(`${JSON.stringify(body)}\n`);
+    } else if (other?.(path, response) === true) {
+      // answered (the experiments pages)
     } else {
       response.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found\n");
     }
@@ -74,6 +78,7 @@ export const dashboardCommand: Command = {
     const conn = connectionFrom(values, DASHBOARD_USAGE, io.env);
 
     const hub = new EventStreamHub();
+    const experimentPages = experimentsRoute(conn, intervalSeconds);
     let status: FeedStatus = { state: "connecting", address: conn.address, attempt: 1 };
     let board: BoardMessage | undefined;
     let lastSnapshotAt: string | undefined;
@@ -83,6 +88,7 @@ export const dashboardCommand: Command = {
         hub,
         () => renderDashboardPage({ title, status: statusView(status), board }),
         () => ({ live: status.state === "live", body: { state: status.state, address: conn.address, attempt: status.attempt, lastSnapshotAt, error: status.error } }),
+        experimentPages.handle,
       ),
     );
     try {
@@ -92,6 +98,7 @@ export const dashboardCommand: Command = {
       });
     } catch (error) {
       hub.close();
+      experimentPages.close();
       const code = (error as NodeJS.ErrnoException).code;
       const why = code === "EADDRINUSE" ? "the port is in use (choose another with --port, or 0 for any free one)" : code === "EADDRNOTAVAIL" || code === "ENOTFOUND" ? "no such local address (--host)" : (error as Error).message;
       throw new CliError(`cannot listen on ${host}:${port}: ${why}`);
@@ -126,6 +133,7 @@ export const dashboardCommand: Command = {
     } finally {
       setStatus({ ...status, state: "stopped", retryAt: undefined });
       hub.close();
+      experimentPages.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }

@@ -14,10 +14,13 @@ import {
   parseFlags,
   stringFlag,
   styleFor,
+  UsageError,
   withClient,
   type Command,
+  type FlagValues,
   type Io,
 } from "./common.js";
+import { experimentRequest, renderScorecard } from "./experiments.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
 import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
 
@@ -33,6 +36,9 @@ ${COMPARISON_HELP}
   --sequential            always-valid p-values and confidence sequences (safe to look at
                           repeatedly, e.g. while the experiment runs); default fixed-horizon
 ${SPLIT_HELP}
+  --experiment KEY        the experiment's period, control, split, confidence, inference and
+                          guardrails (flags given explicitly override them), and its scorecard:
+                          run time, users against the MDE's need, health
   --json                  print the GetVariantComparison response as JSON (proto3 JSON mapping)
   --html FILE             write a self-contained HTML page with charts to FILE (works offline)
   --time-zone ZONE        IANA time zone of the HTML report's days (default UTC)
@@ -149,6 +155,7 @@ export const reportCommand: Command = {
         sequential: { type: "boolean" },
         json: { type: "boolean" },
         html: { type: "string" },
+        experiment: { type: "string" },
       },
       REPORT_USAGE,
       io,
@@ -157,6 +164,7 @@ export const reportCommand: Command = {
     const request = comparisonFlags(values, REPORT_USAGE, values.sequential === true);
     const conn = connectionFrom(values, REPORT_USAGE, io.env);
     const htmlPath = stringFlag(values, "html");
+    if (htmlPath !== undefined && values.experiment !== undefined) throw new UsageError("--experiment goes with the table or --json, not --html", REPORT_USAGE);
     if (htmlPath !== undefined) {
       const data = await withClient(conn, (client) => fetchReportData(client, conn.address, request));
       // Written next to the target, then renamed: never a half-written report.
@@ -172,9 +180,14 @@ export const reportCommand: Command = {
       if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, data.comparison, { prettySpaces: 2 })}\n`);
       return 0;
     }
-    const comparison = await withClient(conn, (client) => client.getVariantComparison(comparisonRequest(request)));
+    const experiment = stringFlag(values, "experiment");
+    const comparison = await withClient(conn, (client) => client.getVariantComparison(experiment === undefined ? comparisonRequest(request) : experimentRequest(values, request, experiment)));
     if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
-    else io.stdout.write(`${renderComparison(comparison, styleFor(values, io), request.window.startTime !== undefined)}\n`);
+    else {
+      const style = styleFor(values, io);
+      io.stdout.write(`${renderComparison(comparison, style, request.window.startTime !== undefined || experiment !== undefined)}\n`);
+      if (comparison.scorecard) io.stdout.write(`\n${renderScorecard(comparison.scorecard, style)}\n`);
+    }
     return 0;
   },
 };

@@ -35,6 +35,7 @@ one line per snapshot. Ctrl-C stops it.
 
 ${DAYS_HELP}
   --variant VARIANT       only this variant
+  --experiment KEY        the experiment's period (unless --days is given)
   --user-id ID            only this user
   --interval SECONDS      seconds between snapshots, 1..3600 (default 5)
   --count N               stop after N snapshots (default: until Ctrl-C)
@@ -121,12 +122,14 @@ export const watchCommand: Command = {
   async run(argv: string[], io: Io): Promise<number> {
     const values = parseFlags(
       argv,
-      { ...CONNECTION_OPTIONS, ...COLOR_OPTIONS, days: { type: "string" }, variant: { type: "string" }, "user-id": { type: "string" }, interval: { type: "string" }, count: { type: "string" }, json: { type: "boolean" } },
+      { ...CONNECTION_OPTIONS, ...COLOR_OPTIONS, days: { type: "string" }, variant: { type: "string" }, "user-id": { type: "string" }, interval: { type: "string" }, count: { type: "string" }, json: { type: "boolean" }, experiment: { type: "string" } },
       WATCH_USAGE,
       io,
     );
     if (values === undefined) return 0;
-    const days = daysFlag(values, WATCH_USAGE);
+    const experiment = stringFlag(values, "experiment") ?? "";
+    // With an experiment, its period unless --days asks for a trailing window.
+    const days = experiment !== "" && values.days === undefined ? 0 : daysFlag(values, WATCH_USAGE);
     const intervalSeconds = intFlag(values, "interval", 5, 1, 3600, WATCH_USAGE);
     const count = intFlag(values, "count", 0, 1, Number.MAX_SAFE_INTEGER, WATCH_USAGE);
     const variant = stringFlag(values, "variant") ?? "";
@@ -135,13 +138,13 @@ export const watchCommand: Command = {
     const style = styleFor(values, io);
     const live = io.stdout.isTTY === true && values.json !== true;
     const scope = [variant ? `variant ${variant}` : "", userId ? `user ${JSON.stringify(userId)}` : ""].filter(Boolean).join(", ");
-    const header = `ClickAnalytics at ${conn.address}: last ${days} days${scope ? `, ${scope}` : ""}, every ${intervalSeconds}s`;
+    const header = `ClickAnalytics at ${conn.address}: ${days === 0 ? `experiment ${experiment}` : `last ${days} days`}${scope ? `, ${scope}` : ""}, every ${intervalSeconds}s`;
 
     const client = openClient(conn);
     let drawnLines = 0;
     let seen = 0;
     try {
-      for await (const snapshot of client.watchMetrics({ days, variant, userId, intervalSeconds }, { signal: io.signal })) {
+      for await (const snapshot of client.watchMetrics({ days, variant, userId, intervalSeconds, experiment }, { signal: io.signal })) {
         seen++;
         if (values.json === true) {
           io.stdout.write(`${toJsonString(WatchMetricsResponseSchema, snapshot)}\n`);
