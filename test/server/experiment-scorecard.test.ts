@@ -95,6 +95,7 @@ describe("GetVariantComparison with an experiment", () => {
       expectedSplit: { search_v1: 1, search_v2: 1 },
       latencyThreshold: 0.2,
       minImpressions: 50n,
+      minUsers: 250n,
       inference: Inference.SEQUENTIAL,
     });
     expect(byHand.scorecard).toBeUndefined();
