@@ -503,31 +503,38 @@ const isNoResults = { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] };
 type RawQuery = (db: Db, p: ShapeParams) => Promise<unknown>;
 
 /** GetInterleavingResult's counts, as the raw aggregation finds them; `delta` without its interval. */
-export type RawInterleaving = Omit<InterleavingResult, "delta" | "pValue" | "significant"> & {
+export type RawInterleaving = Omit<InterleavingResult, "delta" | "pValue" | "significant" | "rankerA" | "rankerB" | "test"> & {
   /** (wins_a + ties/2) / (wins_a + wins_b + ties) - 1/2; undefined without a decided search. */
   delta: number | undefined;
 };
 
 /**
- * ranker_a against ranker_b over the raw events: the window's searches whose teams name either,
- * each with its clicks ($lookup by impression_id, wherever the click fell in time), every click
- * credited to the team at its position; a search's verdict, then per user.
+ * ranker_a against ranker_b over the raw events, by the README's rules: the window's searches
+ * whose shown positions (0 .. min(len(teams), results_count) - 1) include both rankers, each with
+ * its clicks ($lookup by impression_id, wherever the click fell in time); each distinct clicked
+ * shown position credits its team once, clicks elsewhere are uncredited; a search's verdict,
+ * then per user.
  */
 async function rawInterleaving(db: Db, p: ShapeParams): Promise<RawInterleaving> {
   const [a, b] = INTERLEAVED_RANKERS;
   const credits = (team: string) => ({ $size: { $filter: { input: "$credited", cond: { $eq: ["$$this", team] } } } });
+  const shown = { $min: [{ $size: "$teams" }, "$results_count"] };
   const rows = await db
     .collection(IMPRESSIONS)
     .aggregate(
       [
-        { $match: { ...windowMatch(p), teams: { $in: [a, b] } } },
+        { $match: { ...windowMatch(p), teams: { $all: [a, b] } } },
+        { $project: { _id: 0, user_id: 1, impression_id: 1, teams: 1, shownTeams: { $slice: ["$teams", { $max: [1, shown] }] }, shown } },
+        { $match: { shownTeams: { $all: [a, b] } } },
         { $lookup: { from: CLICKS, localField: "impression_id", foreignField: "impression_id", pipeline: [{ $project: { _id: 0, rank: 1 } }], as: "clicks" } },
-        { $project: { _id: 0, user_id: 1, credited: { $map: { input: "$clicks", in: { $arrayElemAt: ["$teams", "$$this.rank"] } } } } },
-        { $project: { user_id: 1, a: credits(a), b: credits(b) } },
+        { $project: { user_id: 1, teams: 1, ranks: { $setUnion: [{ $filter: { input: "$clicks.rank", cond: { $lt: ["$$this", "$shown"] } } }] }, uncredited: { $size: { $filter: { input: "$clicks.rank", cond: { $gte: ["$$this", "$shown"] } } } } } },
+        { $project: { user_id: 1, uncredited: 1, credited: { $map: { input: "$ranks", in: { $arrayElemAt: ["$teams", "$$this"] } } } } },
+        { $project: { user_id: 1, uncredited: 1, a: credits(a), b: credits(b) } },
         {
           $group: {
             _id: "$user_id",
             impressions: { $sum: 1 },
+            uncredited: { $sum: "$uncredited" },
             winsA: { $sum: { $cond: [{ $gt: ["$a", "$b"] }, 1, 0] } },
             winsB: { $sum: { $cond: [{ $gt: ["$b", "$a"] }, 1, 0] } },
             ties: { $sum: { $cond: [{ $and: [{ $eq: ["$a", "$b"] }, { $gt: ["$a", 0] }] }, 1, 0] } },
@@ -537,9 +544,10 @@ async function rawInterleaving(db: Db, p: ShapeParams): Promise<RawInterleaving>
       { allowDiskUse: true },
     )
     .toArray();
-  const r: RawInterleaving = { impressions: 0, winsA: 0, winsB: 0, ties: 0, users: 0, usersPreferringA: 0, usersPreferringB: 0, usersTied: 0, delta: undefined };
+  const r: RawInterleaving = { impressions: 0, winsA: 0, winsB: 0, ties: 0, uncreditedClicks: 0, users: 0, usersPreferringA: 0, usersPreferringB: 0, usersTied: 0, delta: undefined };
   for (const u of rows) {
     r.impressions += u.impressions;
+    r.uncreditedClicks += u.uncredited;
     r.winsA += u.winsA;
     r.winsB += u.winsB;
     r.ties += u.ties;

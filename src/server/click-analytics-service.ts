@@ -1,4 +1,4 @@
-import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, InterleavingTest, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
@@ -10,10 +10,10 @@ import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
-import { InterleavingTally } from "../core/interleaving.js";
+import { emptyPairTally, flipPair, pairKey, pairResult, type InterleavingResult } from "../core/interleaving.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
-import { forEachInterleaved } from "../store/interleaving.js";
+import { rawInterleavingPairs } from "../store/interleaving.js";
 import { ctrFields, firstClickFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
@@ -22,6 +22,8 @@ import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } fr
 import { WatchHub } from "./watch.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
+
+const INTERLEAVING_TEST = { none: InterleavingTest.UNSPECIFIED, exact: InterleavingTest.EXACT, "monte-carlo": InterleavingTest.MONTE_CARLO, normal: InterleavingTest.NORMAL } as const;
 
 const OUTCOME: Record<EventOutcome["outcome"], OutcomeProto> = {
   accepted: OutcomeProto.ACCEPTED,
@@ -77,6 +79,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   };
 
   const requireComplete = () => requireCountComplete(store);
+  /** Every ranker pair's tally over the window (users keyed however the source keys them). */
+  const interleavingPairs = (f: MetricsFilter) => rawInterleavingPairs(store.collections, f);
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
 
   return {
@@ -275,24 +279,27 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getInterleavingResult(req, ctx) {
       const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
-      const rankerA = requireVariant("ranker_a", req.rankerA);
-      const rankerB = requireVariant("ranker_b", req.rankerB);
-      if (rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
+      // Both empty: the matrix of every pair only.
+      const matrixOnly = req.rankerA === "" && req.rankerB === "";
+      const rankerA = matrixOnly ? "" : requireVariant("ranker_a", req.rankerA);
+      const rankerB = matrixOnly ? "" : requireVariant("ranker_b", req.rankerB);
+      if (!matrixOnly && rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
       const confidence = req.confidence ?? 0.95;
       if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
       await requireComplete();
-      const tally = new InterleavingTally(rankerA, rankerB);
-      await forEachInterleaved(store.collections, filter, (impression) => tally.add(impression));
-      const r = tally.result(confidence);
-      return {
-        periodDays: filter.window.days,
-        rankerA,
-        rankerB,
-        confidence,
+      const pairs = await interleavingPairs(filter);
+      const pick = (a: string, b: string) => {
+        const p = pairs.get(a < b ? pairKey(a, b) : pairKey(b, a));
+        return p === undefined ? emptyPairTally<unknown>(a, b) : a < b ? p : flipPair(p);
+      };
+      const fields = (r: InterleavingResult) => ({
+        rankerA: r.rankerA,
+        rankerB: r.rankerB,
         impressions: count(r.impressions),
         winsA: count(r.winsA),
         winsB: count(r.winsB),
         ties: count(r.ties),
+        uncreditedClicks: count(r.uncreditedClicks),
         users: count(r.users),
         usersPreferringA: count(r.usersPreferringA),
         usersPreferringB: count(r.usersPreferringB),
@@ -300,7 +307,15 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         delta: r.delta,
         pValue: r.pValue,
         significant: r.significant,
-        preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? rankerA : rankerB,
+        preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? r.rankerA : r.rankerB,
+        test: INTERLEAVING_TEST[r.test ?? "none"],
+      });
+      const sorted = [...pairs.values()].sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : x.b < y.b ? -1 : x.b > y.b ? 1 : 0));
+      return {
+        periodDays: filter.window.days,
+        confidence,
+        ...(matrixOnly ? { rankerA: "", rankerB: "" } : fields(pairResult(pick(rankerA, rankerB), confidence))),
+        pairs: sorted.map((p) => fields(pairResult(p, confidence))),
       };
     },
 

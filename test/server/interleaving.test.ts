@@ -4,7 +4,7 @@
  * the linked search, and bad requests refused naming the field.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
+import { InterleavingTest, Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
 import { grpcurl } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -67,6 +67,47 @@ describe("GetInterleavingResult", () => {
     expect(r.delta!.high).toBeLessThan(0);
     expect(r.significant).toBe(true);
     expect(r.preferred).toBe("new");
+  });
+
+  it("counts a search for (A, B) only when both were shown, each clicked position once, and clicks past the list for no one", async () => {
+    // Issue 22's reproductions. Teams [C, A, C], 2 users clicking A's position: not an A-vs-B
+    // search (was wins_a 2, p 0.021, significant, preferred ranker_a).
+    // Teams [A, B], clicks at rank 0 twice and rank 1 once: a tie (was a win for A).
+    // Teams [A, B] with a click at rank 5: uncredited, counted.
+    await h.client.logEvents({
+      events: [
+        search("ca1", "u1", ["ranker_c", "ranker_a", "ranker_c"]),
+        search("ca2", "u2", ["ranker_c", "ranker_a", "ranker_c"]),
+        click("ca1", "u1", 1),
+        click("ca2", "u2", 1),
+        { kind: { case: "impression" as const, value: { impressionId: "ab", userId: "u3", query: "q", variant: "interleave", resultsCount: 6, responseTimeMs: 10, teams: ["ranker_a", "ranker_b"] } } },
+        click("ab", "u3", 0),
+        click("ab", "u3", 0),
+        click("ab", "u3", 1),
+        click("ab", "u3", 5),
+      ],
+    });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "ranker_a", rankerB: "ranker_b" });
+    expect(r).toMatchObject({ impressions: 1n, winsA: 0n, winsB: 0n, ties: 1n, uncreditedClicks: 1n, users: 1n, usersTied: 1n, significant: false, preferred: "" });
+    // The matrix has both pairs, each in byte order; C-vs-A is where the first two searches count.
+    expect(r.pairs.map((p) => [p.rankerA, p.rankerB, p.impressions, p.winsA, p.winsB, p.ties, p.uncreditedClicks])).toEqual([
+      ["ranker_a", "ranker_b", 1n, 0n, 0n, 1n, 1n],
+      ["ranker_a", "ranker_c", 2n, 2n, 0n, 0n, 0n],
+    ]);
+    // Both rankers empty: only the matrix.
+    const m = await h.client.getInterleavingResult({ days: 1 });
+    expect(m).toMatchObject({ rankerA: "", rankerB: "", impressions: 0n });
+    expect(m.pairs).toHaveLength(2);
+  });
+
+  it("cannot make a winner of three users (issue 21): p = 0.25, interval within delta's range", async () => {
+    const events = [];
+    for (const u of ["u1", "u2", "u3"]) events.push(search(`s-${u}`, u, ["ranker_a", "ranker_b"]), click(`s-${u}`, u, 0));
+    await h.client.logEvents({ events });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "ranker_a", rankerB: "ranker_b" });
+    // Was p = 0.0052, significant, interval [0.149, 0.851].
+    expect(r).toMatchObject({ winsA: 3n, users: 3n, pValue: 0.25, significant: false, preferred: "", test: InterleavingTest.EXACT });
+    expect(r.delta).toMatchObject({ value: 0.5, low: -0.5, high: 0.5 });
   });
 
   it("refuses bad requests and bad teams, naming the field", async () => {
