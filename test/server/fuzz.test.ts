@@ -188,8 +188,9 @@ function clickVerdict(r: LogClickRequest, header: string | undefined, now: numbe
   );
 }
 
-/** An interleaved list's teams: at most 1,000, each named like a variant. */
-const teamsRule = (teams: readonly string[]): string[] => (teams.length > 1000 ? ["teams"] : teams.flatMap((t, i) => variantRule(`teams[${i}]`, t)));
+/** An interleaved list's teams: at most 1,000 and at most results_count (one per shown position), each named like a variant. */
+const teamsRule = (teams: readonly string[], resultsCount: number): string[] =>
+  teams.length > 1000 || (teams.length > 0 && resultsCount >= 0 && teams.length > resultsCount) ? ["teams"] : teams.flatMap((t, i) => variantRule(`teams[${i}]`, t));
 
 function impressionVerdict(r: LogImpressionRequest, header: string | undefined, now: number): Verdict {
   const ts = timestampRule(r.timestamp, now);
@@ -203,7 +204,7 @@ function impressionVerdict(r: LogImpressionRequest, header: string | undefined, 
       ...latencyRule("response_time_ms", r.responseTimeMs),
       ...idRule("event_id", r.eventId, 128),
       ...idRule("impression_id", r.impressionId, 128),
-      ...teamsRule(r.teams),
+      ...teamsRule(r.teams, r.resultsCount),
       ...ts.broken,
     ],
     ts.maybe,

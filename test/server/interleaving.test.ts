@@ -4,7 +4,7 @@
  * the linked search, and bad requests refused naming the field.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { InterleavingTest, Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
+import { EventOutcome, InterleavingTest, Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
 import { grpcurl } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -121,6 +121,40 @@ describe("GetInterleavingResult", () => {
     await invalid(h.client.getInterleavingResult({ rankerA: "a", rankerB: "b", confidence: 1 }), /^confidence: /);
     const res = await h.client.logEvents({ events: [search("bad", "u", ["ok", "not ok!"])] });
     expect(res.results[0]).toMatchObject({ field: "events[0].impression.teams[1]" });
-    await invalid(h.client.logImpression({ query: "q", variant: "v", teams: Array.from({ length: 1001 }, () => "a") }), /^teams: must have at most 1000 entries/);
+    await invalid(h.client.logImpression({ query: "q", variant: "v", resultsCount: 2000, teams: Array.from({ length: 1001 }, () => "a") }), /^teams: must have at most 1000 entries/);
+    // The teams describe shown positions: no more of them than results (issue 22: results_count 2
+    // with 6 teams and a click at rank 4 was a win for A; results_count 0 with teams, too).
+    const six = ["ranker_a", "ranker_b", "ranker_a", "ranker_b", "ranker_a", "ranker_b"];
+    await invalid(h.client.logImpression({ query: "q", variant: "v", resultsCount: 2, teams: six }), /^teams: must have at most results_count \(2\) entries/);
+    const batch = await h.client.logEvents({
+      events: [
+        { kind: { case: "impression", value: { impressionId: "short", userId: "u", query: "q", variant: "v", resultsCount: 2, responseTimeMs: 1, teams: six } } },
+        { kind: { case: "impression", value: { impressionId: "none", userId: "u", query: "q", variant: "v", resultsCount: 0, responseTimeMs: 1, teams: ["ranker_a"] } } },
+        { kind: { case: "impression", value: { impressionId: "fits", userId: "u", query: "q", variant: "v", resultsCount: 6, responseTimeMs: 1, teams: six } } },
+      ],
+    });
+    expect(batch.results.map((x) => [x.outcome, x.field])).toEqual([
+      [EventOutcome.REJECTED, "events[0].impression.teams"],
+      [EventOutcome.REJECTED, "events[1].impression.teams"],
+      [EventOutcome.ACCEPTED, ""],
+    ]);
+  });
+
+  it("the typed client's teamDraftInterleave takes exactly the team names the server takes", async () => {
+    const names = ["a", "A.b-c_9", "x".repeat(64), "", "x".repeat(65), "not ok!", "é", "a/b", " a"];
+    for (const name of names) {
+      let helper = "accepted";
+      try {
+        teamDraftInterleave(["p1"], ["p2"], { seed: "s", teamA: name, teamB: "other" });
+      } catch (e) {
+        helper = (e as Error).message.startsWith("teamA must match [A-Za-z0-9_.-]{1,64}") ? "rejected" : `threw ${(e as Error).message}`;
+      }
+      const server = await h.client.logImpression({ query: "q", variant: "v", resultsCount: 2, teams: [name, "other"] }).then(
+        () => "accepted",
+        (e: ServiceError) => (e.code === Status.INVALID_ARGUMENT && e.details.startsWith("teams[0]") ? "rejected" : `failed ${e.details}`),
+      );
+      expect([name, helper], name).toEqual([name, server]);
+    }
+    expect(() => teamDraftInterleave(["p1"], ["p2"], { seed: "s", teamA: "ok", teamB: "no!" })).toThrow(/^teamB must match/);
   });
 });
