@@ -10,7 +10,7 @@ import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
-import { emptyPairTally, flipPair, pairKey, pairResult, type InterleavingResult } from "../core/interleaving.js";
+import { emptyPairTally, flipPair, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { rawInterleavingPairs } from "../store/interleaving.js";
@@ -55,6 +55,8 @@ export interface ServiceDeps {
   now?: () => Date;
   /** Told the outcomes of every write call or stream batch (the events_ingested metric). */
   onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
+  /** GetInterleavingResult straight from the raw events instead of the interleaving rollups (a reference for tests). */
+  rawInterleaving?: boolean | undefined;
   /** Shares WatchMetrics computations between streams and caps them; one with default limits if unset. */
   watch?: WatchHub | undefined;
 }
@@ -79,8 +81,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   };
 
   const requireComplete = () => requireCountComplete(store);
-  /** Every ranker pair's tally over the window (users keyed however the source keys them). */
-  const interleavingPairs = (f: MetricsFilter) => rawInterleavingPairs(store.collections, f);
+  /**
+   * Every ranker pair's tally over the window (users keyed however the source keys them): from
+   * the interleaving rollups, or straight from the events when the service was built with raw
+   * metrics (the reference the rollups are checked against).
+   */
+  const interleavingPairs = (f: MetricsFilter): Promise<Map<string, PairTally<unknown>>> => (deps.rawInterleaving === true ? rawInterleavingPairs(store.collections, f) : store.interleaving.pairs(f));
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
 
   return {
