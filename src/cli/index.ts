@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { CliError, EXIT, UsageError, type Command, type Io } from "./commands/common.js";
 import { dashboardCommand } from "./commands/dashboard.js";
 import { exportCommand } from "./commands/export.js";
+import { interleavingCommand } from "./commands/interleaving.js";
 import { loadCommand } from "./commands/load.js";
 import { reportCommand } from "./commands/report.js";
 import { serveCommand } from "./commands/serve.js";
@@ -18,7 +19,7 @@ import { watchCommand } from "./commands/watch.js";
 
 export { EXIT, type Command, type Io } from "./commands/common.js";
 
-export const COMMANDS: readonly Command[] = [serveCommand, reportCommand, topQueriesCommand, watchCommand, dashboardCommand, exportCommand, loadCommand];
+export const COMMANDS: readonly Command[] = [serveCommand, reportCommand, topQueriesCommand, interleavingCommand, watchCommand, dashboardCommand, exportCommand, loadCommand];
 
 export const USAGE = `usage: click-analytics <command> [flags]
 

@@ -19,7 +19,8 @@ import {
   type Io,
 } from "./common.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
-import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
+import { renderInterleaving } from "./interleaving.js";
+import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData, type ReportRequest } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
@@ -135,6 +136,20 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style, 
   return out.join("\n");
 }
 
+/** Position bias (COEC, CTR per rank) per variant and the interleaving result of every ranker pair. */
+export function renderQuality(data: ReportData, style: Style): string {
+  const out: string[] = [];
+  if (data.variants.length > 0) {
+    const bias = positionBiasTable(data);
+    out.push(style.bold("Position bias"));
+    out.push(table(bias.headers.map((header, i) => ({ header, align: i === 0 ? ("left" as const) : ("right" as const) })), bias.rows, style));
+    out.push(style.dim(POSITION_BIAS_NOTE));
+    out.push("");
+  }
+  out.push(renderInterleaving(data.interleaving, undefined, style, data.windowLabel));
+  return out.join("\n");
+}
+
 export const reportCommand: Command = {
   name: "report",
   summary: "variant comparison as a table, JSON (--json) or an HTML page with charts (--html)",
@@ -172,9 +187,14 @@ export const reportCommand: Command = {
       if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, data.comparison, { prettySpaces: 2 })}\n`);
       return 0;
     }
-    const comparison = await withClient(conn, (client) => client.getVariantComparison(comparisonRequest(request)));
-    if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
-    else io.stdout.write(`${renderComparison(comparison, styleFor(values, io), request.window.startTime !== undefined)}\n`);
+    if (values.json === true) {
+      const comparison = await withClient(conn, (client) => client.getVariantComparison(comparisonRequest(request)));
+      io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
+      return 0;
+    }
+    const data = await withClient(conn, (client) => fetchReportData(client, conn.address, request));
+    const style = styleFor(values, io);
+    io.stdout.write(`${renderComparison(data.comparison, style, request.window.startTime !== undefined)}\n\n${renderQuality(data, style)}\n`);
     return 0;
   },
 };
