@@ -980,6 +980,7 @@ export interface BenchReport {
     multiClickSearches: number;
     noResultsSearches: number;
     interleavedSearches: number;
+    interleavedPairSearches: number;
     activeUsers: number;
     clickedShare: number;
     noResultsShare: number;
@@ -1050,7 +1051,7 @@ function printReport(r: BenchReport): string {
       `(generated ${formatInteger(v.expected)}, documents stored ${formatInteger(v.storedDocuments)}): ${countsOk ? "OK" : "MISMATCH"}`,
   );
   out.push(
-    `verified: GetInterleavingResult over ${v.days} days = ${formatInteger(vi.impressions)} interleaved searches (generated ${formatInteger(vi.expected)}); ` +
+    `verified: GetInterleavingResult over ${v.days} days = ${formatInteger(vi.impressions)} interleaved searches showing both rankers (generated ${formatInteger(vi.expected)}); ` +
       `wins ${vi.rankerA} ${formatInteger(vi.winsA)}, ${vi.rankerB} ${formatInteger(vi.winsB)}, ties ${formatInteger(vi.ties)}, ` +
       `delta ${vi.delta === null ? "-" : vi.delta.toFixed(4)} (p ${vi.pValue === null ? "-" : vi.pValue.toPrecision(2)}), preferred ${vi.preferred || "neither"}` +
       `${vi.rawAgrees === null ? "" : vi.rawAgrees ? "; the raw aggregation counts the same" : "; the raw aggregation counts otherwise"}: ${vi.ok ? "OK" : "MISMATCH"}`,
@@ -1300,6 +1301,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     multiClickSearches: s.multiClickSearches,
     noResultsSearches: s.noResultsSearches,
     interleavedSearches: s.interleavedSearches,
+    interleavedPairSearches: s.interleavedPairSearches,
     activeUsers: s.activeUsers,
     clickedShare: s.impressions ? s.clickedSearches / s.impressions : 0,
     noResultsShare: s.impressions ? s.noResultsSearches / s.impressions : 0,
@@ -1346,7 +1348,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     total: Number(ctr.clicks + ctr.impressions),
     expected: s.events,
     storedDocuments: stored,
-    interleaving: await verifyInterleaving(client, o.skipRaw ? undefined : serviceDb, verifyDays, s.interleavedSearches),
+    interleaving: await verifyInterleaving(client, o.skipRaw ? undefined : serviceDb, verifyDays, s.interleavedPairSearches),
     ok: false,
   };
   verify.ok = Number(ctr.clicks + ctr.impressions) === s.events && stored === s.events && Number(ctr.clicks) === s.clicks && verify.interleaving.ok;
