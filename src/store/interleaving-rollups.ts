@@ -256,8 +256,15 @@ export class InterleavingRollupReader {
       for (const part of await Promise.all(hours.map((x) => this.built(x, budget)))) mergeTallies(pairs, part.pairs);
     }
     const built: Decoded = { bid: randomBytes(9).toString("base64url"), pairs };
-    // Kept only if no write moved the version since it was listed.
-    const stored = await interleavingRollups(this.c).updateOne({ _id: d._id, ver: d.ver }, { $set: { bv: d.ver, bid: built.bid, pairs: encodePairs(pairs) } });
+    // Kept only if no write moved the version since it was listed. A period whose users would
+    // take the document past 16 MiB (about 1.3 million users of one pair) is not kept: it is
+    // built again from its parts on every read that needs it.
+    const stored = await interleavingRollups(this.c)
+      .updateOne({ _id: d._id, ver: d.ver }, { $set: { bv: d.ver, bid: built.bid, pairs: encodePairs(pairs) } })
+      .catch((error: { code?: number; message?: string }) => {
+        if (error.code === 10334 || error.code === 17419 || error.code === 10329 || /larger than the max|too large/i.test(error.message ?? "")) return { modifiedCount: 0 };
+        throw error;
+      });
     return stored.modifiedCount === 1 ? this.remember(d._id, built) : built;
   }
 
