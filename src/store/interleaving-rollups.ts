@@ -15,7 +15,8 @@
  *   rollUp, after the events are inserted, so a writer that dies before it leaves a pending
  *   batch whose settling (rollups.ts) bumps them.
  * - Readers rebuild what moved: an hour whose built version (`bv`) is not its `ver` is tallied
- *   from its raw interleaved searches and their clicks; a day from its hours. The result is
+ *   from its raw interleaved searches and their clicks; a day from its hours, or, when most of
+ *   them are stale too (after a bulk load), from its raw events in one read split by hour. The result is
  *   stored only if `ver` has not moved meanwhile (the next read rebuilds it otherwise). Any event
  *   a rebuild missed was inserted after the rebuild's read, so its bump comes after the version
  *   the rebuild saw. A day bumped means its hour was bumped first, so a day rebuilt from hours
@@ -187,7 +188,7 @@ export class InterleavingRollupReader {
     const [listed, ...edges] = await Promise.all([grains.length === 0 ? [] : this.list({ $or: grains }, f), ...ranges.raw.map(([from, to]) => this.raw(from, to, f.variant, f))]);
     const parts = await Promise.all(listed.map((d) => this.built(d, f)));
     const out: PairTallies = new Map();
-    for (const part of [...parts.map((p) => p.pairs), ...edges]) mergeTallies(out, part);
+    for (const part of [...parts.map((p) => p.pairs), ...edges.flatMap((edge) => [...edge.values()])]) mergeTallies(out, part);
     return out;
   }
 
@@ -248,17 +249,31 @@ export class InterleavingRollupReader {
     let pairs: PairTallies;
     if (d.g === "h") {
       this.builds.h++;
-      pairs = await this.raw(t, t + HOUR_MS, d.v, budget);
+      pairs = (await this.raw(t, t + HOUR_MS, d.v, budget)).get(t) ?? new Map();
     } else {
       this.builds.d++;
       const hours = await this.list({ g: "h", t: { $gte: new Date(t), $lt: new Date(t + DAY_MS) }, v: d.v }, budget);
+      const stale = hours.filter((x) => !(x.bv === x.ver && x.bid !== undefined));
       pairs = new Map();
-      for (const part of await Promise.all(hours.map((x) => this.built(x, budget)))) mergeTallies(pairs, part.pairs);
+      if (stale.length * 2 <= hours.length) {
+        // Mostly built (a live day): its hours, the stale ones rebuilt.
+        for (const part of await Promise.all(hours.map((x) => this.built(x, budget)))) mergeTallies(pairs, part.pairs);
+      } else {
+        // Mostly unbuilt (after a bulk load, or a database that predates these rollups): the day's
+        // events in one read, split by hour; its stale hours are kept as they come out.
+        const byHour = await this.raw(t, t + DAY_MS, d.v, budget);
+        for (const part of byHour.values()) mergeTallies(pairs, part);
+        await Promise.all(stale.map((x) => this.store(x, byHour.get(x.t.getTime()) ?? new Map())));
+      }
     }
+    return this.store(d, pairs);
+  }
+
+  /** Keeps `pairs` as `d`'s build, if no write moved its version since it was listed. */
+  private async store(d: Listed, pairs: PairTallies): Promise<Decoded> {
     const built: Decoded = { bid: randomBytes(9).toString("base64url"), pairs };
-    // Kept only if no write moved the version since it was listed. A period whose users would
-    // take the document past 16 MiB (about 1.3 million users of one pair) is not kept: it is
-    // built again from its parts on every read that needs it.
+    // A period whose users would take the document past 16 MiB (about 1.3 million users of one
+    // pair) is not kept: it is built again from its parts on every read that needs it.
     const stored = await interleavingRollups(this.c)
       .updateOne({ _id: d._id, ver: d.ver }, { $set: { bv: d.ver, bid: built.bid, pairs: encodePairs(pairs) } })
       .catch((error: { code?: number; message?: string }) => {
@@ -268,15 +283,20 @@ export class InterleavingRollupReader {
     return stored.modifiedCount === 1 ? this.remember(d._id, built) : built;
   }
 
-  /** The interleaved searches of [from, to) (of one variant, or all) straight from the events. */
-  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<PairTallies> {
-    const byId = new MultileaveTally<string>();
-    await forEachInterleaved(this.c, { window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 }, ...(variant === undefined ? {} : { variant }), ...timeLimit(budget) }, (imp) => byId.add(imp));
+  /** The interleaved searches of [from, to) (of one variant, or all) straight from the events, per UTC hour (by its start). */
+  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+    const byHour = new Map<number, MultileaveTally<string>>();
+    await forEachInterleaved(this.c, { window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 }, ...(variant === undefined ? {} : { variant }), ...timeLimit(budget) }, (imp, at) => {
+      const hour = floorTo(at.getTime(), HOUR_MS);
+      let tally = byHour.get(hour);
+      if (!tally) byHour.set(hour, (tally = new MultileaveTally<string>()));
+      tally.add(imp);
+    });
     const ids = new Set<string>();
-    for (const p of byId.pairs.values()) for (const id of p.users.keys()) ids.add(id);
+    for (const tally of byHour.values()) for (const p of tally.pairs.values()) for (const id of p.users.keys()) ids.add(id);
     const numbers = ids.size === 0 ? new Map<string, number>() : await userNumbers(this.c).resolve(ids, timeLimit(budget).maxTimeMS);
-    const out: PairTallies = new Map();
-    for (const [k, p] of byId.pairs) out.set(k, { ...p, users: new Map([...p.users].map(([id, u]) => [numbers.get(id)!, u])) });
+    const out = new Map<number, PairTallies>();
+    for (const [hour, tally] of byHour) out.set(hour, new Map([...tally.pairs].map(([k, p]) => [k, { ...p, users: new Map([...p.users].map(([id, u]) => [numbers.get(id)!, u])) }])));
     return out;
   }
 
