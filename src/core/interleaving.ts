@@ -177,7 +177,7 @@ export class MultileaveTally<K = string> {
 
   /** The comparison of `a` against `b` (either order), or an empty one when no search showed both. */
   result(a: string, b: string, confidence: number): InterleavingResult {
-    return pairResult(this.pair(a, b), confidence);
+    return orientedResult(this.pairs, a, b, confidence);
   }
 
   /** The tally of `a` against `b` in that orientation (empty when none). */
@@ -186,6 +186,33 @@ export class MultileaveTally<K = string> {
     if (!p) return emptyPairTally<K>(a, b);
     return a < b ? p : flipPair(p);
   }
+}
+
+/**
+ * The comparison of `a` against `b` from tallies keyed by pairKey (a < b): tested in that
+ * canonical orientation and mirrored for the other, so (a, b) and (b, a) are mirror images to the
+ * last bit (the Monte Carlo draws are assigned to users in an order of their totals, which
+ * mirroring would change).
+ */
+export function orientedResult<K>(pairs: ReadonlyMap<string, PairTally<K>>, a: string, b: string, confidence: number): InterleavingResult {
+  const canonical = a < b;
+  const p = pairs.get(canonical ? pairKey(a, b) : pairKey(b, a)) ?? emptyPairTally<K>(canonical ? a : b, canonical ? b : a);
+  const r = pairResult(p, confidence);
+  return canonical ? r : mirrorResult(r);
+}
+
+/** A result seen from the other ranker: wins and preferences swapped, delta and its interval negated. */
+export function mirrorResult(r: InterleavingResult): InterleavingResult {
+  return {
+    ...r,
+    rankerA: r.rankerB,
+    rankerB: r.rankerA,
+    winsA: r.winsB,
+    winsB: r.winsA,
+    usersPreferringA: r.usersPreferringB,
+    usersPreferringB: r.usersPreferringA,
+    delta: r.delta === undefined ? undefined : { value: -r.delta.value, low: -r.delta.high, high: -r.delta.low },
+  };
 }
 
 /** The same tally seen from the other ranker. */
@@ -275,8 +302,8 @@ export function preferenceTest(units: readonly UserScore[], confidence: number):
   if (m === 0 || !(N > 0)) return undefined;
   const estimate = D / N;
   // The same users in the same order whatever order the caller found them in (the Monte Carlo
-  // draws are assigned by position).
-  const sorted = [...units].sort((x, y) => x.d - y.d || x.n - y.n);
+  // draws are assigned by position). The normal form needs no order: its sums are of integers.
+  const sorted = m <= MONTE_CARLO_USERS ? [...units].sort((x, y) => x.d - y.d || x.n - y.n) : units;
   let accepted: (c: number) => boolean;
   let pValue: number;
   let region: (lo: number, hi: number) => [number, number];

@@ -10,7 +10,7 @@ import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
-import { emptyPairTally, flipPair, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
+import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { rawInterleavingPairs } from "../store/interleaving.js";
@@ -294,10 +294,6 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
       await requireComplete();
       const pairs = await interleavingPairs(filter);
-      const pick = (a: string, b: string) => {
-        const p = pairs.get(a < b ? pairKey(a, b) : pairKey(b, a));
-        return p === undefined ? emptyPairTally<unknown>(a, b) : a < b ? p : flipPair(p);
-      };
       const fields = (r: InterleavingResult) => ({
         rankerA: r.rankerA,
         rankerB: r.rankerB,
@@ -316,12 +312,19 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? r.rankerA : r.rankerB,
         test: INTERLEAVING_TEST[r.test ?? "none"],
       });
-      const sorted = [...pairs.values()].sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : x.b < y.b ? -1 : x.b > y.b ? 1 : 0));
+      // Each pair tested once, in byte order; the requested pair is one of them (or mirrors one).
+      const results = new Map([...pairs].map(([k, p]) => [k, pairResult(p, confidence)]));
+      const sorted = [...results.values()].sort((x, y) => (x.rankerA < y.rankerA ? -1 : x.rankerA > y.rankerA ? 1 : x.rankerB < y.rankerB ? -1 : x.rankerB > y.rankerB ? 1 : 0));
+      const asked = () => {
+        const canonical = rankerA < rankerB;
+        const r = results.get(canonical ? pairKey(rankerA, rankerB) : pairKey(rankerB, rankerA)) ?? pairResult(emptyPairTally<unknown>(canonical ? rankerA : rankerB, canonical ? rankerB : rankerA), confidence);
+        return canonical ? r : mirrorResult(r);
+      };
       return {
         periodDays: filter.window.days,
         confidence,
-        ...(matrixOnly ? { rankerA: "", rankerB: "" } : fields(pairResult(pick(rankerA, rankerB), confidence))),
-        pairs: sorted.map((p) => fields(pairResult(p, confidence))),
+        ...(matrixOnly ? { rankerA: "", rankerB: "" } : fields(asked())),
+        pairs: sorted.map(fields),
       };
     },
 

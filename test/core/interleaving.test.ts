@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
-import { impressionOutcome, interleavingResult, MultileaveTally, type InterleavedImpression } from "../../src/core/interleaving.js";
+import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, type InterleavedImpression } from "../../src/core/interleaving.js";
 import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
@@ -92,6 +92,8 @@ describe("the preference from interleaved clicks", () => {
       expect(r.significant).toBe(true);
       expect(r.delta!.high).toBeLessThanOrEqual(0.5);
       expect(r.delta!.low).toBeLessThan(r.delta!.value);
+      // Asked the other way round: the mirror image to the last bit (Monte Carlo included).
+      expect(interleavingResult(impressions, "b", "a", 0.95)).toEqual(mirrorResult(r));
     }
   });
 
