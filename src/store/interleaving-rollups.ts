@@ -160,6 +160,13 @@ export function mergeTallies(into: PairTallies, from: PairTallies): PairTallies 
   return into;
 }
 
+const MINUTE_MS = 60_000;
+/** An hour is cached by minute once it has been over this long (late events are rare by then; a late one moves its versions). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+const EDGE_HOURS_CACHED = 64;
+
 /** Raw reads of one reader at once (see InterleavingRollupReader.rawReads). */
 const RAW_READS_AT_ONCE = 2;
 
@@ -175,12 +182,15 @@ export class InterleavingRollupReader {
   private ready: Promise<void> | undefined;
   /** Hours and days rebuilt by this reader (for tests and the README's measurements). */
   builds = { h: 0, d: 0 };
+  /** Settled edge hours tallied by minute (cache misses). */
+  edgeHourBuilds = 0;
   /**
    * Raw reads in flight, and the reads waiting for a turn: a first read after a bulk load
    * rebuilds every day of its window, and 30 days read at once held more than the server's heap
    * (the 3M benchmark's server, capped at 256 MiB, died of it).
    */
   private rawReads = 0;
+  private readonly edgeHours = new Map<string, { signature: string; builtAt: number; minutes: Promise<Map<number, PairTallies>> }>();
   private readonly waiting: (() => void)[] = [];
 
   constructor(
@@ -195,16 +205,68 @@ export class InterleavingRollupReader {
     const v = f.variant === undefined ? {} : { v: f.variant };
     const range = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
     const grains: Document[] = [...ranges.hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })), ...ranges.days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v }))];
-    const [listed, ...edges] = await Promise.all([grains.length === 0 ? [] : this.list({ $or: grains }, f), ...ranges.raw.map(([from, to]) => this.raw(from, to, f.variant, f))]);
+    const [listed, ...edges] = await Promise.all([grains.length === 0 ? [] : this.list({ $or: grains }, f), ...ranges.raw.map(([from, to]) => this.edge(from, to, f.variant, f))]);
     const parts = await Promise.all(listed.map((d) => this.built(d, f)));
     const out: PairTallies = new Map();
-    for (const part of [...parts.map((p) => p.pairs), ...edges.flatMap((edge) => [...edge.values()])]) mergeTallies(out, part);
+    for (const part of [...parts.map((p) => p.pairs), ...edges.flat()]) mergeTallies(out, part);
     return out;
   }
 
   clear(): void {
     this.cache.clear();
+    this.edgeHours.clear();
     this.ready = undefined;
+  }
+
+  /**
+   * A window's partial edge [from, to) as parts to add up. A trailing window's start moves with
+   * every call, so its first hour would be read raw every time: an hour settled for over an hour
+   * is tallied once per minute and cached under its documents' versions (any write that may
+   * change its interleaving moves them), and only the partial minute at the edge is read raw.
+   */
+  private async edge(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<PairTallies[]> {
+    const out: PairTallies[] = [];
+    const raw = async (a: number, b: number) => out.push(...(await this.raw(a, b, variant, budget)).values());
+    for (let cursor = from; cursor < to; ) {
+      const hour = floorTo(cursor, HOUR_MS);
+      const until = Math.min(hour + HOUR_MS, to);
+      const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
+      if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
+        if (cursor < firstMinute) await raw(cursor, firstMinute);
+        const minutes = await this.minutesOf(hour, variant, budget);
+        for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
+          const part = minutes.get(m);
+          if (part !== undefined) out.push(part);
+        }
+        if (endMinute < until) await raw(endMinute, until);
+      } else await raw(cursor, until);
+      cursor = until;
+    }
+    return out;
+  }
+
+  /** A settled hour's tallies per minute (by its start), cached under its documents' versions. */
+  private async minutesOf(hour: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+    const key = `${hour}|${variant ?? ""}`;
+    // The versions first, then the events: a write landing in between moves the versions again.
+    const listed = await this.list({ g: "h", t: new Date(hour), ...(variant === undefined ? {} : { v: variant }) }, budget);
+    const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
+    const cached = this.edgeHours.get(key);
+    if (cached !== undefined && cached.signature === signature && Date.now() - cached.builtAt <= EDGE_MAX_AGE_MS) {
+      try {
+        return await cached.minutes;
+      } catch {
+        // Another call's read, stopped by that call's deadline: read here.
+      }
+    }
+    this.edgeHourBuilds++;
+    const minutes = this.raw(hour, hour + HOUR_MS, variant, budget, MINUTE_MS);
+    const entry = { signature, builtAt: Date.now(), minutes };
+    this.edgeHours.delete(key);
+    this.edgeHours.set(key, entry);
+    minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
+    while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
+    return minutes;
   }
 
   /** Its index, and versions for interleaved searches stored before these rollups existed (once per database). */
@@ -294,12 +356,12 @@ export class InterleavingRollupReader {
   }
 
   /** The interleaved searches of [from, to) (of one variant, or all) straight from the events, per UTC hour (by its start). */
-  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit = HOUR_MS): Promise<Map<number, PairTallies>> {
     // A finished read hands its turn to the next waiting one.
     if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.rawReads++;
     try {
-      return await this.rawNow(from, to, variant, budget);
+      return await this.rawNow(from, to, variant, budget, unit);
     } finally {
       const next = this.waiting.shift();
       if (next) next();
@@ -307,10 +369,11 @@ export class InterleavingRollupReader {
     }
   }
 
-  private async rawNow(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+  /** The interleaved searches of [from, to) straight from the events, per `unit` (an hour or a minute, by its start). */
+  private async rawNow(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit: number): Promise<Map<number, PairTallies>> {
     const byHour = new Map<number, MultileaveTally<string>>();
     await forEachInterleaved(this.c, { window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 }, ...(variant === undefined ? {} : { variant }), ...timeLimit(budget) }, (imp, at) => {
-      const hour = floorTo(at.getTime(), HOUR_MS);
+      const hour = floorTo(at.getTime(), unit);
       let tally = byHour.get(hour);
       if (!tally) byHour.set(hour, (tally = new MultileaveTally<string>()));
       tally.add(imp);

@@ -371,9 +371,13 @@ describe("interleaving rollups equal the raw computation", () => {
     const store = hi.server.store;
     await compare();
     const before = { ...store.interleaving.builds };
+    const edgesBefore = store.interleaving.edgeHourBuilds;
     await compare();
-    // Nothing moved: nothing rebuilt.
+    // Nothing moved: nothing rebuilt; the windows' settled edge hours come from the minute cache
+    // (at most a couple tallied again, for an edge that moved into the next hour meanwhile).
     expect(store.interleaving.builds).toEqual(before);
+    expect(edgesBefore).toBeGreaterThan(0);
+    expect(store.interleaving.edgeHourBuilds - edgesBefore).toBeLessThanOrEqual(2);
     await send(data.lateSearches);
     await send(data.lateClicks);
     await send(data.lateClicks.slice(0, 20)); // retries: duplicates
@@ -390,6 +394,25 @@ describe("interleaving rollups equal the raw computation", () => {
     expect(plain(viaRollups as unknown as Record<string, unknown>)).toEqual(plain(viaRaw));
     expect(viaRollups.pairs).toHaveLength((viaRaw.pairs as unknown[]).length);
     expect(Number(viaRollups.winsA + viaRollups.winsB)).toBeGreaterThan(0);
+  });
+
+  it("a late click on a search in a window's cached edge hour moves that window's answer", async () => {
+    const store = hi.server.store;
+    const start = Date.now() - DAY;
+    const at = Math.floor(start / 60_000) * 60_000 + 2 * 60_000 + 10_000;
+    // Needs whole minutes of the edge hour after the search (else the edge is read raw anyway).
+    if (Math.floor(at / 3_600_000) !== Math.floor(start / 3_600_000) || at % 3_600_000 > 3_540_000) return;
+    await send([search("edge-s", "edge-u", "il_v1", ["r_a", "r_b"], 2, at), click("edge-c0", "edge-s", "edge-u", "il_v1", 0, at + 1000)]);
+    const f = (): MetricsFilter => ({ window: timeWindow(1) });
+    const first = await store.interleaving.pairs(f());
+    const builds = store.interleaving.edgeHourBuilds;
+    expect(pairResult(first.get("r_a\u0000r_b")!, 0.95)).toEqual(pairResult((await rawInterleavingPairs(store.collections, f())).get("r_a\u0000r_b")!, 0.95));
+    // A second click, on r_b's position: a win for r_a becomes a tie.
+    await send([click("edge-c1", "edge-s", "edge-u", "il_v1", 1, at + 2000)]);
+    const [after, raw] = await Promise.all([store.interleaving.pairs(f()), rawInterleavingPairs(store.collections, f())]);
+    expect(pairResult(after.get("r_a\u0000r_b")!, 0.95)).toEqual(pairResult(raw.get("r_a\u0000r_b")!, 0.95));
+    expect(after.get("r_a\u0000r_b")!.ties).toBe(first.get("r_a\u0000r_b")!.ties + 1);
+    expect(store.interleaving.edgeHourBuilds).toBeGreaterThan(builds);
   });
 
   it("a database whose interleaved searches predate the rollups: their versions are made on first read", async () => {
