@@ -49,7 +49,7 @@ export const METRIC_SHAPES: readonly MetricShape[] = [
   { name: "GetTimeSeries hour 2d", rpc: "GetTimeSeries", days: 2, granularity: "hour" },
   // ranker_a against ranker_b over the dataset's interleaved searches (~10% of them).
   // It reads the window's interleaved searches and their clicks, not rollups: ~1 s a call at 1M.
-  { name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", days: 30, maxIterations: 20 },
+  { name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", days: 30 },
 ];
 
 /** The parameters of one call of a shape (the same for the RPC and the raw aggregation). */

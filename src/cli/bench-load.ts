@@ -111,6 +111,8 @@ export interface DatasetStats {
   noResultsSearches: number;
   /** Searches shown as an interleaving of INTERLEAVED_RANKERS (impressions with `teams`). */
   interleavedSearches: number;
+  /** Of those, the ones that showed both rankers (a page of one result shows one): what GetInterleavingResult counts. */
+  interleavedPairSearches: number;
   /** Distinct users with at least one event. */
   activeUsers: number;
   variants: Record<string, VariantStats>;
@@ -127,6 +129,7 @@ export function createDatasetStats(): DatasetStats {
     multiClickSearches: 0,
     noResultsSearches: 0,
     interleavedSearches: 0,
+    interleavedPairSearches: 0,
     activeUsers: 0,
     variants: Object.fromEntries(VARIANTS.map((v) => [v, { impressions: 0, clicks: 0, clickedSearches: 0 }])),
     windowStartMs: 0,
@@ -497,6 +500,7 @@ export function* generateEvents(options: DatasetOptions, stats: DatasetStats = c
     emit(variant, userIndex, "impression");
     if (noResults) stats.noResultsSearches++;
     if (page) stats.interleavedSearches++;
+    if (page && INTERLEAVED_RANKERS.every((r) => page.teams.includes(r))) stats.interleavedPairSearches++;
     const impression: ImpressionRecord = { kind: "impression", eventId: `${prefix}e${produced - 1}`, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestampMs };
     if (page) impression.teams = page.teams;
     yield impression;

@@ -11,6 +11,7 @@ import { CliError, EXIT, UsageError, type Command, type Io } from "./commands/co
 import { dashboardCommand } from "./commands/dashboard.js";
 import { experimentsCommand } from "./commands/experiments.js";
 import { exportCommand } from "./commands/export.js";
+import { interleavingCommand } from "./commands/interleaving.js";
 import { loadCommand } from "./commands/load.js";
 import { reportCommand } from "./commands/report.js";
 import { serveCommand } from "./commands/serve.js";
@@ -19,7 +20,7 @@ import { watchCommand } from "./commands/watch.js";
 
 export { EXIT, type Command, type Io } from "./commands/common.js";
 
-export const COMMANDS: readonly Command[] = [serveCommand, reportCommand, topQueriesCommand, watchCommand, dashboardCommand, exportCommand, loadCommand, experimentsCommand];
+export const COMMANDS: readonly Command[] = [serveCommand, reportCommand, topQueriesCommand, interleavingCommand, watchCommand, dashboardCommand, exportCommand, loadCommand, experimentsCommand];
 
 export const USAGE = `usage: click-analytics <command> [flags]
 

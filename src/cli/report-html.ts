@@ -8,7 +8,8 @@
  * variant's clicks) and latency percentiles per variant; above them the comparison in tables.
  */
 import type { Interval } from "../core/statistics.js";
-import { comparisonLines, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
+import { comparisonLines, CTR_RANKS, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
+import { INTERLEAVING_HEADERS, INTERLEAVING_NOTE, interleavingRows, pairCells } from "./interleaving-view.js";
 import { integer, ms, NO_DATA, percent, percentInterval } from "./format.js";
 
 /** Okabe-Ito: distinguishable with the common colour-vision deficiencies. */
@@ -223,6 +224,40 @@ function rankChart(data: ReportData): string {
   );
 }
 
+/** Position bias: CTR at each rank over the searches that showed it, per variant. */
+function ctrByRankChart(data: ReportData): string {
+  const names = data.variants.map((v) => v.variant);
+  const categories = Array.from({ length: CTR_RANKS }, (_, r) => String(r));
+  const ctr = (vi: number, ci: number) => data.variants[vi]!.ctrByRank.get(ci);
+  return groupedBars(
+    "ctr-by-rank",
+    "CTR by rank (clicks at the rank over the searches that showed it; position bias)",
+    names,
+    categories,
+    ctr,
+    (v) => percent(v, 0),
+    "CTR at rank",
+    (vi, ci) => `${names[vi]} rank ${ci}: CTR ${percent(ctr(vi, ci), 2)}`,
+    "How much more the top positions are clicked whatever they hold: what COEC corrects for.",
+  );
+}
+
+/** Position bias per variant and every ranker pair's interleaving result (classes "position-bias" and "interleaving"). */
+export function qualityTables(data: ReportData): string {
+  const bias = positionBiasTable(data);
+  const rows = interleavingRows(data.interleaving);
+  const conf = `${Math.round((data.interleaving.confidence || 0.95) * 1000) / 10}%`;
+  const interleaving =
+    rows.length === 0
+      ? `<p>No interleaved searches showing two rankers in the window.</p>`
+      : `<div class="scroll"><table class="interleaving">${headerRow(INTERLEAVING_HEADERS.map((h) => (h === "interval" ? `${conf} interval` : h)))}${rows.map((p) => dataRow(pairCells(p), p.significant ? "good" : "", 2)).join("")}</table></div>
+<p class="note">${escapeHtml(INTERLEAVING_NOTE)}</p>`;
+  return `<div class="scroll"><table class="position-bias">${headerRow(bias.headers)}${bias.rows.map((cells) => dataRow(cells)).join("")}</table></div>
+<p class="note">${escapeHtml(POSITION_BIAS_NOTE)}</p>
+<h2>Interleaving</h2>
+${interleaving}`;
+}
+
 function latencyChart(data: ReportData): string {
   const names = data.variants.map((v) => v.variant);
   const keys = [
@@ -334,6 +369,7 @@ export function reportCharts(data: ReportData): string {
     dailyChart("ctr-daily", "Daily CTR (clicks per search) per variant", data, (d) => d.ctr, (d) => d.ctrInterval, `Bands: ${conf}% score interval of the daily click rate (clicks per search is a Poisson rate and can exceed 100%). Days in ${data.timeZone}.`),
     dailyChart("search-ctr-daily", "Daily search CTR (searches with a click) per variant", data, (d) => d.searchCtr, (d) => d.searchCtrInterval, `Bands: ${conf}% Wilson score interval of the daily share of searches with at least one click. Days in ${data.timeZone}.`),
     rankChart(data),
+    ctrByRankChart(data),
     latencyChart(data),
   ].join("\n");
 }
@@ -370,6 +406,8 @@ export function renderHtmlReport(data: ReportData): string {
 ${verdict(data)}
 <h2>Variants</h2>
 ${summaryTables(data)}
+<h2>Position bias</h2>
+${qualityTables(data)}
 <h2>Charts</h2>
 ${reportCharts(data)}`,
   );

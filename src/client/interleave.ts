@@ -27,6 +27,9 @@ export interface Interleaved<T> {
   teams: string[];
 }
 
+/** What the server accepts in LogImpression's `teams` (as a variant name): checked here, so a bad name fails where it is chosen. */
+const TEAM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** 32-bit FNV-1a of the seed, then mulberry32: a small, seeded, portable coin. */
 function coin(seed: string): () => boolean {
   let state = 0x811c9dc5;
@@ -47,6 +50,9 @@ function coin(seed: string): () => boolean {
 export function teamDraftInterleave<T>(rankingA: readonly T[], rankingB: readonly T[], options: InterleaveOptions, key: (result: T) => unknown = (r) => r): Interleaved<T> {
   const teamA = options.teamA ?? "a";
   const teamB = options.teamB ?? "b";
+  for (const [option, name] of [["teamA", teamA], ["teamB", teamB]] as const) {
+    if (typeof name !== "string" || !TEAM_NAME.test(name)) throw new RangeError(`${option} must match [A-Za-z0-9_.-]{1,64} (as LogImpression's teams), got ${JSON.stringify(name)}`);
+  }
   if (teamA === teamB) throw new RangeError(`teamA and teamB must differ, got "${teamA}" twice`);
   const limit = options.length ?? Infinity;
   const toss = coin(options.seed);

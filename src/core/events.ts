@@ -86,10 +86,14 @@ export interface ImpressionInput extends Identity, EventKeys {
 /** Positions an interleaved list may label (far beyond any result page). */
 export const MAX_TEAMS = 1000;
 
-/** The ranker of each position of an interleaved list: names like variants; none for an ordinary search. */
-function optionalTeams(teams: readonly string[] | undefined): string[] | undefined {
+/**
+ * The ranker of each shown position of an interleaved list: names like variants; none for an
+ * ordinary search. The teams describe shown positions: no more of them than results shown.
+ */
+function optionalTeams(teams: readonly string[] | undefined, resultsCount: number): string[] | undefined {
   if (teams === undefined || teams.length === 0) return undefined;
   if (teams.length > MAX_TEAMS) throw new InvalidArgumentError("teams", `must have at most ${MAX_TEAMS} entries, got ${teams.length}`);
+  if (teams.length > resultsCount) throw new InvalidArgumentError("teams", `must have at most results_count (${resultsCount}) entries, one per shown position, got ${teams.length}`);
   return teams.map((team, i) => requireVariant(`teams[${i}]`, team));
 }
 
@@ -206,6 +210,6 @@ export function validateImpression(input: ImpressionInput, now: Date = new Date(
     resultsCount: requireNonNegativeInt("results_count", input.resultsCount),
     responseTimeMs: requireResponseTime("response_time_ms", input.responseTimeMs),
     timestamp: resolveTimestamp("timestamp", input.timestamp, now),
-    ...(input.teams === undefined || input.teams.length === 0 ? {} : { teams: optionalTeams(input.teams) }),
+    ...(input.teams === undefined || input.teams.length === 0 ? {} : { teams: optionalTeams(input.teams, input.resultsCount) }),
   };
 }

@@ -1,4 +1,4 @@
-import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
+import { ClickAnalytics, EventOutcome as OutcomeProto, Granularity, InterleavingTest, type EventResult } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { bucketStarts, requireTimeZone } from "../core/time-buckets.js";
 import { requireBatchSize, tally, type EventOutcome } from "../core/batch.js";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
@@ -10,10 +10,10 @@ import { userActivity, type MetricsFilter } from "../store/metrics-queries.js";
 import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
-import { InterleavingTally } from "../core/interleaving.js";
+import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
-import { forEachInterleaved } from "../store/interleaving.js";
+import { rawInterleavingPairs } from "../store/interleaving.js";
 import { ctrFields, firstClickFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
@@ -25,6 +25,8 @@ import { experimentsService } from "./experiments-service.js";
 import { experimentComparison, namedExperiment, resolveWatchRequest } from "./experiment-scorecard.js";
 
 const MAX_REPORTED_REJECTIONS = 20;
+
+const INTERLEAVING_TEST = { none: InterleavingTest.UNSPECIFIED, exact: InterleavingTest.EXACT, "monte-carlo": InterleavingTest.MONTE_CARLO, normal: InterleavingTest.NORMAL } as const;
 
 const OUTCOME: Record<EventOutcome["outcome"], OutcomeProto> = {
   accepted: OutcomeProto.ACCEPTED,
@@ -56,6 +58,8 @@ export interface ServiceDeps {
   now?: () => Date;
   /** Told the outcomes of every write call or stream batch (the events_ingested metric). */
   onIngested?: ((counts: Partial<Record<"accepted" | "duplicate" | "rejected", number>>) => void) | undefined;
+  /** GetInterleavingResult straight from the raw events instead of the interleaving rollups (a reference for tests). */
+  rawInterleaving?: boolean | undefined;
   /** Shares WatchMetrics computations between streams and caps them; one with default limits if unset. */
   watch?: WatchHub | undefined;
   /** Where experiments are kept; the store's database by default. */
@@ -82,6 +86,12 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   };
 
   const requireComplete = () => requireCountComplete(store);
+  /**
+   * Every ranker pair's tally over the window (users keyed however the source keys them): from
+   * the interleaving rollups, or straight from the events when the service was built with raw
+   * metrics (the reference the rollups are checked against).
+   */
+  const interleavingPairs = (f: MetricsFilter): Promise<Map<string, PairTally<unknown>>> => (deps.rawInterleaving === true ? rawInterleavingPairs(store.collections, f) : store.interleaving.pairs(f));
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
   const experiments = deps.experiments ?? new ExperimentStore(store.db);
 
@@ -286,24 +296,23 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
 
     async getInterleavingResult(req, ctx) {
       const filter = withBudget({ window: windowOf(req, now()), variant: optionalVariant("variant", req.variant) }, ctx);
-      const rankerA = requireVariant("ranker_a", req.rankerA);
-      const rankerB = requireVariant("ranker_b", req.rankerB);
-      if (rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
+      // Both empty: the matrix of every pair only.
+      const matrixOnly = req.rankerA === "" && req.rankerB === "";
+      const rankerA = matrixOnly ? "" : requireVariant("ranker_a", req.rankerA);
+      const rankerB = matrixOnly ? "" : requireVariant("ranker_b", req.rankerB);
+      if (!matrixOnly && rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
       const confidence = req.confidence ?? 0.95;
       if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
       await requireComplete();
-      const tally = new InterleavingTally(rankerA, rankerB);
-      await forEachInterleaved(store.collections, filter, (impression) => tally.add(impression));
-      const r = tally.result(confidence);
-      return {
-        periodDays: filter.window.days,
-        rankerA,
-        rankerB,
-        confidence,
+      const pairs = await interleavingPairs(filter);
+      const fields = (r: InterleavingResult) => ({
+        rankerA: r.rankerA,
+        rankerB: r.rankerB,
         impressions: count(r.impressions),
         winsA: count(r.winsA),
         winsB: count(r.winsB),
         ties: count(r.ties),
+        uncreditedClicks: count(r.uncreditedClicks),
         users: count(r.users),
         usersPreferringA: count(r.usersPreferringA),
         usersPreferringB: count(r.usersPreferringB),
@@ -311,7 +320,22 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         delta: r.delta,
         pValue: r.pValue,
         significant: r.significant,
-        preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? rankerA : rankerB,
+        preferred: !r.significant || r.delta === undefined ? "" : r.delta.value > 0 ? r.rankerA : r.rankerB,
+        test: INTERLEAVING_TEST[r.test ?? "none"],
+      });
+      // Each pair tested once, in byte order; the requested pair is one of them (or mirrors one).
+      const results = new Map([...pairs].map(([k, p]) => [k, pairResult(p, confidence)]));
+      const sorted = [...results.values()].sort((x, y) => (x.rankerA < y.rankerA ? -1 : x.rankerA > y.rankerA ? 1 : x.rankerB < y.rankerB ? -1 : x.rankerB > y.rankerB ? 1 : 0));
+      const asked = () => {
+        const canonical = rankerA < rankerB;
+        const r = results.get(canonical ? pairKey(rankerA, rankerB) : pairKey(rankerB, rankerA)) ?? pairResult(emptyPairTally<unknown>(canonical ? rankerA : rankerB, canonical ? rankerB : rankerA), confidence);
+        return canonical ? r : mirrorResult(r);
+      };
+      return {
+        periodDays: filter.window.days,
+        confidence,
+        ...(matrixOnly ? { rankerA: "", rankerB: "" } : fields(asked())),
+        pairs: sorted.map(fields),
       };
     },
 

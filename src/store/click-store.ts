@@ -5,6 +5,7 @@ import { DurableWriter, type WriterEvents } from "./durable-writer.js";
 import { markQueryTables, QueryTableReader } from "./query-tables.js";
 import { upgradeRollups } from "./rollup-upgrade.js";
 import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
+import { InterleavingRollupReader, interleavingRollups } from "./interleaving-rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
 import { StorageWatchdog, type WatchdogOptions } from "./storage-watchdog.js";
@@ -53,6 +54,7 @@ export class ClickStore {
     private readonly sweeper?: NodeJS.Timeout,
   ) {
     this.rollups = new RollupReader(collections);
+    this.interleaving = new InterleavingRollupReader(collections);
     this.queryTables = new QueryTableReader(collections, undefined, retention);
   }
 
@@ -62,6 +64,8 @@ export class ClickStore {
 
   /** Pre-aggregated metrics for unfiltered and variant-filtered windows. */
   readonly rollups: RollupReader;
+  /** Interleaving tallies per hour and day (interleaving-rollups.ts). */
+  readonly interleaving: InterleavingRollupReader;
 
   static async open(options: StoreOptions): Promise<ClickStore> {
     const clientOptions: MongoClientOptions = {
@@ -138,9 +142,11 @@ export class ClickStore {
       this.collections.clicks.deleteMany({}),
       this.collections.impressions.deleteMany({}),
       rollupCollection(this.collections).deleteMany({}),
+      interleavingRollups(this.collections).deleteMany({}),
       pendingBatches(this.collections).deleteMany({}),
     ]);
     this.rollups.clear();
+    this.interleaving.clear();
     this.queryTables.clear();
     await markQueryTables(this.collections);
   }

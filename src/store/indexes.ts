@@ -69,6 +69,8 @@ export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "ha
   impressions: { impression_id: "hashed" },
   // A few documents per hour and variant, written by every batch: sharding spreads no load.
   rollups: null,
+  // A few documents per hour, day and variant with interleaved searches, rebuilt by readers.
+  interleaving_rollups: null,
   // Work in flight: a handful of small documents at any time.
   pending_batches: null,
   writer_leases: null,

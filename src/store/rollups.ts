@@ -23,6 +23,7 @@ import type { TimeWindow } from "../core/window.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
 import { keyIn, keyIs } from "./indexes.js";
+import { noteInterleavingWrites } from "./interleaving-rollups.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { histogramCounter, queryFieldPrefix, type StoredQueryCounts } from "./query-table-fields.js";
 import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
@@ -359,7 +360,8 @@ export async function rollUp(c: Collections, clicks: readonly ClickDocument[], i
   const delta = new RollupDelta();
   for (const d of clicks) delta.addClick(d, numbers.get(d.user_id)!);
   for (const d of impressions) delta.addImpression(d, numbers.get(d.user_id)!);
-  await delta.apply(c, marker);
+  // Interleaving rollups are rebuilt by readers where these events moved them (interleaving-rollups.ts).
+  await Promise.all([delta.apply(c, marker), noteInterleavingWrites(c, clicks, impressions)]);
 }
 
 /** Removes `field` where it still holds `marker`; resolves with how many documents it was removed from. */

@@ -209,10 +209,10 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     // (the shape's baseline) counts the same wins, ties and users.
     expect(r.dataset.interleavedSearches).toBeGreaterThan(0);
     const il = r.verify.interleaving;
-    expect(il).toMatchObject({ ok: true, rawAgrees: true, rankerA: "ranker_a", rankerB: "ranker_b", impressions: r.dataset.interleavedSearches, expected: r.dataset.interleavedSearches });
+    expect(il).toMatchObject({ ok: true, rawAgrees: true, rankerA: "ranker_a", rankerB: "ranker_b", impressions: r.dataset.interleavedPairSearches, expected: r.dataset.interleavedPairSearches });
     expect(il.winsA + il.winsB + il.ties).toBeGreaterThan(0);
     expect(il.raw).toMatchObject({ impressions: il.impressions, winsA: il.winsA, winsB: il.winsB, ties: il.ties, users: il.users });
-    expect(stdout).toMatch(new RegExp(`verified: GetInterleavingResult over 4 days = ${r.dataset.interleavedSearches} interleaved searches \\(generated ${r.dataset.interleavedSearches}\\); wins ranker_a \\d+, ranker_b \\d+, ties \\d+, .*the raw aggregation counts the same: OK`));
+    expect(stdout).toMatch(new RegExp(`verified: GetInterleavingResult over 4 days = ${r.dataset.interleavedPairSearches} interleaved searches showing both rankers \\(generated ${r.dataset.interleavedPairSearches}\\); wins ranker_a \\d+, ranker_b \\d+, ties \\d+, .*the raw aggregation counts the same: OK`));
 
     expect(r.rawInsert.docsPerSecond).toBeGreaterThan(0);
     expect(r.rawInsert.serviceToRawRatio).toBeGreaterThan(0);

@@ -15,7 +15,7 @@ import { toJson, type MessageInitShape } from "@bufbuild/protobuf";
 import { MongoClient } from "mongodb";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ClickSource, ExportKind, GetTopQueriesResponseSchema, GetVariantComparisonResponseSchema, type EventSchema } from "../../src/client/index.js";
+import { ClickSource, ExportKind, GetInterleavingResultResponseSchema, GetTopQueriesResponseSchema, GetVariantComparisonResponseSchema, type EventSchema } from "../../src/client/index.js";
 import { CONNECTION_OPTIONS } from "../../src/cli/commands/common.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -254,6 +254,67 @@ describe("top-queries", () => {
     const bad = await cli(["top-queries", "--address", address, "--order-by", "popularity"]);
     expect(bad.code).toBe(64);
     expect(bad.stderr).toContain("--order-by must be one of searches, clicks, ctr, no-results");
+  });
+});
+
+describe("interleaving", () => {
+  // Its own server: the shared dataset has no interleaved searches, and the report tests count its variants.
+  let hi: Harness;
+  beforeAll(async () => {
+    hi = await startHarness();
+    const events: EventInit[] = [];
+    const search = (id: string, user: string, teams: string[]): EventInit => ({ kind: { case: "impression", value: { impressionId: id, userId: user, query: "q", variant: "il", resultsCount: teams.length, responseTimeMs: 10, teams } } });
+    const click = (id: string, user: string, rank: number): EventInit => ({ kind: { case: "click", value: { impressionId: id, userId: user, productId: `p${rank}`, rank, searchQuery: "q", variant: "il", responseTimeMs: 10 } } });
+    // 30 users: ranker_b wins 2 searches of 3 against ranker_a; 10 three-ranker searches where ranker_c's position is clicked.
+    for (let u = 0; u < 30; u++) {
+      for (let s = 0; s < 3; s++) {
+        const id = `ab-${u}-${s}`;
+        events.push(search(id, `u${u}`, ["ranker_a", "ranker_b"]), click(id, `u${u}`, s === 0 ? 0 : 1));
+      }
+      if (u < 10) events.push(search(`abc-${u}`, `u${u}`, ["ranker_a", "ranker_b", "ranker_c"]), click(`abc-${u}`, `u${u}`, 2), click(`abc-${u}`, `u${u}`, 7));
+    }
+    await load(hi, events);
+  });
+  afterAll(() => hi?.close());
+
+  it("prints every ranker pair, the asked one first, with wins, uncredited clicks, Δ, interval and p; --json is the response", async () => {
+    const r = await cli(["interleaving", "--address", hi.server.address, "--ranker-a", "ranker_b", "--ranker-b", "ranker_a"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Interleaving: last 30 days, all variants, 95% confidence\n/);
+    expect(r.stdout).toMatch(/^ranker A +ranker B +searches +wins A +wins B +ties +uncredited +users +Δ \(A\) +95% interval +p +test +preferred$/m);
+    const x = await hi.client.getInterleavingResult({ days: 30, rankerA: "ranker_b", rankerB: "ranker_a" });
+    const signed = (v: number) => `${v >= 0 ? "\\+" : "−"}${Math.abs(v).toFixed(3)}`;
+    const lines = r.stdout.split("\n").filter((l) => l.startsWith("ranker_"));
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(new RegExp(`^ranker_b +ranker_a +100 +60 +30 +0 +10 +30 +${signed(x.delta!.value)} +\\[${signed(x.delta!.low)}, ${signed(x.delta!.high)}\\] +[<\\d.]+ \\* +Monte Carlo +ranker_b$`));
+    expect(lines[1]).toMatch(/^ranker_a +ranker_c +10 +0 +10 +0 +10 +10 /);
+    expect(lines[2]).toMatch(/^ranker_b +ranker_c +10 +0 +10 +0 +10 +10 /);
+
+    const json = await cli(["interleaving", "--address", hi.server.address, "--json", "--days", "2", "--confidence", "0.9"]);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual(toJson(GetInterleavingResultResponseSchema, await hi.client.getInterleavingResult({ days: 2, confidence: 0.9 })));
+    const bad = await cli(["interleaving", "--address", hi.server.address, "--ranker-a", "x"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain("--ranker-a and --ranker-b go together");
+  });
+
+  it("report and its HTML page show position bias (COEC, CTR by rank) and the interleaving result", async () => {
+    const c = await hi.client.getVariantComparison({ days: 30, control: "il" });
+    const r = await cli(["report", "--address", hi.server.address, "--control", "il"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^variant +COEC +CTR@0 +CTR@1 +CTR@2 /m);
+    expect(r.stdout).toMatch(new RegExp(`^il +${c.variants.il!.coec!.toFixed(3)} +\\d+\\.\\d%`, "m"));
+    expect(r.stdout).toMatch(/^Interleaving: last 30 days, all variants, 95% confidence$/m);
+    expect(r.stdout).toMatch(/^ranker_a +ranker_b +100 +30 +60 /m);
+    const file = path.join(dir, "quality.html");
+    const html = await cli(["report", "--address", hi.server.address, "--control", "il", "--html", file]);
+    expect(html.code).toBe(0);
+    const page = await readFile(file, "utf8");
+    expect(page).toContain('<table class="interleaving">');
+    expect(page).toContain('<table class="position-bias">');
+    expect(page).toMatch(/<td>ranker_a<\/td><td>ranker_b<\/td><td class="num">100<\/td><td class="num">30<\/td><td class="num">60<\/td>/);
+    expect(page).toContain('data-chart="ctr-by-rank"');
   });
 });
 

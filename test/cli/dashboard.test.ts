@@ -243,7 +243,7 @@ describe("dashboard", () => {
     expect((await status()).text).toBe(`live: ClickAnalytics at 127.0.0.1:${port}`);
     await waitForSearches({ search_v1: 120, search_v2: 120 });
     await expectPageMatchesServer(h.client, { search_v1: { searches: 120, clicks: 24 }, search_v2: { searches: 120, clicks: 30 } });
-    expect(await page.$$eval("svg[data-chart]", (svgs) => svgs.map((s) => s.getAttribute("data-chart")))).toEqual(["ctr-daily", "search-ctr-daily", "clicks-by-rank", "latency"]);
+    expect(await page.$$eval("svg[data-chart]", (svgs) => svgs.map((s) => s.getAttribute("data-chart")))).toEqual(["ctr-daily", "search-ctr-daily", "clicks-by-rank", "ctr-by-rank", "latency"]);
     expect(errors, "no script errors (the CSP lets the page's own script run)").toEqual([]);
   });
 

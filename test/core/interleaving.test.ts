@@ -7,15 +7,16 @@ import { describe, expect, it } from "vitest";
 import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
-import { impressionOutcome, interleavingResult, type InterleavedImpression } from "../../src/core/interleaving.js";
+import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, type InterleavedImpression } from "../../src/core/interleaving.js";
 import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
-  it("credits each click to the team of its position and computes delta by hand", () => {
+  it("credits each shown position once to its team and computes delta by hand", () => {
     const T = ["a", "b", "a", "b", "a", "b"];
     // u1: a wins (clicks on 0 and 2 -> a 2, b 0); tie (1 and 2 -> 1:1); b wins (3).
-    // u2: a wins (4); no credited click (rank 9 beyond the list); no click at all.
+    // u2: a wins (4); no credited click (rank 9 beyond the list: uncredited); no click at all.
     // u3: b wins (1 and 5 and 0 -> b 2, a 1).
+    // u5: rank 0 clicked three times and rank 1 once: one position each, a tie (was a win for a).
     const impressions: InterleavedImpression[] = [
       { userId: "u1", teams: T, clickedRanks: [0, 2] },
       { userId: "u1", teams: T, clickedRanks: [1, 2] },
@@ -24,33 +25,131 @@ describe("the preference from interleaved clicks", () => {
       { userId: "u2", teams: T, clickedRanks: [9] },
       { userId: "u2", teams: T, clickedRanks: [] },
       { userId: "u3", teams: T, clickedRanks: [1, 5, 0] },
+      { userId: "u5", teams: ["a", "b"], clickedRanks: [0, 0, 1, 0] },
       // Rankers neither a nor b: not part of this comparison.
       { userId: "u4", teams: ["x", "y"], clickedRanks: [0] },
+      // Only a and c shown: not an (a, b) search, whatever a's clicks.
+      { userId: "u6", teams: ["c", "a", "c"], clickedRanks: [1] },
+      // b's position was not shown (results_count 1): not an (a, b) search either.
+      { userId: "u7", teams: ["a", "b"], clickedRanks: [0], resultsCount: 1 },
     ];
-    expect(impressions.map((i) => impressionOutcome(i.teams, i.clickedRanks, "a", "b"))).toEqual(["a", "tie", "b", "a", "none", "none", "b", "none"]);
+    expect(impressions.map((i) => impressionOutcome(i.teams, i.clickedRanks, "a", "b", i.resultsCount))).toEqual(["a", "tie", "b", "a", "none", "none", "b", "tie", "none", "none", "none"]);
     const r = interleavingResult(impressions, "a", "b", 0.95);
-    expect(r).toMatchObject({ impressions: 7, winsA: 2, winsB: 2, ties: 1, users: 3, usersPreferringA: 1, usersPreferringB: 1, usersTied: 1 });
-    // (2 + 1/2) / 5 - 1/2 = 0
+    expect(r).toMatchObject({ impressions: 8, winsA: 2, winsB: 2, ties: 2, uncreditedClicks: 1, users: 4, usersPreferringA: 1, usersPreferringB: 1, usersTied: 2 });
+    // (2 + 2/2) / 6 - 1/2 = 0
     expect(r.delta!.value).toBe(0);
-    // Users' scores (1.5, 1, 0) over decided impressions (3, 1, 1): the delta-method variance over
-    // the three users, by hand: R = 2.5 / 5 = 0.5, residuals y - R n = (0, 0.5, -0.5), mean n = 5/3,
-    // var = sum(res^2) / (n - 1) / (n mean_n^2) = 0.25 / (3 * 25/9) = 0.03; below the floor for so
-    // few users, Agresti-Caffo's p~ (1 - p~) / (5 + 2) with p~ = (2.5 + 1) / 7 = 0.5: 0.25 / 7.
-    expect(r.delta!.high - r.delta!.value).toBeCloseTo(1.959963984540054 * Math.sqrt(Math.max(0.03, 0.25 / 7)), 12);
+    // Users' d = wins_a - wins_b: u1 0, u2 +1, u3 -1, u5 0 (4 users: every sign vector). |D*| >= 0
+    // always: p = 1, and no c is rejected: the interval is all of delta's range.
+    expect(r.test).toBe("exact");
     expect(r.pValue).toBe(1);
+    expect(r.delta).toEqual({ value: 0, low: -0.5, high: 0.5 });
     expect(r.significant).toBe(false);
     // Swapping the rankers mirrors everything.
     const swapped = interleavingResult(impressions, "b", "a", 0.95);
-    expect([swapped.winsA, swapped.winsB, swapped.usersPreferringA]).toEqual([r.winsB, r.winsA, r.usersPreferringB]);
+    expect([swapped.winsA, swapped.winsB, swapped.usersPreferringA, swapped.delta!.low]).toEqual([r.winsB, r.winsA, r.usersPreferringB, -r.delta!.high]);
   });
 
-  it("is significant exactly when the interval excludes 0", () => {
-    const impressions: InterleavedImpression[] = [];
-    for (let u = 0; u < 60; u++) for (let k = 0; k < 3; k++) impressions.push({ userId: `u${u}`, teams: ["a", "b"], clickedRanks: [(u + k) % 5 === 0 ? 1 : 0] });
+  it("is valid at three users: three users each preferring a are p = 0.25 (2 of 8 sign vectors), not a winner", () => {
+    // Issue 21: this was p = 0.0052, significant, interval [0.149, 0.851] (outside delta's range).
+    const impressions = ["u1", "u2", "u3"].map((userId) => ({ userId, teams: ["a", "b"], clickedRanks: [0] }));
     const r = interleavingResult(impressions, "a", "b", 0.95);
-    expect(r.delta!.value).toBeGreaterThan(0);
-    expect(r.significant).toBe(r.delta!.low > 0);
-    expect(r.significant).toBe(true);
+    expect(r).toMatchObject({ winsA: 3, users: 3, pValue: 0.25, significant: false, test: "exact" });
+    expect(r.delta).toEqual({ value: 0.5, low: -0.5, high: 0.5 });
+  });
+
+  it("computes the exact sign-flip p-value and interval by hand for five users", () => {
+    // d = (2, 1, 1, 1, -1), n = (2, 1, 1, 1, 1): D = 4, N = 6, delta = 1/3.
+    const impressions: InterleavedImpression[] = [];
+    const add = (user: string, rank: number) => impressions.push({ userId: user, teams: ["a", "b"], clickedRanks: [rank] });
+    add("u1", 0);
+    add("u1", 0);
+    add("u2", 0);
+    add("u3", 0);
+    add("u4", 0);
+    add("u5", 1);
+    const r = interleavingResult(impressions, "a", "b", 0.9);
+    expect(r.delta!.value).toBeCloseTo(1 / 3, 15);
+    // |sum s d| >= 4 over the 32 sign vectors of (2, 1, 1, 1, 1): sums of +-1 over four ones are
+    // 4 (1), 2 (4), 0 (6), -2 (4), -4 (1); with +-2: |2 + x| >= 4 for x in {4, 2} (5 vectors),
+    // |-2 + x| >= 4 for x in {-4, -2} (5): 10 of 32.
+    expect(r.pValue).toBe(10 / 32);
+    expect(r.significant).toBe(false);
+    // At level 0.1 a c is rejected only when at most 3 of 32 vectors reach |D - cN|: the
+    // interval is all c whose count is at least 4 (0.125 >= 0.1); with so few users, all of it.
+    expect(r.delta!.low).toBeGreaterThanOrEqual(-0.5);
+    expect(r.delta!.high).toBeLessThanOrEqual(0.5);
+    expect(r.delta!.low).toBeLessThanOrEqual(0);
+  });
+
+  it("is significant exactly when the interval excludes 0, at every test regime", () => {
+    for (const users of [8, 60, 700]) {
+      const impressions: InterleavedImpression[] = [];
+      for (let u = 0; u < users; u++) for (let k = 0; k < 3; k++) impressions.push({ userId: `u${u}`, teams: ["a", "b"], clickedRanks: [(u + k) % 5 === 0 ? 1 : 0] });
+      const r = interleavingResult(impressions, "a", "b", 0.95);
+      expect(r.test).toBe(users <= 12 ? "exact" : users <= 500 ? "monte-carlo" : "normal");
+      expect(r.delta!.value).toBeGreaterThan(0);
+      expect(r.significant).toBe(r.delta!.low > 0);
+      expect(r.significant).toBe(true);
+      expect(r.delta!.high).toBeLessThanOrEqual(0.5);
+      expect(r.delta!.low).toBeLessThan(r.delta!.value);
+      // Asked the other way round: the mirror image to the last bit (Monte Carlo included).
+      expect(interleavingResult(impressions, "b", "a", 0.95)).toEqual(mirrorResult(r));
+    }
+  });
+
+  it("compares every pair of rankers shown together (multileaving), each search once per pair", () => {
+    const tally = new MultileaveTally();
+    // x, y, z shown; clicks on y's and z's positions: y vs z tie, y beats x, z beats x.
+    tally.add({ userId: "u1", teams: ["x", "y", "z"], clickedRanks: [1, 2, 7] });
+    tally.add({ userId: "u2", teams: ["x", "y"], clickedRanks: [0] });
+    expect([...tally.pairs.keys()].map((k) => k.split("\u0000").join("/")).sort()).toEqual(["x/y", "x/z", "y/z"]);
+    expect(tally.result("y", "x", 0.95)).toMatchObject({ rankerA: "y", rankerB: "x", impressions: 2, winsA: 1, winsB: 1, ties: 0, uncreditedClicks: 1 });
+    expect(tally.result("y", "z", 0.95)).toMatchObject({ impressions: 1, ties: 1, uncreditedClicks: 1 });
+    const none = tally.result("x", "q", 0.95);
+    expect(none).toMatchObject({ impressions: 0, users: 0, significant: false });
+    expect(none.delta).toBeUndefined();
+  });
+});
+
+describe("interleaving A/A: false winners at every size (simulation)", () => {
+  // Both rankers return the same list, so only team-draft's coin decides which team a position
+  // belongs to: any "winner" is noise. Users differ a lot: activity is Pareto (a few users make
+  // most searches), inclination to click log-normal, clicks by position with 1 / (rank + 1).
+  const RANKING = Array.from({ length: 10 }, (_, i) => i);
+  function experiment(users: number, rand: () => number): InterleavedImpression[] {
+    const impressions: InterleavedImpression[] = [];
+    for (let u = 0; u < users; u++) {
+      const searches = Math.min(200, Math.ceil(1 / Math.pow(1 - rand(), 1 / 1.2)));
+      const inclination = Math.exp(Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()) - 0.5);
+      for (let s = 0; s < searches; s++) {
+        const { teams } = teamDraftInterleave(RANKING, RANKING, { seed: `${u}:${s}:${rand()}` });
+        const clicked: number[] = [];
+        teams.forEach((_, rank) => {
+          if (rand() < Math.min(1, (0.3 * inclination) / (rank + 1))) clicked.push(rank);
+        });
+        impressions.push({ userId: `u${u}`, teams, clickedRanks: clicked });
+      }
+    }
+    return impressions;
+  }
+
+  it("declares a winner in at most 6.5% of A/A experiments from 3 to 1,000 users", { timeout: 300_000 }, () => {
+    const rows: string[] = [];
+    for (const [users, runs] of [[3, 2000], [5, 2000], [10, 2000], [20, 1000], [50, 1000], [100, 1000], [1000, 300]] as const) {
+      const rand = mulberry32(2100 + users);
+      const started = Date.now();
+      let winners = 0;
+      let outside = 0;
+      for (let i = 0; i < runs; i++) {
+        const r = interleavingResult(experiment(users, rand), "a", "b", 0.95);
+        if (r.significant) winners++;
+        if (r.delta !== undefined && (r.delta.low < -0.5 || r.delta.high > 0.5)) outside++;
+      }
+      rows.push(`${users} users: ${((100 * winners) / runs).toFixed(2)}% false winners of ${runs} (${Date.now() - started} ms)`);
+      expect(outside, `${users} users: intervals outside [-1/2, 1/2]`).toBe(0);
+      expect(winners / runs, `${users} users`).toBeLessThanOrEqual(0.065);
+    }
+    console.log(`interleaving A/A: ${rows.join("; ")}`);
   });
 });
 

@@ -188,8 +188,9 @@ function clickVerdict(r: LogClickRequest, header: string | undefined, now: numbe
   );
 }
 
-/** An interleaved list's teams: at most 1,000, each named like a variant. */
-const teamsRule = (teams: readonly string[]): string[] => (teams.length > 1000 ? ["teams"] : teams.flatMap((t, i) => variantRule(`teams[${i}]`, t)));
+/** An interleaved list's teams: at most 1,000 and at most results_count (one per shown position), each named like a variant. */
+const teamsRule = (teams: readonly string[], resultsCount: number): string[] =>
+  teams.length > 1000 || (teams.length > 0 && resultsCount >= 0 && teams.length > resultsCount) ? ["teams"] : teams.flatMap((t, i) => variantRule(`teams[${i}]`, t));
 
 function impressionVerdict(r: LogImpressionRequest, header: string | undefined, now: number): Verdict {
   const ts = timestampRule(r.timestamp, now);
@@ -203,7 +204,7 @@ function impressionVerdict(r: LogImpressionRequest, header: string | undefined, 
       ...latencyRule("response_time_ms", r.responseTimeMs),
       ...idRule("event_id", r.eventId, 128),
       ...idRule("impression_id", r.impressionId, 128),
-      ...teamsRule(r.teams),
+      ...teamsRule(r.teams, r.resultsCount),
       ...ts.broken,
     ],
     ts.maybe,
@@ -1034,12 +1035,14 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
       const r = request as { days: number; startTime?: Timestamp; endTime?: Timestamp; rankerA: string; rankerB: string; variant: string; confidence?: number };
       expectCode(label, o, [Status.OK, Status.INVALID_ARGUMENT]);
       const window = windowRule(r, now);
-      const rankers = [...variantRule("ranker_a", r.rankerA), ...variantRule("ranker_b", r.rankerB)];
+      // Both empty asks for the matrix of pairs only.
+      const matrixOnly = r.rankerA === "" && r.rankerB === "";
+      const rankers = matrixOnly ? [] : [...variantRule("ranker_a", r.rankerA), ...variantRule("ranker_b", r.rankerB)];
       const broken = [
         ...window.broken,
         ...variantRule("variant", r.variant, true),
         ...rankers,
-        ...(rankers.length === 0 && r.rankerA === r.rankerB ? ["ranker_b"] : []),
+        ...(!matrixOnly && rankers.length === 0 && r.rankerA === r.rankerB ? ["ranker_b"] : []),
         ...(r.confidence === undefined || (r.confidence > 0 && r.confidence < 1) ? [] : ["confidence"]),
       ];
       expectVerdict(label, verdict(broken, window.maybe), o);
@@ -1054,9 +1057,10 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
 }
 
 /**
- * GetInterleavingResult against the stored events, computed here from the README's rule: the
- * window's impressions whose teams name either ranker, each with all its linked clicks; a click
- * on position r credits teams[r]. A trailing window's edge moved between `t.before` and
+ * GetInterleavingResult against the stored events, computed here from the README's rules: the
+ * window's impressions whose shown positions (0 .. min(len(teams), results_count) - 1) include
+ * both rankers, each with all its linked clicks; each distinct clicked shown position r credits
+ * teams[r] once, a click elsewhere is uncredited. A trailing window's edge moved between `t.before` and
  * `t.after`, so every count lies between those over the narrower and the wider set of searches
  * (each only grows with more searches).
  */
@@ -1070,23 +1074,29 @@ async function expectInterleaving(label: string, r: { days: number; startTime?: 
   expect(days, `${label}: period_days ${res.periodDays}`).toContain(res.periodDays);
   const searches = await c.impressions
     .find(
-      { timestamp: { $gte: start, ...(r.endTime === undefined ? {} : { $lt: timestampDate(r.endTime) }) }, teams: { $in: [r.rankerA, r.rankerB] }, ...(r.variant === "" ? {} : { variant: r.variant }) },
-      { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1, timestamp: 1 } },
+      { timestamp: { $gte: start, ...(r.endTime === undefined ? {} : { $lt: timestampDate(r.endTime) }) }, teams: { $all: [r.rankerA, r.rankerB] }, ...(r.variant === "" ? {} : { variant: r.variant }) },
+      { projection: { _id: 0, impression_id: 1, user_id: 1, teams: 1, timestamp: 1, results_count: 1 } },
     )
     .toArray();
   const clicks = searches.length === 0 ? [] : await c.clicks.find({ impression_id: { $in: searches.map((s) => s.impression_id) } }, { projection: { _id: 0, impression_id: 1, rank: 1 } }).toArray();
   const tally = (sure: boolean) => {
-    const n = { impressions: 0, winsA: 0, winsB: 0, ties: 0, users: new Set<string>() };
+    const n = { impressions: 0, winsA: 0, winsB: 0, ties: 0, uncreditedClicks: 0, users: new Set<string>() };
     for (const s of searches) {
       if (sure && s.timestamp.getTime() < surelyFrom) continue;
+      const shown = s.teams!.slice(0, Math.min(s.teams!.length, Number(s.results_count)));
+      if (!shown.includes(r.rankerA) || !shown.includes(r.rankerB)) continue;
       n.impressions++;
-      let a = 0;
-      let b = 0;
+      const credited = new Set<number>();
       for (const k of clicks) {
         if (k.impression_id !== s.impression_id) continue;
-        const team = s.teams![Number(k.rank)];
-        if (team === r.rankerA) a++;
-        else if (team === r.rankerB) b++;
+        if (Number(k.rank) < shown.length) credited.add(Number(k.rank));
+        else n.uncreditedClicks++;
+      }
+      let a = 0;
+      let b = 0;
+      for (const rank of credited) {
+        if (shown[rank] === r.rankerA) a++;
+        else if (shown[rank] === r.rankerB) b++;
       }
       if (a + b === 0) continue;
       n.users.add(s.user_id);
@@ -1094,12 +1104,12 @@ async function expectInterleaving(label: string, r: { days: number; startTime?: 
       else if (b > a) n.winsB++;
       else n.ties++;
     }
-    return { impressions: n.impressions, winsA: n.winsA, winsB: n.winsB, ties: n.ties, users: n.users.size };
+    return { impressions: n.impressions, winsA: n.winsA, winsB: n.winsB, ties: n.ties, uncreditedClicks: n.uncreditedClicks, users: n.users.size };
   };
   const [lo, hi] = [tally(true), tally(false)];
   interleavingStats.answers++;
   if (hi.winsA + hi.winsB + hi.ties > 0) interleavingStats.decided++;
-  for (const k of ["impressions", "winsA", "winsB", "ties", "users"] as const) expectBetween(`${label} ${k}`, res[k], [lo[k], hi[k]]);
+  for (const k of ["impressions", "winsA", "winsB", "ties", "uncreditedClicks", "users"] as const) expectBetween(`${label} ${k}`, res[k], [lo[k], hi[k]]);
   expect(res.usersPreferringA + res.usersPreferringB + res.usersTied, label).toBe(res.users);
   if (res.delta !== undefined) {
     expect(res.delta.value >= -0.5 && res.delta.value <= 0.5 && res.delta.low <= res.delta.value && res.delta.value <= res.delta.high, `${label}: delta ${JSON.stringify(res.delta)}`).toBe(true);

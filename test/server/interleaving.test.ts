@@ -4,7 +4,7 @@
  * the linked search, and bad requests refused naming the field.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
+import { EventOutcome, InterleavingTest, Status, teamDraftInterleave, type ServiceError } from "../../src/client/index.js";
 import { grpcurl } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -69,6 +69,47 @@ describe("GetInterleavingResult", () => {
     expect(r.preferred).toBe("new");
   });
 
+  it("counts a search for (A, B) only when both were shown, each clicked position once, and clicks past the list for no one", async () => {
+    // Issue 22's reproductions. Teams [C, A, C], 2 users clicking A's position: not an A-vs-B
+    // search (was wins_a 2, p 0.021, significant, preferred ranker_a).
+    // Teams [A, B], clicks at rank 0 twice and rank 1 once: a tie (was a win for A).
+    // Teams [A, B] with a click at rank 5: uncredited, counted.
+    await h.client.logEvents({
+      events: [
+        search("ca1", "u1", ["ranker_c", "ranker_a", "ranker_c"]),
+        search("ca2", "u2", ["ranker_c", "ranker_a", "ranker_c"]),
+        click("ca1", "u1", 1),
+        click("ca2", "u2", 1),
+        { kind: { case: "impression" as const, value: { impressionId: "ab", userId: "u3", query: "q", variant: "interleave", resultsCount: 6, responseTimeMs: 10, teams: ["ranker_a", "ranker_b"] } } },
+        click("ab", "u3", 0),
+        click("ab", "u3", 0),
+        click("ab", "u3", 1),
+        click("ab", "u3", 5),
+      ],
+    });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "ranker_a", rankerB: "ranker_b" });
+    expect(r).toMatchObject({ impressions: 1n, winsA: 0n, winsB: 0n, ties: 1n, uncreditedClicks: 1n, users: 1n, usersTied: 1n, significant: false, preferred: "" });
+    // The matrix has both pairs, each in byte order; C-vs-A is where the first two searches count.
+    expect(r.pairs.map((p) => [p.rankerA, p.rankerB, p.impressions, p.winsA, p.winsB, p.ties, p.uncreditedClicks])).toEqual([
+      ["ranker_a", "ranker_b", 1n, 0n, 0n, 1n, 1n],
+      ["ranker_a", "ranker_c", 2n, 2n, 0n, 0n, 0n],
+    ]);
+    // Both rankers empty: only the matrix.
+    const m = await h.client.getInterleavingResult({ days: 1 });
+    expect(m).toMatchObject({ rankerA: "", rankerB: "", impressions: 0n });
+    expect(m.pairs).toHaveLength(2);
+  });
+
+  it("cannot make a winner of three users (issue 21): p = 0.25, interval within delta's range", async () => {
+    const events = [];
+    for (const u of ["u1", "u2", "u3"]) events.push(search(`s-${u}`, u, ["ranker_a", "ranker_b"]), click(`s-${u}`, u, 0));
+    await h.client.logEvents({ events });
+    const r = await h.client.getInterleavingResult({ days: 1, rankerA: "ranker_a", rankerB: "ranker_b" });
+    // Was p = 0.0052, significant, interval [0.149, 0.851].
+    expect(r).toMatchObject({ winsA: 3n, users: 3n, pValue: 0.25, significant: false, preferred: "", test: InterleavingTest.EXACT });
+    expect(r.delta).toMatchObject({ value: 0.5, low: -0.5, high: 0.5 });
+  });
+
   it("refuses bad requests and bad teams, naming the field", async () => {
     const invalid = async (p: Promise<unknown>, detail: RegExp) => {
       const e = (await p.catch((x: unknown) => x)) as ServiceError;
@@ -80,6 +121,40 @@ describe("GetInterleavingResult", () => {
     await invalid(h.client.getInterleavingResult({ rankerA: "a", rankerB: "b", confidence: 1 }), /^confidence: /);
     const res = await h.client.logEvents({ events: [search("bad", "u", ["ok", "not ok!"])] });
     expect(res.results[0]).toMatchObject({ field: "events[0].impression.teams[1]" });
-    await invalid(h.client.logImpression({ query: "q", variant: "v", teams: Array.from({ length: 1001 }, () => "a") }), /^teams: must have at most 1000 entries/);
+    await invalid(h.client.logImpression({ query: "q", variant: "v", resultsCount: 2000, teams: Array.from({ length: 1001 }, () => "a") }), /^teams: must have at most 1000 entries/);
+    // The teams describe shown positions: no more of them than results (issue 22: results_count 2
+    // with 6 teams and a click at rank 4 was a win for A; results_count 0 with teams, too).
+    const six = ["ranker_a", "ranker_b", "ranker_a", "ranker_b", "ranker_a", "ranker_b"];
+    await invalid(h.client.logImpression({ query: "q", variant: "v", resultsCount: 2, teams: six }), /^teams: must have at most results_count \(2\) entries/);
+    const batch = await h.client.logEvents({
+      events: [
+        { kind: { case: "impression", value: { impressionId: "short", userId: "u", query: "q", variant: "v", resultsCount: 2, responseTimeMs: 1, teams: six } } },
+        { kind: { case: "impression", value: { impressionId: "none", userId: "u", query: "q", variant: "v", resultsCount: 0, responseTimeMs: 1, teams: ["ranker_a"] } } },
+        { kind: { case: "impression", value: { impressionId: "fits", userId: "u", query: "q", variant: "v", resultsCount: 6, responseTimeMs: 1, teams: six } } },
+      ],
+    });
+    expect(batch.results.map((x) => [x.outcome, x.field])).toEqual([
+      [EventOutcome.REJECTED, "events[0].impression.teams"],
+      [EventOutcome.REJECTED, "events[1].impression.teams"],
+      [EventOutcome.ACCEPTED, ""],
+    ]);
+  });
+
+  it("the typed client's teamDraftInterleave takes exactly the team names the server takes", async () => {
+    const names = ["a", "A.b-c_9", "x".repeat(64), "", "x".repeat(65), "not ok!", "é", "a/b", " a"];
+    for (const name of names) {
+      let helper = "accepted";
+      try {
+        teamDraftInterleave(["p1"], ["p2"], { seed: "s", teamA: name, teamB: "other" });
+      } catch (e) {
+        helper = (e as Error).message.startsWith("teamA must match [A-Za-z0-9_.-]{1,64}") ? "rejected" : `threw ${(e as Error).message}`;
+      }
+      const server = await h.client.logImpression({ query: "q", variant: "v", resultsCount: 2, teams: [name, "other"] }).then(
+        () => "accepted",
+        (e: ServiceError) => (e.code === Status.INVALID_ARGUMENT && e.details.startsWith("teams[0]") ? "rejected" : `failed ${e.details}`),
+      );
+      expect([name, helper], name).toEqual([name, server]);
+    }
+    expect(() => teamDraftInterleave(["p1"], ["p2"], { seed: "s", teamA: "ok", teamB: "no!" })).toThrow(/^teamB must match/);
   });
 });

@@ -12,6 +12,8 @@ import { requestWindow, timeWindow } from "../../src/core/window.js";
 import type { MetricsFilter } from "../../src/store/metrics-queries.js";
 import { fastMetrics, rawMetrics, type MetricsSource } from "../../src/store/metrics-source.js";
 import { rollupCollection, rollupId, RollupReader } from "../../src/store/rollups.js";
+import { pairResult } from "../../src/core/interleaving.js";
+import { rawInterleavingPairs } from "../../src/store/interleaving.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { mulberry32 } from "../support/prng.js";
 
@@ -274,5 +276,151 @@ describe("a database whose events predate query tables", () => {
       await rollupCollection(c).updateMany({ g: "qh" }, { $unset: { "qt.0.bogus": "" }, $inc: { ver: 1 } });
       await meta.updateOne({ _id: "meta|query-tables" }, { $set: { complete: true } });
     }
+  });
+});
+
+describe("interleaving rollups equal the raw computation", () => {
+  // Its own server: interleaved searches of two and three rankers over 40 days, users active on
+  // many days (their sums add across days), clicks repeated, past the shown list, before their
+  // search, long after it, on ordinary searches and unlinked.
+  let hi: Harness;
+  const IL_VARIANTS = ["il_v1", "il_v2"];
+  const RANKERS = ["r_a", "r_b", "r_c"];
+  const rand = mulberry32(SEED + 22);
+  const search = (id: string, user: string, variant: string, teams: string[], resultsCount: number, at: number): EventInit => ({
+    kind: { case: "impression", value: { eventId: id, impressionId: id, userId: user, query: "q", variant, resultsCount, responseTimeMs: 5, timestamp: timestampFromDate(new Date(at)), teams } },
+  });
+  const click = (id: string, search: string, user: string, variant: string, rank: number, at: number): EventInit => ({
+    kind: { case: "click", value: { eventId: id, ...(search === "" ? {} : { impressionId: search }), userId: user, productId: "p", rank, searchQuery: "q", variant, responseTimeMs: 5, timestamp: timestampFromDate(new Date(Math.min(Date.now(), at))) } },
+  });
+  /** Searches and clicks of `n` interleaved searches (ids from `prefix`), and clicks to send much later. */
+  function dataset(n: number, prefix: string): { first: EventInit[]; lateSearches: EventInit[]; lateClicks: EventInit[] } {
+    const now = Date.now();
+    const first: EventInit[] = [];
+    const lateSearches: EventInit[] = [];
+    const lateClicks: EventInit[] = [];
+    for (let i = 0; i < n; i++) {
+      const id = `${prefix}${i}`;
+      const at = now - (i < 40 ? rand() * 2 * 3_600_000 : rand() * 40 * DAY);
+      const user = `il-user-${Math.floor(rand() ** 2 * 60)}`;
+      const variant = IL_VARIANTS[Math.floor(rand() * 2)]!;
+      const kind = rand();
+      // Two rankers by team draft; three rankers; one ranker only (counts for no pair); ordinary.
+      const teams =
+        kind < 0.6
+          ? Array.from({ length: 2 + Math.floor(rand() * 6) }, (_, k) => (k % 2 === 0) !== rand() < 0.5 ? "r_a" : "r_b")
+          : kind < 0.85
+            ? Array.from({ length: 3 + Math.floor(rand() * 5) }, () => RANKERS[Math.floor(rand() * 3)]!)
+            : kind < 0.92
+              ? ["r_c", "r_c"]
+              : [];
+      const resultsCount = teams.length + Math.floor(rand() * 3);
+      (rand() < 0.1 ? lateSearches : first).push(search(id, user, variant, teams, resultsCount, at));
+      const clicks = rand() < 0.5 ? 1 + Math.floor(rand() * 4) : 0;
+      for (let k = 0; k < clicks; k++) {
+        // Mostly shown positions, sometimes the same one again, sometimes past the list.
+        const rank = rand() < 0.15 ? resultsCount + Math.floor(rand() * 3) : Math.floor(rand() * Math.max(1, teams.length));
+        (rand() < 0.15 ? lateClicks : first).push(click(`${id}-c${k}`, id, user, variant, rank, at + 30_000));
+      }
+      if (rand() < 0.05) first.push(click(`${id}-free`, "", user, variant, 0, at));
+    }
+    return { first, lateSearches, lateClicks };
+  }
+  const send = async (events: EventInit[]) => {
+    for (let i = 0; i < events.length; i += 1000) await hi.client.logEvents({ events: events.slice(i, i + 1000) });
+  };
+  let data: ReturnType<typeof dataset>;
+
+  beforeAll(async () => {
+    hi = await startHarness();
+    data = dataset(1500, "il-");
+    // Clicks first for some: clicks sent before their search.
+    await send([...data.first.filter((e) => e.kind?.case === "click"), ...data.first.filter((e) => e.kind?.case !== "click")]);
+  }, 120_000);
+  afterAll(() => hi.close());
+
+  const windows = (): [string, MetricsFilter][] =>
+    [...[1, 2, 7, 30, 365].map((days): [string, MetricsFilter["window"]] => [`${days}d`, timeWindow(days)]), ...periods()].flatMap(([label, window]) =>
+      [undefined, ...IL_VARIANTS].map((variant): [string, MetricsFilter] => [`${label} ${variant ?? "all"}`, { window, variant }]),
+    );
+
+  /** Every pair's result both ways, at the default confidence and at 0.9. */
+  async function compare(): Promise<number> {
+    const store = hi.server.store;
+    let decided = 0;
+    for (const [name, f] of windows()) {
+      const [fromRollups, fromRaw] = await Promise.all([store.interleaving.pairs(f), rawInterleavingPairs(store.collections, f)]);
+      expect([...fromRollups.keys()].sort(), name).toEqual([...fromRaw.keys()].sort());
+      for (const [key, r] of fromRaw) {
+        for (const confidence of [0.95, 0.9]) expect(pairResult(fromRollups.get(key)!, confidence), `${name} ${key}`).toEqual(pairResult(r, confidence));
+        decided += r.winsA + r.winsB + r.ties;
+      }
+    }
+    return decided;
+  }
+
+  it("every pair, every window, period and variant: counts, users and the test exactly", async () => {
+    expect(await compare()).toBeGreaterThan(1000);
+    // Not vacuous: three-ranker searches make all three pairs; some clicks were past the list.
+    const all = await hi.server.store.interleaving.pairs({ window: timeWindow(365) });
+    expect([...all.keys()].length).toBe(3);
+    expect([...all.values()].some((p) => p.uncreditedClicks > 0)).toBe(true);
+  });
+
+  it("rebuilds the hours and days that late searches and late clicks change, and only those", async () => {
+    const store = hi.server.store;
+    await compare();
+    const before = { ...store.interleaving.builds };
+    const edgesBefore = store.interleaving.edgeHourBuilds;
+    await compare();
+    // Nothing moved: nothing rebuilt; the windows' settled edge hours come from the minute cache
+    // (at most a couple tallied again, for an edge that moved into the next hour meanwhile).
+    expect(store.interleaving.builds).toEqual(before);
+    expect(edgesBefore).toBeGreaterThan(0);
+    expect(store.interleaving.edgeHourBuilds - edgesBefore).toBeLessThanOrEqual(2);
+    await send(data.lateSearches);
+    await send(data.lateClicks);
+    await send(data.lateClicks.slice(0, 20)); // retries: duplicates
+    await compare();
+    expect(store.interleaving.builds.h).toBeGreaterThan(before.h);
+    // Through the service: the same as a server that reads raw events.
+    const viaRollups = await hi.client.getInterleavingResult({ days: 30, rankerA: "r_a", rankerB: "r_b" });
+    const { clickAnalyticsService } = await import("../../src/server/click-analytics-service.js");
+    const rawService = clickAnalyticsService({ store, rawInterleaving: true });
+    const viaRaw = (await rawService.getInterleavingResult({ days: 30, rankerA: "r_a", rankerB: "r_b", variant: "" } as never, { deadline: Infinity, signal: new AbortController().signal } as never)) as Record<string, unknown>;
+    const fields = ["impressions", "winsA", "winsB", "ties", "uncreditedClicks", "users", "usersPreferringA", "usersPreferringB", "usersTied", "delta", "pValue", "significant", "preferred", "test"] as const;
+    const plain = (x: Record<string, unknown>) =>
+      Object.fromEntries(fields.map((k) => [k, typeof x[k] === "bigint" ? Number(x[k]) : k === "delta" && x[k] !== undefined ? (({ value, low, high }) => ({ value, low, high }))(x[k] as { value: number; low: number; high: number }) : x[k]]));
+    expect(plain(viaRollups as unknown as Record<string, unknown>)).toEqual(plain(viaRaw));
+    expect(viaRollups.pairs).toHaveLength((viaRaw.pairs as unknown[]).length);
+    expect(Number(viaRollups.winsA + viaRollups.winsB)).toBeGreaterThan(0);
+  });
+
+  it("a late click on a search in a window's cached edge hour moves that window's answer", async () => {
+    const store = hi.server.store;
+    const start = Date.now() - DAY;
+    const at = Math.floor(start / 60_000) * 60_000 + 2 * 60_000 + 10_000;
+    // Needs whole minutes of the edge hour after the search (else the edge is read raw anyway).
+    if (Math.floor(at / 3_600_000) !== Math.floor(start / 3_600_000) || at % 3_600_000 > 3_540_000) return;
+    await send([search("edge-s", "edge-u", "il_v1", ["r_a", "r_b"], 2, at), click("edge-c0", "edge-s", "edge-u", "il_v1", 0, at + 1000)]);
+    const f = (): MetricsFilter => ({ window: timeWindow(1) });
+    const first = await store.interleaving.pairs(f());
+    const builds = store.interleaving.edgeHourBuilds;
+    expect(pairResult(first.get("r_a\u0000r_b")!, 0.95)).toEqual(pairResult((await rawInterleavingPairs(store.collections, f())).get("r_a\u0000r_b")!, 0.95));
+    // A second click, on r_b's position: a win for r_a becomes a tie.
+    await send([click("edge-c1", "edge-s", "edge-u", "il_v1", 1, at + 2000)]);
+    const [after, raw] = await Promise.all([store.interleaving.pairs(f()), rawInterleavingPairs(store.collections, f())]);
+    expect(pairResult(after.get("r_a\u0000r_b")!, 0.95)).toEqual(pairResult(raw.get("r_a\u0000r_b")!, 0.95));
+    expect(after.get("r_a\u0000r_b")!.ties).toBe(first.get("r_a\u0000r_b")!.ties + 1);
+    expect(store.interleaving.edgeHourBuilds).toBeGreaterThan(builds);
+  });
+
+  it("a database whose interleaved searches predate the rollups: their versions are made on first read", async () => {
+    const store = hi.server.store;
+    const { interleavingRollups, InterleavingRollupReader } = await import("../../src/store/interleaving-rollups.js");
+    await interleavingRollups(store.collections).deleteMany({});
+    const fresh = new InterleavingRollupReader(store.collections);
+    const f: MetricsFilter = { window: timeWindow(30) };
+    expect([...(await fresh.pairs(f))].map(([k, p]) => [k, pairResult(p, 0.95)])).toEqual([...(await rawInterleavingPairs(store.collections, f))].map(([k, p]) => [k, pairResult(p, 0.95)]));
   });
 });

@@ -18,6 +18,9 @@ beforeAll(async () => {
   await h.client.logImpression({ impressionId: "s1", userId: "u1", query: "q", variant: "v", resultsCount: 1, responseTimeMs: 1 });
   await h.client.logClick({ impressionId: "s1", userId: "u1", productId: "p", rank: 1, searchQuery: "q", variant: "v", responseTimeMs: 1 });
   await h.client.getTopQueries({});
+  // And an interleaved search, read once (interleaving rollups).
+  await h.client.logImpression({ impressionId: "s2", userId: "u1", query: "q", variant: "v", resultsCount: 2, responseTimeMs: 1, teams: ["a", "b"] });
+  await h.client.getInterleavingResult({ rankerA: "a", rankerB: "b" });
 });
 afterAll(() => h.close());
 

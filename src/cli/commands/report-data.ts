@@ -4,7 +4,7 @@
  * Also the per-day and per-variant intervals the report draws, computed here from counts.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type FirstClickMetrics, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
+import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type FirstClickMetrics, type GetInterleavingResultResponse, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
 import { wilsonInterval, zCritical, type Interval } from "../../core/statistics.js";
 import { decimal, integer, NO_DATA, pEquals, percent, percentInterval, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
 import { windowRequest, type WindowFlags } from "./common.js";
@@ -41,6 +41,8 @@ export interface VariantDetail {
   days: DayPoint[];
   /** Clicks per 0-indexed rank. */
   clicksByRank: Map<number, number>;
+  /** Position bias: clicks at each rank over the searches that showed it (GetRankMetrics.ctr_by_rank). */
+  ctrByRank: Map<number, number>;
   totalClicks: number;
   latency: Pick<GetResponseTimeMetricsResponse, "avgResponseTimeMs" | "p50ResponseTimeMs" | "p95ResponseTimeMs" | "p99ResponseTimeMs"> & { count: number };
 }
@@ -55,6 +57,8 @@ export interface ReportData {
   comparison: GetVariantComparisonResponse;
   /** Control first, then the others by name. */
   variants: VariantDetail[];
+  /** Every ranker pair of the window's interleaved searches (GetInterleavingResult without rankers). */
+  interleaving: GetInterleavingResultResponse;
 }
 
 /**
@@ -92,6 +96,7 @@ export async function fetchReportData(client: ClickAnalyticsClient, address: str
   const comparison = await client.getVariantComparison(comparisonRequest(r), call);
   const confidence = comparison.confidence || 0.95;
   const timeZone = r.timeZone ?? "UTC";
+  const interleaving = client.getInterleavingResult({ ...windowRequest(r.window), confidence }, call);
   const variants = await Promise.all(
     orderedVariants(comparison).map(async (variant): Promise<VariantDetail> => {
       const [series, ranks, latency] = await Promise.all([
@@ -119,6 +124,7 @@ export async function fetchReportData(client: ClickAnalyticsClient, address: str
           };
         }),
         clicksByRank: new Map(Object.entries(ranks.clicksByRank).map(([rank, n]) => [Number(rank), Number(n)])),
+        ctrByRank: new Map(Object.entries(ranks.ctrByRank).map(([rank, x]) => [Number(rank), x])),
         totalClicks: Number(ranks.totalClicks),
         latency: {
           avgResponseTimeMs: latency.avgResponseTimeMs,
@@ -130,7 +136,7 @@ export async function fetchReportData(client: ClickAnalyticsClient, address: str
       };
     }),
   );
-  return { address, generatedAt: new Date(), days: comparison.periodDays || r.window.days, windowLabel: windowLabel(comparison, r.window.startTime !== undefined), timeZone, comparison, variants };
+  return { address, generatedAt: new Date(), days: comparison.periodDays || r.window.days, windowLabel: windowLabel(comparison, r.window.startTime !== undefined), timeZone, comparison, variants, interleaving: await interleaving };
 }
 
 const INFERENCE_NAME: Record<number, string> = { [Inference.UNSPECIFIED]: "fixed-horizon", [Inference.FIXED_HORIZON]: "fixed-horizon", [Inference.SEQUENTIAL]: "sequential (always valid)" };
@@ -271,3 +277,16 @@ export function firstClickTable(c: GetVariantComparisonResponse, intervalWord = 
 /** Below the search-quality table. */
 export const FIRST_CLICK_NOTE =
   "Over searches with results: MRR = mean of 1/(rank+1) of each search's first click (0 without one); clicked MRR over searches with a click; abandoned = no click; 1st click = time from the search to its first click (within 1%). MRR lifts are in hundredths (pp).";
+
+/** Ranks the position-bias tables show (0 .. CTR_RANKS - 1). */
+export const CTR_RANKS = 10;
+
+/** Per variant: COEC and CTR at ranks 0 .. CTR_RANKS - 1, as cells. */
+export function positionBiasTable(data: Pick<ReportData, "comparison" | "variants">): { headers: string[]; rows: string[][] } {
+  const headers = ["variant", "COEC", ...Array.from({ length: CTR_RANKS }, (_, r) => `CTR@${r}`)];
+  const rows = data.variants.map((v) => [v.variant, decimal(data.comparison.variants[v.variant]?.coec, 3), ...Array.from({ length: CTR_RANKS }, (_, r) => percent(v.ctrByRank.get(r), 1))]);
+  return { headers, rows };
+}
+
+export const POSITION_BIAS_NOTE =
+  "COEC: clicks over the clicks the window's CTR per rank (all variants) expects of the ranks this variant's searches showed (1: as its positions predict). CTR@r: clicks at rank r over the searches that showed rank r.";

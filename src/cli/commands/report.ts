@@ -22,7 +22,8 @@ import {
 } from "./common.js";
 import { experimentRequest, renderScorecard } from "./experiments.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
-import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, sampleRatioLine, windowLabel, type ReportRequest } from "./report-data.js";
+import { renderInterleaving } from "./interleaving.js";
+import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData, type ReportRequest } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
@@ -141,6 +142,20 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style, 
   return out.join("\n");
 }
 
+/** Position bias (COEC, CTR per rank) per variant and the interleaving result of every ranker pair. */
+export function renderQuality(data: ReportData, style: Style): string {
+  const out: string[] = [];
+  if (data.variants.length > 0) {
+    const bias = positionBiasTable(data);
+    out.push(style.bold("Position bias"));
+    out.push(table(bias.headers.map((header, i) => ({ header, align: i === 0 ? ("left" as const) : ("right" as const) })), bias.rows, style));
+    out.push(style.dim(POSITION_BIAS_NOTE));
+    out.push("");
+  }
+  out.push(renderInterleaving(data.interleaving, undefined, style, data.windowLabel));
+  return out.join("\n");
+}
+
 export const reportCommand: Command = {
   name: "report",
   summary: "variant comparison as a table, JSON (--json) or an HTML page with charts (--html)",
@@ -181,13 +196,20 @@ export const reportCommand: Command = {
       return 0;
     }
     const experiment = stringFlag(values, "experiment");
-    const comparison = await withClient(conn, (client) => client.getVariantComparison(experiment === undefined ? comparisonRequest(request) : experimentRequest(values, request, experiment)));
-    if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
-    else {
-      const style = styleFor(values, io);
-      io.stdout.write(`${renderComparison(comparison, style, request.window.startTime !== undefined || experiment !== undefined)}\n`);
-      if (comparison.scorecard) io.stdout.write(`\n${renderScorecard(comparison.scorecard, style)}\n`);
+    if (values.json === true || experiment !== undefined) {
+      // One comparison (an experiment's scorecard under it), or the comparison as JSON.
+      const comparison = await withClient(conn, (client) => client.getVariantComparison(experiment === undefined ? comparisonRequest(request) : experimentRequest(values, request, experiment)));
+      if (values.json === true) io.stdout.write(`${toJsonString(GetVariantComparisonResponseSchema, comparison, { prettySpaces: 2 })}\n`);
+      else {
+        const style = styleFor(values, io);
+        io.stdout.write(`${renderComparison(comparison, style, true)}\n`);
+        if (comparison.scorecard) io.stdout.write(`\n${renderScorecard(comparison.scorecard, style)}\n`);
+      }
+      return 0;
     }
+    const data = await withClient(conn, (client) => fetchReportData(client, conn.address, request));
+    const style = styleFor(values, io);
+    io.stdout.write(`${renderComparison(data.comparison, style, request.window.startTime !== undefined)}\n\n${renderQuality(data, style)}\n`);
     return 0;
   },
 };
