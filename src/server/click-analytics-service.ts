@@ -11,6 +11,7 @@ import { fastMetrics, type MetricsSource } from "../store/metrics-source.js";
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { rawInterleavingPairs } from "../store/interleaving.js";
@@ -302,7 +303,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       const rankerB = matrixOnly ? "" : requireVariant("ranker_b", req.rankerB);
       if (!matrixOnly && rankerA === rankerB) throw new InvalidArgumentError("ranker_b", `must differ from ranker_a, got "${rankerB}" twice`);
       const confidence = req.confidence ?? 0.95;
-      if (!(confidence > 0 && confidence < 1)) throw new InvalidArgumentError("confidence", `must be between 0 and 1 (exclusive), got ${confidence}`);
+      if (!(confidence >= MIN_CONFIDENCE && confidence <= MAX_CONFIDENCE)) throw new InvalidArgumentError("confidence", `must be between ${MIN_CONFIDENCE} and ${MAX_CONFIDENCE} (inclusive), got ${confidence}`);
       await requireComplete();
       const pairs = await interleavingPairs(filter);
       const fields = (r: InterleavingResult) => ({

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
-import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, type InterleavedImpression } from "../../src/core/interleaving.js";
+import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, preferenceTest, type InterleavedImpression, type PreferenceTest, type UserScore } from "../../src/core/interleaving.js";
 import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
@@ -260,5 +260,44 @@ describe("interleaving against an A/B test (simulation)", () => {
     expect(interleaving).toBeDefined();
     // Far fewer: at least ten times fewer users.
     expect((ab?.users ?? 204_800) / interleaving.users).toBeGreaterThanOrEqual(10);
+  });
+});
+
+describe("the interleaving result follows the requested confidence (issue 27)", () => {
+  // Users who each decided 4 searches, a slight lean to A: p between 0.01 and 0.10 in each regime.
+  const lean = (users: number, seed: number, p: number): UserScore[] => {
+    const rnd = mulberry32(seed);
+    return Array.from({ length: users }, () => {
+      let d = 0;
+      for (let i = 0; i < 4; i++) d += rnd() < p ? 1 : -1;
+      return { d, n: 4 };
+    });
+  };
+  // Seeds whose data give p in (0.01, 0.10): found once by scanning seeds, fixed here.
+  const SEED_900 = 1;
+  const half = (t: PreferenceTest) => (t.delta.high - t.delta.low) / 2;
+
+  it("normal regime (more than 500 users): the interval's half-width scales with z, significance flips between 90% and 99%", () => {
+    const units = lean(900, SEED_900, 0.515);
+    const at90 = preferenceTest(units, 0.9)!;
+    const at99 = preferenceTest(units, 0.99)!;
+    expect(at90.test).toBe("normal");
+    expect(at90.pValue).toBeCloseTo(at99.pValue, 12);
+    expect(at90.pValue).toBeGreaterThan(0.01);
+    expect(at90.pValue).toBeLessThan(0.1);
+    expect(at90.significant).toBe(true);
+    expect(at99.significant).toBe(false);
+    // z(0.995) / z(0.95) = 2.5758293 / 1.6448536 (scipy.stats.norm.ppf)
+    expect(half(at99) / half(at90)).toBeCloseTo(2.5758293035489 / 1.6448536269514722, 2);
+  });
+
+  it("exact and Monte Carlo regimes: the 99% interval strictly contains the 90% one", () => {
+    for (const users of [10, 200]) {
+      const units = lean(users, 11, 0.6);
+      const at90 = preferenceTest(units, 0.9)!;
+      const at99 = preferenceTest(units, 0.99)!;
+      expect(at99.delta.low, `${users} users`).toBeLessThan(at90.delta.low);
+      expect(at99.delta.high, `${users} users`).toBeGreaterThan(at90.delta.high);
+    }
   });
 });

@@ -1043,7 +1043,7 @@ async function verify(label: string, rpc: Rpc, request: unknown, header: string 
         ...variantRule("variant", r.variant, true),
         ...rankers,
         ...(!matrixOnly && rankers.length === 0 && r.rankerA === r.rankerB ? ["ranker_b"] : []),
-        ...(r.confidence === undefined || (r.confidence > 0 && r.confidence < 1) ? [] : ["confidence"]),
+        ...(r.confidence === undefined || (r.confidence >= 0.5 && r.confidence <= 0.9999) ? [] : ["confidence"]),
       ];
       expectVerdict(label, verdict(broken, window.maybe), o);
       if (o.code === Status.OK) await expectInterleaving(label, r, o.value as GetInterleavingResultResponse, t);

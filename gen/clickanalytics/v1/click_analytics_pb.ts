@@ -2355,7 +2355,9 @@ export type GetInterleavingResultRequest = Message<"clickanalytics.v1.GetInterle
   variant: string;
 
   /**
-   * Confidence level of the interval and test, in (0, 1); unset means 0.95.
+   * Confidence level of the interval and test, in [0.5, 0.9999] as for GetVariantComparison
+   * (outside it, or not finite: INVALID_ARGUMENT); unset means 0.95. The interval, `significant`
+   * and the preferred ranker follow it (the p-value does not depend on it).
    *
    * @generated from field: optional double confidence = 7;
    */

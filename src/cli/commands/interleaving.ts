@@ -1,4 +1,5 @@
 /** `click-analytics interleaving`: GetInterleavingResult as a table (every ranker pair) or JSON. */
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison.js";
 import { toJsonString } from "@bufbuild/protobuf";
 import { GetInterleavingResultResponseSchema, type GetInterleavingResultResponse } from "../../client/index.js";
 import { table, type Style } from "../format.js";
@@ -19,7 +20,7 @@ ${WINDOW_HELP}
   --ranker-a NAME         with --ranker-b: the pair to show first (Δ > 0 prefers ranker A)
   --ranker-b NAME
   --variant VARIANT       only searches of this variant (default: all)
-  --confidence X          confidence level in (0, 1) (default 0.95)
+  --confidence X          confidence level in [0.5, 0.9999] (default 0.95)
   --json                  print the GetInterleavingResult response as JSON
 ${COLOR_HELP}
   -h, --help              this help
@@ -55,7 +56,7 @@ export const interleavingCommand: Command = {
     const rankerA = stringFlag(values, "ranker-a");
     const rankerB = stringFlag(values, "ranker-b");
     if ((rankerA === undefined) !== (rankerB === undefined)) throw new UsageError("--ranker-a and --ranker-b go together", INTERLEAVING_USAGE);
-    const confidence = numberFlag(values, "confidence", undefined, 0, 1, INTERLEAVING_USAGE, true);
+    const confidence = numberFlag(values, "confidence", undefined, MIN_CONFIDENCE, MAX_CONFIDENCE, INTERLEAVING_USAGE);
     const variant = stringFlag(values, "variant");
     const conn = connectionFrom(values, INTERLEAVING_USAGE, io.env);
     const response = await withClient(conn, (client) =>
