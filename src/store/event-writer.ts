@@ -1,7 +1,8 @@
 /** Writing tracked events: one unordered bulk insert per collection per batch. */
-import { MongoServerError, type Db, type Document } from "mongodb";
+import type { Db, Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
 import { keyIn, keyIs } from "./indexes.js";
+import { writeReplyError, type WriteReply } from "./storage-errors.js";
 import { isEarlierClick } from "../core/first-click.js";
 import { claimMarker, earliestClicks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
@@ -19,17 +20,13 @@ async function insertAll(db: Db, collection: string, docs: Document[]): Promise<
   if (docs.length === 0) return [];
   // A raw command does not inherit the client's write concern: pass it explicitly.
   const reply = (await db.command({ insert: collection, documents: docs, ordered: false, ...(db.writeConcern ? { writeConcern: { w: db.writeConcern.w, j: db.writeConcern.journal } } : {}) })) as InsertReply;
-  if (reply.writeConcernError) throw new MongoServerError({ message: `write concern: ${reply.writeConcernError.errmsg}`, code: reply.writeConcernError.code });
-  const writeErrors = reply.writeErrors ?? [];
-  const other = writeErrors.find((e) => e.code !== DUPLICATE_KEY);
-  if (other) throw new MongoServerError({ message: other.errmsg, code: other.code });
-  return writeErrors.map((e) => e.index);
+  const failure = writeReplyError(reply, DUPLICATE_KEY);
+  if (failure) throw failure;
+  return (reply.writeErrors ?? []).map((e) => e.index);
 }
 
-interface InsertReply {
+interface InsertReply extends WriteReply {
   n: number;
-  writeErrors?: { index: number; code: number; errmsg: string }[];
-  writeConcernError?: { code: number; errmsg: string };
 }
 
 /**

@@ -32,6 +32,7 @@
 import { randomBytes } from "node:crypto";
 import { Binary, type Collection, type Document } from "mongodb";
 import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type PairTally } from "../core/interleaving.js";
+import { writeReplyError, type WriteReply } from "./storage-errors.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
 import { forEachInterleaved } from "./interleaving.js";
@@ -109,11 +110,11 @@ async function bumpVersions(c: Collections, hours: readonly { t: number; v: stri
   const updates = [...hours.map(({ t, v }) => update("h", t, v)), ...[...days.values()].map(({ t, v }) => update("d", t, v))];
   const wc = c.db.writeConcern;
   for (let attempt = 1; ; attempt++) {
-    const reply = await c.db.command({ update: COLLECTION, updates, ordered: true, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
-    const error = (reply.writeErrors as { code: number; errmsg: string }[] | undefined)?.[0] ?? reply.writeConcernError;
+    const reply = (await c.db.command({ update: COLLECTION, updates, ordered: true, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) })) as WriteReply;
+    const error = writeReplyError(reply);
     if (error === undefined) return;
     // Two writers creating the same document at once: the loser's upsert collides; $inc again is right (it was not applied).
-    if (error.code !== 11000 || attempt >= 5) throw new Error(`interleaving rollup versions: ${error.errmsg}`);
+    if (error.code !== 11000 || attempt >= 5) throw error;
   }
 }
 

@@ -110,3 +110,21 @@ export function storageFailure(error: unknown, depth = 0): StorageFailure | unde
 export function isStorageUnreachable(error: unknown): boolean {
   return storageFailure(error) === "unavailable";
 }
+
+/** What a raw write command (`insert`, `update`) answers besides its counts. */
+export interface WriteReply {
+  writeErrors?: { index: number; code: number; errmsg: string }[];
+  writeConcernError?: { code: number; errmsg: string };
+}
+
+/**
+ * The failure a raw write command's reply reports, as the MongoServerError (with the server's
+ * code) that storageFailure judges: its write concern error, else its first write error whose code
+ * is not `tolerated`. A plain Error here made a transient answer (a write concern error while the
+ * engine shuts down) an INTERNAL one.
+ */
+export function writeReplyError(reply: WriteReply, tolerated?: number): MongoServerError | undefined {
+  if (reply.writeConcernError) return new MongoServerError({ message: `write concern: ${reply.writeConcernError.errmsg}`, code: reply.writeConcernError.code });
+  const other = (reply.writeErrors ?? []).find((e) => e.code !== tolerated);
+  return other && new MongoServerError({ message: other.errmsg, code: other.code });
+}

@@ -28,7 +28,7 @@ import {
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../src/server/logger.js";
 import { toServiceError } from "../../src/server/status.js";
-import { isStorageUnreachable, StorageUnresponsiveError, storageFailure } from "../../src/store/storage-errors.js";
+import { isStorageUnreachable, StorageUnresponsiveError, storageFailure, writeReplyError } from "../../src/store/storage-errors.js";
 
 // The pool's errors are not exported from the package's entry; the driver raises them from here.
 const cmap = createRequire(import.meta.url)("mongodb/lib/cmap/errors.js") as Record<string, new (...args: unknown[]) => Error>;
@@ -108,5 +108,19 @@ describe("storage failures, judged from the other side", () => {
     expect(storageFailure(server(50))).toBe("deadline_exceeded");
     expect(isStorageUnreachable(server(50))).toBe(false);
     expect(toServiceError(server(50), createLogger("silent"), "/t/M").code).toBe(Status.DEADLINE_EXCEEDED);
+  });
+});
+
+describe("raw write command replies (insert of events, update of interleaving rollup versions)", () => {
+  it("a transient write concern error is UNAVAILABLE, a refused write INTERNAL, a tolerated code none", () => {
+    const shuttingDown = writeReplyError({ writeConcernError: { code: 91, errmsg: "shutdown in progress" } });
+    expect(storageFailure(shuttingDown)).toBe("unavailable");
+    expect(toServiceError(shuttingDown, createLogger("silent"), "/t/M").code).toBe(Status.UNAVAILABLE);
+    const refused = writeReplyError({ writeErrors: [{ index: 0, code: 121, errmsg: "Document failed validation" }] });
+    expect(refused?.code).toBe(121);
+    expect(storageFailure(refused)).toBeUndefined();
+    expect(writeReplyError({ writeErrors: [{ index: 3, code: 11000, errmsg: "E11000" }] }, 11000)).toBeUndefined();
+    expect(writeReplyError({ writeErrors: [{ index: 3, code: 11000, errmsg: "E11000" }] })?.code).toBe(11000);
+    expect(writeReplyError({})).toBeUndefined();
   });
 });
