@@ -1,11 +1,11 @@
 /**
- * `click-analytics load`: realistic synthetic traffic (the generator in src/cli/bench-load.ts:
+ * `click-analytics load`: realistic synthetic traffic (the generator in src/cli/traffic-generator.ts:
  * Zipf queries, Pareto users, two variants, linked clicks, log-normal latencies, a daily cycle)
  * sent to a server in LogEvents batches of 1,000, a few calls in flight, with a progress bar on
  * stderr that counts events the server has acknowledged (not merely handed to the transport).
  * Every event carries an id, so the typed client retries a batch that meets UNAVAILABLE.
  */
-import { createDatasetStats, generateBatches, type DatasetStats } from "../bench-load.js";
+import { createDatasetStats, generateBatches, type DatasetStats } from "../traffic-generator.js";
 import { EventOutcome, type ClickAnalyticsClient } from "../../client/index.js";
 import { createProgress, formatDuration, formatInteger } from "../progress.js";
 import { CliError, CONNECTION_HELP, CONNECTION_OPTIONS, connectionFrom, DAYS_HELP, daysFlag, EXIT, intFlag, openClient, callFailure, parseFlags, UsageError, type Command, type Io } from "./common.js";

@@ -1,7 +1,7 @@
 /**
  * A realistic, deterministic synthetic dataset of searches (impressions) and clicks, generated
  * lazily in batches, and a loader that streams it into a ClickAnalytics server through
- * StreamEvents. Used by `npm run bench`; meant to be reused by a `load` command.
+ * StreamEvents. Shipped as `click-analytics load`; `npm run bench` (bench/) loads its data with it.
  *
  * The shape of the data:
  * - users `user_0` .. `user_{N-1}` with Pareto-distributed activity (a few heavy users, a long

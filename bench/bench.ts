@@ -19,10 +19,10 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
-import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../client/index.js";
-import type { InterleavingResult } from "../core/interleaving.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../store/embedded-engine.js";
-import { EVENT_INDEXES } from "../store/indexes.js";
+import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../src/client/index.js";
+import type { InterleavingResult } from "../src/core/interleaving.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../src/store/embedded-engine.js";
+import { EVENT_INDEXES } from "../src/store/indexes.js";
 import {
   describeShape,
   METRIC_SHAPES,
@@ -50,12 +50,12 @@ import {
   variantOf,
   type DatasetEvent,
   type LoadResult,
-} from "./bench-load.js";
-import { createProgress, formatDuration, formatInteger } from "./progress.js";
+} from "../src/cli/traffic-generator.js";
+import { createProgress, formatDuration, formatInteger } from "../src/cli/progress.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-/** dist/src/cli -> dist/src/server/main.js */
-const SERVER_MAIN = path.resolve(HERE, "../server/main.js");
+/** dist/bench -> dist/src/server/main.js */
+const SERVER_MAIN = path.resolve(HERE, "../src/server/main.js");
 /** The same as in package.json's start script. */
 const SERVER_HEAP_CAP = "--max-old-space-size=256";
 const CLIENT_MAIN = path.resolve(HERE, "bench-client.js");

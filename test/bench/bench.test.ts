@@ -12,11 +12,11 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { METRIC_SHAPES, summarize } from "../../src/cli/bench-client.js";
-import { createDatasetStats, DAY_MS, generateBatches, generateEvents, INTERLEAVED_RANKERS, toStreamEvent, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/bench-load.js";
+import { METRIC_SHAPES, summarize } from "../../bench/bench-client.js";
+import { createDatasetStats, DAY_MS, generateBatches, generateEvents, INTERLEAVED_RANKERS, toStreamEvent, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/traffic-generator.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
-const BENCH = path.join(ROOT, "dist/src/cli/bench.js");
+const BENCH = path.join(ROOT, "dist/bench/bench.js");
 const run = promisify(execFile);
 
 const NOW = Date.UTC(2026, 0, 15, 12, 30);

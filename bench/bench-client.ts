@@ -5,7 +5,7 @@
  * `{"shape": ShapeResult}` as each shape finishes, then the whole ClientReport as the last line.
  * Progress goes to stderr.
  *
- *   node dist/src/cli/bench-client.js --address 127.0.0.1:PORT [--iterations 200] [--warmup 5]
+ *   node dist/bench/bench-client.js --address 127.0.0.1:PORT [--iterations 200] [--warmup 5]
  *     [--users 10000] [--seed 1] [--timeout-ms 120000]
  *
  * The shapes (METRIC_SHAPES) and the latency summary are also used by bench.ts, which runs the
@@ -14,9 +14,9 @@
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { createClickAnalyticsClient, Granularity, type ClickAnalyticsClient } from "../client/index.js";
-import { INTERLEAVED_RANKERS, Rng, userIdOf, VARIANTS } from "./bench-load.js";
-import { createProgress } from "./progress.js";
+import { createClickAnalyticsClient, Granularity, type ClickAnalyticsClient } from "../src/client/index.js";
+import { INTERLEAVED_RANKERS, Rng, userIdOf, VARIANTS } from "../src/cli/traffic-generator.js";
+import { createProgress } from "../src/cli/progress.js";
 
 export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries" | "GetInterleavingResult";
 
