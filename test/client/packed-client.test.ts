@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { SERVER_PACKAGES } from "../../src/cli/commands/serve.js";
 import { TRACING_PACKAGES } from "../../src/server/tracing-setup.js";
 import { makeCertificates } from "../support/certificates.js";
+import { fencedBlock } from "../support/docs.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const run = promisify(execFile);
@@ -29,12 +30,10 @@ interface PackageJson {
   devDependencies: Record<string, string>;
 }
 const pkg = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as PackageJson;
-const readme = await readFile(join(root, "README.md"), "utf8");
-
-/** The fenced block after `<!-- name -->` in the README. */
+/** The fenced block after `<!-- name -->` in the README (the first example) or the client guide. */
 function readmeBlock(name: string, lang = "ts"): string {
-  const code = new RegExp(`<!-- ${name} -->\\s*\`\`\`${lang}\\n([\\s\\S]*?)\`\`\``).exec(readme)?.[1];
-  expect(code, `README's ${name}`).toBeDefined();
+  const code = fencedBlock("README.md", name, lang) ?? fencedBlock("docs/api.md", name, lang);
+  expect(code, `the docs' ${name}`).toBeDefined();
   return code!;
 }
 
@@ -169,7 +168,7 @@ describe("installed from the tarball into a fresh TypeScript project", { timeout
     expect(JSON.parse(stdout.trim())).toEqual({ userId: "packed-user", ctr: 1, clicks: "1", refusedWith: "INVALID_ARGUMENT" });
   });
 
-  it("runs the README's client and logger examples as written", async () => {
+  it("runs the README's client example and the guide's logger example as written", async () => {
     const env = { CLICK_ANALYTICS_ADDRESS: h.server.address };
     const clientRun = await node("out/readme-client.js", [], env);
     expect(clientRun.stdout.trim()).toMatch(/^click [0-9a-f-]{36}: CTR 1 over 1 searches$/);
@@ -180,7 +179,7 @@ describe("installed from the tarball into a fresh TypeScript project", { timeout
     expect(await h.server.store.collections.impressions.countDocuments({ impression_id: linked?.impression_id })).toBe(1);
   });
 
-  it("runs the README's client guide over TLS against a fresh server and prints what the README shows", async () => {
+  it("runs the client guide's example (docs/api.md) over TLS against a fresh server and prints what the guide shows", async () => {
     const certs = join(dir, "certs");
     await run("mkdir", ["-p", certs]);
     const pem = await makeCertificates(certs);

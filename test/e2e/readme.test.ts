@@ -1,10 +1,14 @@
-/** The README's grpcurl session and its dashboard command, as written, against a live server. */
+/**
+ * The docs' grpcurl calls and the README's dashboard command, as written, against a live server:
+ * the comparison example of docs/statistics.md (before any event), the session of docs/api.md,
+ * then the README's tour.
+ */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { readDoc } from "../support/docs.js";
 import { grpcurl, shellWords } from "../support/grpcurl.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
@@ -14,10 +18,12 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-it("every grpcurl command in the README works as written", async () => {
-  const readme = await readFile(resolve(import.meta.dirname, "../../README.md"), "utf8");
-  const commands = readme.split("\n").filter((line) => line.startsWith("grpcurl "));
-  expect(commands.length).toBeGreaterThanOrEqual(8);
+it("every grpcurl command in the docs works as written", async () => {
+  const grpcurlLines = (file: string) => readDoc(file).split("\n").filter((line) => line.startsWith("grpcurl "));
+  const tour = grpcurlLines("README.md");
+  expect(tour.length).toBeGreaterThanOrEqual(1);
+  const commands = [...grpcurlLines("docs/statistics.md"), ...grpcurlLines("docs/api.md"), ...tour];
+  expect(commands.length).toBeGreaterThanOrEqual(11);
   const out = new Map<string, unknown>();
   for (const command of commands) {
     const args = shellWords(command).slice(1);
@@ -45,7 +51,7 @@ it("every grpcurl command in the README works as written", async () => {
 });
 
 it("the README's dashboard command serves its page as written", { timeout: 30_000 }, async () => {
-  const readme = (await readFile(resolve(import.meta.dirname, "../../README.md"), "utf8")).split("\n");
+  const readme = readDoc("README.md").split("\n");
   const at = readme.findIndex((line) => line.startsWith("$ click-analytics dashboard"));
   expect(at, "a dashboard command in the README").toBeGreaterThan(0);
   // What it prints first, with the address it was given (the README's is the default one).

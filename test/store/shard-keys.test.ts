@@ -1,14 +1,13 @@
 /**
- * The indexes the service creates can live on a sharded cluster with the shard keys README
+ * The indexes the service creates can live on a sharded cluster with the shard keys docs/operations.md
  * "Running at scale" documents: MongoDB enforces a unique index on a sharded collection only
  * when the index starts with the shard key, and refuses to shard a collection otherwise.
  */
-import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
 import { inject } from "vitest";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { MongoClient, ObjectId, type Document } from "mongodb";
 import { SHARD_KEYS } from "../../src/store/indexes.js";
+import { readDoc } from "../support/docs.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 let h: Harness;
@@ -24,7 +23,7 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-/** The key as README writes it. */
+/** The key as docs/operations.md writes it. */
 export const shownKey = (key: Record<string, 1 | "hashed"> | null) =>
   key === null ? "not sharded" : `{ ${Object.entries(key).map(([f, v]) => `${f}: ${typeof v === "string" ? `"${v}"` : v}`).join(", ")} }`;
 
@@ -53,9 +52,9 @@ it("every unique index of a fresh database starts with its collection's document
   expect(incompatible).toEqual([]);
 });
 
-it("README's table mirrors SHARD_KEYS", () => {
-  const readme = readFileSync(resolve(import.meta.dirname, "../../README.md"), "utf8");
-  const section = readme.slice(readme.indexOf("### Running at scale"));
+it("docs/operations.md's table mirrors SHARD_KEYS", () => {
+  const readme = readDoc("docs/operations.md");
+  const section = readme.slice(readme.indexOf("## Running at scale"));
   expect(section.length).toBeLessThan(readme.length);
   for (const [name, key] of Object.entries(SHARD_KEYS)) expect(section, name).toContain(`| \`${name}\` | \`${shownKey(key)}\` |`);
 });
