@@ -91,10 +91,14 @@ function fromImpression(d: ImpressionDocument): ExportedEventInit {
 /** A cursor with one document of look-ahead, for merging two cursors by timestamp. */
 class Peekable<T extends { timestamp: Date }> {
   private head: T | null | undefined;
-  constructor(private readonly cursor: AbstractCursor<T>) {}
+  constructor(
+    private readonly cursor: AbstractCursor<T>,
+    /** Bounds a read that goes to the engine (an empty buffer: the next batch). */
+    private readonly guard: <R>(read: Promise<R>) => Promise<R>,
+  ) {}
 
   async peek(): Promise<T | null> {
-    if (this.head === undefined) this.head = await this.cursor.next();
+    if (this.head === undefined) this.head = await (this.cursor.bufferedCount() > 0 ? this.cursor.next() : this.guard(this.cursor.next()));
     return this.head;
   }
 
@@ -103,7 +107,7 @@ class Peekable<T extends { timestamp: Date }> {
   }
 
   close(): Promise<void> {
-    return this.cursor.close();
+    return this.guard(this.cursor.close());
   }
 }
 
@@ -122,8 +126,10 @@ export async function* exportEvents(store: ClickStore, req: ExportEventsRequest,
   // Sorted by timestamp alone, so that the {timestamp: 1} (or {user_id, variant, timestamp})
   // index can stream in order; disk use allowed for filters that need an in-memory sort.
   const options = { sort: { timestamp: 1 as const }, batchSize: EXPORT_BATCH_SIZE, allowDiskUse: true, projection: HIDDEN };
-  const clicks = kinds.clicks ? new Peekable(store.collections.clicks.find(m as Filter<ClickDocument>, options)) : undefined;
-  const impressions = kinds.impressions ? new Peekable(store.collections.impressions.find(m as Filter<ImpressionDocument>, options)) : undefined;
+  // A stalled engine ends the export with UNAVAILABLE within the ping timeout, not a silent hang.
+  const guard = <R>(read: Promise<R>) => store.watchdog.race(read);
+  const clicks = kinds.clicks ? new Peekable(store.collections.clicks.find(m as Filter<ClickDocument>, options), guard) : undefined;
+  const impressions = kinds.impressions ? new Peekable(store.collections.impressions.find(m as Filter<ImpressionDocument>, options), guard) : undefined;
 
   /** The next event in timestamp order (impressions first on a tie), or null at the end. */
   const next = async (): Promise<ExportedEventInit | null> => {
@@ -153,6 +159,7 @@ export async function* exportEvents(store: ClickStore, req: ExportEventsRequest,
     }
     if (batch.length > 0 && !ctx.signal.aborted) yield { events: batch };
   } finally {
-    await Promise.all([clicks?.close(), impressions?.close()]);
+    // Not left waiting on an engine that stopped answering: the cursors die with their connection.
+    await Promise.all([clicks?.close(), impressions?.close()]).catch(() => undefined);
   }
 }

@@ -50,7 +50,7 @@ export interface WatchLimits {
 }
 
 export interface WatchDeps {
-  store: Pick<ClickStore, "changeCount" | "rollups" | "collections">;
+  store: Pick<ClickStore, "changeCount" | "rollups" | "collections" | "watchdog">;
   metrics: MetricsSource;
   /** Throws while the stored numbers would be incomplete (spooled events, unfinished batches). */
   requireComplete: () => Promise<void>;
@@ -225,7 +225,9 @@ class Question {
       this.computing = true;
       let snapshot: Snapshot;
       try {
-        snapshot = await this.tick();
+        // An engine that stops answering ends the streams with UNAVAILABLE within the ping
+        // timeout (the watchers reconnect), instead of holding them silent until it resumes.
+        snapshot = await this.deps.store.watchdog.race(this.tick());
       } catch (error) {
         // What a stream's own computation would have ended it with: every stream of the question.
         this.closed = true;

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createClickAnalyticsClient, Status, type ServiceError } from "../../src/client/index.js";
+import { createClickAnalyticsClient, ExportKind, Status, type ServiceError } from "../../src/client/index.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
 import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
@@ -142,4 +142,53 @@ it("MongoDB SIGSTOPped under load from clients without deadlines: spooled within
     client.close();
   }
   console.log(`stalled-engine: first spooled write ${Math.min(...firstSpooled)} ms after SIGSTOP; slowest call ${slowest.end - slowest.start} ms (${slowest.method}); ${acked.size} acknowledged (${ackedBefore} before the stall)`);
+});
+
+it("streams open when MongoDB stalls (WatchMetrics, a half-read ExportEvents) end with UNAVAILABLE within the bound instead of hanging", { timeout: 120_000 }, async () => {
+  const client = createClickAnalyticsClient(server.address, { defaultTimeoutMs: Infinity });
+  try {
+    // Enough searches that the export needs further cursor batches (1,000 each) after the stall.
+    const now = Date.now();
+    const batches = 30;
+    for (let b = 0; b < batches; b++) {
+      await client.logEvents({
+        events: Array.from({ length: 1_000 }, (_, i) => ({ kind: { case: "impression" as const, value: { eventId: `s-${b}-${i}`, userId: `u${i % 50}`, query: "q", variant: "v", resultsCount: 3, responseTimeMs: 1, timestamp: { seconds: BigInt(Math.floor((now - 60_000) / 1000) - b), nanos: i } } } })),
+      });
+    }
+    let firstExportBatch!: () => void;
+    const exportStarted = new Promise<void>((resolve) => (firstExportBatch = resolve));
+    const ended = (stream: AsyncIterable<unknown>, onMessage = () => {}) =>
+      (async () => {
+        let messages = 0;
+        try {
+          for await (const _ of stream) {
+            messages++;
+            onMessage();
+          }
+          return { code: Status.OK, at: Date.now(), messages };
+        } catch (error) {
+          return { code: (error as ServiceError).code, at: Date.now(), messages };
+        }
+      })();
+    const watch = ended(client.watchMetrics({ days: 1, intervalSeconds: 1 }));
+    await pause(500);
+    // The stall begins as the export's first batch arrives: its cursors still have batches to fetch.
+    const exported = ended(client.exportEvents({ days: 1, kind: ExportKind.IMPRESSIONS }), firstExportBatch);
+    await exportStarted;
+    process.kill(engine.pid, "SIGSTOP");
+    stopped = true;
+    const stalledAt = Date.now();
+    const [w, e] = await Promise.all([watch, exported]);
+    process.kill(engine.pid, "SIGCONT");
+    stopped = false;
+    expect(w.messages, "snapshots before the stall").toBeGreaterThan(0);
+    expect(Status[w.code], "WatchMetrics").toBe("UNAVAILABLE");
+    expect(w.at - stalledAt, "WatchMetrics ended after the stall (ms)").toBeLessThanOrEqual(CALL_BOUND_MS + 1_000);
+    expect(e.messages, "export batches before the stall").toBeGreaterThan(0);
+    expect(e.messages, "the export was cut short").toBeLessThan(batches);
+    expect(Status[e.code], "ExportEvents").toBe("UNAVAILABLE");
+    expect(e.at - stalledAt, "ExportEvents ended after the stall (ms)").toBeLessThanOrEqual(CALL_BOUND_MS + 1_000);
+  } finally {
+    client.close();
+  }
 });
