@@ -78,6 +78,9 @@ export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "ha
   user_ids: { _id: "hashed" },
   // One document (the user-number counter).
   counters: null,
+  // One document per experiment (created with the first one); `key` is unique, so sharding it
+  // would need `key` as its shard key: a handful of documents gain nothing from it.
+  experiments: null,
 };
 
 /**
