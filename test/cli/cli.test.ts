@@ -241,9 +241,10 @@ describe("top-queries", () => {
     const blue = (await h.client.getTopQueries({ days: 30 })).queries.find((q) => q.query === "blue shoes")!;
     const coec = blue.coec!;
     expect(coec).toBeGreaterThan(0);
-    // MRR to three places and abandonment as a percentage, as the server computed them; no click outside results.
+    // MRR to three places, abandonment as a percentage and clicks outside results (the dataset clicks some searches without results), as the server computed them.
     const [mrr, abandoned] = [blue.mrr!.toFixed(3), (blue.abandonmentRate! * 100).toFixed(1)].map((x) => x.replace(".", "\\."));
-    expect(r.stdout).toMatch(new RegExp(`^1 +blue shoes +200 +\\d+ +[\\d.]+% +[\\d.]+% +[\\d.]+ +\\d+ +${coec.toFixed(2).replace(".", "\\.")} +${mrr} +${abandoned}% +0$`, "m"));
+    expect(r.stdout).toMatch(new RegExp(`^1 +blue shoes +200 +\\d+ +[\\d.]+% +[\\d.]+% +[\\d.]+ +\\d+ +${coec.toFixed(2).replace(".", "\\.")} +${mrr} +${abandoned}% +${blue.clicksOutsideResults}$`, "m"));
+    expect(blue.clicksOutsideResults).toBeGreaterThan(0n);
     expect(r.stdout).toMatch(/^[23] +red dress +100 /m);
     expect(r.stdout).toMatch(/^[23] +shoes, \\"red\\" +100 /m);
 
