@@ -374,8 +374,8 @@ export type VariantCtr = Message<"clickanalytics.v1.VariantCtr"> & {
   /**
    * Linked clicks (those naming an impression_id) of the variant's searches at a rank the search
    * did not show (rank >= its results_count), counted with the search (its timestamp and
-   * variant), whatever the click carries. They are in `clicks` but kept out of CTR per rank,
-   * COEC, first_click and interleaving.
+   * variant), whatever the click carries. Kept out of CTR per rank, COEC, first_click and
+   * interleaving; as events they are still in `clicks` (under their own timestamp and variant).
    *
    * @generated from field: int64 clicks_outside_results = 11;
    */
@@ -654,7 +654,8 @@ export type GetRankMetricsResponse = Message<"clickanalytics.v1.GetRankMetricsRe
 
   /**
    * Linked clicks of these searches at a rank the search did not show (rank >= its
-   * results_count): stored, in clicks_by_rank, but in no position measure.
+   * results_count), counted with the search: in no position measure (as events they are still in
+   * clicks_by_rank, under their own timestamp and variant).
    *
    * @generated from field: int64 clicks_outside_results = 10;
    */
