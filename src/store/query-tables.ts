@@ -124,7 +124,7 @@ interface DayGroup {
 function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   for (const [query, n] of from) {
     const sum = into.get(query);
-    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined });
+    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined, f: undefined });
     else addQueryEntry(sum, n, histograms);
   }
 }
