@@ -10,6 +10,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventSchema } from "../../src/client/index.js";
+import { timeWindow } from "../../src/core/window.js";
+import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
+import { RollupReader } from "../../src/store/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 type EventInit = MessageInitShape<typeof EventSchema>;
@@ -140,5 +143,40 @@ describe("unlinked clicks", () => {
     expect(Object.fromEntries(Object.entries(comparison.variants).map(([v, s]) => [v, s.coec]))).toEqual(Object.fromEntries(Object.entries(before[2].variants).map(([v, s]) => [v, s.coec])));
     // They count under the query they carry.
     expect(Number(top.queries.find((q) => q.query === "shoes")!.clicks)).toBe(Number(before[1].queries.find((q) => q.query === "shoes")!.clicks) + 30);
+  });
+});
+
+describe("clicks of one search in concurrent batches", () => {
+  it("every click is counted once with its search, whichever batch stores it and whichever writer claims the search", async () => {
+    // 40 batches at once, each with clicks for the same two searches (ranks inside and outside
+    // their results), the searches themselves in two of the middle ones: clicks before, with and
+    // after their search, linked by racing writers.
+    const batches: EventInit[][] = Array.from({ length: 40 }, (_, b) => [
+      click(`race-a-${b}`, "race-1", "race", "search_v1", b % 7, 29 - b / 100),
+      click(`race-b-${b}`, "race-2", "race two", "search_v2", (b * 3) % 5, 28 - b / 100),
+    ]);
+    batches[17]!.push(search("race-1", "race", "search_v1", 4));
+    batches[23]!.push(search("race-2", "race two", "search_v2", 3));
+    await Promise.all(batches.map((events) => h.client.logEvents({ events })));
+    const c = h.server.store.collections;
+    const stored = await c.impressions.find({}, { projection: { _id: 0, impression_id: 1, lk: 1, fc_r: 1, click_claim: 1 } }).toArray();
+    expect(stored.map((d) => [d.impression_id, d.lk?.n, d.click_claim]).sort()).toEqual([
+      ["race-1", 40, undefined],
+      ["race-2", 40, undefined],
+    ]);
+    // Outside results: ranks 4, 5 and 6 of the first (4 results), 3 and 4 of the second (3 results).
+    expect(stored.find((d) => d.impression_id === "race-1")!.lk!.o).toBe(batches.filter((_, b) => b % 7 >= 4).length);
+    expect(stored.find((d) => d.impression_id === "race-2")!.lk!.o).toBe(batches.filter((_, b) => (b * 3) % 5 >= 3).length);
+    const f = { window: timeWindow(1) };
+    const [fast, raw] = [fastMetrics(c, new RollupReader(c)), rawMetrics(c)];
+    expect(await fast.positions(f, true)).toEqual(await raw.positions(f, true));
+    expect(await fast.topQueries(f, "clicks", 10)).toEqual(await raw.topQueries(f, "clicks", 10));
+    const totals = await fast.totals(f);
+    expect(totals).toEqual({ ...(await raw.totals(f)), overall: { ...(await raw.totals(f)).overall, responseTimeSum: totals.overall.responseTimeSum } });
+    const top = await h.client.getTopQueries({ days: 1, orderBy: 2 });
+    expect(top.queries.map((q) => [q.query, Number(q.clicks)])).toEqual([
+      ["race", 40],
+      ["race two", 40],
+    ]);
   });
 });
