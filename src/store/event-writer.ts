@@ -48,7 +48,10 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
   // A search and its clicks usually arrive together: such an impression is stored clicked, with
   // its linked clicks and its first click at a shown rank (core/click-attribution.ts), and
   // counted with the batch: `fi`/`li` are what the batch counts, `fc`/`lk` what later clicks move.
-  const here = clickRanks(clicks.map((x) => x.doc));
+  // Each click once: a click repeated within the batch (a retry grouped with its original) is stored once.
+  const distinct = new Map<string, ClickDocument>();
+  for (const { doc } of clicks) if (!distinct.has(doc.event_id)) distinct.set(doc.event_id, doc);
+  const here = clickRanks(distinct.values());
   for (const x of impressions) {
     const rows = here.get(x.doc.impression_id);
     if (rows === undefined) continue;

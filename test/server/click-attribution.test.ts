@@ -147,7 +147,7 @@ describe("unlinked clicks", () => {
 });
 
 describe("clicks of one search in concurrent batches", () => {
-  it("every click is counted once with its search, whichever batch stores it and whichever writer claims the search", async () => {
+  it("every click is counted once with its search, whichever batch stores it (retries too) and whichever writer claims the search", async () => {
     // 40 batches at once, each with clicks for the same two searches (ranks inside and outside
     // their results), the searches themselves in two of the middle ones: clicks before, with and
     // after their search, linked by racing writers.
@@ -155,9 +155,12 @@ describe("clicks of one search in concurrent batches", () => {
       click(`race-a-${b}`, "race-1", "race", "search_v1", b % 7, 29 - b / 100),
       click(`race-b-${b}`, "race-2", "race two", "search_v2", (b * 3) % 5, 28 - b / 100),
     ]);
+    // Retries of the first click racing with it (and with each other): stored and counted once.
+    for (let b = 30; b < 40; b++) batches[b]!.push(batches[0]![0]!);
     batches[17]!.push(search("race-1", "race", "search_v1", 4));
     batches[23]!.push(search("race-2", "race two", "search_v2", 3));
-    await Promise.all(batches.map((events) => h.client.logEvents({ events })));
+    const results = await Promise.all(batches.map((events) => h.client.logEvents({ events })));
+    expect(results.reduce((n, r) => n + Number(r.duplicates), 0)).toBe(10);
     const c = h.server.store.collections;
     const stored = await c.impressions.find({}, { projection: { _id: 0, impression_id: 1, lk: 1, fc_r: 1, click_claim: 1 } }).toArray();
     expect(stored.map((d) => [d.impression_id, d.lk?.n, d.click_claim]).sort()).toEqual([
