@@ -9,15 +9,19 @@ export interface QueryRow {
   searchesWithClicks: number;
   noResults: number;
   rankSum: number;
-  /** What the query's COEC needs (core/position-bias.ts); absent where the stored counts lack it (see query-tables.ts). */
+  /** Linked clicks of its searches at ranks they did not show (core/click-attribution.ts). */
+  clicksOutsideResults: number;
+  /** What the query's COEC, MRR and abandonment need (core/position-bias.ts, core/first-click.ts); absent where the stored counts lack it (see query-tables.ts). */
   positions?: QueryPositions | undefined;
 }
 
 export interface QueryPositions {
   /** Searches by results_count capped at RESULTS_COUNT_CAP, counts from 1 (a search without results shows no rank). */
   resultsCounts: Map<number, number>;
-  /** Clicks at ranks from RESULTS_COUNT_CAP on (left out of COEC). */
-  clicksPastCap: number;
+  /** Linked clicks of its searches at ranks they showed, below RESULTS_COUNT_CAP: COEC's clicks. */
+  shownClicks: number;
+  /** Searches with results by the rank of their first click, by rank ascending (MRR and abandonment). */
+  firstClickRanks: Map<number, number>;
 }
 
 /** Binary (UTF-8 byte) order, which is code point order: MongoDB's order for strings. */

@@ -15,7 +15,7 @@ import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/rollups.js";
 import { rawInterleavingPairs } from "../store/interleaving.js";
-import { ctrFields, firstClickFields } from "./ctr-fields.js";
+import { ctrFields, firstClickFields, queryFirstClicks } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
@@ -180,10 +180,11 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
     async getRankMetrics(req, ctx) {
       const filter = withBudget(metricsFilter(req, now()), ctx);
       await requireComplete();
-      // One read: the rank statistics come from the same clicks per rank as the position measures.
+      // One read: the rank statistics (every click, as an event) and the position measures (linked clicks at shown ranks, with their searches).
       const positions = (await metrics.positions(filter, false)).get("");
       const stats = rankStats(positions?.clicksByRank ?? []);
       const shown = searchesShowingRank(positions?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP);
+      const linked = positions?.linkedClicksByRank ?? new Map<number, number>();
       return {
         avgRank: stats.avg,
         medianRank: stats.median,
@@ -192,7 +193,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         clicksByRank: Object.fromEntries([...stats.clicksByRank].map(([rank, n]) => [rank, count(n)])),
         totalClicks: count(stats.total),
         searchesByRank: Object.fromEntries(shown.flatMap((n, rank) => (n > 0 ? [[rank, count(n)]] : []))),
-        ctrByRank: Object.fromEntries(ctrByRank(stats.clicksByRank, shown)),
+        ctrByRank: Object.fromEntries(ctrByRank(linked, shown)),
+        linkedClicksByRank: Object.fromEntries([...linked].filter(([, n]) => n > 0).map(([rank, n]) => [rank, count(n)])),
+        clicksOutsideResults: count(positions?.clicksOutsideResults ?? 0),
       };
     },
 
@@ -244,7 +247,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       // COEC's expected click rate per rank: the window's, over all variants (as GetRankMetrics without a variant).
       const [rows, positions] = await Promise.all([metrics.topQueries(filter, order, limit), metrics.positions(withBudget({ window: filter.window }, ctx), false)]);
       const pooled = positions.get("");
-      const coec = groupCoec(ctrByRank(pooled?.clicksByRank ?? new Map(), searchesShowingRank(pooled?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP)), RESULTS_COUNT_CAP);
+      const coec = groupCoec(ctrByRank(pooled?.linkedClicksByRank ?? new Map(), searchesShowingRank(pooled?.resultsCounts ?? new Map(), RESULTS_COUNT_CAP)), RESULTS_COUNT_CAP);
       return {
         periodDays: filter.window.days,
         queries: rows.map((q) => ({
@@ -255,7 +258,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
           searchCtr: ratio(q.searchesWithClicks, q.searches),
           avgClickRank: ratio(q.rankSum, q.clicks),
           noResults: count(q.noResults),
-          coec: q.positions && coec(q.clicks - q.positions.clicksPastCap, q.positions.resultsCounts),
+          coec: q.positions && coec(q.positions.shownClicks, q.positions.resultsCounts),
+          ...queryFirstClicks(q),
+          clicksOutsideResults: count(q.clicksOutsideResults),
         })),
       };
     },

@@ -69,7 +69,7 @@ export async function variantComparison(
   });
   await beforeRead();
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
-  const data = new Map<string, VariantData & Pick<EventTotals, "rankSum" | "responseTimeSum" | "firstClicks">>(
+  const data = new Map<string, VariantData & Pick<EventTotals, "rankSum" | "responseTimeSum" | "firstClicks" | "clicksOutsideResults">>(
     [...now.arms].map(([name, arm]) => [
       name,
       {
@@ -82,12 +82,12 @@ export async function variantComparison(
     ]),
   );
   const result = compareVariants(data, settings, now.usersInSeveralArms);
-  // Position bias: each variant's clicks against what the window's per-rank CTR over all variants expects.
+  // Position bias: each variant's linked clicks at shown ranks against what the window's per-rank CTR over all variants expects.
   const shownBy = new Map([...now.arms].map(([name, arm]) => [name, searchesShowingRank(arm.positions.resultsCounts, RESULTS_COUNT_CAP)]));
   const pooledClicks = new Map<number, number>();
   const pooledShown = new Array<number>(RESULTS_COUNT_CAP).fill(0);
   for (const [name, arm] of now.arms) {
-    for (const [rank, n] of arm.positions.clicksByRank) pooledClicks.set(rank, (pooledClicks.get(rank) ?? 0) + n);
+    for (const [rank, n] of arm.positions.linkedClicksByRank) pooledClicks.set(rank, (pooledClicks.get(rank) ?? 0) + n);
     shownBy.get(name)!.forEach((n, rank) => (pooledShown[rank]! += n));
   }
   const pooled = ctrByRank(pooledClicks, pooledShown);
@@ -105,7 +105,7 @@ export async function variantComparison(
           ctrInterval: ratioInterval(v, "ctr", settings),
           p95ResponseTimeMs: v.p95ResponseTimeMs,
           p95ResponseTimeInterval: v.latency ? p95Interval(v.latency, settings.confidence) : undefined,
-          coec: clicksOverExpected(now.arms.get(name)!.positions.clicksByRank, shownBy.get(name)!, pooled),
+          coec: clicksOverExpected(now.arms.get(name)!.positions.linkedClicksByRank, shownBy.get(name)!, pooled),
           mrrInterval: ratioInterval(v, "mrr", settings),
           abandonmentRateInterval: ratioInterval(v, "abandonmentRate", settings),
         },

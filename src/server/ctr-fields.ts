@@ -2,6 +2,7 @@
 import { firstClickMetrics, type FirstClickStats } from "../core/first-click.js";
 import { ratio } from "../core/metrics.js";
 import type { EventTotals } from "../store/metrics-queries.js";
+import type { QueryRow } from "../core/top-queries.js";
 
 export function ctrFields(t: EventTotals) {
   const searchCtr = ratio(t.searchesWithClicks, t.impressions);
@@ -16,6 +17,7 @@ export function ctrFields(t: EventTotals) {
     searchesWithClicks: BigInt(t.searchesWithClicks),
     noResultsSearches: BigInt(t.noResults),
     firstClick: firstClickFields(t.firstClicks),
+    clicksOutsideResults: BigInt(t.clicksOutsideResults),
   };
 }
 
@@ -31,4 +33,14 @@ export function firstClickFields(s: FirstClickStats) {
     timeToFirstClickP50Ms: m.timeToFirstClickP50Ms,
     timeToFirstClickP90Ms: m.timeToFirstClickP90Ms,
   };
+}
+
+/**
+ * A query's MRR and abandonment (GetTopQueries): over its searches with results, from their
+ * first-click ranks; unset where the stored counts lack them (the row has no positions).
+ */
+export function queryFirstClicks(q: QueryRow): { mrr?: number | undefined; abandonmentRate?: number | undefined } {
+  if (q.positions === undefined) return {};
+  const m = firstClickMetrics({ searchesWithResults: q.searches - q.noResults, ranks: q.positions.firstClickRanks, delays: new Map() });
+  return { mrr: m.mrr, abandonmentRate: m.abandonmentRate };
 }

@@ -11,9 +11,9 @@ import { RESULTS_COUNT_CAP } from "./rollups.js";
 const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };
 
 /**
- * Per normalised query: searches and their outcomes from impressions, clicks, ranks and clicks
- * from RESULTS_COUNT_CAP on (left out of COEC) from clicks, in one $unionWith pipeline grouped by
- * query.
+ * Per normalised query: searches, their outcomes and their linked clicks (the summary each
+ * search keeps: core/click-attribution.ts) from impressions, and unlinked clicks (no
+ * impression_id) under the query they carry, in one $unionWith pipeline grouped by query.
  */
 function queryGroupStages(c: Collections, m: Document): Document[] {
   return [
@@ -23,62 +23,80 @@ function queryGroupStages(c: Collections, m: Document): Document[] {
             _id: 0,
             q: "$query_normalized",
             i: { $literal: 1 },
-            c: { $literal: 0 },
             s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
             nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
-            rk: { $literal: 0 },
-            x: { $literal: 0 },
+            c: { $ifNull: ["$lk.n", 0] },
+            rk: { $ifNull: ["$lk.s", 0] },
+            k: { $sum: "$lk.k.n" },
+            o: { $ifNull: ["$lk.o", 0] },
           },
         },
         {
           $unionWith: {
             coll: c.clicks.collectionName,
             pipeline: [
-              { $match: m },
-              { $project: { _id: 0, q: "$query_normalized", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", x: { $cond: [{ $gte: ["$rank", RESULTS_COUNT_CAP] }, 1, 0] } } },
+              { $match: { ...m, impression_id: { $exists: false } } },
+              { $project: { _id: 0, q: "$query_normalized", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", k: { $literal: 0 }, o: { $literal: 0 } } },
             ],
           },
         },
-        { $group: { _id: "$q", searches: { $sum: "$i" }, clicks: { $sum: "$c" }, s: { $sum: "$s" }, noResults: { $sum: "$nr" }, rk: { $sum: "$rk" }, x: { $sum: "$x" } } },
+        { $group: { _id: "$q", searches: { $sum: "$i" }, clicks: { $sum: "$c" }, s: { $sum: "$s" }, noResults: { $sum: "$nr" }, rk: { $sum: "$rk" }, k: { $sum: "$k" }, o: { $sum: "$o" } } },
   ];
+}
+
+/** Per query: its searches with results per (capped) results_count, and per first-click rank. */
+interface QueryHistograms {
+  resultsCounts: Map<number, number>;
+  firstClickRanks: Map<number, number>;
 }
 
 /**
  * Per query of the searches matching `m` (only `queries`, if given): searches per results_count
- * capped at RESULTS_COUNT_CAP, from 1 (a search without results shows no rank), for COEC. A read
- * of its own: grouping the main pipeline by (query, count) as well took the raw top queries ~1.7x
- * the time of the read without (100,000 events, 30 days); this second read, restricted to the rows
+ * capped at RESULTS_COUNT_CAP, from 1 (a search without results shows no rank), for COEC; and
+ * searches with results per rank of their first click, for MRR and abandonment. A read of its
+ * own: grouping the main pipeline by (query, count) as well took the raw top queries ~1.7x the
+ * time of the read without (100,000 events, 30 days); this second read, restricted to the rows
  * returned, ~1.3x for 10 rows and ~1.7x for 1,000 (it scans the window's searches again: no index
  * leads with the query).
  */
-async function resultsCountsByQuery(c: Collections, m: Document, budget: Pick<MetricsFilter, "maxTimeMS">, queries?: readonly string[]): Promise<Map<string, Map<number, number>>> {
-  const out = new Map<string, Map<number, number>>();
+async function histogramsByQuery(c: Collections, m: Document, budget: Pick<MetricsFilter, "maxTimeMS">, queries?: readonly string[]): Promise<Map<string, QueryHistograms>> {
+  const out = new Map<string, QueryHistograms>();
   if (queries?.length === 0) return out;
   const rows = await c.impressions
-    .aggregate<{ _id: { q: string; k: number }; n: number }>(
+    .aggregate<{ _id: { q: string; k: number; f?: number | null }; n: number }>(
       [
         { $match: { ...m, results_count: { $gt: 0 }, ...(queries === undefined ? {} : { query_normalized: { $in: [...queries] } }) } },
-        { $group: { _id: { q: "$query_normalized", k: { $min: ["$results_count", RESULTS_COUNT_CAP] } }, n: { $sum: 1 } } },
+        { $group: { _id: { q: "$query_normalized", k: { $min: ["$results_count", RESULTS_COUNT_CAP] }, f: "$fc_r" }, n: { $sum: 1 } } },
       ],
       { allowDiskUse: true, ...timeLimit(budget) },
     )
     .toArray();
+  const add = (into: Map<number, number>, key: number, n: number) => into.set(key, (into.get(key) ?? 0) + n);
   for (const { _id, n } of rows) {
-    let counts = out.get(String(_id.q));
-    if (!counts) out.set(String(_id.q), (counts = new Map()));
-    counts.set(Number(_id.k), Number(n));
+    let e = out.get(String(_id.q));
+    if (!e) out.set(String(_id.q), (e = { resultsCounts: new Map(), firstClickRanks: new Map() }));
+    add(e.resultsCounts, Number(_id.k), Number(n));
+    if (_id.f !== undefined && _id.f !== null) add(e.firstClickRanks, Number(_id.f), Number(n));
   }
+  // By key, as the query tables give them.
+  const sorted = (h: Map<number, number>) => new Map([...h].sort((a, b) => a[0] - b[0]));
+  for (const e of out.values()) Object.assign(e, { resultsCounts: sorted(e.resultsCounts), firstClickRanks: sorted(e.firstClickRanks) });
   return out;
 }
 
-const rowOf = (r: Document, resultsCounts: ReadonlyMap<string, Map<number, number>>): QueryRow => ({
+const rowOf = (r: Document, histograms: ReadonlyMap<string, QueryHistograms>): QueryRow => ({
   query: String(r._id),
   searches: Number(r.searches),
   clicks: Number(r.clicks),
   searchesWithClicks: Number(r.s),
   noResults: Number(r.noResults),
   rankSum: Number(r.rk),
-  positions: { resultsCounts: resultsCounts.get(String(r._id)) ?? new Map(), clicksPastCap: Number(r.x) },
+  clicksOutsideResults: Number(r.o),
+  positions: {
+    resultsCounts: histograms.get(String(r._id))?.resultsCounts ?? new Map(),
+    shownClicks: Number(r.k),
+    firstClickRanks: histograms.get(String(r._id))?.firstClickRanks ?? new Map(),
+  },
 });
 
 /**
@@ -103,17 +121,17 @@ export async function topQueries(c: Collections, f: MetricsFilter, order: TopQue
     .toArray();
   // What is left of the deadline after the first read.
   const left = f.maxTimeMS === undefined ? {} : { maxTimeMS: f.maxTimeMS - (Date.now() - started) };
-  const resultsCounts = await resultsCountsByQuery(c, m, left, rows.filter((r) => Number(r.searches) > Number(r.noResults)).map((r) => String(r._id)));
-  return rows.map((r) => rowOf(r, resultsCounts));
+  const histograms = await histogramsByQuery(c, m, left, rows.filter((r) => Number(r.searches) > Number(r.noResults)).map((r) => String(r._id)));
+  return rows.map((r) => rowOf(r, histograms));
 }
 
 /** Every query's counts over events matching `m` (a time range, a variant): for the edges of a window. */
 export async function queryRows(c: Collections, m: Document, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<QueryRow[]> {
-  const [rows, resultsCounts] = await Promise.all([
+  const [rows, histograms] = await Promise.all([
     c.impressions.aggregate<Document>(queryGroupStages(c, m), { allowDiskUse: true, ...timeLimit(budget) }).toArray(),
-    resultsCountsByQuery(c, m, budget),
+    histogramsByQuery(c, m, budget),
   ]);
-  return rows.map((r) => rowOf(r, resultsCounts));
+  return rows.map((r) => rowOf(r, histograms));
 }
 
 export interface BucketRow {

@@ -1,5 +1,6 @@
 import { Double, type Collection, type Db } from "mongodb";
 import { normalizeQuery, type ClickEvent, type ClickSourceName, type Impression } from "../core/events.js";
+import type { LinkedClicks } from "../core/click-attribution.js";
 
 /** The schema users already have; field names are the contract with their other tools. */
 export interface ClickDocument {
@@ -43,16 +44,26 @@ export interface ImpressionDocument {
   /** Present only while that first click (or a change of first click) is being counted in the rollups. */
   click_claim?: string;
   /**
-   * The first linked click (earliest timestamp, then lowest rank; core/first-click.ts): its
-   * timestamp and rank, as counted in the rollups (or about to be, under click_claim).
+   * The first linked click at a rank it showed (earliest timestamp, then lowest rank;
+   * core/first-click.ts, core/click-attribution.ts): its timestamp and rank, as counted in the
+   * rollups (or about to be, under click_claim). Absent when every linked click is outside its
+   * results (it is still `clicked`).
    */
   fc_t?: Date;
   fc_r?: number;
-  /** Stored clicked: the first of the batch's clicks, which the batch's own rollup update counts; never changed. */
+  /** Stored clicked: the first of the batch's clicks at a shown rank, which the batch's own rollup update counts; never changed. */
   fi_t?: Date;
   fi_r?: number;
-  /** Under click_claim: what was counted before the claim (clicked, and the first click if any), so the claim moves it. */
-  cf?: { c: boolean; t?: Date; r?: number };
+  /**
+   * Its linked clicks against what it showed, as counted in the rollups (or about to be, under
+   * click_claim): see core/click-attribution.ts. Absent while it has none, and on searches whose
+   * clicks all came to versions before it.
+   */
+  lk?: LinkedClicks;
+  /** Stored clicked: the batch's own linked clicks, which the batch's own rollup update counts; never changed. */
+  li?: LinkedClicks;
+  /** Under click_claim: what was counted before the claim (clicked, the first click if any, its linked clicks), so the claim moves it. */
+  cf?: { c: boolean; t?: Date; r?: number; k?: LinkedClicks };
   /** As on clicks. */
   b?: string;
   pending_rollup?: string;
@@ -60,6 +71,8 @@ export interface ImpressionDocument {
   session_id: string | null;
   timestamp: Date;
 }
+
+export type { LinkedClicks };
 
 export const CLICKS = "click_events";
 export const IMPRESSIONS = "impressions";

@@ -3,8 +3,8 @@ import type { Db, Document } from "mongodb";
 import type { WriteItem } from "../core/batch.js";
 import { keyIn, keyIs } from "./indexes.js";
 import { writeReplyError, type WriteReply } from "./storage-errors.js";
-import { isEarlierClick } from "../core/first-click.js";
-import { claimMarker, earliestClicks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
+import { summariseClicks } from "../core/click-attribution.js";
+import { claimMarker, clickCount, clickRanks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, RESULTS_COUNT_CAP, rollUp } from "./rollups.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
@@ -45,17 +45,22 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
     if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), b: marker } });
     else impressions.push({ index, doc: { ...impressionDocument(tracked.event), b: marker } });
   }
-  // A search and its clicks usually arrive together: such an impression is stored clicked and
-  // counted with the batch, which spares the linking round trips below.
-  const clickedHere = new Set(clicks.flatMap((x) => (x.doc.impression_id === undefined ? [] : [x.doc.impression_id])));
-  // With its first click among them (core/first-click.ts): `fi` is what the batch counts, `fc` what later clicks move.
-  const firstHere = earliestClicks(clicks.map((x) => x.doc));
+  // A search and its clicks usually arrive together: such an impression is stored clicked, with
+  // its linked clicks and its first click at a shown rank (core/click-attribution.ts), and
+  // counted with the batch: `fi`/`li` are what the batch counts, `fc`/`lk` what later clicks move.
+  // Each click once: a click repeated within the batch (a retry grouped with its original) is stored once.
+  const distinct = new Map<string, ClickDocument>();
+  for (const { doc } of clicks) if (!distinct.has(doc.event_id)) distinct.set(doc.event_id, doc);
+  const here = clickRanks(distinct.values());
   for (const x of impressions) {
-    const first = firstHere.get(x.doc.impression_id);
-    if (first) Object.assign(x.doc, { clicked: true, clicked_on_insert: true, fc_t: first.t, fc_r: first.r, fi_t: first.t, fi_r: first.r });
+    const rows = here.get(x.doc.impression_id);
+    if (rows === undefined) continue;
+    const { linked, first } = summariseClicks(rows, x.doc.results_count, RESULTS_COUNT_CAP);
+    const firstClick = first === undefined ? {} : { fc_t: new Date(first.t), fc_r: first.r, fi_t: new Date(first.t), fi_r: first.r };
+    Object.assign(x.doc, { clicked: true, clicked_on_insert: true, ...firstClick, lk: linked, li: linked });
   }
   try {
-    return await writeBatch(c, marker, clicks, impressions, clickedHere, writer);
+    return await writeBatch(c, marker, clicks, impressions, writer);
   } catch (error) {
     unsettled?.(marker);
     throw error;
@@ -67,7 +72,6 @@ async function writeBatch(
   marker: string,
   clicks: { index: number; doc: ClickDocument }[],
   impressions: { index: number; doc: ImpressionDocument }[],
-  clickedHere: ReadonlySet<string>,
   writer: string | undefined,
 ): Promise<Set<number>> {
   if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id), writer);
@@ -82,15 +86,9 @@ async function writeBatch(
   await Promise.all([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, when its batch is settled).
     rollUp(c, newClicks, newImpressions, marker),
-    // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone. An
-    // impression this batch stored clicked needs none (a duplicate's stored copy may).
-    linkClicks(
-      c,
-      claimMarker(marker),
-      newClicks.filter((d) => d.impression_id !== undefined && !storedClicked.has(d.impression_id)),
-      [...impressions.map((x) => x.doc.impression_id), ...dupClicks.flatMap((i) => clicks[i]!.doc.impression_id ?? [])],
-      storedClicked,
-    ),
+    // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone (a
+    // duplicate impression's stored copy may need it too).
+    linkClicks(c, claimMarker(marker), [...newClicks.flatMap((d) => d.impression_id ?? []), ...impressions.map((x) => x.doc.impression_id), ...dupClicks.flatMap((i) => clicks[i]!.doc.impression_id ?? [])], storedClicked),
   ]);
   // Once both are done: a writer that dies before leaves the record, and whoever settles the
   // batch counts its events and its click claim (settleBatch).
@@ -100,24 +98,27 @@ async function writeBatch(
 
 /**
  * Marks impressions that have at least one linked click, whichever of the two arrives first, and
- * keeps each one's first click: a click flags its impression if it is already stored, and an
- * impression of the batch looks for clicks stored before it (or stored copies of repeated
- * clicks). Each side writes before it looks, so of a click and its impression written at the
- * same time at least one sees the other. The look-up is the read the batch made anyway,
- * alongside its rollup update; an impression stored clicked only needs a stored click earlier
- * than the batch's own first one.
+ * keeps each one's linked clicks and first click (core/click-attribution.ts): every search the
+ * batch stored, or stored a click for (or repeated one of), is looked up with all its stored
+ * clicks, and claimed when those are more than it has counted. Each side writes before it
+ * looks, so of a click and its impression written at the same time at least one sees the other.
+ * The look-up is one grouped read of the clicks, alongside the batch's rollup update; an
+ * impression this batch stored clicked needs a claim only when clicks stored before it add to
+ * the batch's own.
  */
-async function linkClicks(c: Collections, claim: string, newClicks: readonly ClickDocument[], lookUp: readonly string[], storedClicked: ReadonlyMap<string, ImpressionDocument>): Promise<void> {
-  const candidates = earliestClicks(newClicks);
-  if (lookUp.length > 0) {
-    const stored = await c.clicks
-      .aggregate<{ _id: string; k: { t: Date; r: number } }>([{ $match: { impression_id: keyIn(lookUp) } }, { $group: { _id: "$impression_id", k: { $min: { t: "$timestamp", r: "$rank" } } } }])
-      .toArray();
-    for (const { _id, k } of stored) {
-      const own = storedClicked.get(_id);
-      if (own === undefined || isEarlierClick({ t: k.t.getTime(), r: k.r }, { t: own.fi_t!.getTime(), r: own.fi_r! })) earliestClicks([{ impression_id: _id, timestamp: k.t, rank: k.r }], candidates);
-    }
+async function linkClicks(c: Collections, claim: string, searches: readonly string[], storedClicked: ReadonlyMap<string, ImpressionDocument>): Promise<void> {
+  const ids = [...new Set(searches)];
+  if (ids.length === 0) return;
+  const stored = await c.clicks
+    .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }])
+    .toArray();
+  const candidates = new Map<string, { r: number; n: number; t: number }[]>();
+  for (const { _id, n, t } of stored) {
+    let rows = candidates.get(_id.i);
+    if (!rows) candidates.set(_id.i, (rows = []));
+    rows.push({ r: Number(_id.r), n: Number(n), t: t.getTime() });
   }
+  for (const [id, own] of storedClicked) if (clickCount(candidates.get(id)) <= (own.li?.n ?? 0)) candidates.delete(id);
   await flagClickedImpressions(c, candidates, claim);
 }
 

@@ -142,6 +142,8 @@ export interface EventTotals {
   responseTimeSum: number;
   /** First clicks of searches with results: MRR, abandonment, time to first click (core/first-click.ts). */
   firstClicks: FirstClickStats;
+  /** Linked clicks of the searches at ranks they did not show (core/click-attribution.ts). */
+  clicksOutsideResults: number;
 }
 
 export interface TotalsBreakdown {
@@ -150,7 +152,7 @@ export interface TotalsBreakdown {
   variants: Map<string, EventTotals>;
 }
 
-export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0, firstClicks: emptyFirstClickStats() });
+export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0, firstClicks: emptyFirstClickStats(), clicksOutsideResults: 0 });
 
 /**
  * One pass over both collections (impressions, then clicks through $unionWith): per
@@ -158,8 +160,8 @@ export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searc
  */
 export async function eventTotals(c: Collections, f: MetricsFilter): Promise<TotalsBreakdown> {
   const m = match(f);
-  const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" } };
-  const regroup = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, users: { $sum: 1 } };
+  const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, o: { $sum: "$o" } };
+  const regroup = { ...sums, users: { $sum: 1 } };
   const [[result], firstClicks] = await Promise.all([c.impressions
     .aggregate<{ variants: Document[]; overall: Document[] }>(
       [
@@ -175,12 +177,13 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
             nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
             rk: { $literal: 0 },
             rt: "$response_time_ms",
+            o: { $ifNull: ["$lk.o", 0] },
           },
         },
         {
           $unionWith: {
             coll: c.clicks.collectionName,
-            pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 } } }],
+            pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 }, o: { $literal: 0 } } }],
           },
         },
         { $group: { _id: { v: "$v", u: "$u" }, ...sums } },
@@ -206,6 +209,7 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
           rankSum: Number(d.rk),
           responseTimeSum: Number(d.rt),
           firstClicks: firstClicks.get(String(d._id))?.stats ?? emptyFirstClickStats(),
+          clicksOutsideResults: Number(d.o),
         };
   const overall = totals(result?.overall[0]);
   overall.firstClicks = emptyFirstClickStats();

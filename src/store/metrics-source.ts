@@ -70,10 +70,21 @@ export interface MetricsSource {
 }
 
 export interface Positions {
+  /** Every click per rank, as an event (its own time and variant): where clicks landed. */
   clicksByRank: Map<number, number>;
   /** results_count, capped at RESULTS_COUNT_CAP -> searches. */
   resultsCounts: Map<number, number>;
+  /**
+   * Linked clicks at a rank their search showed, below RESULTS_COUNT_CAP, per rank, counted with
+   * their searches (the search's time and variant): what CTR per rank and COEC count
+   * (core/click-attribution.ts).
+   */
+  linkedClicksByRank: Map<number, number>;
+  /** Linked clicks at a rank their search did not show, counted with their searches. */
+  clicksOutsideResults: number;
 }
+
+const emptyPositions = (): Positions => ({ clicksByRank: new Map(), resultsCounts: new Map(), linkedClicksByRank: new Map(), clicksOutsideResults: 0 });
 
 /** Straight from the events: exact, and what every other source is checked against. */
 export function rawMetrics(c: Collections): MetricsSource {
@@ -91,18 +102,34 @@ export function rawMetrics(c: Collections): MetricsSource {
 
 async function rawPositions(c: Collections, f: MetricsFilter, perVariant: boolean): Promise<Map<string, Positions>> {
   const key = perVariant ? "$variant" : null;
-  const [shown, clicks] = await Promise.all([
-    c.impressions.aggregate<{ _id: { v: string | null; n: number }; searches: number }>([{ $match: match(f) }, { $group: { _id: { v: key, n: { $min: ["$results_count", RESULTS_COUNT_CAP] } }, searches: { $sum: 1 } } }], timeLimit(f)).toArray(),
+  const [shown, clicks, linked] = await Promise.all([
+    c.impressions
+      .aggregate<{ _id: { v: string | null; n: number }; searches: number; o: number }>(
+        [{ $match: match(f) }, { $group: { _id: { v: key, n: { $min: ["$results_count", RESULTS_COUNT_CAP] } }, searches: { $sum: 1 }, o: { $sum: { $ifNull: ["$lk.o", 0] } } } }],
+        timeLimit(f),
+      )
+      .toArray(),
     c.clicks.aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: key, r: "$rank" }, n: { $sum: 1 } } }], timeLimit(f)).toArray(),
+    c.impressions
+      .aggregate<{ _id: { v: string | null; r: number }; n: number }>(
+        [{ $match: { ...match(f), "lk.k.0": { $exists: true } } }, { $unwind: "$lk.k" }, { $group: { _id: { v: key, r: "$lk.k.r" }, n: { $sum: "$lk.k.n" } } }],
+        timeLimit(f),
+      )
+      .toArray(),
   ]);
   const out = new Map<string, Positions>();
   const entry = (v: string | null) => {
     let p = out.get(v ?? "");
-    if (!p) out.set(v ?? "", (p = { clicksByRank: new Map(), resultsCounts: new Map() }));
+    if (!p) out.set(v ?? "", (p = emptyPositions()));
     return p;
   };
-  for (const r of shown) entry(r._id.v).resultsCounts.set(Number(r._id.n), Number(r.searches));
+  for (const r of shown) {
+    const p = entry(r._id.v);
+    p.resultsCounts.set(Number(r._id.n), Number(r.searches));
+    p.clicksOutsideResults += Number(r.o);
+  }
   for (const r of clicks) entry(r._id.v).clicksByRank.set(Number(r._id.r), Number(r.n));
+  for (const r of linked) entry(r._id.v).linkedClicksByRank.set(Number(r._id.r), Number(r.n));
   return out;
 }
 
@@ -131,9 +158,9 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
     const v = String(r._id.v);
     let arm = arms.get(v);
     if (!arm) {
-      const p = positions.get(v) ?? { clicksByRank: new Map(), resultsCounts: new Map() };
+      const p = positions.get(v) ?? emptyPositions();
       const first = firstClicks.get(v);
-      arms.set(v, (arm = { totals: { ...zeroTotals(), ...(first && { firstClicks: first.stats }) }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
+      arms.set(v, (arm = { totals: { ...zeroTotals(), ...(first && { firstClicks: first.stats }), clicksOutsideResults: p.clicksOutsideResults }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
       if (first) Object.assign(arm.buckets, { firstClicked: first.firstClicked, reciprocalRanks: first.reciprocalRanks });
     }
     const t = arm.totals;
@@ -170,12 +197,15 @@ function totalsOf(a: RollupAggregate): EventTotals {
     rankSum: a.rkSum,
     responseTimeSum: a.rtSum,
     firstClicks: firstClicksOf(a),
+    clicksOutsideResults: a.co,
   };
 }
 
 /** Zero counts (left where a first click moved away) dropped, so both sources give equal histograms. */
 const nonZero = (m: ReadonlyMap<number, number>) => new Map([...m].filter(([, n]) => n !== 0));
 const firstClicksOf = (a: RollupAggregate): FirstClickStats => ({ searchesWithResults: a.imp - a.nr, ranks: nonZero(a.fr), delays: nonZero(a.ft) });
+
+const positionsOf = (a: RollupAggregate): Positions => ({ clicksByRank: a.ranks, resultsCounts: a.resultsCounts, linkedClicksByRank: nonZero(a.sr), clicksOutsideResults: a.co });
 
 const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
 
@@ -258,12 +288,12 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     async positions(f, perVariant) {
       if (f.userId !== undefined) return raw.positions(f, perVariant);
       const w = await window(f);
-      return new Map(pick(w, perVariant).map(([k, a]) => [k, { clicksByRank: a.ranks, resultsCounts: a.resultsCounts }]));
+      return new Map(pick(w, perVariant).map(([k, a]) => [k, positionsOf(a)]));
     },
     async arms(f) {
       const w = await window(f);
       const arms = new Map<string, ArmData>(
-        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: { clicksByRank: a.ranks, resultsCounts: a.resultsCounts } }]),
+        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: positionsOf(a) }]),
       );
       return { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() };
     },

@@ -6,9 +6,12 @@
 import type { QueryRow } from "../core/top-queries.js";
 /**
  * Counters per query: impressions (searches), clicks, searches with clicks, no-result searches,
- * rank sum, and clicks at ranks from RESULTS_COUNT_CAP on (rollups.ts; absent while none).
+ * rank sum, linked clicks at shown ranks below RESULTS_COUNT_CAP (COEC's clicks: rollups.ts) and
+ * linked clicks outside results (core/click-attribution.ts; those two absent while none). A
+ * linked click counts under its search's query, an unlinked one under the query it carries.
+ * (Tables of earlier versions also hold `x`, clicks from rank RESULTS_COUNT_CAP on: no longer read.)
  */
-export type QueryCounter = "i" | "c" | "s" | "n" | "r" | "x";
+export type QueryCounter = "i" | "c" | "s" | "n" | "r" | "k" | "o";
 
 export type QueryCounts = Record<QueryCounter, number>;
 
@@ -19,33 +22,54 @@ export type QueryCounts = Record<QueryCounter, number>;
  */
 export type HistogramCounter = `h${number}`;
 
-/** A query's counters as stored and incremented: the letters above and its `h<k>` fields. */
-export type StoredQueryCounts = Partial<QueryCounts> & { [count: HistogramCounter]: number };
+/**
+ * The searches with results of a query whose first click (core/first-click.ts) was at rank r:
+ * `f<r>`, one field per rank met, for its MRR and abandonment. Like `h<k>`, from the hour
+ * recorded in query-tables.ts (markQueryTables) on.
+ */
+export type FirstClickCounter = `f${number}`;
+
+/** A query's counters as stored and incremented: the letters above and its `h<k>` and `f<r>` fields. */
+export type StoredQueryCounts = Partial<QueryCounts> & { [count: HistogramCounter]: number } & { [rank: FirstClickCounter]: number };
 
 const histogramCounters: HistogramCounter[] = [];
 /** `h<k>` for a capped results count k (built once per k). */
 export const histogramCounter = (cappedCount: number): HistogramCounter => (cappedCount >= 0 && cappedCount < 128 ? (histogramCounters[cappedCount] ??= `h${cappedCount}`) : `h${cappedCount}`);
 
+const firstClickCounters: FirstClickCounter[] = [];
+/** `f<r>` for a first-click rank r (built once per r). */
+export const firstClickCounter = (rank: number): FirstClickCounter => (rank >= 0 && rank < 128 ? (firstClickCounters[rank] ??= `f${rank}`) : `f${rank}`);
+
 /**
- * A query's counters as read. Its histogram is packed as [count, searches, count, searches, ...]
- * (a few numbers per query: decoded tables are cached by the hundred thousand entries), and only
- * tables compacted from others carry merged ones: a window's merge drops them, and the rows it
- * returns sum theirs from the tables it merged (see histogramOf).
+ * A query's counters as read. Its histograms (`h`: results counts, `f`: first-click ranks) are
+ * packed as [key, searches, key, searches, ...] (a few numbers per query: decoded tables are
+ * cached by the hundred thousand entries), and only tables compacted from others carry merged
+ * ones: a window's merge drops them, and the rows it returns sum theirs from the tables it merged
+ * (see rowOfEntry).
  */
 export interface QueryEntry extends QueryCounts {
   h: readonly number[] | undefined;
+  f: readonly number[] | undefined;
 }
 
-/** Adds `from` into `into` (whose histogram may be a cached table's: it is replaced, never changed); `histograms` false drops them. */
+const mergePacked = (a: readonly number[] | undefined, b: readonly number[] | undefined) => (b === undefined ? a : a === undefined ? b : packHistogram(addPacked(addPacked(new Map(), a), b)));
+
+/** Adds `from` into `into` (whose histograms may be a cached table's: they are replaced, never changed); `histograms` false drops them. */
 export function addQueryEntry(into: QueryEntry, from: QueryEntry, histograms: boolean): void {
   into.i += from.i;
   into.c += from.c;
   into.s += from.s;
   into.n += from.n;
   into.r += from.r;
-  into.x += from.x;
-  if (!histograms) into.h = undefined;
-  else if (from.h !== undefined) into.h = into.h === undefined ? from.h : packHistogram(addPacked(addPacked(new Map(), into.h), from.h));
+  into.k += from.k;
+  into.o += from.o;
+  if (!histograms) {
+    into.h = undefined;
+    into.f = undefined;
+  } else {
+    into.h = mergePacked(into.h, from.h);
+    into.f = mergePacked(into.f, from.f);
+  }
 }
 
 /** Adds a packed histogram into a map (count -> searches). */
@@ -59,20 +83,33 @@ const packHistogram = (counts: ReadonlyMap<number, number>): number[] | undefine
 /** A row's counts as a table entry (raw-event rows merged with tables). */
 export function entryOfRow(row: QueryRow): QueryEntry {
   const p = row.positions;
-  return { i: row.searches, c: row.clicks, s: row.searchesWithClicks, n: row.noResults, r: row.rankSum, x: p?.clicksPastCap ?? 0, h: p === undefined ? undefined : packHistogram(p.resultsCounts) };
+  return {
+    i: row.searches,
+    c: row.clicks,
+    s: row.searchesWithClicks,
+    n: row.noResults,
+    r: row.rankSum,
+    k: p?.shownClicks ?? 0,
+    o: row.clicksOutsideResults,
+    h: p === undefined ? undefined : packHistogram(p.resultsCounts),
+    f: p === undefined ? undefined : packHistogram(p.firstClickRanks),
+  };
 }
 
-/** A row with its positions: its clicks past the cap from its merged entry, its histogram summed from the tables merged into it. */
-export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[]): QueryRow {
+/** Summed from the tables merged into a row, by key: sums over it then run in one order whichever tables answered (the same to the last bit). */
+function summedHistogram(query: string, tables: readonly ReadonlyMap<string, QueryEntry>[], field: "h" | "f"): Map<number, number> {
   const summed = new Map<number, number>();
-  for (const table of tables) addPacked(summed, table.get(query)?.h);
-  // By count: the COEC sum then runs in one order whichever tables answered (the same to the last bit).
-  const resultsCounts = new Map([...summed].sort((a, b) => a[0] - b[0]));
-  return { ...rowCounts(query, n), positions: { resultsCounts, clicksPastCap: n.x } };
+  for (const table of tables) addPacked(summed, table.get(query)?.[field]);
+  return new Map([...summed].filter(([, n]) => n !== 0).sort((a, b) => a[0] - b[0]));
+}
+
+/** A row with its positions: its clicks at shown ranks from its merged entry, its histograms summed from the tables merged into it. */
+export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[]): QueryRow {
+  return { ...rowCounts(query, n), positions: { resultsCounts: summedHistogram(query, tables, "h"), shownClicks: n.k, firstClickRanks: summedHistogram(query, tables, "f") } };
 }
 
 /** A table entry as a row without positions (cheap: for ranking every query of a window). */
-export const rowCounts = (query: string, n: QueryEntry): QueryRow => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r });
+export const rowCounts = (query: string, n: QueryEntry): QueryRow => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r, clicksOutsideResults: n.o });
 
 export const QUERY_BUCKETS = 256;
 
@@ -123,8 +160,14 @@ export function decodeQueryTable(qt: Record<string, Record<string, StoredQueryCo
   for (const bucket of Object.values(qt ?? {})) {
     for (const [key, n] of Object.entries(bucket)) {
       let h: number[] | undefined;
-      for (const counter in n) if (counter.charCodeAt(0) === 0x68 /* h */) (h ??= []).push(Number(counter.slice(1)), Number(n[counter as HistogramCounter]));
-      out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0), x: Number(n.x ?? 0), h });
+      let f: number[] | undefined;
+      for (const counter in n) {
+        const letter = counter.charCodeAt(0);
+        if (letter === 0x68 /* h */) (h ??= []).push(Number(counter.slice(1)), Number(n[counter as HistogramCounter]));
+        // A first click moved away leaves its old rank at 0.
+        else if (letter === 0x66 /* f */ && Number(n[counter as FirstClickCounter]) !== 0) (f ??= []).push(Number(counter.slice(1)), Number(n[counter as FirstClickCounter]));
+      }
+      out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0), k: Number(n.k ?? 0), o: Number(n.o ?? 0), h, f });
     }
   }
   return out;
@@ -133,9 +176,10 @@ export function decodeQueryTable(qt: Record<string, Record<string, StoredQueryCo
 /** The stored form of counters by query (the inverse of decodeQueryTable). */
 export function encodeQueryTable(counts: ReadonlyMap<string, QueryEntry>): Record<string, Record<string, StoredQueryCounts>> {
   const qt: Record<string, Record<string, StoredQueryCounts>> = {};
-  for (const [query, { h, x, ...n }] of counts) {
-    const stored: StoredQueryCounts = x === 0 ? n : { ...n, x };
+  for (const [query, { h, f, k, o, ...n }] of counts) {
+    const stored: StoredQueryCounts = { ...n, ...(k === 0 ? {} : { k }), ...(o === 0 ? {} : { o }) };
     if (h !== undefined) for (let i = 0; i < h.length; i += 2) stored[histogramCounter(h[i]!)] = h[i + 1]!;
+    if (f !== undefined) for (let i = 0; i < f.length; i += 2) if (f[i + 1] !== 0) stored[firstClickCounter(f[i]!)] = f[i + 1]!;
     (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = stored;
   }
   return qt;

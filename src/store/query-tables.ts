@@ -12,8 +12,9 @@
  *
  * Tables are complete only in a database that has had them from its first event: one created
  * by an older version (events but no tables) keeps answering from the raw events. Likewise each
- * query's searches per results_count and clicks past the cap (COEC's inputs) are there only from
- * the hour recorded when a server of this version first opened the database (markQueryTables).
+ * query's searches per results_count, clicks at shown ranks and first-click ranks (COEC's, MRR's
+ * and abandonment's inputs) are there only from the hour recorded when a server of a version
+ * that keeps them first opened the database (markQueryTables).
  */
 import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
@@ -28,6 +29,12 @@ import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from ".
 const META_ID = "meta|query-tables";
 /** Says from when every query table holds its queries' searches per results_count (`h<k>`) and clicks past the cap (`x`). */
 export const HISTOGRAMS_META_ID = "meta|query-histograms";
+/**
+ * Says from when every query table counts linked clicks under their searches' queries, with
+ * their clicks at shown ranks (`k`), outside results (`o`) and first-click ranks (`f<r>`):
+ * core/click-attribution.ts. COEC, MRR and abandonment per query need them.
+ */
+export const ATTRIBUTION_META_ID = "meta|query-attribution";
 
 interface QueryTablesMeta {
   _id: string;
@@ -56,18 +63,16 @@ const HOUR_MS = 3_600_000;
  */
 export async function markQueryTables(c: Collections, now = Date.now()): Promise<void> {
   const meta = metaCollection(c);
-  const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
-  if (recorded.size === 2) return;
+  const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID, ATTRIBUTION_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+  if (recorded.size === 3) return;
   const empty = (await c.impressions.countDocuments({}, { limit: 1 })) + (await c.clicks.countDocuments({}, { limit: 1 })) === 0;
   const record = (doc: QueryTablesMeta) =>
     meta.insertOne(doc).catch((error: { code?: number }) => {
       if (error.code !== 11000) throw error;
     });
   if (!recorded.has(META_ID)) await record({ _id: META_ID, g: "meta", complete: empty, at: new Date(now) });
-  if (!recorded.has(HISTOGRAMS_META_ID)) {
-    const from = empty ? 0 : Math.floor((now + LIMITS.maxFutureSkewMs) / HOUR_MS) * HOUR_MS + HOUR_MS;
-    await record({ _id: HISTOGRAMS_META_ID, g: "meta", from: new Date(from), at: new Date(now) });
-  }
+  const from = empty ? 0 : Math.floor((now + LIMITS.maxFutureSkewMs) / HOUR_MS) * HOUR_MS + HOUR_MS;
+  for (const id of [HISTOGRAMS_META_ID, ATTRIBUTION_META_ID]) if (!recorded.has(id)) await record({ _id: id, g: "meta", from: new Date(from), at: new Date(now) });
 }
 
 const DAY_MS = 24 * HOUR_MS;
@@ -119,7 +124,7 @@ interface DayGroup {
 function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   for (const [query, n] of from) {
     const sum = into.get(query);
-    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined });
+    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined, f: undefined });
     else addQueryEntry(sum, n, histograms);
   }
 }
@@ -249,9 +254,10 @@ export class QueryTableReader {
    */
   async histogramsFrom(budget: MetricsFilter): Promise<Date> {
     if (this.histogramsSince !== undefined) return this.histogramsSince;
-    const meta = await metaCollection(this.c).findOne({ _id: HISTOGRAMS_META_ID }, { projection: { from: 1 }, ...timeLimit(budget) });
-    if (meta?.from === undefined) return new Date(8.64e15);
-    return (this.histogramsSince = meta.from);
+    // The later of the two records: COEC needs both the histograms and the attributed clicks.
+    const metas = await metaCollection(this.c).find({ _id: { $in: [HISTOGRAMS_META_ID, ATTRIBUTION_META_ID] } }, { projection: { from: 1 }, ...timeLimit(budget) }).toArray();
+    if (metas.length < 2 || metas.some((m) => m.from === undefined)) return new Date(8.64e15);
+    return (this.histogramsSince = new Date(Math.max(...metas.map((m) => m.from!.getTime()))));
   }
 
   private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {

@@ -39,11 +39,13 @@ export async function upgradeRollups(c: Collections): Promise<boolean> {
     rollUp(
       c,
       [],
-      // A search counts as clicked, with its first click, once its click was counted; under a
-      // pending claim, as it was before the claim (which counts the change).
+      // A search counts as clicked, with its first click and linked clicks, once its click was
+      // counted; under a pending claim, as it was before the claim (which counts the change).
       batch
         .filter(counted)
-        .map((d) => (d.click_claim === undefined ? { ...d, clicked_on_insert: d.clicked === true, fi_t: d.fc_t, fi_r: d.fc_r } : { ...d, clicked_on_insert: d.cf?.c === true, fi_t: d.cf?.t, fi_r: d.cf?.r })),
+        .map((d) =>
+          d.click_claim === undefined ? { ...d, clicked_on_insert: d.clicked === true, fi_t: d.fc_t, fi_r: d.fc_r, li: d.lk } : { ...d, clicked_on_insert: d.cf?.c === true, fi_t: d.cf?.t, fi_r: d.cf?.r, li: d.cf?.k },
+        ),
       pendingMarker(),
     ),
   );

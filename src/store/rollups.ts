@@ -16,7 +16,8 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { Int32, MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
-import { isEarlierClick, reciprocalRank, timeToClickMs } from "../core/first-click.js";
+import { reciprocalRank, timeToClickMs } from "../core/first-click.js";
+import { shownClicks, type LinkedClicks, type RankClicks } from "../core/click-attribution.js";
 import { latencyBucket, mergeLatency } from "../core/sketches.js";
 import { addBucketSums, BUCKET_SUM_FIELDS, emptyBucketSums, userBucket, USER_BUCKETS, type BucketSums } from "../core/user-buckets.js";
 import type { TimeWindow } from "../core/window.js";
@@ -25,7 +26,7 @@ import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
 import { keyIn, keyIs } from "./indexes.js";
 import { noteInterleavingWrites } from "./interleaving-rollups.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
-import { histogramCounter, queryFieldPrefix, type StoredQueryCounts } from "./query-table-fields.js";
+import { firstClickCounter, histogramCounter, queryFieldPrefix, type StoredQueryCounts } from "./query-table-fields.js";
 import { userNumbers, UserSet, WORD_BITS, WORD_GROUP } from "./user-ids.js";
 
 /** What is left of a read's deadline (see MetricsFilter.maxTimeMS): every query of the read gets it. */
@@ -63,6 +64,10 @@ export interface RollupDocument {
   rt: Record<string, number>;
   /** Searches with results: rank of the first click -> searches (core/first-click.ts). */
   fr?: Record<string, number>;
+  /** Linked clicks at a rank their search showed, below RESULTS_COUNT_CAP: rank -> clicks, under the search's hour and variant (core/click-attribution.ts). */
+  sr?: Record<string, number>;
+  /** Linked clicks at a rank their search did not show (clicks outside results), likewise. */
+  co?: number;
   /** Searches with results: latency bucket of the time to first click -> searches. */
   ft?: Record<string, number>;
   /**
@@ -139,6 +144,7 @@ const resultsCountField = numberedFields("rc.");
 const latencyField = numberedFields("rt.");
 const firstRankField = numberedFields("fr.");
 const timeToClickField = numberedFields("ft.");
+const shownRankField = numberedFields("sr.");
 const wordFields: string[] = [];
 const wordFieldOf = (word: number) => `um.${Math.floor(word / WORD_GROUP)}.${word % WORD_GROUP}`;
 /** The field of bitmap word `word` (cached for the first 2^16 words: two million users). */
@@ -207,7 +213,7 @@ class RollupDelta {
   }
 
   /** `userNumber`: the user's number (user-ids.ts), for the distinct-user bitmap. */
-  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp" | "query_normalized">, userNumber: number): void {
+  addClick(e: Pick<ClickDocument, "user_id" | "variant" | "rank" | "timestamp" | "query_normalized" | "impression_id">, userNumber: number): void {
     const user = userWord(userNumber);
     const perBucket = bucketField(userBucket(e.user_id), "c");
     const rank = rankField(e.rank);
@@ -218,14 +224,16 @@ class RollupDelta {
       add(d.inc, perBucket, 1);
       d.bits[user.field] = (d.bits[user.field] ?? 0) | user.bit;
     });
-    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank, x: e.rank >= RESULTS_COUNT_CAP ? 1 : 0 });
+    // A linked click counts in its search's query (linked()); an unlinked one in the query it carries.
+    if (e.impression_id === undefined) this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: 1, r: e.rank });
   }
 
   addImpression(
-    e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert" | "fi_t" | "fi_r">,
+    e: Pick<ImpressionDocument, "user_id" | "variant" | "results_count" | "response_time_ms" | "timestamp" | "query_normalized" | "clicked_on_insert" | "fi_t" | "fi_r" | "li">,
     userNumber: number,
   ): void {
     if (e.clicked_on_insert === true && e.fi_t !== undefined && e.fi_r !== undefined) this.firstClick(e, e.fi_t, e.fi_r, 1);
+    if (e.clicked_on_insert === true) this.linked(e, e.li, 1);
     const user = userWord(userNumber);
     const ms = Number(e.response_time_ms);
     // Stored clicked: its click came in the same batch (a later click is counted when it flags it).
@@ -260,8 +268,9 @@ class RollupDelta {
    * Counts (n = 1) or uncounts (n = -1) a search's first click: only searches with results have
    * one (core/first-click.ts).
    */
-  firstClick(e: Pick<ImpressionDocument, "timestamp" | "variant" | "user_id" | "results_count">, clickAt: Date, rank: number, n: 1 | -1): void {
+  firstClick(e: Pick<ImpressionDocument, "timestamp" | "variant" | "user_id" | "results_count" | "query_normalized">, clickAt: Date, rank: number, n: 1 | -1): void {
     if (!(e.results_count > 0)) return;
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { [firstClickCounter(rank)]: n });
     const delay = timeToClickField(latencyBucket(timeToClickMs(e.timestamp.getTime(), clickAt.getTime())));
     const bucket = userBucket(e.user_id);
     const firstClicked = bucketField(bucket, "f");
@@ -273,6 +282,21 @@ class RollupDelta {
       add(d.inc, firstClicked, n);
       add(d.inc, reciprocal, n * reciprocalRank(rank));
     });
+  }
+
+  /**
+   * Counts (n = 1) or uncounts (n = -1) a search's linked clicks (core/click-attribution.ts) under
+   * the search's hour, variant and query: per shown rank below the cap (CTR per rank, COEC),
+   * outside its results, and in its query's clicks, rank sum, clicks at shown ranks and clicks
+   * outside results.
+   */
+  linked(e: Pick<ImpressionDocument, "timestamp" | "variant" | "query_normalized">, lk: LinkedClicks | undefined, n: 1 | -1): void {
+    if (lk === undefined || lk.n === 0) return;
+    this.each(e.timestamp, e.variant, (d) => {
+      for (const { r, n: clicks } of lk.k) add(d.inc, shownRankField(r), n * clicks);
+      if (lk.o !== 0) add(d.inc, "co", n * lk.o);
+    });
+    this.eachQuery(e.timestamp, e.variant, e.query_normalized, { c: n * lk.n, r: n * lk.s, k: n * shownClicks(lk), o: n * lk.o });
   }
 
   /** An impression got its first linked click. */
@@ -371,26 +395,25 @@ export async function clearMarker<T extends Document>(collection: Collection<T>,
 
 type MarkerField = "pending_rollup" | "click_claim";
 
-/** A click as a candidate first click of its impression: its timestamp and rank. */
-export interface ClickCandidate {
-  t: Date;
-  r: number;
-}
-
-/** Keeps, per impression, the earliest candidate (then the lowest rank). */
-export function earliestClicks(clicks: Iterable<{ impression_id?: string | undefined; timestamp: Date; rank: number }>, into = new Map<string, ClickCandidate>()): Map<string, ClickCandidate> {
+/** Per impression (linked clicks only), per rank: how many of `clicks` and the earliest one's timestamp. */
+export function clickRanks(clicks: Iterable<{ impression_id?: string | undefined; timestamp: Date; rank: number }>, into = new Map<string, RankClicks[]>()): Map<string, RankClicks[]> {
   for (const k of clicks) {
     if (k.impression_id === undefined) continue;
-    const known = into.get(k.impression_id);
-    if (known === undefined || isEarlierClick({ t: k.timestamp.getTime(), r: k.rank }, { t: known.t.getTime(), r: known.r })) into.set(k.impression_id, { t: k.timestamp, r: k.rank });
+    let rows = into.get(k.impression_id);
+    if (!rows) into.set(k.impression_id, (rows = []));
+    const t = k.timestamp.getTime();
+    const row = rows.find((x) => x.r === k.rank);
+    if (row === undefined) rows.push({ r: k.rank, n: 1, t });
+    else {
+      row.n++;
+      row.t = Math.min(row.t, t);
+    }
   }
   return into;
 }
 
-/** Whether `k` would change an unclaimed impression: its first click, or one before it (the claim's filter). */
-function claimable(d: Pick<ImpressionDocument, "clicked" | "fc_t" | "fc_r">, k: ClickCandidate): boolean {
-  return d.clicked !== true || d.fc_t === undefined || isEarlierClick({ t: k.t.getTime(), r: k.r }, { t: d.fc_t.getTime(), r: d.fc_r ?? -Infinity });
-}
+/** How many clicks the rows hold. */
+export const clickCount = (rows: readonly RankClicks[] | undefined): number => (rows ?? []).reduce((sum, x) => sum + x.n, 0);
 
 /** How many times a claim blocked by another writer's claim is retried after finishing that one. */
 const CLAIM_ATTEMPTS = 5;
@@ -398,37 +421,68 @@ const CLAIM_ATTEMPTS = 5;
 const WRITE_CONFLICT = 112;
 
 /**
- * Marks impressions that have at least one linked click, keeps each one's first click (earliest
- * timestamp, then lowest rank: core/first-click.ts), and counts both exactly once in the rollups.
- * An impression is claimed with a marker unique to this call when the candidate is its first
- * click or comes before the one it has, recording in `cf` what was counted before; so of two
- * writers racing on the same impression only the one whose update matched counts the change.
- * The marker is removed once counted, and a marker left behind (a crash in between) is picked up
- * by repairRollups. An impression under another writer's claim is not taken over (that claim's
- * `cf` must stay what it moves from): its claim is finished here (counting is idempotent), then
- * the impression is tried again. One `update` command; reads only when some candidate did not match.
+ * Marks impressions that have at least one linked click, rebuilds each one's linked clicks and
+ * first click at a shown rank (core/click-attribution.ts) from `candidates`, which hold ALL its
+ * stored clicks as read after the batch's own were stored, and counts the change exactly once in
+ * the rollups. An impression is claimed with a marker unique to this call when the candidate
+ * counts more clicks than it has (stored clicks only accumulate, so a later read holds every
+ * click an earlier one did, and a larger count is the newer state), recording in `cf` what was
+ * counted before; so of two writers racing on the same impression only the one whose update
+ * matched counts the change, and a stale read never replaces a newer one. The marker is removed
+ * once counted, and a marker left behind (a crash in between) is picked up by repairRollups. An
+ * impression under another writer's claim is not taken over (that claim's `cf` must stay what
+ * it moves from): its claim is finished here (counting is idempotent), then the impression is
+ * tried again. One `update` command; reads only when some candidate did not match.
  */
 /**
- * The impression `id`, if a click at (t, r) may claim it: unclaimed, and unclicked or with a later
- * first click. Through keyIs, so that the lookup uses the partial impression_id index (plain
- * equality does not imply its filter, and each statement would scan the collection).
+ * The impression `id`, if its stored clicks, `n` of them, may claim it: unclaimed, and with
+ * fewer linked clicks counted (or none: also searches clicked by versions before linked-click
+ * summaries, whose first click is then rebuilt by the rules of this one). Through keyIs, so that
+ * the lookup uses the partial impression_id index (plain equality does not imply its filter, and
+ * each statement would scan the collection).
  */
-export function claimableFilter(id: string, t: Date, r: number): Document {
-  const before = [{ fc_t: { $exists: false } }, { fc_t: { $gt: t } }, { fc_t: t, fc_r: { $gt: r } }];
-  return { impression_id: keyIs(id), click_claim: { $exists: false }, $or: [{ clicked: { $ne: true } }, ...before] };
+export function claimableFilter(id: string, n: number): Document {
+  return { impression_id: keyIs(id), click_claim: { $exists: false }, $or: [{ "lk.n": { $exists: false } }, { "lk.n": { $lt: n } }] };
 }
 
-export async function flagClickedImpressions(c: Collections, candidates: ReadonlyMap<string, ClickCandidate>, claim: string): Promise<void> {
+/**
+ * The update that rebuilds a search's linked clicks and first click from its stored clicks by
+ * rank, against its own results_count (which only the stored search knows).
+ */
+function claimUpdate(rows: readonly RankClicks[], claim: string): Document[] {
+  const byRank = [...rows].sort((a, b) => a.r - b.r);
+  const byTime = [...rows].sort((a, b) => a.t - b.t || a.r - b.r).map((x) => ({ r: x.r, t: new Date(x.t) }));
+  const shown = (input: unknown[]) => ({ $filter: { input: { $literal: input }, cond: { $lt: ["$$this.r", "$results_count"] } } });
+  const first = { $arrayElemAt: [shown(byTime), 0] };
+  return [
+    // Gone first: $set merges an object into the one it replaces, and what was counted before may lack some of the fields.
+    { $unset: "cf" },
+    {
+      $set: {
+        cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r", k: "$lk" },
+        clicked: true,
+        lk: {
+          n: { $literal: clickCount(rows) },
+          s: { $literal: rows.reduce((sum, x) => sum + x.n * x.r, 0) },
+          o: { $sum: { $map: { input: { $filter: { input: { $literal: byRank }, cond: { $gte: ["$$this.r", "$results_count"] } } }, in: "$$this.n" } } },
+          k: shown(byRank.filter((x) => x.r < RESULTS_COUNT_CAP).map((x) => ({ r: x.r, n: x.n }))),
+        },
+        fc_t: { $ifNull: [{ $let: { vars: { f: first }, in: "$$f.t" } }, "$$REMOVE"] },
+        fc_r: { $ifNull: [{ $let: { vars: { f: first }, in: "$$f.r" } }, "$$REMOVE"] },
+        click_claim: claim,
+      },
+    },
+  ];
+}
+
+export async function flagClickedImpressions(c: Collections, candidates: ReadonlyMap<string, readonly RankClicks[]>, claim: string): Promise<void> {
   let pending = [...candidates.keys()];
   // Nothing matched, nothing to count: a batch with nothing to flag costs no round trip.
   let claimed = false;
   for (let attempt = 1; pending.length > 0; attempt++) {
     const updates = pending.map((id) => {
-      const { t, r } = candidates.get(id)!;
-      return {
-        q: claimableFilter(id, t, r),
-        u: [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r" }, clicked: true, fc_t: t, fc_r: r, click_claim: claim } }],
-      };
+      const rows = candidates.get(id)!;
+      return { q: claimableFilter(id, clickCount(rows)), u: claimUpdate(rows, claim) };
     });
     const wc = c.db.writeConcern;
     const reply = await c.db.command({ update: c.impressions.collectionName, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
@@ -436,13 +490,13 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
     if (failed) throw new MongoServerError({ message: `click flag failed: ${failed.errmsg}`, code: failed.code });
     claimed ||= Number(reply.n) > 0;
     if (Number(reply.n) === pending.length) break;
-    // Some did not match: already flagged with an earlier first click (the usual case), not
-    // stored yet, or under another claim (finished here, then tried again; as is one whose claim
-    // ended between the update and this read).
+    // Some did not match: already holding every click read here (the usual case), not stored
+    // yet, or under another claim (finished here, then tried again; as is one whose claim ended
+    // between the update and this read).
     const stored = await c.impressions
-      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, clicked: 1, fc_t: 1, fc_r: 1 } })
+      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, "lk.n": 1 } })
       .toArray();
-    const again = stored.filter((d) => d.click_claim !== undefined || claimable(d, candidates.get(d.impression_id)!));
+    const again = stored.filter((d) => d.click_claim !== undefined || (d.lk?.n ?? -1) < clickCount(candidates.get(d.impression_id)));
     if (again.length === 0) break;
     // Contention, not a fault: WriteConflict, which callers treat as transient (UNAVAILABLE; a retry by event id is safe).
     if (attempt >= CLAIM_ATTEMPTS) throw new MongoServerError({ message: `impressions ${again.map((b) => b.impression_id).join(", ")} stayed claimed by other writers`, code: WRITE_CONFLICT });
@@ -454,12 +508,12 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
 
 /**
  * Counts what the impressions under `claim` changed, once: a search newly flagged clicked counts
- * as a search with clicks, and its first click moves from the one counted before (`cf`) to the
- * one it has now. Then clears the claim.
+ * as a search with clicks, its first click moves from the one counted before (`cf`) to the one
+ * it has now, and so do its linked clicks. Then clears the claim.
  */
 async function countClicked(c: Collections, claim: string): Promise<number> {
   const flipped = await c.impressions
-    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1 } })
+    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1, lk: 1 } })
     .toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
@@ -468,6 +522,8 @@ async function countClicked(c: Collections, claim: string): Promise<number> {
     if (imp.cf?.c !== true) delta.clicked(imp);
     if (imp.cf?.t !== undefined && imp.cf.r !== undefined) delta.firstClick(imp, imp.cf.t, imp.cf.r, -1);
     if (imp.fc_t !== undefined && imp.fc_r !== undefined) delta.firstClick(imp, imp.fc_t, imp.fc_r, 1);
+    delta.linked(imp, imp.cf?.k, -1);
+    delta.linked(imp, imp.lk, 1);
   }
   await delta.apply(c, claim);
   return clearMarker(c.impressions, "click_claim", claim);
@@ -588,6 +644,9 @@ export interface RollupAggregate {
   /** Searches with results: first-click rank -> searches, and time-to-first-click sketch (core/first-click.ts). */
   fr: Map<number, number>;
   ft: Map<number, number>;
+  /** Linked clicks at shown ranks below the cap (rank -> clicks) and outside results, by their searches (core/click-attribution.ts). */
+  sr: Map<number, number>;
+  co: number;
   /** Exact distinct users (their numbers, see user-ids.ts). */
   users: UserSet;
   /** Sums per hashed user bucket (see core/user-buckets.ts). */
@@ -595,7 +654,7 @@ export interface RollupAggregate {
 }
 
 export function emptyAggregate(): RollupAggregate {
-  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), users: new UserSet(), buckets: emptyBucketSums() };
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), sr: new Map(), co: 0, users: new UserSet(), buckets: emptyBucketSums() };
 }
 
 /** The non-zero words of a user bitmap. */
@@ -659,6 +718,8 @@ function decode(d: RollupDocument): Decoded {
     rt: toNumberMap(d.rt),
     fr: toNumberMap(d.fr),
     ft: toNumberMap(d.ft),
+    sr: toNumberMap(d.sr),
+    co: Number(d.co ?? 0),
     users: sparseUsers(words),
     buckets: sparseBuckets(buckets),
   };
@@ -679,6 +740,8 @@ function addInto(into: RollupAggregate, d: Part, perUser = true): void {
   mergeLatency(into.rt, d.rt);
   addCounts(into.fr, d.fr);
   addCounts(into.ft, d.ft);
+  addCounts(into.sr, d.sr);
+  into.co += d.co;
   if (!perUser) return;
   for (let i = 0; i < d.users.words.length; i++) into.users.orWord(d.users.words[i]!, d.users.bits[i]!);
   const columns = BUCKET_SUM_FIELDS.map((field) => into.buckets[field]);
@@ -979,6 +1042,8 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
             rts: { $push: "$response_time_ms" },
             rcs: { $push: { $min: ["$results_count", RESULTS_COUNT_CAP] } },
             fcs: firstClickPush,
+            lks: { $push: { $ifNull: ["$lk.k", []] } },
+            co: { $sum: { $ifNull: ["$lk.o", 0] } },
           },
         },
       ], byTime)
@@ -992,7 +1057,7 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
     let parts = slices.get(k);
     if (!parts) slices.set(k, (parts = new Map()));
     let e = parts.get(v);
-    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map() }, words: new Map(), buckets: new Map() }));
+    if (!e) parts.set(v, (e = { agg: { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), sr: new Map(), co: 0 }, words: new Map(), buckets: new Map() }));
     const n = numbers.get(user)!;
     const word = Math.floor(n / WORD_BITS);
     e.words.set(word, ((e.words.get(word) ?? 0) | (1 << n % WORD_BITS)) >>> 0);
@@ -1016,6 +1081,8 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
     }
     for (const n of r.rcs as number[]) a.resultsCounts.set(Number(n), (a.resultsCounts.get(Number(n)) ?? 0) + 1);
     const first = addPushedFirstClicks({ searchesWithResults: 0, ranks: a.fr, delays: a.ft }, r.fcs as { r: unknown; d: unknown }[]);
+    for (const k of r.lks as { r: unknown; n: unknown }[][]) for (const x of k) a.sr.set(Number(x.r), (a.sr.get(Number(x.r)) ?? 0) + Number(x.n));
+    a.co += Number(r.co);
     sums[0]! += Number(r.imp);
     sums[2]! += Number(r.swc);
     sums[3]! += Number(r.nr);

@@ -235,12 +235,16 @@ describe("top-queries", () => {
     const r = await cli(["top-queries", "--address", address]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Top queries by searches: last 30 days, all variants\n/);
-    expect(r.stdout).toMatch(/^# +query +searches +clicks +CTR +search CTR +avg rank +no results +COEC$/m);
+    expect(r.stdout).toMatch(/^# +query +searches +clicks +CTR +search CTR +avg rank +no results +COEC +MRR +abandoned +outside$/m);
     // 400 searches: "blue shoes" every 2nd, the others every 4th; clicks 50 / 25 / 25. COEC as the
     // server computed it, to two places.
-    const coec = (await h.client.getTopQueries({ days: 30 })).queries.find((q) => q.query === "blue shoes")!.coec!;
+    const blue = (await h.client.getTopQueries({ days: 30 })).queries.find((q) => q.query === "blue shoes")!;
+    const coec = blue.coec!;
     expect(coec).toBeGreaterThan(0);
-    expect(r.stdout).toMatch(new RegExp(`^1 +blue shoes +200 +\\d+ +[\\d.]+% +[\\d.]+% +[\\d.]+ +\\d+ +${coec.toFixed(2).replace(".", "\\.")}$`, "m"));
+    // MRR to three places, abandonment as a percentage and clicks outside results (the dataset clicks some searches without results), as the server computed them.
+    const [mrr, abandoned] = [blue.mrr!.toFixed(3), (blue.abandonmentRate! * 100).toFixed(1)].map((x) => x.replace(".", "\\."));
+    expect(r.stdout).toMatch(new RegExp(`^1 +blue shoes +200 +\\d+ +[\\d.]+% +[\\d.]+% +[\\d.]+ +\\d+ +${coec.toFixed(2).replace(".", "\\.")} +${mrr} +${abandoned}% +${blue.clicksOutsideResults}$`, "m"));
+    expect(blue.clicksOutsideResults).toBeGreaterThan(0n);
     expect(r.stdout).toMatch(/^[23] +red dress +100 /m);
     expect(r.stdout).toMatch(/^[23] +shoes, \\"red\\" +100 /m);
 

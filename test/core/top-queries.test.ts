@@ -27,6 +27,7 @@ const row = fc.record({
   searchesWithClicks: fc.nat({ max: 5 }),
   noResults: fc.nat({ max: 3 }),
   rankSum: fc.nat({ max: 20 }),
+  clicksOutsideResults: fc.nat({ max: 3 }),
 });
 
 describe("top query ranking", () => {

@@ -99,8 +99,8 @@ const exactPercentile = (values: number[], p: number) => {
   return v[lo]! + (v[Math.ceil(x)]! - v[lo]!) * (x - lo);
 };
 
-/** The first click of a search, by definition: earliest timestamp, then lowest rank. */
-const firstClick = (s: Search) => [...s.clicks].sort((a, b) => a.at - b.at || a.rank - b.rank)[0];
+/** The first click of a search, by definition: among its clicks at ranks it showed (rank < results), the earliest, then the lowest rank. */
+const firstClick = (s: Search) => s.clicks.filter((k) => k.rank < s.results).sort((a, b) => a.at - b.at || a.rank - b.rank)[0];
 
 function expected(of: Search[]) {
   const withResults = of.filter((s) => s.results > 0);
@@ -143,6 +143,9 @@ describe("first-click metrics against an independent computation", () => {
     expect(e.abandoned).toBeGreaterThan(50);
     expect(e.delays.filter((d) => d === 0).length).toBeGreaterThan(5);
     expect(searches.filter((s) => s.clicks.length > 1 && firstClick(s) !== s.clicks[0]).length).toBeGreaterThan(20);
+    // Searches with results clicked outside them (kept out of the first click), some only so.
+    expect(searches.filter((s) => s.results > 0 && s.clicks.some((k) => k.rank >= s.results)).length).toBeGreaterThan(10);
+    expect(searches.filter((s) => s.results > 0 && s.clicks.length > 0 && firstClick(s) === undefined).length).toBeGreaterThan(0);
   });
 
   it("GetCtr over a trailing window (rollups), a period (rollups and raw edge hours) and one user (raw events)", async () => {

@@ -276,7 +276,7 @@ const storedKeys: Record<KeyKind, Set<string>> = { click: new Set(), impImpressi
 /** Which call stored a key, for failure messages. */
 const storedBy = new Map<string, string>();
 /** GetTopQueries answers checked, how many exactly (no event where the window's start may be), and rows with a COEC checked. */
-const topQueriesStats = { answers: 0, exact: 0, coec: 0 };
+const topQueriesStats = { answers: 0, exact: 0, coec: 0, mrr: 0 };
 /** GetInterleavingResult answers checked, and how many of them had searches with credited clicks. */
 const interleavingStats = { answers: 0, decided: 0 };
 /** How often the key oracle judged a keyed event, and how often it had to ask MongoDB. */
@@ -1123,12 +1123,17 @@ type TopQueriesRequest = { days: number; startTime?: Timestamp; endTime?: Timest
 
 /**
  * GetTopQueries against the stored events, computed here from the README's and the proto's
- * definitions: per normalised query its searches, clicks and no-result searches in the window
- * (and variant), and COEC = its clicks at ranks below 100 over the clicks expected of it, where
- * each rank r < 100 its searches showed (results_count > r) expects the window's CTR of rank r
- * over all variants (clicks at r / searches with results_count > r). Exact only when no stored
- * event lies where a trailing window's start may be (between the call's start and end, `days`
- * back): otherwise only the row count is checked.
+ * definitions (click attribution, core/click-attribution.ts): the window's searches (and
+ * variant) per normalised query; a click naming a stored search's impression_id belongs to that
+ * search (its timestamp, variant, query), at any rank, and one at a rank the search did not show
+ * (rank >= results_count) is outside its results; a click without impression_id counts under its
+ * own query, variant and timestamp. COEC = the query's linked clicks at shown ranks below 100
+ * over the clicks expected of it, where each rank r < 100 its searches showed expects the
+ * window's CTR of rank r over all variants (linked clicks at r of searches showing r / searches
+ * showing r: unlinked clicks and clicks outside results are in neither). MRR and abandonment from
+ * each search with results' first click at a shown rank (earliest timestamp, then lowest rank).
+ * Exact only when no stored search or unlinked click lies where a trailing window's start may be
+ * (between the call's start and end, `days` back): otherwise only the row count is checked.
  */
 async function expectTopQueries(label: string, r: TopQueriesRequest, res: GetTopQueriesResponse, t: Timing): Promise<void> {
   const limit = r.limit === 0 ? 10 : r.limit;
@@ -1141,51 +1146,69 @@ async function expectTopQueries(label: string, r: TopQueriesRequest, res: GetTop
   // A trailing window's events up to this instant may or may not be in it.
   const unsure = r.startTime === undefined ? t.after - span : start - 1;
   const m = { timestamp: { $gte: new Date(start), ...(r.endTime === undefined ? {} : { $lt: timestampDate(r.endTime) }) } };
-  const edge = { $sum: { $cond: [{ $lte: ["$timestamp", new Date(unsure)] }, 1, 0] } };
-  const [searches, clicks] = await Promise.all([
-    c.impressions.aggregate<{ _id: { v: string; q: string; n: number }; n: number; edge: number }>([{ $match: m }, { $group: { _id: { v: "$variant", q: "$query_normalized", n: "$results_count" }, n: { $sum: 1 }, edge } }]).toArray(),
-    c.clicks.aggregate<{ _id: { v: string; q: string; r: number }; n: number; edge: number }>([{ $match: m }, { $group: { _id: { v: "$variant", q: "$query_normalized", r: "$rank" }, n: { $sum: 1 }, edge } }]).toArray(),
+  const [searches, unlinked] = await Promise.all([
+    c.impressions.find(m, { projection: { _id: 0, impression_id: 1, variant: 1, query_normalized: 1, results_count: 1, timestamp: 1 } }).toArray(),
+    c.clicks.find({ ...m, impression_id: { $exists: false } }, { projection: { _id: 0, variant: 1, query_normalized: 1, rank: 1, timestamp: 1 } }).toArray(),
   ]);
-  if ([...searches, ...clicks].some((g) => g.edge > 0)) return;
+  if ([...searches, ...unlinked].some((e) => e.timestamp.getTime() <= unsure)) return;
+  const linked = searches.length === 0 ? [] : await c.clicks.find({ impression_id: { $in: searches.map((s) => s.impression_id) } }, { projection: { _id: 0, impression_id: 1, rank: 1, timestamp: 1 } }).toArray();
   topQueriesStats.exact++;
+  const clicksOf = new Map<string, { rank: number; t: number }[]>();
+  for (const k of linked) clicksOf.set(k.impression_id!, [...(clicksOf.get(k.impression_id!) ?? []), { rank: Number(k.rank), t: k.timestamp.getTime() }]);
   const shown = new Array<number>(CAP).fill(0);
   const clicked = new Array<number>(CAP).fill(0);
-  const rows = new Map<string, { searches: number; clicks: number; noResults: number; shown: number[]; clicksBelowCap: number }>();
+  type Row = { searches: number; clicks: number; noResults: number; shown: number[]; shownClicks: number; outside: number; withResults: number; reciprocalRanks: number; firstClicked: number };
+  const rows = new Map<string, Row>();
   const row = (q: string) => {
     let e = rows.get(q);
-    if (!e) rows.set(q, (e = { searches: 0, clicks: 0, noResults: 0, shown: new Array<number>(CAP).fill(0), clicksBelowCap: 0 }));
+    if (!e) rows.set(q, (e = { searches: 0, clicks: 0, noResults: 0, shown: new Array<number>(CAP).fill(0), shownClicks: 0, outside: 0, withResults: 0, reciprocalRanks: 0, firstClicked: 0 }));
     return e;
   };
   const inVariant = (v: string) => r.variant === "" || v === r.variant;
-  for (const { _id, n } of searches) {
-    const ranks = Math.min(Number(_id.n), CAP);
-    for (let k = 0; k < ranks; k++) shown[k]! += n;
-    if (!inVariant(_id.v)) continue;
-    const e = row(_id.q);
-    e.searches += n;
-    if (Number(_id.n) === 0) e.noResults += n;
-    for (let k = 0; k < ranks; k++) e.shown[k]! += n;
+  for (const s of searches) {
+    const count = Number(s.results_count);
+    const ranks = Math.min(count, CAP);
+    const its = clicksOf.get(s.impression_id) ?? [];
+    for (let k = 0; k < ranks; k++) shown[k]! += 1;
+    for (const k of its) if (k.rank < count && k.rank < CAP) clicked[k.rank]! += 1;
+    if (!inVariant(s.variant)) continue;
+    const e = row(s.query_normalized);
+    e.searches++;
+    if (count === 0) e.noResults++;
+    else e.withResults++;
+    for (let k = 0; k < ranks; k++) e.shown[k]! += 1;
+    e.clicks += its.length;
+    for (const k of its) {
+      if (k.rank >= count) e.outside++;
+      else if (k.rank < CAP) e.shownClicks++;
+    }
+    const first = its.filter((k) => k.rank < count).sort((a, b) => a.t - b.t || a.rank - b.rank)[0];
+    if (count > 0 && first !== undefined) {
+      e.firstClicked++;
+      e.reciprocalRanks += 1 / (first.rank + 1);
+    }
   }
-  for (const { _id, n } of clicks) {
-    const rank = Number(_id.r);
-    if (rank < CAP) clicked[rank]! += n;
-    if (!inVariant(_id.v)) continue;
-    const e = row(_id.q);
-    e.clicks += n;
-    if (rank < CAP) e.clicksBelowCap += n;
-  }
+  for (const k of unlinked) if (inVariant(k.variant)) row(k.query_normalized).clicks++;
   const ctr = shown.map((n, k) => (n > 0 ? clicked[k]! / n : 0));
   expect(res.queries.length, label).toBe(Math.min(limit, rows.size));
+  const near = (x: number | undefined, want: number) => x !== undefined && Math.abs(x - want) <= 1e-12 * Math.max(1, Math.abs(want));
   for (const q of res.queries) {
     const want = rows.get(q.query);
+    const name = `${label} ${JSON.stringify(q.query)}`;
     expect(want, `${label}: ${JSON.stringify(q.query)} is no query of the window`).toBeDefined();
-    expect([Number(q.searches), Number(q.clicks), Number(q.noResults)], `${label} ${JSON.stringify(q.query)}`).toEqual([want!.searches, want!.clicks, want!.noResults]);
+    expect([Number(q.searches), Number(q.clicks), Number(q.noResults), Number(q.clicksOutsideResults)], name).toEqual([want!.searches, want!.clicks, want!.noResults, want!.outside]);
     const expected = want!.shown.reduce((sum, n, k) => sum + n * ctr[k]!, 0);
-    if (expected === 0) expect(q.coec, `${label} ${JSON.stringify(q.query)}: nothing expected`).toBeUndefined();
+    if (expected === 0) expect(q.coec, `${name}: nothing expected`).toBeUndefined();
     else {
-      const coec = want!.clicksBelowCap / expected;
-      expect(Math.abs((q.coec ?? NaN) - coec) <= 1e-12 * coec, `${label} ${JSON.stringify(q.query)}: coec ${q.coec} vs ${coec}`).toBe(true);
+      const coec = want!.shownClicks / expected;
+      expect(near(q.coec, coec), `${name}: coec ${q.coec} vs ${coec}`).toBe(true);
       topQueriesStats.coec++;
+    }
+    if (want!.withResults === 0) expect([q.mrr, q.abandonmentRate], `${name}: no searches with results`).toEqual([undefined, undefined]);
+    else {
+      expect(near(q.mrr, want!.reciprocalRanks / want!.withResults), `${name}: mrr ${q.mrr} vs ${want!.reciprocalRanks / want!.withResults}`).toBe(true);
+      expect(near(q.abandonmentRate, (want!.withResults - want!.firstClicked) / want!.withResults), `${name}: abandonment ${q.abandonmentRate}`).toBe(true);
+      topQueriesStats.mrr++;
     }
   }
 }
@@ -1756,7 +1779,7 @@ describe("fuzzing every RPC", () => {
     console.log(`fuzz: GetInterleavingResult answers checked: ${interleavingStats.answers}, ${interleavingStats.decided} with credited clicks`);
     if (TOTAL_RUNS >= 1_000) expect(interleavingStats.decided, "interleaving answers with credited clicks").toBeGreaterThan(0);
     // GetTopQueries was checked exactly, COEC included, not only on empty answers.
-    console.log(`fuzz: GetTopQueries answers checked: ${topQueriesStats.answers}, ${topQueriesStats.exact} exactly, ${topQueriesStats.coec} rows with a COEC`);
+    console.log(`fuzz: GetTopQueries answers checked: ${topQueriesStats.answers}, ${topQueriesStats.exact} exactly, ${topQueriesStats.coec} rows with a COEC, ${topQueriesStats.mrr} with an MRR`);
     if (TOTAL_RUNS >= 1_000) expect(topQueriesStats.coec, "top-query rows with a COEC checked").toBeGreaterThan(0);
     console.log(`fuzz: ${typedCount + rawCount} calls in ${((Date.now() - started) / 1000).toFixed(1)} s (test process CPU ${((used.user + used.system) / 1e6).toFixed(1)} s); outcomes: ${[...codesSeen].sort().map(([k, n]) => `${k}=${n}`).join(", ")}`);
 

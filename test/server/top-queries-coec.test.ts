@@ -44,6 +44,8 @@ interface Click {
   variant: string;
   rank: number;
   t: number;
+  /** The search it is linked to (by impression_id); none: unlinked. */
+  search?: Impression;
 }
 
 let h: Harness;
@@ -79,7 +81,7 @@ beforeAll(async () => {
     const n = rand() < 0.45 ? 1 + Math.floor(rand() * 3) : 0;
     for (let k = 0; k < n; k++) {
       // A click a little after its search (within the 5 minutes the server accepts ahead of now).
-      const click: Click = { query, variant, rank: rank(), t: Math.min(now + 60_000, t + Math.floor(rand() * 120_000)) };
+      const click: Click = { query, variant, rank: rank(), t: Math.min(now + 60_000, t + Math.floor(rand() * 120_000)), search: imp };
       if (Math.abs(click.t - (now - DAYS * DAY)) <= EDGE_GAP) continue;
       clicks.push(click);
       events.push({ kind: { case: "click", value: { eventId: `${id}-c${k}`, impressionId: id, userId: `u${i % 97}`, productId: "p", rank: click.rank, searchQuery: query, variant, responseTimeMs: 10, timestamp: timestampFromDate(new Date(click.t)) } } });
@@ -116,21 +118,33 @@ interface Expected {
   clicks: number;
   noResults: number;
   coec: number | undefined;
+  mrr: number | undefined;
+  abandonmentRate: number | undefined;
+  clicksOutsideResults: number;
 }
 
-/** Straight from the logged events: every query's counts and COEC over [from, to) (to: none), in `variant` if given. */
+/**
+ * Straight from the logged events: every query's counts and COEC over [from, to) (to: none), in
+ * `variant` if given. A linked click counts with its search (its time, variant and query), and in
+ * COEC (and the per-rank CTRs it is measured against) only at a rank below 100 the search showed;
+ * an unlinked click counts with its own time, variant and query, and in no CTR per rank. MRR and
+ * abandonment from each search with results' first click at a shown rank (earliest, then lowest rank).
+ */
 function reference(from: number, to: number | undefined, variant?: string): Map<string, Expected> {
   const inWindow = (t: number) => t >= from && (to === undefined || t < to);
+  const clicksOf = new Map<Impression, Click[]>();
+  for (const c of clicks) if (c.search) clicksOf.set(c.search, [...(clicksOf.get(c.search) ?? []), c]);
+  const shownRank = (c: Click) => c.rank < c.search!.resultsCount && c.rank < 100;
   // The window's CTR per rank over all variants.
   const shown = new Array<number>(100).fill(0);
   const clicked = new Array<number>(100).fill(0);
   for (const imp of impressions) if (inWindow(imp.t)) for (let r = 0; r < Math.min(imp.resultsCount, 100); r++) shown[r]!++;
-  for (const c of clicks) if (inWindow(c.t) && c.rank < 100) clicked[c.rank]!++;
+  for (const c of clicks) if (c.search && inWindow(c.search.t) && shownRank(c)) clicked[c.rank]!++;
   const ctr = shown.map((n, r) => (n > 0 ? clicked[r]! / n : 0));
-  const out = new Map<string, Expected & { expected: number; clicksBelow100: number }>();
+  const out = new Map<string, Omit<Expected, "coec" | "mrr" | "abandonmentRate"> & { expected: number; shownClicks: number; withResults: number; rr: number; firstClicked: number }>();
   const row = (q: string) => {
     let e = out.get(q);
-    if (!e) out.set(q, (e = { searches: 0, clicks: 0, noResults: 0, coec: undefined, expected: 0, clicksBelow100: 0 }));
+    if (!e) out.set(q, (e = { searches: 0, clicks: 0, noResults: 0, clicksOutsideResults: 0, expected: 0, shownClicks: 0, withResults: 0, rr: 0, firstClicked: 0 }));
     return e;
   };
   for (const imp of impressions) {
@@ -138,16 +152,24 @@ function reference(from: number, to: number | undefined, variant?: string): Map<
     const e = row(imp.query);
     e.searches++;
     if (imp.resultsCount === 0) e.noResults++;
+    else e.withResults++;
     for (let r = 0; r < Math.min(imp.resultsCount, 100); r++) e.expected += ctr[r]!;
+    const its = clicksOf.get(imp) ?? [];
+    e.clicks += its.length;
+    e.shownClicks += its.filter(shownRank).length;
+    e.clicksOutsideResults += its.filter((c) => c.rank >= imp.resultsCount).length;
+    const first = its.filter((c) => c.rank < imp.resultsCount).sort((a, b) => a.t - b.t || a.rank - b.rank)[0];
+    if (first) {
+      e.firstClicked++;
+      e.rr += 1 / (first.rank + 1);
+    }
   }
-  for (const c of clicks) {
-    if (!inWindow(c.t) || (variant !== undefined && c.variant !== variant)) continue;
-    const e = row(c.query);
-    e.clicks++;
-    if (c.rank < 100) e.clicksBelow100++;
-  }
+  for (const c of clicks) if (!c.search && inWindow(c.t) && (variant === undefined || c.variant === variant)) row(c.query).clicks++;
   return new Map(
-    [...out].map(([q, { searches, clicks: n, noResults, expected, clicksBelow100 }]) => [q, { searches, clicks: n, noResults, coec: expected > 0 ? clicksBelow100 / expected : undefined }]),
+    [...out].map(([q, { expected, shownClicks, withResults, rr, firstClicked, ...counts }]) => [
+      q,
+      { ...counts, coec: expected > 0 ? shownClicks / expected : undefined, mrr: withResults > 0 ? rr / withResults : undefined, abandonmentRate: withResults > 0 ? (withResults - firstClicked) / withResults : undefined },
+    ]),
   );
 }
 
@@ -157,11 +179,15 @@ function expectRows(label: string, rows: readonly QueryStats[], ref: ReadonlyMap
   for (const q of rows) {
     const want = ref.get(q.query);
     expect(want, `${label} ${q.query}`).toBeDefined();
-    expect({ searches: Number(q.searches), clicks: Number(q.clicks), noResults: Number(q.noResults) }, `${label} ${q.query}`).toEqual({ searches: want!.searches, clicks: want!.clicks, noResults: want!.noResults });
-    if (want!.coec === undefined) expect(q.coec, `${label} ${q.query}`).toBeUndefined();
-    else {
-      expect(q.coec, `${label} ${q.query}`).toBeDefined();
-      expect(Math.abs(q.coec! - want!.coec), `${label} ${q.query}: ${q.coec} vs ${want!.coec}`).toBeLessThanOrEqual(1e-12 * want!.coec);
+    const counts = (x: { searches: unknown; clicks: unknown; noResults: unknown; clicksOutsideResults: unknown }) => [x.searches, x.clicks, x.noResults, x.clicksOutsideResults].map(Number);
+    expect(counts(q), `${label} ${q.query}`).toEqual(counts(want!));
+    for (const field of ["coec", "mrr", "abandonmentRate"] as const) {
+      const [got, expected] = [q[field], want![field]];
+      if (expected === undefined) expect(got, `${label} ${q.query} ${field}`).toBeUndefined();
+      else {
+        expect(got, `${label} ${q.query} ${field}`).toBeDefined();
+        expect(Math.abs(got! - expected), `${label} ${q.query} ${field}: ${got} vs ${expected}`).toBeLessThanOrEqual(1e-12 * Math.max(1, expected));
+      }
     }
   }
 }
@@ -172,7 +198,7 @@ async function trailing(req: { days: number; variant?: string; limit?: number; o
   const rows = (await h.client.getTopQueries({ limit: 1000, ...req })).queries;
   const after = Date.now();
   const [lo, hi] = [before - req.days * DAY, after - req.days * DAY];
-  expect([...impressions, ...clicks].filter((e) => e.t >= lo && e.t <= hi)).toEqual([]);
+  expect([...impressions, ...clicks.filter((c) => !c.search)].filter((e) => e.t >= lo && e.t <= hi)).toEqual([]);
   return { rows, ref: reference(before - req.days * DAY, undefined, req.variant) };
 }
 
@@ -221,7 +247,8 @@ describe("GetTopQueries COEC", () => {
     expect(days.length).toBeGreaterThan(0);
     const stored = days.flatMap((d) => Object.values(d.qt ?? {}).flatMap((bucket) => Object.values(bucket).flatMap((n) => Object.keys(n))));
     expect(stored.some((k) => /^h\d+$/.test(k))).toBe(true);
-    expect(stored).toContain("x");
+    expect(stored).toContain("k");
+    expect(stored.some((k) => /^f\d+$/.test(k))).toBe(true);
     // From the stored day tables, by a reader with nothing cached.
     h.server.store.queryTables.clear();
     const cold = await trailing({ days: 4 });
@@ -254,16 +281,17 @@ describe("a database whose query tables predate the histograms", () => {
     // tables compacted from them), and the record of the first server of this version.
     const from = Math.floor((now - 30 * HOUR) / HOUR) * HOUR;
     for (const doc of await rollupCollection(c).find({ g: { $in: ["qh", "qd"] }, t: { $lt: new Date(from) } }).toArray()) {
-      const qt = Object.fromEntries(Object.entries(doc.qt ?? {}).map(([b, bucket]) => [b, Object.fromEntries(Object.entries(bucket).map(([q, n]) => [q, Object.fromEntries(Object.entries(n).filter(([k]) => !/^(h\d+|x)$/.test(k)))]))]));
+      const qt = Object.fromEntries(Object.entries(doc.qt ?? {}).map(([b, bucket]) => [b, Object.fromEntries(Object.entries(bucket).map(([q, n]) => [q, Object.fromEntries(Object.entries(n).filter(([k]) => !/^(h\d+|f\d+|x|k)$/.test(k)))]))]));
       await rollupCollection(c).updateOne({ _id: doc._id }, { $set: { qt }, $inc: { ver: 1 } });
     }
     await meta.updateOne({ _id: HISTOGRAMS_META_ID }, { $set: { from: new Date(from) } });
     h.server.store.queryTables.clear();
-    const withoutCoec = (rows: QueryStats[]) => rows.map(({ coec: _, ...rest }) => rest);
+    // MRR and abandonment need what the histograms' record covers too.
+    const withoutCoec = (rows: QueryStats[]) => rows.map(({ coec: _, mrr: _m, abandonmentRate: _a, ...rest }) => rest);
     // Windows reaching back before `from`: no COEC, whichever path answers; the rest as before.
     const old = await trailing({ days: DAYS });
     expect(old.rows.length).toBeGreaterThan(0);
-    expect(old.rows.filter((q) => q.coec !== undefined)).toEqual([]);
+    expect(old.rows.filter((q) => q.coec !== undefined || q.mrr !== undefined || q.abandonmentRate !== undefined)).toEqual([]);
     expect(withoutCoec(old.rows)).toEqual(withoutCoec(before.rows));
     expect(before.rows.filter((q) => q.coec !== undefined).length).toBeGreaterThan(0);
     const closedAfter = (await h.client.getTopQueries({ limit: 1000, ...period(closedFrom, closedTo) })).queries;

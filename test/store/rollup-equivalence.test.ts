@@ -38,6 +38,11 @@ beforeAll(async () => {
   // Clicks some time after (or a little before) their search, and earlier clicks that arrive
   // last: first clicks that change after they were counted (its own generator, as above).
   const pickDelay = mulberry32(SEED + 4);
+  // Linked clicks that carry another query and variant than their search's (attributed to the
+  // search), and clicks naming a search that never arrives (its own generator, as above).
+  const pickCarried = mulberry32(SEED + 5);
+  const carried = (query: string, variant: string): [string, string] =>
+    pickCarried() < 0.2 ? [`other ${Math.floor(pickCarried() * 5)}`, VARIANTS[Math.floor(pickCarried() * VARIANTS.length)]!] : [query, variant];
   const earlierLate: EventInit[] = [];
   const now = Date.now();
   const impressions: EventInit[] = [];
@@ -62,10 +67,12 @@ beforeAll(async () => {
     const n = rand() < 0.25 ? 1 + Math.floor(rand() * 3) : 0;
     const clickAt = () => timestampFromDate(new Date(Math.min(now, now - age + Math.round((pickDelay() - 0.05) * 600_000))));
     for (let k = 0; k < n; k++) {
-      (withClicks ? together : clicks).push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery: query, variant, responseTimeMs: ms, timestamp: clickAt() } } });
+      const [searchQuery, clickVariant] = carried(query, variant);
+      (withClicks ? together : clicks).push({ kind: { case: "click", value: { eventId: `clk-${i}-${k}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(-Math.log(1 - rand()) * 3), searchQuery, variant: clickVariant, responseTimeMs: ms, timestamp: clickAt() } } });
     }
     if (n > 0 && pickDelay() < 0.3) earlierLate.push({ kind: { case: "click", value: { eventId: `early-${i}`, impressionId: `imp-${i}`, userId, productId: "p", rank: Math.floor(pickDelay() * 8), searchQuery: query, variant, responseTimeMs: ms, timestamp: timestampFromDate(new Date(now - age + Math.round((pickDelay() - 0.5) * 60_000))) } } });
     if (rand() < 0.03) clicks.push({ kind: { case: "click", value: { eventId: `free-${i}`, userId: `user-${Math.floor(rand() * 500)}`, productId: "p", rank: 0, searchQuery: "q", variant, responseTimeMs: ms, timestamp: at } } });
+    if (pickCarried() < 0.02) clicks.push({ kind: { case: "click", value: { eventId: `orphan-${i}`, impressionId: `never-${i}`, userId, productId: "p", rank: 1, searchQuery: "orphan", variant, responseTimeMs: ms, timestamp: at } } });
   });
   const send = async (events: EventInit[]) => {
     for (let i = 0; i < events.length; i += 1000) await h.client.logEvents({ events: events.slice(i, i + 1000) });
@@ -137,6 +144,24 @@ describe("rollups equal raw events", () => {
     const c = h.server.store.collections;
     expect(await c.impressions.countDocuments({ $expr: { $lt: ["$fc_t", "$fi_t"] } })).toBeGreaterThan(0);
     expect(await c.impressions.countDocuments({ click_claim: { $exists: true } })).toBe(0);
+  });
+
+  it("click attribution is not vacuous: clicks outside results, clicks carrying another query or variant, linked clicks whose search never came", async () => {
+    const c = h.server.store.collections;
+    // Searches whose linked clicks include some outside their results, and some whose every click is.
+    expect(await c.impressions.countDocuments({ "lk.o": { $gt: 0 } })).toBeGreaterThan(20);
+    expect(await c.impressions.countDocuments({ "lk.o": { $gt: 0 }, fc_t: { $exists: false } })).toBeGreaterThan(5);
+    // A first click moved from outside the results to a shown rank by a click that came later.
+    expect(await c.impressions.countDocuments({ fc_r: { $exists: true }, "li.o": { $gt: 0 }, fi_t: { $exists: false } })).toBeGreaterThan(0);
+    expect(await c.clicks.countDocuments({ search_query: /^other / })).toBeGreaterThan(50);
+    expect(await c.clicks.countDocuments({ impression_id: /^never-/ })).toBeGreaterThan(5);
+    const f: MetricsFilter = { window: timeWindow(365) };
+    const [positions, top, totals] = await Promise.all([fast.positions(f, false), fast.topQueries(f, "clicks", 1000), fast.totals(f)]);
+    expect(positions.get("")!.clicksOutsideResults).toBe(totals.overall.clicksOutsideResults);
+    expect(positions.get("")!.clicksOutsideResults).toBeGreaterThan(20);
+    // Linked clicks count in their searches' queries: none in the queries they carried, nor in the orphans' "orphan".
+    expect(top.some((row) => row.query.startsWith("other ") || row.query === "orphan")).toBe(false);
+    expect(top.some((row) => row.positions !== undefined && row.positions.firstClickRanks.size > 2)).toBe(true);
   });
 
   it("experiment arms: per-user-bucket sums, users and users in several arms exactly, latency histograms alike", async () => {

@@ -168,11 +168,11 @@ describe("first clicks (MRR, abandonment, time to first click) under claims", ()
       ],
     });
   };
-  /** What a writer does before counting a move to an earlier click: the click stored and counted, the search claimed. */
+  /** What a writer does before counting a move to an earlier click: the click stored and counted, the search claimed (its linked clicks left as they were: moved from themselves to themselves). */
   const claimMove = async (search: string, rank: number, delayMs: number, claim: string) => {
     await c().clicks.insertOne(click(`${search}-early`, search, rank, at(delayMs)));
     await rollUp(c(), [click(`${search}-early`, search, rank, at(delayMs))], [], pendingMarker());
-    await c().impressions.updateOne({ impression_id: search }, [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r" }, clicked: true, fc_t: at(delayMs), fc_r: rank, click_claim: claim } }]);
+    await c().impressions.updateOne({ impression_id: search }, [{ $set: { cf: { c: { $eq: ["$clicked", true] }, t: "$fc_t", r: "$fc_r", k: "$lk" }, clicked: true, fc_t: at(delayMs), fc_r: rank, click_claim: claim } }]);
   };
 
   it("a dead writer's claim that moved a first click is finished by the repair, once", async () => {
@@ -215,7 +215,13 @@ describe("first clicks (MRR, abandonment, time to first click) under claims", ()
     // Another writer claimed a move to rank 2 and has not counted it yet (alive: a recent marker).
     await claimMove("m3", 2, 20_000, pendingMarker());
     await c().clicks.insertOne(click("m3-earliest", "m3", 7, at(-500)));
-    await flagClickedImpressions(c(), new Map([["m3", { t: at(-500), r: 7 }]]), pendingMarker());
+    // Every stored click of the search, by rank (as a writer reads them after storing its own).
+    const stored = [
+      { r: 5, n: 1, t: at(30_000).getTime() },
+      { r: 2, n: 1, t: at(20_000).getTime() },
+      { r: 7, n: 1, t: at(-500).getTime() },
+    ];
+    await flagClickedImpressions(c(), new Map([["m3", stored]]), pendingMarker());
     const { fast, raw } = await firstClicks();
     expect(fast).toEqual(raw);
     // Clicked before its search: 0 ms.

@@ -289,4 +289,4 @@ export function positionBiasTable(data: Pick<ReportData, "comparison" | "variant
 }
 
 export const POSITION_BIAS_NOTE =
-  "COEC: clicks over the clicks the window's CTR per rank (all variants) expects of the ranks this variant's searches showed (1: as its positions predict). CTR@r: clicks at rank r over the searches that showed rank r.";
+  "COEC: linked clicks at shown ranks over the clicks the window's CTR per rank (all variants) expects of the ranks this variant's searches showed (1: as its positions predict). CTR@r: clicks linked to a search that showed rank r, at rank r, over the searches that showed it (unlinked clicks and clicks outside a search's results count in neither).";

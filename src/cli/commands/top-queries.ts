@@ -26,10 +26,12 @@ type OrderName = keyof typeof ORDERS;
 export const TOP_QUERIES_USAGE = `usage: click-analytics top-queries [flags]
 
 The most searched queries (normalised: trimmed, case-folded, white space collapsed) with their
-clicks, CTR, search CTR, average clicked rank, searches without results and COEC, the
-position-debiased CTR: clicks over the clicks the window's CTR per rank expects of the ranks
-their searches showed (1: as their positions predict; n/a when nothing is expected)
-(GetTopQueries).
+clicks, CTR, search CTR, average clicked rank, searches without results, COEC (the
+position-debiased CTR: clicks at shown ranks over the clicks the window's CTR per rank expects of
+the ranks their searches showed; 1: as their positions predict; n/a when nothing is expected),
+MRR (mean of 1/(rank+1) of each search's first click, 0 without one) and abandonment (searches
+with results and no click at a shown rank) (GetTopQueries). A click linked to a search counts
+under that search's query; "outside" counts linked clicks at ranks their search did not show.
 
 ${DAYS_HELP}
   --variant VARIANT       only this variant (default: all)
@@ -55,8 +57,24 @@ export function renderTopQueries(r: GetTopQueriesResponse, order: OrderName, var
       { header: "avg rank", align: "right" },
       { header: "no results", align: "right" },
       { header: "COEC", align: "right" },
+      { header: "MRR", align: "right" },
+      { header: "abandoned", align: "right" },
+      { header: "outside", align: "right" },
     ],
-    r.queries.map((q, i) => [String(i + 1), JSON.stringify(q.query).slice(1, -1), integer(q.searches), integer(q.clicks), percent(q.ctr, 1), percent(q.searchCtr, 1), decimal(q.avgClickRank), integer(q.noResults), decimal(q.coec)]),
+    r.queries.map((q, i) => [
+      String(i + 1),
+      JSON.stringify(q.query).slice(1, -1),
+      integer(q.searches),
+      integer(q.clicks),
+      percent(q.ctr, 1),
+      percent(q.searchCtr, 1),
+      decimal(q.avgClickRank),
+      integer(q.noResults),
+      decimal(q.coec),
+      decimal(q.mrr, 3),
+      percent(q.abandonmentRate, 1),
+      integer(q.clicksOutsideResults),
+    ]),
     style,
   )}`;
 }
