@@ -6,8 +6,9 @@
  *
  * Events whose writer has not counted them yet (a pending batch, an older `pending_rollup`
  * marker, an impression whose click is claimed but not counted) are left out: the repair
- * counts them under their own markers, so nothing is counted twice. Run the upgrade with one
- * instance (see README, "Storage"): a writer of an older version counting events meanwhile
+ * counts them under their own markers, so nothing is counted twice. The query tables are kept
+ * as they are, so the rebuild adds nothing to them. Run the upgrade with one
+ * instance (see docs/storage.md): a writer of an older version counting events meanwhile
  * would be counted twice.
  */
 import type { Document } from "mongodb";
@@ -34,7 +35,7 @@ export async function upgradeRollups(c: Collections): Promise<boolean> {
     }
     if (batch.length > 0) await add(batch);
   };
-  await each(c.clicks.find({}).sort({ _id: 1 }) as AsyncIterable<ClickDocument>, (batch) => rollUp(c, batch.filter(counted), [], pendingMarker()));
+  await each(c.clicks.find({}).sort({ _id: 1 }) as AsyncIterable<ClickDocument>, (batch) => rollUp(c, batch.filter(counted), [], pendingMarker(), false));
   await each(c.impressions.find({}).sort({ _id: 1 }) as AsyncIterable<ImpressionDocument>, (batch) =>
     rollUp(
       c,
@@ -47,6 +48,7 @@ export async function upgradeRollups(c: Collections): Promise<boolean> {
           d.click_claim === undefined ? { ...d, clicked_on_insert: d.clicked === true, fi_t: d.fc_t, fi_r: d.fc_r, li: d.lk } : { ...d, clicked_on_insert: d.cf?.c === true, fi_t: d.cf?.t, fi_r: d.cf?.r, li: d.cf?.k },
         ),
       pendingMarker(),
+      false,
     ),
   );
   return true;

@@ -169,6 +169,8 @@ const add = (inc: Record<string, number>, field: string, n: number) => (inc[fiel
 
 /** Accumulates one batch's increments per rollup document and per query table. */
 class RollupDelta {
+  /** `queryTables` false: the rollups alone (a rebuild of rollups must not add to the query tables it keeps). */
+  constructor(private readonly queryTables = true) {}
   private readonly docs = new Map<string, DocDelta>();
   /** The documents of each (hour, variant) seen: one cheap key per event finds all three (an id's ISO date costs more than the rest of an event; profiled). */
   private readonly hours = new Map<string, HourDocs>();
@@ -201,6 +203,7 @@ class RollupDelta {
 
   /** The query's counters in its hour's query table. */
   private eachQuery(timestamp: Date, variant: string, query: string, counts: StoredQueryCounts): void {
+    if (!this.queryTables) return;
     this.each(
       timestamp,
       variant,
@@ -377,11 +380,14 @@ export function pendingMarker(at = Date.now()): string {
   return `${String(at).padStart(15, "0")}:${randomBytes(8).toString("base64url")}`;
 }
 
-/** Rollup increments for events just written (never for duplicates), as the batch `marker`. */
-export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[], marker: string): Promise<void> {
+/**
+ * Rollup increments for events just written (never for duplicates), as the batch `marker`.
+ * `queryTables` false leaves the query tables alone (the rollup upgrade rebuilds rollups only).
+ */
+export async function rollUp(c: Collections, clicks: readonly ClickDocument[], impressions: readonly ImpressionDocument[], marker: string, queryTables = true): Promise<void> {
   if (clicks.length + impressions.length === 0) return;
   const numbers = await userNumbers(c).resolve([...clicks, ...impressions].map((d) => d.user_id));
-  const delta = new RollupDelta();
+  const delta = new RollupDelta(queryTables);
   for (const d of clicks) delta.addClick(d, numbers.get(d.user_id)!);
   for (const d of impressions) delta.addImpression(d, numbers.get(d.user_id)!);
   // Interleaving rollups are rebuilt by readers where these events moved them (interleaving-rollups.ts).

@@ -1,7 +1,8 @@
 /**
  * Rollups of the v0.1 format (HyperLogLog users, no user bitmap or bucket sums) are rebuilt from
  * the events once at start: afterwards users and per-bucket sums are exact again, and events a
- * writer had not yet counted are left to the repair (so they count once).
+ * writer had not yet counted are left to the repair (so they count once); query tables are left as
+ * they were.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../src/core/window.js";
@@ -39,8 +40,14 @@ it("rebuilds rollups of the older format once, exact again, leaving uncounted ba
   const before = await fast().arms(f);
   expect(before.users).toBe(0); // the old documents say nothing about users
 
+  const topQueries = async () => (await h.client.getTopQueries({ days: 30 })).queries.map((q) => [q.query, q.searches, q.clicks]);
+  const tablesBefore = await topQueries();
+  expect(tablesBefore).toEqual([["q", 300n, 75n]]);
+
   expect(await upgradeRollups(c)).toBe(true);
   expect(await upgradeRollups(c)).toBe(false); // once
+  // The query tables are not rebuilt, so the rebuild adds nothing to them.
+  expect(await topQueries()).toEqual(tablesBefore);
   // The pending batch's two searches are not counted yet; the repair counts them, once.
   const raw = await rawMetrics(c).arms(f);
   const upgraded = await fast().arms(f);
