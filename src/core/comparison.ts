@@ -276,10 +276,19 @@ interface UserArm {
   pre?: Map<MetricName, UserMetric> | undefined;
 }
 
+/**
+ * The delta-method estimate over users from per-user sums; a single user has no spread to
+ * measure (variance 0, then floored: one user can say nothing about the others).
+ */
+function userMoments(s: RatioSums): RatioMoments | undefined {
+  if (s.units === 1 && s.denominator > 0) return { value: s.numerator / s.denominator, variance: 0, units: 1, numerator: s.numerator, denominator: s.denominator };
+  return deltaMethodRatio(s);
+}
+
 /** The floored delta-method variance of a ratio from its per-unit sums (the permutation test computes it the same way). */
 function userVariance(kind: RatioKind) {
   return (s: RatioSums): number | undefined => {
-    const raw = deltaMethodRatio(s);
+    const raw = userMoments(s);
     return raw === undefined ? undefined : flooredVariance(kind, raw.variance, raw.numerator, raw.denominator, "degenerate");
   };
 }
@@ -295,9 +304,10 @@ function armEstimate(d: VariantData, metric: MetricName, user?: UserArm): ArmMom
   const { numerator, denominator, kind } = METRIC_FIELDS[metric];
   if (user !== undefined) {
     const m = user.metrics.get(metric)!;
-    const raw = deltaMethodRatio(ratioSums(m.num, m.den));
+    const sums = ratioSums(m.num, m.den);
+    const raw = userMoments(sums);
     if (raw === undefined) return undefined;
-    return { ...raw, variance: userVariance(kind)(ratioSums(m.num, m.den))!, unitsWithData: raw.units, users: true };
+    return { ...raw, variance: userVariance(kind)(sums)!, unitsWithData: raw.units, users: true };
   }
   const den = denominator(d.buckets);
   const raw = deltaMethodRatio(ratioSums(numerator(d.buckets), den));
