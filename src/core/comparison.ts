@@ -448,26 +448,35 @@ function prepareUsers(arms: readonly (readonly [string, VariantData])[], s: Comp
       preValues.set(name, { totals: d.prePerUser, index, present });
     }
   }
+  // Each distinct per-user column (searches serve three metrics) is extracted and capped once.
+  const cappedColumns = new Map<UserValues, { values: Float64Array[]; above: Uint8Array[]; cap: number | undefined }>();
+  const capped = (values: UserValues) => {
+    let c = cappedColumns.get(values);
+    if (c === undefined) {
+      const perArm = arms.map(([name]) => values(users.get(name)!.totals, users.get(name)!.kept));
+      const cap = pooledCap(perArm, s.capPercentile);
+      cappedColumns.set(values, (c = { values: perArm, above: perArm.map((a) => capInPlace(a, cap)), cap }));
+    }
+    return c;
+  };
   const metrics = new Map<MetricName, MetricCapping>();
   for (const metric of METRICS) {
     const { userNumerator, userDenominator } = METRIC_FIELDS[metric];
-    const nums = arms.map(([name]) => userNumerator(users.get(name)!.totals, users.get(name)!.kept));
-    const dens = arms.map(([name]) => userDenominator(users.get(name)!.totals, users.get(name)!.kept));
-    const numeratorCap = pooledCap(nums, s.capPercentile);
-    const denominatorCap = pooledCap(dens, s.capPercentile);
+    const num = capped(userNumerator);
+    const den = capped(userDenominator);
     const cappedUsers = new Map<string, number>();
     const values = new Map<string, number | undefined>();
     arms.forEach(([name], k) => {
-      const a = capInPlace(nums[k]!, numeratorCap);
-      const b = capInPlace(dens[k]!, denominatorCap);
-      let capped = 0;
-      for (let i = 0; i < a.length; i++) if (a[i] || b[i]) capped++;
-      cappedUsers.set(name, capped);
-      users.get(name)!.metrics.set(metric, { num: nums[k]!, den: dens[k]! });
-      const sums = ratioSums(nums[k]!, dens[k]!);
+      const a = num.above[k]!;
+      const b = den.above[k]!;
+      let n = 0;
+      for (let i = 0; i < a.length; i++) if (a[i] || b[i]) n++;
+      cappedUsers.set(name, n);
+      users.get(name)!.metrics.set(metric, { num: num.values[k]!, den: den.values[k]! });
+      const sums = ratioSums(num.values[k]!, den.values[k]!);
       values.set(name, sums.denominator > 0 ? sums.numerator / sums.denominator : undefined);
     });
-    metrics.set(metric, { numeratorCap, denominatorCap, cappedUsers, values });
+    metrics.set(metric, { numeratorCap: num.cap, denominatorCap: den.cap, cappedUsers, values });
     // The pre-period's totals of the same users, capped at the pre-period's own pooled percentile.
     const withPre = arms.filter(([name]) => preValues.has(name));
     if (withPre.length > 0) {

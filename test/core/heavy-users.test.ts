@@ -59,18 +59,21 @@ describe("heavy users (issue 21's shape), capped as the service caps", () => {
     for (const m of Object.values(fp)) for (const metric of METRICS) m.set(metric, 0);
     let capped = 0;
     let heavy = 0;
-    for (let run = 0; run < RUNS; run++) {
+    // The fixed-horizon rate over twice the runs: its bounds are tight (+-1.5 points around 5%).
+    for (let run = 0; run < 2 * RUNS; run++) {
       const arms = simulateUsers(21_500_000 + run, 6000, HEAVY_USERS, [0, 0], LOOKS);
       const full = pair(arms);
-      const r = compareVariants(full, fixed).comparisons[0]!;
+      const result = compareVariants(full, fixed);
+      const r = result.comparisons[0]!;
       const u = compareVariants(full, uncapped).comparisons[0]!;
       for (const metric of METRICS) {
         if (r[metric]!.significant) fp.fixed.set(metric, fp.fixed.get(metric)! + 1);
         if (u[metric]!.significant) fp.uncapped.set(metric, fp.uncapped.get(metric)! + 1);
       }
-      const k = compareVariants(full, fixed).capping.metrics.get("searchCtr")!;
+      const k = result.capping.metrics.get("searchCtr")!;
       capped += k.cappedUsers.get("c")! + k.cappedUsers.get("t")!;
       for (const d of full.values()) for (const n of d.perUser!.impressions as Float64Array) if (n >= 1000) heavy++;
+      if (run >= RUNS) continue;
       const any = new Set<string>();
       for (let look = 1; look <= LOOKS; look++) {
         const s = compareVariants(look === LOOKS ? full : pair(arms, look), sequential).comparisons[0]!;
@@ -78,15 +81,16 @@ describe("heavy users (issue 21's shape), capped as the service caps", () => {
       }
       for (const metric of any) fp.sequential.set(metric, fp.sequential.get(metric)! + 1);
     }
-    const rate = (n: number) => n / RUNS;
-    console.log(`heavy users, A/A, ${RUNS} experiments of 6,000 users (${(heavy / RUNS).toFixed(1)} users with 1,000+ searches, ${(capped / RUNS).toFixed(1)} users capped for search CTR on average):`);
+    const rate = (n: number) => n / (2 * RUNS);
+    const sequentialRate = (n: number) => n / RUNS;
+    console.log(`heavy users, A/A, ${2 * RUNS} experiments of 6,000 users (${(heavy / (2 * RUNS)).toFixed(1)} users with 1,000+ searches, ${(capped / (2 * RUNS)).toFixed(1)} users capped for search CTR on average):`);
     for (const metric of METRICS) {
-      console.log(`  ${metric}: false positives capped (99th) ${pct(rate(fp.fixed.get(metric)!))}, sequential over ${LOOKS} looks ${pct(rate(fp.sequential.get(metric)!))}, uncapped ${pct(rate(fp.uncapped.get(metric)!))}`);
+      console.log(`  ${metric}: false positives capped (99th) ${pct(rate(fp.fixed.get(metric)!))}, uncapped ${pct(rate(fp.uncapped.get(metric)!))}; sequential over ${LOOKS} looks (${RUNS} experiments) ${pct(sequentialRate(fp.sequential.get(metric)!))}`);
     }
     for (const metric of METRICS) {
       expect(rate(fp.fixed.get(metric)!), metric).toBeGreaterThanOrEqual(0.035);
       expect(rate(fp.fixed.get(metric)!), metric).toBeLessThanOrEqual(0.065);
-      expect(rate(fp.sequential.get(metric)!), metric).toBeLessThanOrEqual(0.055);
+      expect(sequentialRate(fp.sequential.get(metric)!), metric).toBeLessThanOrEqual(0.055);
     }
   });
 
