@@ -319,8 +319,11 @@ function armEstimate(d: VariantData, metric: MetricName, user?: UserArm): ArmMom
   return { ...raw, variance: flooredVariance(kind, raw.variance * correction, raw.numerator, raw.denominator, "degenerate"), unitsWithData: k, users: false };
 }
 
-/** Degrees of freedom of an arm for Student's t: undefined (the normal) when every bucket has data. */
-const armDf = (m: ArmMoments): number | undefined => (m.users || m.unitsWithData < USER_BUCKETS ? Math.max(1, m.unitsWithData - 1) : undefined);
+/**
+ * Degrees of freedom of an arm for Student's t: undefined (the normal) when every bucket has data,
+ * or with per-user totals from USER_BUCKETS users on (t on 255 df is within 0.5% of the normal).
+ */
+const armDf = (m: ArmMoments): number | undefined => (m.unitsWithData < USER_BUCKETS ? Math.max(1, m.unitsWithData - 1) : undefined);
 
 /**
  * Degrees of freedom of a difference of two arms; undefined (normal) when neither has few units.

@@ -143,13 +143,32 @@ function select(a: Float64Array, k: number): number {
 /**
  * The q-quantile of `values` as numpy.quantile's default (method "linear"): sorted x, position
  * h = q (n - 1), x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]). undefined when empty.
+ * `values` may be reordered when `scratch` is true (the caller's own copy).
  */
-export function percentile(values: ArrayLike<number>, q: number): number | undefined {
+export function percentile(values: ArrayLike<number>, q: number, scratch = false): number | undefined {
   const n = values.length;
   if (n === 0) return undefined;
-  const a = Float64Array.from(values);
   const h = q * (n - 1);
   const lo = Math.floor(h);
+  const top = n - lo; // order statistics lo .. n-1 are the `top` largest
+  if (top <= 64 && top < n) {
+    // A cap's percentile is near the top: keep the `top` largest values in a small sorted buffer
+    // (one pass, no copy), then read x[lo] and x[lo + 1] from it.
+    const buffer = new Float64Array(top).fill(-Infinity);
+    for (let i = 0; i < n; i++) {
+      const x = values[i]!;
+      if (x <= buffer[0]!) continue;
+      let j = 0;
+      while (j + 1 < top && buffer[j + 1]! < x) {
+        buffer[j] = buffer[j + 1]!;
+        j++;
+      }
+      buffer[j] = x;
+    }
+    const low = buffer[0]!;
+    return top >= 2 && h !== lo ? low + (h - lo) * (buffer[1]! - low) : low;
+  }
+  const a = scratch && values instanceof Float64Array ? values : Float64Array.from(values);
   const low = select(a, lo);
   if (lo + 1 >= n || h === lo) return low;
   // After selecting lo, everything above index lo is >= a[lo]: the next order statistic is their minimum.
@@ -161,8 +180,13 @@ export function percentile(values: ArrayLike<number>, q: number): number | undef
 /** An arm's users after the bot rule: the indexes of those kept. */
 export function keptUsers(t: UserTotals, botSearchesPerDay: number): { kept: Uint32Array; bots: number } {
   const n = t.impressions.length;
-  const max = t.maxDaySearches;
-  if (botSearchesPerDay <= 0 || max === undefined) return { kept: Uint32Array.from({ length: n }, (_, i) => i), bots: 0 };
+  // The threshold first: reading maxDaySearches may make the storage merge days.
+  const max = botSearchesPerDay > 0 ? t.maxDaySearches : undefined;
+  if (max === undefined) {
+    const all = new Uint32Array(n);
+    for (let i = 0; i < n; i++) all[i] = i;
+    return { kept: all, bots: 0 };
+  }
   const kept: number[] = [];
   for (let i = 0; i < n; i++) if (!(max[i]! > botSearchesPerDay)) kept.push(i);
   return { kept: Uint32Array.from(kept), bots: n - kept.length };
@@ -221,5 +245,5 @@ export function pooledCap(arms: readonly Float64Array[], q: number): number | un
     pooled.set(a, o);
     o += a.length;
   }
-  return percentile(pooled, q);
+  return percentile(pooled, q, true);
 }

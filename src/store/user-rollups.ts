@@ -38,7 +38,7 @@
  */
 import { Binary, type Collection, type Document } from "mongodb";
 import { reciprocalRank } from "../core/first-click.js";
-import { coarseLatencyBucket, coarseShareBelow, type UserTotals } from "../core/user-totals.js";
+import { COARSE_LATENCY_MIN, COARSE_LATENCY_STEPS, coarseLatencyBucket, coarseShareBelow, type UserTotals } from "../core/user-totals.js";
 import type { TimeWindow } from "../core/window.js";
 import type { Collections } from "./documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
@@ -252,8 +252,8 @@ class Accumulator {
   private readonly partialDays = new Map<number, Map<number, number>>();
   /** Latency triples added here, rows in this accumulator's numbering. */
   private readonly latency: { row: Uint32Array; key: Int16Array; count: Uint32Array }[] = [];
-  /** The last latencyBelow of this accumulator's own triples (the settled part is asked again and again with the same p95). */
-  private lastBelow: { ms: number; values: Float64Array } | undefined;
+  /** Searches below and in the last coarse bucket asked, per row (see below). */
+  private lastSplit: { bucket: number; under: Float64Array; at: Float64Array } | undefined;
 
   constructor(private readonly base?: Accumulator) {
     this.ids = base ? base.ids.slice() : [];
@@ -310,19 +310,47 @@ class Accumulator {
       for (let e = 0; e < row.length; e++) row[e] = map[table.latRow[e]!]!;
       this.latency.push({ row, key: table.latKey, count: table.latCount });
     }
-    this.lastBelow = undefined;
+    this.lastSplit = undefined;
   }
 
-  /** Per row (this accumulator's numbering, `size` rows), searches faster than `ms`. */
+  /**
+   * Per row (this accumulator's numbering, `size` rows), searches faster than `ms`: those in
+   * coarse buckets below the one holding `ms`, plus its share of that bucket (coarseShareBelow).
+   * The two per-bucket vectors are kept for the last bucket asked: the p95 moves a little with
+   * every call (the window's edge), its bucket (9% wide) rarely, so a call costs one pass over the
+   * users, not over every latency triple.
+   */
   private below(ms: number, size: number): Float64Array {
-    if (this.lastBelow?.ms !== ms) {
-      const values = this.base ? this.base.below(ms, this.ids.length) : new Float64Array(this.ids.length);
-      for (const part of this.latency) for (let e = 0; e < part.row.length; e++) values[part.row[e]!]! += part.count[e]! * coarseShareBelow(part.key[e]!, ms);
-      this.lastBelow = { ms, values };
-    }
+    const position = ms > 0 ? Math.log2(ms) * COARSE_LATENCY_STEPS : -Infinity;
+    const bucket = Math.max(COARSE_LATENCY_MIN, Math.floor(position));
+    const share = bucket === COARSE_LATENCY_MIN ? coarseShareBelow(COARSE_LATENCY_MIN, ms) : position - bucket;
+    const { under, at } = this.split(bucket);
     const out = new Float64Array(size);
-    out.set(this.lastBelow.values.subarray(0, Math.min(size, this.lastBelow.values.length)));
+    const n = Math.min(size, under.length);
+    for (let r = 0; r < n; r++) out[r] = under[r]! + share * at[r]!;
     return out;
+  }
+
+  /** Per row, searches in coarse buckets below `bucket`, and in `bucket` (cached for the last bucket). */
+  private split(bucket: number): { under: Float64Array; at: Float64Array } {
+    if (this.lastSplit?.bucket !== bucket) {
+      const base = this.base?.split(bucket);
+      const under = new Float64Array(this.ids.length);
+      const at = new Float64Array(this.ids.length);
+      if (base) {
+        under.set(base.under.subarray(0, Math.min(base.under.length, under.length)));
+        at.set(base.at.subarray(0, Math.min(base.at.length, at.length)));
+      }
+      for (const part of this.latency) {
+        for (let e = 0; e < part.row.length; e++) {
+          const k = part.key[e]!;
+          if (k < bucket) under[part.row[e]!]! += part.count[e]!;
+          else if (k === bucket) at[part.row[e]!]! += part.count[e]!;
+        }
+      }
+      this.lastSplit = { bucket, under, at };
+    }
+    return this.lastSplit;
   }
 
   /** Searches per user per UTC day, summed over this accumulator's parts and its base's. */
@@ -345,8 +373,15 @@ class Accumulator {
       for (let r = 0; r < n; r++) out[r] = this.rows[r * WIDTH + k]!;
       return out;
     };
-    const maxDaySearches = this.dayMax.slice(0, n);
-    for (const m of this.partialDaysAll().values()) for (const [r, searches] of m) if (searches > maxDaySearches[r]!) maxDaySearches[r] = searches;
+    let maxDay: Float64Array | undefined;
+    // Only the bot rule reads it: merged on first use.
+    const maxDaySearches = () => {
+      if (maxDay === undefined) {
+        maxDay = this.dayMax.slice(0, n);
+        for (const m of this.partialDaysAll().values()) for (const [r, searches] of m) if (searches > maxDay[r]!) maxDay[r] = searches;
+      }
+      return maxDay;
+    };
     return {
       ids: Uint32Array.from(this.ids),
       impressions: col(I),
@@ -355,7 +390,9 @@ class Accumulator {
       noResults: col(N),
       firstClicked: col(F),
       reciprocalRanks: col(R),
-      maxDaySearches,
+      get maxDaySearches() {
+        return maxDaySearches();
+      },
       latencyBelow: (ms) => this.below(ms, n),
     };
   }
