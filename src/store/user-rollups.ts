@@ -56,6 +56,8 @@ const COLLECTION = "user_rollups";
 const RAW_READS_AT_ONCE = 2;
 /** Decoded tables kept in memory, by their size (bytes of their arrays). */
 const TABLE_CACHE_BYTES = 48 * 1024 * 1024;
+/** Settled parts of windows kept merged (a few window lengths at once, e.g. a dashboard's 7 and 30 days). */
+const BODIES_CACHED = 4;
 /** Settled edge hours cached by minute. */
 const EDGE_HOURS_CACHED = 16;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
@@ -503,8 +505,14 @@ export class UserRollupReader {
   /** The settled periods merged per variant, cached under their versions. */
   private async body(stable: readonly Listed[], key: string, budget: Budget): Promise<Body | undefined> {
     const signature = stable.map((d) => `${d._id}@${d.ver}`).sort().join(";");
-    const cached = this.bodies.get(key);
-    if (cached?.signature === signature) return cached;
+    // Keyed by the signature: windows of different lengths (a dashboard's 7 and 30 days) keep their own.
+    const cacheKey = `${key}|${signature}`;
+    const cached = this.bodies.get(cacheKey);
+    if (cached !== undefined) {
+      this.bodies.delete(cacheKey);
+      this.bodies.set(cacheKey, cached);
+      return cached;
+    }
     const tables = await this.tablesOf(stable, budget);
     if (tables === undefined) return undefined;
     this.builds.bodies++;
@@ -515,8 +523,8 @@ export class UserRollupReader {
       a.add(tables[k]!, d.g, d.t);
     });
     const body = { signature, variants };
-    this.bodies.set(key, body);
-    while (this.bodies.size > 8) this.bodies.delete(this.bodies.keys().next().value!);
+    this.bodies.set(cacheKey, body);
+    while (this.bodies.size > BODIES_CACHED) this.bodies.delete(this.bodies.keys().next().value!);
     return body;
   }
 
