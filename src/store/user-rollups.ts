@@ -475,21 +475,24 @@ export class UserRollupReader {
       ...days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v })),
       ...edgeHours.map((h) => ({ g: "h", t: new Date(h), ...v })),
     ];
-    const listed = (await rollupCollection(this.c).find({ $or: grains }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) }).toArray()).map(
-      (d): Listed => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), g: d.g as Grain, t: d.t.getTime(), v: d.v, ver: Number(d.ver) }),
-    );
     const edgeSet = new Set(edgeHours);
     // Edge hours are never among the whole hours (those start at the first hour boundary after the start, and end at the last before the end).
     const isEdge = (d: Listed) => d.g === "h" && edgeSet.has(d.t);
+    const listing = rollupCollection(this.c)
+      .find({ $or: grains }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) })
+      .toArray()
+      .then((rows) => rows.map((d): Listed => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), g: d.g as Grain, t: d.t.getTime(), v: d.v, ver: Number(d.ver) })));
+    // The edges' raw reads start now, beside the listing (only their minute caches wait for it).
+    const edgesRead = Promise.all(ranges.raw.map(([from, to]) => this.edge(from, to, variant, listing.then((l) => l.filter(isEdge)), budget)));
+    edgesRead.catch(() => undefined);
+    const listed = await listing;
     const periods = listed.filter((d) => !isEdge(d));
     const settled = (d: Listed) => d.t + (d.g === "h" ? HOUR_MS : DAY_MS) + SETTLED_MS <= now;
     const stable = periods.filter(settled);
     const live = periods.filter((d) => !settled(d));
-    const body = await this.body(stable, variant ?? "", budget);
-    if (body === undefined) return undefined;
-    const liveTables = await this.tablesOf(live, budget);
-    if (liveTables === undefined) return undefined;
-    const edges = await Promise.all(ranges.raw.map(([from, to]) => this.edge(from, to, variant, listed.filter(isEdge), budget)));
+    const [body, liveTables] = await Promise.all([this.body(stable, variant ?? "", budget), this.tablesOf(live, budget)]);
+    if (body === undefined || liveTables === undefined) return undefined;
+    const edges = await edgesRead;
     const out = new Map<string, Accumulator>();
     const into = (v: string) => {
       let a = out.get(v);
@@ -614,7 +617,7 @@ export class UserRollupReader {
    * A window's partial edge [from, to) as tables to add (with the start of what each covers): whole
    * minutes of a settled hour from its minute cache, the rest straight from the events.
    */
-  private async edge(from: number, to: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<{ t: number; tables: Map<string, UserTable> }[]> {
+  private async edge(from: number, to: number, variant: string | undefined, listed: Promise<readonly Listed[]>, budget: Budget): Promise<{ t: number; tables: Map<string, UserTable> }[]> {
     const parts: Promise<{ t: number; tables: Map<string, UserTable> }[]>[] = [];
     const raw = (a: number, b: number) => parts.push(this.raw(a, b, b - a, variant, budget).then((m) => [...m].map(([t, tables]) => ({ t, tables }))));
     for (let cursor = from; cursor < to; ) {
@@ -624,7 +627,7 @@ export class UserRollupReader {
       if (hour + HOUR_MS + SETTLED_MS <= Date.now() && firstMinute < endMinute) {
         if (cursor < firstMinute) raw(cursor, firstMinute);
         parts.push(
-          this.minutesOf(hour, variant, listed.filter((d) => d.t === hour), budget).then((minutes) => {
+          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then((minutes) => {
             const out: { t: number; tables: Map<string, UserTable> }[] = [];
             for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
               const tables = minutes.get(m);
