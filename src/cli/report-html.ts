@@ -8,7 +8,7 @@
  * variant's clicks) and latency percentiles per variant; above them the comparison in tables.
  */
 import type { Interval } from "../core/statistics.js";
-import { comparisonLines, CTR_RANKS, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
+import { cappingLine, comparisonLines, CTR_RANKS, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, type DayPoint, type ReportData, type VariantDetail } from "./commands/report-data.js";
 import { INTERLEAVING_HEADERS, INTERLEAVING_NOTE, interleavingRows, pairCells } from "./interleaving-view.js";
 import { integer, ms, NO_DATA, percent, percentInterval } from "./format.js";
 
@@ -335,7 +335,7 @@ ${
 export function verdict(data: ReportData): string {
   const c = data.comparison;
   const rec = c.recommendation ? `<p class="verdict good">Recommendation: ship <strong>${escapeHtml(c.recommendation)}</strong>${c.recommendationReason ? ` (${escapeHtml(c.recommendationReason)})` : ""}</p>` : `<p class="verdict neutral">Recommendation: none (${escapeHtml(c.recommendationReason || "no data")})</p>`;
-  const srm = `<p${c.srmDetected ? ' class="bad"' : ""}>Sample ratio: ${escapeHtml(sampleRatioLine(c))}</p>`;
+  const srm = `<p${c.srmDetected ? ' class="bad"' : ""}>Sample ratio: ${escapeHtml(sampleRatioLine(c))}</p><p>Heavy users: ${escapeHtml(cappingLine(c))}</p>`;
   const winner = `<p>Highest CTR: ${c.winnerByCtr ? escapeHtml(c.winnerByCtr) : "none (a tie or no searches)"}</p>`;
   return rec + srm + winner;
 }

@@ -101,9 +101,13 @@ export interface DifferenceInput {
 
 /**
  * Fixed horizon with the normal approximation, or with Student's t on `df` degrees of freedom
- * (few units: comparison.ts gives Welch-Satterthwaite's), or sequential.
+ * (few bucket units: comparison.ts gives the smaller arm's units - 1), or with a permutation
+ * test's p-value and critical value (few users: permutation.ts; p < alpha exactly when
+ * |difference| / se > critical), or sequential.
  */
-export type Design = { sequential: false; df?: number | undefined } | { sequential: true; tau2: number };
+export type Design =
+  | { sequential: false; df?: number | undefined; permutation?: { pValue: number; critical: number } | undefined }
+  | { sequential: true; tau2: number };
 
 export interface DifferenceTest {
   difference: Estimate;
@@ -129,6 +133,9 @@ export function differenceTest(input: DifferenceInput, confidence: number, desig
   let halfWidth: number;
   if (design.sequential) {
     ({ pValue, halfWidth } = mixtureSprt(delta, v, design.tau2, alpha));
+  } else if (design.permutation !== undefined) {
+    halfWidth = design.permutation.critical * se;
+    pValue = design.permutation.pValue;
   } else if (design.df !== undefined) {
     halfWidth = studentTCritical(alpha, design.df) * se;
     pValue = Math.min(1, studentTTwoSided(Math.abs(delta) / se, design.df));
@@ -139,7 +146,7 @@ export function differenceTest(input: DifferenceInput, confidence: number, desig
   const criticalValue = halfWidth / se;
   const fieller = fiellerInterval(delta, v, input.control, input.controlVariance, input.differenceControlCovariance, criticalValue);
   const relativeValue = input.control !== 0 ? delta / input.control : undefined;
-  const mdeAbsolute = halfWidth + (!design.sequential && design.df !== undefined ? studentTQuantile(MDE_POWER, design.df) : normalQuantile(MDE_POWER)) * se;
+  const mdeAbsolute = halfWidth + (!design.sequential && design.permutation === undefined && design.df !== undefined ? studentTQuantile(MDE_POWER, design.df) : normalQuantile(MDE_POWER)) * se;
   return {
     difference: { value: delta, low: delta - halfWidth, high: delta + halfWidth },
     relative: fieller !== undefined && relativeValue !== undefined ? { value: relativeValue, low: fieller.low, high: fieller.high } : undefined,

@@ -70,7 +70,7 @@ export interface ServiceDeps {
 /** The ClickAnalytics handlers: validate, delegate to the store, shape the response. */
 export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof ClickAnalytics> {
   const { store } = deps;
-  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups, store.queryTables, store.retention);
+  const metrics = deps.metrics ?? fastMetrics(store.collections, store.rollups, store.queryTables, store.retention, store.userRollups);
   const now = deps.now ?? (() => new Date());
   const count = (n: number) => BigInt(n);
 

@@ -1,8 +1,7 @@
 /** GetVariantComparison: gathering each arm's data from the metrics source, and shaping the answer. */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Inference, LatencyStatus, type GetVariantComparisonRequest, type GetVariantComparisonResponseSchema } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import { compareVariants, comparisonSettings, type MetricComparison, type VariantData } from "../core/comparison.js";
-import { ratioInterval } from "../core/comparison.js";
+import { compareVariants, comparisonSettings, type Capping, type MetricCapping, type MetricComparison, type VariantData } from "../core/comparison.js";
 import { requireVariant } from "../core/events.js";
 import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js";
 import { ratio, winnerByCtr } from "../core/metrics.js";
@@ -29,6 +28,27 @@ const LATENCY_STATUS: Record<GuardrailStatus, LatencyStatus> = {
   inconclusive: LatencyStatus.INCONCLUSIVE,
   "insufficient data": LatencyStatus.INSUFFICIENT_DATA,
 };
+
+function cappingOut(c: Capping) {
+  const metric = (m: MetricCapping | undefined) =>
+    m && {
+      numeratorCap: m.numeratorCap,
+      denominatorCap: m.denominatorCap,
+      cappedUsers: Object.fromEntries([...m.cappedUsers].map(([v, n]) => [v, BigInt(n)])),
+      value: Object.fromEntries([...m.values].filter(([, x]) => x !== undefined) as [string, number][]),
+    };
+  return {
+    percentile: c.percentile,
+    applied: c.applied,
+    botSearchesPerDay: BigInt(c.botSearchesPerDay),
+    botUsers: Object.fromEntries([...c.bots].map(([v, n]) => [v, BigInt(n)])),
+    searchCtr: metric(c.metrics.get("searchCtr")),
+    ctr: metric(c.metrics.get("ctr")),
+    noResultsRate: metric(c.metrics.get("noResultsRate")),
+    mrr: metric(c.metrics.get("mrr")),
+    abandonmentRate: metric(c.metrics.get("abandonmentRate")),
+  };
+}
 
 function metricOut(m: MetricComparison | undefined) {
   if (m === undefined) return undefined;
@@ -66,6 +86,8 @@ export async function variantComparison(
     minUsers: req.minUsers,
     sequential: req.inference === Inference.SEQUENTIAL,
     cuped: req.cuped,
+    capPercentile: req.capPercentile,
+    botSearchesPerDay: req.botSearchesPerDay,
   });
   await beforeRead();
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
@@ -76,6 +98,8 @@ export async function variantComparison(
         ...arm.totals,
         buckets: arm.buckets,
         pre: before?.arms.get(name)?.buckets,
+        perUser: arm.perUser,
+        prePerUser: before?.arms.get(name)?.perUser,
         latency: arm.latency,
         p95ResponseTimeMs: arm.totals.impressions === 0 ? undefined : latencyQuantiles(arm.latency.histogram, [0.95], arm.latency.bounds)[0],
       },
@@ -101,13 +125,13 @@ export async function variantComparison(
           avgRankClicked: ratio(v.rankSum, v.clicks),
           totalClicks: BigInt(v.clicks),
           totalImpressions: BigInt(v.impressions),
-          searchCtrInterval: result.searchCtrIntervals.get(name),
-          ctrInterval: ratioInterval(v, "ctr", settings),
+          searchCtrInterval: result.intervals.get(name)?.searchCtr,
+          ctrInterval: result.intervals.get(name)?.ctr,
           p95ResponseTimeMs: v.p95ResponseTimeMs,
           p95ResponseTimeInterval: v.latency ? p95Interval(v.latency, settings.confidence) : undefined,
           coec: clicksOverExpected(now.arms.get(name)!.positions.linkedClicksByRank, shownBy.get(name)!, pooled),
-          mrrInterval: ratioInterval(v, "mrr", settings),
-          abandonmentRateInterval: ratioInterval(v, "abandonmentRate", settings),
+          mrrInterval: result.intervals.get(name)?.mrr,
+          abandonmentRateInterval: result.intervals.get(name)?.abandonmentRate,
         },
       ];
     }),
@@ -146,6 +170,8 @@ export async function variantComparison(
         p95RelativeDiff: x.latency.relativeDiff?.value,
         p95RelativeDiffInterval: x.latency.relativeDiff && { low: x.latency.relativeDiff.low, high: x.latency.relativeDiff.high },
         status: LATENCY_STATUS[x.latency.status],
+        treatmentDesignEffect: x.latency.treatmentP95?.designEffect,
+        controlDesignEffect: x.latency.controlP95?.designEffect,
       },
     })),
     srmPValue: result.srmPValue,
@@ -154,6 +180,7 @@ export async function variantComparison(
     usersInSeveralVariants: BigInt(now.usersInSeveralArms),
     usersInSeveralVariantsShare: now.users > 0 ? now.usersInSeveralArms / now.users : undefined,
     minUsers: BigInt(settings.minUsers),
+    capping: cappingOut(result.capping),
     recommendation: result.recommendation,
     recommendationReason: result.reason,
   };

@@ -121,7 +121,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const tokens = accessTokens(config);
   const watch = new WatchHub({
     store,
-    metrics: fastMetrics(store.collections, store.rollups, store.queryTables),
+    metrics: fastMetrics(store.collections, store.rollups, store.queryTables, undefined, store.userRollups),
     requireComplete: () => requireCountComplete(store),
     now: () => new Date(),
     limits: {

@@ -6,6 +6,7 @@ import { markQueryTables, QueryTableReader } from "./query-tables.js";
 import { upgradeRollups } from "./rollup-upgrade.js";
 import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
 import { InterleavingRollupReader, interleavingRollups } from "./interleaving-rollups.js";
+import { UserRollupReader, userRollups } from "./user-rollups.js";
 import { Spool, type SpoolOptions } from "./spool.js";
 import { isStorageUnreachable } from "./storage-errors.js";
 import { StorageWatchdog, type WatchdogOptions } from "./storage-watchdog.js";
@@ -55,6 +56,7 @@ export class ClickStore {
   ) {
     this.rollups = new RollupReader(collections);
     this.interleaving = new InterleavingRollupReader(collections);
+    this.userRollups = new UserRollupReader(collections, retention);
     this.queryTables = new QueryTableReader(collections, undefined, retention);
   }
 
@@ -66,6 +68,8 @@ export class ClickStore {
   readonly rollups: RollupReader;
   /** Interleaving tallies per hour and day (interleaving-rollups.ts). */
   readonly interleaving: InterleavingRollupReader;
+  /** Per-user totals per hour and day, for the comparison (user-rollups.ts). */
+  readonly userRollups: UserRollupReader;
 
   static async open(options: StoreOptions): Promise<ClickStore> {
     const clientOptions: MongoClientOptions = {
@@ -143,10 +147,12 @@ export class ClickStore {
       this.collections.impressions.deleteMany({}),
       rollupCollection(this.collections).deleteMany({}),
       interleavingRollups(this.collections).deleteMany({}),
+      userRollups(this.collections).deleteMany({}),
       pendingBatches(this.collections).deleteMany({}),
     ]);
     this.rollups.clear();
     this.interleaving.clear();
+    this.userRollups.clear();
     this.queryTables.clear();
     await markQueryTables(this.collections);
   }

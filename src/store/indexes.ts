@@ -71,6 +71,8 @@ export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "ha
   rollups: null,
   // A few documents per hour, day and variant with interleaved searches, rebuilt by readers.
   interleaving_rollups: null,
+  // A document per hour, day and variant, built by readers (user-rollups.ts).
+  user_rollups: null,
   // Work in flight: a handful of small documents at any time.
   pending_batches: null,
   writer_leases: null,

@@ -33,11 +33,15 @@ import { RESULTS_COUNT_CAP, windowRanges, type RollupAggregate, type RollupReade
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
 import { match, timeLimit } from "./metrics-queries.js";
 import { usersInSeveral } from "./user-ids.js";
+import { rawUserWindow, UserRollupReader } from "./user-rollups.js";
+import type { UserTotals } from "../core/user-totals.js";
 
-/** One arm of an experiment over a window: its totals, sums per user bucket, and latency histogram. */
+/** One arm of an experiment over a window: its totals, sums per user bucket, per-user totals, and latency histogram. */
 export interface ArmData {
   totals: EventTotals;
   buckets: BucketSums;
+  /** Every user's exact totals over the window (user-rollups.ts); undefined when they cannot be had (raw events expired). */
+  perUser?: UserTotals | undefined;
   /** Latency sketch (bucket key -> impressions, see core/sketches.ts) and exact extremes. */
   latency: { histogram: Map<number, number>; bounds?: { min: number; max: number } | undefined };
   /** Clicks per rank and searches per results_count, for position-debiased CTR. */
@@ -136,7 +140,7 @@ async function rawPositions(c: Collections, f: MetricsFilter, perVariant: boolea
 /** The arms straight from the events: per (variant, user) sums, bucketed here. */
 async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown> {
   const m = match(f);
-  const [perUser, latencies, firstClicks] = await Promise.all([
+  const [perUser, latencies, firstClicks, users] = await Promise.all([
     c.impressions
       .aggregate<{ _id: { v: string; u: string }; i: number; c: number; s: number; nr: number; rk: number; rt: number }>(
         [
@@ -150,6 +154,7 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
       .toArray(),
     c.impressions.aggregate<{ _id: string; rts: number[] }>([{ $match: m }, { $group: { _id: "$variant", rts: { $push: "$response_time_ms" } } }], { allowDiskUse: true, ...timeLimit(f) }).toArray(),
     rawFirstClicks(c, m, "$variant", f),
+    rawUserWindow(c, f.window, f.variant, f),
   ]);
   const arms = new Map<string, ArmData>();
   const positions = await rawPositions(c, f, true);
@@ -160,7 +165,7 @@ async function rawArms(c: Collections, f: MetricsFilter): Promise<ArmsBreakdown>
     if (!arm) {
       const p = positions.get(v) ?? emptyPositions();
       const first = firstClicks.get(v);
-      arms.set(v, (arm = { totals: { ...zeroTotals(), ...(first && { firstClicks: first.stats }), clicksOutsideResults: p.clicksOutsideResults }, buckets: emptyBucketSums(), latency: { histogram: new Map() }, positions: p }));
+      arms.set(v, (arm = { totals: { ...zeroTotals(), ...(first && { firstClicks: first.stats }), clicksOutsideResults: p.clicksOutsideResults }, buckets: emptyBucketSums(), perUser: users.get(v), latency: { histogram: new Map() }, positions: p }));
       if (first) Object.assign(arm.buckets, { firstClicked: first.firstClicked, reciprocalRanks: first.reciprocalRanks });
     }
     const t = arm.totals;
@@ -214,7 +219,7 @@ const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== u
  * checked against the raw-event retention (retention.ts): a user's events from the window's
  * start, or only the window's partial edge hours when rollups answer the rest.
  */
-export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c), retention: RawRetention = KEEP_EVERYTHING): MetricsSource {
+export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c), retention: RawRetention = KEEP_EVERYTHING, userRollups = new UserRollupReader(c, retention)): MetricsSource {
   const rawEvents = rawMetrics(c);
   const fromStart = (f: MetricsFilter) => retention.require(f.window.start, "events");
   // The raw source, reading from the window's start.
@@ -291,9 +296,9 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       return new Map(pick(w, perVariant).map(([k, a]) => [k, positionsOf(a)]));
     },
     async arms(f) {
-      const w = await window(f);
+      const [w, users] = await Promise.all([window(f), userRollups.window(f.window, f.variant, f)]);
       const arms = new Map<string, ArmData>(
-        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: positionsOf(a) }]),
+        [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, perUser: users?.get(v), latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: positionsOf(a) }]),
       );
       return { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() };
     },

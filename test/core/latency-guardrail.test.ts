@@ -2,8 +2,9 @@
 // status rule on constructed latencies, and seeded simulations of latencies clustered by user
 // (printed so they can be quoted).
 import { describe, expect, it } from "vitest";
-import { latencyGuardrail, type GuardrailStatus, type LatencySketch } from "../../src/core/latency-guardrail.js";
-import { latencyBucket } from "../../src/core/sketches.js";
+import { latencyGuardrail, p95Interval, type GuardrailStatus, type LatencySketch } from "../../src/core/latency-guardrail.js";
+import { coarseLatencyBucket, coarseShareBelow } from "../../src/core/user-totals.js";
+import { LATENCY_RELATIVE_ACCURACY, latencyBucket } from "../../src/core/sketches.js";
 import { Random } from "../support/ab-simulation.js";
 
 function sketch(values: number[]): LatencySketch {
@@ -100,4 +101,102 @@ describe("latency guardrail: calibration (latencies clustered by user)", () => {
     // the issue's user-clustered A/A (factor lognormal 0.45, 500 users per arm): false REGRESSION at most 5%
     expect(aa.regression / RUNS).toBeLessThanOrEqual(0.05);
   }, 120_000);
+});
+
+describe("latency guardrail over users (issue 21): the design effect of per-user latencies", () => {
+  /**
+   * One arm as storage keeps it: the 1% sketch of every search, and per user its searches and a
+   * coarse latency histogram (user-totals.ts). Latency lognormal(ln 80 ms, 0.5) per search times a
+   * per-user factor lognormal(0, userSigma) times the arm's factor; 1 + Poisson(perUser - 1) searches.
+   */
+  function clusteredArm(rng: Random, users: number, perUser: number, userSigma: number, factor: number): LatencySketch & { values: number[][] } {
+    const values: number[][] = [];
+    for (let u = 0; u < users; u++) {
+      const f = Math.exp(userSigma * rng.gauss());
+      const n = 1 + rng.poisson(perUser - 1);
+      values.push(Array.from({ length: n }, () => 80 * Math.exp(0.5 * rng.gauss()) * f * factor));
+    }
+    const s = sketch(values.flat());
+    const coarse = values.map((v) => {
+      const h = new Map<number, number>();
+      for (const ms of v) h.set(coarseLatencyBucket(ms), (h.get(coarseLatencyBucket(ms)) ?? 0) + 1);
+      return h;
+    });
+    const below = (ms: number) => Float64Array.from(coarse, (h) => [...h].reduce((sum, [k, n]) => sum + n * coarseShareBelow(k, ms), 0));
+    return { ...s, users: { searches: values.map((v) => v.length), below }, values };
+  }
+  const RUNS = 200;
+  const statuses = (seed: number, users: number, perUser: number, factor: number) => {
+    const out: Record<GuardrailStatus, number> = { ok: 0, regression: 0, inconclusive: 0, "insufficient data": 0 };
+    for (let run = 0; run < RUNS; run++) {
+      const rng = new Random(seed + run);
+      const c = clusteredArm(rng, users, perUser, 0.45, 1);
+      const t = clusteredArm(rng, users, perUser, 0.45, factor);
+      out[latencyGuardrail(t, c, 0.95, 0.1).status]++;
+    }
+    return out;
+  };
+  const show = (r: Record<GuardrailStatus, number>) => Object.entries(r).map(([k, v]) => `${k} ${((100 * v) / RUNS).toFixed(1)}%`).join(", ");
+
+  it("A/A false REGRESSION at most 5% (500 users per arm), +50% flagged in at least 80% (1,000 users per arm), +20% reported", { timeout: 300_000 }, () => {
+    const aa = statuses(21_400_000, 500, 10, 1);
+    const plus50 = statuses(21_410_000, 1000, 10, 1.5);
+    const plus20 = statuses(21_420_000, 1000, 10, 1.2);
+    const plus20big = statuses(21_430_000, 5000, 10, 1.2);
+    console.log(`guardrail over users (design effect), ${RUNS} runs each, per-user factor lognormal(0, 0.45), 10 searches per user on average, threshold 10%, 95%:`);
+    console.log(`  A/A, 500 users per arm: ${show(aa)}`);
+    console.log(`  +50% p95, 1,000 users per arm: ${show(plus50)}`);
+    console.log(`  +20% p95, 1,000 users per arm: ${show(plus20)}`);
+    console.log(`  +20% p95, 5,000 users per arm: ${show(plus20big)}`);
+    expect(aa.regression / RUNS).toBeLessThanOrEqual(0.05);
+    expect(plus50.regression / RUNS).toBeGreaterThanOrEqual(0.8);
+    expect(plus20.ok + plus20big.ok).toBe(0);
+  });
+
+  it("each arm's interval covers the true p95 about as often as it says, where the search-level one does not; its width matches a bootstrap over users", { timeout: 300_000 }, () => {
+    // Every search's latency is lognormal(ln 80, sqrt(0.5^2 + 0.45^2)) (searches per user do not
+    // depend on the user's factor): the true p95 is 80 exp(1.6448536269514722 sqrt(0.4525)).
+    const trueP95 = 80 * Math.exp(1.6448536269514722 * Math.sqrt(0.25 + 0.45 * 0.45));
+    let coveredUsers = 0;
+    let coveredSearches = 0;
+    const widthRatios: number[] = [];
+    const effects: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const rng = new Random(21_440_000 + run);
+      const arm = clusteredArm(rng, 500, 10, 0.45, 1);
+      const users = p95Interval(arm, 0.95)!;
+      const searches = p95Interval({ histogram: arm.histogram, bounds: arm.bounds }, 0.95)!;
+      effects.push(users.designEffect!);
+      if (users.low <= trueP95 && trueP95 <= users.high) coveredUsers++;
+      if (searches.low <= trueP95 && trueP95 <= searches.high) coveredSearches++;
+      if (run < 20) {
+        // A percentile bootstrap over users (resampling whole users), computed independently: the
+        // exact p95 (numpy's linear interpolation) of each resample's searches.
+        const p95 = (xs: number[]) => {
+          const s = [...xs].sort((a, b) => a - b);
+          const h = 0.95 * (s.length - 1);
+          const lo = Math.floor(h);
+          return s[lo]! + (h - lo) * (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!);
+        };
+        const boot: number[] = [];
+        for (let b = 0; b < 400; b++) {
+          const sample: number[] = [];
+          for (let u = 0; u < arm.values.length; u++) sample.push(...arm.values[Math.floor(rng.uniform() * arm.values.length)]!);
+          boot.push(p95(sample));
+        }
+        boot.sort((a, b) => a - b);
+        // The interval's ends, less the sketch's 1% widening (latency-guardrail.ts), against the bootstrap's exact values.
+        widthRatios.push((users.high * (1 - LATENCY_RELATIVE_ACCURACY) - users.low * (1 + LATENCY_RELATIVE_ACCURACY)) / (boot[389]! - boot[9]!));
+      }
+    }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    console.log(
+      `p95 intervals at 95%, ${RUNS} arms of 500 users (10 searches each, per-user factor lognormal(0, 0.45)): coverage over users ${((100 * coveredUsers) / RUNS).toFixed(1)}%, ` +
+        `treating searches as independent ${((100 * coveredSearches) / RUNS).toFixed(1)}%; design effect mean ${mean(effects).toFixed(2)}; width (less the sketch's 1% widening) / bootstrap-over-users width (20 arms, 400 resamples) mean ${mean(widthRatios).toFixed(3)}`,
+    );
+    expect(coveredUsers / RUNS).toBeGreaterThanOrEqual(0.92);
+    expect(coveredSearches / RUNS).toBeLessThan(0.9);
+    expect(mean(widthRatios)).toBeGreaterThanOrEqual(0.85);
+    expect(mean(widthRatios)).toBeLessThanOrEqual(1.15);
+  });
 });

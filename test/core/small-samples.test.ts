@@ -5,6 +5,7 @@ import { compareVariants, comparisonSettings, DEFAULT_MIN_USERS, type MetricName
 import { lnGamma, regularizedBeta, studentTCritical, studentTQuantile, studentTTwoSided } from "../../src/core/student-t.js";
 import { emptyBucketSums, userBucket } from "../../src/core/user-buckets.js";
 import { Random, simulate, variantData } from "../support/ab-simulation.js";
+import { PARETO_USERS, simulateUsers, userVariantData } from "../support/user-simulation.js";
 
 describe("Student's t (against scipy.stats.t, SciPy 1.17.1)", () => {
   // python: from scipy import stats; stats.t.ppf(0.975, df), stats.t.ppf(0.95, df), stats.t.ppf(0.995, df), 2 * stats.t.sf(2.0, df), stats.t.ppf(0.8, df)
@@ -114,4 +115,31 @@ describe("few users", () => {
       expect(recommended).toBe(0);
     }
   }, 120_000);
+});
+
+describe("few users, over users (issue 21): capped totals and the permutation test", () => {
+  it("A/A false positives at most 6.5% at every arm size from 2 to 200 users, and no recommendation below the minimum", { timeout: 600_000 }, () => {
+    const METRICS = ["searchCtr", "ctr", "noResultsRate", "abandonmentRate"] as const satisfies readonly MetricName[];
+    const lowMinimum = comparisonSettings({ control: "c", expectedSplit: {}, minImpressions: 0, minUsers: 2 });
+    const defaults = comparisonSettings({ control: "c", expectedSplit: {}, minImpressions: 0 });
+    const rows: string[] = [];
+    for (const [n, runs] of [[2, 1000], [3, 1000], [5, 1000], [10, 1000], [20, 1000], [30, 1000], [50, 1000], [100, 600], [200, 400]] as const) {
+      const fp = new Map<MetricName, number>(METRICS.map((m) => [m, 0]));
+      let recommended = 0;
+      for (let run = 0; run < runs; run++) {
+        // n users per arm exactly (the Pareto shape of the calibration suite), each arm its own seed.
+        const [c] = simulateUsers(21_900_000 + n * 10_000 + 2 * run, n, PARETO_USERS, [0]);
+        const [t] = simulateUsers(21_900_001 + n * 10_000 + 2 * run, n, PARETO_USERS, [0]);
+        const data = new Map([["c", userVariantData(c!, 1, 0)], ["t", userVariantData(t!, 1, 1_000_000)]]);
+        const r = compareVariants(data, lowMinimum).comparisons[0];
+        if (r !== undefined) for (const m of METRICS) if (r[m]?.significant) fp.set(m, fp.get(m)! + 1);
+        if (compareVariants(data, defaults).recommendation !== "") recommended++;
+      }
+      rows.push(`${n}: ${METRICS.map((m) => `${m} ${((100 * fp.get(m)!) / runs).toFixed(1)}%`).join(" ")} (${runs} runs)`);
+      for (const m of METRICS) expect(fp.get(m)! / runs, `${n} users, ${m}`).toBeLessThanOrEqual(0.065);
+      // Below the default minimum of users nothing is recommended (at or above it, an A/A "control is better" is a false positive like the others).
+      if (n < DEFAULT_MIN_USERS) expect(recommended, `${n} users`).toBe(0);
+    }
+    console.log(`A/A over users (capped at the 99th percentile; permutation test up to 200 users per arm), users per arm: ${rows.join("; ")}`);
+  });
 });

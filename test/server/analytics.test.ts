@@ -149,72 +149,81 @@ describe("search-level CTR, no-results rate and users", () => {
       perUser.push({ user, variant, searches, clicked, clicks });
     }
     await h.client.logEvents({ events });
-    const res = await h.client.getVariantComparison({ confidence: 0.9 });
-    const { userBucket, USER_BUCKETS } = await import("../../src/core/user-buckets.js");
-    // 20 users per arm land in 19 buckets each (one collision): few users, so the server uses
-    // Student's t on 19 - 1 = 18 df (the smaller arm's buckets with data - 1) and rescales each
-    // arm's variance from the 256 buckets to the 19 with data, (19 / 18) (255 / 256).
-    const z = 1.7340636066175388; // scipy.stats.t.ppf(0.95, 18)
-    const arms = new Map<string, { ctr: { R: number; variance: number } }>();
+    // Capping off (cap_percentile 1): the plain delta method over users; capping is checked below.
+    const res = await h.client.getVariantComparison({ confidence: 0.9, capPercentile: 1 });
+    // Since issue 21 the units are the users themselves (their exact totals): 20 per arm, so
+    // Student's t on 20 - 1 = 19 df for each arm's interval.
+    const z = 1.729132811521367; // scipy.stats.t.ppf(0.95, 19)
+    const arms = new Map<string, { ctr: { R: number; variance: number }; searchCtr: { R: number; variance: number } }>();
     for (const variant of ["search_v1", "search_v2"]) {
-      const Y = new Float64Array(USER_BUCKETS);
-      const C = new Float64Array(USER_BUCKETS);
-      const N = new Float64Array(USER_BUCKETS);
-      for (const r of perUser.filter((r) => r.variant === variant)) {
-        const b = userBucket(r.user);
-        Y[b] = Y[b]! + r.clicked;
-        C[b] = C[b]! + r.clicks;
-        N[b] = N[b]! + r.searches;
-      }
-      const deltaVariance = (y: Float64Array) => {
-        const n = USER_BUCKETS;
-        const mean = (a: Float64Array) => a.reduce((s, x) => s + x, 0) / n;
-        const cov = (a: Float64Array, b: Float64Array) => a.reduce((s, x, i) => s + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
+      const users = perUser.filter((r) => r.variant === variant);
+      const n = users.length;
+      expect(n).toBe(20);
+      const N = users.map((r) => r.searches);
+      const mean = (a: number[]) => a.reduce((s, x) => s + x, 0) / n;
+      const cov = (a: number[], b: number[]) => a.reduce((s, x, i) => s + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
+      const deltaVariance = (y: number[]) => {
         const R = mean(y) / mean(N);
-        const k = N.filter((x) => x > 0).length;
-        expect(k).toBe(19);
-        return { R, variance: ((cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2)) * (k / (k - 1)) * ((n - 1) / n) };
+        return { R, variance: (cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2) };
       };
       const v = res.variants[variant]!;
+      const Y = users.map((r) => r.clicked);
+      const C = users.map((r) => r.clicks);
       for (const [interval, y] of [[v.searchCtrInterval!, Y], [v.ctrInterval!, C]] as const) {
         const { R, variance } = deltaVariance(y);
         expect(interval.low, variant).toBeCloseTo(Math.max(0, R - z * Math.sqrt(variance)), 10);
         expect(interval.high, variant).toBeCloseTo(R + z * Math.sqrt(variance) > 1 && y === Y ? 1 : R + z * Math.sqrt(variance), 10);
       }
-      arms.set(variant, { ctr: deltaVariance(C) });
+      arms.set(variant, { ctr: deltaVariance(C), searchCtr: deltaVariance(Y) });
     }
-    // CTR of search_v2 against search_v1: difference, two-sided p (Student's t on 18 df, its density
-    // integrated here by Simpson's rule) and Fieller's interval of the ratio, from the variances above.
+    // CTR of search_v2 against search_v1 with 20 users per arm: a studentized permutation test over
+    // users (issue 21; permutation.ts). Its critical value c is not computed here, but the
+    // difference, its standard error and Fieller's relative interval at the same c are.
     const t = arms.get("search_v2")!.ctr;
     const c = arms.get("search_v1")!.ctr;
     const diff = t.R - c.R;
     const se = Math.sqrt(t.variance + c.variance);
-    const tTwoSided = (x: number) => {
-      // Gamma(19/2) / (sqrt(18 pi) Gamma(9)), with Gamma(9) = 8! and Gamma(19/2) = (17!! / 2^9) sqrt(pi)
-      const doubleFactorial17 = 17 * 15 * 13 * 11 * 9 * 7 * 5 * 3;
-      const c = ((doubleFactorial17 / 512) * Math.sqrt(Math.PI)) / (Math.sqrt(18 * Math.PI) * 40320);
-      const f = (u: number) => c * (1 + (u * u) / 18) ** -9.5;
-      const steps = 4000;
-      const h = x / steps;
-      let sum = f(0) + f(x);
-      for (let i = 1; i < steps; i++) sum += (i % 2 === 1 ? 4 : 2) * f(i * h);
-      return 1 - (2 * sum * h) / 3;
-    };
     const x = res.comparisons[0]!;
     expect(x.ctrLift!.value).toBeCloseTo(diff, 12);
-    expect(x.ctrLift!.low).toBeCloseTo(diff - z * se, 10);
-    expect(x.ctrPValue!).toBeCloseTo(tTwoSided(Math.abs(diff / se)), 9);
-    // (t.R - rho c.R)^2 = z^2 (t.variance + rho^2 c.variance), solved for rho.
-    const a = c.R ** 2 - z * z * c.variance;
+    const critical = (x.ctrLift!.high - x.ctrLift!.low) / (2 * se);
+    expect(x.ctrLift!.low).toBeCloseTo(diff - critical * se, 10);
+    // A permutation critical value at 90% is near the normal's 1.645 here, and agrees with the p-value.
+    expect(critical).toBeGreaterThan(1.3);
+    expect(critical).toBeLessThan(2.5);
+    expect(x.ctrPValue! < 0.1).toBe(Math.abs(diff / se) > critical);
+    // (t.R - rho c.R)^2 = c^2 (t.variance + rho^2 c.variance), solved for rho.
+    const a = c.R ** 2 - critical * critical * c.variance;
     const b = -2 * t.R * c.R;
-    const k = t.R ** 2 - z * z * t.variance;
+    const k = t.R ** 2 - critical * critical * t.variance;
     const root = Math.sqrt(b * b - 4 * a * k);
     expect(x.ctrRelativeLift!.value).toBeCloseTo(t.R / c.R - 1, 12);
     expect(x.ctrRelativeLift!.low).toBeCloseTo((-b - root) / (2 * a) - 1, 8);
     expect(x.ctrRelativeLift!.high).toBeCloseTo((-b + root) / (2 * a) - 1, 8);
-    // The difference's interval and p-value come from the same variances: significant exactly when it excludes 0.
+    // The difference's interval and p-value come from the same test: significant exactly when it excludes 0.
     expect(x.searchCtr!.significant).toBe(x.searchCtr!.lift!.low > 0 || x.searchCtr!.lift!.high < 0);
     expect(x.searchCtrLift).toEqual(x.searchCtr!.lift);
+    expect(res.capping).toMatchObject({ percentile: 1, applied: true });
+    expect(res.capping!.searchCtr!.numeratorCap).toBeUndefined();
+    // With the default capping (99th percentile of the 40 users' totals, numpy's linear
+    // interpolation), each user's searches and clicked searches are capped before the same test.
+    const capped = await h.client.getVariantComparison({ confidence: 0.9 });
+    const quantile = (xs: number[], q: number) => {
+      const sorted = [...xs].sort((p, r) => p - r);
+      const pos = q * (sorted.length - 1);
+      const lo = Math.floor(pos);
+      return lo + 1 < sorted.length ? sorted[lo]! + (pos - lo) * (sorted[lo + 1]! - sorted[lo]!) : sorted[lo]!;
+    };
+    const capN = quantile(perUser.map((r) => r.searches), 0.99);
+    const capY = quantile(perUser.map((r) => r.clicked), 0.99);
+    expect(capped.capping!.percentile).toBe(0.99);
+    expect(capped.capping!.searchCtr!.denominatorCap).toBeCloseTo(capN, 12);
+    expect(capped.capping!.searchCtr!.numeratorCap).toBeCloseTo(capY, 12);
+    for (const variant of ["search_v1", "search_v2"]) {
+      const users = perUser.filter((r) => r.variant === variant);
+      const value = users.reduce((s, r) => s + Math.min(r.clicked, capY), 0) / users.reduce((s, r) => s + Math.min(r.searches, capN), 0);
+      expect(capped.capping!.searchCtr!.value[variant]).toBeCloseTo(value, 12);
+      expect(Number(capped.capping!.searchCtr!.cappedUsers[variant])).toBe(users.filter((r) => r.clicked > capY || r.searches > capN).length);
+    }
     expect(res.usersInSeveralVariants).toBe(0n);
   });
 });

@@ -177,33 +177,32 @@ describe("first-click metrics against an independent computation", () => {
   });
 
   it("GetVariantComparison: values per variant, and MRR and abandonment differences with user-level intervals and p-values computed here", async () => {
-    // 80 users per arm: fewer than the 256 buckets, so Student's t on the buckets with data - 1
-    // (the smaller arm's for a difference), each arm's variance rescaled to its k buckets with data.
-    const res = await h.client.getVariantComparison({ days: 7, confidence: 0.9, control: "search_v1" });
-    const units = new Map<string, number>();
-    // Per user bucket (user-buckets.ts): searches with results, their reciprocal ranks, and abandoned ones.
+    // Since issue 21 the units are the users (exact per-user totals); capping off (cap_percentile 1)
+    // to check the plain delta method: each arm's interval is Student's t on (users - 1) df.
+    const res = await h.client.getVariantComparison({ days: 7, confidence: 0.9, control: "search_v1", capPercentile: 1 });
+    // Per user: searches with results, their reciprocal ranks, and abandoned ones.
     const arms = new Map<string, { mrr: { R: number; variance: number }; abandonment: { R: number; variance: number } }>();
     for (const v of VARIANTS) {
-      const N = new Float64Array(USER_BUCKETS);
-      const RR = new Float64Array(USER_BUCKETS);
-      const A = new Float64Array(USER_BUCKETS);
+      const users = [...new Set(searches.filter((s) => s.variant === v).map((s) => s.user))];
+      const row = new Map(users.map((u, i) => [u, i]));
+      const n = users.length;
+      const N = new Float64Array(n);
+      const RR = new Float64Array(n);
+      const A = new Float64Array(n);
       for (const s of searches.filter((s) => s.variant === v && s.results > 0)) {
-        const b = userBucket(s.user);
+        const i = row.get(s.user)!;
         const f = firstClick(s);
-        N[b]! += 1;
-        if (f) RR[b]! += 1 / (f.rank + 1);
-        else A[b]! += 1;
+        N[i]! += 1;
+        if (f) RR[i]! += 1 / (f.rank + 1);
+        else A[i]! += 1;
       }
-      const n = USER_BUCKETS;
       const mean = (a: Float64Array) => a.reduce((x, y) => x + y, 0) / n;
       const cov = (a: Float64Array, b: Float64Array) => a.reduce((sum, x, i) => sum + (x - mean(a)) * (b[i]! - mean(b)), 0) / (n - 1);
-      const k = N.filter((x) => x > 0).length;
-      units.set(v, k);
-      expect(k).toBeLessThan(80);
-      const z = referenceTCritical(0.1, k - 1);
+      expect(n).toBeLessThanOrEqual(80);
+      const z = referenceTCritical(0.1, n - 1);
       const delta = (y: Float64Array) => {
         const R = mean(y) / mean(N);
-        const variance = ((cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2)) * (k / (k - 1)) * ((n - 1) / n);
+        const variance = (cov(y, y) - 2 * R * cov(y, N) + R * R * cov(N, N)) / (n * mean(N) ** 2);
         // Agresti-Caffo's floor (delta-method.ts): binds only in tiny arms; here it must not.
         const total = mean(N) * n;
         const p = (mean(y) * n + 1) / (total + 2);
@@ -219,8 +218,9 @@ describe("first-click metrics against an independent computation", () => {
         expect(interval.high).toBeCloseTo(Math.min(1, m.R + z * Math.sqrt(m.variance)), 10);
       }
     }
-    const df = Math.min(units.get("search_v1")!, units.get("search_v2")!) - 1;
-    const z = referenceTCritical(0.1, df);
+    // The differences: at most 200 users in the smaller arm, so a studentized permutation test over
+    // users (permutation.ts); the difference and its standard error are computed here, and the
+    // interval is the difference +- the test's critical value times that standard error.
     const x = res.comparisons.find((c) => c.variant === "search_v2")!;
     for (const [metric, m] of [["mrr", x.mrr!], ["abandonment", x.abandonmentRate!]] as const) {
       const t = arms.get("search_v2")![metric];
@@ -228,9 +228,11 @@ describe("first-click metrics against an independent computation", () => {
       const diff = t.R - c.R;
       const se = Math.sqrt(t.variance + c.variance);
       expect(m.lift!.value, metric).toBeCloseTo(diff, 12);
-      expect(m.lift!.low, metric).toBeCloseTo(diff - z * se, 10);
-      expect(m.lift!.high, metric).toBeCloseTo(diff + z * se, 10);
-      expect(m.pValue!, metric).toBeCloseTo(referenceTTwoSided(Math.abs(diff / se), df), 9);
+      const critical = (m.lift!.high - m.lift!.low) / (2 * se);
+      expect(m.lift!.low, metric).toBeCloseTo(diff - critical * se, 10);
+      expect(critical, metric).toBeGreaterThan(1.3);
+      expect(critical, metric).toBeLessThan(2.5);
+      expect(m.pValue! < 0.1, metric).toBe(Math.abs(diff / se) > critical);
       expect(m.significant, metric).toBe(m.lift!.low > 0 || m.lift!.high < 0);
     }
     // The planted difference shows: search_v2's first clicks land higher.

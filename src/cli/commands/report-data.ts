@@ -231,6 +231,26 @@ export function comparisonLines(c: GetVariantComparisonResponse): ComparisonLine
   });
 }
 
+/**
+ * How heavy users were capped and bots left out (GetVariantComparisonResponse.capping): the
+ * percentile, users capped for search CTR, and each variant's capped search CTR, which the
+ * intervals and tests are about.
+ */
+export function cappingLine(c: GetVariantComparisonResponse): string {
+  const k = c.capping;
+  if (k === undefined) return NO_DATA;
+  if (!k.applied) return "not applied (no per-user totals for this window): uncapped, over user buckets";
+  const bots = k.botSearchesPerDay > 0n ? `; bots (> ${integer(k.botSearchesPerDay)} searches in a day) left out: ${orderedVariants(c).map((n) => `${n} ${integer(k.botUsers[n] ?? 0n)}`).join(", ")}` : "";
+  if (k.percentile >= 1) return `off${bots}`;
+  const m = k.searchCtr;
+  const capped = orderedVariants(c).reduce((sum, n) => sum + (m?.cappedUsers[n] ?? 0n), 0n);
+  const values = orderedVariants(c)
+    .map((n) => `${n} ${percent(m?.value[n])}`)
+    .join(", ");
+  const pct = `${Number((k.percentile * 100).toFixed(3))}th`;
+  return `each user's totals capped at the ${pct} percentile (search CTR: ${integer(capped)} user(s) capped at ${decimal(m?.denominatorCap, 0)} searches / ${decimal(m?.numeratorCap, 0)} clicked); capped search CTR ${values}: intervals and tests are of the capped metrics${bots}`;
+}
+
 /** The sample-ratio verdict over users, with the users per variant and any leak between variants. */
 export function sampleRatioLine(c: GetVariantComparisonResponse): string {
   const usersBy = orderedVariants(c)

@@ -23,7 +23,7 @@ import {
 import { experimentRequest, renderScorecard } from "./experiments.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
 import { renderInterleaving } from "./interleaving.js";
-import { comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData, type ReportRequest } from "./report-data.js";
+import { cappingLine, comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData, type ReportRequest } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
@@ -133,6 +133,7 @@ export function renderComparison(c: GetVariantComparisonResponse, style: Style, 
   out.push("");
   const srm = sampleRatioLine(c);
   out.push(`Sample ratio:   ${c.srmDetected ? style.red(srm) : srm}`);
+  out.push(`Heavy users:    ${cappingLine(c)}`);
   out.push(`Highest CTR:    ${c.winnerByCtr || "none (a tie or no searches)"}`);
   out.push(
     c.recommendation
