@@ -7,7 +7,7 @@
  * and the user-level latency interval need (core/user-totals.ts): sums over 256 hashed buckets
  * cannot be capped user by user after the fact.
  *
- * How they are kept (the choice, measured: README "How the comparison works", notes of issue 21):
+ * How they are kept (the choice and its measured cost: docs/statistics.md):
  * writers do nothing. A period's table is built by a reader from the period's raw events, stored
  * (collection `user_rollups`, one document per period and variant, the table packed in a Binary),
  * and tagged with the version (`ver`) of the period's document in `rollups` it was built at. Every
@@ -16,10 +16,10 @@
  * the version listed now is exact; one whose tag is older is built again. The version is listed
  * before the events are read: a write landing in between bumps it again later, so a table can
  * only be one read behind (the argument interleaving-rollups.ts makes). Incrementing per-user
- * documents on every write was the alternative: measured, it costs the write path a per-user
- * upsert per batch and user (and the exactly-once bookkeeping every rollup update carries), which
- * this design avoids entirely; its price is on the read side, where a period that changed since
- * its table was built is read raw again.
+ * documents on every write was the alternative (not built): it would cost the write path a
+ * per-user upsert per batch and user (and the exactly-once bookkeeping every rollup update
+ * carries), which this design avoids entirely; its price is on the read side, where a period that
+ * changed since its table was built is read raw again.
  *
  * A window is answered from parts that never overlap (as the bucket rollups: rollups.ts):
  * - raw events for its partial edge hours; an edge hour that has settled (ended over an hour ago)

@@ -20,6 +20,8 @@ beforeAll(async () => {
   // And an interleaved search, read once (interleaving rollups).
   await h.client.logImpression({ impressionId: "s2", userId: "u1", query: "q", variant: "v", resultsCount: 2, responseTimeMs: 1, teams: ["a", "b"] });
   await h.client.getInterleavingResult({ rankerA: "a", rankerB: "b" });
+  // A comparison (per-user rollups, built by readers).
+  await h.client.getVariantComparison({ days: 1 });
   // And an experiment (its collection is created with the first one).
   await h.client.createExperiment({ experimentId: "shard-keys", experiment: { displayName: "shard keys", arms: [{ variant: "a", weight: 1 }, { variant: "b", weight: 1 }], control: "a" } });
 });
