@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
-import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, preferenceTest, type InterleavedImpression, type PreferenceTest, type UserScore } from "../../src/core/interleaving.js";
+import { EXACT_USERS, impressionOutcome, interleavingResult, mirrorResult, MONTE_CARLO_USERS, MultileaveTally, preferenceTest, type InterleavedImpression, type PreferenceTest, type UserScore } from "../../src/core/interleaving.js";
 import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
@@ -86,7 +86,7 @@ describe("the preference from interleaved clicks", () => {
       const impressions: InterleavedImpression[] = [];
       for (let u = 0; u < users; u++) for (let k = 0; k < 3; k++) impressions.push({ userId: `u${u}`, teams: ["a", "b"], clickedRanks: [(u + k) % 5 === 0 ? 1 : 0] });
       const r = interleavingResult(impressions, "a", "b", 0.95);
-      expect(r.test).toBe(users <= 12 ? "exact" : users <= 500 ? "monte-carlo" : "normal");
+      expect(r.test).toBe(users <= EXACT_USERS ? "exact" : users <= MONTE_CARLO_USERS ? "monte-carlo" : "normal");
       expect(r.delta!.value).toBeGreaterThan(0);
       expect(r.significant).toBe(r.delta!.low > 0);
       expect(r.significant).toBe(true);
@@ -135,8 +135,10 @@ describe("interleaving A/A: false winners at every size (simulation)", () => {
 
   it("declares a winner in at most 6.5% of A/A experiments from 3 to 1,000 users", { timeout: 900_000 }, () => {
     const rows: string[] = [];
-    // Each regime at its boundaries: exact up to 12 users, Monte Carlo 13-500, normal above (issue 21).
-    for (const [users, runs] of [[3, 2000], [5, 2000], [10, 2000], [12, 1000], [13, 1000], [20, 1000], [50, 1000], [100, 1000], [200, 400], [500, 300], [1000, 300]] as const) {
+    // Each regime at its boundaries: exact up to 12 users, Monte Carlo 13-500, normal above (issue
+    // 21). More runs at 501, the first size of the normal form: 300 runs there saw 23 winners
+    // (7.7%), which 800 runs at other seeds did not repeat (4.25%, 4.75%).
+    for (const [users, runs] of [[3, 2000], [5, 2000], [10, 2000], [12, 1000], [13, 1000], [20, 1000], [50, 1000], [100, 1000], [200, 400], [500, 300], [501, 1000], [1000, 300]] as const) {
       const rand = mulberry32(2100 + users);
       const started = Date.now();
       let winners = 0;
