@@ -5,7 +5,7 @@ import { keyIn, keyIs } from "./indexes.js";
 import { writeReplyError, type WriteReply } from "./storage-errors.js";
 import { isEarlierClick } from "../core/first-click.js";
 import { claimMarker, earliestClicks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, rollUp } from "./rollups.js";
-import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
+import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
 
@@ -111,7 +111,7 @@ async function linkClicks(c: Collections, claim: string, newClicks: readonly Cli
   const candidates = earliestClicks(newClicks);
   if (lookUp.length > 0) {
     const stored = await c.clicks
-      .aggregate<{ _id: string; k: { t: Date; r: number } }>([{ $match: { impression_id: keyIn(lookUp) } }, { $group: { _id: "$impression_id", k: { $min: { t: "$timestamp", r: "$rank" } } } }])
+      .aggregate<{ _id: string; k: { t: Date; r: number } }>([{ $match: { impression_id: keyIn(lookUp) } }, { $group: { _id: "$impression_id", k: { $min: { t: "$timestamp", r: "$rank" } } } }], ONE_ROUND_TRIP)
       .toArray();
     for (const { _id, k } of stored) {
       const own = storedClicked.get(_id);

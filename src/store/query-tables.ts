@@ -17,7 +17,7 @@
  */
 import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
-import type { Collections } from "./documents.js";
+import { ONE_ROUND_TRIP, type Collections } from "./documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "./query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
@@ -201,7 +201,7 @@ export class QueryTableReader {
     const [listed, edge] = await Promise.all([
       // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
       rollupCollection(this.c)
-        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 }, ...timeLimit(f) })
+        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
         .toArray(),
       this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
@@ -272,7 +272,7 @@ export class QueryTableReader {
     if (stale.length === 0) return out;
     const byId = new Map(stale.map((r) => [r.id, r]));
     const docs = await rollupCollection(this.c)
-      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget) })
+      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
       .toArray();
     const overgrown: string[] = [];
     for (const doc of docs) {
@@ -323,7 +323,7 @@ export class QueryTableReader {
     if (missing.size === 0) return out;
     const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
     const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
-    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget) }).toArray();
+    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray();
     for (const doc of stored) {
       const want = missing.get(doc._id)!;
       if (doc.sig !== want.sig) continue;
