@@ -22,7 +22,8 @@ import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "./query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
 import { LIMITS } from "../core/events.js";
-import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
+import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "./rollups.js";
+import type { Document } from "mongodb";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */
 const META_ID = "meta|query-tables";
@@ -162,6 +163,119 @@ class TableCache {
   }
 }
 
+/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollups.ts). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Rebuilt at least this often whatever the versions say. */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+/** Hours (and variant filters) kept: a few windows' first hours. */
+const EDGE_HOURS_CACHED = 16;
+
+/** One search or click of an edge hour, as queryRows counts it: offset in the hour, query, and what it adds. */
+interface EdgeEvent {
+  k: number;
+  q: string;
+  /** 1: a search (`s` clicked, `rc` results); 0: a click at rank `rk`. */
+  i: number;
+  s: number;
+  rc: number;
+  rk: number;
+}
+
+/**
+ * The searches and clicks of a settled hour, read once (one command) and cached under the
+ * versions of that hour's rollups (every event written, flagged or repaired in the hour moves
+ * them), sorted by time: any stretch of the hour is then counted per query here, to the
+ * millisecond, as queryRows counts it from the events.
+ */
+class EdgeQueries {
+  private readonly hours = new Map<string, { signature: string; builtAt: number; events: Promise<EdgeEvent[]> }>();
+  /** Hours read (cache misses), for tests. */
+  builds = 0;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly retention: RawRetention,
+  ) {}
+
+  async rows(hour: number, from: number, to: number, variant: string | undefined, versions: readonly { t: Date; v: string; ver: unknown }[], budget: MetricsFilter): Promise<QueryRow[]> {
+    this.retention.require(new Date(from), "window-edge");
+    const key = `${hour}|${variant ?? ""}`;
+    const signature = versions.map((d) => `${d.v}@${String(d.ver)}`).sort().join(";");
+    let cached = this.hours.get(key);
+    let own = false;
+    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
+      own = true;
+      this.builds++;
+      const entry = { signature, builtAt: Date.now(), events: edgeEvents(this.c, hour, variant, budget) };
+      cached = entry;
+      // A failed read (a deadline, an outage) is not kept.
+      entry.events.catch(() => this.hours.get(key) === entry && this.hours.delete(key));
+      this.hours.delete(key);
+      this.hours.set(key, entry);
+      while (this.hours.size > EDGE_HOURS_CACHED) this.hours.delete(this.hours.keys().next().value!);
+    }
+    let events: EdgeEvent[];
+    try {
+      events = await cached.events;
+    } catch (error) {
+      // Another call's read, stopped by that call's deadline: this call reads for itself.
+      if (own) throw error;
+      return this.rows(hour, from, to, variant, versions, budget);
+    }
+    return edgeQueryRows(events, from - hour, to - hour);
+  }
+}
+
+/** The hour's searches and clicks (of `variant`), by time. */
+async function edgeEvents(c: Collections, hour: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeEvent[]> {
+  const m: Document = { timestamp: { $gte: new Date(hour), $lt: new Date(hour + HOUR_MS) }, ...(variant === undefined ? {} : { variant }) };
+  const offset = { $subtract: ["$timestamp", new Date(hour)] };
+  const rows = await c.impressions
+    .aggregate<EdgeEvent>(
+      [
+        { $match: m },
+        { $project: { _id: 0, k: offset, q: "$query_normalized", i: { $literal: 1 }, s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] }, rc: "$results_count", rk: { $literal: 0 } } },
+        { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: m }, { $project: { _id: 0, k: offset, q: "$query_normalized", i: { $literal: 0 }, s: { $literal: 0 }, rc: { $literal: 0 }, rk: "$rank" } }] } },
+      ],
+      // At most an hour of events by time (as rollups.ts reads an hour).
+      { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP },
+    )
+    .toArray();
+  const events = rows.map((r) => ({ k: Number(r.k), q: String(r.q), i: Number(r.i), s: Number(r.s), rc: Number(r.rc), rk: Number(r.rk) }));
+  return events.sort((a, b) => a.k - b.k);
+}
+
+/** Per query, the events with offsets in [a, b): what queryRows (breakdowns.ts) answers for that stretch. */
+function edgeQueryRows(events: readonly EdgeEvent[], a: number, b: number): QueryRow[] {
+  const rows = new Map<string, QueryRow & { positions: NonNullable<QueryRow["positions"]> }>();
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (events[mid]!.k < a) lo = mid + 1;
+    else hi = mid;
+  }
+  for (let j = lo; j < events.length && events[j]!.k < b; j++) {
+    const e = events[j]!;
+    let row = rows.get(e.q);
+    if (!row) rows.set(e.q, (row = { query: e.q, searches: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, rankSum: 0, positions: { resultsCounts: new Map(), clicksPastCap: 0 } }));
+    if (e.i === 1) {
+      row.searches++;
+      row.searchesWithClicks += e.s;
+      if (e.rc === 0) row.noResults++;
+      else {
+        const shown = Math.min(e.rc, RESULTS_COUNT_CAP);
+        row.positions.resultsCounts.set(shown, (row.positions.resultsCounts.get(shown) ?? 0) + 1);
+      }
+    } else {
+      row.clicks++;
+      row.rankSum += e.rk;
+      if (e.rk >= RESULTS_COUNT_CAP) row.positions.clicksPastCap++;
+    }
+  }
+  return [...rows.values()];
+}
+
 export class QueryTableReader {
   /** Hourly tables of the unfinished days and of the window's first day. */
   private readonly hours: TableCache;
@@ -171,6 +285,8 @@ export class QueryTableReader {
   private readonly windows: TableCache;
   /** Once true, it stays so (Reset empties the database and records it complete again). */
   private complete = false;
+  /** Settled first hours of windows, by millisecond (see EdgeQueries). */
+  private readonly edges: EdgeQueries;
   /**
    * From when the tables hold histograms, once read: the record only ever moves earlier (a Reset
    * records the beginning), so a remembered one is at worst too late, never too early.
@@ -187,6 +303,7 @@ export class QueryTableReader {
     this.hours = new TableCache(maxCachedQueries);
     this.days = new TableCache(maxCachedQueries);
     this.windows = new TableCache(maxCachedQueries);
+    this.edges = new EdgeQueries(c, retention);
   }
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
@@ -198,13 +315,22 @@ export class QueryTableReader {
     const start = f.window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
-    const [listed, edge] = await Promise.all([
+    // A settled first hour comes from the edge cache, checked against its hourly rollups'
+    // versions, listed with the tables': a warm read is this one listing.
+    const edgeHour = hourEdge - HOUR_MS;
+    const settled = start < hourEdge && hourEdge + EDGE_SETTLED_MS <= Date.now();
+    const variant = f.variant === undefined ? {} : { v: f.variant };
+    const listing = rollupCollection(this.c)
       // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
-      rollupCollection(this.c)
-        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
-        .toArray(),
-      this.raw(f.window.start, new Date(hourEdge), f.variant, f),
+      .find({ $or: [{ g: "qh" as const, t: { $gte: new Date(hourEdge) }, ...variant }, ...(settled ? [{ g: "h" as const, t: new Date(edgeHour), ...variant }] : [])] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
+      .toArray();
+    const [all, edge] = await Promise.all([
+      listing,
+      settled
+        ? listing.then((rows) => this.edges.rows(edgeHour, start, hourEdge, f.variant, rows.filter((d) => d.g === "h"), f))
+        : this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
+    const listed = all.filter((d) => d.g === "qh");
     // The last two hours, where writes land, are read hour by hour; the other hours are grouped
     // by day: finished days compacted and stored, the window's first day and the current one
     // compacted in memory only.

@@ -732,6 +732,8 @@ const timeRange = (from: number, to: number | undefined) => (to === undefined ? 
 const EDGE_SETTLED_MS = HOUR_MS;
 /** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
 const EDGE_HOURS_CACHED = 64;
+/** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
+const WINDOW_SUMS_CACHED = 32;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 
@@ -769,6 +771,8 @@ const EDGE_ROWS_CACHED = 50_000;
 export class RollupReader {
   private readonly cache = new Map<string, Decoded>();
   private readonly edgeHours = new Map<string, EdgeHour>();
+  /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
+  private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
   /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
   edgeHourBuilds = 0;
 
@@ -797,13 +801,40 @@ export class RollupReader {
       if (!agg) out.variants.set(v, (agg = emptyAggregate()));
       return agg;
     };
-    for (const { _id } of versions) {
-      const d = this.cache.get(_id);
-      if (d) addInto(into(d.v), d);
-    }
+    // The rollups' sum, per variant, as summed for the same versions before (the common case: the
+    // same window again), else summed now; a copy of it is what the edges are added to.
+    for (const [v, agg] of this.rollupSums(versions)) mergeAggregate(into(v), agg);
     for (const edge of edges) for (const part of edge) for (const [v, d] of part) addInto(into(v), d);
     for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
     return out;
+  }
+
+  /**
+   * The cached documents of `versions` summed per variant, remembered under those exact ids and
+   * versions: any write, repair or reset moves a version (or the list), and so misses.
+   */
+  private rollupSums(versions: readonly { _id: string; ver: number }[]): Map<string, RollupAggregate> {
+    const signature = versions
+      .map((d) => `${d._id}@${d.ver}`)
+      .sort()
+      .join(";");
+    const known = this.windowSums.get(signature);
+    if (known !== undefined) {
+      this.windowSums.delete(signature);
+      this.windowSums.set(signature, known);
+      return known;
+    }
+    const sums = new Map<string, RollupAggregate>();
+    for (const { _id } of versions) {
+      const d = this.cache.get(_id);
+      if (!d) continue;
+      let agg = sums.get(d.v);
+      if (!agg) sums.set(d.v, (agg = emptyAggregate()));
+      addInto(agg, d);
+    }
+    this.windowSums.set(signature, sums);
+    while (this.windowSums.size > WINDOW_SUMS_CACHED) this.windowSums.delete(this.windowSums.keys().next().value!);
+    return sums;
   }
 
   /**
@@ -980,6 +1011,7 @@ export class RollupReader {
   clear(): void {
     this.cache.clear();
     this.edgeHours.clear();
+    this.windowSums.clear();
   }
 }
 

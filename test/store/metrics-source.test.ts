@@ -8,6 +8,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { MongoClient, type CommandStartedEvent } from "mongodb";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { collections } from "../../src/store/documents.js";
+import { topQueries } from "../../src/store/breakdowns.js";
+import { QueryTableReader } from "../../src/store/query-tables.js";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import { RollupReader, type WindowAggregates } from "../../src/store/rollups.js";
@@ -141,6 +143,17 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
     // Warm: the window's rollup versions (the edge hour's among them), and nothing else.
     commands.length = 0;
     await reader.window(windowFrom(start + 1).window);
+    expect(commands).toEqual(["find rollups"]);
+
+    // Top queries likewise: the first hour from its cache to the millisecond, the same rows as
+    // the raw events give, and a warm read is the one listing of table and edge versions.
+    const tables = new QueryTableReader(c);
+    for (const ms of [start, start + 1, start + 2, start]) {
+      const f = windowFrom(ms);
+      expect(await tables.top(f, "searches", 1_000)).toEqual(await topQueries(c, f, "searches", 1_000));
+    }
+    commands.length = 0;
+    await tables.top(windowFrom(start + 1), "searches", 10);
     expect(commands).toEqual(["find rollups"]);
   } finally {
     await monitored.close();
