@@ -125,6 +125,16 @@ function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   }
 }
 
+/** A table's queries in `order` (as topRows ranks them), computed once per table and order. */
+const rankings = new WeakMap<CachedTable, Map<TopQueriesOrder, QueryRow[]>>();
+function rankedRows(table: CachedTable, order: TopQueriesOrder): QueryRow[] {
+  let byOrder = rankings.get(table);
+  if (!byOrder) rankings.set(table, (byOrder = new Map()));
+  let rows = byOrder.get(order);
+  if (!rows) byOrder.set(order, (rows = topRows(Array.from(table.counts, ([query, n]) => rowCounts(query, n)), order, table.counts.size)));
+  return rows;
+}
+
 /** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
 class TableCache {
   private readonly tables = new Map<string, CachedTable>();
@@ -351,22 +361,34 @@ export class QueryTableReader {
       }
     }
     const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours, f), this.windowTables(groups, f)]);
-    const merged: Counts = new Map();
-    const fullHours: HourRef[] = [];
-    for (const table of [...hourTables, grouped]) {
-      mergeCounts(merged, table.counts, false);
+    // The window's day groups (cached, most of its queries) apart from the rest: the recent
+    // hours, the first hour and full tables' raw events (`delta`, a few of its queries).
+    const delta: Counts = new Map();
+    const fullHours: HourRef[] = [...grouped.fullHours];
+    for (const table of hourTables) {
+      mergeCounts(delta, table.counts, false);
       fullHours.push(...table.fullHours);
     }
     const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
     const rawTables = rawRows.map((rows) => new Map(rows.map((r) => [r.query, entryOfRow(r)])));
-    for (const table of rawTables) mergeCounts(merged, table, false);
-    // Ranked without positions; only the rows returned get theirs, summed from the tables merged.
+    for (const table of rawTables) mergeCounts(delta, table, false);
+    const merged = (query: string): QueryEntry | undefined => {
+      const [g, d] = [grouped.counts.get(query), delta.get(query)];
+      if (g === undefined || d === undefined) return d ?? (g && { ...g, h: undefined });
+      const sum = { ...g, h: undefined };
+      addQueryEntry(sum, d, false);
+      return sum;
+    };
+    // Ranked without positions: every query `delta` moved, with its sum, and the day groups'
+    // own first `limit` of the others (ranked once per group and order: their counts are final).
+    const candidates = [...delta.keys()].map((query) => rowCounts(query, merged(query)!));
+    for (const row of rankedRows(grouped, order)) {
+      if (candidates.length >= delta.size + limit) break;
+      if (!delta.has(row.query)) candidates.push(row);
+    }
+    // Only the rows returned get their positions, summed from the tables merged.
     const sources = [...hourTables, ...(grouped.parts ?? [grouped])].map((t) => t.counts).concat(rawTables);
-    return topRows(
-      Array.from(merged, ([query, n]) => rowCounts(query, n)),
-      order,
-      limit,
-    ).map((row) => rowOfEntry(row.query, merged.get(row.query)!, sources));
+    return topRows(candidates, order, limit).map((row) => rowOfEntry(row.query, merged(row.query)!, sources));
   }
 
   /**
