@@ -17,6 +17,8 @@ import { parseArgs } from "node:util";
 import { createClickAnalyticsClient, Granularity, type ClickAnalyticsClient } from "../src/client/index.js";
 import { INTERLEAVED_RANKERS, Rng, userIdOf, VARIANTS } from "../src/cli/traffic-generator.js";
 import { createProgress } from "../src/cli/progress.js";
+import { MongoClient } from "mongodb";
+import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
 
 export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries" | "GetInterleavingResult";
 
@@ -148,6 +150,13 @@ export interface ShapeResult {
   firstError?: string;
   seconds: number;
   latencyMs: LatencySummary | null;
+  /**
+   * The engine's data commands per timed call (warm: after the warm-up calls), and by name over
+   * all timed calls; absent without --mongodb-uri. The server's background work (lease renewals,
+   * repairs) in that time counts too: a few commands over the whole shape.
+   */
+  engineCommandsPerCall?: number;
+  engineCommands?: CommandCounts;
 }
 
 export interface ClientReport {
@@ -166,6 +175,8 @@ export interface RunShapesOptions {
   onCall?: () => void;
   /** After each shape: a long run's log keeps what it measured even if it is interrupted later. */
   onShape?: (result: ShapeResult) => void;
+  /** The engine's command totals so far (see engine-commands.ts): read around each shape's timed calls. */
+  countCommands?: () => Promise<CommandCounts>;
 }
 
 /** Runs every shape in turn: `warmup` untimed calls, then `iterations` timed ones, sequentially. */
@@ -180,6 +191,7 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
     const samples: number[] = [];
     let errors = 0;
     let firstError: string | undefined;
+    const commandsBefore = await options.countCommands?.();
     const started = performance.now();
     const iterations = Math.min(options.iterations, shape.maxIterations ?? Infinity);
     for (let i = 0; i < iterations; i++) {
@@ -203,6 +215,11 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
       seconds: (performance.now() - started) / 1000,
       latencyMs: summarize(samples),
     };
+    if (commandsBefore !== undefined && options.countCommands) {
+      const commands = commandsBetween(commandsBefore, await options.countCommands());
+      result.engineCommands = commands;
+      result.engineCommandsPerCall = totalCommands(commands) / Math.max(1, iterations);
+    }
     shapes.push(result);
     options.onShape?.(result);
   }
@@ -210,10 +227,11 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
 }
 
 /** One line for a log: "GetCtr 30d: 200 calls, p50 1.2 / p95 3.4 / p99 5.6 ms, 0 errors". */
-export function describeShape(r: Pick<ShapeResult, "name" | "calls" | "errors" | "latencyMs" | "firstError">): string {
+export function describeShape(r: Pick<ShapeResult, "name" | "calls" | "errors" | "latencyMs" | "firstError" | "engineCommandsPerCall">): string {
   const l = r.latencyMs;
   const figures = l ? `p50 ${l.p50.toFixed(2)} / p95 ${l.p95.toFixed(2)} / p99 ${l.p99.toFixed(2)} ms` : "no successful call";
-  return `${r.name}: ${r.calls} calls, ${figures}, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ""}`;
+  const commands = r.engineCommandsPerCall === undefined ? "" : `, ${r.engineCommandsPerCall.toFixed(1)} engine commands per call`;
+  return `${r.name}: ${r.calls} calls, ${figures}${commands}, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ""}`;
 }
 
 /** On a terminal the progress bar owns the current line: start a new one first. */
@@ -228,6 +246,7 @@ async function main(): Promise<void> {
       users: { type: "string", default: "10000" },
       seed: { type: "string", default: "1" },
       "timeout-ms": { type: "string", default: "120000" },
+      "mongodb-uri": { type: "string" },
     },
     strict: true,
   });
@@ -245,12 +264,15 @@ async function main(): Promise<void> {
     timeoutMs: int("timeout-ms", values["timeout-ms"], 1),
   };
   const client = createClickAnalyticsClient(values.address, { defaultTimeoutMs: options.timeoutMs });
+  // The engine the server uses, for its command counts per read.
+  const engine = values["mongodb-uri"] === undefined ? undefined : new MongoClient(values["mongodb-uri"], { serverSelectionTimeoutMS: 30_000 });
   try {
     await client.waitForReady(30_000);
     let calls = 0;
     const progress = createProgress({ label: "metrics", total: METRIC_SHAPES.reduce((n, shape) => n + Math.min(options.iterations, shape.maxIterations ?? Infinity) + options.warmup, 0), unit: "calls" });
     const report = await runShapes(client, {
       ...options,
+      ...(engine === undefined ? {} : { countCommands: () => engineCommands(engine.db("admin")) }),
       onCall: () => progress.update(++calls),
       onShape: (r) => {
         process.stdout.write(JSON.stringify({ shape: r }) + "\n");
@@ -261,6 +283,7 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(report) + "\n");
   } finally {
     client.close();
+    await engine?.close();
   }
 }
 

@@ -52,6 +52,7 @@ import {
   type LoadResult,
 } from "../src/cli/traffic-generator.js";
 import { createProgress, formatDuration, formatInteger } from "../src/cli/progress.js";
+import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> dist/src/server/main.js */
@@ -301,6 +302,8 @@ interface ServerHandle {
   child: ChildProcess;
   pid: number;
   address: string;
+  /** The server's Prometheus endpoint (its batches written: see serverBatches). */
+  metricsPort: number | undefined;
   /** Warnings and errors the server logged: counts, and how often each message came. */
   log: ServerLog;
   stop(): Promise<void>;
@@ -333,6 +336,7 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
     child,
     pid: child.pid ?? -1,
     address: "",
+    metricsPort: undefined,
     log: { warnings: 0, errors: 0, messages: {}, samples: {} },
     async stop() {
       stopping = true;
@@ -370,6 +374,7 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
       }
       if (entry.msg === "click-analytics listening" && typeof entry.port === "number") {
         clearTimeout(timer);
+        if (typeof entry.metricsPort === "number") handle.metricsPort = entry.metricsPort;
         resolve(entry.port);
       }
     });
@@ -383,6 +388,57 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
   });
   return Object.assign(handle, { address: `127.0.0.1:${port}` });
 }
+
+/** The server's batches written so far (its write_batch_events histogram and committed calls), from its Prometheus endpoint. */
+interface BatchCounts {
+  batches: number;
+  events: number;
+  writes: number;
+}
+
+async function serverBatches(metricsPort: number | undefined): Promise<BatchCounts | null> {
+  if (metricsPort === undefined) return null;
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^click_analytics_${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+    const counts = { batches: value("write_batch_events_count"), events: value("write_batch_events_sum"), writes: value("write_calls_committed_total") };
+    return Object.values(counts).every(Number.isFinite) ? counts : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What a write phase asked of the engine, per batch the server committed (the engine's own command counts). */
+export interface WriteEngineWork {
+  /** Batches the server committed, and the events and calls' writes they combined. */
+  batches: number;
+  events: number;
+  writes: number;
+  eventsPerBatch: number | null;
+  writesPerBatch: number | null;
+  /** Data commands the engine ran during the phase (insert, update, find, aggregate, ...), by name. */
+  commands: CommandCounts;
+  commandsPerBatch: number | null;
+  commandsPerEvent: number | null;
+}
+
+/** Starts counting a write phase; the returned function ends it. Null figures where the engine or the endpoint could not be read. */
+async function countWriteWork(db: Db, metricsPort: number | undefined): Promise<() => Promise<WriteEngineWork | null>> {
+  const [commands0, batches0] = await Promise.all([engineCommands(db).catch(() => null), serverBatches(metricsPort)]);
+  return async () => {
+    const [commands1, batches1] = await Promise.all([engineCommands(db).catch(() => null), serverBatches(metricsPort)]);
+    if (!commands0 || !commands1 || !batches0 || !batches1) return null;
+    const commands = commandsBetween(commands0, commands1);
+    const batches = batches1.batches - batches0.batches;
+    const events = batches1.events - batches0.events;
+    const total = totalCommands(commands);
+    const per = (n: number, d: number) => (d > 0 ? n / d : null);
+    return { batches, events, writes: batches1.writes - batches0.writes, eventsPerBatch: per(events, batches), writesPerBatch: per(batches1.writes - batches0.writes, batches), commands, commandsPerBatch: per(total, batches), commandsPerEvent: per(total, events) };
+  };
+}
+
+const describeWriteWork = (w: WriteEngineWork | null | undefined) =>
+  w ? `${w.eventsPerBatch?.toFixed(1) ?? "-"} events (${w.writesPerBatch?.toFixed(1) ?? "-"} calls) per batch, ${w.commandsPerBatch?.toFixed(1) ?? "-"} engine commands per batch (${Object.entries(w.commands).map(([k, n]) => `${k} ${formatInteger(n)}`).join(", ")})` : "batches not measured";
 
 // ---------------------------------------------------------------------------------------------
 // Raw documents, as the service stores them (README, "Storage")
@@ -737,12 +793,13 @@ async function verifyInterleaving(client: ClickAnalyticsClient, db: Db | undefin
 /** Runs bench-client.js; `onShape` sees each shape's result as soon as it is measured. */
 async function runMetricsClient(
   address: string,
+  mongoUri: string,
   o: BenchOptions,
   warmup: number,
   track: (child: ChildProcess | undefined) => void,
   onShape: (shape: ShapeResult) => void,
 ): Promise<ClientReport> {
-  const args = [CLIENT_MAIN, "--address", address, "--iterations", String(o.iterations), "--warmup", String(warmup), "--users", String(o.users), "--seed", String(o.seed)];
+  const args = [CLIENT_MAIN, "--address", address, "--iterations", String(o.iterations), "--warmup", String(warmup), "--users", String(o.users), "--seed", String(o.seed), "--mongodb-uri", mongoUri];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   track(child);
   let report: ClientReport | undefined;
@@ -772,6 +829,8 @@ interface UnaryResult {
   latencyMs: LatencySummary | null;
   /** CPU time per call of the server, the engine and this process (the 64 callers), during the run. */
   cpuMicrosPerCall?: { server: number | null; engine: number | null; callers: number };
+  /** Batches the server committed during the run, their size, and the engine's commands per batch (null: not measured). */
+  engineWork?: WriteEngineWork | null;
 }
 
 export interface WatchResult {
@@ -1006,6 +1065,8 @@ export interface BenchReport {
     edges?: { events: number; firstEventsPerSecond: number; lastEventsPerSecond: number; lastToFirst: number };
     /** CPU time per event stored, during the load: where the work goes (null: not sampled, e.g. an external MongoDB). */
     cpuMicrosPerEvent: { server: number | null; engine: number | null };
+    /** Batches the server committed during the load, their size, and the engine's commands per batch (null: not measured). */
+    engineWork: WriteEngineWork | null;
   };
   verify: { days: number; clicks: number; impressions: number; total: number; expected: number; storedDocuments: number; interleaving: InterleavingCheck; ok: boolean };
   rawInsert: (RawInsertResult & { serviceToRawRatio: number; engineCpuMicrosPerDoc: number | null }) | null;
@@ -1022,6 +1083,9 @@ export interface BenchReport {
       errors: number;
       firstError?: string;
       latencyMs: LatencySummary | null;
+      /** The engine's data commands per timed (warm) call, and by name over the shape's timed calls (see engine-commands.ts). */
+      engineCommandsPerCall: number | null;
+      engineCommands: CommandCounts | null;
       raw: { calls: number; errors: number; firstError?: string; latencyMs: LatencySummary | null } | null;
       /** raw p50 / service p50: how many times faster the service answers than the raw aggregation. */
       speedup: number | null;
@@ -1062,6 +1126,7 @@ function printReport(r: BenchReport): string {
   writes.push([`StreamEvents ingest (${r.ingest.streams} streams)`, formatInteger(r.ingest.events), r.ingest.seconds.toFixed(1), `${formatInteger(r.ingest.eventsPerSecond)} events/s`, "", "", ""]);
   const cpu = r.ingest.cpuMicrosPerEvent;
   if (cpu.server !== null) writes.push([`  CPU per event: server ${cpu.server.toFixed(1)} µs${cpu.engine === null ? "" : `, engine ${cpu.engine.toFixed(1)} µs`}`, "", "", "", "", "", ""]);
+  if (r.ingest.engineWork) writes.push([`  ${describeWriteWork(r.ingest.engineWork)}`, "", "", "", "", "", ""]);
   const edges = r.ingest.edges;
   if (edges) writes.push([`  first / last ${formatInteger(edges.events)} events`, "", "", `${formatInteger(edges.firstEventsPerSecond)} / ${formatInteger(edges.lastEventsPerSecond)} events/s`, "", "", `last/first ${edges.lastToFirst.toFixed(2)}`]);
   for (const x of r.ingest.perTenth) writes.push([`  tenth ${x.tenth} of the load`, formatInteger(r.ingest.events / 10), "", `${formatInteger(x.eventsPerSecond)} events/s`, "", "", ""]);
@@ -1073,6 +1138,7 @@ function printReport(r: BenchReport): string {
     writes.push([`unary LogClick (${u.clients} clients)`, formatInteger(u.calls), u.seconds.toFixed(1), `${formatInteger(u.callsPerSecond)} calls/s`, ms(u.latencyMs?.p50), ms(u.latencyMs?.p99), u.errors > 0 ? `${u.errors} errors` : ""]);
     const cpu = u.cpuMicrosPerCall;
     if (cpu) writes.push([`  CPU per call: server ${cpu.server?.toFixed(0) ?? "-"} µs, engine ${cpu.engine?.toFixed(0) ?? "-"} µs, callers ${cpu.callers.toFixed(0)} µs`, "", "", "", "", "", ""]);
+    if (u.engineWork) writes.push([`  ${describeWriteWork(u.engineWork)}`, "", "", "", "", "", ""]);
   }
   out.push(table(writes, ["l", "r", "r", "r", "r", "r", "l"]));
   out.push("");
@@ -1089,13 +1155,13 @@ function printReport(r: BenchReport): string {
 
   const m = r.metrics;
   const rawLabel = m.rawIterations === null ? "raw skipped" : `raw x${m.rawIterations}`;
-  const rows: string[][] = [[`metrics (${m.iterations} sequential calls each)`, "p50 ms", "p95 ms", "p99 ms", "raw p50 ms", "speed-up", ""]];
+  const rows: string[][] = [[`metrics (${m.iterations} sequential calls each)`, "p50 ms", "p95 ms", "p99 ms", "raw p50 ms", "speed-up", "cmds/call", ""]];
   for (const s of m.shapes) {
     const notes = [s.errors > 0 ? `${s.errors} errors` : "", s.raw && s.raw.errors > 0 ? `${s.raw.errors} raw errors` : ""].filter(Boolean).join(", ");
-    rows.push([s.name, ms(s.latencyMs?.p50), ms(s.latencyMs?.p95), ms(s.latencyMs?.p99), ms(s.raw?.latencyMs?.p50), s.speedup === null ? "-" : `${s.speedup >= 10 ? s.speedup.toFixed(0) : s.speedup.toFixed(1)}x`, notes]);
+    rows.push([s.name, ms(s.latencyMs?.p50), ms(s.latencyMs?.p95), ms(s.latencyMs?.p99), ms(s.raw?.latencyMs?.p50), s.speedup === null ? "-" : `${s.speedup >= 10 ? s.speedup.toFixed(0) : s.speedup.toFixed(1)}x`, s.engineCommandsPerCall === null ? "-" : s.engineCommandsPerCall.toFixed(1), notes]);
   }
-  out.push(table(rows, ["l", "r", "r", "r", "r", "r", "l"]));
-  out.push(`(speed-up = raw p50 / service p50, ${rawLabel}; calls issued one at a time from a separate process)`);
+  out.push(table(rows, ["l", "r", "r", "r", "r", "r", "r", "l"]));
+  out.push(`(speed-up = raw p50 / service p50, ${rawLabel}; calls issued one at a time from a separate process; cmds/call = the engine's data commands per warm call)`);
   out.push("");
 
   const mem: string[][] = [["memory (VmRSS sampled every 200 ms)", "peak RSS", "VmHWM", "by phase"]];
@@ -1279,6 +1345,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   const tenthMarks = Array.from({ length: 11 }, (_, k) => (o.events * k) / 10);
   const edgeMarks = o.events >= 2 * EDGE_STRETCH ? [EDGE_STRETCH, o.events - EDGE_STRETCH] : [];
   const marks = [...tenthMarks, ...edgeMarks].sort((a, b) => a - b);
+  const loadWork = await countWriteWork(res.mongo.db("admin"), res.server.metricsPort);
   const tenthAt = await timeMarks(serviceDb, marks, async () => {
     const load = await loadDataset(client, { events: o.events, days: o.days, users: o.users, seed: o.seed, idPrefix, now, streams: o.streams, signal: res.abort.signal }, (p) => progress.update(p.sent));
     progress.finish();
@@ -1287,6 +1354,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   const load = tenthAt.result;
   const timeAt = (mark: number) => tenthAt.times[marks.indexOf(mark)]!;
   await sampler.settle(); // credits the load's last CPU time to the load
+  const loadEngineWork = await loadWork();
   const cpuPerEvent = (name: string) => {
     const seconds = sampler.figures(name)?.cpuSecondsByPhase.load;
     return seconds === undefined ? null : (seconds * 1e6) / o.events;
@@ -1322,6 +1390,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     seconds: load.seconds,
     eventsPerSecond: load.eventsPerSecond,
     cpuMicrosPerEvent: { server: cpuPerEvent("server"), engine: cpuPerEvent("engine") },
+    engineWork: loadEngineWork,
     perTenth: tenthMarks.slice(1).map((mark, i) => ({ tenth: i + 1, eventsPerSecond: o.events / 10 / Math.max(1e-3, (timeAt(mark) - timeAt(tenthMarks[i]!)) / 1000) })),
     ...(edgeMarks.length === 0
       ? {}
@@ -1332,6 +1401,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
         })()),
   };
   log(`ingest: ${formatInteger(s.events)} events in ${load.seconds.toFixed(1)} s = ${formatInteger(load.eventsPerSecond)} events/s (${load.accepted} accepted)`);
+  log(`ingest: ${describeWriteWork(loadEngineWork)}`);
   log(`ingest per tenth of the load (events/s): ${r.ingest.perTenth.map((x) => formatInteger(x.eventsPerSecond)).join(" ")}`);
   if (load.rejected > 0) log(`the server rejected ${load.rejected} event(s), e.g. ${JSON.stringify(load.rejections[0])}`);
   if (load.duplicates > 0) log(`the server saw ${load.duplicates} duplicate(s)`);
@@ -1384,6 +1454,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
   r.metrics = { iterations: o.iterations, warmup, rawIterations: null, shapes };
   await runMetricsClient(
     res.server.address,
+    mongoUri,
     o,
     warmup,
     (child) => (res.child = child),
@@ -1395,6 +1466,8 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
         errors: shape.errors,
         ...(shape.firstError === undefined ? {} : { firstError: shape.firstError }),
         latencyMs: shape.latencyMs,
+        engineCommandsPerCall: shape.engineCommandsPerCall ?? null,
+        engineCommands: shape.engineCommands ?? null,
         raw: null,
         speedup: null,
       }),
@@ -1436,8 +1509,10 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     await sampler.settle();
     sampler.phase = "unary";
     const callersBefore = process.cpuUsage();
+    const unaryWork = await countWriteWork(res.mongo.db("admin"), res.server.metricsPort);
     const unary = await measureUnary(res.server.address, o, s.impressions, idPrefix, runTag, (c) => res.clients.push(c), res.abort.signal);
     const callers = process.cpuUsage(callersBefore);
+    unary.engineWork = await unaryWork();
     await sampler.settle();
     checkpoint(res);
     const perCall = (name: string) => {
@@ -1446,7 +1521,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     };
     unary.cpuMicrosPerCall = { server: perCall("server"), engine: perCall("engine"), callers: unary.calls === 0 ? 0 : (callers.user + callers.system) / unary.calls };
     r.unary = unary;
-    log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}`);
+    log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}; ${describeWriteWork(unary.engineWork)}`);
   }
 
   // 9. Memory: a last sample, and the kernel's own peak (VmHWM)

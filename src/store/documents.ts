@@ -124,3 +124,9 @@ export function impressionDocument(e: Impression): ImpressionDocument {
     ...(e.teams === undefined ? {} : { teams: e.teams }),
   };
 }
+
+/**
+ * For reads whose whole result is wanted at once (toArray): every document in the first reply
+ * (up to its 16 MiB), not the engine's default first batch of 101 followed by getMore round trips.
+ */
+export const ONE_ROUND_TRIP = { batchSize: 100_000 } as const;

@@ -5,7 +5,7 @@ import { keyIn, keyIs } from "./indexes.js";
 import { writeReplyError, type WriteReply } from "./storage-errors.js";
 import { summariseClicks } from "../core/click-attribution.js";
 import { claimMarker, clickCount, clickRanks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, RESULTS_COUNT_CAP, rollUp } from "./rollups.js";
-import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
+import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 
 const DUPLICATE_KEY = 11000;
 
@@ -110,7 +110,7 @@ async function linkClicks(c: Collections, claim: string, searches: readonly stri
   const ids = [...new Set(searches)];
   if (ids.length === 0) return;
   const stored = await c.clicks
-    .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }])
+    .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }], ONE_ROUND_TRIP)
     .toArray();
   const candidates = new Map<string, { r: number; n: number; t: number }[]>();
   for (const { _id, n, t } of stored) {

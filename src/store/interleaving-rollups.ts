@@ -33,7 +33,7 @@ import { randomBytes } from "node:crypto";
 import { Binary, type Collection, type Document } from "mongodb";
 import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type PairTally } from "../core/interleaving.js";
 import { writeReplyError, type WriteReply } from "./storage-errors.js";
-import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
+import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 import { keyIn } from "./indexes.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
@@ -96,7 +96,7 @@ export async function noteInterleavingWrites(c: Collections, clicks: readonly Pi
   for (const d of impressions) if (d.teams !== undefined && d.teams.length > 0) touch(d.timestamp, d.variant);
   const linked = [...new Set(clicks.flatMap((k) => (k.impression_id === undefined ? [] : [k.impression_id])))];
   if (linked.length > 0) {
-    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 } }).toArray();
+    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 }, ...ONE_ROUND_TRIP }).toArray();
     for (const s of searches) touch(s.timestamp, s.variant);
   }
   if (touched.size === 0) return;
@@ -294,7 +294,7 @@ export class InterleavingRollupReader {
 
   private async list(filter: Document, budget: MetricsFilter): Promise<Listed[]> {
     const rows = await interleavingRollups(this.c)
-      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1, bv: 1, bid: 1 }, ...timeLimit(budget) })
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1, bv: 1, bid: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
       .toArray();
     return rows.map((d) => ({ ...d, _id: docId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), ...(d.bv === undefined ? {} : { bv: Number(d.bv) }) }) as Listed);
   }

@@ -16,14 +16,15 @@
  * and abandonment's inputs) are there only from the hour recorded when a server of a version
  * that keeps them first opened the database (markQueryTables).
  */
-import { topRows, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
+import { topRows, type QueryPositions, type QueryRow, type TopQueriesOrder } from "../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
-import type { Collections } from "./documents.js";
+import { ONE_ROUND_TRIP, type Collections } from "./documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "./query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "./retention.js";
 import { LIMITS } from "../core/events.js";
-import { markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "./rollups.js";
+import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "./rollups.js";
+import type { Document } from "mongodb";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */
 const META_ID = "meta|query-tables";
@@ -129,6 +130,16 @@ function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   }
 }
 
+/** A table's queries in `order` (as topRows ranks them), computed once per table and order. */
+const rankings = new WeakMap<CachedTable, Map<TopQueriesOrder, QueryRow[]>>();
+function rankedRows(table: CachedTable, order: TopQueriesOrder): QueryRow[] {
+  let byOrder = rankings.get(table);
+  if (!byOrder) rankings.set(table, (byOrder = new Map()));
+  let rows = byOrder.get(order);
+  if (!rows) byOrder.set(order, (rows = topRows(Array.from(table.counts, ([query, n]) => rowCounts(query, n)), order, table.counts.size)));
+  return rows;
+}
+
 /** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
 class TableCache {
   private readonly tables = new Map<string, CachedTable>();
@@ -167,6 +178,153 @@ class TableCache {
   }
 }
 
+/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollups.ts). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Rebuilt at least this often whatever the versions say. */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+/** Hours (and variant filters) kept: a few windows' first hours. */
+const EDGE_HOURS_CACHED = 16;
+
+/**
+ * One search or unlinked click of an edge hour, as queryRows (breakdowns.ts) counts it: offset in
+ * the hour, query, and what it adds. A search carries its linked clicks' summary (`c` clicks,
+ * `rk` their rank sum, `sk` at shown ranks, `o` outside its results) and its first click's rank
+ * `f` (core/click-attribution.ts); an unlinked click adds `c` 1 at rank `rk`.
+ */
+interface EdgeEvent {
+  k: number;
+  q: string;
+  /** 1: a search (`s` clicked, `rc` results); 0: an unlinked click. */
+  i: number;
+  s: number;
+  rc: number;
+  c: number;
+  rk: number;
+  sk: number;
+  o: number;
+  f: number | null;
+}
+
+/**
+ * The searches and clicks of a settled hour, read once (one command) and cached under the
+ * versions of that hour's rollups (every event written, flagged or repaired in the hour moves
+ * them), sorted by time: any stretch of the hour is then counted per query here, to the
+ * millisecond, as queryRows counts it from the events.
+ */
+class EdgeQueries {
+  private readonly hours = new Map<string, { signature: string; builtAt: number; events: Promise<EdgeEvent[]> }>();
+  /** Hours read (cache misses), for tests. */
+  builds = 0;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly retention: RawRetention,
+  ) {}
+
+  async rows(hour: number, from: number, to: number, variant: string | undefined, versions: readonly { t: Date; v: string; ver: unknown }[], budget: MetricsFilter): Promise<QueryRow[]> {
+    this.retention.require(new Date(from), "window-edge");
+    const key = `${hour}|${variant ?? ""}`;
+    const signature = versions.map((d) => `${d.v}@${String(d.ver)}`).sort().join(";");
+    let cached = this.hours.get(key);
+    let own = false;
+    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
+      own = true;
+      this.builds++;
+      const entry = { signature, builtAt: Date.now(), events: edgeEvents(this.c, hour, variant, budget) };
+      cached = entry;
+      // A failed read (a deadline, an outage) is not kept.
+      entry.events.catch(() => this.hours.get(key) === entry && this.hours.delete(key));
+      this.hours.delete(key);
+      this.hours.set(key, entry);
+      while (this.hours.size > EDGE_HOURS_CACHED) this.hours.delete(this.hours.keys().next().value!);
+    }
+    let events: EdgeEvent[];
+    try {
+      events = await cached.events;
+    } catch (error) {
+      // Another call's read, stopped by that call's deadline: this call reads for itself.
+      if (own) throw error;
+      return this.rows(hour, from, to, variant, versions, budget);
+    }
+    return edgeQueryRows(events, from - hour, to - hour);
+  }
+}
+
+/** The hour's searches and unlinked clicks (of `variant`), by time. */
+async function edgeEvents(c: Collections, hour: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeEvent[]> {
+  const m: Document = { timestamp: { $gte: new Date(hour), $lt: new Date(hour + HOUR_MS) }, ...(variant === undefined ? {} : { variant }) };
+  const offset = { $subtract: ["$timestamp", new Date(hour)] };
+  const rows = await c.impressions
+    .aggregate<EdgeEvent>(
+      [
+        { $match: m },
+        {
+          $project: {
+            _id: 0,
+            k: offset,
+            q: "$query_normalized",
+            i: { $literal: 1 },
+            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+            rc: "$results_count",
+            c: { $ifNull: ["$lk.n", 0] },
+            rk: { $ifNull: ["$lk.s", 0] },
+            sk: { $sum: "$lk.k.n" },
+            o: { $ifNull: ["$lk.o", 0] },
+            f: { $ifNull: ["$fc_r", null] },
+          },
+        },
+        {
+          $unionWith: {
+            coll: c.clicks.collectionName,
+            pipeline: [
+              { $match: { ...m, impression_id: { $exists: false } } },
+              { $project: { _id: 0, k: offset, q: "$query_normalized", i: { $literal: 0 }, s: { $literal: 0 }, rc: { $literal: 0 }, c: { $literal: 1 }, rk: "$rank", sk: { $literal: 0 }, o: { $literal: 0 }, f: { $literal: null } } },
+            ],
+          },
+        },
+      ],
+      // At most an hour of events by time (as rollups.ts reads an hour).
+      { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP },
+    )
+    .toArray();
+  const events = rows.map((r) => ({ k: Number(r.k), q: String(r.q), i: Number(r.i), s: Number(r.s), rc: Number(r.rc), c: Number(r.c), rk: Number(r.rk), sk: Number(r.sk), o: Number(r.o), f: r.f === null || r.f === undefined ? null : Number(r.f) }));
+  return events.sort((a, b) => a.k - b.k);
+}
+
+/** Per query, the events with offsets in [a, b): what queryRows (breakdowns.ts) answers for that stretch. */
+function edgeQueryRows(events: readonly EdgeEvent[], a: number, b: number): QueryRow[] {
+  const rows = new Map<string, QueryRow & { positions: QueryPositions }>();
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (events[mid]!.k < a) lo = mid + 1;
+    else hi = mid;
+  }
+  const add = (into: Map<number, number>, key: number) => into.set(key, (into.get(key) ?? 0) + 1);
+  for (let j = lo; j < events.length && events[j]!.k < b; j++) {
+    const e = events[j]!;
+    let row = rows.get(e.q);
+    if (!row) rows.set(e.q, (row = { query: e.q, searches: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, rankSum: 0, clicksOutsideResults: 0, positions: { resultsCounts: new Map(), shownClicks: 0, firstClickRanks: new Map() } }));
+    row.clicks += e.c;
+    row.rankSum += e.rk;
+    if (e.i !== 1) continue;
+    row.searches++;
+    row.searchesWithClicks += e.s;
+    row.clicksOutsideResults += e.o;
+    row.positions.shownClicks += e.sk;
+    if (e.rc === 0) row.noResults++;
+    else {
+      add(row.positions.resultsCounts, Math.min(e.rc, RESULTS_COUNT_CAP));
+      if (e.f !== null) add(row.positions.firstClickRanks, e.f);
+    }
+  }
+  // By key, as the query tables and queryRows give them.
+  const sorted = (h: Map<number, number>) => new Map([...h].sort((x, y) => x[0] - y[0]));
+  for (const row of rows.values()) Object.assign(row.positions, { resultsCounts: sorted(row.positions.resultsCounts), firstClickRanks: sorted(row.positions.firstClickRanks) });
+  return [...rows.values()];
+}
+
 export class QueryTableReader {
   /** Hourly tables of the unfinished days and of the window's first day. */
   private readonly hours: TableCache;
@@ -176,6 +334,8 @@ export class QueryTableReader {
   private readonly windows: TableCache;
   /** Once true, it stays so (Reset empties the database and records it complete again). */
   private complete = false;
+  /** Settled first hours of windows, by millisecond (see EdgeQueries). */
+  private readonly edges: EdgeQueries;
   /**
    * From when the tables hold histograms, once read: the record only ever moves earlier (a Reset
    * records the beginning), so a remembered one is at worst too late, never too early.
@@ -192,6 +352,7 @@ export class QueryTableReader {
     this.hours = new TableCache(maxCachedQueries);
     this.days = new TableCache(maxCachedQueries);
     this.windows = new TableCache(maxCachedQueries);
+    this.edges = new EdgeQueries(c, retention);
   }
 
   async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
@@ -203,13 +364,22 @@ export class QueryTableReader {
     const start = f.window.start.getTime();
     const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
     const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
-    const [listed, edge] = await Promise.all([
+    // A settled first hour comes from the edge cache, checked against its hourly rollups'
+    // versions, listed with the tables': a warm read is this one listing.
+    const edgeHour = hourEdge - HOUR_MS;
+    const settled = start < hourEdge && hourEdge + EDGE_SETTLED_MS <= Date.now();
+    const variant = f.variant === undefined ? {} : { v: f.variant };
+    const listing = rollupCollection(this.c)
       // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
-      rollupCollection(this.c)
-        .find({ g: "qh", t: { $gte: new Date(hourEdge) }, ...(f.variant === undefined ? {} : { v: f.variant }) }, { projection: { _id: 0, t: 1, v: 1, ver: 1 }, ...timeLimit(f) })
-        .toArray(),
-      this.raw(f.window.start, new Date(hourEdge), f.variant, f),
+      .find({ $or: [{ g: "qh" as const, t: { $gte: new Date(hourEdge) }, ...variant }, ...(settled ? [{ g: "h" as const, t: new Date(edgeHour), ...variant }] : [])] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
+      .toArray();
+    const [all, edge] = await Promise.all([
+      listing,
+      settled
+        ? listing.then((rows) => this.edges.rows(edgeHour, start, hourEdge, f.variant, rows.filter((d) => d.g === "h"), f))
+        : this.raw(f.window.start, new Date(hourEdge), f.variant, f),
     ]);
+    const listed = all.filter((d) => d.g === "qh");
     // The last two hours, where writes land, are read hour by hour; the other hours are grouped
     // by day: finished days compacted and stored, the window's first day and the current one
     // compacted in memory only.
@@ -230,22 +400,34 @@ export class QueryTableReader {
       }
     }
     const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours, f), this.windowTables(groups, f)]);
-    const merged: Counts = new Map();
-    const fullHours: HourRef[] = [];
-    for (const table of [...hourTables, grouped]) {
-      mergeCounts(merged, table.counts, false);
+    // The window's day groups (cached, most of its queries) apart from the rest: the recent
+    // hours, the first hour and full tables' raw events (`delta`, a few of its queries).
+    const delta: Counts = new Map();
+    const fullHours: HourRef[] = [...grouped.fullHours];
+    for (const table of hourTables) {
+      mergeCounts(delta, table.counts, false);
       fullHours.push(...table.fullHours);
     }
     const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
     const rawTables = rawRows.map((rows) => new Map(rows.map((r) => [r.query, entryOfRow(r)])));
-    for (const table of rawTables) mergeCounts(merged, table, false);
-    // Ranked without positions; only the rows returned get theirs, summed from the tables merged.
+    for (const table of rawTables) mergeCounts(delta, table, false);
+    const merged = (query: string): QueryEntry | undefined => {
+      const [g, d] = [grouped.counts.get(query), delta.get(query)];
+      if (g === undefined || d === undefined) return d ?? (g && { ...g, h: undefined });
+      const sum = { ...g, h: undefined };
+      addQueryEntry(sum, d, false);
+      return sum;
+    };
+    // Ranked without positions: every query `delta` moved, with its sum, and the day groups'
+    // own first `limit` of the others (ranked once per group and order: their counts are final).
+    const candidates = [...delta.keys()].map((query) => rowCounts(query, merged(query)!));
+    for (const row of rankedRows(grouped, order)) {
+      if (candidates.length >= delta.size + limit) break;
+      if (!delta.has(row.query)) candidates.push(row);
+    }
+    // Only the rows returned get their positions, summed from the tables merged.
     const sources = [...hourTables, ...(grouped.parts ?? [grouped])].map((t) => t.counts).concat(rawTables);
-    return topRows(
-      Array.from(merged, ([query, n]) => rowCounts(query, n)),
-      order,
-      limit,
-    ).map((row) => rowOfEntry(row.query, merged.get(row.query)!, sources));
+    return topRows(candidates, order, limit).map((row) => rowOfEntry(row.query, merged(row.query)!, sources));
   }
 
   /**
@@ -278,7 +460,7 @@ export class QueryTableReader {
     if (stale.length === 0) return out;
     const byId = new Map(stale.map((r) => [r.id, r]));
     const docs = await rollupCollection(this.c)
-      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget) })
+      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
       .toArray();
     const overgrown: string[] = [];
     for (const doc of docs) {
@@ -329,7 +511,7 @@ export class QueryTableReader {
     if (missing.size === 0) return out;
     const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
     const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
-    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget) }).toArray();
+    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray();
     for (const doc of stored) {
       const want = missing.get(doc._id)!;
       if (doc.sig !== want.sig) continue;

@@ -21,7 +21,7 @@ import { shownClicks, type LinkedClicks, type RankClicks } from "../core/click-a
 import { latencyBucket, mergeLatency } from "../core/sketches.js";
 import { addBucketSums, BUCKET_SUM_FIELDS, emptyBucketSums, userBucket, USER_BUCKETS, type BucketSums } from "../core/user-buckets.js";
 import type { TimeWindow } from "../core/window.js";
-import type { ClickDocument, Collections, ImpressionDocument } from "./documents.js";
+import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "./documents.js";
 import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
 import { keyIn, keyIs } from "./indexes.js";
 import { noteInterleavingWrites } from "./interleaving-rollups.js";
@@ -500,7 +500,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
     // yet, or under another claim (finished here, then tried again; as is one whose claim ended
     // between the update and this read).
     const stored = await c.impressions
-      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, "lk.n": 1 } })
+      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, "lk.n": 1 }, ...ONE_ROUND_TRIP })
       .toArray();
     const again = stored.filter((d) => d.click_claim !== undefined || (d.lk?.n ?? -1) < clickCount(candidates.get(d.impression_id)));
     if (again.length === 0) break;
@@ -519,7 +519,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
  */
 async function countClicked(c: Collections, claim: string): Promise<number> {
   const flipped = await c.impressions
-    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1, lk: 1 } })
+    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1, lk: 1 }, ...ONE_ROUND_TRIP })
     .toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();
@@ -564,8 +564,8 @@ async function countBatch(c: Collections, marker: string): Promise<number> {
   const batch = await pendingBatches(c).findOne({ _id: marker });
   if (batch === null) return 0;
   const [clicks, impressions] = await Promise.all([
-    c.clicks.find({ event_id: keyIn(batch.clicks), b: marker }).toArray(),
-    c.impressions.find({ event_id: keyIn(batch.impressions), b: marker }).toArray(),
+    c.clicks.find({ event_id: keyIn(batch.clicks), b: marker }, ONE_ROUND_TRIP).toArray(),
+    c.impressions.find({ event_id: keyIn(batch.impressions), b: marker }, ONE_ROUND_TRIP).toArray(),
   ]);
   await rollUp(c, clicks, impressions, marker);
   return clicks.length + impressions.length;
@@ -797,20 +797,33 @@ export function windowRanges(start: number, end: number | undefined): { raw: Ran
 
 const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
 
-const MINUTE_MS = 60_000;
-/** An hour's raw events are cached by minute once the hour has been over this long (settled: late events are rare by then). */
+/** An hour's raw events are cached once the hour has been over this long (settled: late events are rare by then). */
 const EDGE_SETTLED_MS = HOUR_MS;
 /** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
 const EDGE_HOURS_CACHED = 64;
+/** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
+const WINDOW_SUMS_CACHED = 32;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 
-/** A settled hour's events, per minute (0-59) and variant, and the versions of its rollups they match. */
+/**
+ * A settled hour's events, grouped by millisecond (rawRows with 1 ms slices: `_id.k` is the
+ * offset into the hour), sorted by it, and the versions of its rollups they match. Any stretch
+ * of the hour is then summed here, to the millisecond, without reading the events again.
+ */
 interface EdgeHour {
   signature: string;
   builtAt: number;
-  minutes: Promise<Map<number, Map<string, Part>>>;
+  rows: Promise<RawRows>;
+  /** Rows held (for the cache's bound), once built. */
+  size: number;
 }
+
+/**
+ * Rows held by the edge-hour cache at most (well under 1 KB each: ~35 MB), the oldest hours going
+ * first. An hour at 3M events over 30 days is ~5,500 rows; the benchmark's windows keep ~30,000.
+ */
+const EDGE_ROWS_CACHED = 50_000;
 
 /**
  * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
@@ -819,15 +832,17 @@ interface EdgeHour {
  *
  * A window's partial edge hours are raw events. A trailing window's start moves every call, so
  * its edge hour used to be aggregated from the events on every read (at 3M events, most of a
- * GetCtr's time). A settled hour's events are now aggregated once per minute of it and cached
+ * GetCtr's time). A settled hour's events are now read once, grouped by millisecond, and cached
  * under the versions of that hour's rollups (any event written, flagged or repaired in the hour
- * moves them): a read takes the whole minutes from the cache and only the partial minute at
- * the window's start from the events.
+ * moves them), which the window's one listing of rollup versions includes: a warm read is that
+ * one listing, and the edge is summed from the cache to the millisecond.
  */
 export class RollupReader {
   private readonly cache = new Map<string, Decoded>();
   private readonly edgeHours = new Map<string, EdgeHour>();
-  /** Settled hours aggregated by minute (cache misses), for tests and metrics. */
+  /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
+  private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
   edgeHourBuilds = 0;
 
   constructor(
@@ -838,11 +853,16 @@ export class RollupReader {
   async window(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<WindowAggregates> {
     const ranges = windowRanges(window.start.getTime(), window.until?.getTime());
     const variantFilter = variant === undefined ? {} : { v: variant };
-    const grains = [...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })), ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter }))];
-    const [versions, ...edges] = await Promise.all([
-      grains.length === 0 ? [] : this.list({ $or: grains }, budget),
-      ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget)),
-    ]);
+    // The settled edge hours' versions in the same listing: a warm read is this one round trip.
+    const edgeHours = settledHours(ranges.raw, Date.now());
+    const grains = [
+      ...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })),
+      ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter })),
+      ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
+    ];
+    const listing = grains.length === 0 ? Promise.resolve([]) : this.list({ $or: grains }, budget);
+    const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
+    const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
     const into = (v: string) => {
@@ -850,13 +870,40 @@ export class RollupReader {
       if (!agg) out.variants.set(v, (agg = emptyAggregate()));
       return agg;
     };
-    for (const { _id } of versions) {
-      const d = this.cache.get(_id);
-      if (d) addInto(into(d.v), d);
-    }
+    // The rollups' sum, per variant, as summed for the same versions before (the common case: the
+    // same window again), else summed now; a copy of it is what the edges are added to.
+    for (const [v, agg] of this.rollupSums(versions)) mergeAggregate(into(v), agg);
     for (const edge of edges) for (const part of edge) for (const [v, d] of part) addInto(into(v), d);
     for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
     return out;
+  }
+
+  /**
+   * The cached documents of `versions` summed per variant, remembered under those exact ids and
+   * versions: any write, repair or reset moves a version (or the list), and so misses.
+   */
+  private rollupSums(versions: readonly { _id: string; ver: number }[]): Map<string, RollupAggregate> {
+    const signature = versions
+      .map((d) => `${d._id}@${d.ver}`)
+      .sort()
+      .join(";");
+    const known = this.windowSums.get(signature);
+    if (known !== undefined) {
+      this.windowSums.delete(signature);
+      this.windowSums.set(signature, known);
+      return known;
+    }
+    const sums = new Map<string, RollupAggregate>();
+    for (const { _id } of versions) {
+      const d = this.cache.get(_id);
+      if (!d) continue;
+      let agg = sums.get(d.v);
+      if (!agg) sums.set(d.v, (agg = emptyAggregate()));
+      addInto(agg, d);
+    }
+    this.windowSums.set(signature, sums);
+    while (this.windowSums.size > WINDOW_SUMS_CACHED) this.windowSums.delete(this.windowSums.keys().next().value!);
+    return sums;
   }
 
   /**
@@ -870,10 +917,19 @@ export class RollupReader {
     // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
     // 24th of the documents to read and merge.
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
-    const [versions, edge] = await Promise.all([
-      this.list({ $or: [{ g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }, { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter }] }, budget),
-      this.rawRange(start.getTime(), hourEdge, variant, budget),
-    ]);
+    const edgeHours = settledHours([[start.getTime(), hourEdge]], Date.now());
+    const listing = this.list(
+      {
+        $or: [
+          { g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+          { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+          ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
+        ],
+      },
+      budget,
+    );
+    const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
+    const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
     const out = starts.map(() => emptyAggregate());
     const bucketOf = (t: number): number => {
@@ -930,67 +986,79 @@ export class RollupReader {
    */
   private async list(filter: Document, budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
     const listed = await rollupCollection(this.c)
-      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) })
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
       .toArray();
     return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
   }
 
   /**
-   * The events of [from, to) per variant, as parts to add up: whole minutes of settled hours from
-   * the minute cache, the rest (partial minutes, recent hours) straight from the events.
+   * The events of [from, to) per variant, as parts to add up: settled hours (`settled`, whose
+   * rollup versions `listing` holds) from the edge-hour cache, to the millisecond; the rest
+   * (recent hours) straight from the events.
    */
-  private async rawRange(from: number, to: number, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>[]> {
-    const pieces: Promise<Map<string, Part> | Map<string, Part>[]>[] = [];
-    const raw = (a: number, b: number) => pieces.push(rawPart(this.c, new Date(a), new Date(b), variant, budget));
+  private async rawRange(from: number, to: number, variant: string | undefined, budget: MaxTime, settled: ReadonlySet<number>, listing: Promise<Listed[]>): Promise<Map<string, Part>[]> {
+    const pieces: Promise<Map<string, Part>[]>[] = [];
     for (let cursor = from; cursor < to; ) {
       const hour = floorTo(cursor, HOUR_MS);
       const until = Math.min(hour + HOUR_MS, to);
-      const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
-      if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
-        if (cursor < firstMinute) raw(cursor, firstMinute);
-        pieces.push(this.settledMinutes(hour, (firstMinute - hour) / MINUTE_MS, (endMinute - hour) / MINUTE_MS, variant, budget));
-        if (endMinute < until) raw(endMinute, until);
-      } else raw(cursor, until);
+      if (settled.has(hour)) pieces.push(this.settledRange(hour, cursor, until, variant, budget, listing));
+      else pieces.push(rawPart(this.c, new Date(cursor), new Date(until), variant, budget).then((part) => [part]));
       cursor = until;
     }
     return (await Promise.all(pieces)).flat();
   }
 
-  /** Minutes [first, end) of a settled hour, per variant, from the minute cache (built or rebuilt when the hour's rollup versions moved). */
-  private async settledMinutes(hour: number, first: number, end: number, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>[]> {
+  /**
+   * [from, to) of a settled hour, per variant, from the edge-hour cache: built (one read of the
+   * hour's events) or rebuilt when the hour's rollup versions in `listing` moved.
+   */
+  private async settledRange(hour: number, from: number, to: number, variant: string | undefined, budget: MaxTime, listing: Promise<Listed[]>): Promise<Map<string, Part>[]> {
     const key = `${hour}|${variant ?? ""}`;
     // The versions first, then the events: a write that lands between the two moves the versions
     // again later, so the cache can be behind the events only until the next read.
-    const listed = await this.list({ g: "h", t: new Date(hour), ...(variant === undefined ? {} : { v: variant }) }, budget);
+    const listed = (await listing).filter((d) => isEdgeListing(d, new Set([hour])));
     const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
     let cached = this.edgeHours.get(key);
     let own = false;
     if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
       own = true;
       this.edgeHourBuilds++;
-      const minutes = rawSlices(this.c, new Date(hour), new Date(hour + HOUR_MS), MINUTE_MS, variant, budget);
-      cached = { signature, builtAt: Date.now(), minutes };
-      const entry = cached;
-      // A failed read (a deadline, an outage) is not kept.
-      minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
+      const entry: EdgeHour = { signature, builtAt: Date.now(), size: 0, rows: rawRows(this.c, new Date(hour), new Date(hour + HOUR_MS), 1, variant, budget).then(byOffset) };
+      cached = entry;
+      entry.rows.then(
+        (rows) => {
+          entry.size = rows.imps.length + rows.clks.length;
+          this.trimEdgeHours();
+        },
+        // A failed read (a deadline, an outage) is not kept.
+        () => this.edgeHours.get(key) === entry && this.edgeHours.delete(key),
+      );
       this.edgeHours.delete(key);
-      this.edgeHours.set(key, cached);
-      while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
+      this.edgeHours.set(key, entry);
+      this.trimEdgeHours();
     }
-    let minutes: Map<number, Map<string, Part>>;
+    let rows: RawRows;
     try {
-      minutes = await cached.minutes;
+      rows = await cached.rows;
     } catch (error) {
       // Another call's read, stopped by that call's deadline: this call reads for itself.
       if (own) throw error;
-      return this.settledMinutes(hour, first, end, variant, budget);
+      return this.settledRange(hour, from, to, variant, budget, listing);
     }
-    const out: Map<string, Part>[] = [];
-    for (let m = first; m < end; m++) {
-      const part = minutes.get(m);
-      if (part !== undefined) out.push(part);
+    const [a, b] = [from - hour, to - hour];
+    const part = slicesOf({ imps: rowsBetween(rows.imps, a, b), clks: rowsBetween(rows.clks, a, b), numbers: rows.numbers }, () => 0).get(0);
+    return part === undefined ? [] : [part];
+  }
+
+  /** Oldest-inserted hours go first, past EDGE_HOURS_CACHED hours or EDGE_ROWS_CACHED rows (the newest stays). */
+  private trimEdgeHours(): void {
+    let rows = 0;
+    for (const e of this.edgeHours.values()) rows += e.size;
+    while (this.edgeHours.size > 1 && (this.edgeHours.size > EDGE_HOURS_CACHED || rows > EDGE_ROWS_CACHED)) {
+      const oldest = this.edgeHours.keys().next().value!;
+      rows -= this.edgeHours.get(oldest)!.size;
+      this.edgeHours.delete(oldest);
     }
-    return out;
   }
 
   /** Brings the cache up to date with these documents' versions. */
@@ -999,7 +1067,7 @@ export class RollupReader {
     if (stale.length === 0) return;
     // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
     // nor the user registers of older versions.
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget) }).toArray()) this.remember(doc._id, decode(doc));
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray()) this.remember(doc._id, decode(doc));
   }
 
   private remember(id: string, d: Decoded): void {
@@ -1012,7 +1080,42 @@ export class RollupReader {
   clear(): void {
     this.cache.clear();
     this.edgeHours.clear();
+    this.windowSums.clear();
   }
+}
+
+/** A listed rollup version: its id, version and hour or day. */
+type Listed = { _id: string; ver: number; t: Date };
+
+/** The hours of `ranges` (raw edges of a window) settled by `now`: read through the edge-hour cache. */
+function settledHours(ranges: readonly Range[], now: number): Set<number> {
+  const out = new Set<number>();
+  for (const [from, to] of ranges) for (let hour = floorTo(from, HOUR_MS); hour < to; hour += HOUR_MS) if (hour + HOUR_MS + EDGE_SETTLED_MS <= now) out.add(hour);
+  return out;
+}
+
+/** Whether a listed version is of one of these edge hours' hourly rollups (listed for the edge cache, not summed). */
+const isEdgeListing = (d: Listed, hours: ReadonlySet<number>) => d._id.startsWith("h|") && hours.has(d.t.getTime());
+
+/** An edge hour's rows in order of their offset (`_id.k`, in ms from the hour). */
+function byOffset(rows: RawRows): RawRows {
+  const key = (r: Document) => Number(r._id.k);
+  return { imps: rows.imps.sort((x, y) => key(x) - key(y)), clks: rows.clks.sort((x, y) => key(x) - key(y)), numbers: rows.numbers };
+}
+
+/** The rows (sorted by offset) with offsets in [a, b). */
+function rowsBetween(rows: readonly Document[], a: number, b: number): Document[] {
+  const lowerBound = (x: number) => {
+    let lo = 0;
+    let hi = rows.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (Number(rows[mid]!._id.k) < x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  return rows.slice(lowerBound(a), lowerBound(b));
 }
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
@@ -1025,13 +1128,23 @@ async function rawPart(c: Collections, from: Date, to: Date, variant: string | u
  * [from + k * sliceMs, from + (k + 1) * sliceMs)), or in one slice (0) without `sliceMs`.
  */
 async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number | undefined, variant: string | undefined, budget: MaxTime): Promise<Map<number, Map<string, Part>>> {
-  const out = new Map<number, Map<string, Part>>();
-  if (from.getTime() >= to.getTime()) return out;
+  return slicesOf(await rawRows(c, from, to, sliceMs, variant, budget));
+}
+
+/** What rawSlices reads: per (slice, variant, user) impression sums, per (slice, variant, user, rank) click counts, and the users' numbers. */
+interface RawRows {
+  imps: Document[];
+  clks: Document[];
+  numbers: Map<string, number>;
+}
+
+async function rawRows(c: Collections, from: Date, to: Date, sliceMs: number | undefined, variant: string | undefined, budget: MaxTime): Promise<RawRows> {
+  if (from.getTime() >= to.getTime()) return { imps: [], clks: [], numbers: new Map() };
   const m: Document = { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) };
   const slice = sliceMs === undefined ? { $literal: 0 } : { $floor: { $divide: [{ $subtract: ["$timestamp", from] }, sliceMs] } };
   // At most an hour of events by time; left alone, the planner may prefer {variant: 1} and read
   // every event of the variant.
-  const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
+  const byTime = { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP };
   const [imps, clks] = await Promise.all([
     c.impressions
       .aggregate([
@@ -1057,6 +1170,12 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
     c.clicks.aggregate([{ $match: m }, { $group: { _id: { k: slice, v: "$variant", u: "$user_id", r: "$rank" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
   const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)), timeLimit(budget).maxTimeMS);
+  return { imps, clks, numbers };
+}
+
+/** Parts per slice (the rows' `_id.k`, or `sliceOf` it) and variant, from rawRows' rows. */
+function slicesOf({ imps, clks, numbers }: RawRows, sliceOf = (k: number) => k): Map<number, Map<string, Part>> {
+  const out = new Map<number, Map<string, Part>>();
   type Building = { agg: Omit<Part, "users" | "buckets">; words: Map<number, number>; buckets: Map<number, BucketRow> };
   const slices = new Map<number, Map<string, Building>>();
   const entry = (k: number, v: string, user: string) => {
@@ -1073,7 +1192,7 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
     return { e, sums };
   };
   for (const r of imps) {
-    const { e, sums } = entry(Number(r._id.k), String(r._id.v), String(r._id.u));
+    const { e, sums } = entry(sliceOf(Number(r._id.k)), String(r._id.v), String(r._id.u));
     const a = e.agg;
     a.imp += Number(r.imp);
     a.swc += Number(r.swc);
@@ -1096,7 +1215,7 @@ async function rawSlices(c: Collections, from: Date, to: Date, sliceMs: number |
     sums[5]! += first.reciprocalRanks;
   }
   for (const r of clks) {
-    const { e, sums } = entry(Number(r._id.k), String(r._id.v), String(r._id.u));
+    const { e, sums } = entry(sliceOf(Number(r._id.k)), String(r._id.v), String(r._id.u));
     const n = Number(r.n);
     const rank = Number(r._id.r);
     e.agg.clk += n;

@@ -9,7 +9,7 @@
  * but bits. A user's number never changes once stored: the unique _id decides who won.
  */
 import { MongoServerError, type Collection } from "mongodb";
-import type { Collections } from "./documents.js";
+import { ONE_ROUND_TRIP, type Collections } from "./documents.js";
 
 interface UserIdDocument {
   _id: string;
@@ -49,7 +49,7 @@ export class UserNumbers {
       else out.set(id, n);
     }
     for (let attempt = 0; missing.length > 0; attempt++) {
-      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, maxTimeMS === undefined ? {} : { maxTimeMS }).toArray()) this.learn(out, d._id, Number(d.n));
+      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, maxTimeMS === undefined ? ONE_ROUND_TRIP : { maxTimeMS, ...ONE_ROUND_TRIP }).toArray()) this.learn(out, d._id, Number(d.n));
       missing = missing.filter((id) => !out.has(id));
       if (missing.length === 0) break;
       if (attempt >= 3) throw new MongoServerError({ message: `could not number ${missing.length} user(s)`, code: DUPLICATE_KEY });

@@ -197,6 +197,18 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.ingest.cpuMicrosPerEvent.server).toBeGreaterThan(0);
     expect(r.ingest.cpuMicrosPerEvent.engine).toBeGreaterThan(0);
     expect(stdout).toMatch(/CPU per event: server [\d.]+ µs, engine [\d.]+ µs/);
+    // The batches the server committed (its metrics endpoint) hold every event of the load, and
+    // the engine's own command counts say what each batch cost: at least its pending-batch
+    // record, the insert, the rollup update and the record's removal.
+    const load = r.ingest.engineWork;
+    expect(load.events).toBe(3_000);
+    expect(load.batches).toBeGreaterThanOrEqual(3);
+    expect(load.eventsPerBatch).toBeCloseTo(3_000 / load.batches, 9);
+    expect(load.commands).toMatchObject({ insert: expect.any(Number), update: expect.any(Number), delete: expect.any(Number) });
+    expect(load.commands.delete).toBeGreaterThanOrEqual(load.batches);
+    expect(load.commandsPerBatch).toBeGreaterThanOrEqual(4);
+    expect(load.commandsPerBatch * load.batches).toBeCloseTo(Object.values(load.commands as Record<string, number>).reduce((a, b) => a + b, 0), 6);
+    expect(stdout).toMatch(/^ +1000\.0 events \(1\.0 calls\) per batch, [\d.]+ engine commands per batch \(insert [\d,]+, update [\d,]+, delete [\d,]+/m);
     // Ten tenths, each a rate; together they take the whole load's time.
     expect(r.ingest.perTenth.map((x: { tenth: number }) => x.tenth)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const seconds = r.ingest.perTenth.reduce((sum: number, x: { eventsPerSecond: number }) => sum + 300 / x.eventsPerSecond, 0);
@@ -230,11 +242,19 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.unary.callsPerSecond).toBeGreaterThan(0);
     expect(r.unary.errors).toBe(0);
     expect(r.unary.latencyMs.p50).toBeLessThanOrEqual(r.unary.latencyMs.p99);
+    // Every LogClick (the 64 warm-up calls too) is one write of one event, committed in batches that combine calls.
+    const unary = r.unary.engineWork;
+    expect(unary.events).toBe(r.unary.calls + 64);
+    expect(unary.writes).toBe(unary.events);
+    expect(unary.batches).toBeGreaterThan(0);
+    expect(unary.batches).toBeLessThanOrEqual(unary.events);
+    expect(unary.eventsPerBatch).toBeCloseTo(unary.events / unary.batches, 9);
+    expect(unary.commandsPerBatch).toBeGreaterThanOrEqual(4);
 
     expect(r.metrics.shapes.map((s: { name: string }) => s.name)).toEqual(METRIC_SHAPES.map((s) => s.name));
     // Interleaving is among the shapes measured, with its raw baseline.
     expect(r.metrics.shapes).toContainEqual(expect.objectContaining({ name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", errors: 0, raw: expect.objectContaining({ errors: 0 }) }));
-    expect(stdout).toMatch(/^GetInterleavingResult 30d +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+x$/m);
+    expect(stdout).toMatch(/^GetInterleavingResult 30d +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+x +[\d.]+$/m);
     for (const s of r.metrics.shapes) {
       expect(s.errors, `${s.name}: ${s.firstError}`).toBe(0);
       expect(s.latencyMs.count).toBe(3);
@@ -244,6 +264,10 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
       expect(s.raw.latencyMs.p50).toBeLessThanOrEqual(s.raw.latencyMs.p99);
       // The figure the table prints: the raw-event read's median over the service's.
       expect(s.speedup).toBeCloseTo(s.raw.latencyMs.p50 / s.latencyMs.p50, 9);
+      // The engine's commands per warm call: every read asks the engine something, in whole commands.
+      const commands = Object.values(s.engineCommands as Record<string, number>).reduce((a, b) => a + b, 0);
+      expect(commands).toBeGreaterThanOrEqual(3);
+      expect(s.engineCommandsPerCall).toBeCloseTo(commands / 3, 9);
       expect(stdout).toContain(s.name);
     }
 

@@ -1,10 +1,15 @@
 /**
  * Reads of one filter that overlap (a WatchMetrics snapshot asks five at once) share one window
  * read, and a read that starts after it finished sees what was written since; a settled edge
- * hour is cached by minute, and read again when an event lands in it.
+ * hour is cached (to the millisecond), and read again when an event lands in it; a warm window
+ * read is one round trip.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { MongoClient, type CommandStartedEvent } from "mongodb";
+import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { collections } from "../../src/store/documents.js";
+import { topQueries } from "../../src/store/breakdowns.js";
+import { QueryTableReader } from "../../src/store/query-tables.js";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
 import { RollupReader, type WindowAggregates } from "../../src/store/rollups.js";
@@ -95,4 +100,62 @@ it("takes a settled edge hour's whole minutes from its cache, and reads the hour
   // Another variant filter is another entry.
   await same({ ...window(), variant: "b" });
   expect(reader.edgeHourBuilds).toBe(3);
+});
+
+it("reads a warm window in one round trip (its rollup versions), summing a settled edge hour from its cache to the millisecond", async () => {
+  // The store's collections through a client whose every command is seen.
+  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
+  await monitored.connect();
+  const commands: string[] = [];
+  monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+  try {
+    const c = collections(monitored.db(h.dbName));
+    const reader = new RollupReader(c);
+    const metrics = fastMetrics(c, reader);
+    const raw = rawMetrics(c);
+    // A window starting at a millisecond 20 minutes into an hour that ended two days ago, with
+    // searches a millisecond either side of the start, at it, and later in the hour; a click at
+    // the start + 1 ms.
+    const hour = Math.floor((Date.now() - 2 * DAY - 5 * HOUR) / HOUR) * HOUR;
+    const start = hour + 20 * MINUTE + 123;
+    const at = (ms: number) => timestampFromDate(new Date(ms));
+    const edgeSearch = (id: string, ms: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: id, userId: `ms-${id}`, query: "q", variant, resultsCount: 4, responseTimeMs: 7, timestamp: at(ms) } } });
+    await h.client.logEvents({
+      events: [edgeSearch("m-1", start - 1, "a"), edgeSearch("m0", start, "b"), edgeSearch("m1", start + 1, "a"), edgeSearch("m2", hour + 50 * MINUTE, "b")],
+    });
+    await h.client.logClick({ eventId: "m1-click", impressionId: "m1", userId: "ms-m1", productId: "p", rank: 1, searchQuery: "q", variant: "a", responseTimeMs: 7, timestamp: at(start + 1) });
+    const windowFrom = (ms: number): MetricsFilter => ({ window: timeWindow(2, new Date(ms + 2 * DAY)) });
+    const same = async (f: MetricsFilter) => {
+      const [fast, reference] = await Promise.all([metrics.totals(f), raw.totals(f)]);
+      expect(fast).toEqual(reference);
+      return fast.overall;
+    };
+    const cold = await same(windowFrom(start));
+    expect(reader.edgeHourBuilds).toBe(1);
+    // A millisecond later the search at the start has left the window; two, the click and its search too.
+    const later = await same(windowFrom(start + 1));
+    expect(later.impressions).toBe(cold.impressions - 1);
+    expect(later.clicks).toBe(cold.clicks);
+    const after = await same(windowFrom(start + 2));
+    expect(after.impressions).toBe(cold.impressions - 2);
+    expect(after.clicks).toBe(cold.clicks - 1);
+    expect(reader.edgeHourBuilds).toBe(1);
+    // Warm: the window's rollup versions (the edge hour's among them), and nothing else.
+    commands.length = 0;
+    await reader.window(windowFrom(start + 1).window);
+    expect(commands).toEqual(["find rollups"]);
+
+    // Top queries likewise: the first hour from its cache to the millisecond, the same rows as
+    // the raw events give, and a warm read is the one listing of table and edge versions.
+    const tables = new QueryTableReader(c);
+    for (const ms of [start, start + 1, start + 2, start]) {
+      const f = windowFrom(ms);
+      expect(await tables.top(f, "searches", 1_000)).toEqual(await topQueries(c, f, "searches", 1_000));
+    }
+    commands.length = 0;
+    await tables.top(windowFrom(start + 1), "searches", 10);
+    expect(commands).toEqual(["find rollups"]);
+  } finally {
+    await monitored.close();
+  }
 });
