@@ -274,6 +274,8 @@ interface UserArm {
   metrics: Map<MetricName, UserMetric>;
   /** The pre-period's capped values of the same kept users (CUPED). */
   pre?: Map<MetricName, UserMetric> | undefined;
+  /** Each metric's estimate once computed (the control's is asked by every treatment and the intervals). */
+  estimates?: Map<MetricName, ArmMoments | undefined> | undefined;
 }
 
 /**
@@ -303,11 +305,17 @@ function userVariance(kind: RatioKind) {
 function armEstimate(d: VariantData, metric: MetricName, user?: UserArm): ArmMoments | undefined {
   const { numerator, denominator, kind } = METRIC_FIELDS[metric];
   if (user !== undefined) {
+    const estimates = (user.estimates ??= new Map());
+    if (estimates.has(metric)) {
+      const e = estimates.get(metric);
+      return e === undefined ? undefined : { ...e };
+    }
     const m = user.metrics.get(metric)!;
     const sums = ratioSums(m.num, m.den);
     const raw = userMoments(sums);
-    if (raw === undefined) return undefined;
-    return { ...raw, variance: userVariance(kind)(sums)!, unitsWithData: raw.units, users: true };
+    const e: ArmMoments | undefined = raw === undefined ? undefined : { ...raw, variance: userVariance(kind)(sums)!, unitsWithData: raw.units, users: true };
+    estimates.set(metric, e);
+    return e === undefined ? undefined : { ...e };
   }
   const den = denominator(d.buckets);
   const raw = deltaMethodRatio(ratioSums(numerator(d.buckets), den));
