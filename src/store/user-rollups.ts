@@ -240,6 +240,87 @@ export async function rawUserTables(
 }
 
 /**
+ * A stretch of raw events, one entry per event in the order the timestamp index gives them (the
+ * order rawUserTables' groups see them in): impressions with the fields a table needs, computed by
+ * the engine exactly as rawUserTables' $group computes them, and clicks.
+ */
+export interface RawEvents {
+  imp: { t: number; v: string; u: string; s: number; n: number; r?: number | undefined; rt: number }[];
+  clk: { t: number; v: string; u: string }[];
+}
+
+export async function rawEvents(c: Collections, from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
+  const m: Document = { timestamp: { $gte: new Date(from), $lt: new Date(to) }, ...(variant === undefined ? {} : { variant }) };
+  const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
+  const firstClicked = { $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] };
+  const [imp, clk] = await Promise.all([
+    c.impressions
+      .aggregate<{ t: Date; v: string; u: string; s: number; n: number; r?: number; rt: number }>(
+        [
+          { $match: m },
+          {
+            $project: {
+              _id: 0,
+              t: "$timestamp",
+              v: "$variant",
+              u: "$user_id",
+              s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+              n: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+              r: { $cond: [firstClicked, "$fc_r", "$$REMOVE"] },
+              rt: "$response_time_ms",
+            },
+          },
+        ],
+        byTime,
+      )
+      .toArray(),
+    c.clicks.aggregate<{ t: Date; v: string; u: string }>([{ $match: m }, { $project: { _id: 0, t: "$timestamp", v: "$variant", u: "$user_id" } }], byTime).toArray(),
+  ]);
+  return {
+    imp: imp.map((e) => ({ t: e.t.getTime(), v: String(e.v), u: String(e.u), s: Number(e.s), n: Number(e.n), r: e.r === undefined || e.r === null ? undefined : Number(e.r), rt: Number(e.rt) })),
+    clk: clk.map((e) => ({ t: e.t.getTime(), v: String(e.v), u: String(e.u) })),
+  };
+}
+
+/**
+ * rawUserTables over [from, to) computed from events already read (a superset, in index order):
+ * the same tables, value for value — each user's sums add the same numbers in the same order.
+ */
+export async function tablesFromEvents(c: Collections, events: RawEvents, from: number, to: number, sliceMs: number, budget: Budget, origin = from): Promise<Map<number, Map<string, UserTable>>> {
+  const out = new Map<number, Map<string, UserTable>>();
+  if (from >= to) return out;
+  const inside = (e: { t: number }) => e.t >= from && e.t < to;
+  const imps = events.imp.filter(inside);
+  const clks = events.clk.filter(inside);
+  if (imps.length === 0 && clks.length === 0) return out;
+  const numbers = await userNumbers(c).resolve([...imps, ...clks].map((e) => e.u), timeLimit(budget).maxTimeMS);
+  const builders = new Map<number, Map<string, TableBuilder>>();
+  const builder = (k: number, v: string) => {
+    let slices = builders.get(k);
+    if (!slices) builders.set(k, (slices = new Map()));
+    let b = slices.get(v);
+    if (!b) slices.set(v, (b = new TableBuilder()));
+    return b;
+  };
+  const sliceOf = (t: number) => origin + Math.floor((t - origin) / sliceMs) * sliceMs;
+  for (const e of imps) {
+    const u = builder(sliceOf(e.t), e.v).user(numbers.get(e.u)!);
+    u.row[I]! += 1;
+    u.row[S]! += e.s;
+    u.row[N]! += e.n;
+    if (e.r !== undefined) {
+      u.row[F]! += 1;
+      u.row[R]! += reciprocalRank(e.r);
+    }
+    const k = coarseLatencyBucket(e.rt);
+    u.lat.set(k, (u.lat.get(k) ?? 0) + 1);
+  }
+  for (const e of clks) builder(sliceOf(e.t), e.v).user(numbers.get(e.u)!).row[C]! += 1;
+  for (const [k, slices] of builders) out.set(k, new Map([...slices].map(([v, b]) => [v, b.build()])));
+  return out;
+}
+
+/**
  * Sums tables into one set of users per variant, keeping what the bot rule needs (searches per
  * user per UTC day) and the latency triples. An accumulator made `over` another (the cached
  * settled part of a window) adds a call's live hours and edges without touching it.
@@ -417,7 +498,8 @@ interface Body {
 interface EdgeHour {
   signature: string;
   builtAt: number;
-  minutes: Promise<Map<number, Map<string, UserTable>>>;
+  /** The hour's events (for the partial minutes at the window's edge) and its tables per minute. */
+  minutes: Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }>;
 }
 
 /** Per variant, its users' totals over the window; undefined when some period's table cannot be built (raw events expired). */
@@ -619,32 +701,37 @@ export class UserRollupReader {
    */
   private async edge(from: number, to: number, variant: string | undefined, listed: Promise<readonly Listed[]>, budget: Budget): Promise<{ t: number; tables: Map<string, UserTable> }[]> {
     const parts: Promise<{ t: number; tables: Map<string, UserTable> }[]>[] = [];
-    const raw = (a: number, b: number) => parts.push(this.raw(a, b, b - a, variant, budget).then((m) => [...m].map(([t, tables]) => ({ t, tables }))));
+    const asParts = (m: Map<number, Map<string, UserTable>>) => [...m].map(([t, tables]) => ({ t, tables }));
+    const raw = (a: number, b: number) => parts.push(this.raw(a, b, b - a, variant, budget).then(asParts));
     for (let cursor = from; cursor < to; ) {
       const hour = Math.floor(cursor / HOUR_MS) * HOUR_MS;
       const until = Math.min(hour + HOUR_MS, to);
       const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
-      if (hour + HOUR_MS + SETTLED_MS <= Date.now() && firstMinute < endMinute) {
-        if (cursor < firstMinute) raw(cursor, firstMinute);
+      if (hour + HOUR_MS + SETTLED_MS <= Date.now()) {
+        // A settled hour: its events and minutes are cached (under its versions), so the partial
+        // minutes are taken from the cached events, not read again (the same tables as a raw read).
+        const [a, b] = [cursor, until];
         parts.push(
-          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then((minutes) => {
+          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then(async ({ events, minutes }) => {
             const out: { t: number; tables: Map<string, UserTable> }[] = [];
+            if (firstMinute >= endMinute) return asParts(await tablesFromEvents(this.c, events, a, b, b - a, budget));
+            if (a < firstMinute) out.push(...asParts(await tablesFromEvents(this.c, events, a, firstMinute, firstMinute - a, budget)));
             for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
               const tables = minutes.get(m);
               if (tables !== undefined) out.push({ t: m, tables });
             }
+            if (endMinute < b) out.push(...asParts(await tablesFromEvents(this.c, events, endMinute, b, b - endMinute, budget)));
             return out;
           }),
         );
-        if (endMinute < until) raw(endMinute, until);
       } else raw(cursor, until);
       cursor = until;
     }
     return (await Promise.all(parts)).flat();
   }
 
-  /** A settled hour's tables per minute, cached under the hour's rollup versions. */
-  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<Map<number, Map<string, UserTable>>> {
+  /** A settled hour's events and tables per minute, cached under the hour's rollup versions. */
+  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }> {
     const key = `${hour}|${variant ?? ""}`;
     const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
     const cached = this.edgeHours.get(key);
@@ -656,13 +743,29 @@ export class UserRollupReader {
       }
     }
     this.builds.edgeHours++;
-    const minutes = this.raw(hour, hour + HOUR_MS, MINUTE_MS, variant, budget);
+    const minutes = (async () => {
+      const events = await this.rawEventsOf(hour, hour + HOUR_MS, variant, budget);
+      return { events, minutes: await tablesFromEvents(this.c, events, hour, hour + HOUR_MS, MINUTE_MS, budget) };
+    })();
     const entry = { signature, builtAt: Date.now(), minutes };
     this.edgeHours.delete(key);
     this.edgeHours.set(key, entry);
     minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
     while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
     return minutes;
+  }
+
+  /** Raw events, taking a turn among the raw reads as raw() does. */
+  private async rawEventsOf(from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
+    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.rawReads++;
+    try {
+      return await rawEvents(this.c, from, to, variant, budget);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.rawReads--;
+    }
   }
 
   /** Raw tables, at most RAW_READS_AT_ONCE reads at a time (a finished read hands its turn to the next). */

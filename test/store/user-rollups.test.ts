@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { UserTotals } from "../../src/core/user-totals.js";
-import { rawUserWindow, UserRollupReader, userRollups } from "../../src/store/user-rollups.js";
+import { rawEvents, rawUserTables, rawUserWindow, tablesFromEvents, UserRollupReader, userRollups } from "../../src/store/user-rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const HOUR = 3_600_000;
@@ -76,4 +76,26 @@ it("equal the raw events' per-user totals, move with a late event, and are store
   const fresh = new UserRollupReader(c);
   expect(byUser((await fresh.window(window, undefined))!)).toEqual(byUser(await rawUserWindow(c, window, undefined)));
   expect(fresh.builds.d).toBe(0);
+});
+
+it("take a settled edge hour's partial minutes from its cached events: the same tables as reading them raw (issue 21b)", async () => {
+  const c = h.server.store.collections;
+  const now = Date.now();
+  let seed = 5;
+  const rand = () => ((seed = (seed * 16807) % 2147483647) - 1) / 2147483646;
+  // Hours with events (settled ones), and the partial minutes of a few random starts in each.
+  const times = (await c.impressions.find({ timestamp: { $lt: new Date(now - 2 * HOUR) } }, { projection: { timestamp: 1 } }).limit(12).toArray()).map((d) => d.timestamp.getTime());
+  expect(times.length).toBe(12);
+  for (let k = 0; k < 12; k++) {
+    const hour = Math.floor(times[k]! / HOUR) * HOUR;
+    const events = await rawEvents(c, hour, hour + HOUR, k % 3 === 0 ? "a" : undefined, {});
+    const a = Math.max(hour, times[k]! - Math.floor(rand() * 90_000));
+    const b = Math.min(hour + HOUR, a + Math.floor(rand() * 3 * 60_000));
+    for (const [from, to, slice] of [[a, b, b - a], [hour, hour + HOUR, 60_000], [a, hour + HOUR, hour + HOUR - a]] as const) {
+      const raw = await rawUserTables(c, from, to, slice, k % 3 === 0 ? "a" : undefined, {});
+      const cached = await tablesFromEvents(c, events, from, to, slice, {});
+      expect(cached).toEqual(raw);
+      if (from === hour) expect(raw.size).toBeGreaterThan(0);
+    }
+  }
 });
