@@ -325,12 +325,16 @@ export async function tablesFromEvents(c: Collections, events: RawEvents, from: 
  * user per UTC day) and the latency triples. An accumulator made `over` another (the cached
  * settled part of a window) adds a call's live hours and edges without touching it.
  */
-class Accumulator {
+export class Accumulator {
   private readonly index = new Map<number, number>();
-  private ids: number[];
-  private rows: Float64Array;
-  /** Most searches in one whole day from daily tables. */
+  /** Users (numbers) by row, `n` of them (the arrays have room for more). */
+  private ids: Uint32Array;
+  private n: number;
+  /** The WIDTH totals, one column per field (what the comparison reads), row by row as `ids`. */
+  private cols: Float64Array[];
+  /** Most searches in one whole day from daily tables; the base's until a daily table is added here. */
   private dayMax: Float64Array;
+  private ownDayMax: boolean;
   /** Days made of hours and edges (this accumulator's own): day start -> row -> searches. */
   private readonly partialDays = new Map<number, Map<number, number>>();
   /** Latency triples added here, rows in this accumulator's numbering. */
@@ -338,32 +342,47 @@ class Accumulator {
   /** Searches below and in the last coarse bucket asked, per row (see below). */
   private lastSplit: { bucket: number; under: Float64Array; at: Float64Array } | undefined;
 
+  /**
+   * Made `over` a base (a window's cached settled part), it starts from copies of the base's
+   * columns (ready: no per-call conversion of rows) and adds only the call's live hours and edges.
+   */
   constructor(private readonly base?: Accumulator) {
-    this.ids = base ? base.ids.slice() : [];
-    this.rows = base ? base.rows.slice(0, Math.max(1024, base.ids.length * 2) * WIDTH) : new Float64Array(1024 * WIDTH);
-    this.dayMax = base ? base.dayMax.slice(0, Math.max(1024, base.ids.length * 2)) : new Float64Array(1024);
+    const room = base ? base.n + 1024 : 1024;
+    const copy = (a: Float64Array | Uint32Array, length: number) => {
+      const out = new (a.constructor as Float64ArrayConstructor)(room);
+      out.set(a.subarray(0, length));
+      return out;
+    };
+    this.n = base ? base.n : 0;
+    this.ids = base ? (copy(base.ids, base.n) as unknown as Uint32Array) : new Uint32Array(room);
+    this.cols = base ? base.cols.map((c) => copy(c, base.n) as Float64Array) : Array.from({ length: WIDTH }, () => new Float64Array(room));
+    this.dayMax = base ? base.dayMax : new Float64Array(room);
+    this.ownDayMax = base === undefined;
   }
 
   get size(): number {
-    return this.ids.length;
+    return this.n;
+  }
+
+  private grow(): void {
+    const room = this.ids.length * 2;
+    const grown = <T extends Float64Array | Uint32Array>(a: T): T => {
+      const out = new (a.constructor as Float64ArrayConstructor)(room) as unknown as T;
+      out.set(a);
+      return out;
+    };
+    this.ids = grown(this.ids);
+    this.cols = this.cols.map(grown);
+    if (this.ownDayMax) this.dayMax = grown(this.dayMax);
   }
 
   private row(n: number): number {
     let r = this.index.get(n) ?? this.base?.index.get(n);
     if (r === undefined) {
-      r = this.ids.length;
+      r = this.n++;
+      if (r >= this.ids.length) this.grow();
       this.index.set(n, r);
-      this.ids.push(n);
-      if ((r + 1) * WIDTH > this.rows.length) {
-        const grown = new Float64Array(this.rows.length * 2);
-        grown.set(this.rows);
-        this.rows = grown;
-      }
-      if (r + 1 > this.dayMax.length) {
-        const max = new Float64Array(this.dayMax.length * 2);
-        max.set(this.dayMax);
-        this.dayMax = max;
-      }
+      this.ids[r] = n;
     }
     return r;
   }
@@ -376,13 +395,18 @@ class Accumulator {
       const day = Math.floor(t / DAY_MS) * DAY_MS;
       partial = this.partialDays.get(day);
       if (!partial) this.partialDays.set(day, (partial = new Map()));
+    } else if (!this.ownDayMax) {
+      const own = new Float64Array(this.ids.length);
+      own.set(this.dayMax.subarray(0, Math.min(this.dayMax.length, own.length)));
+      this.dayMax = own;
+      this.ownDayMax = true;
     }
     for (let j = 0; j < table.ids.length; j++) {
       const r = this.row(table.ids[j]!);
       map[j] = r;
-      const o = r * WIDTH;
       const p = j * WIDTH;
-      for (let k = 0; k < WIDTH; k++) this.rows[o + k]! += table.rows[p + k]!;
+      const cols = this.cols;
+      for (let k = 0; k < WIDTH; k++) cols[k]![r]! += table.rows[p + k]!;
       const searches = table.rows[p + I]!;
       if (partial === undefined) {
         if (searches > this.dayMax[r]!) this.dayMax[r] = searches;
@@ -418,8 +442,8 @@ class Accumulator {
   private split(bucket: number): { under: Float64Array; at: Float64Array } {
     if (this.lastSplit?.bucket !== bucket) {
       const base = this.base?.split(bucket);
-      const under = new Float64Array(this.ids.length);
-      const at = new Float64Array(this.ids.length);
+      const under = new Float64Array(this.n);
+      const at = new Float64Array(this.n);
       if (base) {
         under.set(base.under.subarray(0, Math.min(base.under.length, under.length)));
         at.set(base.at.subarray(0, Math.min(base.at.length, at.length)));
@@ -450,23 +474,20 @@ class Accumulator {
   }
 
   totals(): UserTotals {
-    const n = this.ids.length;
-    const col = (k: number) => {
-      const out = new Float64Array(n);
-      for (let r = 0; r < n; r++) out[r] = this.rows[r * WIDTH + k]!;
-      return out;
-    };
+    const n = this.n;
     let maxDay: Float64Array | undefined;
     // Only the bot rule reads it: merged on first use.
     const maxDaySearches = () => {
       if (maxDay === undefined) {
-        maxDay = this.dayMax.slice(0, n);
+        maxDay = new Float64Array(n);
+        maxDay.set(this.dayMax.subarray(0, Math.min(n, this.dayMax.length)));
         for (const m of this.partialDaysAll().values()) for (const [r, searches] of m) if (searches > maxDay[r]!) maxDay[r] = searches;
       }
       return maxDay;
     };
+    const col = (k: number) => this.cols[k]!.subarray(0, n);
     return {
-      ids: Uint32Array.from(this.ids),
+      ids: this.ids.subarray(0, n),
       impressions: col(I),
       clicks: col(C),
       searchesWithClicks: col(S),
