@@ -278,13 +278,12 @@ function topOrderStatistics(arms: readonly Float64Array[], n: number, q: number)
     }
     return NaN;
   };
-  const SAMPLE = 1024;
+  const SAMPLE = 256;
   const sample = new Float64Array(SAMPLE);
   for (let k = 0; k < SAMPLE; k++) sample[k] = at(Math.floor(((k + 0.5) * n) / SAMPLE));
-  sample.sort();
   // About three times `top` values are expected at or above the threshold (more with ties).
   const expectedAbove = Math.ceil((3 * top * SAMPLE) / n) + 8;
-  const threshold = sample[Math.max(0, SAMPLE - expectedAbove)]!;
+  const threshold = select(sample, Math.max(0, SAMPLE - expectedAbove));
   const room = Math.max(256, Math.floor(n / 8));
   const kept = new Float64Array(room);
   let m = 0;
@@ -298,8 +297,12 @@ function topOrderStatistics(arms: readonly Float64Array[], n: number, q: number)
     }
   }
   if (m < top) return undefined;
-  const sorted = kept.subarray(0, m).sort();
-  const low = sorted[m - top]!;
+  const values = kept.subarray(0, m);
+  const k = m - top;
+  const low = select(values, k);
   if (h === lo) return low;
-  return low + (h - lo) * (sorted[m - top + 1]! - low);
+  // After selecting k, everything above index k is >= values[k]: the next order statistic is their minimum.
+  let next = Infinity;
+  for (let i = k + 1; i < m; i++) if (values[i]! < next) next = values[i]!;
+  return low + (h - lo) * (next - low);
 }
