@@ -241,6 +241,32 @@ export function capInPlace(values: Float64Array, cap: number | undefined): Uint8
   return capped;
 }
 
+/** Caps `values` at `cap` in place; returns the indexes of the entries that were above it, ascending. */
+export function capIndexes(values: Float64Array, cap: number | undefined): Uint32Array {
+  if (cap === undefined) return new Uint32Array(0);
+  let above: number[] | undefined;
+  for (let i = 0; i < values.length; i++) {
+    if (values[i]! > cap) {
+      values[i] = cap;
+      (above ??= []).push(i);
+    }
+  }
+  return above === undefined ? new Uint32Array(0) : Uint32Array.from(above);
+}
+
+/** Entries in either of two ascending index lists (their union's size). */
+export function unionSize(a: Uint32Array, b: Uint32Array): number {
+  let i = 0;
+  let j = 0;
+  let both = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i]! === b[j]!) (both++, i++, j++);
+    else if (a[i]! < b[j]!) i++;
+    else j++;
+  }
+  return a.length + b.length - both;
+}
+
 /** The pooled percentile of several arms' values; undefined without values or with capping off. */
 export function pooledCap(arms: readonly Float64Array[], q: number): number | undefined {
   if (q >= 1) return undefined;

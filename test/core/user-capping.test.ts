@@ -6,7 +6,7 @@ import { compareVariants, comparisonSettings, type VariantData } from "../../src
 import { deltaMethodRatio, flooredVariance } from "../../src/core/delta-method.js";
 import { permutationTests } from "../../src/core/permutation.js";
 import { emptyBucketSums } from "../../src/core/user-buckets.js";
-import { abandonedColumn, column, percentile, pooledCap, withResultsColumn, type UserTotals } from "../../src/core/user-totals.js";
+import { abandonedColumn, capIndexes, capInPlace, column, percentile, pooledCap, unionSize, withResultsColumn, type UserTotals } from "../../src/core/user-totals.js";
 
 describe("the caps' percentile is numpy.quantile's default (linear)", () => {
   it("matches numpy on small and large arrays, near the top (the one-pass path) and below it", () => {
@@ -46,6 +46,22 @@ describe("the pooled cap's threshold pass equals selecting over every value (iss
           expect(arms.every((a, k) => a.every((x, i) => x === before[k]![i]))).toBe(true);
         }
       }
+    }
+  });
+
+  it("counts users capped on either total as the per-user flags do", () => {
+    let seed = 3;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (let k = 0; k < 50; k++) {
+      const n = 1 + Math.floor(random() * 500);
+      const num = Float64Array.from({ length: n }, () => Math.floor(random() * 30));
+      const den = Float64Array.from({ length: n }, () => Math.floor(random() * 40));
+      const [capN, capD] = [k % 7 === 0 ? undefined : random() * 30, random() * 40];
+      const [flagsN, flagsD] = [capInPlace(num.slice(), capN), capInPlace(den.slice(), capD)];
+      const [a, b] = [num.slice(), den.slice()];
+      const [ia, ib] = [capIndexes(a, capN), capIndexes(b, capD)];
+      expect(a).toEqual((() => { const x = num.slice(); capInPlace(x, capN); return x; })());
+      expect(unionSize(ia, ib)).toBe(flagsN.reduce((s, f, i) => s + (f || flagsD[i] ? 1 : 0), 0));
     }
   });
 
