@@ -23,14 +23,17 @@
  *
  * A window is answered from parts that never overlap (as the bucket rollups: rollups.ts):
  * - raw events for its partial edge hours; an edge hour that has settled (ended over an hour ago)
- *   is tallied once per minute and cached under its rollup versions, so only the partial minute
- *   at the window's start is read raw on each call;
+ *   is read once, its events kept (in index order) and tallied per minute, cached under its
+ *   rollup versions: a call takes the whole minutes from the cache and tallies the partial minute
+ *   at the window's start from the kept events (the same tables a raw read gives), so a warm
+ *   trailing window reads no events at all, only the listing of versions;
  * - hourly tables up to the first whole UTC day, and for days that have not settled (today, and
  *   yesterday during the first hour after midnight) — their hours settle one by one, so a live
  *   day costs one raw hour per change, not a raw day;
  * - daily tables for the whole days in between.
  * The settled part is merged once per change of its versions (a trailing window: about once an
- * hour) and cached; each call adds the live hours and the edges on top.
+ * hour) and cached as ready columns (the comparison's layout); each call copies them and adds the
+ * live hours and the edges on top, each user's fields adding the same numbers in the same order.
  *
  * Raw-event retention: a table can only be built while its period's raw events are kept. A window
  * needing a table that is missing or out of date for a period older than the retention has no
