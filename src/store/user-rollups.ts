@@ -243,13 +243,15 @@ export async function rawUserTables(
 }
 
 /**
- * A stretch of raw events, one entry per event in the order the timestamp index gives them (the
- * order rawUserTables' groups see them in): impressions with the fields a table needs, computed by
- * the engine exactly as rawUserTables' $group computes them, and clicks.
+ * A stretch of raw events in the order the timestamp index gives them (the order rawUserTables'
+ * groups see them in), packed in columns (a cached edge hour holds thousands): impressions with
+ * the fields a table needs, computed by the engine exactly as rawUserTables' $group computes
+ * them, and clicks; variants as indexes into `variants`, users as their numbers.
  */
 export interface RawEvents {
-  imp: { t: number; v: string; u: string; s: number; n: number; r?: number | undefined; rt: number }[];
-  clk: { t: number; v: string; u: string }[];
+  variants: string[];
+  imp: { t: Float64Array; v: Uint16Array; u: Uint32Array; s: Uint8Array; n: Uint8Array; f: Uint8Array; r: Float64Array; rt: Float64Array };
+  clk: { t: Float64Array; v: Uint16Array; u: Uint32Array };
 }
 
 export async function rawEvents(c: Collections, from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
@@ -279,24 +281,47 @@ export async function rawEvents(c: Collections, from: number, to: number, varian
       .toArray(),
     c.clicks.aggregate<{ t: Date; v: string; u: string }>([{ $match: m }, { $project: { _id: 0, t: "$timestamp", v: "$variant", u: "$user_id" } }], byTime).toArray(),
   ]);
-  return {
-    imp: imp.map((e) => ({ t: e.t.getTime(), v: String(e.v), u: String(e.u), s: Number(e.s), n: Number(e.n), r: e.r === undefined || e.r === null ? undefined : Number(e.r), rt: Number(e.rt) })),
-    clk: clk.map((e) => ({ t: e.t.getTime(), v: String(e.v), u: String(e.u) })),
+  const numbers = await userNumbers(c).resolve([...imp, ...clk].map((e) => String(e.u)), timeLimit(budget).maxTimeMS);
+  const variants: string[] = [];
+  const variantIndex = new Map<string, number>();
+  const vOf = (v: string) => {
+    let k = variantIndex.get(v);
+    if (k === undefined) variantIndex.set(v, (k = variants.push(v) - 1));
+    return k;
   };
+  const out: RawEvents = {
+    variants,
+    imp: { t: new Float64Array(imp.length), v: new Uint16Array(imp.length), u: new Uint32Array(imp.length), s: new Uint8Array(imp.length), n: new Uint8Array(imp.length), f: new Uint8Array(imp.length), r: new Float64Array(imp.length), rt: new Float64Array(imp.length) },
+    clk: { t: new Float64Array(clk.length), v: new Uint16Array(clk.length), u: new Uint32Array(clk.length) },
+  };
+  imp.forEach((e, i) => {
+    const x = out.imp;
+    x.t[i] = e.t.getTime();
+    x.v[i] = vOf(String(e.v));
+    x.u[i] = numbers.get(String(e.u))!;
+    x.s[i] = Number(e.s);
+    x.n[i] = Number(e.n);
+    if (e.r !== undefined && e.r !== null) {
+      x.f[i] = 1;
+      x.r[i] = Number(e.r);
+    }
+    x.rt[i] = Number(e.rt);
+  });
+  clk.forEach((e, i) => {
+    out.clk.t[i] = e.t.getTime();
+    out.clk.v[i] = vOf(String(e.v));
+    out.clk.u[i] = numbers.get(String(e.u))!;
+  });
+  return out;
 }
 
 /**
  * rawUserTables over [from, to) computed from events already read (a superset, in index order):
  * the same tables, value for value — each user's sums add the same numbers in the same order.
  */
-export async function tablesFromEvents(c: Collections, events: RawEvents, from: number, to: number, sliceMs: number, budget: Budget, origin = from): Promise<Map<number, Map<string, UserTable>>> {
+export function tablesFromEvents(events: RawEvents, from: number, to: number, sliceMs: number, origin = from): Map<number, Map<string, UserTable>> {
   const out = new Map<number, Map<string, UserTable>>();
   if (from >= to) return out;
-  const inside = (e: { t: number }) => e.t >= from && e.t < to;
-  const imps = events.imp.filter(inside);
-  const clks = events.clk.filter(inside);
-  if (imps.length === 0 && clks.length === 0) return out;
-  const numbers = await userNumbers(c).resolve([...imps, ...clks].map((e) => e.u), timeLimit(budget).maxTimeMS);
   const builders = new Map<number, Map<string, TableBuilder>>();
   const builder = (k: number, v: string) => {
     let slices = builders.get(k);
@@ -306,19 +331,25 @@ export async function tablesFromEvents(c: Collections, events: RawEvents, from: 
     return b;
   };
   const sliceOf = (t: number) => origin + Math.floor((t - origin) / sliceMs) * sliceMs;
-  for (const e of imps) {
-    const u = builder(sliceOf(e.t), e.v).user(numbers.get(e.u)!);
+  const { imp, clk, variants } = events;
+  for (let i = 0; i < imp.t.length; i++) {
+    const t = imp.t[i]!;
+    if (!(t >= from && t < to)) continue;
+    const u = builder(sliceOf(t), variants[imp.v[i]!]!).user(imp.u[i]!);
     u.row[I]! += 1;
-    u.row[S]! += e.s;
-    u.row[N]! += e.n;
-    if (e.r !== undefined) {
+    u.row[S]! += imp.s[i]!;
+    u.row[N]! += imp.n[i]!;
+    if (imp.f[i]) {
       u.row[F]! += 1;
-      u.row[R]! += reciprocalRank(e.r);
+      u.row[R]! += reciprocalRank(imp.r[i]!);
     }
-    const k = coarseLatencyBucket(e.rt);
+    const k = coarseLatencyBucket(imp.rt[i]!);
     u.lat.set(k, (u.lat.get(k) ?? 0) + 1);
   }
-  for (const e of clks) builder(sliceOf(e.t), e.v).user(numbers.get(e.u)!).row[C]! += 1;
+  for (let i = 0; i < clk.t.length; i++) {
+    const t = clk.t[i]!;
+    if (t >= from && t < to) builder(sliceOf(t), variants[clk.v[i]!]!).user(clk.u[i]!).row[C]! += 1;
+  }
   for (const [k, slices] of builders) out.set(k, new Map([...slices].map(([v, b]) => [v, b.build()])));
   return out;
 }
@@ -736,15 +767,15 @@ export class UserRollupReader {
         // minutes are taken from the cached events, not read again (the same tables as a raw read).
         const [a, b] = [cursor, until];
         parts.push(
-          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then(async ({ events, minutes }) => {
+          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then(({ events, minutes }) => {
             const out: { t: number; tables: Map<string, UserTable> }[] = [];
-            if (firstMinute >= endMinute) return asParts(await tablesFromEvents(this.c, events, a, b, b - a, budget));
-            if (a < firstMinute) out.push(...asParts(await tablesFromEvents(this.c, events, a, firstMinute, firstMinute - a, budget)));
+            if (firstMinute >= endMinute) return asParts(tablesFromEvents(events, a, b, b - a));
+            if (a < firstMinute) out.push(...asParts(tablesFromEvents(events, a, firstMinute, firstMinute - a)));
             for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
               const tables = minutes.get(m);
               if (tables !== undefined) out.push({ t: m, tables });
             }
-            if (endMinute < b) out.push(...asParts(await tablesFromEvents(this.c, events, endMinute, b, b - endMinute, budget)));
+            if (endMinute < b) out.push(...asParts(tablesFromEvents(events, endMinute, b, b - endMinute)));
             return out;
           }),
         );
@@ -769,7 +800,7 @@ export class UserRollupReader {
     this.builds.edgeHours++;
     const minutes = (async () => {
       const events = await this.rawEventsOf(hour, hour + HOUR_MS, variant, budget);
-      return { events, minutes: await tablesFromEvents(this.c, events, hour, hour + HOUR_MS, MINUTE_MS, budget) };
+      return { events, minutes: tablesFromEvents(events, hour, hour + HOUR_MS, MINUTE_MS) };
     })();
     const entry = { signature, builtAt: Date.now(), minutes };
     this.edgeHours.delete(key);
