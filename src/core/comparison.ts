@@ -50,7 +50,7 @@ import { sampleRatioTest, zCritical, type Estimate, type Interval } from "./stat
 import { studentTCritical } from "./student-t.js";
 import { PERMUTATION_MAX_USERS, permutationTests, type PermutationMetric } from "./permutation.js";
 import { USER_BUCKETS, type BucketSums } from "./user-buckets.js";
-import { abandonedColumn, capInPlace, cappingSettings, column, keptUsers, pooledCap, withResultsColumn, type UserTotals, type UserValues } from "./user-totals.js";
+import { abandonedColumn, capIndexes, capInPlace, cappingSettings, column, keptUsers, pooledCap, unionSize, withResultsColumn, type UserTotals, type UserValues } from "./user-totals.js";
 
 export const SRM_ALPHA = 0.001;
 
@@ -274,6 +274,8 @@ interface UserArm {
   metrics: Map<MetricName, UserMetric>;
   /** The pre-period's capped values of the same kept users (CUPED). */
   pre?: Map<MetricName, UserMetric> | undefined;
+  /** Each metric's estimate once computed (the control's is asked by every treatment and the intervals). */
+  estimates?: Map<MetricName, ArmMoments | undefined> | undefined;
 }
 
 /**
@@ -303,11 +305,17 @@ function userVariance(kind: RatioKind) {
 function armEstimate(d: VariantData, metric: MetricName, user?: UserArm): ArmMoments | undefined {
   const { numerator, denominator, kind } = METRIC_FIELDS[metric];
   if (user !== undefined) {
+    const estimates = (user.estimates ??= new Map());
+    if (estimates.has(metric)) {
+      const e = estimates.get(metric);
+      return e === undefined ? undefined : { ...e };
+    }
     const m = user.metrics.get(metric)!;
     const sums = ratioSums(m.num, m.den);
     const raw = userMoments(sums);
-    if (raw === undefined) return undefined;
-    return { ...raw, variance: userVariance(kind)(sums)!, unitsWithData: raw.units, users: true };
+    const e: ArmMoments | undefined = raw === undefined ? undefined : { ...raw, variance: userVariance(kind)(sums)!, unitsWithData: raw.units, users: true };
+    estimates.set(metric, e);
+    return e === undefined ? undefined : { ...e };
   }
   const den = denominator(d.buckets);
   const raw = deltaMethodRatio(ratioSums(numerator(d.buckets), den));
@@ -452,13 +460,13 @@ function prepareUsers(arms: readonly (readonly [string, VariantData])[], s: Comp
     }
   }
   // Each distinct per-user column (searches serve three metrics) is extracted and capped once.
-  const cappedColumns = new Map<UserValues, { values: Float64Array[]; above: Uint8Array[]; cap: number | undefined }>();
+  const cappedColumns = new Map<UserValues, { values: Float64Array[]; above: Uint32Array[]; cap: number | undefined }>();
   const capped = (values: UserValues) => {
     let c = cappedColumns.get(values);
     if (c === undefined) {
       const perArm = arms.map(([name]) => values(users.get(name)!.totals, users.get(name)!.kept));
       const cap = pooledCap(perArm, s.capPercentile);
-      cappedColumns.set(values, (c = { values: perArm, above: perArm.map((a) => capInPlace(a, cap)), cap }));
+      cappedColumns.set(values, (c = { values: perArm, above: perArm.map((a) => capIndexes(a, cap)), cap }));
     }
     return c;
   };
@@ -470,11 +478,8 @@ function prepareUsers(arms: readonly (readonly [string, VariantData])[], s: Comp
     const cappedUsers = new Map<string, number>();
     const values = new Map<string, number | undefined>();
     arms.forEach(([name], k) => {
-      const a = num.above[k]!;
-      const b = den.above[k]!;
-      let n = 0;
-      for (let i = 0; i < a.length; i++) if (a[i] || b[i]) n++;
-      cappedUsers.set(name, n);
+      // Users with either total above its cap (indexes of each, ascending).
+      cappedUsers.set(name, unionSize(num.above[k]!, den.above[k]!));
       users.get(name)!.metrics.set(metric, { num: num.values[k]!, den: den.values[k]! });
       const sums = ratioSums(num.values[k]!, den.values[k]!);
       values.set(name, sums.denominator > 0 ? sums.numerator / sums.denominator : undefined);

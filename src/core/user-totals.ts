@@ -199,6 +199,8 @@ export const column =
   (name: UserColumn): UserValues =>
   (t, kept) => {
     const c = t[name];
+    // Every user kept (no bot rule, or no bot): a plain copy.
+    if (kept.length === c.length && c instanceof Float64Array) return c.slice();
     const out = new Float64Array(kept.length);
     for (let j = 0; j < kept.length; j++) out[j] = c[kept[j]!]!;
     return out;
@@ -207,17 +209,22 @@ export const column =
 /** Searches with results per user. */
 export const withResultsColumn: UserValues = (t, kept) => {
   const out = new Float64Array(kept.length);
-  for (let j = 0; j < kept.length; j++) out[j] = t.impressions[kept[j]!]! - t.noResults[kept[j]!]!;
+  const { impressions, noResults } = t;
+  if (kept.length === impressions.length) for (let i = 0; i < out.length; i++) out[i] = impressions[i]! - noResults[i]!;
+  else for (let j = 0; j < kept.length; j++) out[j] = impressions[kept[j]!]! - noResults[kept[j]!]!;
   return out;
 };
 
 /** Searches with results and no click per user. */
 export const abandonedColumn: UserValues = (t, kept) => {
   const out = new Float64Array(kept.length);
-  for (let j = 0; j < kept.length; j++) {
-    const i = kept[j]!;
-    out[j] = t.impressions[i]! - t.noResults[i]! - t.firstClicked[i]!;
-  }
+  const { impressions, noResults, firstClicked } = t;
+  if (kept.length === impressions.length) for (let i = 0; i < out.length; i++) out[i] = impressions[i]! - noResults[i]! - firstClicked[i]!;
+  else
+    for (let j = 0; j < kept.length; j++) {
+      const i = kept[j]!;
+      out[j] = impressions[i]! - noResults[i]! - firstClicked[i]!;
+    }
   return out;
 };
 
@@ -234,11 +241,39 @@ export function capInPlace(values: Float64Array, cap: number | undefined): Uint8
   return capped;
 }
 
+/** Caps `values` at `cap` in place; returns the indexes of the entries that were above it, ascending. */
+export function capIndexes(values: Float64Array, cap: number | undefined): Uint32Array {
+  if (cap === undefined) return new Uint32Array(0);
+  let above: number[] | undefined;
+  for (let i = 0; i < values.length; i++) {
+    if (values[i]! > cap) {
+      values[i] = cap;
+      (above ??= []).push(i);
+    }
+  }
+  return above === undefined ? new Uint32Array(0) : Uint32Array.from(above);
+}
+
+/** Entries in either of two ascending index lists (their union's size). */
+export function unionSize(a: Uint32Array, b: Uint32Array): number {
+  let i = 0;
+  let j = 0;
+  let both = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i]! === b[j]!) (both++, i++, j++);
+    else if (a[i]! < b[j]!) i++;
+    else j++;
+  }
+  return a.length + b.length - both;
+}
+
 /** The pooled percentile of several arms' values; undefined without values or with capping off. */
 export function pooledCap(arms: readonly Float64Array[], q: number): number | undefined {
   if (q >= 1) return undefined;
   let n = 0;
   for (const a of arms) n += a.length;
+  const top = topOrderStatistics(arms, n, q);
+  if (top !== undefined) return top;
   const pooled = new Float64Array(n);
   let o = 0;
   for (const a of arms) {
@@ -246,4 +281,54 @@ export function pooledCap(arms: readonly Float64Array[], q: number): number | un
     o += a.length;
   }
   return percentile(pooled, q, true);
+}
+
+/**
+ * percentile() of the arms pooled, for a percentile near the top of many values, without copying
+ * or reordering them: a threshold t from an evenly spaced sample, then one pass keeping the values
+ * >= t. When at least `top` (= n - floor(q (n - 1))) values are kept, the order statistics the
+ * percentile reads (x[lo], x[lo + 1]) are all among them — every value left out is below every
+ * value kept — so the answer is exactly percentile()'s. Otherwise (a badly chosen threshold, or
+ * ties making the kept set large) undefined: the caller selects over every value.
+ */
+function topOrderStatistics(arms: readonly Float64Array[], n: number, q: number): number | undefined {
+  if (n < 4096) return undefined;
+  const h = q * (n - 1);
+  const lo = Math.floor(h);
+  const top = n - lo;
+  if (top * 16 > n) return undefined;
+  const at = (i: number): number => {
+    for (const a of arms) {
+      if (i < a.length) return a[i]!;
+      i -= a.length;
+    }
+    return NaN;
+  };
+  const SAMPLE = 256;
+  const sample = new Float64Array(SAMPLE);
+  for (let k = 0; k < SAMPLE; k++) sample[k] = at(Math.floor(((k + 0.5) * n) / SAMPLE));
+  // About three times `top` values are expected at or above the threshold (more with ties).
+  const expectedAbove = Math.ceil((3 * top * SAMPLE) / n) + 8;
+  const threshold = select(sample, Math.max(0, SAMPLE - expectedAbove));
+  const room = Math.max(256, Math.floor(n / 8));
+  const kept = new Float64Array(room);
+  let m = 0;
+  for (const a of arms) {
+    for (let i = 0; i < a.length; i++) {
+      const x = a[i]!;
+      if (x >= threshold) {
+        if (m === room) return undefined;
+        kept[m++] = x;
+      }
+    }
+  }
+  if (m < top) return undefined;
+  const values = kept.subarray(0, m);
+  const k = m - top;
+  const low = select(values, k);
+  if (h === lo) return low;
+  // After selecting k, everything above index k is >= values[k]: the next order statistic is their minimum.
+  let next = Infinity;
+  for (let i = k + 1; i < m; i++) if (values[i]! < next) next = values[i]!;
+  return low + (h - lo) * (next - low);
 }

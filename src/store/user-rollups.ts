@@ -23,14 +23,17 @@
  *
  * A window is answered from parts that never overlap (as the bucket rollups: rollups.ts):
  * - raw events for its partial edge hours; an edge hour that has settled (ended over an hour ago)
- *   is tallied once per minute and cached under its rollup versions, so only the partial minute
- *   at the window's start is read raw on each call;
+ *   is read once, its events kept (in index order) and tallied per minute, cached under its
+ *   rollup versions: a call takes the whole minutes from the cache and tallies the partial minute
+ *   at the window's start from the kept events (the same tables a raw read gives), so a warm
+ *   trailing window reads no events at all, only the listing of versions;
  * - hourly tables up to the first whole UTC day, and for days that have not settled (today, and
  *   yesterday during the first hour after midnight) — their hours settle one by one, so a live
  *   day costs one raw hour per change, not a raw day;
  * - daily tables for the whole days in between.
  * The settled part is merged once per change of its versions (a trailing window: about once an
- * hour) and cached; each call adds the live hours and the edges on top.
+ * hour) and cached as ready columns (the comparison's layout); each call copies them and adds the
+ * live hours and the edges on top, each user's fields adding the same numbers in the same order.
  *
  * Raw-event retention: a table can only be built while its period's raw events are kept. A window
  * needing a table that is missing or out of date for a period older than the retention has no
@@ -240,16 +243,132 @@ export async function rawUserTables(
 }
 
 /**
+ * A stretch of raw events in the order the timestamp index gives them (the order rawUserTables'
+ * groups see them in), packed in columns (a cached edge hour holds thousands): impressions with
+ * the fields a table needs, computed by the engine exactly as rawUserTables' $group computes
+ * them, and clicks; variants as indexes into `variants`, users as their numbers.
+ */
+export interface RawEvents {
+  variants: string[];
+  imp: { t: Float64Array; v: Uint16Array; u: Uint32Array; s: Uint8Array; n: Uint8Array; f: Uint8Array; r: Float64Array; rt: Float64Array };
+  clk: { t: Float64Array; v: Uint16Array; u: Uint32Array };
+}
+
+export async function rawEvents(c: Collections, from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
+  const m: Document = { timestamp: { $gte: new Date(from), $lt: new Date(to) }, ...(variant === undefined ? {} : { variant }) };
+  const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
+  const firstClicked = { $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] };
+  const [imp, clk] = await Promise.all([
+    c.impressions
+      .aggregate<{ t: Date; v: string; u: string; s: number; n: number; r?: number; rt: number }>(
+        [
+          { $match: m },
+          {
+            $project: {
+              _id: 0,
+              t: "$timestamp",
+              v: "$variant",
+              u: "$user_id",
+              s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+              n: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+              r: { $cond: [firstClicked, "$fc_r", "$$REMOVE"] },
+              rt: "$response_time_ms",
+            },
+          },
+        ],
+        byTime,
+      )
+      .toArray(),
+    c.clicks.aggregate<{ t: Date; v: string; u: string }>([{ $match: m }, { $project: { _id: 0, t: "$timestamp", v: "$variant", u: "$user_id" } }], byTime).toArray(),
+  ]);
+  const numbers = await userNumbers(c).resolve([...imp, ...clk].map((e) => String(e.u)), timeLimit(budget).maxTimeMS);
+  const variants: string[] = [];
+  const variantIndex = new Map<string, number>();
+  const vOf = (v: string) => {
+    let k = variantIndex.get(v);
+    if (k === undefined) variantIndex.set(v, (k = variants.push(v) - 1));
+    return k;
+  };
+  const out: RawEvents = {
+    variants,
+    imp: { t: new Float64Array(imp.length), v: new Uint16Array(imp.length), u: new Uint32Array(imp.length), s: new Uint8Array(imp.length), n: new Uint8Array(imp.length), f: new Uint8Array(imp.length), r: new Float64Array(imp.length), rt: new Float64Array(imp.length) },
+    clk: { t: new Float64Array(clk.length), v: new Uint16Array(clk.length), u: new Uint32Array(clk.length) },
+  };
+  imp.forEach((e, i) => {
+    const x = out.imp;
+    x.t[i] = e.t.getTime();
+    x.v[i] = vOf(String(e.v));
+    x.u[i] = numbers.get(String(e.u))!;
+    x.s[i] = Number(e.s);
+    x.n[i] = Number(e.n);
+    if (e.r !== undefined && e.r !== null) {
+      x.f[i] = 1;
+      x.r[i] = Number(e.r);
+    }
+    x.rt[i] = Number(e.rt);
+  });
+  clk.forEach((e, i) => {
+    out.clk.t[i] = e.t.getTime();
+    out.clk.v[i] = vOf(String(e.v));
+    out.clk.u[i] = numbers.get(String(e.u))!;
+  });
+  return out;
+}
+
+/**
+ * rawUserTables over [from, to) computed from events already read (a superset, in index order):
+ * the same tables, value for value — each user's sums add the same numbers in the same order.
+ */
+export function tablesFromEvents(events: RawEvents, from: number, to: number, sliceMs: number, origin = from): Map<number, Map<string, UserTable>> {
+  const out = new Map<number, Map<string, UserTable>>();
+  if (from >= to) return out;
+  const builders = new Map<number, Map<string, TableBuilder>>();
+  const builder = (k: number, v: string) => {
+    let slices = builders.get(k);
+    if (!slices) builders.set(k, (slices = new Map()));
+    let b = slices.get(v);
+    if (!b) slices.set(v, (b = new TableBuilder()));
+    return b;
+  };
+  const sliceOf = (t: number) => origin + Math.floor((t - origin) / sliceMs) * sliceMs;
+  const { imp, clk, variants } = events;
+  for (let i = 0; i < imp.t.length; i++) {
+    const t = imp.t[i]!;
+    if (!(t >= from && t < to)) continue;
+    const u = builder(sliceOf(t), variants[imp.v[i]!]!).user(imp.u[i]!);
+    u.row[I]! += 1;
+    u.row[S]! += imp.s[i]!;
+    u.row[N]! += imp.n[i]!;
+    if (imp.f[i]) {
+      u.row[F]! += 1;
+      u.row[R]! += reciprocalRank(imp.r[i]!);
+    }
+    const k = coarseLatencyBucket(imp.rt[i]!);
+    u.lat.set(k, (u.lat.get(k) ?? 0) + 1);
+  }
+  for (let i = 0; i < clk.t.length; i++) {
+    const t = clk.t[i]!;
+    if (t >= from && t < to) builder(sliceOf(t), variants[clk.v[i]!]!).user(clk.u[i]!).row[C]! += 1;
+  }
+  for (const [k, slices] of builders) out.set(k, new Map([...slices].map(([v, b]) => [v, b.build()])));
+  return out;
+}
+
+/**
  * Sums tables into one set of users per variant, keeping what the bot rule needs (searches per
  * user per UTC day) and the latency triples. An accumulator made `over` another (the cached
  * settled part of a window) adds a call's live hours and edges without touching it.
  */
-class Accumulator {
+export class Accumulator {
   private readonly index = new Map<number, number>();
-  private ids: number[];
-  private rows: Float64Array;
-  /** Most searches in one whole day from daily tables. */
+  /** Users (numbers) by row, `n` of them (the arrays have room for more). */
+  private ids: Uint32Array;
+  private n: number;
+  /** The WIDTH totals, one column per field (what the comparison reads), row by row as `ids`. */
+  private cols: Float64Array[];
+  /** Most searches in one whole day from daily tables; the base's until a daily table is added here. */
   private dayMax: Float64Array;
+  private ownDayMax: boolean;
   /** Days made of hours and edges (this accumulator's own): day start -> row -> searches. */
   private readonly partialDays = new Map<number, Map<number, number>>();
   /** Latency triples added here, rows in this accumulator's numbering. */
@@ -257,32 +376,47 @@ class Accumulator {
   /** Searches below and in the last coarse bucket asked, per row (see below). */
   private lastSplit: { bucket: number; under: Float64Array; at: Float64Array } | undefined;
 
+  /**
+   * Made `over` a base (a window's cached settled part), it starts from copies of the base's
+   * columns (ready: no per-call conversion of rows) and adds only the call's live hours and edges.
+   */
   constructor(private readonly base?: Accumulator) {
-    this.ids = base ? base.ids.slice() : [];
-    this.rows = base ? base.rows.slice(0, Math.max(1024, base.ids.length * 2) * WIDTH) : new Float64Array(1024 * WIDTH);
-    this.dayMax = base ? base.dayMax.slice(0, Math.max(1024, base.ids.length * 2)) : new Float64Array(1024);
+    const room = base ? base.n + 1024 : 1024;
+    const copy = (a: Float64Array | Uint32Array, length: number) => {
+      const out = new (a.constructor as Float64ArrayConstructor)(room);
+      out.set(a.subarray(0, length));
+      return out;
+    };
+    this.n = base ? base.n : 0;
+    this.ids = base ? (copy(base.ids, base.n) as unknown as Uint32Array) : new Uint32Array(room);
+    this.cols = base ? base.cols.map((c) => copy(c, base.n) as Float64Array) : Array.from({ length: WIDTH }, () => new Float64Array(room));
+    this.dayMax = base ? base.dayMax : new Float64Array(room);
+    this.ownDayMax = base === undefined;
   }
 
   get size(): number {
-    return this.ids.length;
+    return this.n;
+  }
+
+  private grow(): void {
+    const room = this.ids.length * 2;
+    const grown = <T extends Float64Array | Uint32Array>(a: T): T => {
+      const out = new (a.constructor as Float64ArrayConstructor)(room) as unknown as T;
+      out.set(a);
+      return out;
+    };
+    this.ids = grown(this.ids);
+    this.cols = this.cols.map(grown);
+    if (this.ownDayMax) this.dayMax = grown(this.dayMax);
   }
 
   private row(n: number): number {
     let r = this.index.get(n) ?? this.base?.index.get(n);
     if (r === undefined) {
-      r = this.ids.length;
+      r = this.n++;
+      if (r >= this.ids.length) this.grow();
       this.index.set(n, r);
-      this.ids.push(n);
-      if ((r + 1) * WIDTH > this.rows.length) {
-        const grown = new Float64Array(this.rows.length * 2);
-        grown.set(this.rows);
-        this.rows = grown;
-      }
-      if (r + 1 > this.dayMax.length) {
-        const max = new Float64Array(this.dayMax.length * 2);
-        max.set(this.dayMax);
-        this.dayMax = max;
-      }
+      this.ids[r] = n;
     }
     return r;
   }
@@ -295,13 +429,18 @@ class Accumulator {
       const day = Math.floor(t / DAY_MS) * DAY_MS;
       partial = this.partialDays.get(day);
       if (!partial) this.partialDays.set(day, (partial = new Map()));
+    } else if (!this.ownDayMax) {
+      const own = new Float64Array(this.ids.length);
+      own.set(this.dayMax.subarray(0, Math.min(this.dayMax.length, own.length)));
+      this.dayMax = own;
+      this.ownDayMax = true;
     }
     for (let j = 0; j < table.ids.length; j++) {
       const r = this.row(table.ids[j]!);
       map[j] = r;
-      const o = r * WIDTH;
       const p = j * WIDTH;
-      for (let k = 0; k < WIDTH; k++) this.rows[o + k]! += table.rows[p + k]!;
+      const cols = this.cols;
+      for (let k = 0; k < WIDTH; k++) cols[k]![r]! += table.rows[p + k]!;
       const searches = table.rows[p + I]!;
       if (partial === undefined) {
         if (searches > this.dayMax[r]!) this.dayMax[r] = searches;
@@ -337,8 +476,8 @@ class Accumulator {
   private split(bucket: number): { under: Float64Array; at: Float64Array } {
     if (this.lastSplit?.bucket !== bucket) {
       const base = this.base?.split(bucket);
-      const under = new Float64Array(this.ids.length);
-      const at = new Float64Array(this.ids.length);
+      const under = new Float64Array(this.n);
+      const at = new Float64Array(this.n);
       if (base) {
         under.set(base.under.subarray(0, Math.min(base.under.length, under.length)));
         at.set(base.at.subarray(0, Math.min(base.at.length, at.length)));
@@ -369,23 +508,20 @@ class Accumulator {
   }
 
   totals(): UserTotals {
-    const n = this.ids.length;
-    const col = (k: number) => {
-      const out = new Float64Array(n);
-      for (let r = 0; r < n; r++) out[r] = this.rows[r * WIDTH + k]!;
-      return out;
-    };
+    const n = this.n;
     let maxDay: Float64Array | undefined;
     // Only the bot rule reads it: merged on first use.
     const maxDaySearches = () => {
       if (maxDay === undefined) {
-        maxDay = this.dayMax.slice(0, n);
+        maxDay = new Float64Array(n);
+        maxDay.set(this.dayMax.subarray(0, Math.min(n, this.dayMax.length)));
         for (const m of this.partialDaysAll().values()) for (const [r, searches] of m) if (searches > maxDay[r]!) maxDay[r] = searches;
       }
       return maxDay;
     };
+    const col = (k: number) => this.cols[k]!.subarray(0, n);
     return {
-      ids: Uint32Array.from(this.ids),
+      ids: this.ids.subarray(0, n),
       impressions: col(I),
       clicks: col(C),
       searchesWithClicks: col(S),
@@ -417,7 +553,8 @@ interface Body {
 interface EdgeHour {
   signature: string;
   builtAt: number;
-  minutes: Promise<Map<number, Map<string, UserTable>>>;
+  /** The hour's events (for the partial minutes at the window's edge) and its tables per minute. */
+  minutes: Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }>;
 }
 
 /** Per variant, its users' totals over the window; undefined when some period's table cannot be built (raw events expired). */
@@ -619,32 +756,37 @@ export class UserRollupReader {
    */
   private async edge(from: number, to: number, variant: string | undefined, listed: Promise<readonly Listed[]>, budget: Budget): Promise<{ t: number; tables: Map<string, UserTable> }[]> {
     const parts: Promise<{ t: number; tables: Map<string, UserTable> }[]>[] = [];
-    const raw = (a: number, b: number) => parts.push(this.raw(a, b, b - a, variant, budget).then((m) => [...m].map(([t, tables]) => ({ t, tables }))));
+    const asParts = (m: Map<number, Map<string, UserTable>>) => [...m].map(([t, tables]) => ({ t, tables }));
+    const raw = (a: number, b: number) => parts.push(this.raw(a, b, b - a, variant, budget).then(asParts));
     for (let cursor = from; cursor < to; ) {
       const hour = Math.floor(cursor / HOUR_MS) * HOUR_MS;
       const until = Math.min(hour + HOUR_MS, to);
       const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
-      if (hour + HOUR_MS + SETTLED_MS <= Date.now() && firstMinute < endMinute) {
-        if (cursor < firstMinute) raw(cursor, firstMinute);
+      if (hour + HOUR_MS + SETTLED_MS <= Date.now()) {
+        // A settled hour: its events and minutes are cached (under its versions), so the partial
+        // minutes are taken from the cached events, not read again (the same tables as a raw read).
+        const [a, b] = [cursor, until];
         parts.push(
-          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then((minutes) => {
+          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then(({ events, minutes }) => {
             const out: { t: number; tables: Map<string, UserTable> }[] = [];
+            if (firstMinute >= endMinute) return asParts(tablesFromEvents(events, a, b, b - a));
+            if (a < firstMinute) out.push(...asParts(tablesFromEvents(events, a, firstMinute, firstMinute - a)));
             for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
               const tables = minutes.get(m);
               if (tables !== undefined) out.push({ t: m, tables });
             }
+            if (endMinute < b) out.push(...asParts(tablesFromEvents(events, endMinute, b, b - endMinute)));
             return out;
           }),
         );
-        if (endMinute < until) raw(endMinute, until);
       } else raw(cursor, until);
       cursor = until;
     }
     return (await Promise.all(parts)).flat();
   }
 
-  /** A settled hour's tables per minute, cached under the hour's rollup versions. */
-  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<Map<number, Map<string, UserTable>>> {
+  /** A settled hour's events and tables per minute, cached under the hour's rollup versions. */
+  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }> {
     const key = `${hour}|${variant ?? ""}`;
     const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
     const cached = this.edgeHours.get(key);
@@ -656,13 +798,29 @@ export class UserRollupReader {
       }
     }
     this.builds.edgeHours++;
-    const minutes = this.raw(hour, hour + HOUR_MS, MINUTE_MS, variant, budget);
+    const minutes = (async () => {
+      const events = await this.rawEventsOf(hour, hour + HOUR_MS, variant, budget);
+      return { events, minutes: tablesFromEvents(events, hour, hour + HOUR_MS, MINUTE_MS) };
+    })();
     const entry = { signature, builtAt: Date.now(), minutes };
     this.edgeHours.delete(key);
     this.edgeHours.set(key, entry);
     minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
     while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
     return minutes;
+  }
+
+  /** Raw events, taking a turn among the raw reads as raw() does. */
+  private async rawEventsOf(from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
+    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.rawReads++;
+    try {
+      return await rawEvents(this.c, from, to, variant, budget);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.rawReads--;
+    }
   }
 
   /** Raw tables, at most RAW_READS_AT_ONCE reads at a time (a finished read hands its turn to the next). */

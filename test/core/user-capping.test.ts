@@ -6,7 +6,7 @@ import { compareVariants, comparisonSettings, type VariantData } from "../../src
 import { deltaMethodRatio, flooredVariance } from "../../src/core/delta-method.js";
 import { permutationTests } from "../../src/core/permutation.js";
 import { emptyBucketSums } from "../../src/core/user-buckets.js";
-import { percentile } from "../../src/core/user-totals.js";
+import { abandonedColumn, capIndexes, capInPlace, column, percentile, pooledCap, unionSize, withResultsColumn, type UserTotals } from "../../src/core/user-totals.js";
 
 describe("the caps' percentile is numpy.quantile's default (linear)", () => {
   it("matches numpy on small and large arrays, near the top (the one-pass path) and below it", () => {
@@ -17,6 +17,64 @@ describe("the caps' percentile is numpy.quantile's default (linear)", () => {
     expect(percentile(Array.from({ length: 1000 }, (_, i) => (i + 1) ** 1.5), 0.99)).toBeCloseTo(31150.09487379794, 8);
     expect(percentile([7], 0.99)).toBe(7);
     expect(percentile([], 0.99)).toBeUndefined();
+  });
+});
+
+describe("the pooled cap's threshold pass equals selecting over every value (issue 21b)", () => {
+  it("gives percentile()'s exact value on random heavy-tailed, tied and adversarial arms", () => {
+    let seed = 7;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const shapes: ((i: number) => number)[] = [
+      () => Math.floor(Math.exp(random() * 6)),
+      () => (random() < 0.995 ? 0 : Math.floor(random() * 50)),
+      () => Math.floor(random() * 3),
+      () => random() * 1000,
+      (i) => i,
+      (i) => -i,
+      () => 5,
+    ];
+    for (const shape of shapes) {
+      for (const sizes of [[5000, 5000], [4000, 1], [3000, 9000, 20], [30_000]]) {
+        const arms = sizes.map((n) => Float64Array.from({ length: n }, (_, i) => shape(i)));
+        const pooled = new Float64Array(sizes.reduce((a, b) => a + b, 0));
+        let o = 0;
+        for (const a of arms) (pooled.set(a, o), (o += a.length));
+        for (const q of [0.9, 0.95, 0.99, 0.995, 0.999, 0.9999]) {
+          const before = arms.map((a) => a.slice());
+          expect(pooledCap(arms, q)).toBe(percentile(pooled, q));
+          // The arms are left as they were.
+          expect(arms.every((a, k) => a.every((x, i) => x === before[k]![i]))).toBe(true);
+        }
+      }
+    }
+  });
+
+  it("counts users capped on either total as the per-user flags do", () => {
+    let seed = 3;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (let k = 0; k < 50; k++) {
+      const n = 1 + Math.floor(random() * 500);
+      const num = Float64Array.from({ length: n }, () => Math.floor(random() * 30));
+      const den = Float64Array.from({ length: n }, () => Math.floor(random() * 40));
+      const [capN, capD] = [k % 7 === 0 ? undefined : random() * 30, random() * 40];
+      const [flagsN, flagsD] = [capInPlace(num.slice(), capN), capInPlace(den.slice(), capD)];
+      const [a, b] = [num.slice(), den.slice()];
+      const [ia, ib] = [capIndexes(a, capN), capIndexes(b, capD)];
+      expect(a).toEqual((() => { const x = num.slice(); capInPlace(x, capN); return x; })());
+      expect(unionSize(ia, ib)).toBe(flagsN.reduce((s, f, i) => s + (f || flagsD[i] ? 1 : 0), 0));
+    }
+  });
+
+  it("takes every user's column as the indexed copy does, with every user kept or some left out", () => {
+    const n = 300;
+    const f = (k: number) => Float64Array.from({ length: n }, (_, i) => (i * 7 + k) % 13);
+    const t: UserTotals = { ids: Uint32Array.from({ length: n }, (_, i) => i), impressions: f(20), clicks: f(1), searchesWithClicks: f(2), noResults: f(3), firstClicked: f(4), reciprocalRanks: f(5) };
+    for (const kept of [Uint32Array.from({ length: n }, (_, i) => i), Uint32Array.from({ length: n / 3 }, (_, i) => i * 3)]) {
+      const ref = (g: (i: number) => number) => Float64Array.from(kept, g);
+      expect(column("clicks")(t, kept)).toEqual(ref((i) => t.clicks[i]!));
+      expect(withResultsColumn(t, kept)).toEqual(ref((i) => t.impressions[i]! - t.noResults[i]!));
+      expect(abandonedColumn(t, kept)).toEqual(ref((i) => t.impressions[i]! - t.noResults[i]! - t.firstClicked[i]!));
+    }
   });
 });
 
