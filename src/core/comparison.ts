@@ -200,7 +200,7 @@ export interface Comparison {
   comparisons: VariantVsControl[];
   /** Per variant, search CTR with its delta-method interval (same mode as the comparisons). */
   searchCtrIntervals: Map<string, Interval | undefined>;
-  /** Per variant, every metric's interval (of the capped metric when capping applied; same mode as the comparisons). */
+  /** Per variant, every metric's interval around the rate it reports (all its users, uncapped; same mode as the comparisons). */
   intervals: Map<string, Partial<Record<MetricName, Interval>>>;
   capping: Capping;
   sampleRatio: SampleRatio;
@@ -573,12 +573,15 @@ export function compareVariants(data: ReadonlyMap<string, VariantData>, settings
   const userArm = (name: string) => prepared?.users.get(name);
   const capping: Capping = prepared?.capping ?? { percentile: s.capPercentile, applied: false, botSearchesPerDay: s.botSearchesPerDay, bots: new Map(), metrics: new Map() };
 
-  // Per-variant intervals of every metric, in the same mode as the comparisons.
+  // Per-variant intervals of every metric, in the same mode as the comparisons, about the rates
+  // the variants report: over all their users, uncapped (an interval of the capped metric beside
+  // the uncapped rate need not contain it). The comparisons below are of the capped metrics.
+  const reported = prepared !== undefined && (s.capPercentile < 1 || s.botSearchesPerDay > 0) ? prepareUsers(withData, { ...s, capPercentile: 1, botSearchesPerDay: 0 }) : prepared;
   const intervals = new Map<string, Partial<Record<MetricName, Interval>>>();
   for (const [name, d] of data) {
     const row: Partial<Record<MetricName, Interval>> = {};
     for (const metric of METRICS) {
-      const m = armEstimate(d, metric, userArm(name));
+      const m = armEstimate(d, metric, reported?.users.get(name));
       if (m !== undefined) row[metric] = intervalOf(m, metric, s, d.users);
     }
     intervals.set(name, row);

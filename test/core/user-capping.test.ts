@@ -145,4 +145,25 @@ describe("capping settings and the bot rule", () => {
     const uncapped = compareVariants(data, comparisonSettings({ control: "c", expectedSplit: {}, minImpressions: 0, capPercentile: 1 }));
     expect(uncapped.capping.metrics.get("searchCtr")!.values.get("t")).toBeCloseTo(4600 / 8000, 12);
   });
+
+  it("gives each variant's interval around the rate it reports (uncapped), whatever the comparisons cap", () => {
+    // A heavy user in the treatment: capped, the treatment's search CTR is 20%; as reported, 57.5%.
+    const ordinary = Array.from({ length: 300 }, (_, i): [number, number] => [10, i % 5]);
+    const data = new Map([
+      ["c", arm(ordinary, 0)],
+      ["t", arm([...ordinary, [5000, 4000]], 1000)],
+    ]);
+    const capped = compareVariants(data, comparisonSettings({ control: "c", expectedSplit: {}, minImpressions: 0 }));
+    const uncapped = compareVariants(data, comparisonSettings({ control: "c", expectedSplit: {}, minImpressions: 0, capPercentile: 1 }));
+    for (const [name, d] of data) {
+      const reported = d.searchesWithClicks / d.impressions;
+      const interval = capped.intervals.get(name)!.searchCtr!;
+      expect(interval.low, name).toBeLessThanOrEqual(reported);
+      expect(interval.high, name).toBeGreaterThanOrEqual(reported);
+      // The same interval as with capping off: it does not depend on the caps.
+      expect(interval, name).toEqual(uncapped.intervals.get(name)!.searchCtr);
+    }
+    // While the comparison is of the capped metric.
+    expect(capped.capping.metrics.get("searchCtr")!.values.get("t")).toBeLessThan(0.25);
+  });
 });

@@ -1250,9 +1250,10 @@ export const MetricComparisonSchema: GenMessage<MetricComparison> = /*@__PURE__*
 /**
  * Heavy users and bots (since v0.4; GetVariantComparisonRequest.cap_percentile and
  * bot_searches_per_day). Every comparison (lifts, intervals, p-values, MDEs, the recommendation)
- * and the variants' search_ctr_interval, ctr_interval, mrr_interval and abandonment_rate_interval
- * are about the capped metrics: per variant, the sum of its users' capped numerators over the sum
- * of their capped denominators (`value`). The VariantSummary counts and rates are not capped.
+ * is about the capped metrics: per variant, the sum of its users' capped numerators over the sum
+ * of their capped denominators (`value`). The VariantSummary counts and rates are not capped, and
+ * neither are their intervals (search_ctr_interval, ctr_interval, mrr_interval,
+ * abandonment_rate_interval: over all the variant's users, around the rate it reports).
  *
  * @generated from message clickanalytics.v1.UserCapping
  */
