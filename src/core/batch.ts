@@ -40,7 +40,7 @@ export function requireBatchSize(count: number, field = "events"): void {
 /**
  * The key an event must be unique under: a click's event_id, an impression's impression_id
  * (which defaults to its event_id). The same rule as storage's unique indexes, which let
- * impressions be sharded by impression_id (README, "Running at scale").
+ * impressions be sharded by impression_id (docs/operations.md, "Running at scale").
  */
 export function uniqueKeys(t: TrackedEvent): string[] {
   return t.kind === "click" ? [`c:${t.event.eventId}`] : [`s:${t.event.impressionId}`];

@@ -60,7 +60,7 @@ export const MAX_CONFIDENCE = 0.9999;
 /** expected_split weights accepted (any scale within it): a wider range makes an arm's expected count vanish and the SRM test meaningless. */
 export const MIN_SPLIT_WEIGHT = 1e-6;
 export const MAX_SPLIT_WEIGHT = 1e6;
-/** Default of min_users: no recommendation while an arm has fewer distinct users (chosen by calibration, see the README). */
+/** Default of min_users: no recommendation while an arm has fewer distinct users (chosen by calibration, see docs/statistics.md). */
 export const DEFAULT_MIN_USERS = 100;
 
 export interface ComparisonSettings {

@@ -27,7 +27,7 @@
  *
  * At the level of users (since issue 21): a user's latencies are correlated (device, network,
  * the queries they type), so searches are not independent and the binomial ranks above are too
- * narrow — the unit error the README criticises for CTR (A/A with a per-user latency factor,
+ * narrow — the unit error docs/statistics.md describes for CTR (A/A with a per-user latency factor,
  * lognormal sigma 0.45, 500 users per arm: false REGRESSION 4 in 20). When the arm's per-user
  * latencies are known (coarse per-user histograms, user-totals.ts), the spread of the share of
  * searches at or below the p95 is taken over users, as Deng, Knoblich, Lu (KDD 2018, section 4.3:

@@ -38,7 +38,7 @@ import { InvalidArgumentError } from "./errors.js";
  * users: with 0.1% heavy users, the 99.9th percentile of 6,000 users is one of the heavy users
  * themselves, and on the heavy-user shape of issue 21 A/A false positives stayed at 6.3-6.4% (3,000
  * simulated experiments); at 99.5 they were 4.9% and at 99 4.7%, while 99 also gave the most power
- * on the older Pareto shape (relative MDE 10.7% against 12.8% uncapped). README, "How the comparison works".
+ * on the older Pareto shape (relative MDE 10.7% against 12.8% uncapped). docs/statistics.md.
  */
 export const DEFAULT_CAP_PERCENTILE = 0.99;
 /** Caps below this percentile would cut into ordinary users; 1 turns capping off. */

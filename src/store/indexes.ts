@@ -3,7 +3,7 @@ import type { Collections } from "./documents.js";
 import { reconcileTimestampIndex, timestampIndexOptions } from "./retention.js";
 import { ROLLUP_INDEXES, rollupCollection } from "./rollups.js";
 
-/** The seed index set, identical on both collections (see README, "Storage"). */
+/** The seed index set, identical on both collections (see docs/storage.md). */
 export const EVENT_INDEXES: IndexDescription[] = [
   { key: { user_id: 1 }, name: "user_id_1" },
   { key: { variant: 1 }, name: "variant_1" },
@@ -52,12 +52,12 @@ export const IMPRESSION_KEY_INDEXES: IndexDescription[] = [
  * What versions before sharding support made unique on impressions. A database that has it keeps
  * it (and with it the stricter rule), and it serves event_id lookups there: the lookup index
  * above would be a second index on the same key. Drop it before sharding impressions
- * (README, "Running at scale"); the next start then creates event_id_1.
+ * (docs/operations.md, "Running at scale"); the next start then creates event_id_1.
  */
 const LEGACY_IMPRESSION_EVENT_ID = "event_id_unique";
 
 /**
- * The shard key of every collection the service keeps in MongoDB (null: not sharded), as README
+ * The shard key of every collection the service keeps in MongoDB (null: not sharded), as docs/operations.md
  * "Running at scale" documents it. Every unique index the service creates starts with its
  * collection's shard key fields, so MongoDB can enforce it on a sharded collection
  * (test/store/shard-keys.test.ts checks this against a freshly opened database).

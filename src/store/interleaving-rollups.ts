@@ -181,7 +181,7 @@ export class InterleavingRollupReader {
   private readonly cache = new Map<string, Decoded>();
   private readonly building = new Map<string, Promise<Decoded>>();
   private ready: Promise<void> | undefined;
-  /** Hours and days rebuilt by this reader (for tests and the README's measurements). */
+  /** Hours and days rebuilt by this reader (for tests and docs/benchmark.md's measurements). */
   builds = { h: 0, d: 0 };
   /** Settled edge hours tallied by minute (cache misses). */
   edgeHourBuilds = 0;

@@ -936,7 +936,7 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
   /**
    * A variant with fewer distinct users than this is never recommended, and with the control
    * below it nothing is ("insufficient data"); at least 2 (else INVALID_ARGUMENT); unset means
-   * 100, the default chosen by calibration (README, "How the comparison works").
+   * 100, the default chosen by calibration (docs/statistics.md).
    *
    * @generated from field: optional int64 min_users = 11;
    */
@@ -947,7 +947,7 @@ export type GetVariantComparisonRequest = Message<"clickanalytics.v1.GetVariantC
    * and denominator (searches, clicks, searches with a click, ...) over the window is lowered to
    * this percentile of the same total over the users of all variants pooled (winsorization; see
    * UserCapping). In [0.9, 1] (else INVALID_ARGUMENT); 1 turns capping off; unset means 0.99, the
-   * default chosen by calibration (README, "How the comparison works").
+   * default chosen by calibration (docs/statistics.md).
    *
    * @generated from field: optional double cap_percentile = 12;
    */
