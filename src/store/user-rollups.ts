@@ -217,14 +217,7 @@ export async function rawUserTables(
     c.clicks.aggregate<{ _id: { k: number; v: string; u: string }; n: number }>([{ $match: m }, { $group: { _id: { k: slice, v: "$variant", u: "$user_id" }, n: { $sum: 1 } } }], byTime).toArray(),
   ]);
   const numbers = await userNumbers(c).resolve([...imps, ...clks].map((r) => String(r._id.u)), timeLimit(budget).maxTimeMS);
-  const builders = new Map<number, Map<string, TableBuilder>>();
-  const builder = (k: number, v: string) => {
-    let slices = builders.get(k);
-    if (!slices) builders.set(k, (slices = new Map()));
-    let b = slices.get(v);
-    if (!b) slices.set(v, (b = new TableBuilder()));
-    return b;
-  };
+  const { builders, builder } = sliceBuilders();
   for (const r of imps) {
     const u = builder(origin + Number(r._id.k) * sliceMs, String(r._id.v)).user(numbers.get(String(r._id.u))!);
     u.row[I]! += Number(r.i);
@@ -315,13 +308,8 @@ export async function rawEvents(c: Collections, from: number, to: number, varian
   return out;
 }
 
-/**
- * rawUserTables over [from, to) computed from events already read (a superset, in index order):
- * the same tables, value for value — each user's sums add the same numbers in the same order.
- */
-export function tablesFromEvents(events: RawEvents, from: number, to: number, sliceMs: number, origin = from): Map<number, Map<string, UserTable>> {
-  const out = new Map<number, Map<string, UserTable>>();
-  if (from >= to) return out;
+/** Table builders by slice start and variant, made on first use. */
+function sliceBuilders(): { builders: Map<number, Map<string, TableBuilder>>; builder: (k: number, v: string) => TableBuilder } {
   const builders = new Map<number, Map<string, TableBuilder>>();
   const builder = (k: number, v: string) => {
     let slices = builders.get(k);
@@ -330,6 +318,17 @@ export function tablesFromEvents(events: RawEvents, from: number, to: number, sl
     if (!b) slices.set(v, (b = new TableBuilder()));
     return b;
   };
+  return { builders, builder };
+}
+
+/**
+ * rawUserTables over [from, to) computed from events already read (a superset, in index order):
+ * the same tables, value for value — each user's sums add the same numbers in the same order.
+ */
+export function tablesFromEvents(events: RawEvents, from: number, to: number, sliceMs: number, origin = from): Map<number, Map<string, UserTable>> {
+  const out = new Map<number, Map<string, UserTable>>();
+  if (from >= to) return out;
+  const { builders, builder } = sliceBuilders();
   const sliceOf = (t: number) => origin + Math.floor((t - origin) / sliceMs) * sliceMs;
   const { imp, clk, variants } = events;
   for (let i = 0; i < imp.t.length; i++) {
