@@ -21,8 +21,8 @@ import { parseArgs } from "node:util";
 import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../src/client/index.js";
 import type { InterleavingResult } from "../src/core/interleaving.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../src/store/embedded-engine.js";
-import { EVENT_INDEXES } from "../src/store/indexes.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../src/store/engine/embedded-engine.js";
+import { EVENT_INDEXES } from "../src/store/schema/indexes.js";
 import {
   describeShape,
   METRIC_SHAPES,

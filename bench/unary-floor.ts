@@ -23,11 +23,11 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { MongoClient, type CommandStartedEvent, type CommandSucceededEvent, type CommandFailedEvent, type Db, type Document } from "mongodb";
 import { validateClick } from "../src/core/events.js";
-import { startEmbeddedMongo } from "../src/store/embedded-engine.js";
-import { collections } from "../src/store/documents.js";
-import { writeEvents } from "../src/store/event-writer.js";
-import { keyIs } from "../src/store/indexes.js";
-import { rollupId } from "../src/store/rollups.js";
+import { startEmbeddedMongo } from "../src/store/engine/embedded-engine.js";
+import { collections } from "../src/store/schema/documents.js";
+import { writeEvents } from "../src/store/write/event-writer.js";
+import { keyIs } from "../src/store/schema/indexes.js";
+import { rollupId } from "../src/store/rollups/rollups.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;

@@ -22,7 +22,7 @@ import { comparisonSettings } from "../core/comparison.js";
 import { DomainError } from "../core/errors.js";
 import { DEFAULTS, expectedSplit, experimentKey, LOWER_IS_BETTER, resourceName, type Experiment, type ExperimentMetricName } from "../core/experiments.js";
 import type { ExperimentStore } from "../store/experiments.js";
-import type { MetricsSource } from "../store/metrics-source.js";
+import type { MetricsSource } from "../store/read/metrics-source.js";
 import { METRIC_ENUM } from "./experiments-service.js";
 import { responseTime } from "./request-mapping.js";
 

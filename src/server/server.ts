@@ -3,11 +3,11 @@ import { ClickAnalytics } from "../../gen/clickanalytics/v1/click_analytics_pb.j
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { SERVER_CHANNEL_OPTIONS } from "../client/transport.js";
 import { ClickStore } from "../store/click-store.js";
-import type { SpoolOptions } from "../store/spool.js";
+import type { SpoolOptions } from "../store/write/spool.js";
 import { accessGuard, ROLES, type AccessToken } from "./auth.js";
 import type { CallRecord } from "./call-tracking.js";
 import { clickAnalyticsService, requireCountComplete } from "./click-analytics-service.js";
-import { fastMetrics } from "../store/metrics-source.js";
+import { fastMetrics } from "../store/read/metrics-source.js";
 import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN, WatchHub, type WatchStats } from "./watch.js";
 import type { TlsConfig } from "./config.js";
 import { DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAMS_PER_CONNECTION, grpcService, type AdapterOptions } from "./grpc-adapter.js";

@@ -16,8 +16,8 @@ import type { WatchMetricsRequest, WatchMetricsResponseSchema } from "../../gen/
 import { DomainError } from "../core/errors.js";
 import { ratio, type RankStats } from "../core/metrics.js";
 import type { ClickStore } from "../store/click-store.js";
-import { anyEventBetween, type EventTotals, type MetricsFilter } from "../store/metrics-queries.js";
-import type { MetricsSource } from "../store/metrics-source.js";
+import { anyEventBetween, type EventTotals, type MetricsFilter } from "../store/read/metrics-queries.js";
+import type { MetricsSource } from "../store/read/metrics-source.js";
 import { bearerToken } from "./auth.js";
 import { firstClickFields } from "./ctr-fields.js";
 import type { CallContext } from "./grpc-adapter.js";

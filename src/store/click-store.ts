@@ -1,18 +1,18 @@
 import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
-import { collections, type Collections } from "./documents.js";
-import { ensureIndexes } from "./indexes.js";
-import { DurableWriter, type WriterEvents } from "./durable-writer.js";
-import { markQueryTables, QueryTableReader } from "./query-tables.js";
-import { upgradeRollups } from "./rollup-upgrade.js";
-import { pendingBatches, RollupReader, rollupCollection } from "./rollups.js";
-import { InterleavingRollupReader, interleavingRollups } from "./interleaving-rollups.js";
-import { UserRollupReader, userRollups } from "./user-rollups.js";
-import { Spool, type SpoolOptions } from "./spool.js";
-import { isStorageUnreachable } from "./storage-errors.js";
-import { StorageWatchdog, type WatchdogOptions } from "./storage-watchdog.js";
-import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./writer-lease.js";
+import { collections, type Collections } from "./schema/documents.js";
+import { ensureIndexes } from "./schema/indexes.js";
+import { DurableWriter, type WriterEvents } from "./write/durable-writer.js";
+import { markQueryTables, QueryTableReader } from "./read/query-tables.js";
+import { upgradeRollups } from "./rollups/rollup-upgrade.js";
+import { pendingBatches, RollupReader, rollupCollection } from "./rollups/rollups.js";
+import { InterleavingRollupReader, interleavingRollups } from "./read/interleaving-rollups.js";
+import { UserRollupReader, userRollups } from "./read/user-rollups.js";
+import { Spool, type SpoolOptions } from "./write/spool.js";
+import { isStorageUnreachable } from "./engine/storage-errors.js";
+import { StorageWatchdog, type WatchdogOptions } from "./engine/storage-watchdog.js";
+import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./write/writer-lease.js";
 import { DomainError } from "../core/errors.js";
-import { hasTtlMonitor, RawRetention, sweepExpired } from "./retention.js";
+import { hasTtlMonitor, RawRetention, sweepExpired } from "./schema/retention.js";
 
 export interface StoreOptions {
   uri: string;

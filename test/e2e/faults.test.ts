@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError, type StreamBatch } from "../../src/client/index.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
 import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
 let dir: string;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { MongoClient } from "mongodb";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
 import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
 let dir: string;

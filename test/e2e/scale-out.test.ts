@@ -14,7 +14,7 @@ import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClickAnalyticsClient, Status, type ClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
 import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
 const DB = "scale";

@@ -12,7 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClickAnalyticsClient, ExportKind, Status, type ServiceError } from "../../src/client/index.js";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
 import { freePort, startServerProcess, type ServerProcess } from "../support/server-process.js";
 
 /** The README's bound for a call without a deadline while the engine stalls, with the default watchdog settings. */

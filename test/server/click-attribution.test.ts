@@ -11,8 +11,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventSchema } from "../../src/client/index.js";
 import { timeWindow } from "../../src/core/window.js";
-import { fastMetrics, rawMetrics } from "../../src/store/metrics-source.js";
-import { RollupReader } from "../../src/store/rollups.js";
+import { fastMetrics, rawMetrics } from "../../src/store/read/metrics-source.js";
+import { RollupReader } from "../../src/store/rollups/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 type EventInit = MessageInitShape<typeof EventSchema>;

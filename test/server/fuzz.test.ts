@@ -59,7 +59,7 @@ import {
 } from "../../src/client/index.js";
 import { MAX_REQUEST_BYTES } from "../../src/client/transport.js";
 import { createLogger } from "../../src/server/logger.js";
-import type { ClickDocument, ImpressionDocument } from "../../src/store/documents.js";
+import type { ClickDocument, ImpressionDocument } from "../../src/store/schema/documents.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 const TOTAL_RUNS = Number(process.env.FUZZ_RUNS ?? 6_000);

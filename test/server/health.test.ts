@@ -8,7 +8,7 @@ import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Serving,
 import { Status, createClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
 import { createLogger } from "../../src/server/logger.js";
 import { startServer } from "../../src/server/server.js";
-import { startEmbeddedMongo } from "../../src/store/embedded-engine.js";
+import { startEmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { rawUnary, useHarnessWithRawClient } from "../support/raw-call.js";
 

@@ -16,8 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { TopQueriesOrder, type EventSchema, type QueryStats } from "../../src/client/index.js";
-import { HISTOGRAMS_META_ID, markQueryTables } from "../../src/store/query-tables.js";
-import { markFull, rollupCollection } from "../../src/store/rollups.js";
+import { HISTOGRAMS_META_ID, markQueryTables } from "../../src/store/read/query-tables.js";
+import { markFull, rollupCollection } from "../../src/store/rollups/rollups.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { mulberry32 } from "../support/prng.js";
 

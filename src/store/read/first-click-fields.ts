@@ -1,0 +1,59 @@
+/**
+ * Reading first clicks (core/first-click.ts) straight from stored impressions: their `fc_t` and
+ * `fc_r` fields, which the writer keeps to the earliest linked click and the rollups count
+ * (rollups.ts). The raw edges of a window, and raw-event reads, use these two pieces; so both
+ * paths count the same searches.
+ */
+import type { Document } from "mongodb";
+import { addFirstClick, emptyFirstClickStats, reciprocalRank, timeToClickMs, type FirstClickStats } from "../../core/first-click.js";
+import { USER_BUCKETS, userBucket } from "../../core/user-buckets.js";
+import type { Collections } from "../schema/documents.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+
+/** $group accumulator: searches with results. */
+export const withResultsSum = { $sum: { $cond: [{ $gt: ["$results_count", 0] }, 1, 0] } };
+
+/** $group accumulator: per search with results and a first click, {r: its rank, d: click time - search time in ms}. */
+export const firstClickPush = {
+  $push: { $cond: [{ $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] }, { r: "$fc_r", d: { $subtract: ["$fc_t", "$timestamp"] } }, "$$REMOVE"] },
+};
+
+/** Adds what firstClickPush gathered into `stats`; returns how many and the sum of their reciprocal ranks (for user buckets). */
+export function addPushedFirstClicks(stats: FirstClickStats, pushed: readonly { r: unknown; d: unknown }[]): { n: number; reciprocalRanks: number } {
+  let reciprocalRanks = 0;
+  for (const { r, d } of pushed) {
+    addFirstClick(stats, Number(r), timeToClickMs(0, Number(d)));
+    reciprocalRanks += reciprocalRank(Number(r));
+  }
+  return { n: pushed.length, reciprocalRanks };
+}
+
+/** One group's first clicks, with the per-user-bucket pieces the comparison needs. */
+export interface RawFirstClicks {
+  stats: FirstClickStats;
+  /** Per user bucket: searches with results and a first click, and their reciprocal ranks' sum. */
+  firstClicked: Float64Array;
+  reciprocalRanks: Float64Array;
+}
+
+/** First clicks of the impressions matching `m`, per value of the `$group` key expression `key` (stringified; null is ""). */
+export async function rawFirstClicks(c: Collections, m: Document, key: unknown, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<Map<string, RawFirstClicks>> {
+  const rows = await c.impressions
+    .aggregate<{ _id: { k: unknown; u: string }; swr: number; fcs: { r: unknown; d: unknown }[] }>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
+      allowDiskUse: true,
+      ...timeLimit(budget),
+    })
+    .toArray();
+  const out = new Map<string, RawFirstClicks>();
+  for (const r of rows) {
+    const k = r._id.k instanceof Date ? r._id.k.toISOString() : String(r._id.k ?? "");
+    let e = out.get(k);
+    if (!e) out.set(k, (e = { stats: emptyFirstClickStats(), firstClicked: new Float64Array(USER_BUCKETS), reciprocalRanks: new Float64Array(USER_BUCKETS) }));
+    e.stats.searchesWithResults += Number(r.swr);
+    const { n, reciprocalRanks } = addPushedFirstClicks(e.stats, r.fcs);
+    const b = userBucket(String(r._id.u));
+    e.firstClicked[b]! += n;
+    e.reciprocalRanks[b]! += reciprocalRanks;
+  }
+  return out;
+}

@@ -1,0 +1,396 @@
+/**
+ * Interleaving rollups: per UTC hour and per UTC day (and variant), every ranker pair's wins,
+ * ties, uncredited clicks and per-user sums (d = wins_a - wins_b, n = decided searches, users
+ * by their numbers, user-ids.ts), so GetInterleavingResult costs what the window's days cost, not
+ * what its interleaved searches cost. Per-user sums add up across hours and days (a user's searches
+ * of two periods are disjoint), so a window's tally is the sum of its parts, the same as over the
+ * raw events (test/store/rollup-equivalence.test.ts).
+ *
+ * A search's outcome depends on all its clicks, which may arrive in any batch and in any order
+ * (before the search, long after it). So the rollups are not incremented; they are rebuilt:
+ * - Writers only move versions: every batch bumps `ver` of the (hour, variant) and (day,
+ *   variant) documents of each interleaved search it stored and of each interleaved search a
+ *   click it stored links to (one look-up by impression_id per batch with linked clicks). The
+ *   hour's document is bumped before the day's (one ordered update command). This runs inside
+ *   rollUp, after the events are inserted, so a writer that dies before it leaves a pending
+ *   batch whose settling (rollups.ts) bumps them.
+ * - Readers rebuild what moved: an hour whose built version (`bv`) is not its `ver` is tallied
+ *   from its raw interleaved searches and their clicks; a day from its hours, or, when most of
+ *   them are stale too (after a bulk load), from its raw events in one read split by hour. The result is
+ *   stored only if `ver` has not moved meanwhile (the next read rebuilds it otherwise). Any event
+ *   a rebuild missed was inserted after the rebuild's read, so its bump comes after the version
+ *   the rebuild saw. A day bumped means its hour was bumped first, so a day rebuilt from hours
+ *   sees that hour as stale.
+ * - A window is answered from its partial edge hours read raw (forEachInterleaved), hourly
+ *   documents up to the first whole day, and daily documents from there (windowRanges).
+ *
+ * A database whose interleaved searches predate these rollups gets their versions bumped once
+ * (the first read of a process finds no `init` document), so every hour of theirs is built.
+ * An hour rebuilt after its raw events expired (raw retention) would lose them: an hour is only
+ * rebuilt when an event of it arrives, so in practice only a very late click does this.
+ */
+import { randomBytes } from "node:crypto";
+import { Binary, type Collection, type Document } from "mongodb";
+import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type PairTally } from "../../core/interleaving.js";
+import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
+import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
+import { keyIn } from "../schema/indexes.js";
+import { forEachInterleaved } from "./interleaving.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { windowRanges } from "../rollups/rollups.js";
+import { userNumbers } from "../schema/user-ids.js";
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+const COLLECTION = "interleaving_rollups";
+const INIT_ID = "init";
+
+type Grain = "h" | "d";
+
+/** One pair's stored tally; `u` packs [user number, d, n] per user as little-endian int32. */
+interface StoredPair {
+  a: string;
+  b: string;
+  n: number;
+  wa: number;
+  wb: number;
+  ti: number;
+  uc: number;
+  u: Binary;
+}
+
+export interface InterleavingRollupDocument {
+  _id: string;
+  g: Grain;
+  t: Date;
+  v: string;
+  /** Moved by every write that may change the period's interleaving. */
+  ver: number;
+  /** The `ver` the stored pairs were built at, and an id of that build (readers cache by it). */
+  bv?: number;
+  bid?: string;
+  pairs?: StoredPair[];
+}
+
+export function interleavingRollups(c: Collections): Collection<InterleavingRollupDocument> {
+  return c.db.collection<InterleavingRollupDocument>(COLLECTION);
+}
+
+const docId = (g: Grain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
+const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
+
+/** Tallies keyed by user number, per pair (pairKey). */
+export type PairTallies = Map<string, PairTally<number>>;
+
+/**
+ * Moves the versions of the periods whose interleaving these newly stored events may change: the
+ * (hour, variant) and (day, variant) of each interleaved search among them, and of each
+ * interleaved search one of the clicks links to. Hours first, then days, in one ordered command.
+ */
+export async function noteInterleavingWrites(c: Collections, clicks: readonly Pick<ClickDocument, "impression_id">[], impressions: readonly Pick<ImpressionDocument, "teams" | "timestamp" | "variant">[]): Promise<void> {
+  const touched = new Map<string, { t: number; v: string }>();
+  const touch = (at: Date, v: string) => {
+    const t = floorTo(at.getTime(), HOUR_MS);
+    touched.set(`${t}|${v}`, { t, v });
+  };
+  for (const d of impressions) if (d.teams !== undefined && d.teams.length > 0) touch(d.timestamp, d.variant);
+  const linked = [...new Set(clicks.flatMap((k) => (k.impression_id === undefined ? [] : [k.impression_id])))];
+  if (linked.length > 0) {
+    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 }, ...ONE_ROUND_TRIP }).toArray();
+    for (const s of searches) touch(s.timestamp, s.variant);
+  }
+  if (touched.size === 0) return;
+  await bumpVersions(c, [...touched.values()]);
+}
+
+async function bumpVersions(c: Collections, hours: readonly { t: number; v: string }[]): Promise<void> {
+  const days = new Map<string, { t: number; v: string }>();
+  for (const { t, v } of hours) days.set(`${floorTo(t, DAY_MS)}|${v}`, { t: floorTo(t, DAY_MS), v });
+  const update = (g: Grain, t: number, v: string) => ({ q: { _id: docId(g, t, v) }, u: { $inc: { ver: 1 }, $setOnInsert: { g, t: new Date(t), v } }, upsert: true });
+  const updates = [...hours.map(({ t, v }) => update("h", t, v)), ...[...days.values()].map(({ t, v }) => update("d", t, v))];
+  const wc = c.db.writeConcern;
+  for (let attempt = 1; ; attempt++) {
+    const reply = (await c.db.command({ update: COLLECTION, updates, ordered: true, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) })) as WriteReply;
+    const error = writeReplyError(reply);
+    if (error === undefined) return;
+    // Two writers creating the same document at once: the loser's upsert collides; $inc again is right (it was not applied).
+    if (error.code !== 11000 || attempt >= 5) throw error;
+  }
+}
+
+interface Decoded {
+  bid: string;
+  pairs: PairTallies;
+}
+
+const encodeUsers = (users: Map<number, { d: number; n: number }>): Binary => {
+  const packed = new Int32Array(users.size * 3);
+  let i = 0;
+  for (const [num, { d, n }] of users) {
+    packed[i++] = num;
+    packed[i++] = d;
+    packed[i++] = n;
+  }
+  return new Binary(Buffer.from(packed.buffer, packed.byteOffset, packed.byteLength));
+};
+
+function decodeUsers(b: Binary): Map<number, { d: number; n: number }> {
+  const bytes = b.buffer;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Map<number, { d: number; n: number }>();
+  for (let o = 0; o + 12 <= bytes.byteLength; o += 12) out.set(view.getInt32(o, true), { d: view.getInt32(o + 4, true), n: view.getInt32(o + 8, true) });
+  return out;
+}
+
+const encodePairs = (pairs: PairTallies): StoredPair[] =>
+  [...pairs.values()].map((p) => ({ a: p.a, b: p.b, n: p.impressions, wa: p.winsA, wb: p.winsB, ti: p.ties, uc: p.uncreditedClicks, u: encodeUsers(p.users) }));
+
+function decodePairs(stored: readonly StoredPair[] | undefined): PairTallies {
+  const out: PairTallies = new Map();
+  for (const s of stored ?? []) out.set(pairKey(s.a, s.b), { a: s.a, b: s.b, impressions: s.n, winsA: s.wa, winsB: s.wb, ties: s.ti, uncreditedClicks: s.uc, users: decodeUsers(s.u) });
+  return out;
+}
+
+/** Adds every pair of `from` into `into` (copying what it adds, so cached tallies stay as they are). */
+export function mergeTallies(into: PairTallies, from: PairTallies): PairTallies {
+  for (const [k, p] of from) {
+    let have = into.get(k);
+    if (!have) into.set(k, (have = emptyPairTally<number>(p.a, p.b)));
+    mergePairTally(have, p);
+  }
+  return into;
+}
+
+const MINUTE_MS = 60_000;
+/** An hour is cached by minute once it has been over this long (late events are rare by then; a late one moves its versions). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+const EDGE_HOURS_CACHED = 64;
+
+/** Raw reads of one reader at once (see InterleavingRollupReader.rawReads). */
+const RAW_READS_AT_ONCE = 2;
+
+type Listed = { _id: string; g: Grain; t: Date; v: string; ver: number; bv?: number; bid?: string };
+
+/**
+ * Reads interleaving tallies for windows, caching decoded documents by build id. Each read lists
+ * the window's documents (an index-only read), rebuilds those whose versions moved, and merges.
+ */
+export class InterleavingRollupReader {
+  private readonly cache = new Map<string, Decoded>();
+  private readonly building = new Map<string, Promise<Decoded>>();
+  private ready: Promise<void> | undefined;
+  /** Hours and days rebuilt by this reader (for tests and docs/benchmark.md's measurements). */
+  builds = { h: 0, d: 0 };
+  /** Settled edge hours tallied by minute (cache misses). */
+  edgeHourBuilds = 0;
+  /**
+   * Raw reads in flight, and the reads waiting for a turn: a first read after a bulk load
+   * rebuilds every day of its window, and 30 days read at once held more than the server's heap
+   * (the 3M benchmark's server, capped at 256 MiB, died of it).
+   */
+  private rawReads = 0;
+  private readonly edgeHours = new Map<string, { signature: string; builtAt: number; minutes: Promise<Map<number, PairTallies>> }>();
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly c: Collections,
+    private readonly maxCached = 5_000,
+  ) {}
+
+  /** Every ranker pair's tally over the window (users by number). */
+  async pairs(f: MetricsFilter): Promise<PairTallies> {
+    await this.init();
+    const ranges = windowRanges(f.window.start.getTime(), f.window.until?.getTime());
+    const v = f.variant === undefined ? {} : { v: f.variant };
+    const range = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
+    const grains: Document[] = [...ranges.hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })), ...ranges.days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v }))];
+    const [listed, ...edges] = await Promise.all([grains.length === 0 ? [] : this.list({ $or: grains }, f), ...ranges.raw.map(([from, to]) => this.edge(from, to, f.variant, f))]);
+    const parts = await Promise.all(listed.map((d) => this.built(d, f)));
+    const out: PairTallies = new Map();
+    for (const part of [...parts.map((p) => p.pairs), ...edges.flat()]) mergeTallies(out, part);
+    return out;
+  }
+
+  clear(): void {
+    this.cache.clear();
+    this.edgeHours.clear();
+    this.ready = undefined;
+  }
+
+  /**
+   * A window's partial edge [from, to) as parts to add up. A trailing window's start moves with
+   * every call, so its first hour would be read raw every time: an hour settled for over an hour
+   * is tallied once per minute and cached under its documents' versions (any write that may
+   * change its interleaving moves them), and only the partial minute at the edge is read raw.
+   */
+  private async edge(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<PairTallies[]> {
+    const out: PairTallies[] = [];
+    const raw = async (a: number, b: number) => out.push(...(await this.raw(a, b, variant, budget)).values());
+    for (let cursor = from; cursor < to; ) {
+      const hour = floorTo(cursor, HOUR_MS);
+      const until = Math.min(hour + HOUR_MS, to);
+      const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
+      if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
+        if (cursor < firstMinute) await raw(cursor, firstMinute);
+        const minutes = await this.minutesOf(hour, variant, budget);
+        for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
+          const part = minutes.get(m);
+          if (part !== undefined) out.push(part);
+        }
+        if (endMinute < until) await raw(endMinute, until);
+      } else await raw(cursor, until);
+      cursor = until;
+    }
+    return out;
+  }
+
+  /** A settled hour's tallies per minute (by its start), cached under its documents' versions. */
+  private async minutesOf(hour: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+    const key = `${hour}|${variant ?? ""}`;
+    // The versions first, then the events: a write landing in between moves the versions again.
+    const listed = await this.list({ g: "h", t: new Date(hour), ...(variant === undefined ? {} : { v: variant }) }, budget);
+    const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
+    const cached = this.edgeHours.get(key);
+    if (cached !== undefined && cached.signature === signature && Date.now() - cached.builtAt <= EDGE_MAX_AGE_MS) {
+      try {
+        return await cached.minutes;
+      } catch {
+        // Another call's read, stopped by that call's deadline: read here.
+      }
+    }
+    this.edgeHourBuilds++;
+    const minutes = this.raw(hour, hour + HOUR_MS, variant, budget, MINUTE_MS);
+    const entry = { signature, builtAt: Date.now(), minutes };
+    this.edgeHours.delete(key);
+    this.edgeHours.set(key, entry);
+    minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
+    while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
+    return minutes;
+  }
+
+  /** Its index, and versions for interleaved searches stored before these rollups existed (once per database). */
+  private init(): Promise<void> {
+    this.ready ??= (async () => {
+      const col = interleavingRollups(this.c);
+      await col.createIndex({ g: 1, t: 1, v: 1, ver: 1, bv: 1, bid: 1 }, { name: "grain_time_variant_versions" });
+      if ((await col.findOne({ _id: INIT_ID }, { projection: { _id: 1 } })) !== null) return;
+      const hours = await this.c.impressions
+        .aggregate<{ _id: { t: Date; v: string } }>([
+          { $match: { teams: { $exists: true } } },
+          { $group: { _id: { t: { $subtract: ["$timestamp", { $mod: [{ $toLong: "$timestamp" }, HOUR_MS] }] }, v: "$variant" } } },
+        ], { hint: "timestamp_interleaved" })
+        .toArray();
+      for (let i = 0; i < hours.length; i += 1000) await bumpVersions(this.c, hours.slice(i, i + 1000).map((x) => ({ t: new Date(x._id.t).getTime(), v: x._id.v })));
+      // No g, t or v: never listed as a period.
+      await col.updateOne({ _id: INIT_ID }, { $setOnInsert: { ver: 0 } }, { upsert: true });
+    })().catch((error: unknown) => {
+      this.ready = undefined;
+      throw error;
+    });
+    return this.ready;
+  }
+
+  private async list(filter: Document, budget: MetricsFilter): Promise<Listed[]> {
+    const rows = await interleavingRollups(this.c)
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1, bv: 1, bid: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
+      .toArray();
+    return rows.map((d) => ({ ...d, _id: docId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), ...(d.bv === undefined ? {} : { bv: Number(d.bv) }) }) as Listed);
+  }
+
+  /** The document's tallies as of its listed version: cached, fetched, or rebuilt. */
+  private async built(d: Listed, budget: MetricsFilter): Promise<Decoded> {
+    if (d.bv === d.ver && d.bid !== undefined) {
+      const cached = this.cache.get(d._id);
+      if (cached?.bid === d.bid) return cached;
+      const stored = await interleavingRollups(this.c).findOne({ _id: d._id, bid: d.bid }, { projection: { bid: 1, pairs: 1 }, ...timeLimit(budget) });
+      if (stored !== null) return this.remember(d._id, { bid: d.bid, pairs: decodePairs(stored.pairs) });
+      // Rebuilt by another reader in between: build it here too.
+    }
+    const key = `${d._id}@${d.ver}`;
+    let pending = this.building.get(key);
+    if (!pending) {
+      pending = this.rebuild(d, budget).finally(() => this.building.delete(key));
+      this.building.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async rebuild(d: Listed, budget: MetricsFilter): Promise<Decoded> {
+    const t = d.t.getTime();
+    let pairs: PairTallies;
+    if (d.g === "h") {
+      this.builds.h++;
+      pairs = (await this.raw(t, t + HOUR_MS, d.v, budget)).get(t) ?? new Map();
+    } else {
+      this.builds.d++;
+      const hours = await this.list({ g: "h", t: { $gte: new Date(t), $lt: new Date(t + DAY_MS) }, v: d.v }, budget);
+      const stale = hours.filter((x) => !(x.bv === x.ver && x.bid !== undefined));
+      pairs = new Map();
+      if (stale.length * 2 <= hours.length) {
+        // Mostly built (a live day): its hours, the stale ones rebuilt.
+        for (const part of await Promise.all(hours.map((x) => this.built(x, budget)))) mergeTallies(pairs, part.pairs);
+      } else {
+        // Mostly unbuilt (after a bulk load, or a database that predates these rollups): the day's
+        // events in one read, split by hour; its stale hours are kept as they come out.
+        const byHour = await this.raw(t, t + DAY_MS, d.v, budget);
+        for (const part of byHour.values()) mergeTallies(pairs, part);
+        await Promise.all(stale.map((x) => this.store(x, byHour.get(x.t.getTime()) ?? new Map())));
+      }
+    }
+    return this.store(d, pairs);
+  }
+
+  /** Keeps `pairs` as `d`'s build, if no write moved its version since it was listed. */
+  private async store(d: Listed, pairs: PairTallies): Promise<Decoded> {
+    const built: Decoded = { bid: randomBytes(9).toString("base64url"), pairs };
+    // A period whose users would take the document past 16 MiB (about 1.3 million users of one
+    // pair) is not kept: it is built again from its parts on every read that needs it.
+    const stored = await interleavingRollups(this.c)
+      .updateOne({ _id: d._id, ver: d.ver }, { $set: { bv: d.ver, bid: built.bid, pairs: encodePairs(pairs) } })
+      .catch((error: { code?: number; message?: string }) => {
+        if (error.code === 10334 || error.code === 17419 || error.code === 10329 || /larger than the max|too large/i.test(error.message ?? "")) return { modifiedCount: 0 };
+        throw error;
+      });
+    return stored.modifiedCount === 1 ? this.remember(d._id, built) : built;
+  }
+
+  /** The interleaved searches of [from, to) (of one variant, or all) straight from the events, per UTC hour (by its start). */
+  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit = HOUR_MS): Promise<Map<number, PairTallies>> {
+    // A finished read hands its turn to the next waiting one.
+    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.rawReads++;
+    try {
+      return await this.rawNow(from, to, variant, budget, unit);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.rawReads--;
+    }
+  }
+
+  /** The interleaved searches of [from, to) straight from the events, per `unit` (an hour or a minute, by its start). */
+  private async rawNow(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit: number): Promise<Map<number, PairTallies>> {
+    const byHour = new Map<number, MultileaveTally<string>>();
+    await forEachInterleaved(this.c, { window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 }, ...(variant === undefined ? {} : { variant }), ...timeLimit(budget) }, (imp, at) => {
+      const hour = floorTo(at.getTime(), unit);
+      let tally = byHour.get(hour);
+      if (!tally) byHour.set(hour, (tally = new MultileaveTally<string>()));
+      tally.add(imp);
+    });
+    const ids = new Set<string>();
+    for (const tally of byHour.values()) for (const p of tally.pairs.values()) for (const id of p.users.keys()) ids.add(id);
+    const numbers = ids.size === 0 ? new Map<string, number>() : await userNumbers(this.c).resolve(ids, timeLimit(budget).maxTimeMS);
+    const out = new Map<number, PairTallies>();
+    for (const [hour, tally] of byHour) out.set(hour, new Map([...tally.pairs].map(([k, p]) => [k, { ...p, users: new Map([...p.users].map(([id, u]) => [numbers.get(id)!, u])) }])));
+    return out;
+  }
+
+  private remember(id: string, d: Decoded): Decoded {
+    this.cache.delete(id);
+    this.cache.set(id, d);
+    while (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+    return d;
+  }
+}

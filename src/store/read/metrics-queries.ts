@@ -1,0 +1,275 @@
+import type { Document, Filter } from "mongodb";
+import { interpolatePercentile, rankStats, type RankStats } from "../../core/metrics.js";
+import type { TimeWindow } from "../../core/window.js";
+import { emptyFirstClickStats, mergeFirstClickStats, type FirstClickStats } from "../../core/first-click.js";
+import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
+import { rawFirstClicks } from "./first-click-fields.js";
+
+/** Which events a metric covers. The same filter applies to clicks and impressions alike. */
+export interface MetricsFilter {
+  window: TimeWindow;
+  /** What is left of the caller's deadline: MongoDB abandons the work once it has passed. */
+  maxTimeMS?: number | undefined;
+  userId?: string | undefined;
+  variant?: string | undefined;
+}
+
+export interface ResponseTimeStats {
+  count: number;
+  avg?: number | undefined;
+  min?: number | undefined;
+  max?: number | undefined;
+  p50?: number | undefined;
+  p95?: number | undefined;
+  p99?: number | undefined;
+}
+
+export interface UserActivity {
+  clicks: number;
+  impressions: number;
+  avgRankClicked?: number | undefined;
+  avgResponseTimeMs?: number | undefined;
+  variantsUsed: string[];
+}
+
+export const REPORTED_PERCENTILES = [0.5, 0.95, 0.99] as const;
+
+/** Aggregation options that stop MongoDB's work when the caller's time is up. */
+export function timeLimit(f: Pick<MetricsFilter, "maxTimeMS">): { maxTimeMS?: number } {
+  return f.maxTimeMS === undefined ? {} : { maxTimeMS: Math.max(1, Math.floor(f.maxTimeMS)) };
+}
+
+export function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
+  const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: f.window.until === undefined ? { $gte: f.window.start } : { $gte: f.window.start, $lt: f.window.until } };
+  if (f.userId !== undefined) m.user_id = f.userId;
+  if (f.variant !== undefined) m.variant = f.variant;
+  return m;
+}
+
+/** null from $avg/$min over no documents becomes undefined ("no data"). */
+export function num(value: unknown): number | undefined {
+  return value === null || value === undefined ? undefined : Number(value);
+}
+
+/** Exact rank statistics: MongoDB reduces clicks to a rank histogram, which is small. */
+export async function rankMetrics(c: Collections, f: MetricsFilter): Promise<RankStats> {
+  return (await rankHistograms(c, f, false)).get("") ?? rankStats([]);
+}
+
+/**
+ * Stages that keep, per partition, only the impressions at the sorted positions linear
+ * interpolation needs for each percentile in `ps` ({pos, v, key} documents; at most two per
+ * percentile and partition). One sort numbers the values; the values themselves stay in MongoDB.
+ */
+export function percentilePickStages(ps: readonly number[], partitionBy: unknown): Document[] {
+  const positionTests = ps.flatMap((p) => {
+    const h = { $multiply: [{ $subtract: ["$n", 1] }, p] };
+    return [{ $eq: ["$pos", { $floor: h }] }, { $eq: ["$pos", { $ceil: h }] }];
+  });
+  return [
+    {
+      $setWindowFields: {
+        ...(partitionBy === null ? {} : { partitionBy }),
+        sortBy: { response_time_ms: 1 },
+        output: { pos: { $documentNumber: {} }, n: { $count: {}, window: { documents: ["unbounded", "unbounded"] } } },
+      },
+    },
+    { $set: { pos: { $subtract: ["$pos", 1] } } },
+    { $match: { $expr: { $or: positionTests } } },
+    { $project: { _id: 0, key: partitionBy === null ? null : partitionBy, pos: 1, n: 1, v: "$response_time_ms" } },
+  ];
+}
+
+/** Exact percentiles per partition key from picked positions. */
+export function percentilesFromPicks(picks: readonly { key: unknown; pos: number; n: number; v: number }[], ps: readonly number[]): Map<string, (number | undefined)[]> {
+  const byKey = new Map<string, { n: number; values: Map<number, number> }>();
+  for (const p of picks) {
+    const key = p.key instanceof Date ? p.key.toISOString() : String(p.key ?? "");
+    let entry = byKey.get(key);
+    if (!entry) byKey.set(key, (entry = { n: Number(p.n), values: new Map() }));
+    entry.values.set(Number(p.pos), Number(p.v));
+  }
+  const out = new Map<string, (number | undefined)[]>();
+  for (const [key, { n, values }] of byKey) {
+    out.set(
+      key,
+      ps.map((p) =>
+        interpolatePercentile(n, p, (pos) => {
+          const v = values.get(pos);
+          if (v === undefined) throw new Error(`percentile position ${pos} of ${n} missing from aggregation`);
+          return v;
+        }),
+      ),
+    );
+  }
+  return out;
+}
+
+/** Latency percentiles over impressions, overall (key "") or per variant. */
+export async function latencyPercentiles(c: Collections, f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>> {
+  const picks = await c.impressions
+    .aggregate<{ key: unknown; pos: number; n: number; v: number }>([{ $match: match(f) }, ...percentilePickStages(ps, perVariant ? "$variant" : null)], { allowDiskUse: true, ...timeLimit(f) })
+    .toArray();
+  return percentilesFromPicks(picks, ps);
+}
+
+/** Latency over impressions: count, mean, extremes and exact p50/p95/p99. */
+export async function responseTimeStats(c: Collections, f: MetricsFilter): Promise<ResponseTimeStats> {
+  const [[stats], percentiles] = await Promise.all([
+    c.impressions
+      .aggregate([
+        { $match: match(f) },
+        { $group: { _id: null, count: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, min: { $min: "$response_time_ms" }, max: { $max: "$response_time_ms" } } },
+      ], timeLimit(f))
+      .toArray(),
+    latencyPercentiles(c, f, REPORTED_PERCENTILES, false),
+  ]);
+  const [p50, p95, p99] = percentiles.get("") ?? [];
+  return { count: Number(stats?.count ?? 0), avg: num(stats?.avg), min: num(stats?.min), max: num(stats?.max), p50, p95, p99 };
+}
+
+/** Counts behind CTR, search-level CTR, no-results rate and reach, for one group of events. */
+export interface EventTotals {
+  impressions: number;
+  clicks: number;
+  /** Impressions with at least one linked click. */
+  searchesWithClicks: number;
+  /** Impressions that returned no results. */
+  noResults: number;
+  /** Distinct users with an event. */
+  users: number;
+  rankSum: number;
+  responseTimeSum: number;
+  /** First clicks of searches with results: MRR, abandonment, time to first click (core/first-click.ts). */
+  firstClicks: FirstClickStats;
+  /** Linked clicks of the searches at ranks they did not show (core/click-attribution.ts). */
+  clicksOutsideResults: number;
+}
+
+export interface TotalsBreakdown {
+  overall: EventTotals;
+  /** Every variant with at least one event. */
+  variants: Map<string, EventTotals>;
+}
+
+export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, users: 0, rankSum: 0, responseTimeSum: 0, firstClicks: emptyFirstClickStats(), clicksOutsideResults: 0 });
+
+/**
+ * One pass over both collections (impressions, then clicks through $unionWith): per
+ * (variant, user) sums first, so that distinct users fall out of the second grouping.
+ */
+export async function eventTotals(c: Collections, f: MetricsFilter): Promise<TotalsBreakdown> {
+  const m = match(f);
+  const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, o: { $sum: "$o" } };
+  const regroup = { ...sums, users: { $sum: 1 } };
+  const [[result], firstClicks] = await Promise.all([c.impressions
+    .aggregate<{ variants: Document[]; overall: Document[] }>(
+      [
+        { $match: m },
+        {
+          $project: {
+            _id: 0,
+            u: "$user_id",
+            v: "$variant",
+            i: { $literal: 1 },
+            c: { $literal: 0 },
+            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+            nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+            rk: { $literal: 0 },
+            rt: "$response_time_ms",
+            o: { $ifNull: ["$lk.o", 0] },
+          },
+        },
+        {
+          $unionWith: {
+            coll: c.clicks.collectionName,
+            pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 }, o: { $literal: 0 } } }],
+          },
+        },
+        { $group: { _id: { v: "$v", u: "$u" }, ...sums } },
+        {
+          $facet: {
+            variants: [{ $group: { _id: "$_id.v", ...regroup } }],
+            overall: [{ $group: { _id: "$_id.u", ...sums } }, { $group: { _id: null, ...regroup } }],
+          },
+        },
+      ],
+      { allowDiskUse: true, ...timeLimit(f) },
+    )
+    .toArray(), rawFirstClicks(c, m, "$variant", f)]);
+  const totals = (d: Document | undefined): EventTotals =>
+    d === undefined
+      ? zeroTotals()
+      : {
+          impressions: Number(d.i),
+          clicks: Number(d.c),
+          searchesWithClicks: Number(d.s),
+          noResults: Number(d.nr),
+          users: Number(d.users),
+          rankSum: Number(d.rk),
+          responseTimeSum: Number(d.rt),
+          firstClicks: firstClicks.get(String(d._id))?.stats ?? emptyFirstClickStats(),
+          clicksOutsideResults: Number(d.o),
+        };
+  const overall = totals(result?.overall[0]);
+  overall.firstClicks = emptyFirstClickStats();
+  for (const { stats } of firstClicks.values()) mergeFirstClickStats(overall.firstClicks, stats);
+  return {
+    overall,
+    variants: new Map((result?.variants ?? []).map((d) => [String(d._id), totals(d)])),
+  };
+}
+
+/** Rank histograms of clicks, overall (key "") or per variant. */
+export async function rankHistograms(c: Collections, f: MetricsFilter, perVariant: boolean): Promise<Map<string, RankStats>> {
+  const rows = await c.clicks
+    .aggregate<{ _id: { v: string | null; r: number }; n: number }>([{ $match: match(f) }, { $group: { _id: { v: perVariant ? "$variant" : null, r: "$rank" }, n: { $sum: 1 } } }], timeLimit(f))
+    .toArray();
+  const byKey = new Map<string, [number, number][]>();
+  for (const r of rows) {
+    const key = r._id.v ?? "";
+    const list = byKey.get(key) ?? [];
+    list.push([Number(r._id.r), Number(r.n)]);
+    byKey.set(key, list);
+  }
+  return new Map([...byKey].map(([k, h]) => [k, rankStats(h)]));
+}
+
+export async function userActivity(c: Collections, userId: string, f: Pick<MetricsFilter, "window" | "maxTimeMS">): Promise<UserActivity> {
+  const filter = match({ window: f.window, userId });
+  const [clicks, impressions] = await Promise.all([
+    c.clicks
+      .aggregate([{ $match: filter }, { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$rank" }, variants: { $addToSet: "$variant" } } }], timeLimit(f))
+      .toArray(),
+    c.impressions
+      .aggregate([
+        { $match: filter },
+        { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, variants: { $addToSet: "$variant" } } },
+      ], timeLimit(f))
+      .toArray(),
+  ]);
+  const [cl, im] = [clicks[0], impressions[0]];
+  const variants = new Set<string>([...(cl?.variants ?? []), ...(im?.variants ?? [])]);
+  return {
+    clicks: Number(cl?.n ?? 0),
+    impressions: Number(im?.n ?? 0),
+    avgRankClicked: num(cl?.avg),
+    avgResponseTimeMs: num(im?.avg),
+    variantsUsed: [...variants].sort(),
+  };
+}
+
+/**
+ * Whether any click or impression of the filter (user, variant) has a timestamp in [from, to):
+ * when a trailing window's start moves from `from` to `to`, only such events leave it. Two
+ * indexed lookups of at most one document each.
+ */
+export async function anyEventBetween(c: Collections, from: Date, to: Date, f: Omit<MetricsFilter, "window">): Promise<boolean> {
+  if (from.getTime() >= to.getTime()) return false;
+  const m: Document = { timestamp: { $gte: from, $lt: to } };
+  if (f.userId !== undefined) m.user_id = f.userId;
+  if (f.variant !== undefined) m.variant = f.variant;
+  const options = { projection: { _id: 1 }, hint: "timestamp_1", ...timeLimit(f) };
+  const [click, impression] = await Promise.all([c.clicks.findOne(m, options), c.impressions.findOne(m, options)]);
+  return click !== null || impression !== null;
+}

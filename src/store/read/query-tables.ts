@@ -1,0 +1,551 @@
+/**
+ * GetTopQueries from query tables: per UTC hour and variant, every query's counters (see
+ * query-table-fields.ts), maintained in the same atomic rollup update as the other metrics. A
+ * window is raw events for its first, partial hour and the hourly tables from there on.
+ *
+ * Writers keep hourly tables only (a day's table is large, and rewriting it with every batch
+ * cost a sixth of the ingest rate). Readers compact the hours of each finished day into a day
+ * table, stamped with the hours' versions it was built from, store it for other servers and
+ * restarts, and rebuild it when an hour's version moves (a late event). Tables are cached by
+ * version, so a finished day is read once; a table that grew too large ("full") is replaced by
+ * the raw events of its hour.
+ *
+ * Tables are complete only in a database that has had them from its first event: one created
+ * by an older version (events but no tables) keeps answering from the raw events. Likewise each
+ * query's searches per results_count, clicks at shown ranks and first-click ranks (COEC's, MRR's
+ * and abandonment's inputs) are there only from the hour recorded when a server of a version
+ * that keeps them first opened the database (markQueryTables).
+ */
+import { topRows, type QueryPositions, type QueryRow, type TopQueriesOrder } from "../../core/top-queries.js";
+import { queryRows, topQueries } from "./breakdowns.js";
+import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
+import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
+import { LIMITS } from "../../core/events.js";
+import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "../rollups/rollups.js";
+import type { Document } from "mongodb";
+
+/** Says whether every stored event is in the query tables (see markQueryTables). */
+const META_ID = "meta|query-tables";
+/** Says from when every query table holds its queries' searches per results_count (`h<k>`) and clicks past the cap (`x`). */
+export const HISTOGRAMS_META_ID = "meta|query-histograms";
+/**
+ * Says from when every query table counts linked clicks under their searches' queries, with
+ * their clicks at shown ranks (`k`), outside results (`o`) and first-click ranks (`f<r>`):
+ * core/click-attribution.ts. COEC, MRR and abandonment per query need them.
+ */
+export const ATTRIBUTION_META_ID = "meta|query-attribution";
+
+interface QueryTablesMeta {
+  _id: string;
+  g: "meta";
+  /** META_ID: every stored event is in the tables. */
+  complete?: boolean;
+  /** HISTOGRAMS_META_ID: tables of hours from this one on hold the histograms of all their events. */
+  from?: Date;
+  at: Date;
+}
+
+const metaCollection = (c: Collections) => c.db.collection<QueryTablesMeta>(rollupCollection(c).collectionName);
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * At open: a database without events gets query tables from its first event on, so they are
+ * complete; one that already has events without the record was written by an older version,
+ * and its tables never will be. The first server to record either wins.
+ *
+ * The same for the tables' histograms (COEC's inputs, query-table-fields.ts): a database without
+ * events has them from the beginning; in one with events, the tables of this hour (and of the
+ * next, which a writer of the older version may have reached with an event up to the allowed
+ * clock skew ahead) may hold searches counted without them, so they are complete from the first
+ * whole hour after that. Writers of the older version still running then are not foreseen.
+ */
+export async function markQueryTables(c: Collections, now = Date.now()): Promise<void> {
+  const meta = metaCollection(c);
+  const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID, ATTRIBUTION_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+  if (recorded.size === 3) return;
+  const empty = (await c.impressions.countDocuments({}, { limit: 1 })) + (await c.clicks.countDocuments({}, { limit: 1 })) === 0;
+  const record = (doc: QueryTablesMeta) =>
+    meta.insertOne(doc).catch((error: { code?: number }) => {
+      if (error.code !== 11000) throw error;
+    });
+  if (!recorded.has(META_ID)) await record({ _id: META_ID, g: "meta", complete: empty, at: new Date(now) });
+  const from = empty ? 0 : Math.floor((now + LIMITS.maxFutureSkewMs) / HOUR_MS) * HOUR_MS + HOUR_MS;
+  for (const id of [HISTOGRAMS_META_ID, ATTRIBUTION_META_ID]) if (!recorded.has(id)) await record({ _id: id, g: "meta", from: new Date(from), at: new Date(now) });
+}
+
+const DAY_MS = 24 * HOUR_MS;
+/** A day is compacted once it has been over this long: late events are rarer by then. */
+const DAY_SETTLED_MS = HOUR_MS;
+
+type Counts = Map<string, QueryEntry>;
+
+/** One hourly table as the version query lists it. */
+interface HourRef {
+  id: string;
+  t: Date;
+  v: string;
+  ver: number;
+}
+
+interface CachedTable {
+  /** The hour's version, or for a day the versions of the hours it was built from. */
+  sig: string;
+  counts: Counts;
+  /** Hours that are full: read from raw events instead. */
+  fullHours: HourRef[];
+  /** A window's merge of day tables holds no histograms: these tables do (see rowOfEntry). */
+  parts?: readonly CachedTable[];
+}
+
+/** A compacted day table as stored. */
+interface DayTableDocument {
+  _id: string;
+  g: "qd";
+  t: Date;
+  v: string;
+  sig: string;
+  qt: ReturnType<typeof encodeQueryTable>;
+}
+
+/** Hourly tables read together, compacted as one (a day, or the part of one inside the window). */
+interface DayGroup {
+  refs: HourRef[];
+  /** A finished day: its compacted table is stored for other servers and restarts. */
+  store: boolean;
+}
+
+/**
+ * Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry).
+ * Histograms are merged only where `histograms` (a day compacted from its hours); a window's merge
+ * drops them.
+ */
+function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
+  for (const [query, n] of from) {
+    const sum = into.get(query);
+    if (sum === undefined) into.set(query, histograms ? { ...n } : { ...n, h: undefined, f: undefined });
+    else addQueryEntry(sum, n, histograms);
+  }
+}
+
+/** A table's queries in `order` (as topRows ranks them), computed once per table and order. */
+const rankings = new WeakMap<CachedTable, Map<TopQueriesOrder, QueryRow[]>>();
+function rankedRows(table: CachedTable, order: TopQueriesOrder): QueryRow[] {
+  let byOrder = rankings.get(table);
+  if (!byOrder) rankings.set(table, (byOrder = new Map()));
+  let rows = byOrder.get(order);
+  if (!rows) byOrder.set(order, (rows = topRows(Array.from(table.counts, ([query, n]) => rowCounts(query, n)), order, table.counts.size)));
+  return rows;
+}
+
+/** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
+class TableCache {
+  private readonly tables = new Map<string, CachedTable>();
+  private entries = 0;
+
+  constructor(private readonly maxEntries: number) {}
+
+  get(id: string, sig: string): CachedTable | undefined {
+    const table = this.tables.get(id);
+    if (table?.sig !== sig) return undefined;
+    this.tables.delete(id);
+    this.tables.set(id, table);
+    return table;
+  }
+
+  set(id: string, table: CachedTable): void {
+    this.delete(id);
+    this.tables.set(id, table);
+    this.entries += table.counts.size;
+    for (const oldest of this.tables.keys()) {
+      if (this.entries <= this.maxEntries || oldest === id) break;
+      this.delete(oldest);
+    }
+  }
+
+  private delete(id: string): void {
+    const table = this.tables.get(id);
+    if (table === undefined) return;
+    this.entries -= table.counts.size;
+    this.tables.delete(id);
+  }
+
+  clear(): void {
+    this.tables.clear();
+    this.entries = 0;
+  }
+}
+
+/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollups.ts). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Rebuilt at least this often whatever the versions say. */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+/** Hours (and variant filters) kept: a few windows' first hours. */
+const EDGE_HOURS_CACHED = 16;
+
+/**
+ * One search or unlinked click of an edge hour, as queryRows (breakdowns.ts) counts it: offset in
+ * the hour, query, and what it adds. A search carries its linked clicks' summary (`c` clicks,
+ * `rk` their rank sum, `sk` at shown ranks, `o` outside its results) and its first click's rank
+ * `f` (core/click-attribution.ts); an unlinked click adds `c` 1 at rank `rk`.
+ */
+interface EdgeEvent {
+  k: number;
+  q: string;
+  /** 1: a search (`s` clicked, `rc` results); 0: an unlinked click. */
+  i: number;
+  s: number;
+  rc: number;
+  c: number;
+  rk: number;
+  sk: number;
+  o: number;
+  f: number | null;
+}
+
+/**
+ * The searches and clicks of a settled hour, read once (one command) and cached under the
+ * versions of that hour's rollups (every event written, flagged or repaired in the hour moves
+ * them), sorted by time: any stretch of the hour is then counted per query here, to the
+ * millisecond, as queryRows counts it from the events.
+ */
+class EdgeQueries {
+  private readonly hours = new Map<string, { signature: string; builtAt: number; events: Promise<EdgeEvent[]> }>();
+  /** Hours read (cache misses), for tests. */
+  builds = 0;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly retention: RawRetention,
+  ) {}
+
+  async rows(hour: number, from: number, to: number, variant: string | undefined, versions: readonly { t: Date; v: string; ver: unknown }[], budget: MetricsFilter): Promise<QueryRow[]> {
+    this.retention.require(new Date(from), "window-edge");
+    const key = `${hour}|${variant ?? ""}`;
+    const signature = versions.map((d) => `${d.v}@${String(d.ver)}`).sort().join(";");
+    let cached = this.hours.get(key);
+    let own = false;
+    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
+      own = true;
+      this.builds++;
+      const entry = { signature, builtAt: Date.now(), events: edgeEvents(this.c, hour, variant, budget) };
+      cached = entry;
+      // A failed read (a deadline, an outage) is not kept.
+      entry.events.catch(() => this.hours.get(key) === entry && this.hours.delete(key));
+      this.hours.delete(key);
+      this.hours.set(key, entry);
+      while (this.hours.size > EDGE_HOURS_CACHED) this.hours.delete(this.hours.keys().next().value!);
+    }
+    let events: EdgeEvent[];
+    try {
+      events = await cached.events;
+    } catch (error) {
+      // Another call's read, stopped by that call's deadline: this call reads for itself.
+      if (own) throw error;
+      return this.rows(hour, from, to, variant, versions, budget);
+    }
+    return edgeQueryRows(events, from - hour, to - hour);
+  }
+}
+
+/** The hour's searches and unlinked clicks (of `variant`), by time. */
+async function edgeEvents(c: Collections, hour: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeEvent[]> {
+  const m: Document = { timestamp: { $gte: new Date(hour), $lt: new Date(hour + HOUR_MS) }, ...(variant === undefined ? {} : { variant }) };
+  const offset = { $subtract: ["$timestamp", new Date(hour)] };
+  const rows = await c.impressions
+    .aggregate<EdgeEvent>(
+      [
+        { $match: m },
+        {
+          $project: {
+            _id: 0,
+            k: offset,
+            q: "$query_normalized",
+            i: { $literal: 1 },
+            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+            rc: "$results_count",
+            c: { $ifNull: ["$lk.n", 0] },
+            rk: { $ifNull: ["$lk.s", 0] },
+            sk: { $sum: "$lk.k.n" },
+            o: { $ifNull: ["$lk.o", 0] },
+            f: { $ifNull: ["$fc_r", null] },
+          },
+        },
+        {
+          $unionWith: {
+            coll: c.clicks.collectionName,
+            pipeline: [
+              { $match: { ...m, impression_id: { $exists: false } } },
+              { $project: { _id: 0, k: offset, q: "$query_normalized", i: { $literal: 0 }, s: { $literal: 0 }, rc: { $literal: 0 }, c: { $literal: 1 }, rk: "$rank", sk: { $literal: 0 }, o: { $literal: 0 }, f: { $literal: null } } },
+            ],
+          },
+        },
+      ],
+      // At most an hour of events by time (as rollups.ts reads an hour).
+      { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP },
+    )
+    .toArray();
+  const events = rows.map((r) => ({ k: Number(r.k), q: String(r.q), i: Number(r.i), s: Number(r.s), rc: Number(r.rc), c: Number(r.c), rk: Number(r.rk), sk: Number(r.sk), o: Number(r.o), f: r.f === null || r.f === undefined ? null : Number(r.f) }));
+  return events.sort((a, b) => a.k - b.k);
+}
+
+/** Per query, the events with offsets in [a, b): what queryRows (breakdowns.ts) answers for that stretch. */
+function edgeQueryRows(events: readonly EdgeEvent[], a: number, b: number): QueryRow[] {
+  const rows = new Map<string, QueryRow & { positions: QueryPositions }>();
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (events[mid]!.k < a) lo = mid + 1;
+    else hi = mid;
+  }
+  const add = (into: Map<number, number>, key: number) => into.set(key, (into.get(key) ?? 0) + 1);
+  for (let j = lo; j < events.length && events[j]!.k < b; j++) {
+    const e = events[j]!;
+    let row = rows.get(e.q);
+    if (!row) rows.set(e.q, (row = { query: e.q, searches: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, rankSum: 0, clicksOutsideResults: 0, positions: { resultsCounts: new Map(), shownClicks: 0, firstClickRanks: new Map() } }));
+    row.clicks += e.c;
+    row.rankSum += e.rk;
+    if (e.i !== 1) continue;
+    row.searches++;
+    row.searchesWithClicks += e.s;
+    row.clicksOutsideResults += e.o;
+    row.positions.shownClicks += e.sk;
+    if (e.rc === 0) row.noResults++;
+    else {
+      add(row.positions.resultsCounts, Math.min(e.rc, RESULTS_COUNT_CAP));
+      if (e.f !== null) add(row.positions.firstClickRanks, e.f);
+    }
+  }
+  // By key, as the query tables and queryRows give them.
+  const sorted = (h: Map<number, number>) => new Map([...h].sort((x, y) => x[0] - y[0]));
+  for (const row of rows.values()) Object.assign(row.positions, { resultsCounts: sorted(row.positions.resultsCounts), firstClickRanks: sorted(row.positions.firstClickRanks) });
+  return [...rows.values()];
+}
+
+export class QueryTableReader {
+  /** Hourly tables of the unfinished days and of the window's first day. */
+  private readonly hours: TableCache;
+  /** Compacted days (and parts of days). */
+  private readonly days: TableCache;
+  /** Windows' day groups merged, by the groups' signatures (the common case is the same window again). */
+  private readonly windows: TableCache;
+  /** Once true, it stays so (Reset empties the database and records it complete again). */
+  private complete = false;
+  /** Settled first hours of windows, by millisecond (see EdgeQueries). */
+  private readonly edges: EdgeQueries;
+  /**
+   * From when the tables hold histograms, once read: the record only ever moves earlier (a Reset
+   * records the beginning), so a remembered one is at worst too late, never too early.
+   */
+  private histogramsSince: Date | undefined;
+
+  constructor(
+    private readonly c: Collections,
+    /** Query entries kept decoded at most (~100 bytes each), per cache. */
+    maxCachedQueries = 200_000,
+    /** Raw reads (the window's partial first hour, full tables' hours) are refused past it. */
+    private readonly retention: RawRetention = KEEP_EVERYTHING,
+  ) {
+    this.hours = new TableCache(maxCachedQueries);
+    this.days = new TableCache(maxCachedQueries);
+    this.windows = new TableCache(maxCachedQueries);
+    this.edges = new EdgeQueries(c, retention);
+  }
+
+  async top(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]> {
+    this.complete ||= (await metaCollection(this.c).countDocuments({ _id: META_ID, complete: true }, { limit: 1, ...timeLimit(f) })) > 0;
+    if (!this.complete) {
+      this.retention.require(f.window.start, "events");
+      return topQueries(this.c, f, order, limit);
+    }
+    const start = f.window.start.getTime();
+    const hourEdge = Math.ceil(start / HOUR_MS) * HOUR_MS;
+    const dayEdge = Math.ceil(hourEdge / DAY_MS) * DAY_MS;
+    // A settled first hour comes from the edge cache, checked against its hourly rollups'
+    // versions, listed with the tables': a warm read is this one listing.
+    const edgeHour = hourEdge - HOUR_MS;
+    const settled = start < hourEdge && hourEdge + EDGE_SETTLED_MS <= Date.now();
+    const variant = f.variant === undefined ? {} : { v: f.variant };
+    const listing = rollupCollection(this.c)
+      // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
+      .find({ $or: [{ g: "qh" as const, t: { $gte: new Date(hourEdge) }, ...variant }, ...(settled ? [{ g: "h" as const, t: new Date(edgeHour), ...variant }] : [])] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
+      .toArray();
+    const [all, edge] = await Promise.all([
+      listing,
+      settled
+        ? listing.then((rows) => this.edges.rows(edgeHour, start, hourEdge, f.variant, rows.filter((d) => d.g === "h"), f))
+        : this.raw(f.window.start, new Date(hourEdge), f.variant, f),
+    ]);
+    const listed = all.filter((d) => d.g === "qh");
+    // The last two hours, where writes land, are read hour by hour; the other hours are grouped
+    // by day: finished days compacted and stored, the window's first day and the current one
+    // compacted in memory only.
+    const now = Date.now();
+    const recent = Math.floor((now - HOUR_MS) / HOUR_MS) * HOUR_MS;
+    const loose: HourRef[] = [];
+    const groups = new Map<string, DayGroup>();
+    for (const { t, v, ver } of listed) {
+      const ref = { id: rollupId("qh", t.getTime(), v), t, v, ver: Number(ver) };
+      const day = Math.floor(t.getTime() / DAY_MS) * DAY_MS;
+      if (t.getTime() >= recent) loose.push(ref);
+      else {
+        const finished = t.getTime() >= dayEdge && day + DAY_MS <= now - DAY_SETTLED_MS;
+        const key = finished ? rollupId("qd", day, v) : `${t.getTime() < dayEdge ? `from ${hourEdge}` : "open"}|${day}|${v}`;
+        const group = groups.get(key);
+        if (group) group.refs.push(ref);
+        else groups.set(key, { refs: [ref], store: finished });
+      }
+    }
+    const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours, f), this.windowTables(groups, f)]);
+    // The window's day groups (cached, most of its queries) apart from the rest: the recent
+    // hours, the first hour and full tables' raw events (`delta`, a few of its queries).
+    const delta: Counts = new Map();
+    const fullHours: HourRef[] = [...grouped.fullHours];
+    for (const table of hourTables) {
+      mergeCounts(delta, table.counts, false);
+      fullHours.push(...table.fullHours);
+    }
+    const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
+    const rawTables = rawRows.map((rows) => new Map(rows.map((r) => [r.query, entryOfRow(r)])));
+    for (const table of rawTables) mergeCounts(delta, table, false);
+    const merged = (query: string): QueryEntry | undefined => {
+      const [g, d] = [grouped.counts.get(query), delta.get(query)];
+      if (g === undefined || d === undefined) return d ?? (g && { ...g, h: undefined });
+      const sum = { ...g, h: undefined };
+      addQueryEntry(sum, d, false);
+      return sum;
+    };
+    // Ranked without positions: every query `delta` moved, with its sum, and the day groups'
+    // own first `limit` of the others (ranked once per group and order: their counts are final).
+    const candidates = [...delta.keys()].map((query) => rowCounts(query, merged(query)!));
+    for (const row of rankedRows(grouped, order)) {
+      if (candidates.length >= delta.size + limit) break;
+      if (!delta.has(row.query)) candidates.push(row);
+    }
+    // Only the rows returned get their positions, summed from the tables merged.
+    const sources = [...hourTables, ...(grouped.parts ?? [grouped])].map((t) => t.counts).concat(rawTables);
+    return topRows(candidates, order, limit).map((row) => rowOfEntry(row.query, merged(row.query)!, sources));
+  }
+
+  /**
+   * From when every query table holds its queries' histograms (see markQueryTables): a window
+   * starting earlier has no COEC per query. Without a record (none has been made yet), never.
+   */
+  async histogramsFrom(budget: MetricsFilter): Promise<Date> {
+    if (this.histogramsSince !== undefined) return this.histogramsSince;
+    // The later of the two records: COEC needs both the histograms and the attributed clicks.
+    const metas = await metaCollection(this.c).find({ _id: { $in: [HISTOGRAMS_META_ID, ATTRIBUTION_META_ID] } }, { projection: { from: 1 }, ...timeLimit(budget) }).toArray();
+    if (metas.length < 2 || metas.some((m) => m.from === undefined)) return new Date(8.64e15);
+    return (this.histogramsSince = new Date(Math.max(...metas.map((m) => m.from!.getTime()))));
+  }
+
+  private raw(from: Date, to: Date, variant: string | undefined, f: MetricsFilter): Promise<QueryRow[]> {
+    if (from.getTime() >= to.getTime()) return Promise.resolve([]);
+    this.retention.require(from, "window-edge");
+    return queryRows(this.c, { timestamp: { $gte: from, $lt: to }, ...(variant === undefined ? {} : { variant }) }, f);
+  }
+
+  /** These hourly tables at these versions: cached, or read (and cached in `cache`, if given). */
+  private async hourTables(refs: readonly HourRef[], cache: TableCache | undefined, budget: MetricsFilter): Promise<CachedTable[]> {
+    const out: CachedTable[] = [];
+    const stale: HourRef[] = [];
+    for (const ref of refs) {
+      const cached = cache?.get(ref.id, String(ref.ver));
+      if (cached) out.push(cached);
+      else stale.push(ref);
+    }
+    if (stale.length === 0) return out;
+    const byId = new Map(stale.map((r) => [r.id, r]));
+    const docs = await rollupCollection(this.c)
+      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
+      .toArray();
+    const overgrown: string[] = [];
+    for (const doc of docs) {
+      const ref = byId.get(doc._id)!;
+      const full = doc.full === true;
+      const table: CachedTable = { sig: String(doc.ver), counts: full ? new Map() : decodeQueryTable(doc.qt), fullHours: full ? [ref] : [] };
+      // Usable this time (it is complete); closed for later writes, whose hours then read raw events.
+      if (table.counts.size > QUERY_TABLE_MAX_QUERIES) overgrown.push(doc._id);
+      // A version that moved since the listing is newer, and just as complete: it is what counts now.
+      cache?.set(doc._id, table);
+      out.push(table);
+    }
+    if (overgrown.length > 0) await markFull(this.c, overgrown);
+    return out;
+  }
+
+  /**
+   * The day groups merged into one table, cached by the groups' signatures: while no hour
+   * outside the last two changes, a repeated window costs one merge of its recent hours.
+   */
+  private async windowTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<CachedTable> {
+    const tables = await this.dayTables(groups, budget);
+    const sig = [...tables.keys()].map((key) => `${key}@${tables.get(key)!.sig}`).sort().join(";");
+    const cached = this.windows.get(sig, sig);
+    if (cached) return cached;
+    const merged: CachedTable = { sig, counts: new Map(), fullHours: [], parts: [...tables.values()] };
+    for (const table of tables.values()) {
+      mergeCounts(merged.counts, table.counts, false);
+      merged.fullHours.push(...table.fullHours);
+    }
+    this.windows.set(sig, merged);
+    return merged;
+  }
+
+  /** Each group's table: cached, stored by a reader before (finished days), or compacted from its hours now. */
+  private async dayTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<Map<string, CachedTable>> {
+    const out = new Map<string, CachedTable>();
+    const missing = new Map<string, DayGroup & { sig: string }>();
+    for (const [id, group] of groups) {
+      const sig = group.refs
+        .map((r) => `${r.t.getTime() / HOUR_MS}@${r.ver}`)
+        .sort()
+        .join(",");
+      const cached = this.days.get(id, sig);
+      if (cached) out.set(id, cached);
+      else missing.set(id, { ...group, sig });
+    }
+    if (missing.size === 0) return out;
+    const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
+    const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
+    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray();
+    for (const doc of stored) {
+      const want = missing.get(doc._id)!;
+      if (doc.sig !== want.sig) continue;
+      const table: CachedTable = { sig: want.sig, counts: decodeQueryTable(doc.qt), fullHours: [] };
+      this.days.set(doc._id, table);
+      out.set(doc._id, table);
+      missing.delete(doc._id);
+    }
+    for (const [id, { refs, sig, store }] of missing) {
+      const hours = await this.hourTables(refs, undefined, budget);
+      const counts: Counts = new Map();
+      const fullHours: HourRef[] = [];
+      for (const hour of hours) {
+        fullHours.push(...hour.fullHours);
+        mergeCounts(counts, hour.counts, true);
+      }
+      // Versions read now may be newer than listed: then the signature is stale and the next read rebuilds.
+      const table: CachedTable = { sig, counts, fullHours };
+      this.days.set(id, table);
+      out.set(id, table);
+      if (store && fullHours.length === 0) {
+        const t = refs[0]!.t;
+        const doc = { g: "qd" as const, t: new Date(Math.floor(t.getTime() / DAY_MS) * DAY_MS), v: refs[0]!.v, sig, qt: encodeQueryTable(counts) };
+        // For other servers and restarts; a day too large to store is simply compacted again.
+        await tables.replaceOne({ _id: id }, doc, { upsert: true }).catch(() => undefined);
+      }
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.histogramsSince = undefined;
+    this.hours.clear();
+    this.days.clear();
+    this.windows.clear();
+  }
+}

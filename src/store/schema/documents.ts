@@ -1,0 +1,132 @@
+import { Double, type Collection, type Db } from "mongodb";
+import { normalizeQuery, type ClickEvent, type ClickSourceName, type Impression } from "../../core/events.js";
+import type { LinkedClicks } from "../../core/click-attribution.js";
+
+/** The schema users already have; field names are the contract with their other tools. */
+export interface ClickDocument {
+  event_id: string;
+  /** Present only when the client linked the click to its search. */
+  impression_id?: string;
+  /** The marker of the write that stored it (see rollups.ts: a repair finds a batch's events by it). */
+  b?: string;
+  /** Written by earlier versions while the event's rollup increments were in flight. */
+  pending_rollup?: string;
+  user_id: string;
+  product_id: string;
+  rank: number;
+  search_query: string;
+  /** search_query normalised (see normalizeQuery): what top-queries groups by. */
+  query_normalized: string;
+  variant: string;
+  response_time_ms: number | Double;
+  session_id: string | null;
+  source: ClickSourceName;
+  timestamp: Date;
+}
+
+export interface ImpressionDocument {
+  event_id: string;
+  impression_id: string;
+  user_id: string;
+  query: string;
+  query_normalized: string;
+  /** Interleaved lists only: the ranker ("team") of each shown position. */
+  teams?: string[];
+  variant: string;
+  results_count: number;
+  /** Set once a click linked to this impression is recorded (search-level CTR). */
+  clicked?: boolean;
+  /**
+   * Stored already clicked, because a click for it came in the same batch: counted as a search
+   * with clicks by the batch's own rollup update (the others are counted when flagged).
+   */
+  clicked_on_insert?: boolean;
+  /** Present only while that first click (or a change of first click) is being counted in the rollups. */
+  click_claim?: string;
+  /**
+   * The first linked click at a rank it showed (earliest timestamp, then lowest rank;
+   * core/first-click.ts, core/click-attribution.ts): its timestamp and rank, as counted in the
+   * rollups (or about to be, under click_claim). Absent when every linked click is outside its
+   * results (it is still `clicked`).
+   */
+  fc_t?: Date;
+  fc_r?: number;
+  /** Stored clicked: the first of the batch's clicks at a shown rank, which the batch's own rollup update counts; never changed. */
+  fi_t?: Date;
+  fi_r?: number;
+  /**
+   * Its linked clicks against what it showed, as counted in the rollups (or about to be, under
+   * click_claim): see core/click-attribution.ts. Absent while it has none, and on searches whose
+   * clicks all came to versions before it.
+   */
+  lk?: LinkedClicks;
+  /** Stored clicked: the batch's own linked clicks, which the batch's own rollup update counts; never changed. */
+  li?: LinkedClicks;
+  /** Under click_claim: what was counted before the claim (clicked, the first click if any, its linked clicks), so the claim moves it. */
+  cf?: { c: boolean; t?: Date; r?: number; k?: LinkedClicks };
+  /** As on clicks. */
+  b?: string;
+  pending_rollup?: string;
+  response_time_ms: number | Double;
+  session_id: string | null;
+  timestamp: Date;
+}
+
+export type { LinkedClicks };
+
+export const CLICKS = "click_events";
+export const IMPRESSIONS = "impressions";
+
+export interface Collections {
+  db: Db;
+  clicks: Collection<ClickDocument>;
+  impressions: Collection<ImpressionDocument>;
+}
+
+export function collections(db: Db): Collections {
+  return {
+    db,
+    clicks: db.collection<ClickDocument>(CLICKS),
+    impressions: db.collection<ImpressionDocument>(IMPRESSIONS),
+  };
+}
+
+// Latencies are always stored as BSON doubles, even when a value happens to be whole.
+export function clickDocument(e: ClickEvent): ClickDocument {
+  return {
+    event_id: e.eventId,
+    ...(e.impressionId === null ? {} : { impression_id: e.impressionId }),
+    user_id: e.userId,
+    product_id: e.productId,
+    rank: e.rank,
+    search_query: e.searchQuery,
+    query_normalized: normalizeQuery(e.searchQuery),
+    variant: e.variant,
+    response_time_ms: new Double(e.responseTimeMs),
+    session_id: e.sessionId,
+    source: e.source,
+    timestamp: e.timestamp,
+  };
+}
+
+export function impressionDocument(e: Impression): ImpressionDocument {
+  return {
+    event_id: e.eventId,
+    impression_id: e.impressionId,
+    user_id: e.userId,
+    query: e.query,
+    query_normalized: normalizeQuery(e.query),
+    variant: e.variant,
+    results_count: e.resultsCount,
+    response_time_ms: new Double(e.responseTimeMs),
+    session_id: e.sessionId,
+    timestamp: e.timestamp,
+    ...(e.teams === undefined ? {} : { teams: e.teams }),
+  };
+}
+
+/**
+ * For reads whose whole result is wanted at once (toArray): every document in the first reply
+ * (up to its 16 MiB), not the engine's default first batch of 101 followed by getMore round trips.
+ */
+export const ONE_ROUND_TRIP = { batchSize: 100_000 } as const;

@@ -1,0 +1,186 @@
+/**
+ * The layout of query tables: per hour or day and variant, one document whose `qt` field holds
+ * every normalised query's counters, two levels deep (`qt.<bucket>.<query>.<counter>`) so that an
+ * update finds a query by scanning one bucket of a few dozen names rather than thousands.
+ */
+import type { QueryRow } from "../../core/top-queries.js";
+/**
+ * Counters per query: impressions (searches), clicks, searches with clicks, no-result searches,
+ * rank sum, linked clicks at shown ranks below RESULTS_COUNT_CAP (COEC's clicks: rollups.ts) and
+ * linked clicks outside results (core/click-attribution.ts; those two absent while none). A
+ * linked click counts under its search's query, an unlinked one under the query it carries.
+ * (Tables of earlier versions also hold `x`, clicks from rank RESULTS_COUNT_CAP on: no longer read.)
+ */
+export type QueryCounter = "i" | "c" | "s" | "n" | "r" | "k" | "o";
+
+export type QueryCounts = Record<QueryCounter, number>;
+
+/**
+ * The searches of a query with k results, k capped at RESULTS_COUNT_CAP, from 1 (searches
+ * without results are `n`): `h<k>`, one field per count met, for position-debiased CTR (COEC).
+ * Tables written before these existed lack them (see query-tables.ts, markQueryTables).
+ */
+export type HistogramCounter = `h${number}`;
+
+/**
+ * The searches with results of a query whose first click (core/first-click.ts) was at rank r:
+ * `f<r>`, one field per rank met, for its MRR and abandonment. Like `h<k>`, from the hour
+ * recorded in query-tables.ts (markQueryTables) on.
+ */
+export type FirstClickCounter = `f${number}`;
+
+/** A query's counters as stored and incremented: the letters above and its `h<k>` and `f<r>` fields. */
+export type StoredQueryCounts = Partial<QueryCounts> & { [count: HistogramCounter]: number } & { [rank: FirstClickCounter]: number };
+
+const histogramCounters: HistogramCounter[] = [];
+/** `h<k>` for a capped results count k (built once per k). */
+export const histogramCounter = (cappedCount: number): HistogramCounter => (cappedCount >= 0 && cappedCount < 128 ? (histogramCounters[cappedCount] ??= `h${cappedCount}`) : `h${cappedCount}`);
+
+const firstClickCounters: FirstClickCounter[] = [];
+/** `f<r>` for a first-click rank r (built once per r). */
+export const firstClickCounter = (rank: number): FirstClickCounter => (rank >= 0 && rank < 128 ? (firstClickCounters[rank] ??= `f${rank}`) : `f${rank}`);
+
+/**
+ * A query's counters as read. Its histograms (`h`: results counts, `f`: first-click ranks) are
+ * packed as [key, searches, key, searches, ...] (a few numbers per query: decoded tables are
+ * cached by the hundred thousand entries), and only tables compacted from others carry merged
+ * ones: a window's merge drops them, and the rows it returns sum theirs from the tables it merged
+ * (see rowOfEntry).
+ */
+export interface QueryEntry extends QueryCounts {
+  h: readonly number[] | undefined;
+  f: readonly number[] | undefined;
+}
+
+const mergePacked = (a: readonly number[] | undefined, b: readonly number[] | undefined) => (b === undefined ? a : a === undefined ? b : packHistogram(addPacked(addPacked(new Map(), a), b)));
+
+/** Adds `from` into `into` (whose histograms may be a cached table's: they are replaced, never changed); `histograms` false drops them. */
+export function addQueryEntry(into: QueryEntry, from: QueryEntry, histograms: boolean): void {
+  into.i += from.i;
+  into.c += from.c;
+  into.s += from.s;
+  into.n += from.n;
+  into.r += from.r;
+  into.k += from.k;
+  into.o += from.o;
+  if (!histograms) {
+    into.h = undefined;
+    into.f = undefined;
+  } else {
+    into.h = mergePacked(into.h, from.h);
+    into.f = mergePacked(into.f, from.f);
+  }
+}
+
+/** Adds a packed histogram into a map (count -> searches). */
+export function addPacked(into: Map<number, number>, packed: readonly number[] | undefined): Map<number, number> {
+  if (packed !== undefined) for (let i = 0; i < packed.length; i += 2) into.set(packed[i]!, (into.get(packed[i]!) ?? 0) + packed[i + 1]!);
+  return into;
+}
+
+const packHistogram = (counts: ReadonlyMap<number, number>): number[] | undefined => (counts.size === 0 ? undefined : [...counts].flat());
+
+/** A row's counts as a table entry (raw-event rows merged with tables). */
+export function entryOfRow(row: QueryRow): QueryEntry {
+  const p = row.positions;
+  return {
+    i: row.searches,
+    c: row.clicks,
+    s: row.searchesWithClicks,
+    n: row.noResults,
+    r: row.rankSum,
+    k: p?.shownClicks ?? 0,
+    o: row.clicksOutsideResults,
+    h: p === undefined ? undefined : packHistogram(p.resultsCounts),
+    f: p === undefined ? undefined : packHistogram(p.firstClickRanks),
+  };
+}
+
+/** Summed from the tables merged into a row, by key: sums over it then run in one order whichever tables answered (the same to the last bit). */
+function summedHistogram(query: string, tables: readonly ReadonlyMap<string, QueryEntry>[], field: "h" | "f"): Map<number, number> {
+  const summed = new Map<number, number>();
+  for (const table of tables) addPacked(summed, table.get(query)?.[field]);
+  return new Map([...summed].filter(([, n]) => n !== 0).sort((a, b) => a[0] - b[0]));
+}
+
+/** A row with its positions: its clicks at shown ranks from its merged entry, its histograms summed from the tables merged into it. */
+export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[]): QueryRow {
+  return { ...rowCounts(query, n), positions: { resultsCounts: summedHistogram(query, tables, "h"), shownClicks: n.k, firstClickRanks: summedHistogram(query, tables, "f") } };
+}
+
+/** A table entry as a row without positions (cheap: for ranking every query of a window). */
+export const rowCounts = (query: string, n: QueryEntry): QueryRow => ({ query, searches: n.i, clicks: n.c, searchesWithClicks: n.s, noResults: n.n, rankSum: n.r, clicksOutsideResults: n.o });
+
+export const QUERY_BUCKETS = 256;
+
+/**
+ * A query as a field name: "." would nest, a leading "$" reads as an operator and "" is no name,
+ * so those and "%" itself are %-escaped (NUL never reaches here: validation refuses it).
+ */
+export function queryKey(query: string): string {
+  return query === "" ? "%" : query.replace(/[%.$]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`);
+}
+
+export function queryFromKey(key: string): string {
+  return key === "%" ? "" : key.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+}
+
+/** FNV-1a over the UTF-16 code units: part of the stored layout, so it must never change. */
+function bucketOf(query: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < query.length; i++) {
+    h ^= query.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % QUERY_BUCKETS;
+}
+
+export function queryField(query: string, counter: QueryCounter): string {
+  return queryFieldPrefix(query) + counter;
+}
+
+/** Recent queries' field prefixes: a batch names the same popular queries over and over. */
+const prefixes = new Map<string, string>();
+const PREFIX_CACHE_LIMIT = 50_000;
+
+/** `qt.<bucket>.<escaped query>.`: a counter's field is this and the counter's letter. */
+export function queryFieldPrefix(query: string): string {
+  let prefix = prefixes.get(query);
+  if (prefix === undefined) {
+    prefix = `qt.${bucketOf(query)}.${queryKey(query)}.`;
+    if (prefixes.size >= PREFIX_CACHE_LIMIT) prefixes.clear();
+    prefixes.set(query, prefix);
+  }
+  return prefix;
+}
+
+/** The counters of a stored table, by query. */
+export function decodeQueryTable(qt: Record<string, Record<string, StoredQueryCounts>> | undefined): Map<string, QueryEntry> {
+  const out = new Map<string, QueryEntry>();
+  for (const bucket of Object.values(qt ?? {})) {
+    for (const [key, n] of Object.entries(bucket)) {
+      let h: number[] | undefined;
+      let f: number[] | undefined;
+      for (const counter in n) {
+        const letter = counter.charCodeAt(0);
+        if (letter === 0x68 /* h */) (h ??= []).push(Number(counter.slice(1)), Number(n[counter as HistogramCounter]));
+        // A first click moved away leaves its old rank at 0.
+        else if (letter === 0x66 /* f */ && Number(n[counter as FirstClickCounter]) !== 0) (f ??= []).push(Number(counter.slice(1)), Number(n[counter as FirstClickCounter]));
+      }
+      out.set(queryFromKey(key), { i: Number(n.i ?? 0), c: Number(n.c ?? 0), s: Number(n.s ?? 0), n: Number(n.n ?? 0), r: Number(n.r ?? 0), k: Number(n.k ?? 0), o: Number(n.o ?? 0), h, f });
+    }
+  }
+  return out;
+}
+
+/** The stored form of counters by query (the inverse of decodeQueryTable). */
+export function encodeQueryTable(counts: ReadonlyMap<string, QueryEntry>): Record<string, Record<string, StoredQueryCounts>> {
+  const qt: Record<string, Record<string, StoredQueryCounts>> = {};
+  for (const [query, { h, f, k, o, ...n }] of counts) {
+    const stored: StoredQueryCounts = { ...n, ...(k === 0 ? {} : { k }), ...(o === 0 ? {} : { o }) };
+    if (h !== undefined) for (let i = 0; i < h.length; i += 2) stored[histogramCounter(h[i]!)] = h[i + 1]!;
+    if (f !== undefined) for (let i = 0; i < f.length; i += 2) if (f[i + 1] !== 0) stored[firstClickCounter(f[i]!)] = f[i + 1]!;
+    (qt[String(bucketOf(query))] ??= {})[queryKey(query)] = stored;
+  }
+  return qt;
+}

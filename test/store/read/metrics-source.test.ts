@@ -1,0 +1,161 @@
+/**
+ * Reads of one filter that overlap (a WatchMetrics snapshot asks five at once) share one window
+ * read, and a read that starts after it finished sees what was written since; a settled edge
+ * hour is cached (to the millisecond), and read again when an event lands in it; a warm window
+ * read is one round trip.
+ */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { MongoClient, type CommandStartedEvent } from "mongodb";
+import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { collections } from "../../../src/store/schema/documents.js";
+import { topQueries } from "../../../src/store/read/breakdowns.js";
+import { QueryTableReader } from "../../../src/store/read/query-tables.js";
+import { timeWindow } from "../../../src/core/window.js";
+import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
+import { RollupReader, type WindowAggregates } from "../../../src/store/rollups/rollups.js";
+import type { MetricsFilter } from "../../../src/store/read/metrics-queries.js";
+import { startHarness, type Harness } from "../../support/harness.js";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness();
+});
+afterAll(() => h.close());
+
+/** A real reader that counts its window reads. */
+class CountingReader extends RollupReader {
+  reads = 0;
+  override window(...args: Parameters<RollupReader["window"]>): Promise<WindowAggregates> {
+    this.reads++;
+    return super.window(...args);
+  }
+}
+
+const search = (i: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: `s${i}`, userId: `u${i % 5}`, query: "q", variant, resultsCount: 3, responseTimeMs: 10 + i } } });
+
+it("shares one window read among the overlapping reads of one filter, and reads afresh afterwards", async () => {
+  await h.client.logEvents({ events: Array.from({ length: 12 }, (_, i) => search(i, i % 2 === 0 ? "a" : "b")) });
+  await h.client.logClick({ eventId: "c1", impressionId: "s0", userId: "u0", productId: "p", rank: 2, searchQuery: "q", variant: "a", responseTimeMs: 10 });
+  const c = h.server.store.collections;
+  const reader = new CountingReader(c);
+  const metrics = fastMetrics(c, reader);
+  const f: MetricsFilter = { window: timeWindow(1) };
+  const [totals, ranks, ranksByVariant, latency, latencyByVariant] = await Promise.all([
+    metrics.totals(f),
+    metrics.ranks(f, false),
+    metrics.ranks(f, true),
+    metrics.latency(f, [0.5, 0.95], false),
+    metrics.latency(f, [0.5, 0.95], true),
+  ]);
+  expect(reader.reads).toBe(1);
+  // The same numbers as separate reads of separate filters.
+  const fresh = (): MetricsFilter => ({ window: f.window });
+  expect(totals).toEqual(await metrics.totals(fresh()));
+  expect(ranks).toEqual(await metrics.ranks(fresh(), false));
+  expect(ranksByVariant).toEqual(await metrics.ranks(fresh(), true));
+  expect(latency).toEqual(await metrics.latency(fresh(), [0.5, 0.95], false));
+  expect(latencyByVariant).toEqual(await metrics.latency(fresh(), [0.5, 0.95], true));
+  expect(totals.overall).toMatchObject({ impressions: 12, clicks: 1 });
+  expect([...totals.variants.keys()].sort()).toEqual(["a", "b"]);
+  expect(reader.reads).toBe(6);
+
+  // Once settled, the same filter object is read again: a later write is seen.
+  await h.client.logEvents({ events: [search(100, "b")] });
+  expect((await metrics.totals(f)).overall.impressions).toBe(13);
+  expect(reader.reads).toBe(7);
+});
+
+it("takes a settled edge hour's whole minutes from its cache, and reads the hour again once an event lands in it", async () => {
+  const c = h.server.store.collections;
+  const reader = new RollupReader(c);
+  const metrics = fastMetrics(c, reader);
+  const raw = rawMetrics(c);
+  // A trailing window whose start is 30.5 minutes into an hour that ended over an hour ago.
+  const hour = Math.floor((Date.now() - DAY - 3 * HOUR) / HOUR) * HOUR;
+  const now = new Date(hour + 30.5 * MINUTE + DAY);
+  const at = (ms: number) => timestampFromDate(new Date(hour + ms));
+  const edgeSearch = (id: string, ms: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: id, userId: `edge-${id}`, query: "q", variant, resultsCount: 4, responseTimeMs: 7, timestamp: at(ms) } } });
+  // Before the window, in the start's minute either side of it, in whole minutes, and the next hour.
+  const offsets = [10 * MINUTE, 30 * MINUTE + 10_000, 30 * MINUTE + 40_000, 45 * MINUTE, 60 * MINUTE - 1, 70 * MINUTE];
+  await h.client.logEvents({ events: offsets.map((ms, i) => edgeSearch(`e${i}`, ms, i % 2 === 0 ? "a" : "b")) });
+  const same = async (f: MetricsFilter) => {
+    const [fast, reference] = await Promise.all([metrics.totals(f), raw.totals(f)]);
+    expect(fast).toEqual(reference);
+    return fast.overall;
+  };
+  const window = (movedMs = 0): MetricsFilter => ({ window: timeWindow(1, new Date(now.getTime() + movedMs)) });
+  const first = await same(window());
+  expect(reader.edgeHourBuilds).toBe(1);
+  // The start moves on by a minute and a half: still the same hour, read from the cache.
+  await same(window(90_000));
+  expect(reader.edgeHourBuilds).toBe(1);
+  // A late event in a cached minute moves the hour's versions: read again, and counted.
+  await h.client.logEvents({ events: [edgeSearch("late", 50 * MINUTE, "b")] });
+  expect((await same(window())).impressions).toBe(first.impressions + 1);
+  expect(reader.edgeHourBuilds).toBe(2);
+  // Another variant filter is another entry.
+  await same({ ...window(), variant: "b" });
+  expect(reader.edgeHourBuilds).toBe(3);
+});
+
+it("reads a warm window in one round trip (its rollup versions), summing a settled edge hour from its cache to the millisecond", async () => {
+  // The store's collections through a client whose every command is seen.
+  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
+  await monitored.connect();
+  const commands: string[] = [];
+  monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+  try {
+    const c = collections(monitored.db(h.dbName));
+    const reader = new RollupReader(c);
+    const metrics = fastMetrics(c, reader);
+    const raw = rawMetrics(c);
+    // A window starting at a millisecond 20 minutes into an hour that ended two days ago, with
+    // searches a millisecond either side of the start, at it, and later in the hour; a click at
+    // the start + 1 ms.
+    const hour = Math.floor((Date.now() - 2 * DAY - 5 * HOUR) / HOUR) * HOUR;
+    const start = hour + 20 * MINUTE + 123;
+    const at = (ms: number) => timestampFromDate(new Date(ms));
+    const edgeSearch = (id: string, ms: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: id, userId: `ms-${id}`, query: "q", variant, resultsCount: 4, responseTimeMs: 7, timestamp: at(ms) } } });
+    await h.client.logEvents({
+      events: [edgeSearch("m-1", start - 1, "a"), edgeSearch("m0", start, "b"), edgeSearch("m1", start + 1, "a"), edgeSearch("m2", hour + 50 * MINUTE, "b")],
+    });
+    await h.client.logClick({ eventId: "m1-click", impressionId: "m1", userId: "ms-m1", productId: "p", rank: 1, searchQuery: "q", variant: "a", responseTimeMs: 7, timestamp: at(start + 1) });
+    const windowFrom = (ms: number): MetricsFilter => ({ window: timeWindow(2, new Date(ms + 2 * DAY)) });
+    const same = async (f: MetricsFilter) => {
+      const [fast, reference] = await Promise.all([metrics.totals(f), raw.totals(f)]);
+      expect(fast).toEqual(reference);
+      return fast.overall;
+    };
+    const cold = await same(windowFrom(start));
+    expect(reader.edgeHourBuilds).toBe(1);
+    // A millisecond later the search at the start has left the window; two, the click and its search too.
+    const later = await same(windowFrom(start + 1));
+    expect(later.impressions).toBe(cold.impressions - 1);
+    expect(later.clicks).toBe(cold.clicks);
+    const after = await same(windowFrom(start + 2));
+    expect(after.impressions).toBe(cold.impressions - 2);
+    expect(after.clicks).toBe(cold.clicks - 1);
+    expect(reader.edgeHourBuilds).toBe(1);
+    // Warm: the window's rollup versions (the edge hour's among them), and nothing else.
+    commands.length = 0;
+    await reader.window(windowFrom(start + 1).window);
+    expect(commands).toEqual(["find rollups"]);
+
+    // Top queries likewise: the first hour from its cache to the millisecond, the same rows as
+    // the raw events give, and a warm read is the one listing of table and edge versions.
+    const tables = new QueryTableReader(c);
+    for (const ms of [start, start + 1, start + 2, start]) {
+      const f = windowFrom(ms);
+      expect(await tables.top(f, "searches", 1_000)).toEqual(await topQueries(c, f, "searches", 1_000));
+    }
+    commands.length = 0;
+    await tables.top(windowFrom(start + 1), "searches", 10);
+    expect(commands).toEqual(["find rollups"]);
+  } finally {
+    await monitored.close();
+  }
+});
