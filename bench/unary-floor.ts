@@ -27,7 +27,7 @@ import { startEmbeddedMongo } from "../src/store/engine/embedded-engine.js";
 import { collections } from "../src/store/schema/documents.js";
 import { writeEvents } from "../src/store/write/event-writer.js";
 import { keyIs } from "../src/store/schema/indexes.js";
-import { rollupId } from "../src/store/rollups/rollups.js";
+import { rollupId } from "../src/store/schema/rollup-documents.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;

@@ -13,7 +13,7 @@ import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
-import { RESULTS_COUNT_CAP } from "../store/rollups/rollups.js";
+import { RESULTS_COUNT_CAP } from "../store/schema/rollup-documents.js";
 import { rawInterleavingPairs } from "../store/read/interleaving.js";
 import { ctrFields, firstClickFields, queryFirstClicks } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";

@@ -10,7 +10,7 @@ import type { TimeWindow } from "../core/window.js";
 import type { EventTotals, MetricsFilter } from "../store/read/metrics-queries.js";
 import type { MetricsSource } from "../store/read/metrics-source.js";
 import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
-import { RESULTS_COUNT_CAP } from "../store/rollups/rollups.js";
+import { RESULTS_COUNT_CAP } from "../store/schema/rollup-documents.js";
 import { ctrFields } from "./ctr-fields.js";
 import { responseTime } from "./request-mapping.js";
 

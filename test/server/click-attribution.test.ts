@@ -12,7 +12,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventSchema } from "../../src/client/index.js";
 import { timeWindow } from "../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../src/store/read/metrics-source.js";
-import { RollupReader } from "../../src/store/rollups/rollups.js";
+import { RollupReader } from "../../src/store/read/rollup-reader.js";
 import { startHarness, type Harness } from "../support/harness.js";
 
 type EventInit = MessageInitShape<typeof EventSchema>;

@@ -17,7 +17,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { TopQueriesOrder, type EventSchema, type QueryStats } from "../../src/client/index.js";
 import { HISTOGRAMS_META_ID, markQueryTables } from "../../src/store/read/query-tables.js";
-import { markFull, rollupCollection } from "../../src/store/rollups/rollups.js";
+import { markFull, rollupCollection } from "../../src/store/schema/rollup-documents.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { mulberry32 } from "../support/prng.js";
 

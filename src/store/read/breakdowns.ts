@@ -6,7 +6,7 @@ import { rawFirstClicks } from "./first-click-fields.js";
 import type { Collections } from "../schema/documents.js";
 import type { QueryRow, TopQueriesOrder } from "../../core/top-queries.js";
 import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
-import { RESULTS_COUNT_CAP } from "../rollups/rollups.js";
+import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 
 const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };
 

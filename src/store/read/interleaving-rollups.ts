@@ -37,7 +37,7 @@ import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDo
 import { keyIn } from "../schema/indexes.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
-import { windowRanges } from "../rollups/rollups.js";
+import { windowRanges } from "./window-ranges.js";
 import { userNumbers } from "../schema/user-ids.js";
 
 const HOUR_MS = 3_600_000;

@@ -29,7 +29,10 @@ import {
 } from "./metrics-queries.js";
 import { rawFirstClicks } from "./first-click-fields.js";
 import { QueryTableReader } from "./query-tables.js";
-import { RESULTS_COUNT_CAP, windowRanges, type RollupAggregate, type RollupReader, type WindowAggregates } from "../rollups/rollups.js";
+import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
+import { windowRanges } from "./window-ranges.js";
+import type { RollupAggregate, WindowAggregates } from "./rollup-aggregate.js";
+import type { RollupReader } from "./rollup-reader.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { match, timeLimit } from "./metrics-queries.js";
 import { usersInSeveral } from "../schema/user-ids.js";

@@ -23,7 +23,7 @@ import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { LIMITS } from "../../core/events.js";
-import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "../rollups/rollups.js";
+import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import type { Document } from "mongodb";
 
 /** Says whether every stored event is in the query tables (see markQueryTables). */

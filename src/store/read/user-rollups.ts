@@ -46,7 +46,8 @@ import type { TimeWindow } from "../../core/window.js";
 import type { Collections } from "../schema/documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
-import { rollupCollection, rollupId, windowRanges } from "../rollups/rollups.js";
+import { rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { windowRanges } from "./window-ranges.js";
 import { userNumbers } from "../schema/user-ids.js";
 
 const MINUTE_MS = 60_000;

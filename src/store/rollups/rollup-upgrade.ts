@@ -13,7 +13,9 @@
  */
 import type { Document } from "mongodb";
 import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
-import { pendingBatches, pendingMarker, rollUp, rollupCollection } from "./rollups.js";
+import { pendingBatches } from "./pending-batches.js";
+import { pendingMarker, rollUp } from "./rollup-delta.js";
+import { rollupCollection } from "../schema/rollup-documents.js";
 
 const BATCH = 1000;
 

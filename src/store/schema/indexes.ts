@@ -1,7 +1,7 @@
 import type { IndexDescription } from "mongodb";
 import type { Collections } from "./documents.js";
 import { reconcileTimestampIndex, timestampIndexOptions } from "./retention.js";
-import { ROLLUP_INDEXES, rollupCollection } from "../rollups/rollups.js";
+import { ROLLUP_INDEXES, rollupCollection } from "./rollup-documents.js";
 
 /** The seed index set, identical on both collections (see docs/storage.md). */
 export const EVENT_INDEXES: IndexDescription[] = [

@@ -4,7 +4,10 @@ import type { WriteItem } from "../../core/batch.js";
 import { keyIn, keyIs } from "../schema/indexes.js";
 import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
 import { summariseClicks } from "../../core/click-attribution.js";
-import { claimMarker, clickCount, clickRanks, flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, RESULTS_COUNT_CAP, rollUp } from "../rollups/rollups.js";
+import { claimMarker, pendingBatches, recordPendingBatch } from "../rollups/pending-batches.js";
+import { clickCount, clickRanks, flagClickedImpressions } from "../rollups/click-claims.js";
+import { pendingMarker, rollUp } from "../rollups/rollup-delta.js";
+import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
 
 const DUPLICATE_KEY = 11000;

@@ -18,7 +18,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Collection } from "mongodb";
 import type { Collections } from "../schema/documents.js";
-import { pendingBatches, settleBatch } from "../rollups/rollups.js";
+import { pendingBatches, settleBatch } from "../rollups/pending-batches.js";
 
 export interface LeaseDocument {
   /** The run: one process's life. */

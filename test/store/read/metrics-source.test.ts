@@ -12,7 +12,8 @@ import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
-import { RollupReader, type WindowAggregates } from "../../../src/store/rollups/rollups.js";
+import { RollupReader } from "../../../src/store/read/rollup-reader.js";
+import type { WindowAggregates } from "../../../src/store/read/rollup-aggregate.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-queries.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 

@@ -8,7 +8,12 @@ import { latencyBucket } from "../../../src/core/sketches.js";
 import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import type { ClickDocument } from "../../../src/store/schema/documents.js";
-import { flagClickedImpressions, pendingBatches, pendingMarker, recordPendingBatch, repairRollups, rollUp, rollupCollection, RollupReader, settleBatch } from "../../../src/store/rollups/rollups.js";
+import { flagClickedImpressions } from "../../../src/store/rollups/click-claims.js";
+import { pendingBatches, recordPendingBatch, settleBatch } from "../../../src/store/rollups/pending-batches.js";
+import { pendingMarker, rollUp } from "../../../src/store/rollups/rollup-delta.js";
+import { repairRollups } from "../../../src/store/rollups/repair.js";
+import { rollupCollection } from "../../../src/store/schema/rollup-documents.js";
+import { RollupReader } from "../../../src/store/read/rollup-reader.js";
 import { finishDeadWriters, WriterLease } from "../../../src/store/write/writer-lease.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 

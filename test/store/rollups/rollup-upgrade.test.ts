@@ -7,7 +7,11 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
-import { pendingBatches, pendingMarker, repairRollups, rollupCollection, RollupReader } from "../../../src/store/rollups/rollups.js";
+import { pendingBatches } from "../../../src/store/rollups/pending-batches.js";
+import { pendingMarker } from "../../../src/store/rollups/rollup-delta.js";
+import { repairRollups } from "../../../src/store/rollups/repair.js";
+import { rollupCollection } from "../../../src/store/schema/rollup-documents.js";
+import { RollupReader } from "../../../src/store/read/rollup-reader.js";
 import { upgradeRollups } from "../../../src/store/rollups/rollup-upgrade.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 

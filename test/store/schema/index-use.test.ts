@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Document } from "mongodb";
 import { keyIn, keyIs } from "../../../src/store/schema/indexes.js";
-import { claimableFilter } from "../../../src/store/rollups/rollups.js";
+import { claimableFilter } from "../../../src/store/rollups/click-claims.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 
 let h: Harness;

@@ -1,0 +1,317 @@
+/**
+ * The rollup reader: a window's metrics from pre-aggregated rollups (schema/rollup-documents.ts).
+ * A window [start, now] is answered from three parts that never overlap (read/window-ranges.ts):
+ *   raw events in [start, next hour), hourly rollups up to the next UTC midnight, daily rollups
+ *   from there on (no upper bound, so late and slightly-future events are included).
+ */
+import { createHash } from "node:crypto";
+import type { Document } from "mongodb";
+import type { TimeWindow } from "../../core/window.js";
+import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import { timeLimit } from "./metrics-queries.js";
+import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type WindowAggregates } from "./rollup-aggregate.js";
+import { windowRanges, type Range } from "./window-ranges.js";
+import { byOffset, rawPart, rawRows, rowsBetween, slicesOf, type MaxTime, type RawRows } from "./rollup-raw-parts.js";
+
+const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
+
+/** An hour's raw events are cached once the hour has been over this long (settled: late events are rare by then). */
+const EDGE_SETTLED_MS = HOUR_MS;
+/** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
+const EDGE_HOURS_CACHED = 64;
+/** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
+const WINDOW_SUMS_CACHED = 32;
+/** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
+const EDGE_MAX_AGE_MS = 10 * 60_000;
+
+/**
+ * A settled hour's events, grouped by millisecond (rawRows with 1 ms slices: `_id.k` is the
+ * offset into the hour), sorted by it, and the versions of its rollups they match. Any stretch
+ * of the hour is then summed here, to the millisecond, without reading the events again.
+ */
+interface EdgeHour {
+  signature: string;
+  builtAt: number;
+  rows: Promise<RawRows>;
+  /** Rows held (for the cache's bound), once built. */
+  size: number;
+}
+
+/**
+ * Rows held by the edge-hour cache at most (well under 1 KB each: ~35 MB), the oldest hours going
+ * first. An hour at 3M events over 30 days is ~5,500 rows; the benchmark's windows keep ~30,000.
+ */
+const EDGE_ROWS_CACHED = 50_000;
+
+/**
+ * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
+ * days are fetched once per process, and every read re-checks versions so a late event (or
+ * another server's write) is never missed.
+ *
+ * A window's partial edge hours are raw events. A trailing window's start moves every call, so
+ * its edge hour used to be aggregated from the events on every read (at 3M events, most of a
+ * GetCtr's time). A settled hour's events are now read once, grouped by millisecond, and cached
+ * under the versions of that hour's rollups (any event written, flagged or repaired in the hour
+ * moves them), which the window's one listing of rollup versions includes: a warm read is that
+ * one listing, and the edge is summed from the cache to the millisecond.
+ */
+export class RollupReader {
+  private readonly cache = new Map<string, Decoded>();
+  private readonly edgeHours = new Map<string, EdgeHour>();
+  /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
+  private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
+  edgeHourBuilds = 0;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly maxCached = 50_000,
+  ) {}
+
+  async window(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<WindowAggregates> {
+    const ranges = windowRanges(window.start.getTime(), window.until?.getTime());
+    const variantFilter = variant === undefined ? {} : { v: variant };
+    // The settled edge hours' versions in the same listing: a warm read is this one round trip.
+    const edgeHours = settledHours(ranges.raw, Date.now());
+    const grains = [
+      ...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...variantFilter })),
+      ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter })),
+      ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
+    ];
+    const listing = grains.length === 0 ? Promise.resolve([]) : this.list({ $or: grains }, budget);
+    const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
+    const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
+    await this.refresh(versions, budget);
+    const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
+    const into = (v: string) => {
+      let agg = out.variants.get(v);
+      if (!agg) out.variants.set(v, (agg = emptyAggregate()));
+      return agg;
+    };
+    // The rollups' sum, per variant, as summed for the same versions before (the common case: the
+    // same window again), else summed now; a copy of it is what the edges are added to.
+    for (const [v, agg] of this.rollupSums(versions)) mergeAggregate(into(v), agg);
+    for (const edge of edges) for (const part of edge) for (const [v, d] of part) addInto(into(v), d);
+    for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
+    return out;
+  }
+
+  /**
+   * The cached documents of `versions` summed per variant, remembered under those exact ids and
+   * versions: any write, repair or reset moves a version (or the list), and so misses.
+   */
+  private rollupSums(versions: readonly { _id: string; ver: number }[]): Map<string, RollupAggregate> {
+    const signature = versions
+      .map((d) => `${d._id}@${d.ver}`)
+      .sort()
+      .join(";");
+    const known = this.windowSums.get(signature);
+    if (known !== undefined) {
+      this.windowSums.delete(signature);
+      this.windowSums.set(signature, known);
+      return known;
+    }
+    const sums = new Map<string, RollupAggregate>();
+    for (const { _id } of versions) {
+      const d = this.cache.get(_id);
+      if (!d) continue;
+      let agg = sums.get(d.v);
+      if (!agg) sums.set(d.v, (agg = emptyAggregate()));
+      addInto(agg, d);
+    }
+    this.windowSums.set(signature, sums);
+    while (this.windowSums.size > WINDOW_SUMS_CACHED) this.windowSums.delete(this.windowSums.keys().next().value!);
+    return sums;
+  }
+
+  /**
+   * Per time-series bucket (`starts` are bucket starts on UTC hour boundaries, oldest first):
+   * the window's partial first hour from raw events, then every hourly rollup from there on,
+   * each added to the bucket its hour falls in. Distinct users are not tracked per bucket.
+   */
+  async buckets(start: Date, starts: readonly Date[], variant?: string, budget: MaxTime = {}): Promise<RollupAggregate[]> {
+    const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
+    const variantFilter = variant === undefined ? {} : { v: variant };
+    // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
+    // 24th of the documents to read and merge.
+    const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
+    const edgeHours = settledHours([[start.getTime(), hourEdge]], Date.now());
+    const listing = this.list(
+      {
+        $or: [
+          { g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+          { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+          ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
+        ],
+      },
+      budget,
+    );
+    const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
+    const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
+    await this.refresh(versions, budget);
+    const out = starts.map(() => emptyAggregate());
+    const bucketOf = (t: number): number => {
+      // The last bucket starting at or before t (binary search).
+      let lo = 0;
+      let hi = starts.length - 1;
+      if (hi < 0 || t < starts[0]!.getTime()) return -1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid]!.getTime() <= t) lo = mid;
+        else hi = mid - 1;
+      }
+      return lo;
+    };
+    for (const { _id, t } of versions) {
+      const d = this.cache.get(_id);
+      const k = bucketOf(t.getTime());
+      if (d && k >= 0) addInto(out[k]!, d, false);
+    }
+    const first = bucketOf(start.getTime());
+    if (first >= 0) for (const part of edge) for (const d of part.values()) addInto(out[first]!, d, false);
+    return out;
+  }
+
+  /**
+   * A digest of the versions of every hourly and daily rollup that covers any part of the window
+   * (its raw edge hours included). Every event written, counted late, flagged clicked or repaired
+   * bumps the version of its hour's and its day's documents, by whichever server did it, and a
+   * reset deletes them: an unchanged digest means the window's stored events are unchanged. One
+   * index-only read; a trailing window's moving start is not covered (see anyEventBetween).
+   */
+  async fingerprint(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<string> {
+    const hStart = floorTo(window.start.getTime(), HOUR_MS);
+    const dStart = Math.ceil(hStart / DAY_MS) * DAY_MS;
+    const v = variant === undefined ? {} : { v: variant };
+    const h = (from: number, to: number) => (from < to ? [{ g: "h", t: timeRange(from, to), ...v }] : []);
+    let grains: Document[];
+    if (window.until === undefined) {
+      grains = [...h(hStart, dStart), { g: "d", t: timeRange(dStart, undefined), ...v }];
+    } else {
+      const hEnd = Math.ceil(window.until.getTime() / HOUR_MS) * HOUR_MS;
+      const dEnd = floorTo(hEnd, DAY_MS);
+      grains = dEnd <= dStart ? h(hStart, hEnd) : [...h(hStart, dStart), { g: "d", t: timeRange(dStart, dEnd), ...v }, ...h(dEnd, hEnd)];
+    }
+    const listed = grains.length === 0 ? [] : await this.list({ $or: grains }, budget);
+    const digest = createHash("sha1");
+    for (const d of listed.sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))) digest.update(`${d._id}@${d.ver};`);
+    return `${listed.length}:${digest.digest("base64url")}`;
+  }
+
+  /**
+   * The rollups matching `filter`, with their versions: an index-only read of {g, t, v, ver}
+   * (the ids follow from g, t and v), which never touches the documents themselves.
+   */
+  private async list(filter: Document, budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
+    const listed = await rollupCollection(this.c)
+      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
+      .toArray();
+    return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
+  }
+
+  /**
+   * The events of [from, to) per variant, as parts to add up: settled hours (`settled`, whose
+   * rollup versions `listing` holds) from the edge-hour cache, to the millisecond; the rest
+   * (recent hours) straight from the events.
+   */
+  private async rawRange(from: number, to: number, variant: string | undefined, budget: MaxTime, settled: ReadonlySet<number>, listing: Promise<Listed[]>): Promise<Map<string, Part>[]> {
+    const pieces: Promise<Map<string, Part>[]>[] = [];
+    for (let cursor = from; cursor < to; ) {
+      const hour = floorTo(cursor, HOUR_MS);
+      const until = Math.min(hour + HOUR_MS, to);
+      if (settled.has(hour)) pieces.push(this.settledRange(hour, cursor, until, variant, budget, listing));
+      else pieces.push(rawPart(this.c, new Date(cursor), new Date(until), variant, budget).then((part) => [part]));
+      cursor = until;
+    }
+    return (await Promise.all(pieces)).flat();
+  }
+
+  /**
+   * [from, to) of a settled hour, per variant, from the edge-hour cache: built (one read of the
+   * hour's events) or rebuilt when the hour's rollup versions in `listing` moved.
+   */
+  private async settledRange(hour: number, from: number, to: number, variant: string | undefined, budget: MaxTime, listing: Promise<Listed[]>): Promise<Map<string, Part>[]> {
+    const key = `${hour}|${variant ?? ""}`;
+    // The versions first, then the events: a write that lands between the two moves the versions
+    // again later, so the cache can be behind the events only until the next read.
+    const listed = (await listing).filter((d) => isEdgeListing(d, new Set([hour])));
+    const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
+    let cached = this.edgeHours.get(key);
+    let own = false;
+    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
+      own = true;
+      this.edgeHourBuilds++;
+      const entry: EdgeHour = { signature, builtAt: Date.now(), size: 0, rows: rawRows(this.c, new Date(hour), new Date(hour + HOUR_MS), 1, variant, budget).then(byOffset) };
+      cached = entry;
+      entry.rows.then(
+        (rows) => {
+          entry.size = rows.imps.length + rows.clks.length;
+          this.trimEdgeHours();
+        },
+        // A failed read (a deadline, an outage) is not kept.
+        () => this.edgeHours.get(key) === entry && this.edgeHours.delete(key),
+      );
+      this.edgeHours.delete(key);
+      this.edgeHours.set(key, entry);
+      this.trimEdgeHours();
+    }
+    let rows: RawRows;
+    try {
+      rows = await cached.rows;
+    } catch (error) {
+      // Another call's read, stopped by that call's deadline: this call reads for itself.
+      if (own) throw error;
+      return this.settledRange(hour, from, to, variant, budget, listing);
+    }
+    const [a, b] = [from - hour, to - hour];
+    const part = slicesOf({ imps: rowsBetween(rows.imps, a, b), clks: rowsBetween(rows.clks, a, b), numbers: rows.numbers }, () => 0).get(0);
+    return part === undefined ? [] : [part];
+  }
+
+  /** Oldest-inserted hours go first, past EDGE_HOURS_CACHED hours or EDGE_ROWS_CACHED rows (the newest stays). */
+  private trimEdgeHours(): void {
+    let rows = 0;
+    for (const e of this.edgeHours.values()) rows += e.size;
+    while (this.edgeHours.size > 1 && (this.edgeHours.size > EDGE_HOURS_CACHED || rows > EDGE_ROWS_CACHED)) {
+      const oldest = this.edgeHours.keys().next().value!;
+      rows -= this.edgeHours.get(oldest)!.size;
+      this.edgeHours.delete(oldest);
+    }
+  }
+
+  /** Brings the cache up to date with these documents' versions. */
+  private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<void> {
+    const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
+    if (stale.length === 0) return;
+    // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
+    // nor the user registers of older versions.
+    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray()) this.remember(doc._id, decode(doc));
+  }
+
+  private remember(id: string, d: Decoded): void {
+    this.cache.delete(id);
+    this.cache.set(id, d);
+    // Oldest-inserted first: a Map iterates in insertion order, so this is a simple LRU-by-refresh.
+    while (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+  }
+
+  clear(): void {
+    this.cache.clear();
+    this.edgeHours.clear();
+    this.windowSums.clear();
+  }
+}
+
+/** A listed rollup version: its id, version and hour or day. */
+type Listed = { _id: string; ver: number; t: Date };
+
+/** The hours of `ranges` (raw edges of a window) settled by `now`: read through the edge-hour cache. */
+function settledHours(ranges: readonly Range[], now: number): Set<number> {
+  const out = new Set<number>();
+  for (const [from, to] of ranges) for (let hour = floorTo(from, HOUR_MS); hour < to; hour += HOUR_MS) if (hour + HOUR_MS + EDGE_SETTLED_MS <= now) out.add(hour);
+  return out;
+}
+
+/** Whether a listed version is of one of these edge hours' hourly rollups (listed for the edge cache, not summed). */
+const isEdgeListing = (d: Listed, hours: ReadonlySet<number>) => d._id.startsWith("h|") && hours.has(d.t.getTime());

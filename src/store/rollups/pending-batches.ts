@@ -1,0 +1,62 @@
+/**
+ * Pending batches: the record a writer makes before storing a batch's events, and settling a
+ * batch whose outcome its writer does not know (counting what it stored and flagged, once).
+ */
+import type { Collection } from "mongodb";
+import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import { keyIn } from "../schema/indexes.js";
+import { rollUp } from "./rollup-delta.js";
+import { countClicked } from "./click-claims.js";
+
+/** A write in flight: its marker and the event ids it is storing (see writeEvents). */
+export interface PendingBatch {
+  _id: string;
+  clicks: string[];
+  impressions: string[];
+  /** The writer's run (see writer-lease.ts); absent in records of earlier versions. */
+  w?: string;
+}
+
+export function pendingBatches(c: Collections): Collection<PendingBatch> {
+  return c.db.collection<PendingBatch>("pending_batches");
+}
+
+/**
+ * Records a batch before its events are stored: one small document, so that finishing the
+ * batch is one delete rather than clearing a marker from every event it stored.
+ */
+export async function recordPendingBatch(c: Collections, marker: string, clicks: string[], impressions: string[], writer?: string): Promise<void> {
+  await pendingBatches(c).insertOne({ _id: marker, clicks, impressions, ...(writer === undefined ? {} : { w: writer }) });
+}
+
+/**
+ * Counts what a pending batch stored (once: its events carry its marker, a duplicate stored by
+ * another write does not); the record stays until settleBatch drops it.
+ */
+async function countBatch(c: Collections, marker: string): Promise<number> {
+  const batch = await pendingBatches(c).findOne({ _id: marker });
+  if (batch === null) return 0;
+  const [clicks, impressions] = await Promise.all([
+    c.clicks.find({ event_id: keyIn(batch.clicks), b: marker }, ONE_ROUND_TRIP).toArray(),
+    c.impressions.find({ event_id: keyIn(batch.impressions), b: marker }, ONE_ROUND_TRIP).toArray(),
+  ]);
+  await rollUp(c, clicks, impressions, marker);
+  return clicks.length + impressions.length;
+}
+
+/** The claim marker of a batch's linking: its own, as applying it is separate from the batch's. */
+export const claimMarker = (batchMarker: string) => `${batchMarker}+`;
+
+/**
+ * Finishes a batch whose outcome its writer does not know (the call failed after the batch was
+ * recorded: a lost reply, an outage), whatever its age: counts what it stored and what it
+ * flagged, once. Its writer calls this as soon as MongoDB answers again, before writing anything
+ * else, so the rollups still remember whether the batch was counted (see APPLIED_KEEP).
+ */
+export async function settleBatch(c: Collections, marker: string): Promise<number> {
+  const counted = await countBatch(c, marker);
+  await countClicked(c, claimMarker(marker));
+  // Last: while the record is there, the batch's linking may still be unfinished too.
+  const { deletedCount } = await pendingBatches(c).deleteOne({ _id: marker });
+  return deletedCount === 1 ? counted : 0;
+}
