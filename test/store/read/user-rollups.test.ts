@@ -7,7 +7,10 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { UserTotals } from "../../../src/core/user-totals.js";
-import { Accumulator, rawEvents, rawUserTables, rawUserWindow, tablesFromEvents, UserRollupReader, userRollups, type UserTable } from "../../../src/store/read/user-rollups.js";
+import { Accumulator } from "../../../src/store/read/user-accumulator.js";
+import { rawEvents, rawUserTables, tablesFromEvents } from "../../../src/store/read/user-raw-tables.js";
+import { rawUserWindow, UserRollupReader } from "../../../src/store/read/user-rollups.js";
+import { userRollups, type UserTable } from "../../../src/store/read/user-tables.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 
 const HOUR = 3_600_000;
