@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { TopQueriesOrder, type EventSchema, type QueryStats } from "../../src/client/index.js";
-import { HISTOGRAMS_META_ID, markQueryTables } from "../../src/store/read/query-tables.js";
+import { HISTOGRAMS_META_ID, markQueryTables } from "../../src/store/read/query-table-meta.js";
 import { markFull, rollupCollection } from "../../src/store/schema/rollup-documents.js";
 import { startHarness, type Harness } from "../support/harness.js";
 import { mulberry32 } from "../support/prng.js";

@@ -16,65 +16,15 @@
  * and abandonment's inputs) are there only from the hour recorded when a server of a version
  * that keeps them first opened the database (markQueryTables).
  */
-import { topRows, type QueryPositions, type QueryRow, type TopQueriesOrder } from "../../core/top-queries.js";
+import { topRows, type QueryRow, type TopQueriesOrder } from "../../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
-import { LIMITS } from "../../core/events.js";
-import { markFull, QUERY_TABLE_MAX_QUERIES, RESULTS_COUNT_CAP, rollupCollection, rollupId } from "../schema/rollup-documents.js";
-import type { Document } from "mongodb";
-
-/** Says whether every stored event is in the query tables (see markQueryTables). */
-const META_ID = "meta|query-tables";
-/** Says from when every query table holds its queries' searches per results_count (`h<k>`) and clicks past the cap (`x`). */
-export const HISTOGRAMS_META_ID = "meta|query-histograms";
-/**
- * Says from when every query table counts linked clicks under their searches' queries, with
- * their clicks at shown ranks (`k`), outside results (`o`) and first-click ranks (`f<r>`):
- * core/click-attribution.ts. COEC, MRR and abandonment per query need them.
- */
-export const ATTRIBUTION_META_ID = "meta|query-attribution";
-
-interface QueryTablesMeta {
-  _id: string;
-  g: "meta";
-  /** META_ID: every stored event is in the tables. */
-  complete?: boolean;
-  /** HISTOGRAMS_META_ID: tables of hours from this one on hold the histograms of all their events. */
-  from?: Date;
-  at: Date;
-}
-
-const metaCollection = (c: Collections) => c.db.collection<QueryTablesMeta>(rollupCollection(c).collectionName);
-
-const HOUR_MS = 3_600_000;
-
-/**
- * At open: a database without events gets query tables from its first event on, so they are
- * complete; one that already has events without the record was written by an older version,
- * and its tables never will be. The first server to record either wins.
- *
- * The same for the tables' histograms (COEC's inputs, query-table-fields.ts): a database without
- * events has them from the beginning; in one with events, the tables of this hour (and of the
- * next, which a writer of the older version may have reached with an event up to the allowed
- * clock skew ahead) may hold searches counted without them, so they are complete from the first
- * whole hour after that. Writers of the older version still running then are not foreseen.
- */
-export async function markQueryTables(c: Collections, now = Date.now()): Promise<void> {
-  const meta = metaCollection(c);
-  const recorded = new Set((await meta.find({ _id: { $in: [META_ID, HISTOGRAMS_META_ID, ATTRIBUTION_META_ID] } }, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
-  if (recorded.size === 3) return;
-  const empty = (await c.impressions.countDocuments({}, { limit: 1 })) + (await c.clicks.countDocuments({}, { limit: 1 })) === 0;
-  const record = (doc: QueryTablesMeta) =>
-    meta.insertOne(doc).catch((error: { code?: number }) => {
-      if (error.code !== 11000) throw error;
-    });
-  if (!recorded.has(META_ID)) await record({ _id: META_ID, g: "meta", complete: empty, at: new Date(now) });
-  const from = empty ? 0 : Math.floor((now + LIMITS.maxFutureSkewMs) / HOUR_MS) * HOUR_MS + HOUR_MS;
-  for (const id of [HISTOGRAMS_META_ID, ATTRIBUTION_META_ID]) if (!recorded.has(id)) await record({ _id: id, g: "meta", from: new Date(from), at: new Date(now) });
-}
+import { HOUR_MS, markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { ATTRIBUTION_META_ID, HISTOGRAMS_META_ID, META_ID, metaCollection } from "./query-table-meta.js";
+import { EdgeQueries } from "./query-table-edges.js";
 
 const DAY_MS = 24 * HOUR_MS;
 /** A day is compacted once it has been over this long: late events are rarer by then. */
@@ -180,150 +130,6 @@ class TableCache {
 
 /** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollups.ts). */
 const EDGE_SETTLED_MS = HOUR_MS;
-/** Rebuilt at least this often whatever the versions say. */
-const EDGE_MAX_AGE_MS = 10 * 60_000;
-/** Hours (and variant filters) kept: a few windows' first hours. */
-const EDGE_HOURS_CACHED = 16;
-
-/**
- * One search or unlinked click of an edge hour, as queryRows (breakdowns.ts) counts it: offset in
- * the hour, query, and what it adds. A search carries its linked clicks' summary (`c` clicks,
- * `rk` their rank sum, `sk` at shown ranks, `o` outside its results) and its first click's rank
- * `f` (core/click-attribution.ts); an unlinked click adds `c` 1 at rank `rk`.
- */
-interface EdgeEvent {
-  k: number;
-  q: string;
-  /** 1: a search (`s` clicked, `rc` results); 0: an unlinked click. */
-  i: number;
-  s: number;
-  rc: number;
-  c: number;
-  rk: number;
-  sk: number;
-  o: number;
-  f: number | null;
-}
-
-/**
- * The searches and clicks of a settled hour, read once (one command) and cached under the
- * versions of that hour's rollups (every event written, flagged or repaired in the hour moves
- * them), sorted by time: any stretch of the hour is then counted per query here, to the
- * millisecond, as queryRows counts it from the events.
- */
-class EdgeQueries {
-  private readonly hours = new Map<string, { signature: string; builtAt: number; events: Promise<EdgeEvent[]> }>();
-  /** Hours read (cache misses), for tests. */
-  builds = 0;
-
-  constructor(
-    private readonly c: Collections,
-    private readonly retention: RawRetention,
-  ) {}
-
-  async rows(hour: number, from: number, to: number, variant: string | undefined, versions: readonly { t: Date; v: string; ver: unknown }[], budget: MetricsFilter): Promise<QueryRow[]> {
-    this.retention.require(new Date(from), "window-edge");
-    const key = `${hour}|${variant ?? ""}`;
-    const signature = versions.map((d) => `${d.v}@${String(d.ver)}`).sort().join(";");
-    let cached = this.hours.get(key);
-    let own = false;
-    if (cached === undefined || cached.signature !== signature || Date.now() - cached.builtAt > EDGE_MAX_AGE_MS) {
-      own = true;
-      this.builds++;
-      const entry = { signature, builtAt: Date.now(), events: edgeEvents(this.c, hour, variant, budget) };
-      cached = entry;
-      // A failed read (a deadline, an outage) is not kept.
-      entry.events.catch(() => this.hours.get(key) === entry && this.hours.delete(key));
-      this.hours.delete(key);
-      this.hours.set(key, entry);
-      while (this.hours.size > EDGE_HOURS_CACHED) this.hours.delete(this.hours.keys().next().value!);
-    }
-    let events: EdgeEvent[];
-    try {
-      events = await cached.events;
-    } catch (error) {
-      // Another call's read, stopped by that call's deadline: this call reads for itself.
-      if (own) throw error;
-      return this.rows(hour, from, to, variant, versions, budget);
-    }
-    return edgeQueryRows(events, from - hour, to - hour);
-  }
-}
-
-/** The hour's searches and unlinked clicks (of `variant`), by time. */
-async function edgeEvents(c: Collections, hour: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeEvent[]> {
-  const m: Document = { timestamp: { $gte: new Date(hour), $lt: new Date(hour + HOUR_MS) }, ...(variant === undefined ? {} : { variant }) };
-  const offset = { $subtract: ["$timestamp", new Date(hour)] };
-  const rows = await c.impressions
-    .aggregate<EdgeEvent>(
-      [
-        { $match: m },
-        {
-          $project: {
-            _id: 0,
-            k: offset,
-            q: "$query_normalized",
-            i: { $literal: 1 },
-            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
-            rc: "$results_count",
-            c: { $ifNull: ["$lk.n", 0] },
-            rk: { $ifNull: ["$lk.s", 0] },
-            sk: { $sum: "$lk.k.n" },
-            o: { $ifNull: ["$lk.o", 0] },
-            f: { $ifNull: ["$fc_r", null] },
-          },
-        },
-        {
-          $unionWith: {
-            coll: c.clicks.collectionName,
-            pipeline: [
-              { $match: { ...m, impression_id: { $exists: false } } },
-              { $project: { _id: 0, k: offset, q: "$query_normalized", i: { $literal: 0 }, s: { $literal: 0 }, rc: { $literal: 0 }, c: { $literal: 1 }, rk: "$rank", sk: { $literal: 0 }, o: { $literal: 0 }, f: { $literal: null } } },
-            ],
-          },
-        },
-      ],
-      // At most an hour of events by time (as rollups.ts reads an hour).
-      { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP },
-    )
-    .toArray();
-  const events = rows.map((r) => ({ k: Number(r.k), q: String(r.q), i: Number(r.i), s: Number(r.s), rc: Number(r.rc), c: Number(r.c), rk: Number(r.rk), sk: Number(r.sk), o: Number(r.o), f: r.f === null || r.f === undefined ? null : Number(r.f) }));
-  return events.sort((a, b) => a.k - b.k);
-}
-
-/** Per query, the events with offsets in [a, b): what queryRows (breakdowns.ts) answers for that stretch. */
-function edgeQueryRows(events: readonly EdgeEvent[], a: number, b: number): QueryRow[] {
-  const rows = new Map<string, QueryRow & { positions: QueryPositions }>();
-  let lo = 0;
-  let hi = events.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (events[mid]!.k < a) lo = mid + 1;
-    else hi = mid;
-  }
-  const add = (into: Map<number, number>, key: number) => into.set(key, (into.get(key) ?? 0) + 1);
-  for (let j = lo; j < events.length && events[j]!.k < b; j++) {
-    const e = events[j]!;
-    let row = rows.get(e.q);
-    if (!row) rows.set(e.q, (row = { query: e.q, searches: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, rankSum: 0, clicksOutsideResults: 0, positions: { resultsCounts: new Map(), shownClicks: 0, firstClickRanks: new Map() } }));
-    row.clicks += e.c;
-    row.rankSum += e.rk;
-    if (e.i !== 1) continue;
-    row.searches++;
-    row.searchesWithClicks += e.s;
-    row.clicksOutsideResults += e.o;
-    row.positions.shownClicks += e.sk;
-    if (e.rc === 0) row.noResults++;
-    else {
-      add(row.positions.resultsCounts, Math.min(e.rc, RESULTS_COUNT_CAP));
-      if (e.f !== null) add(row.positions.firstClickRanks, e.f);
-    }
-  }
-  // By key, as the query tables and queryRows give them.
-  const sorted = (h: Map<number, number>) => new Map([...h].sort((x, y) => x[0] - y[0]));
-  for (const row of rows.values()) Object.assign(row.positions, { resultsCounts: sorted(row.positions.resultsCounts), firstClickRanks: sorted(row.positions.firstClickRanks) });
-  return [...rows.values()];
-}
 
 export class QueryTableReader {
   /** Hourly tables of the unfinished days and of the window's first day. */
