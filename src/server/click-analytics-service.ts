@@ -11,7 +11,7 @@ import { fastMetrics, type MetricsSource } from "../store/read/metrics-source.js
 import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
-import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison.js";
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison-model.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/schema/rollup-documents.js";
 import { rawInterleavingPairs } from "../store/read/interleaving.js";

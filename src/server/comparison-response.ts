@@ -1,7 +1,8 @@
 /** GetVariantComparison: gathering each arm's data from the metrics source, and shaping the answer. */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Inference, LatencyStatus, type GetVariantComparisonRequest, type GetVariantComparisonResponseSchema } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import { compareVariants, comparisonSettings, type Capping, type MetricCapping, type MetricComparison, type VariantData } from "../core/comparison.js";
+import { compareVariants } from "../core/comparison.js";
+import { comparisonSettings, type Capping, type MetricCapping, type MetricComparison, type VariantData } from "../core/comparison-model.js";
 import { requireVariant } from "../core/events.js";
 import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js";
 import { ratio, winnerByCtr } from "../core/metrics.js";

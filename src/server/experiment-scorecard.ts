@@ -18,7 +18,7 @@ import {
   type WatchMetricsRequest,
 } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { ExperimentScorecardSchema, ExperimentStatus, GuardrailState, type GuardrailCheckSchema } from "../../gen/clickanalytics/v1/experiments_pb.js";
-import { comparisonSettings } from "../core/comparison.js";
+import { comparisonSettings } from "../core/comparison-model.js";
 import { DomainError } from "../core/errors.js";
 import { DEFAULTS, expectedSplit, experimentKey, LOWER_IS_BETTER, resourceName, type Experiment, type ExperimentMetricName } from "../core/experiments.js";
 import type { ExperimentStore } from "../store/experiments.js";

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { assign, bucketRanges, chooseVariation, ExperimentStatus, fnv1a32, hash, type BucketRange } from "../../src/client/index.js";
-import { SRM_ALPHA } from "../../src/core/comparison.js";
+import { SRM_ALPHA } from "../../src/core/comparison-model.js";
 import { sampleRatioTest } from "../../src/core/statistics.js";
 
 const HASH_CASES: [string, string, number, number | null][] = [

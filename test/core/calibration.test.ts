@@ -3,7 +3,8 @@
 // per clicked search, users hashed into the 256 buckets as storage will. They check the "Done
 // when" bounds of issue 11 and print every figure (console.log) so it can be quoted.
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, type MetricName, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants } from "../../src/core/comparison.js";
+import { comparisonSettings, type MetricName, type VariantData } from "../../src/core/comparison-model.js";
 import { deltaMethodRatio, ratioSums } from "../../src/core/delta-method.js";
 import { poissonRateTest, twoProportionZTest } from "../../src/core/statistics.js";
 import { simulate, variantData, type SimulationConfig } from "../support/ab-simulation.js";

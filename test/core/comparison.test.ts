@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, METRICS, ratioInterval, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants } from "../../src/core/comparison.js";
+import { comparisonSettings, METRICS, type VariantData } from "../../src/core/comparison-model.js";
+import { ratioInterval } from "../../src/core/arm-estimates.js";
 import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta-method.js";
 import { holmAdjust } from "../../src/core/inference.js";
 import { latencyGuardrail, quantileRankInterval } from "../../src/core/latency-guardrail.js";

@@ -2,7 +2,8 @@
 // (compareVariants with per-user totals, the default cap_percentile). Seeded; every figure printed
 // so it can be quoted (README "How the comparison works").
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, type MetricName, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants } from "../../src/core/comparison.js";
+import { comparisonSettings, type MetricName, type VariantData } from "../../src/core/comparison-model.js";
 import { pooledCap } from "../../src/core/user-totals.js";
 import { HEAVY_USERS, PARETO_USERS, simulateUsers, userVariantData, type SimulatedUsers, type UserShape } from "../support/user-simulation.js";
 

@@ -1,7 +1,8 @@
 // Issue 21 part 2: few users. Student's t against scipy, the small-sample test and the minimum of
 // users per arm, seeded A/A simulations at small arm sizes (printed so they can be quoted).
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, DEFAULT_MIN_USERS, type MetricName, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants } from "../../src/core/comparison.js";
+import { comparisonSettings, DEFAULT_MIN_USERS, type MetricName, type VariantData } from "../../src/core/comparison-model.js";
 import { lnGamma, regularizedBeta, studentTCritical, studentTQuantile, studentTTwoSided } from "../../src/core/student-t.js";
 import { emptyBucketSums, userBucket } from "../../src/core/user-buckets.js";
 import { Random, simulate, variantData } from "../support/ab-simulation.js";

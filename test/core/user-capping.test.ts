@@ -2,7 +2,8 @@
 // scipy (NumPy 2.4.6, SciPy 1.17.1, run on this machine; the Python is in each comment), the
 // settings' bounds, and the bot rule.
 import { describe, expect, it } from "vitest";
-import { compareVariants, comparisonSettings, type VariantData } from "../../src/core/comparison.js";
+import { compareVariants } from "../../src/core/comparison.js";
+import { comparisonSettings, type VariantData } from "../../src/core/comparison-model.js";
 import { deltaMethodRatio, flooredVariance } from "../../src/core/delta-method.js";
 import { permutationTests } from "../../src/core/permutation.js";
 import { emptyBucketSums } from "../../src/core/user-buckets.js";

@@ -5,7 +5,8 @@
 // as a Bernoulli proportion) bound in about 40% of these arms and widened intervals up to 1.3x
 // (1.3-1.6x on the data). Seeded; prints its figures.
 import { describe, expect, it } from "vitest";
-import { ratioInterval, type MetricName, type VariantData } from "../../src/core/comparison.js";
+import { ratioInterval } from "../../src/core/arm-estimates.js";
+import type { MetricName, VariantData } from "../../src/core/comparison-model.js";
 import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta-method.js";
 import { zCritical } from "../../src/core/statistics.js";
 import { studentTCritical } from "../../src/core/student-t.js";

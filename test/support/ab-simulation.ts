@@ -1,7 +1,7 @@
 // Seeded simulation of A/B data with the real shape: users randomised (not searches), heavy-tailed
 // activity, per-user click and no-result propensities, several clicks per search, and users hashed
 // into USER_BUCKETS exactly as storage does (userBucket on the user id).
-import type { VariantData } from "../../src/core/comparison.js";
+import type { VariantData } from "../../src/core/comparison-model.js";
 import { latencyBucket } from "../../src/core/sketches.js";
 import { USER_BUCKETS, emptyBucketSums, userBucket, type BucketSums } from "../../src/core/user-buckets.js";
 import { mulberry32 } from "./prng.js";

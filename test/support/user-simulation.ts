@@ -1,7 +1,7 @@
 // Seeded per-user simulations for the comparison over users (issue 21): each user's totals per time
 // slice, handed to compareVariants as the service hands it the per-user rollups (VariantData.perUser).
 // Two shapes: issue 21's heavy users, and the older Pareto shape of ab-simulation.ts.
-import type { VariantData } from "../../src/core/comparison.js";
+import type { VariantData } from "../../src/core/comparison-model.js";
 import { emptyBucketSums, userBucket } from "../../src/core/user-buckets.js";
 import type { UserTotals } from "../../src/core/user-totals.js";
 import { Random } from "./ab-simulation.js";

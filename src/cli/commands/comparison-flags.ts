@@ -3,7 +3,7 @@
  * split, time zone of the daily charts), shared by `report` and `dashboard`.
  */
 import { DAYS_HELP, numberFlag, splitFlag, stringFlag, windowFlags, type FlagValues } from "./common.js";
-import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison.js";
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison-model.js";
 import type { ReportRequest } from "./report-data.js";
 
 export const COMPARISON_OPTIONS = {

@@ -1,5 +1,5 @@
 /** `click-analytics interleaving`: GetInterleavingResult as a table (every ranker pair) or JSON. */
-import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison.js";
+import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../../core/comparison-model.js";
 import { toJsonString } from "@bufbuild/protobuf";
 import { GetInterleavingResultResponseSchema, type GetInterleavingResultResponse } from "../../client/index.js";
 import { table, type Style } from "../format.js";
