@@ -5,7 +5,8 @@
  */
 import { cupedRatioDifference, deltaMethodRatio, flooredVariance, prePostSums, ratioSums, type RatioKind, type RatioMoments, type RatioSums } from "./delta-method.js";
 import { independentArms, mixtureSprt, sequentialTau2, type DifferenceInput, type Design } from "./inference.js";
-import { zCritical, type Interval } from "./statistics.js";
+import { zCritical } from "./special-functions.js";
+import type { Interval } from "./statistics.js";
 import { studentTCritical } from "./student-t.js";
 import { USER_BUCKETS } from "./user-buckets.js";
 import type { UserTotals } from "./user-totals.js";

@@ -41,7 +41,8 @@
  * confidence sequences", arXiv:2103.06476; E. C. Fieller (1954), "Some problems in interval
  * estimation", JRSS B 16; S. Holm (1979), Scand. J. Statist. 6.
  */
-import { normalCdf, normalQuantile, zCritical, type Estimate, type Interval } from "./statistics.js";
+import { normalCdf, normalQuantile, zCritical } from "./special-functions.js";
+import type { Estimate, Interval } from "./statistics.js";
 import { studentTCritical, studentTQuantile, studentTTwoSided } from "./student-t.js";
 
 /** GrowthBook's default sequential tuning parameter N*: units at which the sequence is tightest. */

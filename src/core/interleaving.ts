@@ -30,7 +30,8 @@
  * same test on the residuals d_u - c n_u (every c whose test does not reject, c = 2 delta), so
  * it lies in [-1/2, 1/2] and excludes 0 exactly when the result is significant.
  */
-import { normalCdf, zCritical, type Estimate } from "./statistics.js";
+import { normalCdf, zCritical } from "./special-functions.js";
+import type { Estimate } from "./statistics.js";
 
 /** One interleaved search: its user, the team of each position, its result count, and the ranks clicked (one per click). */
 export interface InterleavedImpression {

@@ -48,7 +48,8 @@
  */
 import { deltaMethodRatio, ratioSums } from "./delta-method.js";
 import { LATENCY_RELATIVE_ACCURACY, latencyQuantile, latencyValueAt } from "./sketches.js";
-import { zCritical, type Estimate } from "./statistics.js";
+import { zCritical } from "./special-functions.js";
+import type { Estimate } from "./statistics.js";
 
 /** The quantile the guardrail watches. */
 export const GUARDRAIL_QUANTILE = 0.95;

@@ -6,7 +6,7 @@ import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta
 import { holmAdjust } from "../../src/core/inference.js";
 import { latencyGuardrail, quantileRankInterval } from "../../src/core/latency-guardrail.js";
 import { latencyBucket, latencyValueAt } from "../../src/core/sketches.js";
-import { zCritical } from "../../src/core/statistics.js";
+import { zCritical } from "../../src/core/special-functions.js";
 import { USER_BUCKETS, emptyBucketSums } from "../../src/core/user-buckets.js";
 import { Random } from "../support/ab-simulation.js";
 

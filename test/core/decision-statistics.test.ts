@@ -10,7 +10,7 @@
 import { describe, expect, it } from "vitest";
 import { cupedRatioDifference, deltaMethodRatio, flooredVariance, ratioEstimate, ratioSums, varianceFloor, type PrePostSums } from "../../src/core/delta-method.js";
 import { differenceTest, fiellerInterval, holmAdjust, independentArms, mixtureSprt, sequentialRho2, sequentialTau2 } from "../../src/core/inference.js";
-import { zCritical } from "../../src/core/statistics.js";
+import { zCritical } from "../../src/core/special-functions.js";
 import { USER_BUCKETS, addBucketSums, emptyBucketSums, userBucket } from "../../src/core/user-buckets.js";
 
 /** GrowthBook's utils.variance_of_ratios with zero covariance: the variance of a relative difference. */

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { ratioInterval } from "../../src/core/arm-estimates.js";
 import type { MetricName, VariantData } from "../../src/core/comparison-model.js";
 import { deltaMethodRatio, ratioSums, varianceFloor } from "../../src/core/delta-method.js";
-import { zCritical } from "../../src/core/statistics.js";
+import { zCritical } from "../../src/core/special-functions.js";
 import { studentTCritical } from "../../src/core/student-t.js";
 import { simulate, variantData, type SimulatedArm } from "../support/ab-simulation.js";
 

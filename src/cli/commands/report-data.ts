@@ -5,7 +5,8 @@
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Granularity, Inference, LatencyStatus, type CallOptions, type MetricComparison, type ClickAnalyticsClient, type FirstClickMetrics, type GetInterleavingResultResponse, type GetResponseTimeMetricsResponse, type GetVariantComparisonResponse } from "../../client/index.js";
-import { wilsonInterval, zCritical, type Interval } from "../../core/statistics.js";
+import { wilsonInterval, type Interval } from "../../core/statistics.js";
+import { zCritical } from "../../core/special-functions.js";
 import { decimal, integer, NO_DATA, pEquals, percent, percentInterval, points, pointsInterval, pValue, signedMs, signedPercent, signedPercentInterval } from "../format.js";
 import { windowRequest, type WindowFlags } from "./common.js";
 
