@@ -7,7 +7,8 @@ import { describe, expect, it } from "vitest";
 import { teamDraftInterleave } from "../../src/client/interleave.js";
 import { differenceTest, independentArms } from "../../src/core/inference.js";
 import { ratioEstimate } from "../../src/core/delta-method.js";
-import { EXACT_USERS, impressionOutcome, interleavingResult, mirrorResult, MONTE_CARLO_USERS, MultileaveTally, preferenceTest, type InterleavedImpression, type PreferenceTest, type UserScore } from "../../src/core/interleaving.js";
+import { EXACT_USERS, MONTE_CARLO_USERS, preferenceTest, type PreferenceTest, type UserScore } from "../../src/core/preference-test.js";
+import { impressionOutcome, interleavingResult, mirrorResult, MultileaveTally, type InterleavedImpression } from "../../src/core/interleaving.js";
 import { mulberry32 } from "../support/prng.js";
 
 describe("the preference from interleaved clicks", () => {
