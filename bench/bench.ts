@@ -35,22 +35,10 @@ import {
   type ShapeParams,
   type ShapeResult,
 } from "./bench-client.js";
-import {
-  buildVocabulary,
-  chunks,
-  DAY_MS,
-  DEFAULT_QUERIES,
-  fnv1a,
-  generateEvents,
-  INTERLEAVED_RANKERS,
-  loadDataset,
-  Rng,
-  userIdOf,
-  VARIANTS,
-  variantOf,
-  type DatasetEvent,
-  type LoadResult,
-} from "../src/cli/traffic-generator.js";
+import { buildVocabulary, userIdOf, VARIANTS, variantOf } from "../src/cli/traffic-population.js";
+import { chunks, DAY_MS, DEFAULT_QUERIES, generateEvents, INTERLEAVED_RANKERS, type DatasetEvent } from "../src/cli/traffic-generator.js";
+import { fnv1a, Rng } from "../src/cli/traffic-random.js";
+import { loadDataset, type LoadResult } from "../src/cli/traffic-loader.js";
 import { createProgress, formatDuration, formatInteger } from "../src/cli/progress.js";
 import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
 

@@ -13,7 +13,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { METRIC_SHAPES, summarize } from "../../bench/bench-client.js";
-import { createDatasetStats, DAY_MS, generateBatches, generateEvents, INTERLEAVED_RANKERS, toStreamEvent, variantOf, type DatasetEvent, type DatasetOptions } from "../../src/cli/traffic-generator.js";
+import { createDatasetStats, DAY_MS, generateBatches, generateEvents, INTERLEAVED_RANKERS, toStreamEvent, type DatasetEvent, type DatasetOptions } from "../../src/cli/traffic-generator.js";
+import { variantOf } from "../../src/cli/traffic-population.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BENCH = path.join(ROOT, "dist/bench/bench.js");

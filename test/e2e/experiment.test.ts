@@ -5,7 +5,8 @@
  * gets no users are flagged.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chunks, fnv1a, generateEvents, toStreamEvent, type DatasetEvent } from "../../src/cli/traffic-generator.js";
+import { chunks, generateEvents, toStreamEvent, type DatasetEvent } from "../../src/cli/traffic-generator.js";
+import { fnv1a } from "../../src/cli/traffic-random.js";
 import { renderComparison } from "../../src/cli/commands/report.js";
 import { createStyle } from "../../src/cli/format.js";
 import { startHarness, type Harness } from "../support/harness.js";
