@@ -8,7 +8,8 @@ import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js"
 import { ratio, winnerByCtr } from "../core/metrics.js";
 import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
-import type { EventTotals, MetricsFilter } from "../store/read/metrics-queries.js";
+import type { EventTotals } from "../store/read/metrics-queries.js";
+import type { MetricsFilter } from "../store/read/metrics-filter.js";
 import type { MetricsSource } from "../store/read/metrics-source.js";
 import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
 import { RESULTS_COUNT_CAP } from "../store/schema/rollup-documents.js";

@@ -19,7 +19,7 @@ import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import type { ClickSourceName } from "../core/events.js";
 import type { ClickStore } from "../store/click-store.js";
 import type { ClickDocument, ImpressionDocument } from "../store/schema/documents.js";
-import { match } from "../store/read/metrics-queries.js";
+import { match } from "../store/read/metrics-filter.js";
 import type { CallContext } from "./grpc-adapter.js";
 import { metricsFilter, responseTime } from "./request-mapping.js";
 

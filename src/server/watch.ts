@@ -16,7 +16,8 @@ import type { WatchMetricsRequest, WatchMetricsResponseSchema } from "../../gen/
 import { DomainError } from "../core/errors.js";
 import { ratio, type RankStats } from "../core/metrics.js";
 import type { ClickStore } from "../store/click-store.js";
-import { anyEventBetween, type EventTotals, type MetricsFilter } from "../store/read/metrics-queries.js";
+import { anyEventBetween, type EventTotals } from "../store/read/metrics-queries.js";
+import type { MetricsFilter } from "../store/read/metrics-filter.js";
 import type { MetricsSource } from "../store/read/metrics-source.js";
 import { bearerToken } from "./auth.js";
 import { firstClickFields } from "./ctr-fields.js";

@@ -5,7 +5,8 @@ import type { BucketUnit } from "../../core/time-buckets.js";
 import { rawFirstClicks } from "./first-click-fields.js";
 import type { Collections } from "../schema/documents.js";
 import type { QueryRow, TopQueriesOrder } from "../../core/top-queries.js";
-import { match, num, percentilePickStages, percentilesFromPicks, timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { match, timeLimit, type MetricsFilter } from "./metrics-filter.js";
+import { num, percentilePickStages, percentilesFromPicks } from "./metrics-queries.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 
 const ORDER_FIELD: Record<TopQueriesOrder, string> = { searches: "searches", clicks: "clicks", ctr: "ctr", no_results: "noResults" };

@@ -8,7 +8,7 @@ import type { Document } from "mongodb";
 import { addFirstClick, emptyFirstClickStats, reciprocalRank, timeToClickMs, type FirstClickStats } from "../../core/first-click.js";
 import { USER_BUCKETS, userBucket } from "../../core/user-buckets.js";
 import type { Collections } from "../schema/documents.js";
-import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 /** $group accumulator: searches with results. */
 export const withResultsSum = { $sum: { $cond: [{ $gt: ["$results_count", 0] }, 1, 0] } };

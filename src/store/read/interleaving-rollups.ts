@@ -36,7 +36,7 @@ import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
 import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
 import { keyIn } from "../schema/indexes.js";
 import { forEachInterleaved } from "./interleaving.js";
-import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { windowRanges } from "./window-ranges.js";
 import { userNumbers } from "../schema/user-ids.js";
 

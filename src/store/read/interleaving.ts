@@ -7,7 +7,7 @@ import { MultileaveTally, type InterleavedImpression, type PairTally } from "../
 import type { Filter } from "mongodb";
 import type { Collections, ImpressionDocument } from "../schema/documents.js";
 import { keyIn } from "../schema/indexes.js";
-import { match, timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { match, timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 const CHUNK = 5_000;
 

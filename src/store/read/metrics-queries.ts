@@ -1,18 +1,9 @@
-import type { Document, Filter } from "mongodb";
+import type { Document } from "mongodb";
 import { interpolatePercentile, rankStats, type RankStats } from "../../core/metrics.js";
-import type { TimeWindow } from "../../core/window.js";
 import { emptyFirstClickStats, mergeFirstClickStats, type FirstClickStats } from "../../core/first-click.js";
-import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
+import type { Collections } from "../schema/documents.js";
 import { rawFirstClicks } from "./first-click-fields.js";
-
-/** Which events a metric covers. The same filter applies to clicks and impressions alike. */
-export interface MetricsFilter {
-  window: TimeWindow;
-  /** What is left of the caller's deadline: MongoDB abandons the work once it has passed. */
-  maxTimeMS?: number | undefined;
-  userId?: string | undefined;
-  variant?: string | undefined;
-}
+import { match, timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 export interface ResponseTimeStats {
   count: number;
@@ -33,18 +24,6 @@ export interface UserActivity {
 }
 
 export const REPORTED_PERCENTILES = [0.5, 0.95, 0.99] as const;
-
-/** Aggregation options that stop MongoDB's work when the caller's time is up. */
-export function timeLimit(f: Pick<MetricsFilter, "maxTimeMS">): { maxTimeMS?: number } {
-  return f.maxTimeMS === undefined ? {} : { maxTimeMS: Math.max(1, Math.floor(f.maxTimeMS)) };
-}
-
-export function match(f: MetricsFilter): Filter<ClickDocument & ImpressionDocument> {
-  const m: Filter<ClickDocument & ImpressionDocument> = { timestamp: f.window.until === undefined ? { $gte: f.window.start } : { $gte: f.window.start, $lt: f.window.until } };
-  if (f.userId !== undefined) m.user_id = f.userId;
-  if (f.variant !== undefined) m.variant = f.variant;
-  return m;
-}
 
 /** null from $avg/$min over no documents becomes undefined ("no data"). */
 export function num(value: unknown): number | undefined {

@@ -15,18 +15,8 @@ import type { BucketUnit } from "../../core/time-buckets.js";
 import type { QueryRow, TopQueriesOrder } from "../../core/top-queries.js";
 import { timeBuckets, topQueries, type BucketRow } from "./breakdowns.js";
 import type { Collections } from "../schema/documents.js";
-import {
-  eventTotals,
-  zeroTotals,
-  latencyPercentiles,
-  rankHistograms,
-  REPORTED_PERCENTILES,
-  responseTimeStats,
-  type EventTotals,
-  type MetricsFilter,
-  type ResponseTimeStats,
-  type TotalsBreakdown,
-} from "./metrics-queries.js";
+import { eventTotals, zeroTotals, latencyPercentiles, rankHistograms, REPORTED_PERCENTILES, responseTimeStats, type EventTotals, type ResponseTimeStats, type TotalsBreakdown } from "./metrics-queries.js";
+import type { MetricsFilter } from "./metrics-filter.js";
 import { rawFirstClicks } from "./first-click-fields.js";
 import { QueryTableReader } from "./query-tables.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
@@ -34,7 +24,7 @@ import { windowRanges } from "./window-ranges.js";
 import type { RollupAggregate, WindowAggregates } from "./rollup-aggregate.js";
 import type { RollupReader } from "./rollup-reader.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
-import { match, timeLimit } from "./metrics-queries.js";
+import { match, timeLimit } from "./metrics-filter.js";
 import { usersInSeveral } from "../schema/user-ids.js";
 import { rawUserWindow, UserRollupReader } from "./user-rollups.js";
 import type { UserTotals } from "../../core/user-totals.js";

@@ -6,7 +6,7 @@
 import type { Document } from "mongodb";
 import type { QueryPositions, QueryRow } from "../../core/top-queries.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
-import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import type { RawRetention } from "../schema/retention.js";
 import { HOUR_MS, RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 

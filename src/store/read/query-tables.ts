@@ -19,7 +19,7 @@
 import { topRows, type QueryRow, type TopQueriesOrder } from "../../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
-import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { HOUR_MS, markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "../schema/rollup-documents.js";

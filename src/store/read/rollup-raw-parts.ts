@@ -7,7 +7,7 @@ import { latencyBucket } from "../../core/sketches.js";
 import { userBucket } from "../../core/user-buckets.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { addPushedFirstClicks, firstClickPush } from "./first-click-fields.js";
-import { timeLimit, type MetricsFilter } from "./metrics-queries.js";
+import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { userNumbers, WORD_BITS } from "../schema/user-ids.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 import { emptyBucketRow, sparseBuckets, sparseUsers, type BucketRow, type Part } from "./rollup-aggregate.js";

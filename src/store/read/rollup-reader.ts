@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import type { Document } from "mongodb";
 import type { TimeWindow } from "../../core/window.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
-import { timeLimit } from "./metrics-queries.js";
+import { timeLimit } from "./metrics-filter.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type WindowAggregates } from "./rollup-aggregate.js";
 import { windowRanges, type Range } from "./window-ranges.js";

@@ -6,7 +6,7 @@ import type { Document } from "mongodb";
 import { reciprocalRank } from "../../core/first-click.js";
 import { coarseLatencyBucket } from "../../core/user-totals.js";
 import type { Collections } from "../schema/documents.js";
-import { timeLimit } from "./metrics-queries.js";
+import { timeLimit } from "./metrics-filter.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { C, F, I, N, R, S, TableBuilder, type Budget, type UserTable } from "./user-tables.js";
 

@@ -42,7 +42,7 @@
 import type { Document } from "mongodb";
 import type { TimeWindow } from "../../core/window.js";
 import type { Collections } from "../schema/documents.js";
-import { timeLimit } from "./metrics-queries.js";
+import { timeLimit } from "./metrics-filter.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { DAY_MS, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import { windowRanges } from "./window-ranges.js";

@@ -4,7 +4,7 @@
  */
 import { Binary, type Collection } from "mongodb";
 import type { Collections } from "../schema/documents.js";
-import type { MetricsFilter } from "./metrics-queries.js";
+import type { MetricsFilter } from "./metrics-filter.js";
 
 export const COLLECTION = "user_rollups";
 /** The fields of a user's row, in order. */

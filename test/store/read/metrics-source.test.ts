@@ -14,7 +14,7 @@ import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
 import type { WindowAggregates } from "../../../src/store/read/rollup-aggregate.js";
-import type { MetricsFilter } from "../../../src/store/read/metrics-queries.js";
+import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 
 const MINUTE = 60_000;

@@ -9,7 +9,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EventSchema } from "../../../src/client/index.js";
 import { bucketStarts } from "../../../src/core/time-buckets.js";
 import { requestWindow, timeWindow } from "../../../src/core/window.js";
-import type { MetricsFilter } from "../../../src/store/read/metrics-queries.js";
+import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { fastMetrics, rawMetrics, type MetricsSource } from "../../../src/store/read/metrics-source.js";
 import { rollupCollection, rollupId } from "../../../src/store/schema/rollup-documents.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
