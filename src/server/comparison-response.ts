@@ -8,11 +8,8 @@ import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js"
 import { ratio, winnerByCtr } from "../core/metrics.js";
 import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
-import type { EventTotals } from "../store/read/metrics-queries.js";
-import type { MetricsFilter } from "../store/read/metrics-filter.js";
-import type { MetricsSource } from "../store/read/metrics-source.js";
+import { type EventTotals, type MetricsFilter, type MetricsSource, RESULTS_COUNT_CAP } from "../store/click-store.js";
 import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
-import { RESULTS_COUNT_CAP } from "../store/schema/rollup-documents.js";
 import { ctrFields } from "./ctr-fields.js";
 import { responseTime } from "./request-mapping.js";
 

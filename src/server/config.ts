@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { ROLES, type AccessToken, type Role } from "./auth.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 import { DEFAULT_WATCH_MAX_STREAMS, DEFAULT_WATCH_MAX_STREAMS_PER_TOKEN } from "./watch.js";
-import { DEFAULT_PING_INTERVAL_MS, DEFAULT_PING_TIMEOUT_MS } from "../store/engine/storage-watchdog.js";
+import { DEFAULT_PING_INTERVAL_MS, DEFAULT_PING_TIMEOUT_MS } from "../store/click-store.js";
 import { DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAMS_PER_CONNECTION } from "./grpc-adapter.js";
 
 export interface TlsConfig {

@@ -1,7 +1,7 @@
 /** Count-based CTR fields shared by GetCtr (overall and per variant) and GetVariantComparison's variants. */
 import { firstClickMetrics, type FirstClickStats } from "../core/first-click.js";
 import { ratio } from "../core/metrics.js";
-import type { EventTotals } from "../store/read/metrics-queries.js";
+import type { EventTotals } from "../store/click-store.js";
 import type { QueryRow } from "../core/top-queries.js";
 
 export function ctrFields(t: EventTotals) {

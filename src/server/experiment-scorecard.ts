@@ -21,8 +21,7 @@ import { ExperimentScorecardSchema, ExperimentStatus, GuardrailState, type Guard
 import { comparisonSettings } from "../core/comparison-model.js";
 import { DomainError } from "../core/errors.js";
 import { DEFAULTS, expectedSplit, experimentKey, LOWER_IS_BETTER, resourceName, type Experiment, type ExperimentMetricName } from "../core/experiments.js";
-import type { ExperimentStore } from "../store/experiments.js";
-import type { MetricsSource } from "../store/read/metrics-source.js";
+import type { ExperimentStore, MetricsSource } from "../store/click-store.js";
 import { METRIC_ENUM } from "./experiments-service.js";
 import { responseTime } from "./request-mapping.js";
 

@@ -20,7 +20,7 @@ import {
   type ExperimentSpec,
   type ExperimentStatusName,
 } from "../core/experiments.js";
-import type { ExperimentStore } from "../store/experiments.js";
+import type { ExperimentStore } from "../store/click-store.js";
 import { callerName } from "./auth.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { requestTime, responseTime } from "./request-mapping.js";

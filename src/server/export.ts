@@ -17,9 +17,7 @@ import type { AbstractCursor, Filter } from "mongodb";
 import { ClickSource, ExportedEventKind, ExportKind, type ExportedEventSchema, type ExportEventsRequest, type ExportEventsResponseSchema } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
 import type { ClickSourceName } from "../core/events.js";
-import type { ClickStore } from "../store/click-store.js";
-import type { ClickDocument, ImpressionDocument } from "../store/schema/documents.js";
-import { match } from "../store/read/metrics-filter.js";
+import { type ClickStore, type ClickDocument, type ImpressionDocument, match } from "../store/click-store.js";
 import type { CallContext } from "./grpc-adapter.js";
 import { metricsFilter, responseTime } from "./request-mapping.js";
 

@@ -8,4 +8,4 @@ export { runServer } from "./main.js";
 export { configFromEnv, ConfigError, type EnvConfig, type TlsConfig } from "./config.js";
 export { createLogger, LOG_LEVELS, type Logger, type LogLevel } from "./logger.js";
 export { ROLES, type AccessToken, type Role } from "./auth.js";
-export { startEmbeddedMongo, type EmbeddedMongo, type EmbeddedMongoOptions } from "../store/engine/embedded-engine.js";
+export { startEmbeddedMongo, type EmbeddedMongo, type EmbeddedMongoOptions } from "../store/click-store.js";

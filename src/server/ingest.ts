@@ -3,7 +3,7 @@ import type { Event, LogClickRequest, LogImpressionRequest } from "../../gen/cli
 import { prepareBatch, settleBatch, type EventOutcome, type TrackedEvent } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { validateClick, validateImpression, type ClickEvent, type Impression } from "../core/events.js";
-import type { DurableWriter } from "../store/write/durable-writer.js";
+import type { DurableWriter } from "../store/click-store.js";
 import type { CallContext } from "./grpc-adapter.js";
 import { clickSource, identity, requestTime } from "./request-mapping.js";
 

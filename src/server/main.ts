@@ -2,7 +2,7 @@
 import { realpathSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startEmbeddedMongo, type EmbeddedMongo } from "../store/engine/embedded-engine.js";
+import { startEmbeddedMongo, type EmbeddedMongo } from "../store/click-store.js";
 import { ConfigError, configFromEnv } from "./config.js";
 import { createLogger } from "./logger.js";
 import { startServer, type RunningServer } from "./server.js";

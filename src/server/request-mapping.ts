@@ -5,7 +5,7 @@ import type { TopQueriesOrder as OrderName } from "../core/top-queries.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
 import { requestWindow, type TimeWindow } from "../core/window.js";
-import type { MetricsFilter } from "../store/read/metrics-filter.js";
+import type { MetricsFilter } from "../store/click-store.js";
 import type { CallContext } from "./grpc-adapter.js";
 
 /** A request field, else its metadata fallback (`x-user-id`, `x-session-id`). */

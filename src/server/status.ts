@@ -1,7 +1,7 @@
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
 import { MongoError, MongoServerError } from "mongodb";
 import { DomainError, type FailureKind } from "../core/errors.js";
-import { storageFailure } from "../store/engine/storage-errors.js";
+import { storageFailure } from "../store/click-store.js";
 import type { Logger } from "./logger.js";
 
 const CODE_BY_KIND: Record<FailureKind, Status> = {

@@ -8,7 +8,8 @@ import { upgradeRollups } from "./rollups/rollup-upgrade.js";
 import { pendingBatches } from "./rollups/pending-batches.js";
 import { RollupReader } from "./read/rollup-reader.js";
 import { rollupCollection } from "./schema/rollup-documents.js";
-import { InterleavingRollupReader, interleavingRollups } from "./read/interleaving-rollups.js";
+import { InterleavingRollupReader } from "./read/interleaving-rollups.js";
+import { interleavingRollups } from "./schema/interleaving-rollup-documents.js";
 import { UserRollupReader } from "./read/user-rollups.js";
 import { userRollups } from "./read/user-tables.js";
 import { Spool, type SpoolOptions } from "./write/spool.js";
@@ -194,3 +195,19 @@ export class ClickStore {
     await this.client.close();
   }
 }
+
+// Everything else the server uses of the store comes through here, so that this module is the one
+// entry to src/store/ (test/architecture.test.ts holds src/server/ to it).
+export { startEmbeddedMongo, type EmbeddedMongo, type EmbeddedMongoOptions } from "./engine/embedded-engine.js";
+export { storageFailure } from "./engine/storage-errors.js";
+export { DEFAULT_PING_INTERVAL_MS, DEFAULT_PING_TIMEOUT_MS } from "./engine/storage-watchdog.js";
+export type { ClickDocument, ImpressionDocument } from "./schema/documents.js";
+export { RESULTS_COUNT_CAP } from "./schema/rollup-documents.js";
+export type { SpoolOptions } from "./write/spool.js";
+export type { DurableWriter } from "./write/durable-writer.js";
+export { findOriginalClick, findOriginalImpression } from "./write/event-writer.js";
+export { match, type MetricsFilter } from "./read/metrics-filter.js";
+export { anyEventBetween, userActivity, type EventTotals } from "./read/metrics-queries.js";
+export { fastMetrics, type MetricsSource } from "./read/metrics-source.js";
+export { rawInterleavingPairs } from "./read/interleaving.js";
+export { ExperimentStore } from "./experiments.js";

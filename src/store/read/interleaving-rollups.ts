@@ -28,95 +28,27 @@
  * (the first read of a process finds no `init` document), so every hour of theirs is built.
  * An hour rebuilt after its raw events expired (raw retention) would lose them: an hour is only
  * rebuilt when an event of it arrives, so in practice only a very late click does this.
+ *
+ * This module is the reader; the documents and their version bumps are
+ * schema/interleaving-rollup-documents.ts, the writers' part rollups/interleaving-versions.ts.
  */
 import { randomBytes } from "node:crypto";
-import { Binary, type Collection, type Document } from "mongodb";
+import { Binary, type Document } from "mongodb";
 import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type PairTally } from "../../core/interleaving.js";
-import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
-import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
-import { keyIn } from "../schema/indexes.js";
+import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { windowRanges } from "./window-ranges.js";
 import { userNumbers } from "../schema/user-ids.js";
+import { floorTo } from "../schema/rollup-documents.js";
+import { bumpVersions, docId, interleavingRollups, type Grain, type StoredPair } from "../schema/interleaving-rollup-documents.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
-const COLLECTION = "interleaving_rollups";
 const INIT_ID = "init";
-
-type Grain = "h" | "d";
-
-/** One pair's stored tally; `u` packs [user number, d, n] per user as little-endian int32. */
-interface StoredPair {
-  a: string;
-  b: string;
-  n: number;
-  wa: number;
-  wb: number;
-  ti: number;
-  uc: number;
-  u: Binary;
-}
-
-export interface InterleavingRollupDocument {
-  _id: string;
-  g: Grain;
-  t: Date;
-  v: string;
-  /** Moved by every write that may change the period's interleaving. */
-  ver: number;
-  /** The `ver` the stored pairs were built at, and an id of that build (readers cache by it). */
-  bv?: number;
-  bid?: string;
-  pairs?: StoredPair[];
-}
-
-export function interleavingRollups(c: Collections): Collection<InterleavingRollupDocument> {
-  return c.db.collection<InterleavingRollupDocument>(COLLECTION);
-}
-
-const docId = (g: Grain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
-const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
 
 /** Tallies keyed by user number, per pair (pairKey). */
 export type PairTallies = Map<string, PairTally<number>>;
-
-/**
- * Moves the versions of the periods whose interleaving these newly stored events may change: the
- * (hour, variant) and (day, variant) of each interleaved search among them, and of each
- * interleaved search one of the clicks links to. Hours first, then days, in one ordered command.
- */
-export async function noteInterleavingWrites(c: Collections, clicks: readonly Pick<ClickDocument, "impression_id">[], impressions: readonly Pick<ImpressionDocument, "teams" | "timestamp" | "variant">[]): Promise<void> {
-  const touched = new Map<string, { t: number; v: string }>();
-  const touch = (at: Date, v: string) => {
-    const t = floorTo(at.getTime(), HOUR_MS);
-    touched.set(`${t}|${v}`, { t, v });
-  };
-  for (const d of impressions) if (d.teams !== undefined && d.teams.length > 0) touch(d.timestamp, d.variant);
-  const linked = [...new Set(clicks.flatMap((k) => (k.impression_id === undefined ? [] : [k.impression_id])))];
-  if (linked.length > 0) {
-    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 }, ...ONE_ROUND_TRIP }).toArray();
-    for (const s of searches) touch(s.timestamp, s.variant);
-  }
-  if (touched.size === 0) return;
-  await bumpVersions(c, [...touched.values()]);
-}
-
-async function bumpVersions(c: Collections, hours: readonly { t: number; v: string }[]): Promise<void> {
-  const days = new Map<string, { t: number; v: string }>();
-  for (const { t, v } of hours) days.set(`${floorTo(t, DAY_MS)}|${v}`, { t: floorTo(t, DAY_MS), v });
-  const update = (g: Grain, t: number, v: string) => ({ q: { _id: docId(g, t, v) }, u: { $inc: { ver: 1 }, $setOnInsert: { g, t: new Date(t), v } }, upsert: true });
-  const updates = [...hours.map(({ t, v }) => update("h", t, v)), ...[...days.values()].map(({ t, v }) => update("d", t, v))];
-  const wc = c.db.writeConcern;
-  for (let attempt = 1; ; attempt++) {
-    const reply = (await c.db.command({ update: COLLECTION, updates, ordered: true, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) })) as WriteReply;
-    const error = writeReplyError(reply);
-    if (error === undefined) return;
-    // Two writers creating the same document at once: the loser's upsert collides; $inc again is right (it was not applied).
-    if (error.code !== 11000 || attempt >= 5) throw error;
-  }
-}
 
 interface Decoded {
   bid: string;

@@ -14,7 +14,7 @@ import { shownClicks, type LinkedClicks } from "../../core/click-attribution.js"
 import { latencyBucket } from "../../core/sketches.js";
 import { userBucket, USER_BUCKETS } from "../../core/user-buckets.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
-import { noteInterleavingWrites } from "../read/interleaving-rollups.js";
+import { noteInterleavingWrites } from "./interleaving-versions.js";
 import { firstClickCounter, histogramCounter, queryFieldPrefix, type StoredQueryCounts } from "../schema/query-table-fields.js";
 import { userNumbers, WORD_BITS, WORD_GROUP } from "../schema/user-ids.js";
 import { APPLIED_KEEP, BUCKET_FIELDS, DAY_MS, floorTo, HOUR_MS, isTable, markFull, RESULTS_COUNT_CAP, rollupCollection, rollupId, ROLLUPS, type BucketField, type Grain, type TableGrain } from "../schema/rollup-documents.js";

@@ -443,7 +443,8 @@ describe("interleaving rollups equal the raw computation", () => {
 
   it("a database whose interleaved searches predate the rollups: their versions are made on first read", async () => {
     const store = hi.server.store;
-    const { interleavingRollups, InterleavingRollupReader } = await import("../../../src/store/read/interleaving-rollups.js");
+    const { InterleavingRollupReader } = await import("../../../src/store/read/interleaving-rollups.js");
+    const { interleavingRollups } = await import("../../../src/store/schema/interleaving-rollup-documents.js");
     await interleavingRollups(store.collections).deleteMany({});
     const fresh = new InterleavingRollupReader(store.collections);
     const f: MetricsFilter = { window: timeWindow(30) };
