@@ -1,3 +1,8 @@
+/**
+ * The store's one entry (src/store/README.md): ClickStore opens the database and assembles the
+ * engine/, schema/, write/, rollups/ and read/ parts, and the end of this module re-exports what
+ * else the server uses, so src/server/ imports nothing else from src/store/.
+ */
 import { MongoClient, type Db, type MongoClientOptions } from "mongodb";
 import { collections, type Collections } from "./schema/documents.js";
 import { ensureIndexes } from "./schema/indexes.js";

@@ -1,3 +1,8 @@
+/**
+ * store/engine/ (see its README.md): the MongoDB engine process and what its failures mean:
+ * this module (the embedded engine), storage-errors.ts and storage-watchdog.ts. It imports only
+ * core/; every other folder of the store may import it.
+ */
 // Runs bin/mongod-embedded (the embedded MongoDB engine behind a mongod-compatible TCP front) as
 // a child process, for `npm start` without MONGODB_URI. A child process rather than in-process
 // because the engine allows one open directory per process, may need the glibc shim preloaded

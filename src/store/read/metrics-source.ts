@@ -1,4 +1,9 @@
 /**
+ * store/read/ (see its README.md): the read path, which starts here (fastMetrics, rawMetrics):
+ * window planning, the rollup, query-table, user and interleaving readers, raw aggregations and
+ * breakdowns. It imports core/, engine/ and schema/ only, never write/ or rollups/.
+ */
+/**
  * Where each metric comes from: rollups for whole-population and per-variant windows (their cost
  * follows the window's hours and days), raw events through the {user_id, ...} indexes when a user
  * is named (their cost follows that user's own events). Both give the same numbers — counts, sums,

@@ -1,4 +1,9 @@
 /**
+ * store/rollups/ (see its README.md): keeping the rollups, where a write ends: a batch's
+ * increments (this module), click claims, pending batches, repair, upgrade and the interleaving
+ * rollups' versions. It imports core/, engine/ and schema/ only, never read/ or write/.
+ */
+/**
  * The write side of the rollups (schema/rollup-documents.ts): the increments one batch of events
  * applies to its hours' and days' rollup documents and query tables, applied once.
  *

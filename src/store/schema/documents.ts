@@ -1,3 +1,8 @@
+/**
+ * store/schema/ (see its README.md): what is stored and how it is keyed, shared by the write path,
+ * the rollups and the read path, none of which it imports (only core/ and engine/). This module:
+ * the event documents (clicks, impressions) and their collections.
+ */
 import { Double, type Collection, type Db } from "mongodb";
 import { normalizeQuery, type ClickEvent, type ClickSourceName, type Impression } from "../../core/events.js";
 import type { LinkedClicks } from "../../core/click-attribution.js";

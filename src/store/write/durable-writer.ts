@@ -1,4 +1,9 @@
 /**
+ * store/write/ (see its README.md): the write path, from DurableWriter.write (this module) through
+ * group commit, spool and event writer to the rollups; writer leases. It imports core/, engine/,
+ * schema/ and rollups/, never read/.
+ */
+/**
  * The write path with its fallback: events go to MongoDB, and when MongoDB cannot be reached
  * they go to the local spool instead (fsync'd before the call is acknowledged). A background
  * drainer replays the spool into MongoDB as soon as it answers again, while new writes go on.
