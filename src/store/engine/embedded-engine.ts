@@ -38,8 +38,8 @@ export interface EmbeddedMongo {
 const STOP_TIMEOUT_MS = 15_000;
 
 /**
- * bin/mongod-embedded, found by walking up from this file: it runs both as src/store/*.ts
- * and compiled as dist/src/store/*.js.
+ * bin/mongod-embedded, found by walking up from this file: it runs both as src/store/engine/*.ts
+ * and compiled as dist/src/store/engine/*.js.
  */
 export function embeddedMongodPath(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));

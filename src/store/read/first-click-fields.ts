@@ -1,7 +1,7 @@
 /**
  * Reading first clicks (core/first-click.ts) straight from stored impressions: their `fc_t` and
  * `fc_r` fields, which the writer keeps to the earliest linked click and the rollups count
- * (rollups.ts). The raw edges of a window, and raw-event reads, use these two pieces; so both
+ * (rollups/rollup-delta.ts). The raw edges of a window, and raw-event reads, use these two pieces; so both
  * paths count the same searches.
  */
 import type { Document } from "mongodb";

@@ -4,7 +4,7 @@
  * by their numbers, user-ids.ts), so GetInterleavingResult costs what the window's days cost, not
  * what its interleaved searches cost. Per-user sums add up across hours and days (a user's searches
  * of two periods are disjoint), so a window's tally is the sum of its parts, the same as over the
- * raw events (test/store/rollup-equivalence.test.ts).
+ * raw events (test/store/read/rollup-equivalence.test.ts).
  *
  * A search's outcome depends on all its clicks, which may arrive in any batch and in any order
  * (before the search, long after it). So the rollups are not incremented; they are rebuilt:
@@ -13,7 +13,7 @@
  *   click it stored links to (one look-up by impression_id per batch with linked clicks). The
  *   hour's document is bumped before the day's (one ordered update command). This runs inside
  *   rollUp, after the events are inserted, so a writer that dies before it leaves a pending
- *   batch whose settling (rollups.ts) bumps them.
+ *   batch whose settling (rollups/pending-batches.ts) bumps them.
  * - Readers rebuild what moved: an hour whose built version (`bv`) is not its `ver` is tallied
  *   from its raw interleaved searches and their clicks; a day from its hours, or, when most of
  *   them are stale too (after a bulk load), from its raw events in one read split by hour. The result is

@@ -10,7 +10,7 @@
  * ranks, first-click histograms (MRR, abandonment), distinct users and per-user-bucket sums
  * exactly, except the buckets' reciprocal-rank sums (fractions added in another order: equal to
  * rounding); latency and time-to-first-click percentiles within the sketch's 1% — which
- * test/store/rollup-equivalence.test.ts checks on randomised data.
+ * test/store/read/rollup-equivalence.test.ts checks on randomised data.
  */
 import type { FirstClickStats } from "../../core/first-click.js";
 import { rankStats, type RankStats } from "../../core/metrics.js";

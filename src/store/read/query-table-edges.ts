@@ -113,7 +113,7 @@ async function edgeEvents(c: Collections, hour: number, variant: string | undefi
           },
         },
       ],
-      // At most an hour of events by time (as rollups.ts reads an hour).
+      // At most an hour of events by time (as rollup-raw-parts.ts reads an hour).
       { hint: "timestamp_1", ...timeLimit(budget), ...ONE_ROUND_TRIP },
     )
     .toArray();

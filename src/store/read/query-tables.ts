@@ -128,7 +128,7 @@ class TableCache {
   }
 }
 
-/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollups.ts). */
+/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollup-reader.ts). */
 const EDGE_SETTLED_MS = HOUR_MS;
 
 export class QueryTableReader {

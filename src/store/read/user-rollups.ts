@@ -12,7 +12,7 @@
  * (collection `user_rollups`, one document per period and variant, the table packed in a Binary),
  * and tagged with the version (`ver`) of the period's document in `rollups` it was built at. Every
  * write that can change a period — events stored, a search flagged clicked, a first click moved, a
- * repair — already bumps that version (rollups.ts, after the raw write), so a table whose tag is
+ * repair — already bumps that version (rollups/rollup-delta.ts, after the raw write), so a table whose tag is
  * the version listed now is exact; one whose tag is older is built again. The version is listed
  * before the events are read: a write landing in between bumps it again later, so a table can
  * only be one read behind (the argument interleaving-rollups.ts makes). Incrementing per-user
@@ -21,7 +21,7 @@
  * carries), which this design avoids entirely; its price is on the read side, where a period that
  * changed since its table was built is read raw again.
  *
- * A window is answered from parts that never overlap (as the bucket rollups: rollups.ts):
+ * A window is answered from parts that never overlap (as the bucket rollups: rollup-reader.ts):
  * - raw events for its partial edge hours; an edge hour that has settled (ended over an hour ago)
  *   is read once, its events kept (in index order) and tallied per minute, cached under its
  *   rollup versions: a call takes the whole minutes from the cache and tallies the partial minute

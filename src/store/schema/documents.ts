@@ -12,7 +12,7 @@ export interface ClickDocument {
   event_id: string;
   /** Present only when the client linked the click to its search. */
   impression_id?: string;
-  /** The marker of the write that stored it (see rollups.ts: a repair finds a batch's events by it). */
+  /** The marker of the write that stored it (see rollups/repair.ts: a repair finds a batch's events by it). */
   b?: string;
   /** Written by earlier versions while the event's rollup increments were in flight. */
   pending_rollup?: string;

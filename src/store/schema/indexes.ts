@@ -60,7 +60,7 @@ const LEGACY_IMPRESSION_EVENT_ID = "event_id_unique";
  * The shard key of every collection the service keeps in MongoDB (null: not sharded), as docs/operations.md
  * "Running at scale" documents it. Every unique index the service creates starts with its
  * collection's shard key fields, so MongoDB can enforce it on a sharded collection
- * (test/store/shard-keys.test.ts checks this against a freshly opened database).
+ * (test/store/schema/shard-keys.test.ts checks this against a freshly opened database).
  */
 export const SHARD_KEYS: Readonly<Record<string, Readonly<Record<string, 1 | "hashed">> | null>> = {
   // Hashed: ids are random, writes spread evenly; the unique {event_id: 1} index starts with the key's field.

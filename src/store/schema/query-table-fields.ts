@@ -6,7 +6,7 @@
 import type { QueryRow } from "../../core/top-queries.js";
 /**
  * Counters per query: impressions (searches), clicks, searches with clicks, no-result searches,
- * rank sum, linked clicks at shown ranks below RESULTS_COUNT_CAP (COEC's clicks: rollups.ts) and
+ * rank sum, linked clicks at shown ranks below RESULTS_COUNT_CAP (COEC's clicks: rollups/rollup-delta.ts) and
  * linked clicks outside results (core/click-attribution.ts; those two absent while none). A
  * linked click counts under its search's query, an unlinked one under the query it carries.
  * (Tables of earlier versions also hold `x`, clicks from rank RESULTS_COUNT_CAP on: no longer read.)

@@ -1,7 +1,7 @@
 /**
  * Dense user numbers, for exact distinct users from rollups: every user_id gets a small integer
  * once (collection `user_ids`, {_id: user_id, n}), and rollup documents keep a bitmap of the
- * numbers of their users (see rollups.ts). Distinct users over any window are then the population
+ * numbers of their users (see rollup-documents.ts). Distinct users over any window are then the population
  * count of the OR of its documents' bitmaps: exact, and about one bit per user per document.
  *
  * Numbers are handed out in ranges from one counter document; a range reserved by a writer that

@@ -42,7 +42,7 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
   const impressions: { index: number; doc: ImpressionDocument }[] = [];
   // The batch's marker: on every event it stores, and on a pending-batch record that lists the
   // batch's event ids until its rollup increments are applied; if this call dies in between,
-  // repairRollups finds the record and finishes the job (see rollups.ts).
+  // repairRollups finds the record and finishes the job (see rollups/repair.ts).
   const marker = pendingMarker();
   for (const { index, tracked } of items) {
     if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), b: marker } });
