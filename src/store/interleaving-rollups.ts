@@ -226,24 +226,30 @@ export class InterleavingRollupReader {
    * change its interleaving moves them), and only the partial minute at the edge is read raw.
    */
   private async edge(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<PairTallies[]> {
-    const out: PairTallies[] = [];
-    const raw = async (a: number, b: number) => out.push(...(await this.raw(a, b, variant, budget)).values());
+    // Every piece's read at once: the partial minutes, the minute cache and the recent hour.
+    const pieces: Promise<PairTallies[]>[] = [];
+    const raw = (a: number, b: number) => pieces.push(this.raw(a, b, variant, budget).then((m) => [...m.values()]));
     for (let cursor = from; cursor < to; ) {
       const hour = floorTo(cursor, HOUR_MS);
       const until = Math.min(hour + HOUR_MS, to);
       const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
       if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
-        if (cursor < firstMinute) await raw(cursor, firstMinute);
-        const minutes = await this.minutesOf(hour, variant, budget);
-        for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
-          const part = minutes.get(m);
-          if (part !== undefined) out.push(part);
-        }
-        if (endMinute < until) await raw(endMinute, until);
-      } else await raw(cursor, until);
+        if (cursor < firstMinute) raw(cursor, firstMinute);
+        pieces.push(
+          this.minutesOf(hour, variant, budget).then((minutes) => {
+            const out: PairTallies[] = [];
+            for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
+              const part = minutes.get(m);
+              if (part !== undefined) out.push(part);
+            }
+            return out;
+          }),
+        );
+        if (endMinute < until) raw(endMinute, until);
+      } else raw(cursor, until);
       cursor = until;
     }
-    return out;
+    return (await Promise.all(pieces)).flat();
   }
 
   /** A settled hour's tallies per minute (by its start), cached under its documents' versions. */

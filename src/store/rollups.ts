@@ -817,6 +817,11 @@ interface EdgeHour {
   rows: Promise<RawRows>;
   /** Rows held (for the cache's bound), once built. */
   size: number;
+  /**
+   * The last stretch summed, by the rows it covers: a window's start moves by milliseconds from
+   * call to call but crosses an event only now and then, so most calls sum the same rows again.
+   */
+  lastSlice?: { imps: readonly [number, number]; clks: readonly [number, number]; part: Map<string, Part> | undefined };
 }
 
 /**
@@ -1046,7 +1051,15 @@ export class RollupReader {
       return this.settledRange(hour, from, to, variant, budget, listing);
     }
     const [a, b] = [from - hour, to - hour];
-    const part = slicesOf({ imps: rowsBetween(rows.imps, a, b), clks: rowsBetween(rows.clks, a, b), numbers: rows.numbers }, () => 0).get(0);
+    const imps = rowRange(rows.imps, a, b);
+    const clks = rowRange(rows.clks, a, b);
+    const last = cached.lastSlice;
+    let part: Map<string, Part> | undefined;
+    if (last !== undefined && sameRange(last.imps, imps) && sameRange(last.clks, clks)) part = last.part;
+    else {
+      part = slicesOf({ imps: rows.imps.slice(...imps), clks: rows.clks.slice(...clks), numbers: rows.numbers }, () => 0).get(0);
+      cached.lastSlice = { imps, clks, part };
+    }
     return part === undefined ? [] : [part];
   }
 
@@ -1103,8 +1116,8 @@ function byOffset(rows: RawRows): RawRows {
   return { imps: rows.imps.sort((x, y) => key(x) - key(y)), clks: rows.clks.sort((x, y) => key(x) - key(y)), numbers: rows.numbers };
 }
 
-/** The rows (sorted by offset) with offsets in [a, b). */
-function rowsBetween(rows: readonly Document[], a: number, b: number): Document[] {
+/** Where the rows (sorted by offset) with offsets in [a, b) start and end. */
+function rowRange(rows: readonly Document[], a: number, b: number): [number, number] {
   const lowerBound = (x: number) => {
     let lo = 0;
     let hi = rows.length;
@@ -1115,8 +1128,10 @@ function rowsBetween(rows: readonly Document[], a: number, b: number): Document[
     }
     return lo;
   };
-  return rows.slice(lowerBound(a), lowerBound(b));
+  return [lowerBound(a), lowerBound(b)];
 }
+
+const sameRange = (x: readonly [number, number], y: readonly [number, number]) => x[0] === y[0] && x[1] === y[1];
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
 async function rawPart(c: Collections, from: Date, to: Date, variant: string | undefined, budget: MaxTime): Promise<Map<string, Part>> {
