@@ -34,7 +34,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { Binary, type Document } from "mongodb";
-import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type PairTally } from "../../core/interleaving.js";
+import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type InterleavedImpression, type PairTally } from "../../core/interleaving.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
@@ -123,7 +123,7 @@ export class InterleavingRollupReader {
    * (the 3M benchmark's server, capped at 256 MiB, died of it).
    */
   private rawReads = 0;
-  private readonly edgeHours = new Map<string, { signature: string; builtAt: number; minutes: Promise<Map<number, PairTallies>> }>();
+  private readonly edgeHours = new Map<string, { signature: string; builtAt: number; hour: Promise<EdgeHour> }>();
   private readonly waiting: (() => void)[] = [];
 
   constructor(
@@ -137,9 +137,18 @@ export class InterleavingRollupReader {
     const ranges = windowRanges(f.window.start.getTime(), f.window.until?.getTime());
     const v = f.variant === undefined ? {} : { v: f.variant };
     const range = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
-    const grains: Document[] = [...ranges.hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })), ...ranges.days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v }))];
-    const [listed, ...edges] = await Promise.all([grains.length === 0 ? [] : this.list({ $or: grains }, f), ...ranges.raw.map(([from, to]) => this.edge(from, to, f.variant, f))]);
-    const parts = await Promise.all(listed.map((d) => this.built(d, f)));
+    // The settled edge hours' versions ride in the window's one listing (they are never among its whole hours).
+    const now = Date.now();
+    const edgeHours = new Set(ranges.raw.flatMap(([from, to]) => hoursOf(from, to)).filter((hour) => hour + HOUR_MS + EDGE_SETTLED_MS <= now));
+    const grains: Document[] = [
+      ...ranges.hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })),
+      ...ranges.days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v })),
+      ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...v })),
+    ];
+    const listing = grains.length === 0 ? Promise.resolve([]) : this.list({ $or: grains }, f);
+    const isEdge = (d: Listed) => d.g === "h" && edgeHours.has(d.t.getTime());
+    const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.edge(from, to, f.variant, f, edgeHours, listing.then((l) => l.filter(isEdge))))]);
+    const parts = await Promise.all(listed.filter((d) => !isEdge(d)).map((d) => this.built(d, f)));
     const out: PairTallies = new Map();
     for (const part of [...parts.map((p) => p.pairs), ...edges.flat()]) mergeTallies(out, part);
     return out;
@@ -154,54 +163,62 @@ export class InterleavingRollupReader {
   /**
    * A window's partial edge [from, to) as parts to add up. A trailing window's start moves with
    * every call, so its first hour would be read raw every time: an hour settled for over an hour
-   * is tallied once per minute and cached under its documents' versions (any write that may
-   * change its interleaving moves them), and only the partial minute at the edge is read raw.
+   * is read once (its interleaved searches, tallied per minute) and cached under its documents'
+   * versions (any write that may change its interleaving moves them); any stretch of it is then
+   * whole minutes' tallies plus the searches of its partial minutes. Other hours are read raw.
    */
-  private async edge(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<PairTallies[]> {
-    const out: PairTallies[] = [];
-    const raw = async (a: number, b: number) => out.push(...(await this.raw(a, b, variant, budget)).values());
+  private async edge(from: number, to: number, variant: string | undefined, budget: MetricsFilter, settled: ReadonlySet<number>, listed: Promise<readonly Listed[]>): Promise<PairTallies[]> {
+    const pieces: Promise<PairTallies[]>[] = [];
     for (let cursor = from; cursor < to; ) {
       const hour = floorTo(cursor, HOUR_MS);
       const until = Math.min(hour + HOUR_MS, to);
-      const [firstMinute, endMinute] = [Math.ceil(cursor / MINUTE_MS) * MINUTE_MS, Math.floor(until / MINUTE_MS) * MINUTE_MS];
-      if (hour + HOUR_MS + EDGE_SETTLED_MS <= Date.now() && firstMinute < endMinute) {
-        if (cursor < firstMinute) await raw(cursor, firstMinute);
-        const minutes = await this.minutesOf(hour, variant, budget);
-        for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
-          const part = minutes.get(m);
-          if (part !== undefined) out.push(part);
-        }
-        if (endMinute < until) await raw(endMinute, until);
-      } else await raw(cursor, until);
+      const [a, b] = [cursor, until];
+      if (settled.has(hour)) pieces.push(listed.then((l) => this.hourOf(hour, variant, budget, l.filter((d) => d.t.getTime() === hour))).then((h) => stretchOf(h, a, b)));
+      else pieces.push(this.raw(a, b, variant, budget).then((m) => [...m.values()]));
       cursor = until;
     }
-    return out;
+    return (await Promise.all(pieces)).flat();
   }
 
-  /** A settled hour's tallies per minute (by its start), cached under its documents' versions. */
-  private async minutesOf(hour: number, variant: string | undefined, budget: MetricsFilter): Promise<Map<number, PairTallies>> {
+  /** A settled hour's interleaved searches and their tallies per minute, cached under its documents' versions (`listed`). */
+  private async hourOf(hour: number, variant: string | undefined, budget: MetricsFilter, listed: readonly Listed[]): Promise<EdgeHour> {
     const key = `${hour}|${variant ?? ""}`;
-    // The versions first, then the events: a write landing in between moves the versions again.
-    const listed = await this.list({ g: "h", t: new Date(hour), ...(variant === undefined ? {} : { v: variant }) }, budget);
     const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
     const cached = this.edgeHours.get(key);
     if (cached !== undefined && cached.signature === signature && Date.now() - cached.builtAt <= EDGE_MAX_AGE_MS) {
       try {
-        return await cached.minutes;
+        return await cached.hour;
       } catch {
         // Another call's read, stopped by that call's deadline: read here.
       }
     }
     this.edgeHourBuilds++;
-    const minutes = this.raw(hour, hour + HOUR_MS, variant, budget, MINUTE_MS);
-    const entry = { signature, builtAt: Date.now(), minutes };
+    const built = this.rawSearches(hour, hour + HOUR_MS, variant, budget);
+    const entry = { signature, builtAt: Date.now(), hour: built };
     this.edgeHours.delete(key);
     this.edgeHours.set(key, entry);
-    minutes.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
+    built.catch(() => this.edgeHours.get(key) === entry && this.edgeHours.delete(key));
     while (this.edgeHours.size > EDGE_HOURS_CACHED) this.edgeHours.delete(this.edgeHours.keys().next().value!);
-    return minutes;
+    return built;
   }
 
+  /** An hour's interleaved searches by time, users by number, with their tallies per minute (one raw read, taking a turn as raw() does). */
+  private async rawSearches(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeHour> {
+    const searches = await this.taking(async () => {
+      const found: { imp: InterleavedImpression; at: number }[] = [];
+      await forEachInterleaved(this.c, rawFilter(from, to, variant, budget), (imp, at) => found.push({ imp, at: at.getTime() }));
+      const numbers = found.length === 0 ? new Map<string, number>() : await userNumbers(this.c).resolve(new Set(found.map((s) => s.imp.userId)), timeLimit(budget).maxTimeMS);
+      return found.sort((x, y) => x.at - y.at).map((s) => ({ ...s, user: numbers.get(s.imp.userId)! }));
+    });
+    const minutes = new Map<number, MultileaveTally<number>>();
+    for (const s of searches) {
+      const minute = floorTo(s.at, MINUTE_MS);
+      let tally = minutes.get(minute);
+      if (!tally) minutes.set(minute, (tally = new MultileaveTally<number>()));
+      tally.add(s.imp, s.user);
+    }
+    return { at: searches.map((s) => s.at), searches, minutes: new Map([...minutes].map(([m, t]) => [m, t.pairs])), stretches: new Map() };
+  }
   /** Its index, and versions for interleaved searches stored before these rollups existed (once per database). */
   private init(): Promise<void> {
     this.ready ??= (async () => {
@@ -289,12 +306,16 @@ export class InterleavingRollupReader {
   }
 
   /** The interleaved searches of [from, to) (of one variant, or all) straight from the events, per UTC hour (by its start). */
-  private async raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit = HOUR_MS): Promise<Map<number, PairTallies>> {
-    // A finished read hands its turn to the next waiting one.
+  private raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit = HOUR_MS): Promise<Map<number, PairTallies>> {
+    return this.taking(() => this.rawNow(from, to, variant, budget, unit));
+  }
+
+  /** Runs a raw read in its turn: at most RAW_READS_AT_ONCE at once, a finished read handing its turn to the next waiting one. */
+  private async taking<T>(read: () => Promise<T>): Promise<T> {
     if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.rawReads++;
     try {
-      return await this.rawNow(from, to, variant, budget, unit);
+      return await read();
     } finally {
       const next = this.waiting.shift();
       if (next) next();
@@ -305,7 +326,7 @@ export class InterleavingRollupReader {
   /** The interleaved searches of [from, to) straight from the events, per `unit` (an hour or a minute, by its start). */
   private async rawNow(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit: number): Promise<Map<number, PairTallies>> {
     const byHour = new Map<number, MultileaveTally<string>>();
-    await forEachInterleaved(this.c, { window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 }, ...(variant === undefined ? {} : { variant }), ...timeLimit(budget) }, (imp, at) => {
+    await forEachInterleaved(this.c, rawFilter(from, to, variant, budget), (imp, at) => {
       const hour = floorTo(at.getTime(), unit);
       let tally = byHour.get(hour);
       if (!tally) byHour.set(hour, (tally = new MultileaveTally<string>()));
@@ -326,3 +347,65 @@ export class InterleavingRollupReader {
     return d;
   }
 }
+
+/** A settled hour as cached: its interleaved searches by time (`at` alongside), and their tallies per minute. */
+interface EdgeHour {
+  at: number[];
+  searches: { imp: InterleavedImpression; at: number; user: number }[];
+  minutes: Map<number, PairTallies>;
+  /** Tallies of partial minutes, by the searches they cover (a window's start crosses a search only now and then). */
+  stretches: Map<string, PairTallies>;
+}
+
+const STRETCHES_CACHED = 8;
+
+/** [a, b) of a cached hour: its whole minutes' tallies, and the searches of the partial minutes at either end. */
+function stretchOf(h: EdgeHour, a: number, b: number): PairTallies[] {
+  const [firstMinute, endMinute] = [Math.ceil(a / MINUTE_MS) * MINUTE_MS, Math.floor(b / MINUTE_MS) * MINUTE_MS];
+  if (firstMinute >= endMinute) return [searchesBetween(h, a, b)];
+  const out = [searchesBetween(h, a, firstMinute), searchesBetween(h, endMinute, b)];
+  for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
+    const part = h.minutes.get(m);
+    if (part !== undefined) out.push(part);
+  }
+  return out;
+}
+
+/** The tally of a cached hour's searches in [a, b), kept by the searches it covers. */
+function searchesBetween(h: EdgeHour, a: number, b: number): PairTallies {
+  const [i, j] = [lowerBound(h.at, a), lowerBound(h.at, b)];
+  if (i >= j) return new Map();
+  const key = `${i}-${j}`;
+  const known = h.stretches.get(key);
+  if (known !== undefined) return known;
+  const tally = new MultileaveTally<number>();
+  for (let k = i; k < j; k++) tally.add(h.searches[k]!.imp, h.searches[k]!.user);
+  h.stretches.set(key, tally.pairs);
+  while (h.stretches.size > STRETCHES_CACHED) h.stretches.delete(h.stretches.keys().next().value!);
+  return tally.pairs;
+}
+
+/** The first index of ascending `xs` whose value is at least `x`. */
+function lowerBound(xs: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The UTC hours that [from, to) touches. */
+function hoursOf(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let h = floorTo(from, HOUR_MS); h < to; h += HOUR_MS) out.push(h);
+  return out;
+}
+
+const rawFilter = (from: number, to: number, variant: string | undefined, budget: MetricsFilter): MetricsFilter => ({
+  window: { start: new Date(from), until: new Date(to), end: new Date(to), days: 1 },
+  ...(variant === undefined ? {} : { variant }),
+  ...timeLimit(budget),
+});

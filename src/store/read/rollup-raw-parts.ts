@@ -21,8 +21,8 @@ export function byOffset(rows: RawRows): RawRows {
   return { imps: rows.imps.sort((x, y) => key(x) - key(y)), clks: rows.clks.sort((x, y) => key(x) - key(y)), numbers: rows.numbers };
 }
 
-/** The rows (sorted by offset) with offsets in [a, b). */
-export function rowsBetween(rows: readonly Document[], a: number, b: number): Document[] {
+/** Where the rows (sorted by offset) with offsets in [a, b) start and end. */
+export function rowRange(rows: readonly Document[], a: number, b: number): [number, number] {
   const lowerBound = (x: number) => {
     let lo = 0;
     let hi = rows.length;
@@ -33,7 +33,7 @@ export function rowsBetween(rows: readonly Document[], a: number, b: number): Do
     }
     return lo;
   };
-  return rows.slice(lowerBound(a), lowerBound(b));
+  return [lowerBound(a), lowerBound(b)];
 }
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */

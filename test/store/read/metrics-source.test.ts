@@ -140,6 +140,12 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
     const after = await same(windowFrom(start + 2));
     expect(after.impressions).toBe(cold.impressions - 2);
     expect(after.clicks).toBe(cold.clicks - 1);
+    // A start that crosses no event sums the same rows (kept from the last call); one that
+    // crosses back sums them again: each against the raw events.
+    expect(await same(windowFrom(start + 3))).toEqual(after);
+    expect(await same(windowFrom(start + 1))).toEqual(later);
+    expect(await same(windowFrom(start + 1))).toEqual(later);
+    expect(await same(windowFrom(start))).toEqual(cold);
     expect(reader.edgeHourBuilds).toBe(1);
     // Warm: the window's rollup versions (the edge hour's among them), and nothing else.
     commands.length = 0;
