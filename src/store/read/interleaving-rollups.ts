@@ -38,7 +38,7 @@ import { emptyPairTally, mergePairTally, MultileaveTally, pairKey, type Interlea
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
-import { windowRanges } from "./window-ranges.js";
+import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { floorTo } from "../schema/rollup-documents.js";
 import { bumpVersions, docId, interleavingRollups, type Grain, type StoredPair } from "../schema/interleaving-rollup-documents.js";
@@ -94,8 +94,6 @@ export function mergeTallies(into: PairTallies, from: PairTallies): PairTallies 
 }
 
 const MINUTE_MS = 60_000;
-/** An hour is cached by minute once it has been over this long (late events are rare by then; a late one moves its versions). */
-const EDGE_SETTLED_MS = HOUR_MS;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 const EDGE_HOURS_CACHED = 64;
@@ -136,13 +134,11 @@ export class InterleavingRollupReader {
     await this.init();
     const ranges = windowRanges(f.window.start.getTime(), f.window.until?.getTime());
     const v = f.variant === undefined ? {} : { v: f.variant };
-    const range = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
     // The settled edge hours' versions ride in the window's one listing (they are never among its whole hours).
-    const now = Date.now();
-    const edgeHours = new Set(ranges.raw.flatMap(([from, to]) => hoursOf(from, to)).filter((hour) => hour + HOUR_MS + EDGE_SETTLED_MS <= now));
+    const edgeHours = settledHours(ranges.raw, Date.now());
     const grains: Document[] = [
-      ...ranges.hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })),
-      ...ranges.days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v })),
+      ...ranges.hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...v })),
+      ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...v })),
       ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...v })),
     ];
     const listing = grains.length === 0 ? Promise.resolve([]) : this.list({ $or: grains }, f);
@@ -395,13 +391,6 @@ function lowerBound(xs: readonly number[], x: number): number {
     else hi = mid;
   }
   return lo;
-}
-
-/** The UTC hours that [from, to) touches. */
-function hoursOf(from: number, to: number): number[] {
-  const out: number[] = [];
-  for (let h = floorTo(from, HOUR_MS); h < to; h += HOUR_MS) out.push(h);
-  return out;
 }
 
 const rawFilter = (from: number, to: number, variant: string | undefined, budget: MetricsFilter): MetricsFilter => ({

@@ -23,6 +23,7 @@ import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { HOUR_MS, markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { EDGE_SETTLED_MS } from "./window-ranges.js";
 import { ATTRIBUTION_META_ID, HISTOGRAMS_META_ID, META_ID, metaCollection } from "./query-table-meta.js";
 import { EdgeQueries } from "./query-table-edges.js";
 
@@ -128,8 +129,6 @@ class TableCache {
   }
 }
 
-/** A window's first hour is cached once it has been over this long (late events are rare by then; as in rollup-reader.ts). */
-const EDGE_SETTLED_MS = HOUR_MS;
 
 export class QueryTableReader {
   /** Hourly tables of the unfinished days and of the window's first day. */

@@ -11,15 +11,11 @@ import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit } from "./metrics-filter.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type WindowAggregates } from "./rollup-aggregate.js";
-import { windowRanges, type Range } from "./window-ranges.js";
+import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { byOffset, rawPart, rawRows, rowRange, slicesOf, type MaxTime, type RawRows } from "./rollup-raw-parts.js";
 
 const sameRange = (x: readonly [number, number], y: readonly [number, number]) => x[0] === y[0] && x[1] === y[1];
 
-const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
-
-/** An hour's raw events are cached once the hour has been over this long (settled: late events are rare by then). */
-const EDGE_SETTLED_MS = HOUR_MS;
 /** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
 const EDGE_HOURS_CACHED = 64;
 /** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
@@ -320,13 +316,6 @@ export class RollupReader {
 
 /** A listed rollup version: its id, version and hour or day. */
 type Listed = { _id: string; ver: number; t: Date };
-
-/** The hours of `ranges` (raw edges of a window) settled by `now`: read through the edge-hour cache. */
-function settledHours(ranges: readonly Range[], now: number): Set<number> {
-  const out = new Set<number>();
-  for (const [from, to] of ranges) for (let hour = floorTo(from, HOUR_MS); hour < to; hour += HOUR_MS) if (hour + HOUR_MS + EDGE_SETTLED_MS <= now) out.add(hour);
-  return out;
-}
 
 /** Whether a listed version is of one of these edge hours' hourly rollups (listed for the edge cache, not summed). */
 const isEdgeListing = (d: Listed, hours: ReadonlySet<number>) => d._id.startsWith("h|") && hours.has(d.t.getTime());

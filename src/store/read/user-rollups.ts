@@ -41,11 +41,11 @@
  */
 import type { Document } from "mongodb";
 import type { TimeWindow } from "../../core/window.js";
-import type { Collections } from "../schema/documents.js";
+import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit } from "./metrics-filter.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { DAY_MS, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
-import { windowRanges } from "./window-ranges.js";
+import { EDGE_SETTLED_MS, hoursOf, timeRange, windowRanges } from "./window-ranges.js";
 import { Accumulator } from "./user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents, type RawEvents } from "./user-raw-tables.js";
 import { decode, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
@@ -53,7 +53,7 @@ import type { UserTotals } from "../../core/user-totals.js";
 
 const MINUTE_MS = 60_000;
 /** A period is settled once it ended this long ago: its hours are cached by minute, its day read as a day. */
-const SETTLED_MS = HOUR_MS;
+const SETTLED_MS = EDGE_SETTLED_MS;
 /** Raw reads of one reader at once: a first read after a bulk load builds every day of its window. */
 const RAW_READS_AT_ONCE = 2;
 /** Decoded tables kept in memory, by their size (bytes of their arrays). */
@@ -133,19 +133,18 @@ export class UserRollupReader {
       const hourFrom = Math.max(from, settledDays);
       if (to === undefined || hourFrom < to) hours.push([hourFrom, to]);
     }
-    const edgeHours = [...new Set(ranges.raw.flatMap(([from, to]) => hoursOf(from, to)))];
+    const edgeHours = hoursOf(ranges.raw);
     const v = variant === undefined ? {} : { v: variant };
-    const range = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
     const grains: Document[] = [
-      ...hours.map(([from, to]) => ({ g: "h", t: range(from, to), ...v })),
-      ...days.map(([from, to]) => ({ g: "d", t: range(from, to), ...v })),
+      ...hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...v })),
+      ...days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...v })),
       ...edgeHours.map((h) => ({ g: "h", t: new Date(h), ...v })),
     ];
     const edgeSet = new Set(edgeHours);
     // Edge hours are never among the whole hours (those start at the first hour boundary after the start, and end at the last before the end).
     const isEdge = (d: Listed) => d.g === "h" && edgeSet.has(d.t);
     const listing = rollupCollection(this.c)
-      .find({ $or: grains }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget) })
+      .find({ $or: grains }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
       .toArray()
       .then((rows) => rows.map((d): Listed => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), g: d.g as Grain, t: d.t.getTime(), v: d.v, ver: Number(d.ver) })));
     // The edges' raw reads start now, beside the listing (only their minute caches wait for it).
@@ -378,13 +377,6 @@ export class UserRollupReader {
 }
 
 const emptyTable = (): UserTable => ({ ids: new Uint32Array(0), rows: new Float64Array(0), latRow: new Uint32Array(0), latKey: new Int16Array(0), latCount: new Uint32Array(0) });
-
-/** The UTC hours that [from, to) touches. */
-function hoursOf(from: number, to: number): number[] {
-  const out: number[] = [];
-  for (let h = Math.floor(from / HOUR_MS) * HOUR_MS; h < to; h += HOUR_MS) out.push(h);
-  return out;
-}
 
 /**
  * The per-user totals of a window straight from the events (the reference the rollups are

@@ -3,7 +3,7 @@
  * that never overlap. Every rollup reader (read/rollup-reader.ts, interleaving and user rollups)
  * plans its windows here.
  */
-import { DAY_MS, HOUR_MS } from "../schema/rollup-documents.js";
+import { DAY_MS, floorTo, HOUR_MS } from "../schema/rollup-documents.js";
 
 export type Range = readonly [from: number, to: number];
 
@@ -24,3 +24,24 @@ export function windowRanges(start: number, end: number | undefined): { raw: Ran
   if (dayEnd <= dayStart) return { raw, hours: [[hourStart, hourEnd]], days: [] };
   return { raw, hours: nonEmpty([[hourStart, dayStart], [dayEnd, hourEnd]]), days: [[dayStart, dayEnd]] };
 }
+
+/**
+ * A window's edge hours are cached by the readers once they ended over this long ago: late events
+ * are rare by then, and a late one moves the hour's versions, which every cache is checked against.
+ */
+export const EDGE_SETTLED_MS = HOUR_MS;
+
+/** The UTC hours that the ranges (a window's raw edges) touch, ascending. */
+export function hoursOf(ranges: readonly Range[]): number[] {
+  const out: number[] = [];
+  for (const [from, to] of ranges) for (let hour = floorTo(from, HOUR_MS); hour < to; hour += HOUR_MS) if (out[out.length - 1] !== hour) out.push(hour);
+  return out;
+}
+
+/** Of the hours the ranges touch, those settled by `now` (see EDGE_SETTLED_MS). */
+export function settledHours(ranges: readonly Range[], now: number): Set<number> {
+  return new Set(hoursOf(ranges).filter((hour) => hour + HOUR_MS + EDGE_SETTLED_MS <= now));
+}
+
+/** The filter on `t` for [from, to), or from `from` on when the window is open. */
+export const timeRange = (from: number, to: number | undefined) => (to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) });
