@@ -21,8 +21,11 @@
  *   a rebuild missed was inserted after the rebuild's read, so its bump comes after the version
  *   the rebuild saw. A day bumped means its hour was bumped first, so a day rebuilt from hours
  *   sees that hour as stale.
- * - A window is answered from its partial edge hours read raw (forEachInterleaved), hourly
- *   documents up to the first whole day, and daily documents from there (windowRanges).
+ * - A window is answered from its partial edge hours, hourly documents up to the first whole
+ *   day, and daily documents from there (windowRanges). An edge hour settled for over an hour is
+ *   read once (its interleaved searches, tallied per minute) and cached under its documents'
+ *   versions, which ride in the window's one listing; other edge hours are read raw
+ *   (forEachInterleaved). A warm read is that listing (plus the check for dead writers' batches).
  *
  * A database whose interleaved searches predate these rollups gets their versions bumped once
  * (the first read of a process finds no `init` document), so every hour of theirs is built.
