@@ -5,14 +5,14 @@
  *   from there on (no upper bound, so late and slightly-future events are included).
  */
 import { createHash } from "node:crypto";
-import type { Document } from "mongodb";
 import type { TimeWindow } from "../../core/window.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit } from "./metrics-filter.js";
-import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId, type Grain } from "../schema/rollup-documents.js";
 import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type WindowAggregates } from "./rollup-aggregate.js";
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { byOffset, rawPart, rawRows, rowRange, slicesOf, type MaxTime, type RawRows } from "./rollup-raw-parts.js";
+import { rollupListing, type ListingClause } from "./rollup-listing.js";
 
 const sameRange = (x: readonly [number, number], y: readonly [number, number]) => x[0] === y[0] && x[1] === y[1];
 
@@ -82,7 +82,7 @@ export class RollupReader {
       ...ranges.days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...variantFilter })),
       ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
     ];
-    const listing = grains.length === 0 ? Promise.resolve([]) : this.list({ $or: grains }, budget);
+    const listing = this.list(grains, budget);
     const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
@@ -141,13 +141,11 @@ export class RollupReader {
     const dayEdge = starts.every((t) => t.getTime() % DAY_MS === 0) ? Math.ceil(hourEdge / DAY_MS) * DAY_MS : Infinity;
     const edgeHours = settledHours([[start.getTime(), hourEdge]], Date.now());
     const listing = this.list(
-      {
-        $or: [
-          { g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
-          { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
-          ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
-        ],
-      },
+      [
+        { g: "h", t: { $gte: new Date(hourEdge), $lt: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+        { g: "d", t: { $gte: new Date(dayEdge === Infinity ? 8.64e15 : dayEdge) }, ...variantFilter },
+        ...[...edgeHours].map((hour) => ({ g: "h", t: new Date(hour), ...variantFilter })),
+      ],
       budget,
     );
     const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
@@ -188,7 +186,7 @@ export class RollupReader {
     const dStart = Math.ceil(hStart / DAY_MS) * DAY_MS;
     const v = variant === undefined ? {} : { v: variant };
     const h = (from: number, to: number) => (from < to ? [{ g: "h", t: timeRange(from, to), ...v }] : []);
-    let grains: Document[];
+    let grains: ListingClause[];
     if (window.until === undefined) {
       grains = [...h(hStart, dStart), { g: "d", t: timeRange(dStart, undefined), ...v }];
     } else {
@@ -196,21 +194,20 @@ export class RollupReader {
       const dEnd = floorTo(hEnd, DAY_MS);
       grains = dEnd <= dStart ? h(hStart, hEnd) : [...h(hStart, dStart), { g: "d", t: timeRange(dStart, dEnd), ...v }, ...h(dEnd, hEnd)];
     }
-    const listed = grains.length === 0 ? [] : await this.list({ $or: grains }, budget);
+    const listed = await this.list(grains, budget);
     const digest = createHash("sha1");
     for (const d of listed.sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0))) digest.update(`${d._id}@${d.ver};`);
     return `${listed.length}:${digest.digest("base64url")}`;
   }
 
   /**
-   * The rollups matching `filter`, with their versions: an index-only read of {g, t, v, ver}
-   * (the ids follow from g, t and v), which never touches the documents themselves.
+   * The rollups matching any of `clauses`, with their versions: an index-only read of {g, t, v,
+   * ver} (the ids follow from g, t and v), which never touches the documents themselves; shared
+   * with the per-user reader's listing of the same call (rollup-listing.ts).
    */
-  private async list(filter: Document, budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
-    const listed = await rollupCollection(this.c)
-      .find(filter, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
-      .toArray();
-    return listed.map((d) => ({ _id: rollupId(d.g, d.t.getTime(), d.v), ver: Number(d.ver), t: d.t }));
+  private async list(clauses: readonly ListingClause[], budget: MaxTime): Promise<{ _id: string; ver: number; t: Date }[]> {
+    const listed = await rollupListing(this.c).list(clauses, budget);
+    return listed.map((d) => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), ver: d.ver, t: d.t }));
   }
 
   /**

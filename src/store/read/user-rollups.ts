@@ -39,13 +39,13 @@
  * needing a table that is missing or out of date for a period older than the retention has no
  * per-user totals (undefined): the comparison then falls back to the uncapped buckets and says so.
  */
-import type { Document } from "mongodb";
 import type { TimeWindow } from "../../core/window.js";
-import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import type { Collections } from "../schema/documents.js";
 import { timeLimit } from "./metrics-filter.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
-import { DAY_MS, HOUR_MS, rollupCollection, rollupId } from "../schema/rollup-documents.js";
+import { DAY_MS, HOUR_MS, rollupId } from "../schema/rollup-documents.js";
 import { EDGE_SETTLED_MS, hoursOf, timeRange, windowRanges } from "./window-ranges.js";
+import { rollupListing, type ListingClause } from "./rollup-listing.js";
 import { Accumulator } from "./user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents, type RawEvents } from "./user-raw-tables.js";
 import { decode, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
@@ -118,7 +118,6 @@ export class UserRollupReader {
 
   /** Per variant, every user's totals over the window (a variant filter reads only that variant). */
   async window(window: Pick<TimeWindow, "start" | "until">, variant: string | undefined, budget: Budget = {}): Promise<UserWindow | undefined> {
-    await this.init();
     const now = Date.now();
     const start = window.start.getTime();
     const until = window.until?.getTime();
@@ -135,7 +134,7 @@ export class UserRollupReader {
     }
     const edgeHours = hoursOf(ranges.raw);
     const v = variant === undefined ? {} : { v: variant };
-    const grains: Document[] = [
+    const grains: ListingClause[] = [
       ...hours.map(([from, to]) => ({ g: "h", t: timeRange(from, to), ...v })),
       ...days.map(([from, to]) => ({ g: "d", t: timeRange(from, to), ...v })),
       ...edgeHours.map((h) => ({ g: "h", t: new Date(h), ...v })),
@@ -143,10 +142,12 @@ export class UserRollupReader {
     const edgeSet = new Set(edgeHours);
     // Edge hours are never among the whole hours (those start at the first hour boundary after the start, and end at the last before the end).
     const isEdge = (d: Listed) => d.g === "h" && edgeSet.has(d.t);
-    const listing = rollupCollection(this.c)
-      .find({ $or: grains }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
-      .toArray()
-      .then((rows) => rows.map((d): Listed => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), g: d.g as Grain, t: d.t.getTime(), v: d.v, ver: Number(d.ver) })));
+    // Asked before anything is awaited: GetVariantComparison's window listing goes out with this one.
+    const listing = rollupListing(this.c)
+      .list(grains, budget)
+      .then((rows) => rows.map((d): Listed => ({ _id: rollupId(d.g as Grain, d.t.getTime(), d.v), g: d.g as Grain, t: d.t.getTime(), v: d.v, ver: d.ver })));
+    listing.catch(() => undefined);
+    await this.init();
     // The edges' raw reads start now, beside the listing (only their minute caches wait for it).
     const edgesRead = Promise.all(ranges.raw.map(([from, to]) => this.edge(from, to, variant, listing.then((l) => l.filter(isEdge)), budget)));
     edgesRead.catch(() => undefined);

@@ -13,6 +13,9 @@ import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
+import { rollupListing } from "../../../src/store/read/rollup-listing.js";
+import { UserRollupReader } from "../../../src/store/read/user-rollups.js";
+import type { UserTotals } from "../../../src/core/user-totals.js";
 import type { WindowAggregates } from "../../../src/store/read/rollup-aggregate.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { startHarness, type Harness } from "../../support/harness.js";
@@ -162,6 +165,27 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
     commands.length = 0;
     await tables.top(windowFrom(start + 1), "searches", 10);
     expect(commands).toEqual(["find rollups"]);
+
+    // GetVariantComparison's read: the window's rollups and its users' tables are listed by one
+    // find, each reader getting its own documents; the same arms as the raw events give.
+    const users = new UserRollupReader(c);
+    const comparing = fastMetrics(c, reader, tables, undefined, users);
+    const armsOf = async (f: MetricsFilter) => {
+      const [fast, reference] = await Promise.all([comparing.arms(f), raw.arms(f)]);
+      for (const [v, arm] of reference.arms) {
+        expect(fast.arms.get(v)?.totals).toEqual(arm.totals);
+        const byUser = (t: UserTotals) => new Map(Array.from(t.ids, (id, i) => [id, [t.impressions[i], t.clicks[i]]]));
+        expect(byUser(fast.arms.get(v)!.perUser!)).toEqual(byUser(arm.perUser!));
+      }
+      return fast;
+    };
+    await armsOf(windowFrom(start + 1));
+    commands.length = 0;
+    const sentBefore = rollupListing(c).sent;
+    const warm = await armsOf(windowFrom(start + 1));
+    expect(rollupListing(c).sent - sentBefore).toBe(1);
+    expect(commands.filter((x) => x.startsWith("find rollups"))).toEqual(["find rollups"]);
+    expect(warm.arms.size).toBe(2);
   } finally {
     await monitored.close();
   }
