@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { once, setMaxListeners } from "node:events";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -45,8 +45,8 @@ import { commandsBetween, engineCommands, totalCommands, type CommandCounts } fr
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> dist/src/server/main.js */
 const SERVER_MAIN = path.resolve(HERE, "../src/server/main.js");
-/** The same as in package.json's start script. */
-const SERVER_HEAP_CAP = "--max-old-space-size=256";
+/** Node's flags from package.json's start script (the heap's cap and its starting size), so the server runs as deployed. */
+const SERVER_NODE_FLAGS = startScriptNodeFlags(readFileSync(packageJsonAbove(HERE), "utf8"));
 const CLIENT_MAIN = path.resolve(HERE, "bench-client.js");
 
 const BATCH_SIZE = 1_000;
@@ -315,9 +315,9 @@ async function startServerProcess(mongoUri: string, dbName: string, onUnexpected
     SHUTDOWN_GRACE_MS: "2000",
   };
   for (const name of SERVER_ENV_DROPPED) delete env[name];
-  // With the heap cap `npm start` gives the server (package.json), so memory is measured as deployed.
+  // With the Node flags `npm start` gives the server (package.json), so memory is measured as deployed.
   const profile = cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${path.resolve(cpuProfDir)}`];
-  const child = spawn(process.execPath, [SERVER_HEAP_CAP, ...profile, SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...profile, SERVER_MAIN], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let stopping = false;
   const handle: ServerHandle = {
@@ -1019,6 +1019,8 @@ export interface BenchReport {
   machine: { cpus: number; cpuModel: string; memoryBytes: number; node: string; platform: string; loadAverageAtStart: number[]; loadAverageAtEnd: number[] };
   options: BenchOptions;
   storage: { engine: "embedded" | "external"; dataDir: string | null; database: string };
+  /** Node flags the server ran with (package.json's start script). */
+  serverNodeFlags: string[];
   dataset: {
     events: number;
     impressions: number;
@@ -1308,6 +1310,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     sampler.track("engine", res.engine.pid, () => fail(res, `the MongoDB engine (pid ${res.engine?.pid}) exited unexpectedly during ${sampler.phase}`));
   }
   r.storage = { engine: o.mongodbUri ? "external" : "embedded", dataDir, database: dbName };
+  r.serverNodeFlags = SERVER_NODE_FLAGS;
   res.mongo = new MongoClient(mongoUri, { serverSelectionTimeoutMS: 30_000 });
   await res.mongo.connect();
 
@@ -1595,3 +1598,19 @@ main().then(
     process.exit(1);
   },
 );
+
+/** The `--` flags given to node in a package.json's start script (`... && node --a --b main.js serve`). */
+export function startScriptNodeFlags(packageJson: string): string[] {
+  const start = (JSON.parse(packageJson) as { scripts?: { start?: string } }).scripts?.start ?? "";
+  const command = start.split("&&").map((part) => part.trim().split(/\s+/)).find((words) => words[0] === "node") ?? [];
+  return command.slice(1).filter((word) => word.startsWith("--"));
+}
+
+/** The nearest package.json at or above `dir` (dist/bench at run time). */
+function packageJsonAbove(dir: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    const candidate = path.join(d, "package.json");
+    if (existsSync(candidate)) return candidate;
+    if (path.dirname(d) === d) throw new Error(`no package.json above ${dir}`);
+  }
+}

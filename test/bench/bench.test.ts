@@ -191,6 +191,11 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     const r = JSON.parse(await readFile(json, "utf8"));
 
     expect(r.complete).toBe(true);
+    // The server ran with the Node flags of `npm start` (the heap's cap and starting size).
+    const start = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")).scripts.start as string;
+    expect(r.serverNodeFlags.length).toBeGreaterThan(0);
+    for (const flag of r.serverNodeFlags as string[]) expect(start).toContain(` ${flag} `);
+    expect(r.serverNodeFlags).toContain("--max-old-space-size=256");
     expect(r.dataset.events).toBe(3_000);
     expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
     expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
