@@ -24,6 +24,7 @@ import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCount
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { HOUR_MS, markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import { EDGE_SETTLED_MS } from "./window-ranges.js";
+import { rollupListing } from "./rollup-listing.js";
 import { ATTRIBUTION_META_ID, HISTOGRAMS_META_ID, META_ID, metaCollection } from "./query-table-meta.js";
 import { EdgeQueries } from "./query-table-edges.js";
 
@@ -174,10 +175,9 @@ export class QueryTableReader {
     const edgeHour = hourEdge - HOUR_MS;
     const settled = start < hourEdge && hourEdge + EDGE_SETTLED_MS <= Date.now();
     const variant = f.variant === undefined ? {} : { v: f.variant };
-    const listing = rollupCollection(this.c)
-      // Covered by the {g, t, v, ver} index: the ids follow from g, t and v.
-      .find({ $or: [{ g: "qh" as const, t: { $gte: new Date(hourEdge) }, ...variant }, ...(settled ? [{ g: "h" as const, t: new Date(edgeHour), ...variant }] : [])] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...timeLimit(f), ...ONE_ROUND_TRIP })
-      .toArray();
+    // Covered by the {g, t, v, ver} index (the ids follow from g, t and v); sent with the window
+    // listing GetTopQueries asks for its positions in the same turn (rollup-listing.ts).
+    const listing = rollupListing(this.c).list([{ g: "qh", t: { $gte: new Date(hourEdge) }, ...variant }, ...(settled ? [{ g: "h", t: new Date(edgeHour), ...variant }] : [])], f);
     const [all, edge] = await Promise.all([
       listing,
       settled

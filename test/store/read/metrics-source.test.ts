@@ -165,6 +165,14 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
     commands.length = 0;
     await tables.top(windowFrom(start + 1), "searches", 10);
     expect(commands).toEqual(["find rollups"]);
+    // GetTopQueries also asks for the window's positions: both listings are one find.
+    const positionsToo = fastMetrics(c, reader, tables);
+    await Promise.all([positionsToo.topQueries(windowFrom(start + 1), "searches", 10), positionsToo.positions(windowFrom(start + 1), false)]);
+    commands.length = 0;
+    const [rows, positions] = await Promise.all([positionsToo.topQueries(windowFrom(start + 1), "searches", 10), positionsToo.positions(windowFrom(start + 1), false)]);
+    expect(commands).toEqual(["find rollups"]);
+    expect(rows).toEqual(await raw.topQueries(windowFrom(start + 1), "searches", 10));
+    expect(positions).toEqual(await raw.positions(windowFrom(start + 1), false));
 
     // GetVariantComparison's read: the window's rollups and its users' tables are listed by one
     // find, each reader getting its own documents; the same arms as the raw events give.
