@@ -1576,6 +1576,12 @@ async function main(): Promise<number> {
     return ok ? 0 : 1;
   } catch (error) {
     if (interrupted) await new Promise(() => {}); // the signal handler exits
+    // A dead engine fails the metrics client too, often before the sampler's next look (every
+    // RSS_INTERVAL_MS): look again, twice, so the run says what died rather than what followed.
+    for (let look = 0; look < 2 && res.fatal === undefined && res.sampler !== undefined; look++) {
+      await res.sampler.settle().catch(() => undefined);
+      if (res.fatal === undefined && look === 0) await sleep(RSS_INTERVAL_MS);
+    }
     const message = res.fatal ?? (error instanceof Error ? (error.stack ?? error.message) : String(error));
     process.stderr.write(`bench failed: ${message}\n`);
     if (o.json && res.report.startedAt !== undefined) {
