@@ -8,7 +8,8 @@ import { p95Interval, type GuardrailStatus } from "../core/latency-guardrail.js"
 import { ratio, winnerByCtr } from "../core/metrics.js";
 import { latencyQuantiles } from "../core/sketches.js";
 import type { TimeWindow } from "../core/window.js";
-import { type EventTotals, type MetricsFilter, type MetricsSource, RESULTS_COUNT_CAP } from "../store/click-store.js";
+import { type ArmsBreakdown, type EventTotals, type MetricsFilter, type MetricsSource, RESULTS_COUNT_CAP } from "../store/click-store.js";
+import { ComposedCache } from "../core/composed-cache.js";
 import { clicksOverExpected, ctrByRank, searchesShowingRank } from "../core/position-bias.js";
 import { ctrFields } from "./ctr-fields.js";
 import { responseTime } from "./request-mapping.js";
@@ -90,6 +91,11 @@ export async function variantComparison(
   });
   await beforeRead();
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
+  const times = { periodDays: window.days, startTime: responseTime(window.start), endTime: window.until && responseTime(window.until) };
+  // The same arms (the metrics source keeps them while the data is unchanged) and settings make the same comparison.
+  const parts = [before, JSON.stringify(settings, (_, x: unknown) => (typeof x === "bigint" ? x.toString() : x))];
+  const known = comparisons.get(now, parts);
+  if (known !== undefined) return { ...known, ...times };
   const data = new Map<string, VariantData & Pick<EventTotals, "rankSum" | "responseTimeSum" | "firstClicks" | "clicksOutsideResults">>(
     [...now.arms].map(([name, arm]) => [
       name,
@@ -135,10 +141,7 @@ export async function variantComparison(
       ];
     }),
   );
-  return {
-    periodDays: window.days,
-    startTime: responseTime(window.start),
-    endTime: window.until && responseTime(window.until),
+  const answer: ResponseInit = {
     variants,
     winnerByCtr: winnerByCtr([...data].map(([variant, v]) => ({ variant, clicks: v.clicks, impressions: v.impressions }))),
     control: settings.control,
@@ -183,4 +186,9 @@ export async function variantComparison(
     recommendation: result.recommendation,
     recommendationReason: result.reason,
   };
+  comparisons.set(now, parts, answer);
+  return { ...answer, ...times };
 }
+
+/** Comparisons by the arms they were made from (and the pre-period's, and the settings): read-only for callers. */
+const comparisons = new ComposedCache<ArmsBreakdown, ResponseInit>(8);

@@ -213,6 +213,6 @@ export type { DurableWriter } from "./write/durable-writer.js";
 export { findOriginalClick, findOriginalImpression } from "./write/event-writer.js";
 export { match, type MetricsFilter } from "./read/metrics-filter.js";
 export { anyEventBetween, userActivity, type EventTotals } from "./read/metrics-queries.js";
-export { fastMetrics, type MetricsSource } from "./read/metrics-source.js";
+export { fastMetrics, type ArmsBreakdown, type MetricsSource } from "./read/metrics-source.js";
 export { rawInterleavingPairs } from "./read/interleaving.js";
 export { ExperimentStore } from "./experiments.js";

@@ -228,6 +228,33 @@ describe("search-level CTR, no-results rate and users", () => {
   });
 });
 
+describe("repeated GetVariantComparison", () => {
+  it("answers a repeat over unchanged data the same, and a write in the window, late or new, at once", async () => {
+    // Searches from 3 days ago (settled hours, the window's start inside one of them) to now.
+    const now = Date.now();
+    const at = (hoursAgo: number) => new Date(now - hoursAgo * 3_600_000);
+    for (let i = 0; i < 40; i++) {
+      await imp({ id: `r${i}`, user: `u${i % 8}`, variant: i % 2 === 0 ? "search_v1" : "search_v2", at: at(70 - i * 1.7), ms: 20 + i });
+      if (i % 3 === 0) await clk({ search: `r${i}`, user: `u${i % 8}`, variant: i % 2 === 0 ? "search_v1" : "search_v2", rank: i % 4, at: at(70 - i * 1.7) });
+    }
+    const window = { start: timestampFromDate(at(71.5)) };
+    const first = await h.client.getVariantComparison(window);
+    const again = await h.client.getVariantComparison(window);
+    expect(again.variants).toEqual(first.variants);
+    expect(again.comparisons).toEqual(first.comparisons);
+    expect(first.variants.search_v2!.totalImpressions).toBe(20n);
+    // A new search now, and a late click on an old search of the window's first hours.
+    await imp({ id: "r-new", user: "u9", variant: "search_v2" });
+    const afterNew = await h.client.getVariantComparison(window);
+    expect(afterNew.variants.search_v2!.totalImpressions).toBe(21n);
+    expect(afterNew.variants.search_v2!.users).toBe(first.variants.search_v2!.users + 1n);
+    await clk({ search: "r1", user: "u1", variant: "search_v2", rank: 2, at: at(1) });
+    const afterLate = await h.client.getVariantComparison(window);
+    expect(afterLate.variants.search_v2!.totalClicks).toBe(afterNew.variants.search_v2!.totalClicks + 1n);
+    expect(afterLate.variants.search_v2!.searchesWithClicks).toBe(afterNew.variants.search_v2!.searchesWithClicks + 1n);
+  });
+});
+
 describe("GetTopQueries", () => {
   beforeEach(async () => {
     // "blue shoes": 3 searches (spelled three ways), 2 clicked, 3 clicks; "red hat": 2 searches, 1 no-results, no clicks;

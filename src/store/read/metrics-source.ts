@@ -32,6 +32,7 @@ import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { match, timeLimit } from "./metrics-filter.js";
 import { usersInSeveral } from "../schema/user-ids.js";
 import { rawUserWindow, UserRollupReader } from "./user-rollups.js";
+import { ComposedCache } from "../../core/composed-cache.js";
 import type { UserTotals } from "../../core/user-totals.js";
 
 /** One arm of an experiment over a window: its totals, sums per user bucket, per-user totals, and latency histogram. */
@@ -244,6 +245,7 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     inFlight.set(f, read);
     return read;
   };
+  const armsOf = new ComposedCache<WindowAggregates, ArmsBreakdown>();
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
   return {
     async totals(f) {
@@ -295,10 +297,13 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     },
     async arms(f) {
       const [w, users] = await Promise.all([window(f), userRollups.window(f.window, f.variant, f)]);
+      // The same window and users (both readers keep their answers for unchanged data) make the same arms.
+      const known = armsOf.get(w, [users]);
+      if (known !== undefined) return known;
       const arms = new Map<string, ArmData>(
         [...w.variants].map(([v, a]) => [v, { totals: totalsOf(a), buckets: a.buckets, perUser: users?.get(v), latency: { histogram: a.rt, bounds: boundsOf(a) }, positions: positionsOf(a) }]),
       );
-      return { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() };
+      return armsOf.set(w, [users], { arms, usersInSeveralArms: usersInSeveral([...w.variants.values()].map((a) => a.users)), users: w.overall.users.size() });
     },
     async responseTimes(f) {
       if (f.userId !== undefined) return raw.responseTimes(f);

@@ -13,6 +13,7 @@ import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Par
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { byOffset, rawPart, rawRows, rowRange, slicesOf, type MaxTime, type RawRows } from "./rollup-raw-parts.js";
 import { rollupListing, type ListingClause } from "./rollup-listing.js";
+import { ComposedCache } from "../../core/composed-cache.js";
 
 const sameRange = (x: readonly [number, number], y: readonly [number, number]) => x[0] === y[0] && x[1] === y[1];
 
@@ -64,6 +65,8 @@ export class RollupReader {
   private readonly edgeHours = new Map<string, EdgeHour>();
   /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
   private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
+  private readonly windows = new ComposedCache<Map<string, RollupAggregate>, WindowAggregates>();
   /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
   edgeHourBuilds = 0;
 
@@ -86,18 +89,23 @@ export class RollupReader {
     const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
+    // The rollups' sum, per variant, as summed for the same versions before (the common case: the
+    // same window again), else summed now; a copy of it is what the edges are added to. The same
+    // sums with the same edge parts (a settled edge's stretch is kept) give the same answer again.
+    const sums = this.rollupSums(versions);
+    const parts = edges.flat();
+    const known = this.windows.get(sums, parts);
+    if (known !== undefined) return known;
     const out: WindowAggregates = { overall: emptyAggregate(), variants: new Map() };
     const into = (v: string) => {
       let agg = out.variants.get(v);
       if (!agg) out.variants.set(v, (agg = emptyAggregate()));
       return agg;
     };
-    // The rollups' sum, per variant, as summed for the same versions before (the common case: the
-    // same window again), else summed now; a copy of it is what the edges are added to.
-    for (const [v, agg] of this.rollupSums(versions)) mergeAggregate(into(v), agg);
-    for (const edge of edges) for (const part of edge) for (const [v, d] of part) addInto(into(v), d);
+    for (const [v, agg] of sums) mergeAggregate(into(v), agg);
+    for (const part of parts) for (const [v, d] of part) addInto(into(v), d);
     for (const agg of out.variants.values()) mergeAggregate(out.overall, agg);
-    return out;
+    return this.windows.set(sums, parts, out);
   }
 
   /**

@@ -46,6 +46,7 @@ import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { DAY_MS, HOUR_MS, rollupId } from "../schema/rollup-documents.js";
 import { EDGE_SETTLED_MS, hoursOf, timeRange, windowRanges } from "./window-ranges.js";
 import { rollupListing, type ListingClause } from "./rollup-listing.js";
+import { ComposedCache } from "../../core/composed-cache.js";
 import { Accumulator } from "./user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents, type RawEvents } from "./user-raw-tables.js";
 import { decode, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
@@ -83,7 +84,33 @@ interface EdgeHour {
   signature: string;
   builtAt: number;
   /** The hour's events (for the partial minutes at the window's edge) and its tables per minute. */
-  minutes: Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }>;
+  minutes: Promise<HourTables>;
+}
+
+interface HourTables {
+  events: RawEvents;
+  minutes: Map<number, Map<string, UserTable>>;
+  /** Partial minutes' tables, by the events they cover (a window's start crosses an event only now and then). */
+  stretches?: Map<string, Map<number, Map<string, UserTable>>>;
+}
+
+const STRETCHES_CACHED = 8;
+
+/** [a, b) of a cached hour as one slice of tables (tablesFromEvents), the same object for the same events. */
+function stretchOf(h: HourTables, a: number, b: number): Map<number, Map<string, UserTable>> {
+  const covered = (t: Float64Array) => {
+    const out: number[] = [];
+    for (let i = 0; i < t.length; i++) if (t[i]! >= a && t[i]! < b) out.push(i);
+    return out.join(",");
+  };
+  const key = `${Math.floor(a / DAY_MS)}|${covered(h.events.imp.t)}|${covered(h.events.clk.t)}`;
+  const stretches = (h.stretches ??= new Map());
+  let tables = stretches.get(key);
+  if (tables === undefined) {
+    stretches.set(key, (tables = tablesFromEvents(h.events, a, b, b - a)));
+    while (stretches.size > STRETCHES_CACHED) stretches.delete(stretches.keys().next().value!);
+  }
+  return tables;
 }
 
 /** Per variant, its users' totals over the window; undefined when some period's table cannot be built (raw events expired). */
@@ -98,6 +125,8 @@ export class UserRollupReader {
   private readonly building = new Map<string, Promise<Map<string, UserTable>>>();
   private readonly bodies = new Map<string, Body>();
   private readonly edgeHours = new Map<string, EdgeHour>();
+  /** Windows' totals, by their body and the tables added to it (read-only for callers). */
+  private readonly windows = new ComposedCache<Body, UserWindow>();
   private ready: Promise<void> | undefined;
   private rawReads = 0;
   private readonly waiting: (() => void)[] = [];
@@ -159,6 +188,10 @@ export class UserRollupReader {
     const [body, liveTables] = await Promise.all([this.body(stable, variant ?? "", budget), this.tablesOf(live, budget)]);
     if (body === undefined || liveTables === undefined) return undefined;
     const edges = await edgesRead;
+    // The same body, live tables and edge tables (a part counts toward its day only) give the same totals again.
+    const parts = [...liveTables, ...edges.flat().flatMap(({ t, tables }) => [Math.floor(t / DAY_MS), tables])];
+    const known = this.windows.get(body, parts);
+    if (known !== undefined) return known;
     const out = new Map<string, Accumulator>();
     const into = (v: string) => {
       let a = out.get(v);
@@ -168,7 +201,7 @@ export class UserRollupReader {
     for (const v of body.variants.keys()) into(v);
     live.forEach((d, k) => into(d.v).add(liveTables[k]!, "h", d.t));
     for (const edge of edges) for (const { t, tables } of edge) for (const [v, table] of tables) into(v).add(table, "part", t);
-    return new Map([...out].map(([v, a]) => [v, a.totals()]));
+    return this.windows.set(body, parts, new Map([...out].map(([v, a]) => [v, a.totals()])));
   }
 
   /** The settled periods merged per variant, cached under their versions. */
@@ -296,15 +329,16 @@ export class UserRollupReader {
         // minutes are taken from the cached events, not read again (the same tables as a raw read).
         const [a, b] = [cursor, until];
         parts.push(
-          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then(({ events, minutes }) => {
+          listed.then((l) => this.minutesOf(hour, variant, l.filter((d) => d.t === hour), budget)).then((cached) => {
+            const { minutes } = cached;
             const out: { t: number; tables: Map<string, UserTable> }[] = [];
-            if (firstMinute >= endMinute) return asParts(tablesFromEvents(events, a, b, b - a));
-            if (a < firstMinute) out.push(...asParts(tablesFromEvents(events, a, firstMinute, firstMinute - a)));
+            if (firstMinute >= endMinute) return asParts(stretchOf(cached, a, b));
+            if (a < firstMinute) out.push(...asParts(stretchOf(cached, a, firstMinute)));
             for (let m = firstMinute; m < endMinute; m += MINUTE_MS) {
               const tables = minutes.get(m);
               if (tables !== undefined) out.push({ t: m, tables });
             }
-            if (endMinute < b) out.push(...asParts(tablesFromEvents(events, endMinute, b, b - endMinute)));
+            if (endMinute < b) out.push(...asParts(stretchOf(cached, endMinute, b)));
             return out;
           }),
         );
@@ -315,7 +349,7 @@ export class UserRollupReader {
   }
 
   /** A settled hour's events and tables per minute, cached under the hour's rollup versions. */
-  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<{ events: RawEvents; minutes: Map<number, Map<string, UserTable>> }> {
+  private async minutesOf(hour: number, variant: string | undefined, listed: readonly Listed[], budget: Budget): Promise<HourTables> {
     const key = `${hour}|${variant ?? ""}`;
     const signature = listed.map((d) => `${d._id}@${d.ver}`).sort().join(";");
     const cached = this.edgeHours.get(key);
