@@ -93,7 +93,7 @@ export async function variantComparison(
   const [now, before] = await Promise.all([metrics.arms(budget({ window })), settings.cuped ? metrics.arms(budget({ window: prePeriod(window) })) : undefined]);
   const times = { periodDays: window.days, startTime: responseTime(window.start), endTime: window.until && responseTime(window.until) };
   // The same arms (the metrics source keeps them while the data is unchanged) and settings make the same comparison.
-  const parts = [before, JSON.stringify(settings, (_, x: unknown) => (typeof x === "bigint" ? x.toString() : x))];
+  const parts = [before, settingsKey(settings)];
   const known = comparisons.get(now, parts);
   if (known !== undefined) return { ...known, ...times };
   const data = new Map<string, VariantData & Pick<EventTotals, "rankSum" | "responseTimeSum" | "firstClicks" | "clicksOutsideResults">>(
@@ -188,6 +188,11 @@ export async function variantComparison(
   };
   comparisons.set(now, parts, answer);
   return { ...answer, ...times };
+}
+
+/** Every setting, as one string (the expected split's entries sorted: a map does not stringify). */
+function settingsKey(settings: ReturnType<typeof comparisonSettings>): string {
+  return JSON.stringify(settings, (_, x: unknown) => (x instanceof Map ? [...x].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : typeof x === "bigint" ? x.toString() : x));
 }
 
 /** Comparisons by the arms they were made from (and the pre-period's, and the settings): read-only for callers. */

@@ -237,12 +237,16 @@ describe("repeated GetVariantComparison", () => {
       await imp({ id: `r${i}`, user: `u${i % 8}`, variant: i % 2 === 0 ? "search_v1" : "search_v2", at: at(70 - i * 1.7), ms: 20 + i });
       if (i % 3 === 0) await clk({ search: `r${i}`, user: `u${i % 8}`, variant: i % 2 === 0 ? "search_v1" : "search_v2", rank: i % 4, at: at(70 - i * 1.7) });
     }
-    const window = { start: timestampFromDate(at(71.5)) };
+    const window = { startTime: timestampFromDate(at(71.5)) };
     const first = await h.client.getVariantComparison(window);
     const again = await h.client.getVariantComparison(window);
     expect(again.variants).toEqual(first.variants);
     expect(again.comparisons).toEqual(first.comparisons);
     expect(first.variants.search_v2!.totalImpressions).toBe(20n);
+    // Other settings on the same data are their own comparison.
+    const split = await h.client.getVariantComparison({ ...window, expectedSplit: { search_v1: 9, search_v2: 1 } });
+    expect(split.srmPValue).not.toBe(first.srmPValue);
+    expect(split.srmDetected).toBe(true);
     // A new search now, and a late click on an old search of the window's first hours.
     await imp({ id: "r-new", user: "u9", variant: "search_v2" });
     const afterNew = await h.client.getVariantComparison(window);
