@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { collections, type Collections } from "../../../src/store/schema/documents.js";
 import { rollupCollection } from "../../../src/store/schema/rollup-documents.js";
 import { rollupListing, type ListingClause } from "../../../src/store/read/rollup-listing.js";
+import { mulberry32 } from "../../support/prng.js";
 
 const HOUR = 3_600_000;
 let client: MongoClient;
@@ -23,20 +24,8 @@ afterAll(async () => {
   await client.close();
 });
 
-/** A seeded generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 it("gives each of several listings asked at once what the engine gives for its clauses, in one find", async () => {
-  const random = rng(7);
+  const random = mulberry32(7);
   const base = Date.UTC(2026, 10, 1);
   const variants = ["a", "b", "c"];
   const docs = Array.from({ length: 300 }, (_, i) => {
