@@ -42,6 +42,7 @@ import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
+import { ReadTurns } from "./read-turns.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { floorTo } from "../schema/rollup-documents.js";
 import { bumpVersions, docId, interleavingRollups, type Grain, type StoredPair } from "../schema/interleaving-rollup-documents.js";
@@ -101,7 +102,7 @@ const MINUTE_MS = 60_000;
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 const EDGE_HOURS_CACHED = 64;
 
-/** Raw reads of one reader at once (see InterleavingRollupReader.rawReads). */
+/** Raw reads of one reader at once (read-turns.ts). */
 const RAW_READS_AT_ONCE = 2;
 
 type Listed = { _id: string; g: Grain; t: Date; v: string; ver: number; bv?: number; bid?: string };
@@ -118,14 +119,9 @@ export class InterleavingRollupReader {
   builds = { h: 0, d: 0 };
   /** Settled edge hours tallied by minute (cache misses). */
   edgeHourBuilds = 0;
-  /**
-   * Raw reads in flight, and the reads waiting for a turn: a first read after a bulk load
-   * rebuilds every day of its window, and 30 days read at once held more than the server's heap
-   * (the 3M benchmark's server, capped at 256 MiB, died of it).
-   */
-  private rawReads = 0;
+  /** Raw reads take turns (read-turns.ts). */
+  private readonly turns = new ReadTurns(RAW_READS_AT_ONCE);
   private readonly edgeHours = new Map<string, { signature: string; builtAt: number; hour: Promise<EdgeHour> }>();
-  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly c: Collections,
@@ -203,7 +199,7 @@ export class InterleavingRollupReader {
 
   /** An hour's interleaved searches by time, users by number, with their tallies per minute (one raw read, taking a turn as raw() does). */
   private async rawSearches(from: number, to: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeHour> {
-    const searches = await this.taking(async () => {
+    const searches = await this.turns.take(async () => {
       const found: { imp: InterleavedImpression; at: number }[] = [];
       await forEachInterleaved(this.c, rawFilter(from, to, variant, budget), (imp, at) => found.push({ imp, at: at.getTime() }));
       const numbers = found.length === 0 ? new Map<string, number>() : await userNumbers(this.c).resolve(new Set(found.map((s) => s.imp.userId)), timeLimit(budget).maxTimeMS);
@@ -306,20 +302,7 @@ export class InterleavingRollupReader {
 
   /** The interleaved searches of [from, to) (of one variant, or all) straight from the events, per UTC hour (by its start). */
   private raw(from: number, to: number, variant: string | undefined, budget: MetricsFilter, unit = HOUR_MS): Promise<Map<number, PairTallies>> {
-    return this.taking(() => this.rawNow(from, to, variant, budget, unit));
-  }
-
-  /** Runs a raw read in its turn: at most RAW_READS_AT_ONCE at once, a finished read handing its turn to the next waiting one. */
-  private async taking<T>(read: () => Promise<T>): Promise<T> {
-    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.rawReads++;
-    try {
-      return await read();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.rawReads--;
-    }
+    return this.turns.take(() => this.rawNow(from, to, variant, budget, unit));
   }
 
   /** The interleaved searches of [from, to) straight from the events, per `unit` (an hour or a minute, by its start). */

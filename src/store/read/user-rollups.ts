@@ -47,6 +47,7 @@ import { DAY_MS, HOUR_MS, rollupId } from "../schema/rollup-documents.js";
 import { EDGE_SETTLED_MS, hoursOf, timeRange, windowRanges } from "./window-ranges.js";
 import { rollupListing, type ListingClause } from "./rollup-listing.js";
 import { ComposedCache } from "../../core/composed-cache.js";
+import { ReadTurns } from "./read-turns.js";
 import { Accumulator } from "./user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents, type RawEvents } from "./user-raw-tables.js";
 import { decode, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
@@ -128,8 +129,7 @@ export class UserRollupReader {
   /** Windows' totals, by their body and the tables added to it (read-only for callers). */
   private readonly windows = new ComposedCache<Body, UserWindow>();
   private ready: Promise<void> | undefined;
-  private rawReads = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly turns = new ReadTurns(RAW_READS_AT_ONCE);
   /** Periods built from raw events by this reader, and settled parts merged (for tests and the notes' measurements). */
   builds = { h: 0, d: 0, bodies: 0, edgeHours: 0 };
 
@@ -373,30 +373,14 @@ export class UserRollupReader {
     return minutes;
   }
 
-  /** Raw events, taking a turn among the raw reads as raw() does. */
-  private async rawEventsOf(from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
-    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.rawReads++;
-    try {
-      return await rawEvents(this.c, from, to, variant, budget);
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.rawReads--;
-    }
+  /** Raw events, in a turn among the raw reads. */
+  private rawEventsOf(from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
+    return this.turns.take(() => rawEvents(this.c, from, to, variant, budget));
   }
 
-  /** Raw tables, at most RAW_READS_AT_ONCE reads at a time (a finished read hands its turn to the next). */
-  private async raw(from: number, to: number, sliceMs: number, variant: string | undefined, budget: Budget): Promise<Map<number, Map<string, UserTable>>> {
-    if (this.rawReads >= RAW_READS_AT_ONCE) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.rawReads++;
-    try {
-      return await rawUserTables(this.c, from, to, sliceMs, variant, budget);
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.rawReads--;
-    }
+  /** Raw tables, in a turn among the raw reads. */
+  private raw(from: number, to: number, sliceMs: number, variant: string | undefined, budget: Budget): Promise<Map<number, Map<string, UserTable>>> {
+    return this.turns.take(() => rawUserTables(this.c, from, to, sliceMs, variant, budget));
   }
 
   private init(): Promise<void> {
