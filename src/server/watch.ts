@@ -39,6 +39,11 @@ const FORCED_REFRESH_MS = 60_000;
 const COMPUTE_BUDGET_MS = 30_000;
 /** Computations whose durations set how early the next one starts (see Question.loop). */
 const LEAD_SAMPLES = 8;
+/**
+ * A send this close to its tick counts as the tick, even for a joining stream: sent "early" it
+ * would be followed at once by the tick's own send.
+ */
+const TIMER_SLACK_MS = 10;
 
 export interface WatchLimits {
   /** Concurrent WatchMetrics streams on this server (WATCH_MAX_STREAMS). */
@@ -241,8 +246,11 @@ class Question {
       const holdFor = due - Date.now();
       if (holdFor > 0 && !this.urgent) await this.sleep(holdFor);
       if (this.closed) return;
-      // Sent before its tick for a joining stream: the others still get one at the tick.
-      const early = Date.now() < due;
+      // Sent before its tick for a joining stream: the others still get one at the tick. Early
+      // only when a joining stream cut the hold short: a Node timer can fire a millisecond
+      // before Date.now() reaches its due time, and judged by the clock alone that send was
+      // "early", so the tick was sent again at once (two snapshots in one interval).
+      const early = this.urgent && due - Date.now() > TIMER_SLACK_MS;
       for (const w of this.watchers) w.offer(snapshot);
       if (!early) due = Math.max(due, Date.now() - this.intervalMs / 2) + this.intervalMs;
     }

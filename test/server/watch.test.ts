@@ -125,6 +125,30 @@ describe("shared computations", () => {
     await eventually(() => expect([h.server.watch.streams, h.server.watch.questions]).toEqual([0, 0]));
   });
 
+  it("one snapshot per tick when timers fire a millisecond early (as Node's may)", async () => {
+    // Node timers can fire up to a millisecond before Date.now() reaches their due time (about
+    // 2% of them on this machine). Every timer of this process fires that early here: a hold that
+    // ends just before its tick is still the tick, not an early send followed by the tick again.
+    const realSetTimeout = globalThis.setTimeout;
+    const early = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => realSetTimeout(fn, ms !== undefined && ms >= 2 ? ms - 1 : ms, ...args)) as typeof setTimeout;
+    globalThis.setTimeout = early;
+    const controller = new AbortController();
+    try {
+      const t0 = Date.now();
+      const stream = follow(h.client, { intervalSeconds: 1, days: 2 }, controller.signal, t0);
+      await sleep(4_500);
+      controller.abort();
+      await stream.done;
+      const gaps = stream.seen.slice(1).map((x, k) => x.at - stream.seen[k]!.at);
+      expect(stream.seen.length, `arrivals at ${stream.seen.map((x) => x.at).join(", ")} ms`).toBeGreaterThanOrEqual(3);
+      expect(stream.seen.length, `arrivals at ${stream.seen.map((x) => x.at).join(", ")} ms`).toBeLessThanOrEqual(6);
+      expect(Math.min(...gaps), `gaps ${gaps.join(", ")} ms`).toBeGreaterThan(500);
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+      controller.abort();
+    }
+  });
+
   it("a trailing window moves with time: an event that leaves it is no longer counted", async () => {
     // An impression that leaves the 1-day window about 2.5 s from now; nothing is written after it.
     await log(h, [impression("old", { timestamp: timestampFromMs(Date.now() - 86_400_000 + 2_500) })]);
