@@ -232,14 +232,17 @@ describe("rollups equal raw events", () => {
   });
 
   it("top queries: the same rows in the same order, for every order and limit", async () => {
+    let longest = 0;
     for (const [name, f] of filters()) {
       for (const order of ["searches", "clicks", "ctr", "no_results"] as const) {
-        for (const limit of [1, 7, 1000]) {
-          const [r, q] = await Promise.all([raw.topQueries(f, order, limit), fast.topQueries(f, order, limit)]);
-          expect(q, `${name} ${order} ${limit}`).toEqual(r);
-        }
+        // The reference once per order (its ranking is total, so a smaller limit is its prefix):
+        // the raw aggregation is most of this test's time.
+        const [r, ...qs] = await Promise.all([raw.topQueries(f, order, 1000), ...[1, 7, 1000].map((limit) => fast.topQueries(f, order, limit))]);
+        longest = Math.max(longest, r.length);
+        [1, 7, 1000].forEach((limit, k) => expect(qs[k], `${name} ${order} ${limit}`).toEqual(r.slice(0, limit)));
       }
     }
+    expect(longest).toBeGreaterThan(7); // the limits cut
     // Hourly tables written, finished days compacted and stored by the reader.
     expect(await rollupCollection(h.server.store.collections).countDocuments({ g: "qh" })).toBeGreaterThan(0);
     expect(await rollupCollection(h.server.store.collections).countDocuments({ g: "qd" })).toBeGreaterThan(0);
