@@ -22,8 +22,8 @@ export class Accumulator {
   private ownDayMax: boolean;
   /** Days made of hours and edges (this accumulator's own): day start -> row -> searches. */
   private readonly partialDays = new Map<number, Map<number, number>>();
-  /** Latency triples added here, rows in this accumulator's numbering. */
-  private readonly latency: { row: Uint32Array; key: Int16Array; count: Uint32Array }[] = [];
+  /** Latency entries of the tables added here: their rows' rows in this accumulator (`row`) and entries. */
+  private readonly latency: { row: Uint32Array; start: Uint32Array; key: Int16Array; count: Uint16Array | Uint32Array }[] = [];
   /** Searches below and in the last coarse bucket asked, per row (see below). */
   private lastSplit: { bucket: number; under: Float64Array; at: Float64Array } | undefined;
 
@@ -97,11 +97,7 @@ export class Accumulator {
         if (searches > this.dayMax[r]!) this.dayMax[r] = searches;
       } else partial.set(r, (partial.get(r) ?? 0) + searches);
     }
-    if (table.latRow.length > 0) {
-      const row = new Uint32Array(table.latRow.length);
-      for (let e = 0; e < row.length; e++) row[e] = map[table.latRow[e]!]!;
-      this.latency.push({ row, key: table.latKey, count: table.latCount });
-    }
+    if (table.latKey.length > 0) this.latency.push({ row: map, start: table.latStart, key: table.latKey, count: table.latCount });
     this.lastSplit = undefined;
   }
 
@@ -133,11 +129,14 @@ export class Accumulator {
         under.set(base.under.subarray(0, Math.min(base.under.length, under.length)));
         at.set(base.at.subarray(0, Math.min(base.at.length, at.length)));
       }
-      for (const part of this.latency) {
-        for (let e = 0; e < part.row.length; e++) {
-          const k = part.key[e]!;
-          if (k < bucket) under[part.row[e]!]! += part.count[e]!;
-          else if (k === bucket) at[part.row[e]!]! += part.count[e]!;
+      for (const { row, start, key, count } of this.latency) {
+        for (let j = 0; j < row.length; j++) {
+          const r = row[j]!;
+          for (let e = start[j]!; e < start[j + 1]!; e++) {
+            const k = key[e]!;
+            if (k < bucket) under[r]! += count[e]!;
+            else if (k === bucket) at[r]! += count[e]!;
+          }
         }
       }
       this.lastSplit = { bucket, under, at };

@@ -50,7 +50,7 @@ import { ComposedCache } from "../../core/composed-cache.js";
 import { ReadTurns } from "./read-turns.js";
 import { Accumulator } from "./user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents, type RawEvents } from "./user-raw-tables.js";
-import { decode, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
+import { decode, emptyTable, encode, tableBytes, userRollups, type Budget, type Grain, type UserRollupDocument, type UserTable } from "./user-tables.js";
 import type { UserTotals } from "../../core/user-totals.js";
 
 const MINUTE_MS = 60_000;
@@ -395,7 +395,6 @@ export class UserRollupReader {
   }
 }
 
-const emptyTable = (): UserTable => ({ ids: new Uint32Array(0), rows: new Float64Array(0), latRow: new Uint32Array(0), latKey: new Int16Array(0), latCount: new Uint32Array(0) });
 
 /**
  * The per-user totals of a window straight from the events (the reference the rollups are

@@ -5,13 +5,15 @@
  * already built day moves the answer (the day's version moved, so it is built again); a restarted
  * reader finds the stored tables instead of rebuilding.
  */
+import { Binary } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { UserTotals } from "../../../src/core/user-totals.js";
 import { Accumulator } from "../../../src/store/read/user-accumulator.js";
 import { rawEvents, rawUserTables, tablesFromEvents } from "../../../src/store/read/user-raw-tables.js";
 import { rawUserWindow, UserRollupReader } from "../../../src/store/read/user-rollups.js";
-import { userRollups, type UserTable } from "../../../src/store/read/user-tables.js";
+import { decode, encode, TableBuilder, userRollups, type UserTable } from "../../../src/store/read/user-tables.js";
 import { startHarness, type Harness } from "../../support/harness.js";
+import { mulberry32 } from "../../support/prng.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -109,8 +111,11 @@ it("sum tables column by column over a cached base exactly as a straightforward 
   const table = (users: number): UserTable => {
     const ids = [...new Set(Array.from({ length: users }, () => Math.floor(rand() * 3000)))].sort((a, b) => a - b);
     const rows = Float64Array.from({ length: ids.length * 6 }, (_, i) => (i % 6 === 5 ? rand() * 3 : Math.floor(rand() * 20)));
-    const lat = ids.flatMap((_, r) => (rand() < 0.5 ? [[r, Math.floor(rand() * 80) - 10, 1 + Math.floor(rand() * 5)]] : []));
-    return { ids: Uint32Array.from(ids), rows, latRow: Uint32Array.from(lat.map((x) => x[0]!)), latKey: Int16Array.from(lat.map((x) => x[1]!)), latCount: Uint32Array.from(lat.map((x) => x[2]!)) };
+    const lat = ids.flatMap((_, r) => Array.from({ length: Math.floor(rand() * 3) }, () => [r, Math.floor(rand() * 80) - 10, 1 + Math.floor(rand() * 5)]));
+    const latStart = new Uint32Array(ids.length + 1);
+    for (const [r] of lat) latStart[r! + 1]!++;
+    for (let r = 0; r < ids.length; r++) latStart[r + 1]! += latStart[r]!;
+    return { ids: Uint32Array.from(ids), rows, latStart, latKey: Int16Array.from(lat.map((x) => x[1]!)), latCount: Uint32Array.from(lat.map((x) => x[2]!)) };
   };
   const day = Math.floor(Date.now() / DAY) * DAY;
   const baseParts = Array.from({ length: 30 }, (_, k) => ({ table: table(1500), g: (k < 25 ? "d" : "h") as "d" | "h", t: k < 25 ? day - (30 - k) * DAY : day - 5 * DAY + k * HOUR }));
@@ -140,7 +145,9 @@ it("sum tables column by column over a cached base exactly as a straightforward 
           perDay.get(d)!.set(r, (perDay.get(d)!.get(r) ?? 0) + s);
         }
       });
-      p.table.latRow.forEach((j, e) => lat.push([rowOf.get(p.table.ids[j]!)!, p.table.latKey[e]!, p.table.latCount[e]!]));
+      p.table.ids.forEach((n, j) => {
+        for (let e = p.table.latStart[j]!; e < p.table.latStart[j + 1]!; e++) lat.push([rowOf.get(n)!, p.table.latKey[e]!, p.table.latCount[e]!]);
+      });
     }
     for (const m of perDay.values()) for (const [r, s] of m) dayMax[r] = Math.max(dayMax[r]!, s);
     expect(Array.from(got.ids)).toEqual([...rowOf.keys()]);
@@ -156,5 +163,40 @@ it("sum tables column by column over a cached base exactly as a straightforward 
       const below = got.latencyBelow!(ms);
       for (let r = 0; r < rows.length; r++) expect(below[r]).toBeCloseTo(under[r]! + share * at[r]!, 9);
     }
+  }
+});
+
+it("a table stored and read back is the same table: triples by row in the stored form, counts past 16 bits kept", () => {
+  const random = mulberry32(5);
+  for (const big of [false, true]) {
+    const builder = new TableBuilder();
+    for (let k = 0; k < 400; k++) {
+      const u = builder.user(Math.floor(random() * 300));
+      for (let f = 0; f < 6; f++) u.row[f]! += f === 5 ? random() : Math.floor(random() * 9);
+      const bucket = Math.floor(random() * 60) - 20;
+      u.lat.set(bucket, (u.lat.get(bucket) ?? 0) + (big && k === 7 ? 70_000 : 1 + Math.floor(random() * 4)));
+    }
+    const table = builder.build();
+    expect(table.latCount instanceof Uint32Array).toBe(big);
+    const stored = encode(table);
+    // The stored layout (version 1): [1, users, triples, 0], ids, rows, then (row, bucket, searches).
+    const bytes = Uint8Array.from(stored.buffer);
+    const [version, n, m] = new Uint32Array(bytes.buffer, 0, 3);
+    expect([version, n, m]).toEqual([1, table.ids.length, table.latKey.length]);
+    const pad = (x: number) => Math.ceil(x / 8) * 8;
+    const latRow = new Uint32Array(bytes.buffer, 16 + pad(n! * 4) + n! * 6 * 8, m!);
+    table.ids.forEach((_, r) => {
+      for (let e = table.latStart[r]!; e < table.latStart[r + 1]!; e++) expect(latRow[e]).toBe(r);
+    });
+    // Read back from a reply whose bytes sit at an odd offset of a larger buffer, as the driver's may.
+    const reply = new Uint8Array(bytes.length + 3);
+    reply.set(bytes, 3);
+    const back = decode(new Binary(reply.subarray(3)));
+    expect(Array.from(back.ids)).toEqual(Array.from(table.ids));
+    expect(Array.from(back.rows)).toEqual(Array.from(table.rows));
+    expect(Array.from(back.latStart)).toEqual(Array.from(table.latStart));
+    expect(Array.from(back.latKey)).toEqual(Array.from(table.latKey));
+    expect(Array.from(back.latCount)).toEqual(Array.from(table.latCount));
+    expect(back.latCount.constructor).toBe(table.latCount.constructor);
   }
 });
