@@ -36,14 +36,22 @@ export interface RawFirstClicks {
   reciprocalRanks: Float64Array;
 }
 
+/** Rows of a `$group` by {k: key, u: user} with withResultsSum as `swr` and firstClickPush as `fcs`. */
+export type FirstClickRow = { _id: { k: unknown; u: unknown }; swr: number; fcs: { r: unknown; d: unknown }[] };
+
 /** First clicks of the impressions matching `m`, per value of the `$group` key expression `key` (stringified; null is ""). */
 export async function rawFirstClicks(c: Collections, m: Document, key: unknown, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<Map<string, RawFirstClicks>> {
   const rows = await c.impressions
-    .aggregate<{ _id: { k: unknown; u: string }; swr: number; fcs: { r: unknown; d: unknown }[] }>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
+    .aggregate<FirstClickRow>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
       allowDiskUse: true,
       ...timeLimit(budget),
     })
     .toArray();
+  return firstClicksOfRows(rows);
+}
+
+/** First clicks per key from the per-(key, user) rows that rawFirstClicks' grouping makes. */
+export function firstClicksOfRows(rows: readonly FirstClickRow[]): Map<string, RawFirstClicks> {
   const out = new Map<string, RawFirstClicks>();
   for (const r of rows) {
     const k = r._id.k instanceof Date ? r._id.k.toISOString() : String(r._id.k ?? "");

@@ -2,7 +2,7 @@ import type { Document } from "mongodb";
 import { interpolatePercentile, rankStats, type RankStats } from "../../core/metrics.js";
 import { emptyFirstClickStats, mergeFirstClickStats, type FirstClickStats } from "../../core/first-click.js";
 import type { Collections } from "../schema/documents.js";
-import { rawFirstClicks } from "./first-click-fields.js";
+import { firstClickPush, firstClicksOfRows, rawFirstClicks, withResultsSum, type FirstClickRow, type RawFirstClicks } from "./first-click-fields.js";
 import { match, timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 export interface ResponseTimeStats {
@@ -139,43 +139,56 @@ export const zeroTotals = (): EventTotals => ({ impressions: 0, clicks: 0, searc
  */
 export async function eventTotals(c: Collections, f: MetricsFilter): Promise<TotalsBreakdown> {
   const m = match(f);
+  // One user's events come back as one row per variant, first clicks included: one pass instead
+  // of a second one over the impressions (each row's first clicks within one document, as in
+  // rawFirstClicks). Every user's rows would be too many to return: the engine sums them, and the
+  // first clicks are their own aggregation.
+  const oneUser = f.userId !== undefined;
   const sums = { i: { $sum: "$i" }, c: { $sum: "$c" }, s: { $sum: "$s" }, nr: { $sum: "$nr" }, rk: { $sum: "$rk" }, rt: { $sum: "$rt" }, o: { $sum: "$o" } };
   const regroup = { ...sums, users: { $sum: 1 } };
-  const [[result], firstClicks] = await Promise.all([c.impressions
-    .aggregate<{ variants: Document[]; overall: Document[] }>(
-      [
-        { $match: m },
-        {
-          $project: {
-            _id: 0,
-            u: "$user_id",
-            v: "$variant",
-            i: { $literal: 1 },
-            c: { $literal: 0 },
-            s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
-            nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
-            rk: { $literal: 0 },
-            rt: "$response_time_ms",
-            o: { $ifNull: ["$lk.o", 0] },
-          },
-        },
-        {
-          $unionWith: {
-            coll: c.clicks.collectionName,
-            pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 }, o: { $literal: 0 } } }],
-          },
-        },
-        { $group: { _id: { v: "$v", u: "$u" }, ...sums } },
-        {
-          $facet: {
-            variants: [{ $group: { _id: "$_id.v", ...regroup } }],
-            overall: [{ $group: { _id: "$_id.u", ...sums } }, { $group: { _id: null, ...regroup } }],
-          },
-        },
-      ],
-      { allowDiskUse: true, ...timeLimit(f) },
-    )
-    .toArray(), rawFirstClicks(c, m, "$variant", f)]);
+  const pipeline: Document[] = [
+    { $match: m },
+    {
+      $project: {
+        _id: 0,
+        u: "$user_id",
+        v: "$variant",
+        i: { $literal: 1 },
+        c: { $literal: 0 },
+        s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
+        nr: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
+        rk: { $literal: 0 },
+        rt: "$response_time_ms",
+        o: { $ifNull: ["$lk.o", 0] },
+        ...(oneUser ? { wr: withResultsSum.$sum, fc: firstClickPush.$push } : {}),
+      },
+    },
+    {
+      $unionWith: {
+        coll: c.clicks.collectionName,
+        pipeline: [{ $match: m }, { $project: { _id: 0, u: "$user_id", v: "$variant", i: { $literal: 0 }, c: { $literal: 1 }, s: { $literal: 0 }, nr: { $literal: 0 }, rk: "$rank", rt: { $literal: 0 }, o: { $literal: 0 } } }],
+      },
+    },
+    // ($push of a missing field adds nothing: the clicks, and the searches without a first click.)
+    { $group: { _id: { v: "$v", u: "$u" }, ...sums, ...(oneUser ? { swr: { $sum: "$wr" }, fcs: { $push: "$fc" } } : {}) } },
+  ];
+  const options = { allowDiskUse: true, ...timeLimit(f) };
+  let overallRow: Document | undefined;
+  let variantRows: Document[];
+  let firstClicks: Map<string, RawFirstClicks>;
+  if (oneUser) {
+    const rows = await c.impressions.aggregate<Document & FirstClickRow & { _id: { v: unknown; u: unknown } }>(pipeline, options).toArray();
+    firstClicks = firstClicksOfRows(rows.map((r) => ({ ...r, _id: { k: r._id.v, u: r._id.u } })));
+    variantRows = rows.map((r) => ({ ...r, _id: r._id.v, users: 1 }));
+    overallRow = rows.length === 0 ? undefined : { users: 1 };
+    for (const r of rows) for (const k of Object.keys(sums)) overallRow![k] = Number(overallRow![k] ?? 0) + Number(r[k]);
+  } else {
+    const facet = { $facet: { variants: [{ $group: { _id: "$_id.v", ...regroup } }], overall: [{ $group: { _id: "$_id.u", ...sums } }, { $group: { _id: null, ...regroup } }] } };
+    const [[result], separate] = await Promise.all([c.impressions.aggregate<{ variants: Document[]; overall: Document[] }>([...pipeline, facet], options).toArray(), rawFirstClicks(c, m, "$variant", f)]);
+    overallRow = result?.overall[0];
+    variantRows = result?.variants ?? [];
+    firstClicks = separate;
+  }
   const totals = (d: Document | undefined): EventTotals =>
     d === undefined
       ? zeroTotals()
@@ -190,13 +203,10 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
           firstClicks: firstClicks.get(String(d._id))?.stats ?? emptyFirstClickStats(),
           clicksOutsideResults: Number(d.o),
         };
-  const overall = totals(result?.overall[0]);
+  const overall = totals(overallRow);
   overall.firstClicks = emptyFirstClickStats();
   for (const { stats } of firstClicks.values()) mergeFirstClickStats(overall.firstClicks, stats);
-  return {
-    overall,
-    variants: new Map((result?.variants ?? []).map((d) => [String(d._id), totals(d)])),
-  };
+  return { overall, variants: new Map(variantRows.map((d) => [String(d._id), totals(d)])) };
 }
 
 /** Rank histograms of clicks, overall (key "") or per variant. */
@@ -216,18 +226,19 @@ export async function rankHistograms(c: Collections, f: MetricsFilter, perVarian
 
 export async function userActivity(c: Collections, userId: string, f: Pick<MetricsFilter, "window" | "maxTimeMS">): Promise<UserActivity> {
   const filter = match({ window: f.window, userId });
-  const [clicks, impressions] = await Promise.all([
-    c.clicks
-      .aggregate([{ $match: filter }, { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$rank" }, variants: { $addToSet: "$variant" } } }], timeLimit(f))
-      .toArray(),
-    c.impressions
-      .aggregate([
+  // One aggregation over both collections (a group per kind): one round trip instead of two.
+  const rows = await c.impressions
+    .aggregate<{ _id: "i" | "c"; n: number; avg: unknown; variants: string[] }>(
+      [
         { $match: filter },
-        { $group: { _id: null, n: { $sum: 1 }, avg: { $avg: "$response_time_ms" }, variants: { $addToSet: "$variant" } } },
-      ], timeLimit(f))
-      .toArray(),
-  ]);
-  const [cl, im] = [clicks[0], impressions[0]];
+        { $project: { _id: 0, k: "i", x: "$response_time_ms", v: "$variant" } },
+        { $unionWith: { coll: c.clicks.collectionName, pipeline: [{ $match: filter }, { $project: { _id: 0, k: "c", x: "$rank", v: "$variant" } }] } },
+        { $group: { _id: "$k", n: { $sum: 1 }, avg: { $avg: "$x" }, variants: { $addToSet: "$v" } } },
+      ],
+      timeLimit(f),
+    )
+    .toArray();
+  const [cl, im] = [rows.find((r) => r._id === "c"), rows.find((r) => r._id === "i")];
   const variants = new Set<string>([...(cl?.variants ?? []), ...(im?.variants ?? [])]);
   return {
     clicks: Number(cl?.n ?? 0),

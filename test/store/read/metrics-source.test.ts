@@ -13,6 +13,9 @@ import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
+import { eventTotals, userActivity } from "../../../src/store/read/metrics-queries.js";
+import { rawFirstClicks } from "../../../src/store/read/first-click-fields.js";
+import { match } from "../../../src/store/read/metrics-filter.js";
 import { rollupListing } from "../../../src/store/read/rollup-listing.js";
 import { UserRollupReader } from "../../../src/store/read/user-rollups.js";
 import type { UserTotals } from "../../../src/core/user-totals.js";
@@ -194,6 +197,48 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
     expect(rollupListing(c).sent - sentBefore).toBe(1);
     expect(commands.filter((x) => x.startsWith("find rollups"))).toEqual(["find rollups"]);
     expect(warm.arms.size).toBe(2);
+  } finally {
+    await monitored.close();
+  }
+});
+
+it("reads one user's totals (with first clicks) and summary in one aggregation each, the same as separate passes", async () => {
+  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
+  await monitored.connect();
+  const commands: string[] = [];
+  monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+  try {
+    const c = collections(monitored.db(h.dbName));
+    const at = (ms: number) => timestampFromDate(new Date(ms));
+    const now = Date.now();
+    // One user in two variants: searches with and without results, first clicks at several
+    // ranks and delays, a repeated click, and another user's events that must not count.
+    const events = [];
+    for (let i = 0; i < 12; i++) {
+      const id = `one-${i}`;
+      const variant = i % 3 === 0 ? "b" : "a";
+      events.push({ kind: { case: "impression" as const, value: { eventId: id, impressionId: id, userId: i === 11 ? "someone-else" : "one-user", query: "q", variant, resultsCount: i % 5 === 4 ? 0 : 6, responseTimeMs: 10 + i, timestamp: at(now - HOUR - i * MINUTE) } } });
+      if (i % 2 === 0 && i % 5 !== 4)
+        for (const [k, rank] of (i % 4 === 0 ? [1, 3] : [i % 6]).entries())
+          events.push({ kind: { case: "click" as const, value: { eventId: `${id}-c${k}`, impressionId: id, userId: i === 11 ? "someone-else" : "one-user", productId: "p", rank, searchQuery: "q", variant, responseTimeMs: 5, timestamp: at(now - HOUR - i * MINUTE + 1_000 * (k + 1) * (i + 1)) } } });
+    }
+    await h.client.logEvents({ events });
+    const f: MetricsFilter = { window: timeWindow(1), userId: "one-user" };
+    commands.length = 0;
+    const totals = await eventTotals(c, f);
+    expect(commands).toEqual(["aggregate impressions"]);
+    // The same first clicks as their own pass over the impressions (the path unfiltered reads take).
+    const separate = await rawFirstClicks(c, match(f), "$variant", f);
+    expect(new Map([...totals.variants].map(([v, t]) => [v, t.firstClicks]))).toEqual(new Map([...separate].map(([v, x]) => [v, x.stats])));
+    expect(totals.variants.get("a")!.firstClicks.ranks.size).toBeGreaterThan(1);
+    expect(totals.overall.impressions).toBe(11);
+    expect(totals.overall.users).toBe(1);
+    commands.length = 0;
+    const summary = await userActivity(c, "one-user", f);
+    expect(commands).toEqual(["aggregate impressions"]);
+    expect(summary).toMatchObject({ impressions: 11, clicks: totals.overall.clicks, variantsUsed: ["a", "b"] });
+    expect(summary.avgResponseTimeMs).toBeCloseTo(totals.overall.responseTimeSum / 11, 12);
+    expect(summary.avgRankClicked).toBeCloseTo(totals.overall.rankSum / totals.overall.clicks, 12);
   } finally {
     await monitored.close();
   }
