@@ -20,7 +20,7 @@ import { topRows, type QueryRow, type TopQueriesOrder } from "../../core/top-que
 import { queryRows, topQueries } from "./breakdowns.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
-import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, type QueryEntry } from "../schema/query-table-fields.js";
+import { addQueryEntry, decodeQueryTable, encodeQueryTable, entryOfRow, rowCounts, rowOfEntry, sumHistograms, type QueryEntry, type SummedHistograms } from "../schema/query-table-fields.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { HOUR_MS, markFull, QUERY_TABLE_MAX_QUERIES, rollupCollection, rollupId } from "../schema/rollup-documents.js";
 import { EDGE_SETTLED_MS } from "./window-ranges.js";
@@ -90,6 +90,16 @@ function rankedRows(table: CachedTable, order: TopQueriesOrder): QueryRow[] {
   let rows = byOrder.get(order);
   if (!rows) byOrder.set(order, (rows = topRows(Array.from(table.counts, ([query, n]) => rowCounts(query, n)), order, table.counts.size)));
   return rows;
+}
+
+/** Returned queries' histograms summed over a window's day groups, per merged window table. */
+const groupSums = new WeakMap<CachedTable, Map<string, SummedHistograms>>();
+function groupHistograms(grouped: CachedTable, query: string): SummedHistograms {
+  let byQuery = groupSums.get(grouped);
+  if (!byQuery) groupSums.set(grouped, (byQuery = new Map()));
+  let sums = byQuery.get(query);
+  if (!sums) byQuery.set(query, (sums = sumHistograms(query, (grouped.parts ?? [grouped]).map((t) => t.counts))));
+  return sums;
 }
 
 /** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
@@ -230,9 +240,10 @@ export class QueryTableReader {
       if (candidates.length >= delta.size + limit) break;
       if (!delta.has(row.query)) candidates.push(row);
     }
-    // Only the rows returned get their positions, summed from the tables merged.
-    const sources = [...hourTables, ...(grouped.parts ?? [grouped])].map((t) => t.counts).concat(rawTables);
-    return topRows(candidates, order, limit).map((row) => rowOfEntry(row.query, merged(row.query)!, sources));
+    // Only the rows returned get their positions, summed from the tables merged: the day groups'
+    // part once per group and query (their counts are final), the rest on every call.
+    const sources = hourTables.map((t) => t.counts).concat(rawTables);
+    return topRows(candidates, order, limit).map((row) => rowOfEntry(row.query, merged(row.query)!, sources, groupHistograms(grouped, row.query)));
   }
 
   /**

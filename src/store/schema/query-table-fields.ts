@@ -150,16 +150,34 @@ export function entryOfRow(row: QueryRow): QueryEntry {
   };
 }
 
-/** Summed from the tables merged into a row, by key: sums over it then run in one order whichever tables answered (the same to the last bit). */
-function summedHistogram(query: string, tables: readonly ReadonlyMap<string, QueryEntry>[], field: "h" | "f"): Map<number, number> {
-  const summed = new Map<number, number>();
-  for (const table of tables) addPacked(summed, table.get(query)?.[field]);
-  return new Map([...summed].filter(([, n]) => n !== 0).sort((a, b) => a[0] - b[0]));
+/** A query's histograms summed over some tables (unsorted; zeros kept): see rowOfEntry. */
+export interface SummedHistograms {
+  h: Map<number, number>;
+  f: Map<number, number>;
 }
 
-/** A row with its positions: its clicks at shown ranks from its merged entry, its histograms summed from the tables merged into it. */
-export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[]): QueryRow {
-  return { ...rowCounts(query, n), positions: { resultsCounts: summedHistogram(query, tables, "h"), shownClicks: n.k, firstClickRanks: summedHistogram(query, tables, "f") } };
+/** A query's histograms summed over `tables`, added to `base` (copied, not changed) if given. */
+export function sumHistograms(query: string, tables: readonly ReadonlyMap<string, QueryEntry>[], base?: SummedHistograms): SummedHistograms {
+  const out = { h: new Map(base?.h), f: new Map(base?.f) };
+  for (const table of tables) {
+    const entry = table.get(query);
+    if (entry === undefined) continue;
+    addPacked(out.h, entry.h);
+    addPacked(out.f, entry.f);
+  }
+  return out;
+}
+
+/** By key, zeros dropped: sums then run in one order whichever tables answered (the same to the last bit). */
+const ordered = (summed: ReadonlyMap<number, number>) => new Map([...summed].filter(([, n]) => n !== 0).sort((a, b) => a[0] - b[0]));
+
+/**
+ * A row with its positions: its clicks at shown ranks from its merged entry, its histograms summed
+ * from the tables merged into it (`base`: those of some of them, summed before).
+ */
+export function rowOfEntry(query: string, n: QueryEntry, tables: readonly ReadonlyMap<string, QueryEntry>[], base?: SummedHistograms): QueryRow {
+  const { h, f } = sumHistograms(query, tables, base);
+  return { ...rowCounts(query, n), positions: { resultsCounts: ordered(h), shownClicks: n.k, firstClickRanks: ordered(f) } };
 }
 
 /** A table entry as a row without positions (cheap: for ranking every query of a window). */

@@ -106,7 +106,18 @@ export const BUCKET_WIDTH = BUCKET_FIELDS.length;
 export const RESULTS_COUNT_CAP = 100;
 
 export const floorTo = (t: number, unit: number) => t - (((t % unit) + unit) % unit);
-export const rollupId = (g: Grain | TableGrain, t: number, v: string) => `${g}|${new Date(t).toISOString()}|${v}`;
+/** ISO strings of the starts ids are made of: the same hours and days come back call after call and batch after batch. */
+const isoStrings = new Map<number, string>();
+function isoString(t: number): string {
+  let iso = isoStrings.get(t);
+  if (iso === undefined) {
+    if (isoStrings.size >= 50_000) isoStrings.clear();
+    isoStrings.set(t, (iso = new Date(t).toISOString()));
+  }
+  return iso;
+}
+
+export const rollupId = (g: Grain | TableGrain, t: number, v: string) => `${g}|${isoString(t)}|${v}`;
 
 export const isTable = (g: Grain | TableGrain): g is TableGrain => g === "qh" || g === "qd";
 
