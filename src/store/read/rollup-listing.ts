@@ -67,10 +67,12 @@ export class RollupListing {
     const maxTimeMS = limits.some((m) => m === undefined) ? undefined : Math.max(...(limits as number[]));
     try {
       this.sent++;
-      const rows = await rollupCollection(this.c)
-        .find({ $or: asked.flatMap((a) => a.clauses) as Document[] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, ...(maxTimeMS === undefined ? {} : { maxTimeMS }), ...ONE_ROUND_TRIP })
-        .toArray();
-      const listed = rows.map((d): ListedVersion => ({ g: d.g, t: d.t, v: d.v, ver: Number(d.ver) }));
+      // Raw documents, read by listedVersion: the driver's general decoding was most of a warm
+      // GetTopQueries' own CPU (a week's 337 listed hours: 0.9 ms of 3.8 per call).
+      const rows = (await rollupCollection(this.c)
+        .find({ $or: asked.flatMap((a) => a.clauses) as Document[] }, { projection: { _id: 0, g: 1, t: 1, v: 1, ver: 1 }, raw: true, ...(maxTimeMS === undefined ? {} : { maxTimeMS }), ...ONE_ROUND_TRIP })
+        .toArray()) as unknown as Uint8Array[];
+      const listed = rows.map(listedVersion);
       for (const a of asked) a.resolve(asked.length === 1 ? listed : listed.filter((d) => a.clauses.some((clause) => matches(clause, d))));
     } catch (error) {
       for (const a of asked) a.reject(error);
@@ -84,4 +86,65 @@ export function matches(clause: ListingClause, d: ListedVersion): boolean {
   const t = d.t.getTime();
   if (clause.t instanceof Date) return t === clause.t.getTime();
   return t >= clause.t.$gte.getTime() && (clause.t.$lt === undefined || t < clause.t.$lt.getTime());
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * One listed document from its BSON: the four fields the projection keeps (strings g and v, the
+ * date t, the number ver as an int32, int64 or double); anything else is skipped by its size.
+ */
+export function listedVersion(bytes: Uint8Array): ListedVersion {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: Partial<ListedVersion> = {};
+  let i = 4;
+  const end = view.getInt32(0, true) - 1;
+  while (i < end) {
+    const type = bytes[i++]!;
+    const nameStart = i;
+    while (bytes[i] !== 0) i++;
+    const name = utf8.decode(bytes.subarray(nameStart, i++));
+    let size: number;
+    let value: string | number | Date | undefined;
+    switch (type) {
+      case 0x02: // string: int32 length (with its NUL), bytes
+        size = 4 + view.getInt32(i, true);
+        value = utf8.decode(bytes.subarray(i + 4, i + size - 1));
+        break;
+      case 0x09: // UTC datetime: int64 ms
+        size = 8;
+        value = new Date(Number(view.getBigInt64(i, true)));
+        break;
+      case 0x10:
+        size = 4;
+        value = view.getInt32(i, true);
+        break;
+      case 0x12:
+        size = 8;
+        value = Number(view.getBigInt64(i, true));
+        break;
+      case 0x01:
+        size = 8;
+        value = view.getFloat64(i, true);
+        break;
+      case 0x03: // an embedded document or an array: its own int32 size
+      case 0x04:
+        size = view.getInt32(i, true);
+        break;
+      case 0x08:
+        size = 1;
+        break;
+      case 0x0a:
+        size = 0;
+        break;
+      default:
+        throw new Error(`rollup listing: unexpected BSON type 0x${type.toString(16)} in field "${name}"`);
+    }
+    if (name === "g" || name === "v") out[name] = value as string;
+    else if (name === "t") out.t = value as Date;
+    else if (name === "ver") out.ver = Number(value);
+    i += size;
+  }
+  if (out.g === undefined || out.t === undefined || out.v === undefined) throw new Error("rollup listing: a document without its grain, start or variant");
+  return { g: out.g, t: out.t, v: out.v, ver: out.ver ?? Number.NaN };
 }

@@ -3,11 +3,11 @@
  * exactly what the engine returns for its own clauses (checked against the engine on random
  * documents and clauses of the shapes the readers write).
  */
-import { MongoClient } from "mongodb";
+import { BSON, Double, Long, MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { collections, type Collections } from "../../../src/store/schema/documents.js";
 import { rollupCollection } from "../../../src/store/schema/rollup-documents.js";
-import { rollupListing, type ListingClause } from "../../../src/store/read/rollup-listing.js";
+import { listedVersion, rollupListing, type ListingClause } from "../../../src/store/read/rollup-listing.js";
 import { mulberry32 } from "../../support/prng.js";
 
 const HOUR = 3_600_000;
@@ -27,11 +27,12 @@ afterAll(async () => {
 it("gives each of several listings asked at once what the engine gives for its clauses, in one find", async () => {
   const random = mulberry32(7);
   const base = Date.UTC(2026, 10, 1);
-  const variants = ["a", "b", "c"];
+  const variants = ["a", "b", "ranker ü 🦄"];
+  // Versions as the engine may keep them: int32, int64 past 2^32 ($inc on a long), double.
   const docs = Array.from({ length: 300 }, (_, i) => {
     const g = random() < 0.7 ? "h" : "d";
     const t = new Date(base + Math.floor(random() * 240) * (g === "h" ? HOUR : 24 * HOUR));
-    return { _id: `x${i}`, g, t, v: variants[Math.floor(random() * 3)]!, ver: i };
+    return { _id: `x${i}`, g, t, v: variants[Math.floor(random() * 3)]!, ver: i % 3 === 0 ? Long.fromNumber(i + 2 ** 33) : i % 3 === 1 ? new Double(i + 0.5) : i };
   });
   await rollupCollection(c).insertMany(docs as never[]);
   const at = () => new Date(base + Math.floor(random() * 260) * HOUR);
@@ -66,4 +67,16 @@ it("fails every listing of a turn when the find fails, and lists again next time
   const results = await Promise.allSettled([listing.list([good], {}), listing.list([bad], {})]);
   expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
   expect((await listing.list([good], {})).length).toBeGreaterThan(0);
+});
+
+it("reads a listed document from its BSON, skipping fields it does not know and refusing one without its keys", () => {
+  const t = new Date(Date.UTC(2026, 11, 6, 13));
+  const bytes = BSON.serialize({ a: { nested: [1, 2] }, g: "qh", flag: true, nothing: null, t, big: Long.fromNumber(2 ** 40), v: "variante ü", pi: 3.14, ver: 7, tail: "x" });
+  expect(listedVersion(bytes)).toEqual({ g: "qh", t, v: "variante ü", ver: 7 });
+  // At an offset inside a larger buffer, as the driver hands out raw documents.
+  const padded = new Uint8Array(bytes.length + 5);
+  padded.set(bytes, 5);
+  expect(listedVersion(padded.subarray(5))).toEqual({ g: "qh", t, v: "variante ü", ver: 7 });
+  expect(() => listedVersion(BSON.serialize({ g: "h", v: "a" }))).toThrow(/without its grain, start or variant/);
+  expect(() => listedVersion(BSON.serialize({ g: "h", t, v: "a", r: /x/ }))).toThrow(/unexpected BSON type 0xb in field "r"/);
 });
