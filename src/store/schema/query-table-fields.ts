@@ -139,19 +139,41 @@ export function queryField(query: string, counter: QueryCounter): string {
   return queryFieldPrefix(query) + counter;
 }
 
-/** Recent queries' field prefixes: a batch names the same popular queries over and over. */
-const prefixes = new Map<string, string>();
+/**
+ * A query's field names in a query table: its prefix `qt.<bucket>.<escaped query>.` and each
+ * counter's field, built once per query and counter (the write path names the same popular
+ * queries over and over: concatenating them per event was a hot spot).
+ */
+export class QueryFieldNames {
+  /** Counter -> field, filled as counters are met (most queries only ever see a few). */
+  private readonly fields: Record<string, string> = {};
+
+  constructor(readonly prefix: string) {}
+
+  /** The field of a counter: a letter of QueryCounter, or an `h<k>` / `f<r>` one. */
+  counter(counter: string): string {
+    return (this.fields[counter] ??= this.prefix + counter);
+  }
+}
+
+/** Recent queries' field names: a batch names the same popular queries over and over. */
+const names = new Map<string, QueryFieldNames>();
 const PREFIX_CACHE_LIMIT = 50_000;
+
+/** The field names of a query (see QueryFieldNames). */
+export function queryFieldNames(query: string): QueryFieldNames {
+  let fields = names.get(query);
+  if (fields === undefined) {
+    fields = new QueryFieldNames(`qt.${bucketOf(query)}.${queryKey(query)}.`);
+    if (names.size >= PREFIX_CACHE_LIMIT) names.clear();
+    names.set(query, fields);
+  }
+  return fields;
+}
 
 /** `qt.<bucket>.<escaped query>.`: a counter's field is this and the counter's letter. */
 export function queryFieldPrefix(query: string): string {
-  let prefix = prefixes.get(query);
-  if (prefix === undefined) {
-    prefix = `qt.${bucketOf(query)}.${queryKey(query)}.`;
-    if (prefixes.size >= PREFIX_CACHE_LIMIT) prefixes.clear();
-    prefixes.set(query, prefix);
-  }
-  return prefix;
+  return queryFieldNames(query).prefix;
 }
 
 /** The counters of a stored table, by query. */
