@@ -5,12 +5,14 @@ import { InvalidArgumentError } from "../core/errors.js";
 import { validateClick, validateImpression, type ClickEvent, type Impression } from "../core/events.js";
 import type { DurableWriter } from "../store/click-store.js";
 import type { CallContext } from "./grpc-adapter.js";
-import { clickSource, identity, requestTime } from "./request-mapping.js";
+import { clickSource, requestTime } from "./request-mapping.js";
 
+// Identity: a request field, else its metadata fallback (`x-user-id`, `x-session-id`).
 export function clickFromRequest(req: LogClickRequest, ctx: CallContext, now: Date): ClickEvent {
   return validateClick(
     {
-      ...identity(req, ctx),
+      userId: req.userId || ctx.header("x-user-id"),
+      sessionId: req.sessionId || ctx.header("x-session-id"),
       eventId: req.eventId,
       impressionId: req.impressionId,
       productId: req.productId,
@@ -28,7 +30,8 @@ export function clickFromRequest(req: LogClickRequest, ctx: CallContext, now: Da
 export function impressionFromRequest(req: LogImpressionRequest, ctx: CallContext, now: Date): Impression {
   return validateImpression(
     {
-      ...identity(req, ctx),
+      userId: req.userId || ctx.header("x-user-id"),
+      sessionId: req.sessionId || ctx.header("x-session-id"),
       eventId: req.eventId,
       impressionId: req.impressionId,
       query: req.query,

@@ -96,26 +96,27 @@ export function collections(db: Db): Collections {
   };
 }
 
-// Latencies are always stored as BSON doubles, even when a value happens to be whole.
-export function clickDocument(e: ClickEvent): ClickDocument {
-  return {
-    event_id: e.eventId,
-    ...(e.impressionId === null ? {} : { impression_id: e.impressionId }),
-    user_id: e.userId,
-    product_id: e.productId,
-    rank: e.rank,
-    search_query: e.searchQuery,
-    query_normalized: normalizeQuery(e.searchQuery),
-    variant: e.variant,
-    response_time_ms: new Double(e.responseTimeMs),
-    session_id: e.sessionId,
-    source: e.source,
-    timestamp: e.timestamp,
-  };
+// Latencies are always stored as BSON doubles, even when a value happens to be whole. `marker`,
+// when given, is the writing batch's (`b`, last, as the write path has always stored it).
+export function clickDocument(e: ClickEvent, marker?: string): ClickDocument {
+  const doc: ClickDocument = { event_id: e.eventId } as ClickDocument;
+  if (e.impressionId !== null) doc.impression_id = e.impressionId;
+  doc.user_id = e.userId;
+  doc.product_id = e.productId;
+  doc.rank = e.rank;
+  doc.search_query = e.searchQuery;
+  doc.query_normalized = normalizeQuery(e.searchQuery);
+  doc.variant = e.variant;
+  doc.response_time_ms = new Double(e.responseTimeMs);
+  doc.session_id = e.sessionId;
+  doc.source = e.source;
+  doc.timestamp = e.timestamp;
+  if (marker !== undefined) doc.b = marker;
+  return doc;
 }
 
-export function impressionDocument(e: Impression): ImpressionDocument {
-  return {
+export function impressionDocument(e: Impression, marker?: string): ImpressionDocument {
+  const doc: ImpressionDocument = {
     event_id: e.eventId,
     impression_id: e.impressionId,
     user_id: e.userId,
@@ -126,8 +127,10 @@ export function impressionDocument(e: Impression): ImpressionDocument {
     response_time_ms: new Double(e.responseTimeMs),
     session_id: e.sessionId,
     timestamp: e.timestamp,
-    ...(e.teams === undefined ? {} : { teams: e.teams }),
   };
+  if (e.teams !== undefined) doc.teams = e.teams;
+  if (marker !== undefined) doc.b = marker;
+  return doc;
 }
 
 /**
