@@ -20,7 +20,7 @@ import { latencyBucket } from "../../core/sketches.js";
 import { userBucket, USER_BUCKETS } from "../../core/user-buckets.js";
 import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
 import { noteInterleavingWrites } from "./interleaving-versions.js";
-import { firstClickCounter, histogramCounter, queryFieldNames } from "../schema/query-table-fields.js";
+import { queryFieldNames } from "../schema/query-table-fields.js";
 import { userNumbers, WORD_BITS, WORD_GROUP } from "../schema/user-ids.js";
 import { APPLIED_KEEP, BUCKET_FIELDS, DAY_MS, floorTo, HOUR_MS, isTable, markFull, RESULTS_COUNT_CAP, rollupCollection, rollupId, ROLLUPS, type BucketField, type Grain, type TableGrain } from "../schema/rollup-documents.js";
 
@@ -133,8 +133,8 @@ export class RollupDelta {
       const table = this.table(e.timestamp, e.variant);
       if (table) {
         const q = queryFieldNames(e.query_normalized);
-        addCounter(table.inc, q.counter("c"), 1);
-        addCounter(table.inc, q.counter("r"), e.rank);
+        addCounter(table.inc, q.c, 1);
+        addCounter(table.inc, q.r, e.rank);
       }
     }
   }
@@ -160,10 +160,10 @@ export class RollupDelta {
       // h0 would repeat n: a search without results shows no rank.
       const q = queryFieldNames(e.query_normalized);
       const inc = table.inc;
-      addCounter(inc, q.counter("i"), 1);
-      if (noResults) addCounter(inc, q.counter("n"), 1);
-      if (swc) addCounter(inc, q.counter("s"), 1);
-      if (shown > 0) addCounter(inc, q.counter(histogramCounter(shown)), 1);
+      addCounter(inc, q.i, 1);
+      if (noResults) addCounter(inc, q.n, 1);
+      if (swc) addCounter(inc, q.s, 1);
+      if (shown > 0) addCounter(inc, q.histogram(shown), 1);
     }
     const docs = this.hourDocs(e.timestamp, e.variant);
     const searches = BUCKET_FIELD_NAMES.i[bucket]!;
@@ -196,7 +196,7 @@ export class RollupDelta {
   firstClick(e: Pick<ImpressionDocument, "timestamp" | "variant" | "user_id" | "results_count" | "query_normalized">, clickAt: Date, rank: number, n: 1 | -1): void {
     if (!(e.results_count > 0)) return;
     const table = this.table(e.timestamp, e.variant);
-    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).counter(firstClickCounter(rank)), n);
+    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).firstClick(rank), n);
     const delay = timeToClickField(latencyBucket(timeToClickMs(e.timestamp.getTime(), clickAt.getTime())));
     const bucket = userBucket(e.user_id);
     const firstClicked = bucketField(bucket, "f");
@@ -229,10 +229,10 @@ export class RollupDelta {
     const table = this.table(e.timestamp, e.variant);
     if (table) {
       const q = queryFieldNames(e.query_normalized);
-      addCounter(table.inc, q.counter("c"), n * lk.n);
-      addCounter(table.inc, q.counter("r"), n * lk.s);
-      addCounter(table.inc, q.counter("k"), n * shownClicks(lk));
-      addCounter(table.inc, q.counter("o"), n * lk.o);
+      addCounter(table.inc, q.c, n * lk.n);
+      addCounter(table.inc, q.r, n * lk.s);
+      addCounter(table.inc, q.k, n * shownClicks(lk));
+      addCounter(table.inc, q.o, n * lk.o);
     }
   }
 
@@ -246,7 +246,7 @@ export class RollupDelta {
       add(inc, perBucket, 1);
     }
     const table = this.table(e.timestamp, e.variant);
-    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).counter("s"), 1);
+    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).s, 1);
   }
 
   /** Statements of one `update` command: an upsert per rollup document, unless `marker` is already counted there. */
@@ -262,8 +262,9 @@ export class RollupDelta {
       };
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
-      const bits = Object.entries(d.bits);
-      if (bits.length > 0) update.$bit = Object.fromEntries(bits.map(([field, mask]) => [field, { or: new Int32(mask | 0) }]));
+      let bit: Document | undefined;
+      for (const field in d.bits) (bit ??= {})[field] = { or: new Int32(d.bits[field]! | 0) };
+      if (bit !== undefined) update.$bit = bit;
       // A full query table matches nothing, like one that has the marker (see apply).
       return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
     });

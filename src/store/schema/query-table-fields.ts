@@ -145,14 +145,52 @@ export function queryField(query: string, counter: QueryCounter): string {
  * queries over and over: concatenating them per event was a hot spot).
  */
 export class QueryFieldNames {
-  /** Counter -> field, filled as counters are met (most queries only ever see a few). */
-  private readonly fields: Record<string, string> = {};
+  // One shape for every query (filled as counters are met: most queries only ever see a few).
+  private fi: string | undefined = undefined;
+  private fc: string | undefined = undefined;
+  private fs: string | undefined = undefined;
+  private fn: string | undefined = undefined;
+  private fr: string | undefined = undefined;
+  private fk: string | undefined = undefined;
+  private fo: string | undefined = undefined;
+  /** `h<k>` and `f<r>` fields, by k and r. */
+  private fh: string[] | undefined = undefined;
+  private ff: string[] | undefined = undefined;
 
   constructor(readonly prefix: string) {}
 
-  /** The field of a counter: a letter of QueryCounter, or an `h<k>` / `f<r>` one. */
-  counter(counter: string): string {
-    return (this.fields[counter] ??= this.prefix + counter);
+  get i(): string {
+    return (this.fi ??= this.prefix + "i");
+  }
+  get c(): string {
+    return (this.fc ??= this.prefix + "c");
+  }
+  get s(): string {
+    return (this.fs ??= this.prefix + "s");
+  }
+  get n(): string {
+    return (this.fn ??= this.prefix + "n");
+  }
+  get r(): string {
+    return (this.fr ??= this.prefix + "r");
+  }
+  get k(): string {
+    return (this.fk ??= this.prefix + "k");
+  }
+  get o(): string {
+    return (this.fo ??= this.prefix + "o");
+  }
+
+  /** The field of `h<k>`, a capped results count k. */
+  histogram(cappedCount: number): string {
+    const fields = (this.fh ??= []);
+    return cappedCount >= 0 && cappedCount < 128 ? (fields[cappedCount] ??= this.prefix + histogramCounter(cappedCount)) : this.prefix + histogramCounter(cappedCount);
+  }
+
+  /** The field of `f<r>`, a first-click rank r. */
+  firstClick(rank: number): string {
+    const fields = (this.ff ??= []);
+    return rank >= 0 && rank < 128 ? (fields[rank] ??= this.prefix + firstClickCounter(rank)) : this.prefix + firstClickCounter(rank);
   }
 }
 
