@@ -50,7 +50,13 @@ const wordFieldOf = (word: number) => `um.${Math.floor(word / WORD_GROUP)}.${wor
 /** The field of bitmap word `word` (cached for the first 2^16 words: two million users). */
 const wordField = (word: number) => (word < 1 << 16 ? (wordFields[word] ??= wordFieldOf(word)) : wordFieldOf(word));
 
-type DocDelta = { g: Grain | TableGrain; t: number; v: string; inc: Record<string, number>; min?: number; max: Record<string, number>; bits: Record<string, number> };
+/**
+ * One document's increments. `inc` and `bits` are Maps (insertion-ordered like the objects they
+ * once were, and sent as they are: BSON writes a Map as a document): a batch adds to the same
+ * few hundred fields thousands of times, and a Map's look-ups cost a fraction of a
+ * dictionary-mode object's (profiled: 7% of the server's busy time).
+ */
+type DocDelta = { g: Grain | TableGrain; t: number; v: string; inc: Map<string, number>; min?: number; max: Record<string, number>; bits: Map<string, number> };
 
 /** The documents one (hour, variant) of events updates: its hour, its day, and (once used) its hour's query table. */
 interface HourDocs {
@@ -59,10 +65,10 @@ interface HourDocs {
   qh?: DocDelta;
 }
 
-const add = (inc: Record<string, number>, field: string, n: number) => (inc[field] = (inc[field] ?? 0) + n);
+const add = (inc: Map<string, number>, field: string, n: number) => inc.set(field, (inc.get(field) ?? 0) + n);
 /** Adds a query counter: a zero is not written (the field is not created for it). */
-const addCounter = (inc: Record<string, number>, field: string, n: number) => {
-  if (n !== 0) inc[field] = (inc[field] ?? 0) + n;
+const addCounter = (inc: Map<string, number>, field: string, n: number) => {
+  if (n !== 0) inc.set(field, (inc.get(field) ?? 0) + n);
 };
 
 /**
@@ -87,7 +93,7 @@ export class RollupDelta {
   private doc(g: Grain | TableGrain, t: number, v: string): DocDelta {
     const id = rollupId(g, t, v);
     let d = this.docs.get(id);
-    if (!d) this.docs.set(id, (d = { g, t, v, inc: {}, max: {}, bits: {} }));
+    if (!d) this.docs.set(id, (d = { g, t, v, inc: new Map(), max: {}, bits: new Map() }));
     return d;
   }
 
@@ -122,11 +128,11 @@ export class RollupDelta {
     for (let i = 0; i < 2; i++) {
       const d = i === 0 ? docs.h : docs.d;
       const inc = d.inc;
-      inc.clk = (inc.clk ?? 0) + 1;
-      inc.rk_sum = (inc.rk_sum ?? 0) + e.rank;
+      add(inc, "clk", 1);
+      add(inc, "rk_sum", e.rank);
       add(inc, rank, 1);
       add(inc, perBucket, 1);
-      d.bits[word] = (d.bits[word] ?? 0) | bit;
+      d.bits.set(word, (d.bits.get(word) ?? 0) | bit);
     }
     // A linked click counts in its search's query (linked()); an unlinked one in the query it carries.
     if (e.impression_id === undefined) {
@@ -170,22 +176,22 @@ export class RollupDelta {
     for (let i = 0; i < 2; i++) {
       const d = i === 0 ? docs.h : docs.d;
       const inc = d.inc;
-      inc.imp = (inc.imp ?? 0) + 1;
+      add(inc, "imp", 1);
       add(inc, resultsCount, 1);
       add(inc, searches, 1);
       if (swc) {
-        inc.swc = (inc.swc ?? 0) + 1;
+        add(inc, "swc", 1);
         add(inc, BUCKET_FIELD_NAMES.s[bucket]!, 1);
       }
       if (noResults) {
-        inc.nr = (inc.nr ?? 0) + 1;
+        add(inc, "nr", 1);
         add(inc, BUCKET_FIELD_NAMES.n[bucket]!, 1);
       }
-      inc.rt_sum = (inc.rt_sum ?? 0) + ms;
+      add(inc, "rt_sum", ms);
       add(inc, latency, 1);
       d.min = Math.min(d.min ?? Infinity, ms);
       d.max.rt_max = Math.max(d.max.rt_max ?? -Infinity, ms);
-      d.bits[word] = (d.bits[word] ?? 0) | bit;
+      d.bits.set(word, (d.bits.get(word) ?? 0) | bit);
     }
   }
 
@@ -242,7 +248,7 @@ export class RollupDelta {
     const docs = this.hourDocs(e.timestamp, e.variant);
     for (let i = 0; i < 2; i++) {
       const inc = (i === 0 ? docs.h : docs.d).inc;
-      inc.swc = (inc.swc ?? 0) + 1;
+      add(inc, "swc", 1);
       add(inc, perBucket, 1);
     }
     const table = this.table(e.timestamp, e.variant);
@@ -254,7 +260,7 @@ export class RollupDelta {
     return ids.map((id) => {
       const d = this.docs.get(id)!;
       // Into the increments themselves: copying thousands of fields per update was a hot spot.
-      d.inc.ver = 1;
+      d.inc.set("ver", 1);
       const update: Document = {
         $inc: d.inc,
         $setOnInsert: { g: d.g, t: new Date(d.t), v: d.v },
@@ -263,7 +269,7 @@ export class RollupDelta {
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
       let bit: Document | undefined;
-      for (const field in d.bits) (bit ??= {})[field] = { or: new Int32(d.bits[field]! | 0) };
+      for (const [field, mask] of d.bits) (bit ??= {})[field] = { or: new Int32(mask | 0) };
       if (bit !== undefined) update.$bit = bit;
       // A full query table matches nothing, like one that has the marker (see apply).
       return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
