@@ -13,7 +13,7 @@
  * reply) may resend a batch that was in fact counted.
  */
 import { randomBytes } from "node:crypto";
-import { Int32, MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
+import { MongoServerError, type Collection, type Document, type Filter, type UpdateFilter } from "mongodb";
 import { reciprocalRank, timeToClickMs } from "../../core/first-click.js";
 import { shownClicks, type LinkedClicks } from "../../core/click-attribution.js";
 import { latencyBucket } from "../../core/sketches.js";
@@ -269,7 +269,8 @@ export class RollupDelta {
       if (d.min !== undefined) update.$min = { rt_min: d.min };
       if (Object.keys(d.max).length > 0) update.$max = d.max;
       let bit: Document | undefined;
-      for (const [field, mask] of d.bits) (bit ??= {})[field] = { or: new Int32(mask | 0) };
+      // `mask | 0` is a 32-bit integer, which BSON writes as an int32: what Int32(mask) wrote, without an object per word.
+      for (const [field, mask] of d.bits) (bit ??= {})[field] = { or: mask | 0 };
       if (bit !== undefined) update.$bit = bit;
       // A full query table matches nothing, like one that has the marker (see apply).
       return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
