@@ -139,8 +139,8 @@ export class RollupDelta {
       const table = this.table(e.timestamp, e.variant);
       if (table) {
         const q = queryFieldNames(e.query_normalized);
-        addCounter(table.inc, q.c, 1);
-        addCounter(table.inc, q.r, e.rank);
+        addCounter(table.inc, q.letter("c"), 1);
+        addCounter(table.inc, q.letter("r"), e.rank);
       }
     }
   }
@@ -166,9 +166,9 @@ export class RollupDelta {
       // h0 would repeat n: a search without results shows no rank.
       const q = queryFieldNames(e.query_normalized);
       const inc = table.inc;
-      addCounter(inc, q.i, 1);
-      if (noResults) addCounter(inc, q.n, 1);
-      if (swc) addCounter(inc, q.s, 1);
+      addCounter(inc, q.letter("i"), 1);
+      if (noResults) addCounter(inc, q.letter("n"), 1);
+      if (swc) addCounter(inc, q.letter("s"), 1);
       if (shown > 0) addCounter(inc, q.histogram(shown), 1);
     }
     const docs = this.hourDocs(e.timestamp, e.variant);
@@ -235,10 +235,10 @@ export class RollupDelta {
     const table = this.table(e.timestamp, e.variant);
     if (table) {
       const q = queryFieldNames(e.query_normalized);
-      addCounter(table.inc, q.c, n * lk.n);
-      addCounter(table.inc, q.r, n * lk.s);
-      addCounter(table.inc, q.k, n * shownClicks(lk));
-      addCounter(table.inc, q.o, n * lk.o);
+      addCounter(table.inc, q.letter("c"), n * lk.n);
+      addCounter(table.inc, q.letter("r"), n * lk.s);
+      addCounter(table.inc, q.letter("k"), n * shownClicks(lk));
+      addCounter(table.inc, q.letter("o"), n * lk.o);
     }
   }
 
@@ -252,7 +252,7 @@ export class RollupDelta {
       add(inc, perBucket, 1);
     }
     const table = this.table(e.timestamp, e.variant);
-    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).s, 1);
+    if (table) addCounter(table.inc, queryFieldNames(e.query_normalized).letter("s"), 1);
   }
 
   /** Statements of one `update` command: an upsert per rollup document, unless `marker` is already counted there. */

@@ -144,41 +144,21 @@ export function queryField(query: string, counter: QueryCounter): string {
  * counter's field, built once per query and counter (the write path names the same popular
  * queries over and over: concatenating them per event was a hot spot).
  */
+/** Where QueryFieldNames keeps each letter counter's field. */
+const LETTER_SLOTS: Record<QueryCounter, number> = { i: 0, c: 1, s: 2, n: 3, r: 4, k: 5, o: 6 };
+
 export class QueryFieldNames {
-  // One shape for every query (filled as counters are met: most queries only ever see a few).
-  private fi: string | undefined = undefined;
-  private fc: string | undefined = undefined;
-  private fs: string | undefined = undefined;
-  private fn: string | undefined = undefined;
-  private fr: string | undefined = undefined;
-  private fk: string | undefined = undefined;
-  private fo: string | undefined = undefined;
+  // One shape for every query, filled as counters are met (most queries only ever see a few).
+  private readonly letters: (string | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined, undefined];
   /** `h<k>` and `f<r>` fields, by k and r. */
   private fh: string[] | undefined = undefined;
   private ff: string[] | undefined = undefined;
 
   constructor(readonly prefix: string) {}
 
-  get i(): string {
-    return (this.fi ??= this.prefix + "i");
-  }
-  get c(): string {
-    return (this.fc ??= this.prefix + "c");
-  }
-  get s(): string {
-    return (this.fs ??= this.prefix + "s");
-  }
-  get n(): string {
-    return (this.fn ??= this.prefix + "n");
-  }
-  get r(): string {
-    return (this.fr ??= this.prefix + "r");
-  }
-  get k(): string {
-    return (this.fk ??= this.prefix + "k");
-  }
-  get o(): string {
-    return (this.fo ??= this.prefix + "o");
+  /** The field of a letter counter. */
+  letter(counter: QueryCounter): string {
+    return (this.letters[LETTER_SLOTS[counter]] ??= this.prefix + counter);
   }
 
   /** The field of `h<k>`, a capped results count k. */
