@@ -42,8 +42,8 @@ export function requireBatchSize(count: number, field = "events"): void {
  * (which defaults to its event_id). The same rule as storage's unique indexes, which let
  * impressions be sharded by impression_id (docs/operations.md, "Running at scale").
  */
-export function uniqueKeys(t: TrackedEvent): string[] {
-  return t.kind === "click" ? [`c:${t.event.eventId}`] : [`s:${t.event.impressionId}`];
+export function uniqueKey(t: TrackedEvent): string {
+  return t.kind === "click" ? t.event.eventId : t.event.impressionId;
 }
 
 /**
@@ -61,8 +61,10 @@ export function prepareBatch<T>(
 ): PreparedBatch {
   const toWrite: PreparedBatch["toWrite"] = [];
   const decided: EventOutcome[] = [];
-  const seen = new Set<string>();
-  items.forEach((item, i) => {
+  // Clicks and impressions have separate key spaces.
+  const seen = { click: new Set<string>(), impression: new Set<string>() };
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i]!;
     const index = firstIndex + i;
     let tracked: TrackedEvent;
     try {
@@ -70,18 +72,19 @@ export function prepareBatch<T>(
     } catch (error) {
       if (error instanceof InvalidArgumentError) {
         decided.push({ index, outcome: "rejected", eventId: suppliedId(item), field: fieldPrefix(index, item) + error.field, reason: error.rule });
-        return;
+        continue;
       }
       throw error;
     }
-    const keys = uniqueKeys(tracked);
-    if (keys.some((k) => seen.has(k))) {
+    const key = uniqueKey(tracked);
+    const keys = seen[tracked.kind];
+    if (keys.has(key)) {
       decided.push({ index, outcome: "duplicate", eventId: tracked.event.eventId });
-      return;
+      continue;
     }
-    keys.forEach((k) => seen.add(k));
+    keys.add(key);
     toWrite.push({ index, tracked });
-  });
+  }
   return { toWrite, decided };
 }
 
@@ -92,7 +95,8 @@ export function settleBatch(batch: PreparedBatch, duplicateIndexes: ReadonlySet<
     outcome: duplicateIndexes.has(index) ? "duplicate" : "accepted",
     eventId: tracked.event.eventId,
   }));
-  return [...batch.decided, ...written].sort((a, b) => a.index - b.index);
+  // Written events are in index order already: nothing to sort unless some were decided here.
+  return batch.decided.length === 0 ? written : [...batch.decided, ...written].sort((a, b) => a.index - b.index);
 }
 
 export function tally(outcomes: readonly EventOutcome[]): Record<Outcome, number> {

@@ -115,9 +115,15 @@ export function charLength(value: string): number {
 // C0 and C1 control characters have no business in identifiers.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
 
+/**
+ * More than `maxChars` characters: a string of at most that many UTF-16 code units has at most
+ * that many characters, so only longer ones are counted (the per-event path, ids and queries).
+ */
+const longerThan = (value: string, maxChars: number) => value.length > maxChars && charLength(value) > maxChars;
+
 export function requireId(field: string, value: string, maxChars: number = LIMITS.idChars): string {
   if (value.length === 0) throw new InvalidArgumentError(field, "is required");
-  if (charLength(value) > maxChars) throw new InvalidArgumentError(field, `must be at most ${maxChars} characters`);
+  if (longerThan(value, maxChars)) throw new InvalidArgumentError(field, `must be at most ${maxChars} characters`);
   if (CONTROL_CHARS.test(value)) throw new InvalidArgumentError(field, "must not contain control characters");
   return value;
 }
@@ -133,7 +139,7 @@ function optionalKey(field: string, value: string | undefined): string | undefin
 
 export function requireQuery(field: string, value: string): string {
   if (value.trim().length === 0) throw new InvalidArgumentError(field, "is required and must not be blank");
-  if (charLength(value) > LIMITS.queryChars) throw new InvalidArgumentError(field, `must be at most ${LIMITS.queryChars} characters`);
+  if (longerThan(value, LIMITS.queryChars)) throw new InvalidArgumentError(field, `must be at most ${LIMITS.queryChars} characters`);
   if (value.includes("\u0000")) throw new InvalidArgumentError(field, "must not contain NUL characters");
   return value;
 }
@@ -169,16 +175,13 @@ export function resolveTimestamp(field: string, value: Date | undefined, now: Da
   return value;
 }
 
-function resolveIdentity(input: Identity): { userId: string; sessionId: string | null } {
-  return {
-    userId: optionalId("user_id", input.userId) ?? randomUUID(),
-    sessionId: optionalId("session_id", input.sessionId) ?? null,
-  };
-}
+const resolveUserId = (input: Identity): string => optionalId("user_id", input.userId) ?? randomUUID();
+const resolveSessionId = (input: Identity): string | null => optionalId("session_id", input.sessionId) ?? null;
 
 /** Validates a click completely before anything is written; throws on the first broken rule. */
 export function validateClick(input: ClickInput, now: Date = new Date()): ClickEvent {
-  const { userId, sessionId } = resolveIdentity(input);
+  const userId = resolveUserId(input);
+  const sessionId = resolveSessionId(input);
   return {
     eventId: optionalKey("event_id", input.eventId) ?? randomUUID(),
     impressionId: optionalKey("impression_id", input.impressionId) ?? null,
@@ -195,12 +198,13 @@ export function validateClick(input: ClickInput, now: Date = new Date()): ClickE
 }
 
 export function validateImpression(input: ImpressionInput, now: Date = new Date()): Impression {
-  const { userId, sessionId } = resolveIdentity(input);
+  const userId = resolveUserId(input);
+  const sessionId = resolveSessionId(input);
   // One key serves both purposes unless the client gives both: a retried search keeps its id.
   const clientEventId = optionalKey("event_id", input.eventId);
   const clientImpressionId = optionalKey("impression_id", input.impressionId);
   const eventId = clientEventId ?? clientImpressionId ?? randomUUID();
-  return {
+  const impression: Impression = {
     eventId,
     impressionId: clientImpressionId ?? eventId,
     userId,
@@ -210,6 +214,8 @@ export function validateImpression(input: ImpressionInput, now: Date = new Date(
     resultsCount: requireNonNegativeInt("results_count", input.resultsCount),
     responseTimeMs: requireResponseTime("response_time_ms", input.responseTimeMs),
     timestamp: resolveTimestamp("timestamp", input.timestamp, now),
-    ...(input.teams === undefined || input.teams.length === 0 ? {} : { teams: optionalTeams(input.teams, input.resultsCount) }),
   };
+  // Only interleaved lists have teams: no key at all otherwise.
+  if (input.teams !== undefined && input.teams.length > 0) impression.teams = optionalTeams(input.teams, input.resultsCount);
+  return impression;
 }

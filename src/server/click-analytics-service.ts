@@ -13,7 +13,7 @@ import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias
 import { ctrFields, firstClickFields, queryFirstClicks } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
-import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne } from "./ingest.js";
+import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne, prepareEvents, writePrepared } from "./ingest.js";
 import { metricsFilter, windowOf, queryLimit, responseTime, topQueriesOrder } from "./request-mapping.js";
 import { WatchHub } from "./watch.js";
 import { experimentsService } from "./experiments-service.js";
@@ -141,9 +141,14 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       for await (const message of requests) {
         if (ctx.signal.aborted) break;
         requireBatchSize(message.events.length, `batches[${batches}].events`);
-        const outcomes = await ingestBatch(store.writer, message.events, ctx, now(), position);
+        const count = message.events.length;
+        const batch = prepareEvents(message.events, ctx, now(), position);
+        // The decoded events are not needed past validation: let go now, they die young instead of
+        // being copied by the garbage collector while the batch is written (this loop holds `message`).
+        message.events = [];
+        const outcomes = await writePrepared(store.writer, batch);
         batches++;
-        position += message.events.length;
+        position += count;
         const t = tally(outcomes);
         deps.onIngested?.(t);
         totals.accepted += t.accepted;

@@ -6,6 +6,7 @@
 import { once } from "node:events";
 import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
+import { decodeEventBatch, isEventBatch } from "./event-decoding.js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import { DomainError, InvalidArgumentError } from "../core/errors.js";
@@ -240,7 +241,7 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
       requestSerialize: (message: MessageShape<DescMessage>) => Buffer.from(toBinary(method.input, message)),
       requestDeserialize: (bytes: Buffer) => {
         try {
-          return fromBinary(method.input, bytes);
+          return isEventBatch(method.input) ? decodeEventBatch(method.input, bytes) : fromBinary(method.input, bytes);
         } catch (error) {
           return { [MALFORMED]: error instanceof Error ? error.message : String(error) } as unknown as MessageShape<DescMessage>;
         }

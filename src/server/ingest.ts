@@ -1,16 +1,18 @@
 /** From decoded requests to stored events: validation, batching and duplicate handling. */
 import type { Event, LogClickRequest, LogImpressionRequest } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
-import { prepareBatch, settleBatch, type EventOutcome, type TrackedEvent } from "../core/batch.js";
+import { prepareBatch, settleBatch, type EventOutcome, type PreparedBatch, type TrackedEvent } from "../core/batch.js";
 import { InvalidArgumentError } from "../core/errors.js";
 import { validateClick, validateImpression, type ClickEvent, type Impression } from "../core/events.js";
 import type { DurableWriter } from "../store/click-store.js";
 import type { CallContext } from "./grpc-adapter.js";
-import { clickSource, identity, requestTime } from "./request-mapping.js";
+import { clickSource, requestTime } from "./request-mapping.js";
 
+// Identity: a request field, else its metadata fallback (`x-user-id`, `x-session-id`).
 export function clickFromRequest(req: LogClickRequest, ctx: CallContext, now: Date): ClickEvent {
   return validateClick(
     {
-      ...identity(req, ctx),
+      userId: req.userId || ctx.header("x-user-id"),
+      sessionId: req.sessionId || ctx.header("x-session-id"),
       eventId: req.eventId,
       impressionId: req.impressionId,
       productId: req.productId,
@@ -28,7 +30,8 @@ export function clickFromRequest(req: LogClickRequest, ctx: CallContext, now: Da
 export function impressionFromRequest(req: LogImpressionRequest, ctx: CallContext, now: Date): Impression {
   return validateImpression(
     {
-      ...identity(req, ctx),
+      userId: req.userId || ctx.header("x-user-id"),
+      sessionId: req.sessionId || ctx.header("x-session-id"),
       eventId: req.eventId,
       impressionId: req.impressionId,
       query: req.query,
@@ -58,7 +61,12 @@ function trackedFromEvent(e: Event, ctx: CallContext, now: Date): TrackedEvent {
  * events (for streams: their position in the whole stream).
  */
 export async function ingestBatch(writer: DurableWriter, events: readonly Event[], ctx: CallContext, now: Date, firstIndex = 0): Promise<EventOutcome[]> {
-  const batch = prepareBatch(
+  return writePrepared(writer, prepareEvents(events, ctx, now, firstIndex));
+}
+
+/** Validates a batch: what to write, and the outcomes known before writing (see prepareBatch). */
+export function prepareEvents(events: readonly Event[], ctx: CallContext, now: Date, firstIndex = 0): PreparedBatch {
+  return prepareBatch(
     events,
     (e) => trackedFromEvent(e, ctx, now),
     (index, e) => (e.kind.case === undefined ? `events[${index}].` : `events[${index}].${e.kind.case}.`),
@@ -66,6 +74,10 @@ export async function ingestBatch(writer: DurableWriter, events: readonly Event[
     // A rejected event was never validated: its result carries the id as the client sent it.
     (e) => (e.kind.case === undefined ? "" : e.kind.value.eventId),
   );
+}
+
+/** Writes a validated batch; its outcomes in index order. */
+export async function writePrepared(writer: DurableWriter, batch: PreparedBatch): Promise<EventOutcome[]> {
   const duplicates = await writer.write(batch.toWrite);
   return settleBatch(batch, duplicates);
 }

@@ -3,18 +3,9 @@ import { timestampDate, timestampFromDate, type Timestamp } from "@bufbuild/prot
 import { ClickSource, TopQueriesOrder } from "../../gen/clickanalytics/v1/click_analytics_pb.js";
 import type { TopQueriesOrder as OrderName } from "../core/top-queries.js";
 import { InvalidArgumentError } from "../core/errors.js";
-import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName, type Identity } from "../core/events.js";
+import { CLICK_SOURCES, optionalId, optionalVariant, type ClickSourceName } from "../core/events.js";
 import { requestWindow, type TimeWindow } from "../core/window.js";
 import type { MetricsFilter } from "../store/click-store.js";
-import type { CallContext } from "./grpc-adapter.js";
-
-/** A request field, else its metadata fallback (`x-user-id`, `x-session-id`). */
-export function identity(request: { userId: string; sessionId: string }, ctx: CallContext): Identity {
-  return {
-    userId: request.userId || ctx.header("x-user-id"),
-    sessionId: request.sessionId || ctx.header("x-session-id"),
-  };
-}
 
 export function requestTime(ts: Timestamp | undefined, field = "timestamp"): Date | undefined {
   if (ts === undefined) return undefined;

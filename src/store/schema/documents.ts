@@ -96,38 +96,62 @@ export function collections(db: Db): Collections {
   };
 }
 
-// Latencies are always stored as BSON doubles, even when a value happens to be whole.
-export function clickDocument(e: ClickEvent): ClickDocument {
-  return {
-    event_id: e.eventId,
-    ...(e.impressionId === null ? {} : { impression_id: e.impressionId }),
-    user_id: e.userId,
-    product_id: e.productId,
-    rank: e.rank,
-    search_query: e.searchQuery,
-    query_normalized: normalizeQuery(e.searchQuery),
-    variant: e.variant,
-    response_time_ms: new Double(e.responseTimeMs),
-    session_id: e.sessionId,
-    source: e.source,
-    timestamp: e.timestamp,
-  };
+/**
+ * A latency as stored: always a BSON double. A fractional number is written as one anyway; only a
+ * whole one needs the Double wrapper (BSON would write it as an integer), so most events carry none.
+ */
+const latency = (ms: number): number | Double => (Number.isInteger(ms) ? new Double(ms) : ms);
+
+/** Recent queries' normalised forms: an ingest batch names the same popular queries over and over. */
+const normalized = new Map<string, string>();
+const NORMALIZED_CACHE_LIMIT = 20_000;
+
+/** normalizeQuery, remembered (a query's normalised form never changes). */
+function normalizedQuery(query: string): string {
+  let n = normalized.get(query);
+  if (n === undefined) {
+    n = normalizeQuery(query);
+    if (normalized.size >= NORMALIZED_CACHE_LIMIT) normalized.clear();
+    normalized.set(query, n === query ? query : n);
+  }
+  return n;
 }
 
-export function impressionDocument(e: Impression): ImpressionDocument {
-  return {
+// Latencies are always stored as BSON doubles, even when a value happens to be whole. `marker`,
+// when given, is the writing batch's (`b`, last, as the write path has always stored it).
+export function clickDocument(e: ClickEvent, marker?: string): ClickDocument {
+  const doc: ClickDocument = { event_id: e.eventId } as ClickDocument;
+  if (e.impressionId !== null) doc.impression_id = e.impressionId;
+  doc.user_id = e.userId;
+  doc.product_id = e.productId;
+  doc.rank = e.rank;
+  doc.search_query = e.searchQuery;
+  doc.query_normalized = normalizedQuery(e.searchQuery);
+  doc.variant = e.variant;
+  doc.response_time_ms = latency(e.responseTimeMs);
+  doc.session_id = e.sessionId;
+  doc.source = e.source;
+  doc.timestamp = e.timestamp;
+  if (marker !== undefined) doc.b = marker;
+  return doc;
+}
+
+export function impressionDocument(e: Impression, marker?: string): ImpressionDocument {
+  const doc: ImpressionDocument = {
     event_id: e.eventId,
     impression_id: e.impressionId,
     user_id: e.userId,
     query: e.query,
-    query_normalized: normalizeQuery(e.query),
+    query_normalized: normalizedQuery(e.query),
     variant: e.variant,
     results_count: e.resultsCount,
-    response_time_ms: new Double(e.responseTimeMs),
+    response_time_ms: latency(e.responseTimeMs),
     session_id: e.sessionId,
     timestamp: e.timestamp,
-    ...(e.teams === undefined ? {} : { teams: e.teams }),
   };
+  if (e.teams !== undefined) doc.teams = e.teams;
+  if (marker !== undefined) doc.b = marker;
+  return doc;
 }
 
 /**

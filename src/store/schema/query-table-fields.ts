@@ -211,19 +211,59 @@ export function queryField(query: string, counter: QueryCounter): string {
   return queryFieldPrefix(query) + counter;
 }
 
-/** Recent queries' field prefixes: a batch names the same popular queries over and over. */
-const prefixes = new Map<string, string>();
+/**
+ * A query's field names in a query table: its prefix `qt.<bucket>.<escaped query>.` and each
+ * counter's field, built once per query and counter (the write path names the same popular
+ * queries over and over: concatenating them per event was a hot spot).
+ */
+/** Where QueryFieldNames keeps each letter counter's field. */
+const LETTER_SLOTS: Record<QueryCounter, number> = { i: 0, c: 1, s: 2, n: 3, r: 4, k: 5, o: 6 };
+
+export class QueryFieldNames {
+  // One shape for every query, filled as counters are met (most queries only ever see a few).
+  private readonly letters: (string | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined, undefined];
+  /** `h<k>` and `f<r>` fields, by k and r. */
+  private fh: string[] | undefined = undefined;
+  private ff: string[] | undefined = undefined;
+
+  constructor(readonly prefix: string) {}
+
+  /** The field of a letter counter. */
+  letter(counter: QueryCounter): string {
+    return (this.letters[LETTER_SLOTS[counter]] ??= this.prefix + counter);
+  }
+
+  /** The field of `h<k>`, a capped results count k. */
+  histogram(cappedCount: number): string {
+    const fields = (this.fh ??= []);
+    return cappedCount >= 0 && cappedCount < 128 ? (fields[cappedCount] ??= this.prefix + histogramCounter(cappedCount)) : this.prefix + histogramCounter(cappedCount);
+  }
+
+  /** The field of `f<r>`, a first-click rank r. */
+  firstClick(rank: number): string {
+    const fields = (this.ff ??= []);
+    return rank >= 0 && rank < 128 ? (fields[rank] ??= this.prefix + firstClickCounter(rank)) : this.prefix + firstClickCounter(rank);
+  }
+}
+
+/** Recent queries' field names: a batch names the same popular queries over and over. */
+const names = new Map<string, QueryFieldNames>();
 const PREFIX_CACHE_LIMIT = 50_000;
+
+/** The field names of a query (see QueryFieldNames). */
+export function queryFieldNames(query: string): QueryFieldNames {
+  let fields = names.get(query);
+  if (fields === undefined) {
+    fields = new QueryFieldNames(`qt.${bucketOf(query)}.${queryKey(query)}.`);
+    if (names.size >= PREFIX_CACHE_LIMIT) names.clear();
+    names.set(query, fields);
+  }
+  return fields;
+}
 
 /** `qt.<bucket>.<escaped query>.`: a counter's field is this and the counter's letter. */
 export function queryFieldPrefix(query: string): string {
-  let prefix = prefixes.get(query);
-  if (prefix === undefined) {
-    prefix = `qt.${bucketOf(query)}.${queryKey(query)}.`;
-    if (prefixes.size >= PREFIX_CACHE_LIMIT) prefixes.clear();
-    prefixes.set(query, prefix);
-  }
-  return prefix;
+  return queryFieldNames(query).prefix;
 }
 
 /** The counters of a stored table, by query. */

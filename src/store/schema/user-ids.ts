@@ -43,10 +43,15 @@ export class UserNumbers {
   async resolve(ids: Iterable<string>, maxTimeMS?: number): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     let missing: string[] = [];
-    for (const id of new Set(ids)) {
+    const seen = new Set<string>();
+    for (const id of ids) {
+      if (out.has(id)) continue;
       const n = this.cache.get(id);
-      if (n === undefined) missing.push(id);
-      else out.set(id, n);
+      if (n !== undefined) out.set(id, n);
+      else if (!seen.has(id)) {
+        seen.add(id);
+        missing.push(id);
+      }
     }
     for (let attempt = 0; missing.length > 0; attempt++) {
       for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, maxTimeMS === undefined ? ONE_ROUND_TRIP : { maxTimeMS, ...ONE_ROUND_TRIP }).toArray()) this.learn(out, d._id, Number(d.n));

@@ -45,8 +45,8 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
   // repairRollups finds the record and finishes the job (see rollups/repair.ts).
   const marker = pendingMarker();
   for (const { index, tracked } of items) {
-    if (tracked.kind === "click") clicks.push({ index, doc: { ...clickDocument(tracked.event), b: marker } });
-    else impressions.push({ index, doc: { ...impressionDocument(tracked.event), b: marker } });
+    if (tracked.kind === "click") clicks.push({ index, doc: clickDocument(tracked.event, marker) });
+    else impressions.push({ index, doc: impressionDocument(tracked.event, marker) });
   }
   // A search and its clicks usually arrive together: such an impression is stored clicked, with
   // its linked clicks and its first click at a shown rank (core/click-attribution.ts), and
@@ -91,12 +91,21 @@ async function writeBatch(
     rollUp(c, newClicks, newImpressions, marker),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone (a
     // duplicate impression's stored copy may need it too).
-    linkClicks(c, claimMarker(marker), [...newClicks.flatMap((d) => d.impression_id ?? []), ...impressions.map((x) => x.doc.impression_id), ...dupClicks.flatMap((i) => clicks[i]!.doc.impression_id ?? [])], storedClicked),
+    linkClicks(c, claimMarker(marker), searchesToLink(newClicks, impressions, dupClicks.map((i) => clicks[i]!.doc)), storedClicked),
   ]);
   // Once both are done: a writer that dies before leaves the record, and whoever settles the
   // batch counts its events and its click claim (settleBatch).
   if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
   return duplicates;
+}
+
+/** The searches a batch links: its new clicks' searches, every search it stored (or repeated), and the searches of its repeated clicks. */
+function searchesToLink(newClicks: readonly ClickDocument[], impressions: readonly { doc: ImpressionDocument }[], repeatedClicks: readonly ClickDocument[]): Set<string> {
+  const ids = new Set<string>();
+  for (const d of newClicks) if (d.impression_id !== undefined) ids.add(d.impression_id);
+  for (const x of impressions) ids.add(x.doc.impression_id);
+  for (const d of repeatedClicks) if (d.impression_id !== undefined) ids.add(d.impression_id);
+  return ids;
 }
 
 /**
@@ -109,8 +118,8 @@ async function writeBatch(
  * impression this batch stored clicked needs a claim only when clicks stored before it add to
  * the batch's own.
  */
-async function linkClicks(c: Collections, claim: string, searches: readonly string[], storedClicked: ReadonlyMap<string, ImpressionDocument>): Promise<void> {
-  const ids = [...new Set(searches)];
+async function linkClicks(c: Collections, claim: string, searches: ReadonlySet<string>, storedClicked: ReadonlyMap<string, ImpressionDocument>): Promise<void> {
+  const ids = [...searches];
   if (ids.length === 0) return;
   const stored = await c.clicks
     .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }], ONE_ROUND_TRIP)

@@ -84,6 +84,7 @@ export class GroupCommit {
   }
 
   private async commit(group: Waiting[], events: number): Promise<void> {
+    if (group.length === 1) return this.commitAlone(group[0]!, events);
     // Renumber into one batch, remembering whose item each position was.
     const combined: WriteItem[] = [];
     const owner: { member: number; index: number }[] = [];
@@ -104,6 +105,17 @@ export class GroupCommit {
       group.forEach((waiting, member) => waiting.resolve(perMember[member]!));
     } catch (error) {
       for (const waiting of group) waiting.reject(error);
+    }
+  }
+
+  /** One caller's write (a large one, or alone in the queue): its items as they are, its own indexes back. */
+  private async commitAlone(waiting: Waiting, events: number): Promise<void> {
+    try {
+      const duplicates = await this.writeBatch(waiting.items);
+      this.options.onBatch?.(events, 1);
+      waiting.resolve(duplicates);
+    } catch (error) {
+      waiting.reject(error);
     }
   }
 }
