@@ -109,14 +109,18 @@ it("takes a settled edge hour's whole minutes from its cache, and reads the hour
   expect(reader.edgeHourBuilds).toBe(3);
 });
 
-it("reads a warm window in one round trip (its rollup versions), summing a settled edge hour from its cache to the millisecond", async () => {
-  // The store's collections through a client whose every command is seen.
+/** The store's collections through a client whose every command is seen (`commands`). */
+async function monitoredCollections() {
   const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
   await monitored.connect();
   const commands: string[] = [];
   monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+  return { monitored, commands, c: collections(monitored.db(h.dbName)) };
+}
+
+it("reads a warm window in one round trip (its rollup versions), summing a settled edge hour from its cache to the millisecond", async () => {
+  const { monitored, commands, c } = await monitoredCollections();
   try {
-    const c = collections(monitored.db(h.dbName));
     const reader = new RollupReader(c);
     const metrics = fastMetrics(c, reader);
     const raw = rawMetrics(c);
@@ -203,12 +207,8 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
 });
 
 it("reads one user's totals (with first clicks) and summary in one aggregation each, the same as separate passes", async () => {
-  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
-  await monitored.connect();
-  const commands: string[] = [];
-  monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+  const { monitored, commands, c } = await monitoredCollections();
   try {
-    const c = collections(monitored.db(h.dbName));
     const at = (ms: number) => timestampFromDate(new Date(ms));
     const now = Date.now();
     // One user in two variants: searches with and without results, first clicks at several
