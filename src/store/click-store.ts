@@ -20,7 +20,7 @@ import { userRollups } from "./read/user-tables.js";
 import { Spool, type SpoolOptions } from "./write/spool.js";
 import { isStorageUnreachable } from "./engine/storage-errors.js";
 import { StorageWatchdog, type WatchdogOptions } from "./engine/storage-watchdog.js";
-import { DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./write/writer-lease.js";
+import { DeadWriterCheck, DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./write/writer-lease.js";
 import { DomainError } from "../core/errors.js";
 import { hasTtlMonitor, RawRetention, sweepExpired } from "./schema/retention.js";
 
@@ -68,7 +68,11 @@ export class ClickStore {
     this.interleaving = new InterleavingRollupReader(collections);
     this.userRollups = new UserRollupReader(collections, retention);
     this.queryTables = new QueryTableReader(collections, undefined, retention);
+    this.deadWriters = new DeadWriterCheck(collections, lease.run);
   }
+
+  /** Finishes dead writers' batches before reads (a look only when one could have died since the last). */
+  readonly deadWriters: DeadWriterCheck;
 
   /** Per-query counters for GetTopQueries. */
   readonly queryTables: QueryTableReader;
@@ -169,7 +173,8 @@ export class ClickStore {
 
   /**
    * Before a metrics read: every stored event is counted. This writer's failed batches are
-   * settled, and the batches dead writers left are finished here and now (not after a delay);
+   * settled, and the batches dead writers left are finished here and now (not after a delay;
+   * looked for only when a writer could have died since the last look: DeadWriterCheck);
    * batches of live writers are in flight and finish within their write. While that cannot be
    * done, the read is UNAVAILABLE with the reason.
    */
@@ -179,7 +184,7 @@ export class ClickStore {
     if (abandoned > 0) throw new DomainError("unavailable", `metrics are unavailable while ${abandoned} write(s) interrupted by the storage's stall finish; retry shortly`);
     try {
       await this.writer.settleFailedBatches();
-      await finishDeadWriters(this.collections, this.lease.run);
+      await this.deadWriters.finish();
     } catch (error) {
       if (!isStorageUnreachable(error)) throw error;
       // The reason, not MongoDB's error text: host names and ports stay out of client answers.

@@ -29,6 +29,8 @@ export interface LeaseDocument {
 }
 
 export const DEFAULT_LEASE_MS = 10_000;
+/** The shortest lease a writer takes: how long a look that found no dead writer holds (see DeadWriterCheck). */
+export const MIN_LEASE_MS = 1_000;
 
 export function leaseCollection(c: Collections): Collection<LeaseDocument> {
   return c.db.collection<LeaseDocument>("writer_leases");
@@ -69,7 +71,7 @@ export class WriterLease {
   static async acquire(c: Collections, instance: string, leaseMs = DEFAULT_LEASE_MS, onRenewed: () => void = () => undefined): Promise<WriterLease> {
     const run = `${instance}.${randomBytes(6).toString("base64url")}`;
     await leaseCollection(c).updateMany({ instance, _id: { $ne: run } }, { $set: { expires: new Date(0) } });
-    const lease = new WriterLease(c, run, instance, leaseMs, onRenewed);
+    const lease = new WriterLease(c, run, instance, Math.max(MIN_LEASE_MS, leaseMs), onRenewed);
     try {
       await lease.renew();
     } catch (error) {
@@ -110,6 +112,44 @@ export class WriterLease {
   }
 }
 
+/** What one look at other writers found: the batches it finished, and how long every lease it saw still runs. */
+interface DeadWriterLook {
+  finished: number;
+  /** Until the first live lease of another run can end, by MongoDB's clock (Infinity: none). */
+  liveForMs: number;
+}
+
+/**
+ * Finishes the pending batches of dead writers (runs other than `ownRun` whose lease expired or is
+ * gone) and measures the live leases: one command when nothing is dead (the batches and the leases
+ * in one aggregation), and each lease's time left computed by MongoDB's clock, never this one's.
+ */
+async function lookAtOtherWriters(c: Collections, ownRun: string | undefined): Promise<DeadWriterLook> {
+  const own = ownRun ?? "";
+  const rows = await pendingBatches(c)
+    .aggregate<{ _id: string; w?: string; left?: number }>([
+      { $match: { w: { $exists: true, $ne: own } } },
+      { $limit: 1_000 },
+      { $project: { _id: 1, w: 1 } },
+      { $unionWith: { coll: leaseCollection(c).collectionName, pipeline: [{ $match: { _id: { $ne: own } } }, { $project: { _id: 1, left: { $subtract: ["$expires", "$$NOW"] } } }] } },
+    ])
+    .toArray();
+  const live = new Set<string>();
+  let liveForMs = Infinity;
+  for (const r of rows) {
+    if (r.left === undefined || r.left <= 0) continue;
+    live.add(r._id);
+    liveForMs = Math.min(liveForMs, r.left);
+  }
+  let finished = 0;
+  for (const p of rows) {
+    if (p.w === undefined || live.has(p.w)) continue;
+    await settleBatch(c, p._id);
+    finished++;
+  }
+  return { finished, liveForMs };
+}
+
 /**
  * Finishes the pending batches of dead writers (runs other than `ownRun` whose lease expired or
  * is gone); batches of live writers and of versions that record no writer are left alone.
@@ -117,17 +157,50 @@ export class WriterLease {
  * servers do this at the same time.
  */
 export async function finishDeadWriters(c: Collections, ownRun: string | undefined): Promise<number> {
-  const pending = await pendingBatches(c).find({ w: { $exists: true, $ne: ownRun ?? "" } }, { projection: { _id: 1, w: 1 } }).limit(1_000).toArray();
-  if (pending.length === 0) return 0;
-  const runs = [...new Set(pending.map((p) => p.w!))];
-  const live = new Set((await leaseCollection(c).find({ _id: { $in: runs }, $expr: { $gt: ["$expires", "$$NOW"] } }, { projection: { _id: 1 } }).toArray()).map((l) => l._id));
-  let finished = 0;
-  for (const p of pending) {
-    if (live.has(p.w!)) continue;
-    await settleBatch(c, p._id);
-    finished++;
+  return (await lookAtOtherWriters(c, ownRun)).finished;
+}
+
+/**
+ * finishDeadWriters before every metrics read, without a command before most of them. A batch
+ * becomes a dead writer's only when its writer's lease ends, so after a look that left no dead
+ * writer's batch, none can appear before the first lease it saw could end (its time left, by
+ * MongoDB's clock, counted here from before the look was sent), nor before a writer that joins
+ * later could lose its lease (no lease is shorter than MIN_LEASE_MS). Until the earlier of the
+ * two, reads skip the look.
+ *
+ * Only a lease ended early escapes this: a run's graceful release, or a restarted instance
+ * retiring its previous run (which finishes that run's batches itself before it serves). Other
+ * servers then look at most MIN_LEASE_MS later.
+ */
+export class DeadWriterCheck {
+  /** performance.now() before which no other writer's batch can be a dead one. */
+  private quietUntil = 0;
+
+  /** Until when (performance.now()) reads skip the look. */
+  get holdsUntil(): number {
+    return this.quietUntil;
   }
-  return finished;
+  /** Looks sent (for tests). */
+  looks = 0;
+
+  constructor(
+    private readonly c: Collections,
+    private readonly ownRun: string | undefined,
+  ) {}
+
+  /** Resolves with the number of dead writers' batches finished (0 without a look). */
+  finish(): Promise<number> {
+    return performance.now() < this.quietUntil ? Promise.resolve(0) : this.look();
+  }
+
+  private async look(): Promise<number> {
+    const sent = performance.now();
+    this.looks++;
+    const { finished, liveForMs } = await lookAtOtherWriters(this.c, this.ownRun);
+    // After finishing some, look again at the next read: settling took time, leases moved.
+    this.quietUntil = finished > 0 ? 0 : Math.max(this.quietUntil, sent + Math.min(liveForMs, MIN_LEASE_MS));
+    return finished;
+  }
 }
 
 /** Leases that ended long ago: no batch needs them (a batch of a missing lease counts as dead). */

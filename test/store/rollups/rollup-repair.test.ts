@@ -14,7 +14,7 @@ import { pendingMarker, rollUp } from "../../../src/store/rollups/rollup-delta.j
 import { repairRollups } from "../../../src/store/rollups/repair.js";
 import { rollupCollection } from "../../../src/store/schema/rollup-documents.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
-import { finishDeadWriters, WriterLease } from "../../../src/store/write/writer-lease.js";
+import { DeadWriterCheck, finishDeadWriters, MIN_LEASE_MS, WriterLease } from "../../../src/store/write/writer-lease.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 
 let h: Harness;
@@ -152,6 +152,45 @@ it("finishes a batch as soon as its writer's lease ends, and leaves a live write
   } finally {
     live.stop();
   }
+});
+
+it("a read looks for dead writers only when a lease it saw could have ended since, and then finishes their batches", async () => {
+  await h.server.store.reset();
+  const c = h.server.store.collections;
+  const check = new DeadWriterCheck(c, undefined);
+  const sleepUntil = async (t: number) => {
+    while (performance.now() < t) await new Promise((r) => setTimeout(r, 10));
+  };
+  // A writer that stops renewing at once (as if it crashed): by this process's clock its lease
+  // ends before `began + LEASE`.
+  const LEASE = 5_000;
+  const dying = await WriterLease.acquire(c, "dying-writer", LEASE);
+  dying.stop();
+  const began = performance.now();
+  const marker = pendingMarker();
+  await recordPendingBatch(c, marker, ["dying-1"], [], dying.run);
+  await c.clicks.insertOne({ ...(({ pending_rollup: _, ...d }) => d)(pendingClick("dying-1", 3, "")), b: marker });
+  // Less than MIN_LEASE_MS of the lease left: the look holds until the lease's end, not longer.
+  await sleepUntil(began + LEASE - MIN_LEASE_MS + 200);
+  const looked = performance.now();
+  expect(await check.finish()).toBe(0);
+  expect(await pendingBatches(c).countDocuments()).toBe(1);
+  expect(check.holdsUntil).toBeGreaterThan(looked);
+  expect(check.holdsUntil).toBeLessThanOrEqual(began + LEASE);
+  // The first read after the lease ended looks again and finishes the batch, once.
+  await sleepUntil(began + LEASE + 20);
+  expect(await check.finish()).toBe(1);
+  expect(check.looks).toBe(2);
+  expect(await pendingBatches(c).countDocuments()).toBe(0);
+  expect(await fastEqualsRaw()).toMatchObject({ clicks: 1 });
+  // Having finished some, the next read looks again; that look finds nothing dead and the only
+  // live lease (the harness server's) runs for seconds: it holds MIN_LEASE_MS, and reads skip.
+  expect(await check.finish()).toBe(0);
+  expect(check.looks).toBe(3);
+  expect(check.holdsUntil - performance.now()).toBeGreaterThan(MIN_LEASE_MS / 2);
+  expect(check.holdsUntil - performance.now()).toBeLessThanOrEqual(MIN_LEASE_MS);
+  expect(await check.finish()).toBe(0);
+  expect(check.looks).toBe(3);
 });
 
 describe("first clicks (MRR, abandonment, time to first click) under claims", () => {
