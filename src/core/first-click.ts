@@ -18,7 +18,7 @@
  * any set of hours, days and raw edges merges exactly, and MRR summed in rank order is the same
  * number whatever the order the parts were merged in.
  */
-import { latencyBucket, latencyQuantiles } from "./sketches.js";
+import { latencyBucket, positiveLatencyQuantiles } from "./sketches.js";
 
 export interface FirstClickStats {
   /** Searches with results_count > 0. */
@@ -72,15 +72,19 @@ export function mergeFirstClickStats(into: FirstClickStats, from: FirstClickStat
 export function firstClickMetrics(s: FirstClickStats): FirstClickMetrics {
   // In rank order, so every source of the same histogram gives the same floating-point sum.
   // (A count can be briefly below 0 while a moved first click is half counted: skipped.)
-  const ranks = [...s.ranks].filter(([, n]) => n > 0).sort((a, b) => a[0] - b[0]);
+  const ranks: number[] = [];
+  s.ranks.forEach((n, rank) => {
+    if (n > 0) ranks.push(rank);
+  });
+  ranks.sort((a, b) => a - b);
   let clicked = 0;
   let rrSum = 0;
-  for (const [rank, n] of ranks) {
+  for (const rank of ranks) {
+    const n = s.ranks.get(rank)!;
     clicked += n;
     rrSum += n * reciprocalRank(rank);
   }
-  const delays = new Map([...s.delays].filter(([, n]) => n > 0));
-  const [p50, p90] = latencyQuantiles(delays, [0.5, 0.9]);
+  const [p50, p90] = positiveLatencyQuantiles(s.delays, [0.5, 0.9]);
   const withResults = s.searchesWithResults;
   return {
     searchesWithResults: withResults,

@@ -92,6 +92,18 @@ export function latencyQuantiles(
   ps: readonly number[],
   bounds?: { min: number; max: number },
 ): (number | undefined)[] {
+  return quantilesOf(histogram, ps, bounds, false);
+}
+
+/**
+ * latencyQuantiles of the buckets with a positive count: a histogram of differences can hold a
+ * bucket briefly at 0 or below (a first click moved away before its replacement is counted).
+ */
+export function positiveLatencyQuantiles(histogram: ReadonlyMap<number, number>, ps: readonly number[]): (number | undefined)[] {
+  return quantilesOf(histogram, ps, undefined, true);
+}
+
+function quantilesOf(histogram: ReadonlyMap<number, number>, ps: readonly number[], bounds: { min: number; max: number } | undefined, positiveOnly: boolean): (number | undefined)[] {
   for (const p of ps) {
     if (!(p >= 0 && p <= 1)) throw new RangeError(`quantile must be between 0 and 1, got ${p}`);
   }
@@ -99,19 +111,23 @@ export function latencyQuantiles(
     throw new RangeError(`bounds must be finite with min <= max, got [${bounds.min}, ${bounds.max}]`);
   }
 
-  const keys: number[] = [];
-  for (const [key, count] of histogram) {
+  // Keys sorted as a typed array (numeric order without a comparator: every read of a time series
+  // sorts dozens of these). forEach, not for-of, so that no [key, count] pair is allocated.
+  const keys = new Float64Array(histogram.size);
+  let size = 0;
+  histogram.forEach((count, key) => {
+    if (positiveOnly && !(count > 0)) return;
     assertHistogramCount(key, count);
-    if (count > 0) keys.push(key);
-  }
-  if (keys.length === 0) return ps.map(() => undefined);
-  keys.sort((a, b) => a - b);
+    if (count > 0) keys[size++] = key;
+  });
+  if (size === 0) return ps.map(() => undefined);
+  const sorted = keys.subarray(0, size).sort();
 
-  // upTo[j] = number of items in buckets keys[0..j], so item k lives in the first j with upTo[j] > k.
-  const upTo = new Float64Array(keys.length);
+  // upTo[j] = number of items in buckets sorted[0..j], so item k lives in the first j with upTo[j] > k.
+  const upTo = new Float64Array(size);
   let n = 0;
-  for (let j = 0; j < keys.length; j++) {
-    n += histogram.get(keys[j]!)!;
+  for (let j = 0; j < size; j++) {
+    n += histogram.get(sorted[j]!)!;
     upTo[j] = n;
   }
   const last = n - 1;
@@ -128,7 +144,7 @@ export function latencyQuantiles(
       if (k === 0) return bounds.min;
       if (k === last) return bounds.max;
     }
-    return latencyBucketValue(keys[j]!);
+    return latencyBucketValue(sorted[j]!);
   };
 
   // Visit the quantiles in ascending order but answer them in the caller's order.

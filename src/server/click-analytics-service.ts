@@ -69,7 +69,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
   const count = (n: number) => BigInt(n);
 
   /** The caller's remaining time, handed to MongoDB so that an expired call's work is abandoned. */
-  const withBudget = <F extends MetricsFilter>(f: F, ctx: CallContext): F => (Number.isFinite(ctx.deadline) ? { ...f, maxTimeMS: Math.max(1, ctx.deadline - Date.now()) } : f);
+  const withBudget = <F extends MetricsFilter>(f: F, ctx: CallContext): F => (Number.isFinite(ctx.deadline) ? { ...f, maxTimeMS: Math.max(1, ctx.deadline - Date.now()), deadline: ctx.deadline } : f);
   /** A unary write's event, counted as rejected when its request breaks a rule. */
   const validated = <T>(build: () => T): T => {
     try {

@@ -12,6 +12,7 @@ import {
   latencyQuantiles,
   mergeHll,
   mergeLatency,
+  positiveLatencyQuantiles,
 } from "../../src/core/sketches.js";
 import { mulberry32 } from "../support/prng.js";
 
@@ -280,6 +281,20 @@ describe("latencyQuantile", () => {
     expect(() => latencyQuantile(histogram, 0.5, { min: 5, max: 1 })).toThrow(RangeError);
     expect(() => latencyQuantile(new Map([[400, -1]]), 0.5)).toThrow(RangeError);
     expect(() => latencyQuantile(new Map([[400, 1.5]]), 0.5)).toThrow(RangeError);
+  });
+
+  it("positiveLatencyQuantiles: the quantiles of the buckets counted above 0, the others skipped", () => {
+    const rng = mulberry32(11);
+    const kept = histogramOf(Array.from({ length: 500 }, () => Math.floor(rng() * 60_000)));
+    // Buckets a moved first click left at 0 or -1, in among the others (keys inside and outside the kept range).
+    const withDifferences = new Map(kept);
+    for (const key of [0, 5, latencyBucket(30_000) + 1, latencyBucket(10_000_000)]) if (!kept.has(key)) withDifferences.set(key, key % 2 === 0 ? 0 : -1);
+    expect(withDifferences.size).toBeGreaterThan(kept.size);
+    const ps = [0.9, 0.5, 0, 1];
+    expect(positiveLatencyQuantiles(withDifferences, ps)).toEqual(latencyQuantiles(kept, ps));
+    expect(() => latencyQuantiles(withDifferences, ps)).toThrow(RangeError);
+    expect(positiveLatencyQuantiles(new Map([[7, 0], [9, -2]]), [0.5])).toEqual([undefined]);
+    expect(() => positiveLatencyQuantiles(new Map([[400, 1.5]]), [0.5])).toThrow(RangeError);
   });
 });
 

@@ -26,7 +26,7 @@ import { rawFirstClicks } from "./first-click-fields.js";
 import { QueryTableReader } from "./query-tables.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 import { windowRanges } from "./window-ranges.js";
-import type { RollupAggregate, WindowAggregates } from "./rollup-aggregate.js";
+import type { RollupAggregate, SeriesAggregate, WindowAggregates } from "./rollup-aggregate.js";
 import type { RollupReader } from "./rollup-reader.js";
 import { KEEP_EVERYTHING, type RawRetention } from "../schema/retention.js";
 import { match, timeLimit } from "./metrics-filter.js";
@@ -206,12 +206,19 @@ function totalsOf(a: RollupAggregate): EventTotals {
 }
 
 /** Zero counts (left where a first click moved away) dropped, so both sources give equal histograms. */
-const nonZero = (m: ReadonlyMap<number, number>) => new Map([...m].filter(([, n]) => n !== 0));
-const firstClicksOf = (a: RollupAggregate): FirstClickStats => ({ searchesWithResults: a.imp - a.nr, ranks: nonZero(a.fr), delays: nonZero(a.ft) });
+const nonZero = (m: ReadonlyMap<number, number>): Map<number, number> => {
+  let zeros = false;
+  m.forEach((n) => (zeros ||= n === 0));
+  if (!zeros) return new Map(m);
+  const out = new Map<number, number>();
+  m.forEach((n, k) => n !== 0 && out.set(k, n));
+  return out;
+};
+const firstClicksOf = (a: SeriesAggregate): FirstClickStats => ({ searchesWithResults: a.imp - a.nr, ranks: nonZero(a.fr), delays: nonZero(a.ft) });
 
 const positionsOf = (a: RollupAggregate): Positions => ({ clicksByRank: a.ranks, resultsCounts: a.resultsCounts, linkedClicksByRank: nonZero(a.sr), clicksOutsideResults: a.co });
 
-const boundsOf = (a: RollupAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
+const boundsOf = (a: SeriesAggregate) => (a.rtMin !== undefined && a.rtMax !== undefined ? { min: a.rtMin, max: a.rtMax } : undefined);
 
 /**
  * Rollups (and query tables) when no user is named, raw events otherwise. Every raw read is first

@@ -7,8 +7,8 @@ import { addBucketSums, BUCKET_SUM_FIELDS, emptyBucketSums, type BucketSums } fr
 import { UserSet, WORD_GROUP } from "../schema/user-ids.js";
 import { BUCKET_FIELDS, BUCKET_WIDTH, type RollupDocument } from "../schema/rollup-documents.js";
 
-/** Everything a window's metrics are computed from, for one variant or merged. */
-export interface RollupAggregate {
+/** What a time-series bucket sums: the counts and histograms of a RollupAggregate, without its users. */
+export interface SeriesAggregate {
   imp: number;
   clk: number;
   swc: number;
@@ -27,6 +27,10 @@ export interface RollupAggregate {
   /** Linked clicks at shown ranks below the cap (rank -> clicks) and outside results, by their searches (core/click-attribution.ts). */
   sr: Map<number, number>;
   co: number;
+}
+
+/** Everything a window's metrics are computed from, for one variant or merged. */
+export interface RollupAggregate extends SeriesAggregate {
   /** Exact distinct users (their numbers, see user-ids.ts). */
   users: UserSet;
   /** Sums per hashed user bucket (see core/user-buckets.ts). */
@@ -34,7 +38,12 @@ export interface RollupAggregate {
 }
 
 export function emptyAggregate(): RollupAggregate {
-  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), sr: new Map(), co: 0, users: new UserSet(), buckets: emptyBucketSums() };
+  return { ...emptySeriesAggregate(), users: new UserSet(), buckets: emptyBucketSums() };
+}
+
+/** Without users and user buckets: a year of hourly buckets would otherwise allocate 12 KB of bucket sums each (100 MB). */
+export function emptySeriesAggregate(): SeriesAggregate {
+  return { imp: 0, clk: 0, swc: 0, nr: 0, rkSum: 0, rtSum: 0, ranks: new Map(), resultsCounts: new Map(), rt: new Map(), fr: new Map(), ft: new Map(), sr: new Map(), co: 0 };
 }
 
 /** The non-zero words of a user bitmap. */
@@ -105,24 +114,9 @@ export function decode(d: RollupDocument): Decoded {
   };
 }
 
-/** Adds a part into an aggregate; `perUser` also merges users and buckets (time series need neither). */
-export function addInto(into: RollupAggregate, d: Part, perUser = true): void {
-  into.imp += d.imp;
-  into.clk += d.clk;
-  into.swc += d.swc;
-  into.nr += d.nr;
-  into.rkSum += d.rkSum;
-  into.rtSum += d.rtSum;
-  if (d.rtMin !== undefined) into.rtMin = Math.min(into.rtMin ?? Infinity, d.rtMin);
-  if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
-  for (const [k, n] of d.ranks) into.ranks.set(k, (into.ranks.get(k) ?? 0) + n);
-  for (const [k, n] of d.resultsCounts) into.resultsCounts.set(k, (into.resultsCounts.get(k) ?? 0) + n);
-  mergeLatency(into.rt, d.rt);
-  addCounts(into.fr, d.fr);
-  addCounts(into.ft, d.ft);
-  addCounts(into.sr, d.sr);
-  into.co += d.co;
-  if (!perUser) return;
+/** Adds a part into an aggregate, its users and user buckets included. */
+export function addInto(into: RollupAggregate, d: Part): void {
+  addCountsInto(into, d);
   for (let i = 0; i < d.users.words.length; i++) into.users.orWord(d.users.words[i]!, d.users.bits[i]!);
   const columns = BUCKET_SUM_FIELDS.map((field) => into.buckets[field]);
   for (let i = 0; i < d.buckets.index.length; i++) {
@@ -131,14 +125,33 @@ export function addInto(into: RollupAggregate, d: Part, perUser = true): void {
   }
 }
 
+/** Adds a part's counts and histograms (not its users: time series track none). */
+export function addCountsInto(into: SeriesAggregate, d: SeriesAggregate): void {
+  into.imp += d.imp;
+  into.clk += d.clk;
+  into.swc += d.swc;
+  into.nr += d.nr;
+  into.rkSum += d.rkSum;
+  into.rtSum += d.rtSum;
+  if (d.rtMin !== undefined) into.rtMin = Math.min(into.rtMin ?? Infinity, d.rtMin);
+  if (d.rtMax !== undefined) into.rtMax = Math.max(into.rtMax ?? -Infinity, d.rtMax);
+  addCounts(into.ranks, d.ranks);
+  addCounts(into.resultsCounts, d.resultsCounts);
+  mergeLatency(into.rt, d.rt);
+  addCounts(into.fr, d.fr);
+  addCounts(into.ft, d.ft);
+  addCounts(into.sr, d.sr);
+  into.co += d.co;
+}
+
 /** Per-key sums; unlike mergeLatency, a count may be briefly negative (a first click moved before its batch was counted). */
 function addCounts(into: Map<number, number>, from: ReadonlyMap<number, number>): void {
-  for (const [k, n] of from) into.set(k, (into.get(k) ?? 0) + n);
+  from.forEach((n, k) => into.set(k, (into.get(k) ?? 0) + n));
 }
 
 /** Adds one aggregate into another (both dense). */
 export function mergeAggregate(into: RollupAggregate, from: RollupAggregate): RollupAggregate {
-  addInto(into, { ...from, users: { words: new Uint32Array(0), bits: new Uint32Array(0) }, buckets: { index: new Uint16Array(0), sums: new Float64Array(0) } });
+  addCountsInto(into, from);
   into.users.or(from.users);
   addBucketSums(into.buckets, from.buckets);
   return into;

@@ -13,7 +13,7 @@ import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 import { emptyBucketRow, sparseBuckets, sparseUsers, type BucketRow, type Part } from "./rollup-aggregate.js";
 
 /** What is left of a read's deadline (see MetricsFilter.maxTimeMS): every query of the read gets it. */
-export type MaxTime = Pick<MetricsFilter, "maxTimeMS">;
+export type MaxTime = Pick<MetricsFilter, "maxTimeMS" | "deadline">;
 
 /** An edge hour's rows in order of their offset (`_id.k`, in ms from the hour). */
 export function byOffset(rows: RawRows): RawRows {

@@ -7,9 +7,9 @@
 import { createHash } from "node:crypto";
 import type { TimeWindow } from "../../core/window.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
-import { timeLimit } from "./metrics-filter.js";
+import { requireTimeLeft, timeLimit } from "./metrics-filter.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId, type Grain } from "../schema/rollup-documents.js";
-import { addInto, decode, emptyAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type WindowAggregates } from "./rollup-aggregate.js";
+import { addCountsInto, addInto, decode, emptyAggregate, emptySeriesAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type SeriesAggregate, type WindowAggregates } from "./rollup-aggregate.js";
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { byOffset, rawPart, rawRows, rowRange, slicesOf, type MaxTime, type RawRows } from "./rollup-raw-parts.js";
 import { rollupListing, type ListingClause } from "./rollup-listing.js";
@@ -141,7 +141,7 @@ export class RollupReader {
    * the window's partial first hour from raw events, then every hourly rollup from there on,
    * each added to the bucket its hour falls in. Distinct users are not tracked per bucket.
    */
-  async buckets(start: Date, starts: readonly Date[], variant?: string, budget: MaxTime = {}): Promise<RollupAggregate[]> {
+  async buckets(start: Date, starts: readonly Date[], variant?: string, budget: MaxTime = {}): Promise<SeriesAggregate[]> {
     const hourEdge = Math.ceil(start.getTime() / HOUR_MS) * HOUR_MS;
     const variantFilter = variant === undefined ? {} : { v: variant };
     // Buckets that are whole UTC days (daily series in UTC) are read from daily rollups: a
@@ -159,7 +159,8 @@ export class RollupReader {
     const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
-    const out = starts.map(() => emptyAggregate());
+    requireTimeLeft(budget);
+    const out = starts.map(() => emptySeriesAggregate());
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
       let lo = 0;
@@ -175,10 +176,10 @@ export class RollupReader {
     for (const { _id, t } of versions) {
       const d = this.cache.get(_id);
       const k = bucketOf(t.getTime());
-      if (d && k >= 0) addInto(out[k]!, d, false);
+      if (d && k >= 0) addCountsInto(out[k]!, d);
     }
     const first = bucketOf(start.getTime());
-    if (first >= 0) for (const part of edge) for (const d of part.values()) addInto(out[first]!, d, false);
+    if (first >= 0) for (const part of edge) for (const d of part.values()) addCountsInto(out[first]!, d);
     return out;
   }
 

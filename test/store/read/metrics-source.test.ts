@@ -243,3 +243,16 @@ it("reads one user's totals (with first clicks) and summary in one aggregation e
     await monitored.close();
   }
 });
+
+it("skips a time series' bucket work for a caller whose deadline has passed, and answers one still in time", async () => {
+  await h.client.logEvents({ events: Array.from({ length: 6 }, (_, i) => search(1_000 + i, "a")) });
+  const metrics = fastMetrics(h.server.store.collections, new RollupReader(h.server.store.collections));
+  // A year of hourly buckets: the work a caller gone should not pay for.
+  const window = timeWindow(365);
+  const starts = Array.from({ length: 365 * 24 }, (_, i) => new Date(Math.ceil(window.start.getTime() / HOUR) * HOUR + i * HOUR));
+  const late: MetricsFilter = { window, maxTimeMS: 60_000, deadline: Date.now() - 1 };
+  await expect(metrics.timeSeries(late, "hour", "UTC", starts)).rejects.toMatchObject({ kind: "deadline_exceeded" });
+  const inTime = await metrics.timeSeries({ ...late, deadline: Date.now() + 60_000 }, "hour", "UTC", starts);
+  expect(inTime).toHaveLength(starts.length);
+  expect(inTime.reduce((n, p) => n + p.impressions, 0)).toBeGreaterThanOrEqual(6);
+});
