@@ -10,7 +10,7 @@ import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison-model.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
-import { ctrFields, firstClickFields, queryFirstClicks } from "./ctr-fields.js";
+import { ctrFields, firstClickFields, queryFirstClicks, timeSeriesPointFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne, prepareEvents, writePrepared } from "./ingest.js";
@@ -279,16 +279,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         periodDays: filter.window.days,
         granularity: unit === "hour" ? Granularity.HOUR : Granularity.DAY,
         timeZone: zone,
-        points: rows.map((r, i) => ({
-          start: responseTime(starts[i]!),
-          impressions: count(r.impressions),
-          clicks: count(r.clicks),
-          ctr: ratio(r.clicks, r.impressions),
-          searchCtr: ratio(r.searchesWithClicks, r.impressions),
-          avgClickRank: ratio(r.rankSum, r.clicks),
-          p95ResponseTimeMs: r.p95,
-          firstClick: firstClickFields(r.firstClicks),
-        })),
+        points: rows.map((r, i) => ({ start: responseTime(starts[i]!), ...timeSeriesPointFields(r) })),
       };
     },
 

@@ -44,3 +44,36 @@ export function queryFirstClicks(q: QueryRow): { mrr?: number | undefined; aband
   const m = firstClickMetrics({ searchesWithResults: q.searches - q.noResults, ranks: q.positions.firstClickRanks, delays: new Map() });
   return { mrr: m.mrr, abandonmentRate: m.abandonmentRate };
 }
+
+/** What a time-series point is computed from (a metrics source's bucket row). */
+interface SeriesRow {
+  impressions: number;
+  clicks: number;
+  searchesWithClicks: number;
+  rankSum: number;
+  p95?: number | undefined;
+  firstClicks: FirstClickStats;
+}
+
+type PointFields = ReturnType<typeof pointFieldsOf>;
+/** By row: a source that keeps a bucket's row between calls (rollup buckets) gets its fields computed once. */
+const pointFields = new WeakMap<SeriesRow, PointFields>();
+
+function pointFieldsOf(r: SeriesRow) {
+  return {
+    impressions: BigInt(r.impressions),
+    clicks: BigInt(r.clicks),
+    ctr: ratio(r.clicks, r.impressions),
+    searchCtr: ratio(r.searchesWithClicks, r.impressions),
+    avgClickRank: ratio(r.rankSum, r.clicks),
+    p95ResponseTimeMs: r.p95,
+    firstClick: firstClickFields(r.firstClicks),
+  };
+}
+
+/** A GetTimeSeries point's fields but its start, from a bucket row (read-only, so kept per row). */
+export function timeSeriesPointFields(r: SeriesRow): PointFields {
+  let fields = pointFields.get(r);
+  if (fields === undefined) pointFields.set(r, (fields = pointFieldsOf(r)));
+  return fields;
+}

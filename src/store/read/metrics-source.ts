@@ -62,7 +62,7 @@ export interface MetricsSource {
   /** Latency percentiles overall (key "") or per variant. */
   latency(f: MetricsFilter, ps: readonly number[], perVariant: boolean): Promise<Map<string, (number | undefined)[]>>;
   responseTimes(f: MetricsFilter): Promise<ResponseTimeStats>;
-  /** Per time bucket; `starts` are the buckets' starts in the zone (see core/time-buckets). */
+  /** Per time bucket; `starts` are the buckets' starts in the zone (see core/time-buckets). Rows are read-only (they may be shared between calls). */
   timeSeries(f: MetricsFilter, unit: BucketUnit, zone: string, starts: readonly Date[]): Promise<BucketRow[]>;
   /** The first `limit` queries by `order` (ties by query text). */
   topQueries(f: MetricsFilter, order: TopQueriesOrder, limit: number): Promise<QueryRow[]>;
@@ -227,6 +227,7 @@ const boundsOf = (a: SeriesAggregate) => (a.rtMin !== undefined && a.rtMax !== u
  */
 export function fastMetrics(c: Collections, rollups: RollupReader, queryTables = new QueryTableReader(c), retention: RawRetention = KEEP_EVERYTHING, userRollups = new UserRollupReader(c, retention)): MetricsSource {
   const rawEvents = rawMetrics(c);
+  const seriesRows = new WeakMap<SeriesAggregate, BucketRow>();
   const fromStart = (f: MetricsFilter) => retention.require(f.window.start, "events");
   // The raw source, reading from the window's start.
   const raw: MetricsSource = {
@@ -278,14 +279,15 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
       // The window's partial first hour comes from raw events.
       if (f.window.start.getTime() % 3_600_000 !== 0) retention.require(f.window.start, "window-edge");
       const buckets = await rollups.buckets(f.window.start, starts, f.variant, f);
-      return buckets.map((a) => ({
-        impressions: a.imp,
-        clicks: a.clk,
-        searchesWithClicks: a.swc,
-        rankSum: a.rkSum,
-        p95: a.imp === 0 ? undefined : latencyQuantiles(a.rt, [0.95], boundsOf(a))[0],
-        firstClicks: firstClicksOf(a),
-      }));
+      return buckets.map((a) => {
+        // A bucket's sum kept by the reader is the same object call after call: so is its row.
+        let row = seriesRows.get(a);
+        if (row === undefined) {
+          row = { impressions: a.imp, clicks: a.clk, searchesWithClicks: a.swc, rankSum: a.rkSum, p95: a.imp === 0 ? undefined : latencyQuantiles(a.rt, [0.95], boundsOf(a))[0], firstClicks: firstClicksOf(a) };
+          seriesRows.set(a, row);
+        }
+        return row;
+      });
     },
     async topQueries(f, order, limit) {
       // Query tables answer trailing windows; a period with an explicit end is read from the events.

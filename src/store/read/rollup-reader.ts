@@ -21,6 +21,8 @@ const sameRange = (x: readonly [number, number], y: readonly [number, number]) =
 const EDGE_HOURS_CACHED = 64;
 /** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
 const WINDOW_SUMS_CACHED = 32;
+/** Time-series buckets' sums kept (see RollupReader.bucketSum): a 30-day daily and a 2-day hourly series are 80. */
+const BUCKET_SUMS_CACHED = 128;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 
@@ -65,6 +67,7 @@ export class RollupReader {
   private readonly edgeHours = new Map<string, EdgeHour>();
   /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
   private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  private readonly bucketSums = new Map<string, { parts: readonly Decoded[]; sum: SeriesAggregate }>();
   /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
   private readonly windows = new ComposedCache<Map<string, RollupAggregate>, WindowAggregates>();
   /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
@@ -160,7 +163,6 @@ export class RollupReader {
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
     await this.refresh(versions, budget);
     requireTimeLeft(budget);
-    const out = starts.map(() => emptySeriesAggregate());
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
       let lo = 0;
@@ -173,14 +175,43 @@ export class RollupReader {
       }
       return lo;
     };
+    const parts: Decoded[][] = starts.map(() => []);
     for (const { _id, t } of versions) {
       const d = this.cache.get(_id);
       const k = bucketOf(t.getTime());
-      if (d && k >= 0) addCountsInto(out[k]!, d);
+      if (d && k >= 0) parts[k]!.push(d);
     }
+    const out = parts.map((p, k) => this.bucketSum(`${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`, p));
+    // The first bucket's raw edge moves with the window's start: added to a copy, never to a kept sum.
     const first = bucketOf(start.getTime());
-    if (first >= 0) for (const part of edge) for (const d of part.values()) addCountsInto(out[first]!, d);
+    const edgeParts = edge.flatMap((part) => [...part.values()]);
+    if (first >= 0 && edgeParts.length > 0) {
+      const sum = emptySeriesAggregate();
+      addCountsInto(sum, out[first]!);
+      for (const d of edgeParts) addCountsInto(sum, d);
+      out[first] = sum;
+    }
     return out;
+  }
+
+  /**
+   * A bucket's sum of its rollup documents, kept while they are the same decoded documents (the
+   * cache decodes a document again for every new version, so the same objects mean the same
+   * versions): a warm time series adds only what moved. Callers must not change what this returns.
+   */
+  private bucketSum(key: string, parts: readonly Decoded[]): SeriesAggregate {
+    if (parts.length === 0) return emptySeriesAggregate();
+    const known = this.bucketSums.get(key);
+    if (known !== undefined && known.parts.length === parts.length && known.parts.every((p, i) => p === parts[i])) {
+      this.bucketSums.delete(key);
+      this.bucketSums.set(key, known);
+      return known.sum;
+    }
+    const sum = emptySeriesAggregate();
+    for (const d of parts) addCountsInto(sum, d);
+    this.bucketSums.set(key, { parts, sum });
+    while (this.bucketSums.size > BUCKET_SUMS_CACHED) this.bucketSums.delete(this.bucketSums.keys().next().value!);
+    return sum;
   }
 
   /**
@@ -317,6 +348,7 @@ export class RollupReader {
     this.cache.clear();
     this.edgeHours.clear();
     this.windowSums.clear();
+    this.bucketSums.clear();
   }
 }
 

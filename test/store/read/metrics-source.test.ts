@@ -11,6 +11,7 @@ import { collections } from "../../../src/store/schema/documents.js";
 import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
+import { bucketStarts } from "../../../src/core/time-buckets.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
 import { eventTotals, userActivity } from "../../../src/store/read/metrics-queries.js";
@@ -255,4 +256,27 @@ it("skips a time series' bucket work for a caller whose deadline has passed, and
   const inTime = await metrics.timeSeries({ ...late, deadline: Date.now() + 60_000 }, "hour", "UTC", starts);
   expect(inTime).toHaveLength(starts.length);
   expect(inTime.reduce((n, p) => n + p.impressions, 0)).toBeGreaterThanOrEqual(6);
+});
+
+it("keeps a time series' bucket rows while their rollups are unchanged, and recomputes the bucket a late event lands in", async () => {
+  const c = h.server.store.collections;
+  const at = (daysAgo: number) => timestampFromDate(new Date(Date.now() - daysAgo * DAY - 2 * HOUR));
+  await h.client.logEvents({ events: [3, 4, 5].map((d) => ({ kind: { case: "impression" as const, value: { eventId: `series-${d}`, userId: "u1", query: "q", variant: "a", resultsCount: 3, responseTimeMs: 20 + d, timestamp: at(d) } } })) });
+  const fast = fastMetrics(c, new RollupReader(c));
+  const f: MetricsFilter = { window: timeWindow(7) };
+  const starts = bucketStarts("UTC", "day", f.window.start, f.window.end);
+  const first = await fast.timeSeries(f, "day", "UTC", starts);
+  const again = await fast.timeSeries(f, "day", "UTC", starts);
+  // Whole days with events before today: the same row objects (kept), and equal to the events.
+  const dayOf = (daysAgo: number) => starts.findIndex((s, i) => s.getTime() <= Date.now() - daysAgo * DAY - 2 * HOUR && (starts[i + 1]?.getTime() ?? Infinity) > Date.now() - daysAgo * DAY - 2 * HOUR);
+  const [d3, d4] = [dayOf(3), dayOf(4)];
+  expect(again[d3]).toBe(first[d3]);
+  expect(again[d4]).toBe(first[d4]);
+  // A late search four days back: its day is summed again, the others are still kept.
+  await h.client.logEvents({ events: [{ kind: { case: "impression" as const, value: { eventId: "series-late", userId: "u2", query: "q", variant: "b", resultsCount: 0, responseTimeMs: 90, timestamp: at(4) } } }] });
+  const [after, raw] = await Promise.all([fast.timeSeries(f, "day", "UTC", starts), rawMetrics(c).timeSeries(f, "day", "UTC", starts)]);
+  expect(after[d4]).not.toBe(first[d4]);
+  expect(after[d4]!.impressions).toBe(first[d4]!.impressions + 1);
+  expect(after[d3]).toBe(first[d3]);
+  expect(after.map(({ p95: _, ...counts }) => counts)).toEqual(raw.map(({ p95: _, ...counts }) => counts));
 });
