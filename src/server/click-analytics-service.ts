@@ -10,7 +10,7 @@ import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison-model.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
-import { ctrFields, firstClickFields, queryFirstClicks, timeSeriesPointFields } from "./ctr-fields.js";
+import { ctrFields, queryFirstClicks, timeSeriesPointFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
 import type { CallContext, ServiceImpl } from "./grpc-adapter.js";
 import { clickFromRequest, impressionFromRequest, ingestBatch, ingestOne, prepareEvents, writePrepared } from "./ingest.js";

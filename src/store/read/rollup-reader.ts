@@ -67,6 +67,7 @@ export class RollupReader {
   private readonly edgeHours = new Map<string, EdgeHour>();
   /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
   private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  /** Time-series buckets' sums, by variant and bucket bounds, with the decoded documents summed (see bucketSum). */
   private readonly bucketSums = new Map<string, { parts: readonly Decoded[]; sum: SeriesAggregate }>();
   /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
   private readonly windows = new ComposedCache<Map<string, RollupAggregate>, WindowAggregates>();
