@@ -1,7 +1,7 @@
 /** Count-based CTR fields shared by GetCtr (overall and per variant) and GetVariantComparison's variants. */
 import { firstClickMetrics, type FirstClickStats } from "../core/first-click.js";
 import { ratio } from "../core/metrics.js";
-import type { EventTotals } from "../store/click-store.js";
+import type { BucketRow, EventTotals } from "../store/click-store.js";
 import type { QueryRow } from "../core/top-queries.js";
 
 export function ctrFields(t: EventTotals) {
@@ -45,21 +45,11 @@ export function queryFirstClicks(q: QueryRow): { mrr?: number | undefined; aband
   return { mrr: m.mrr, abandonmentRate: m.abandonmentRate };
 }
 
-/** What a time-series point is computed from (a metrics source's bucket row). */
-interface SeriesRow {
-  impressions: number;
-  clicks: number;
-  searchesWithClicks: number;
-  rankSum: number;
-  p95?: number | undefined;
-  firstClicks: FirstClickStats;
-}
-
 type PointFields = ReturnType<typeof pointFieldsOf>;
 /** By row: a source that keeps a bucket's row between calls (rollup buckets) gets its fields computed once. */
-const pointFields = new WeakMap<SeriesRow, PointFields>();
+const pointFields = new WeakMap<BucketRow, PointFields>();
 
-function pointFieldsOf(r: SeriesRow) {
+function pointFieldsOf(r: BucketRow) {
   return {
     impressions: BigInt(r.impressions),
     clicks: BigInt(r.clicks),
@@ -72,7 +62,7 @@ function pointFieldsOf(r: SeriesRow) {
 }
 
 /** A GetTimeSeries point's fields but its start, from a bucket row (read-only, so kept per row). */
-export function timeSeriesPointFields(r: SeriesRow): PointFields {
+export function timeSeriesPointFields(r: BucketRow): PointFields {
   let fields = pointFields.get(r);
   if (fields === undefined) pointFields.set(r, (fields = pointFieldsOf(r)));
   return fields;

@@ -220,4 +220,5 @@ export { match, type MetricsFilter } from "./read/metrics-filter.js";
 export { anyEventBetween, userActivity, type EventTotals } from "./read/metrics-queries.js";
 export { fastMetrics, type ArmsBreakdown, type MetricsSource } from "./read/metrics-source.js";
 export { rawInterleavingPairs } from "./read/interleaving.js";
+export type { BucketRow } from "./read/breakdowns.js";
 export { ExperimentStore } from "./experiments.js";
