@@ -9,6 +9,7 @@ import { requireAdmin } from "./auth.js";
 import { variantComparison } from "./comparison-response.js";
 import { emptyPairTally, mirrorResult, pairKey, pairResult, type InterleavingResult, type PairTally } from "../core/interleaving.js";
 import { MAX_CONFIDENCE, MIN_CONFIDENCE } from "../core/comparison-model.js";
+import { ComposedCache } from "../core/composed-cache.js";
 import { ctrByRank, groupCoec, searchesShowingRank } from "../core/position-bias.js";
 import { ctrFields, queryFirstClicks, timeSeriesPointFields } from "./ctr-fields.js";
 import { exportEvents } from "./export.js";
@@ -87,6 +88,9 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
    * metrics (the reference the rollups are checked against).
    */
   const interleavingPairs = (f: MetricsFilter): Promise<Map<string, PairTally<unknown>>> => (deps.rawInterleaving === true ? rawInterleavingPairs(store.collections, f) : store.interleaving.pairs(f));
+  // A pair's test over the same (cached, unchanged) tally at the same confidence is the same result.
+  const pairResults = new ComposedCache<PairTally<unknown>, InterleavingResult>();
+  const pairResultOf = (p: PairTally<unknown>, confidence: number) => pairResults.get(p, [confidence]) ?? pairResults.set(p, [confidence], pairResult(p, confidence));
   const watch = deps.watch ?? new WatchHub({ store, metrics, requireComplete, now });
   const experiments = deps.experiments ?? new ExperimentStore(store.db);
 
@@ -320,7 +324,7 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
         test: INTERLEAVING_TEST[r.test ?? "none"],
       });
       // Each pair tested once, in byte order; the requested pair is one of them (or mirrors one).
-      const results = new Map([...pairs].map(([k, p]) => [k, pairResult(p, confidence)]));
+      const results = new Map([...pairs].map(([k, p]) => [k, pairResultOf(p, confidence)]));
       const sorted = [...results.values()].sort((x, y) => (x.rankerA < y.rankerA ? -1 : x.rankerA > y.rankerA ? 1 : x.rankerB < y.rankerB ? -1 : x.rankerB > y.rankerB ? 1 : 0));
       const asked = () => {
         const canonical = rankerA < rankerB;

@@ -25,7 +25,8 @@
  *   day, and daily documents from there (windowRanges). An edge hour settled for over an hour is
  *   read once (its interleaved searches, tallied per minute) and cached under its documents'
  *   versions, which ride in the window's one listing; other edge hours are read raw
- *   (forEachInterleaved). A warm read is that listing (plus the check for dead writers' batches).
+ *   (forEachInterleaved). A warm read is that listing: a window's sum is kept while it is made of
+ *   the same cached parts (ComposedCache), and so is each pair's test (the service).
  *
  * A database whose interleaved searches predate these rollups gets their versions bumped once
  * (the first read of a process finds no `init` document), so every hour of theirs is built.
@@ -43,6 +44,7 @@ import { forEachInterleaved } from "./interleaving.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { ReadTurns } from "./read-turns.js";
+import { ComposedCache } from "../../core/composed-cache.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { floorTo } from "../schema/rollup-documents.js";
 import { bumpVersions, docId, interleavingRollups, type Grain, type StoredPair } from "../schema/interleaving-rollup-documents.js";
@@ -122,13 +124,15 @@ export class InterleavingRollupReader {
   /** Raw reads take turns (read-turns.ts). */
   private readonly turns = new ReadTurns(RAW_READS_AT_ONCE);
   private readonly edgeHours = new Map<string, { signature: string; builtAt: number; hour: Promise<EdgeHour> }>();
+  /** Windows' sums by the cached parts they were made of (a warm read merges nothing). */
+  private readonly sums = new ComposedCache<PairTallies, PairTallies>();
 
   constructor(
     private readonly c: Collections,
     private readonly maxCached = 5_000,
   ) {}
 
-  /** Every ranker pair's tally over the window (users by number). */
+  /** Every ranker pair's tally over the window (users by number). Shared with other calls over the same data: read it, never change it. */
   async pairs(f: MetricsFilter): Promise<PairTallies> {
     await this.init();
     const ranges = windowRanges(f.window.start.getTime(), f.window.until?.getTime());
@@ -144,9 +148,14 @@ export class InterleavingRollupReader {
     const isEdge = (d: Listed) => d.g === "h" && edgeHours.has(d.t.getTime());
     const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.edge(from, to, f.variant, f, edgeHours, listing.then((l) => l.filter(isEdge))))]);
     const parts = await Promise.all(listed.filter((d) => !isEdge(d)).map((d) => this.built(d, f)));
+    const all = [...parts.map((p) => p.pairs), ...edges.flat()].filter((p) => p.size > 0);
+    if (all.length === 0) return new Map();
+    // The same cached parts (unchanged versions, the same stretch of the edge hour) make the same sum.
+    const known = this.sums.get(all[0]!, all);
+    if (known !== undefined) return known;
     const out: PairTallies = new Map();
-    for (const part of [...parts.map((p) => p.pairs), ...edges.flat()]) mergeTallies(out, part);
-    return out;
+    for (const part of all) mergeTallies(out, part);
+    return this.sums.set(all[0]!, all, out);
   }
 
   clear(): void {

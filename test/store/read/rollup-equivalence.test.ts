@@ -407,11 +407,25 @@ describe("interleaving rollups equal the raw computation", () => {
     expect(store.interleaving.builds).toEqual(before);
     expect(edgesBefore).toBeGreaterThan(0);
     expect(store.interleaving.edgeHourBuilds - edgesBefore).toBeLessThanOrEqual(2);
+    // Whole days, nothing moved: the window's sum is kept (the same object), not merged again.
+    const dayStart = Math.floor((Date.now() - 20 * DAY) / DAY) * DAY;
+    const wholeDays = (): MetricsFilter => ({ window: requestWindow({ days: 0, startTime: new Date(dayStart), endTime: new Date(dayStart + 15 * DAY) }, new Date()) });
+    const kept = await store.interleaving.pairs(wholeDays());
+    expect(await store.interleaving.pairs(wholeDays())).toBe(kept);
+    const impressionsOf = (pairs: Map<string, { impressions: number }>) => [...pairs.values()].reduce((n, p) => n + p.impressions, 0);
+    const keptImpressions = impressionsOf(kept);
     await send(data.lateSearches);
     await send(data.lateClicks);
     await send(data.lateClicks.slice(0, 20)); // retries: duplicates
     await compare();
     expect(store.interleaving.builds.h).toBeGreaterThan(before.h);
+    // Late searches landed in those days: a new sum, the raw events' own; the kept one is as it was.
+    const moved = await store.interleaving.pairs(wholeDays());
+    expect(moved).not.toBe(kept);
+    expect(impressionsOf(moved)).toBeGreaterThan(keptImpressions);
+    expect(impressionsOf(kept)).toBe(keptImpressions);
+    const movedRaw = await rawInterleavingPairs(store.collections, wholeDays());
+    for (const [key, r] of movedRaw) expect(pairResult(moved.get(key)!, 0.95), key).toEqual(pairResult(r, 0.95));
     // Through the service: the same as a server that reads raw events.
     const viaRollups = await hi.client.getInterleavingResult({ days: 30, rankerA: "r_a", rankerB: "r_b" });
     const { clickAnalyticsService } = await import("../../../src/server/click-analytics-service.js");
