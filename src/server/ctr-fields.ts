@@ -4,7 +4,16 @@ import { ratio } from "../core/metrics.js";
 import type { BucketRow, EventTotals } from "../store/click-store.js";
 import type { QueryRow } from "../core/top-queries.js";
 
+/** Fields of totals that a reader kept (the same object while the window is unchanged) are made once. */
+const ctrFieldsOf = new WeakMap<EventTotals, ReturnType<typeof makeCtrFields>>();
+
 export function ctrFields(t: EventTotals) {
+  let fields = ctrFieldsOf.get(t);
+  if (fields === undefined) ctrFieldsOf.set(t, (fields = makeCtrFields(t)));
+  return fields;
+}
+
+function makeCtrFields(t: EventTotals) {
   const searchCtr = ratio(t.searchesWithClicks, t.impressions);
   return {
     ctr: ratio(t.clicks, t.impressions),

@@ -254,23 +254,34 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     return read;
   };
   const armsOf = new ComposedCache<WindowAggregates, ArmsBreakdown>();
+  // Answers made from a window's sums are kept with them: the reader hands out the same sums
+  // while nothing in the window changed, so a repeated read computes nothing again (callers read
+  // these answers and never change them).
+  const answers = new WeakMap<WindowAggregates, Map<string, unknown>>();
+  const answerOf = <T>(w: WindowAggregates, key: string, make: () => T): T => {
+    let known = answers.get(w);
+    if (!known) answers.set(w, (known = new Map()));
+    let answer = known.get(key) as T | undefined;
+    if (answer === undefined) known.set(key, (answer = make()));
+    return answer;
+  };
   const pick = (w: WindowAggregates, perVariant: boolean) => (perVariant ? [...w.variants] : w.variants.size > 0 ? [["", w.overall] as const] : []);
   return {
     async totals(f) {
       if (f.userId !== undefined) return raw.totals(f);
       // Distinct users overall are the union of every variant's users (merged so), not the sum.
       const w = await window(f);
-      return { overall: totalsOf(w.overall), variants: new Map([...w.variants].map(([v, a]) => [v, totalsOf(a)])) };
+      return answerOf(w, "totals", () => ({ overall: totalsOf(w.overall), variants: new Map([...w.variants].map(([v, a]) => [v, totalsOf(a)])) }));
     },
     async ranks(f, perVariant) {
       if (f.userId !== undefined) return raw.ranks(f, perVariant);
       const w = await window(f);
-      return new Map(pick(w, perVariant).filter(([, a]) => a.clk > 0).map(([k, a]) => [k, rankStats(a.ranks)]));
+      return answerOf(w, `ranks ${perVariant}`, () => new Map(pick(w, perVariant).filter(([, a]) => a.clk > 0).map(([k, a]) => [k, rankStats(a.ranks)])));
     },
     async latency(f, ps, perVariant) {
       if (f.userId !== undefined) return raw.latency(f, ps, perVariant);
       const w = await window(f);
-      return new Map(pick(w, perVariant).filter(([, a]) => a.imp > 0).map(([k, a]) => [k, latencyQuantiles(a.rt, ps, boundsOf(a))]));
+      return answerOf(w, `latency ${perVariant} ${ps.join()}`, () => new Map(pick(w, perVariant).filter(([, a]) => a.imp > 0).map(([k, a]) => [k, latencyQuantiles(a.rt, ps, boundsOf(a))])));
     },
     async timeSeries(f, unit, zone, starts) {
       // Hourly rollups are UTC hours: they compose the buckets of zones whose offsets are whole
@@ -302,7 +313,7 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     async positions(f, perVariant) {
       if (f.userId !== undefined) return raw.positions(f, perVariant);
       const w = await window(f);
-      return new Map(pick(w, perVariant).map(([k, a]) => [k, positionsOf(a)]));
+      return answerOf(w, `positions ${perVariant}`, () => new Map(pick(w, perVariant).map(([k, a]) => [k, positionsOf(a)])));
     },
     async arms(f) {
       const [w, users] = await Promise.all([window(f), userRollups.window(f.window, f.variant, f)]);
@@ -316,10 +327,13 @@ export function fastMetrics(c: Collections, rollups: RollupReader, queryTables =
     },
     async responseTimes(f) {
       if (f.userId !== undefined) return raw.responseTimes(f);
-      const a = (await window(f)).overall;
-      if (a.imp === 0) return { count: 0 };
-      const [p50, p95, p99] = latencyQuantiles(a.rt, REPORTED_PERCENTILES, boundsOf(a));
-      return { count: a.imp, avg: a.rtSum / a.imp, min: a.rtMin, max: a.rtMax, p50, p95, p99 };
+      const w = await window(f);
+      return answerOf(w, "response times", () => {
+        const a = w.overall;
+        if (a.imp === 0) return { count: 0 };
+        const [p50, p95, p99] = latencyQuantiles(a.rt, REPORTED_PERCENTILES, boundsOf(a));
+        return { count: a.imp, avg: a.rtSum / a.imp, min: a.rtMin, max: a.rtMax, p50, p95, p99 };
+      });
     },
   };
 }

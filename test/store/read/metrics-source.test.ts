@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect, inject, it } from "vitest";
 import { collections } from "../../../src/store/schema/documents.js";
 import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
-import { timeWindow } from "../../../src/core/window.js";
+import { requestWindow, timeWindow } from "../../../src/core/window.js";
 import { bucketStarts } from "../../../src/core/time-buckets.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
 import { RollupReader } from "../../../src/store/read/rollup-reader.js";
@@ -279,4 +279,26 @@ it("keeps a time series' bucket rows while their rollups are unchanged, and reco
   expect(after[d4]!.impressions).toBe(first[d4]!.impressions + 1);
   expect(after[d3]).toBe(first[d3]);
   expect(after.map(({ p95: _, ...counts }) => counts)).toEqual(raw.map(({ p95: _, ...counts }) => counts));
+});
+
+it("keeps a window's answers while its rollups are unchanged, and answers afresh, as the events do, once an event lands in it", async () => {
+  const c = h.server.store.collections;
+  const dayStart = Math.floor((Date.now() - 6 * DAY) / DAY) * DAY;
+  const at = (hours: number) => timestampFromDate(new Date(dayStart + hours * HOUR));
+  const event = (id: string, hours: number, variant: string) => ({ kind: { case: "impression" as const, value: { eventId: id, userId: `u-${id}`, query: "q", variant, resultsCount: 3, responseTimeMs: 30 + hours, timestamp: at(hours) } } });
+  await h.client.logEvents({ events: [event("answers-1", 5, "a"), event("answers-2", 30, "b")] });
+  await h.client.logClick({ eventId: "answers-c1", impressionId: "answers-1", userId: "u-answers-1", productId: "p", rank: 1, searchQuery: "q", variant: "a", responseTimeMs: 30, timestamp: at(5.1) });
+  const fast = fastMetrics(c, new RollupReader(c));
+  // Whole days: no raw edge, so the window's sums are the reader's kept ones.
+  const f = (): MetricsFilter => ({ window: requestWindow({ days: 0, startTime: new Date(dayStart), endTime: new Date(dayStart + 3 * DAY) }, new Date()) });
+  const read = () => Promise.all([fast.totals(f()), fast.ranks(f(), true), fast.latency(f(), [0.5, 0.95], false), fast.positions(f(), false), fast.responseTimes(f())]);
+  const first = await read();
+  const again = await read();
+  again.forEach((answer, i) => expect(answer, `answer ${i}`).toBe(first[i]));
+  await h.client.logEvents({ events: [event("answers-late", 40, "a")] });
+  const [after, raw] = await Promise.all([read(), Promise.all([rawMetrics(c).totals(f()), rawMetrics(c).responseTimes(f())])]);
+  after.forEach((answer, i) => expect(answer, `answer ${i}`).not.toBe(first[i]));
+  expect(after[0].overall.impressions).toBe(first[0].overall.impressions + 1);
+  expect(after[0].overall).toMatchObject({ impressions: raw[0].overall.impressions, clicks: raw[0].overall.clicks, users: raw[0].overall.users, responseTimeSum: raw[0].overall.responseTimeSum });
+  expect(after[4]).toMatchObject({ count: raw[1].count, min: raw[1].min, max: raw[1].max });
 });
