@@ -207,7 +207,7 @@ it("reads a warm window in one round trip (its rollup versions), summing a settl
   }
 });
 
-it("reads one user's totals (with first clicks) and summary in one aggregation each, the same as separate passes", async () => {
+it("reads one user's totals (with first clicks) and summary in one aggregation per collection each, sent at once, the same as separate passes", async () => {
   const { monitored, commands, c } = await monitoredCollections();
   try {
     const at = (ms: number) => timestampFromDate(new Date(ms));
@@ -227,16 +227,23 @@ it("reads one user's totals (with first clicks) and summary in one aggregation e
     const f: MetricsFilter = { window: timeWindow(1), userId: "one-user" };
     commands.length = 0;
     const totals = await eventTotals(c, f);
-    expect(commands).toEqual(["aggregate impressions"]);
+    expect(commands.sort()).toEqual(["aggregate click_events", "aggregate impressions"]);
     // The same first clicks as their own pass over the impressions (the path unfiltered reads take).
     const separate = await rawFirstClicks(c, match(f), "$variant", f);
     expect(new Map([...totals.variants].map(([v, t]) => [v, t.firstClicks]))).toEqual(new Map([...separate].map(([v, x]) => [v, x.stats])));
     expect(totals.variants.get("a")!.firstClicks.ranks.size).toBeGreaterThan(1);
     expect(totals.overall.impressions).toBe(11);
     expect(totals.overall.users).toBe(1);
+    // Counted against what was sent: the user's clicks and their ranks, per variant.
+    const sentClicks = events.flatMap((e) => (e.kind.case === "click" && e.kind.value.userId === "one-user" ? [e.kind.value as { rank: number; variant: string }] : []));
+    for (const v of ["a", "b"]) {
+      const mine = sentClicks.filter((x) => x.variant === v);
+      expect(totals.variants.get(v), v).toMatchObject({ clicks: mine.length, rankSum: mine.reduce((n, x) => n + x.rank, 0), users: 1 });
+    }
+    expect(totals.overall.clicks).toBe(sentClicks.length);
     commands.length = 0;
     const summary = await userActivity(c, "one-user", f);
-    expect(commands).toEqual(["aggregate impressions"]);
+    expect(commands.sort()).toEqual(["aggregate click_events", "aggregate impressions"]);
     expect(summary).toMatchObject({ impressions: 11, clicks: totals.overall.clicks, variantsUsed: ["a", "b"] });
     expect(summary.avgResponseTimeMs).toBeCloseTo(totals.overall.responseTimeSum / 11, 12);
     expect(summary.avgRankClicked).toBeCloseTo(totals.overall.rankSum / totals.overall.clicks, 12);
