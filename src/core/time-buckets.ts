@@ -61,6 +61,12 @@ export function requireTimeZone(field: string, zone: string): string {
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 function partsIn(zone: string, instant: number): { year: number; month: number; day: number; hour: number; minute: number; second: number } {
+  // UTC (the default zone) from Date itself: formatToParts costs ~3 µs a call, and a 30-day
+  // series' starts took 120 calls (a tenth of a warm GetTimeSeries' server CPU).
+  if (zone === "UTC") {
+    const d = new Date(instant);
+    return { year: d.getUTCFullYear(), month: d.getUTCMonth() + 1, day: d.getUTCDate(), hour: d.getUTCHours(), minute: d.getUTCMinutes(), second: d.getUTCSeconds() };
+  }
   let f = formatters.get(zone);
   if (!f) {
     f = new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric" });
