@@ -15,6 +15,8 @@ export const CLIENT_CHANNEL_OPTIONS = {
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.max_send_message_length": MAX_REQUEST_BYTES,
   "grpc.max_receive_message_length": MAX_RESPONSE_BYTES,
+  // No channelz service is served or queried: its per-call bookkeeping would be cost only.
+  "grpc.enable_channelz": 0,
 } as const;
 
 export const SERVER_CHANNEL_OPTIONS = {
@@ -26,6 +28,7 @@ export const SERVER_CHANNEL_OPTIONS = {
   "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
   "grpc.max_send_message_length": MAX_RESPONSE_BYTES,
   "grpc.max_concurrent_streams": 1_000,
+  "grpc.enable_channelz": 0,
 } as const;
 
 /** Writes the server recognises when repeated (they carry event ids): the only ones retried. */
