@@ -18,7 +18,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { Double, MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
+import { MongoClient, type Db, type Document, type IndexDescription } from "mongodb";
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../src/client/index.js";
 import type { InterleavingResult } from "../src/core/interleaving.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../src/store/engine/embedded-engine.js";
@@ -36,11 +36,12 @@ import {
   type ShapeResult,
 } from "./bench-client.js";
 import { buildVocabulary, userIdOf, VARIANTS, variantOf } from "../src/cli/traffic-population.js";
-import { chunks, DAY_MS, DEFAULT_QUERIES, generateEvents, INTERLEAVED_RANKERS, type DatasetEvent } from "../src/cli/traffic-generator.js";
+import { chunks, DAY_MS, DEFAULT_QUERIES, generateEvents, INTERLEAVED_RANKERS } from "../src/cli/traffic-generator.js";
 import { fnv1a, Rng } from "../src/cli/traffic-random.js";
 import { loadDataset, type LoadResult } from "../src/cli/traffic-loader.js";
 import { createProgress, formatDuration, formatInteger } from "../src/cli/progress.js";
 import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
+import { toDocument } from "./raw-documents.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> dist/src/server/main.js */
@@ -429,29 +430,7 @@ const describeWriteWork = (w: WriteEngineWork | null | undefined) =>
   w ? `${w.eventsPerBatch?.toFixed(1) ?? "-"} events (${w.writesPerBatch?.toFixed(1) ?? "-"} calls) per batch, ${w.commandsPerBatch?.toFixed(1) ?? "-"} engine commands per batch (${Object.entries(w.commands).map(([k, n]) => `${k} ${formatInteger(n)}`).join(", ")})` : "batches not measured";
 
 // ---------------------------------------------------------------------------------------------
-// Raw documents, as the service stores them (README, "Storage")
-
-function normalizeQuery(query: string): string {
-  return query.normalize("NFKC").trim().replace(/\s+/gu, " ").toLowerCase();
-}
-
-function toDocument(e: DatasetEvent): Document {
-  const common = { event_id: e.eventId, impression_id: e.impressionId, user_id: e.userId };
-  const tail = { variant: e.variant, response_time_ms: new Double(e.responseTimeMs), session_id: e.sessionId };
-  if (e.kind === "impression") {
-    return { ...common, query: e.query, query_normalized: normalizeQuery(e.query), ...tail, results_count: e.resultsCount, timestamp: new Date(e.timestampMs), ...(e.teams === undefined ? {} : { teams: e.teams }) };
-  }
-  return {
-    ...common,
-    product_id: e.productId,
-    rank: e.rank,
-    search_query: e.searchQuery,
-    query_normalized: normalizeQuery(e.searchQuery),
-    ...tail,
-    source: e.source,
-    timestamp: new Date(e.timestampMs),
-  };
-}
+// Raw insert capacity: the documents as the service stores them (raw-documents.ts)
 
 /** EVENT_INDEXES plus whatever else the service created on the collection (its key indexes). */
 async function serviceIndexes(db: Db, collection: string): Promise<IndexDescription[]> {

@@ -19,24 +19,18 @@
  *
  * Each measurement writes into the database (it is a copy to throw away).
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { MongoClient, type CommandStartedEvent, type CommandSucceededEvent, type CommandFailedEvent, type Db, type Document } from "mongodb";
+import { MongoClient, type Db, type Document } from "mongodb";
 import { validateClick } from "../src/core/events.js";
 import { startEmbeddedMongo } from "../src/store/engine/embedded-engine.js";
 import { collections } from "../src/store/schema/documents.js";
 import { writeEvents } from "../src/store/write/event-writer.js";
 import { keyIs } from "../src/store/schema/indexes.js";
 import { rollupId } from "../src/store/schema/rollup-documents.js";
+import { CommandCpuSplit, engineCpu, formatSplit } from "./engine-cpu.js";
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { "data-dir": { type: "string" }, batch: { type: "string", default: "16" }, batches: { type: "string", default: "100" } }, strict: true });
@@ -55,37 +49,12 @@ async function main(): Promise<void> {
     const searches = await c.impressions.aggregate([{ $sample: { size: 20_000 } }, { $project: { _id: 0, impression_id: 1, user_id: 1, variant: 1, query: 1, query_normalized: 1, results_count: 1, timestamp: 1 } }]).toArray();
     const pick = () => searches[Math.floor(Math.random() * searches.length)]!;
     const measure = async (label: string, clicks: number, run: () => Promise<void>, unit = "click") => {
-      const before = cpuSeconds(engine.pid);
-      await run();
-      await new Promise((r) => setTimeout(r, 300));
-      const seconds = cpuSeconds(engine.pid) - before;
+      const seconds = (await engineCpu(engine.pid, run)).cpuSeconds;
       process.stdout.write(`${label.padEnd(12)} ${((seconds * 1e6) / clicks).toFixed(0).padStart(6)} µs engine CPU per ${unit}\n`);
     };
 
     // The service's write path, split by command.
-    const inFlight = new Map<number, string>();
-    const byCommand = new Map<string, { seconds: number; count: number }>();
-    let last = cpuSeconds(engine.pid);
-    const share = () => {
-      const now = cpuSeconds(engine.pid);
-      const d = now - last;
-      last = now;
-      if (d > 0) for (const name of inFlight.values()) byCommand.get(name)!.seconds += d / inFlight.size;
-    };
-    client.on("commandStarted", (e: CommandStartedEvent) => {
-      share();
-      const name = `${e.commandName} ${String(e.command[e.commandName])}`;
-      inFlight.set(e.requestId, name);
-      const entry = byCommand.get(name) ?? { seconds: 0, count: 0 };
-      entry.count++;
-      byCommand.set(name, entry);
-    });
-    const done = (e: CommandSucceededEvent | CommandFailedEvent) => {
-      share();
-      inFlight.delete(e.requestId);
-    };
-    client.on("commandSucceeded", done);
-    client.on("commandFailed", done);
+    const split = new CommandCpuSplit(client, engine.pid);
     await measure("service", batch * batches, async () => {
       for (let b = 0; b < batches; b++) {
         const items = Array.from({ length: batch }, (_, k) => {
@@ -97,10 +66,7 @@ async function main(): Promise<void> {
         await writeEvents(c, items);
       }
     });
-    for (const [name, { seconds, count }] of [...byCommand].sort((a, b) => b[1].seconds - a[1].seconds)) {
-      process.stdout.write(`  ${name.padEnd(32)} ${((seconds * 1e6) / (batch * batches)).toFixed(0).padStart(6)} µs per click, ${(count / batches).toFixed(2)} commands per batch\n`);
-    }
-    client.removeAllListeners("commandStarted");
+    process.stdout.write(formatSplit(split.stop(), batch * batches, "click", batches));
 
     // The same work's least: one command per kind and batch.
     const wc = { w: "majority", j: true };
