@@ -76,8 +76,30 @@ export class EdgeQueries {
       if (own) throw error;
       return this.rows(hour, from, to, variant, versions, budget);
     }
-    return edgeQueryRows(events, from - hour, to - hour);
+    // A trailing window's start moves by milliseconds but crosses an event only now and then:
+    // the same events of the hour give the same rows (the same array, which callers keep by).
+    const [first, end] = [lowerBound(events, from - hour), lowerBound(events, to - hour)];
+    const known = this.stretches.get(events);
+    if (known !== undefined && known.first === first && known.end === end) return known.rows;
+    const rows = edgeQueryRows(events, first, end);
+    this.stretches.set(events, { first, end, rows });
+    return rows;
   }
+
+  /** The last stretch counted of each cached hour's events. */
+  private readonly stretches = new WeakMap<readonly EdgeEvent[], { first: number; end: number; rows: QueryRow[] }>();
+}
+
+/** The first index of `events` (by offset) whose offset is at least `k`. */
+function lowerBound(events: readonly EdgeEvent[], k: number): number {
+  let lo = 0;
+  let hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (events[mid]!.k < k) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** The hour's searches and unlinked clicks (of `variant`), by time. */
@@ -121,18 +143,11 @@ async function edgeEvents(c: Collections, hour: number, variant: string | undefi
   return events.sort((a, b) => a.k - b.k);
 }
 
-/** Per query, the events with offsets in [a, b): what queryRows (breakdowns.ts) answers for that stretch. */
-function edgeQueryRows(events: readonly EdgeEvent[], a: number, b: number): QueryRow[] {
+/** Per query, the events [first, end) (by time): what queryRows (breakdowns.ts) answers for that stretch. */
+function edgeQueryRows(events: readonly EdgeEvent[], first: number, end: number): QueryRow[] {
   const rows = new Map<string, QueryRow & { positions: QueryPositions }>();
-  let lo = 0;
-  let hi = events.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (events[mid]!.k < a) lo = mid + 1;
-    else hi = mid;
-  }
   const add = (into: Map<number, number>, key: number) => into.set(key, (into.get(key) ?? 0) + 1);
-  for (let j = lo; j < events.length && events[j]!.k < b; j++) {
+  for (let j = first; j < end; j++) {
     const e = events[j]!;
     let row = rows.get(e.q);
     if (!row) rows.set(e.q, (row = { query: e.q, searches: 0, clicks: 0, searchesWithClicks: 0, noResults: 0, rankSum: 0, clicksOutsideResults: 0, positions: { resultsCounts: new Map(), shownClicks: 0, firstClickRanks: new Map() } }));

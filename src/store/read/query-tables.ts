@@ -16,6 +16,7 @@
  * and abandonment's inputs) are there only from the hour recorded when a server of a version
  * that keeps them first opened the database (markQueryTables).
  */
+import { ComposedCache } from "../../core/composed-cache.js";
 import { topRows, type QueryRow, type TopQueriesOrder } from "../../core/top-queries.js";
 import { queryRows, topQueries } from "./breakdowns.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
@@ -152,6 +153,8 @@ export class QueryTableReader {
   private complete = false;
   /** Settled first hours of windows, by millisecond (see EdgeQueries). */
   private readonly edges: EdgeQueries;
+  /** Windows' top rows, by the cached tables and edge rows they were ranked from (and the order and limit). */
+  private readonly tops = new ComposedCache<CachedTable, QueryRow[]>();
   /**
    * From when the tables hold histograms, once read: the record only ever moves earlier (a Reset
    * records the beginning), so a remembered one is at worst too late, never too early.
@@ -215,15 +218,22 @@ export class QueryTableReader {
       }
     }
     const [hourTables, grouped] = await Promise.all([this.hourTables(loose, this.hours, f), this.windowTables(groups, f)]);
+    const fullHours: HourRef[] = [...grouped.fullHours];
+    for (const table of hourTables) fullHours.push(...table.fullHours);
+    const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
+    // The same cached tables and edge rows rank the same: a warm read of an unchanged window ranks nothing.
+    const parts = [...hourTables, ...rawRows, order, limit];
+    const known = this.tops.get(grouped, parts);
+    if (known !== undefined) return known;
+    return this.tops.set(grouped, parts, this.ranked(grouped, hourTables, rawRows, order, limit));
+  }
+
+  /** The top `limit` rows of the window made of the day groups `grouped`, the hour tables and the raw rows. */
+  private ranked(grouped: CachedTable, hourTables: readonly CachedTable[], rawRows: readonly QueryRow[][], order: TopQueriesOrder, limit: number): QueryRow[] {
     // The window's day groups (cached, most of its queries) apart from the rest: the recent
     // hours, the first hour and full tables' raw events (`delta`, a few of its queries).
     const delta: Counts = new Map();
-    const fullHours: HourRef[] = [...grouped.fullHours];
-    for (const table of hourTables) {
-      mergeCounts(delta, table.counts, false);
-      fullHours.push(...table.fullHours);
-    }
-    const rawRows = [edge, ...(await Promise.all(fullHours.map((h) => this.raw(h.t, new Date(h.t.getTime() + HOUR_MS), h.v, f))))];
+    for (const table of hourTables) mergeCounts(delta, table.counts, false);
     const rawTables = rawRows.map((rows) => new Map(rows.map((r) => [r.query, entryOfRow(r)])));
     for (const table of rawTables) mergeCounts(delta, table, false);
     const merged = (query: string): QueryEntry | undefined => {
