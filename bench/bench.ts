@@ -38,7 +38,7 @@ import {
 import { buildVocabulary, userIdOf, VARIANTS, variantOf } from "../src/cli/traffic-population.js";
 import { chunks, DAY_MS, DEFAULT_QUERIES, generateEvents, INTERLEAVED_RANKERS } from "../src/cli/traffic-generator.js";
 import { fnv1a, Rng } from "../src/cli/traffic-random.js";
-import { loadDataset, type LoadResult } from "../src/cli/traffic-loader.js";
+import { loadDataset } from "../src/cli/traffic-loader.js";
 import { createProgress, formatDuration, formatInteger } from "../src/cli/progress.js";
 import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
 import { toDocument } from "./raw-documents.js";

@@ -165,7 +165,6 @@ interface Latest {
 class Question {
   readonly watchers = new Set<Watcher>();
   private latest: Latest | undefined;
-  private computing = false;
   /** Set by a joining stream: the snapshot in progress goes out as soon as it is computed. */
   private urgent = false;
   /** How long the last few computations took (ms): how early the next one starts. */
@@ -225,7 +224,6 @@ class Question {
       if (startIn > 0) await this.sleep(startIn);
       if (this.closed) return;
       const started = Date.now();
-      this.computing = true;
       let snapshot: Snapshot;
       try {
         // An engine that stops answering ends the streams with UNAVAILABLE within the ping
@@ -237,8 +235,6 @@ class Question {
         this.hub.forget(this);
         for (const w of this.watchers) w.fail(error);
         return;
-      } finally {
-        this.computing = false;
       }
       this.durations.push(Date.now() - started);
       if (this.durations.length > LEAD_SAMPLES) this.durations.shift();

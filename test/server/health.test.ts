@@ -3,13 +3,13 @@ import * as grpc from "@grpc/grpc-js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as Serving, HealthCheckResponseSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { Status, createClickAnalyticsClient, type ServiceError } from "../../src/client/index.js";
 import { createLogger } from "../../src/server/logger.js";
 import { startServer } from "../../src/server/server.js";
 import { startEmbeddedMongo } from "../../src/store/engine/embedded-engine.js";
-import { startHarness, type Harness } from "../support/harness.js";
+import { startHarness } from "../support/harness.js";
 import { rawUnary, useHarnessWithRawClient } from "../support/raw-call.js";
 
 const CHECK = "/grpc.health.v1.Health/Check";

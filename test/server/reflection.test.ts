@@ -1,8 +1,7 @@
 import { fromBinary, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { descriptors, reflect, registryOf } from "../support/grpcurl.js";
-import { startHarness, type Harness } from "../support/harness.js";
 import { rawUnary, useHarnessWithRawClient } from "../support/raw-call.js";
 
 const suite = useHarnessWithRawClient();

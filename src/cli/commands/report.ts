@@ -17,13 +17,12 @@ import {
   UsageError,
   withClient,
   type Command,
-  type FlagValues,
   type Io,
 } from "./common.js";
 import { experimentRequest, renderScorecard } from "./experiments.js";
 import { COMPARISON_HELP, COMPARISON_OPTIONS, comparisonFlags, SPLIT_HELP, WINDOW_HELP } from "./comparison-flags.js";
 import { renderInterleaving } from "./interleaving.js";
-import { cappingLine, comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData, type ReportRequest } from "./report-data.js";
+import { cappingLine, comparisonLines, comparisonRequest, fetchReportData, FIRST_CLICK_NOTE, firstClickTable, inferenceLabel, orderedVariants, POSITION_BIAS_NOTE, positionBiasTable, sampleRatioLine, windowLabel, type ReportData } from "./report-data.js";
 
 export const REPORT_USAGE = `usage: click-analytics report [flags]
 
