@@ -62,6 +62,9 @@ const EDGE_ROWS_CACHED = 50_000;
  * moves them), which the window's one listing of rollup versions includes: a warm read is that
  * one listing, and the edge is summed from the cache to the millisecond.
  */
+/** Every bucket without rollups: one object, so that what is kept by it (rows, a first bucket's edge sum) is found again. */
+const EMPTY_BUCKET: SeriesAggregate = emptySeriesAggregate();
+
 export class RollupReader {
   private readonly cache = new Map<string, Decoded>();
   private readonly edgeHours = new Map<string, EdgeHour>();
@@ -71,6 +74,8 @@ export class RollupReader {
   private readonly bucketSums = new Map<string, { parts: readonly Decoded[]; sum: SeriesAggregate }>();
   /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
   private readonly windows = new ComposedCache<Map<string, RollupAggregate>, WindowAggregates>();
+  /** A series' first bucket with its raw edge added, by the kept bucket sum and the edge's parts. */
+  private readonly edgeBuckets = new ComposedCache<SeriesAggregate, SeriesAggregate>();
   /** Settled hours read into the edge-hour cache (cache misses), for tests and metrics. */
   edgeHourBuilds = 0;
 
@@ -183,13 +188,19 @@ export class RollupReader {
       if (d && k >= 0) parts[k]!.push(d);
     }
     const out = parts.map((p, k) => this.bucketSum(`${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`, p));
-    // The first bucket's raw edge moves with the window's start: added to a copy, never to a kept sum.
+    // The first bucket's raw edge moves with the window's start: added to a copy, never to a kept
+    // sum; the copy is kept too, while the start crosses no event (the edge's parts are the same).
     const first = bucketOf(start.getTime());
     const edgeParts = edge.flatMap((part) => [...part.values()]);
     if (first >= 0 && edgeParts.length > 0) {
-      const sum = emptySeriesAggregate();
-      addCountsInto(sum, out[first]!);
-      for (const d of edgeParts) addCountsInto(sum, d);
+      const kept = out[first]!;
+      let sum = this.edgeBuckets.get(kept, edgeParts);
+      if (sum === undefined) {
+        sum = emptySeriesAggregate();
+        addCountsInto(sum, kept);
+        for (const d of edgeParts) addCountsInto(sum, d);
+        this.edgeBuckets.set(kept, edgeParts, sum);
+      }
       out[first] = sum;
     }
     return out;
@@ -201,7 +212,7 @@ export class RollupReader {
    * versions): a warm time series adds only what moved. Callers must not change what this returns.
    */
   private bucketSum(key: string, parts: readonly Decoded[]): SeriesAggregate {
-    if (parts.length === 0) return emptySeriesAggregate();
+    if (parts.length === 0) return EMPTY_BUCKET;
     const known = this.bucketSums.get(key);
     if (known !== undefined && known.parts.length === parts.length && known.parts.every((p, i) => p === parts[i])) {
       this.bucketSums.delete(key);

@@ -288,6 +288,30 @@ it("keeps a time series' bucket rows while their rollups are unchanged, and reco
   expect(after.map(({ p95: _, ...counts }) => counts)).toEqual(raw.map(({ p95: _, ...counts }) => counts));
 });
 
+it("keeps a time series' first bucket, its raw edge included, while the window's start crosses no event", async () => {
+  const c = h.server.store.collections;
+  const f: MetricsFilter = { window: timeWindow(9) };
+  const start = f.window.start.getTime();
+  const hourEdge = Math.ceil(start / HOUR) * HOUR;
+  // A search in the window's partial first hour (read from raw events, not from the rollups).
+  const inEdge = start + Math.max(1, Math.floor((hourEdge - start) / 2));
+  await h.client.logEvents({ events: [{ kind: { case: "impression" as const, value: { eventId: "edge-bucket-1", userId: "u1", query: "q", variant: "a", resultsCount: 3, responseTimeMs: 40, timestamp: timestampFromDate(new Date(inEdge)) } } }] });
+  const fast = fastMetrics(c, new RollupReader(c));
+  const starts = bucketStarts("UTC", "day", f.window.start, f.window.end);
+  const first = await fast.timeSeries(f, "day", "UTC", starts);
+  const again = await fast.timeSeries(f, "day", "UTC", starts);
+  expect(again[0]).toBe(first[0]);
+  // The edge counts, as the events say.
+  const raw = await rawMetrics(c).timeSeries(f, "day", "UTC", starts);
+  expect(first[0]!.impressions).toBe(raw[0]!.impressions);
+  expect(first[0]!.impressions).toBeGreaterThan(0);
+  // A start one event later: the first bucket is summed again, without that search.
+  const later: MetricsFilter = { window: { ...f.window, start: new Date(inEdge + 1) } };
+  const moved = await fast.timeSeries(later, "day", "UTC", starts);
+  expect(moved[0]).not.toBe(first[0]);
+  expect(moved[0]!.impressions).toBe((await rawMetrics(c).timeSeries(later, "day", "UTC", starts))[0]!.impressions);
+});
+
 it("keeps a window's answers while its rollups are unchanged, and answers afresh, as the events do, once an event lands in it", async () => {
   const c = h.server.store.collections;
   const dayStart = Math.floor((Date.now() - 6 * DAY) / DAY) * DAY;
