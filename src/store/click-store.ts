@@ -19,7 +19,7 @@ import { UserRollupReader } from "./read/user-rollups.js";
 import { userRollups } from "./read/user-tables.js";
 import { Spool, type SpoolOptions } from "./write/spool.js";
 import { isStorageUnreachable } from "./engine/storage-errors.js";
-import { StorageWatchdog, type WatchdogOptions } from "./engine/storage-watchdog.js";
+import { DEFAULT_PING_TIMEOUT_MS, StorageWatchdog, type WatchdogOptions } from "./engine/storage-watchdog.js";
 import { DeadWriterCheck, DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./write/writer-lease.js";
 import { DomainError } from "../core/errors.js";
 import { hasTtlMonitor, RawRetention, sweepExpired } from "./schema/retention.js";
@@ -90,6 +90,10 @@ export class ClickStore {
       serverSelectionTimeoutMS: options.serverSelectionTimeoutMS ?? 2_000,
       appName: "click-analytics",
       writeConcern: options.writeConcern ?? { w: "majority", journal: true },
+      // Bounds the driver's heartbeat (and each handshake) as the watchdog bounds its ping: the
+      // engine's hello has no topologyVersion, so the monitor polls, and one unanswered check kept
+      // the server unknown (every command failing selection, the spool undrained) for 30 s.
+      connectTimeoutMS: options.watchdog?.timeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
       // Only when tracing (monitorCommands=true in the URI still works without it).
       ...(options.traceCommands ? { monitorCommands: true } : {}),
     };
