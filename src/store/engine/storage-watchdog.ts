@@ -1,8 +1,8 @@
 /**
  * Notices an engine that stopped answering. A killed MongoDB refuses connections at once, but a
  * paused, hung or partitioned one keeps its sockets open and answers nothing: the driver's own
- * monitor took ~30 s to notice (its heartbeat waits connectTimeoutMS), and until then every
- * write waited for its deadline instead of going to the spool and every read hung. The watchdog
+ * monitor notices only at its next heartbeat (every 10 s), which then waits connectTimeoutMS (30 s
+ * by default, ClickStore sets this timeout), and until then every write waited for its deadline instead of going to the spool and every read hung. The watchdog
  * pings on a connection of its own (so a busy pool does not delay it) every `intervalMs`; a ping
  * unanswered for `timeoutMs` (or failing) marks the engine unresponsive at once, and the first
  * answered ping marks it responsive again.
