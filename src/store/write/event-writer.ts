@@ -78,7 +78,7 @@ async function writeBatch(
   writer: string | undefined,
 ): Promise<Set<number>> {
   if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id), writer);
-  const [dupClicks, dupImpressions] = await Promise.all([
+  const [dupClicks, dupImpressions] = await allEnded([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
   ]);
@@ -86,7 +86,7 @@ async function writeBatch(
   const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const storedClicked = new Map(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => [d.impression_id, d]));
-  await Promise.all([
+  await allEnded([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, when its batch is settled).
     rollUp(c, newClicks, newImpressions, marker),
     // Duplicates too: a retried batch repeats whatever linking a failed attempt left undone (a
@@ -97,6 +97,18 @@ async function writeBatch(
   // batch counts its events and its click claim (settleBatch).
   if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
   return duplicates;
+}
+
+/**
+ * Like Promise.all, but settles only once every write has ended: a batch that failed is settled
+ * from what it stored (settleBatch), so none of its writes may still be running then (one insert
+ * failing fast while the other stores its events later left those events stored and uncounted).
+ */
+export async function allEnded<T extends readonly unknown[]>(writes: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const outcomes = await Promise.allSettled(writes);
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+  if (failed) throw failed.reason;
+  return outcomes.map((o) => (o as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 /** The searches a batch links: its new clicks' searches, every search it stored (or repeated), and the searches of its repeated clicks. */
