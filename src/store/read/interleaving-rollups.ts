@@ -45,6 +45,7 @@ import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import { settledHours, timeRange, windowRanges } from "./window-ranges.js";
 import { ReadTurns } from "./read-turns.js";
 import { ComposedCache } from "../../core/composed-cache.js";
+import { lowerBound } from "../../core/lower-bound.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { floorTo } from "../schema/rollup-documents.js";
 import { bumpVersions, docId, interleavingRollups, type Grain, type StoredPair } from "../schema/interleaving-rollup-documents.js";
@@ -364,7 +365,8 @@ function stretchOf(h: EdgeHour, a: number, b: number): PairTallies[] {
 
 /** The tally of a cached hour's searches in [a, b), kept by the searches it covers. */
 function searchesBetween(h: EdgeHour, a: number, b: number): PairTallies {
-  const [i, j] = [lowerBound(h.at, a), lowerBound(h.at, b)];
+  const at = (k: number) => h.at[k]!;
+  const [i, j] = [lowerBound(h.at.length, at, a), lowerBound(h.at.length, at, b)];
   if (i >= j) return new Map();
   const key = `${i}-${j}`;
   const known = h.stretches.get(key);
@@ -374,18 +376,6 @@ function searchesBetween(h: EdgeHour, a: number, b: number): PairTallies {
   h.stretches.set(key, tally.pairs);
   while (h.stretches.size > STRETCHES_CACHED) h.stretches.delete(h.stretches.keys().next().value!);
   return tally.pairs;
-}
-
-/** The first index of ascending `xs` whose value is at least `x`. */
-function lowerBound(xs: readonly number[], x: number): number {
-  let lo = 0;
-  let hi = xs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (xs[mid]! < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 const rawFilter = (from: number, to: number, variant: string | undefined, budget: MetricsFilter): MetricsFilter => ({

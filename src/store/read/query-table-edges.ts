@@ -5,6 +5,7 @@
  */
 import type { Document } from "mongodb";
 import type { QueryPositions, QueryRow } from "../../core/top-queries.js";
+import { lowerBound } from "../../core/lower-bound.js";
 import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 import type { RawRetention } from "../schema/retention.js";
@@ -78,7 +79,8 @@ export class EdgeQueries {
     }
     // A trailing window's start moves by milliseconds but crosses an event only now and then:
     // the same events of the hour give the same rows (the same array, which callers keep by).
-    const [first, end] = [lowerBound(events, from - hour), lowerBound(events, to - hour)];
+    const offset = (i: number) => events[i]!.k;
+    const [first, end] = [lowerBound(events.length, offset, from - hour), lowerBound(events.length, offset, to - hour)];
     const known = this.stretches.get(events);
     if (known !== undefined && known.first === first && known.end === end) return known.rows;
     const rows = edgeQueryRows(events, first, end);
@@ -90,17 +92,6 @@ export class EdgeQueries {
   private readonly stretches = new WeakMap<readonly EdgeEvent[], { first: number; end: number; rows: QueryRow[] }>();
 }
 
-/** The first index of `events` (by offset) whose offset is at least `k`. */
-function lowerBound(events: readonly EdgeEvent[], k: number): number {
-  let lo = 0;
-  let hi = events.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (events[mid]!.k < k) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 /** The hour's searches and unlinked clicks (of `variant`), by time. */
 async function edgeEvents(c: Collections, hour: number, variant: string | undefined, budget: MetricsFilter): Promise<EdgeEvent[]> {

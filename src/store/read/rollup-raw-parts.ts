@@ -2,6 +2,7 @@
  * The raw parts of a rollup window: stretches of raw events (a window's partial edge hours)
  * aggregated into the same parts as decoded rollup documents (read/rollup-aggregate.ts).
  */
+import { lowerBound } from "../../core/lower-bound.js";
 import type { Document } from "mongodb";
 import { latencyBucket } from "../../core/sketches.js";
 import { userBucket } from "../../core/user-buckets.js";
@@ -23,17 +24,8 @@ export function byOffset(rows: RawRows): RawRows {
 
 /** Where the rows (sorted by offset) with offsets in [a, b) start and end. */
 export function rowRange(rows: readonly Document[], a: number, b: number): [number, number] {
-  const lowerBound = (x: number) => {
-    let lo = 0;
-    let hi = rows.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (Number(rows[mid]!._id.k) < x) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  return [lowerBound(a), lowerBound(b)];
+  const offset = (i: number) => Number(rows[i]!._id.k);
+  return [lowerBound(rows.length, offset, a), lowerBound(rows.length, offset, b)];
 }
 
 /** A stretch of a window (at most an hour or so, at its edges) straight from the events, per variant. */
