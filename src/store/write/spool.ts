@@ -7,6 +7,7 @@
  * and deletes a segment once every record in it is in MongoDB; a record replayed twice (after a
  * crash mid-drain) is recognised by its event ids, so each event lands exactly once.
  */
+import { allEnded } from "./event-writer.js";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
@@ -277,9 +278,7 @@ export class Spool {
             }
           };
           // Every write has ended before the drain does (the next drain starts from a quiet spool).
-          const outcomes = await Promise.allSettled(Array.from({ length: Math.min(DRAIN_WRITES, groups.length) }, worker));
-          const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
-          if (failure) throw failure.reason;
+          await allEnded(Array.from({ length: Math.min(DRAIN_WRITES, groups.length) }, worker));
           fs.unlinkSync(path);
           this.segments.shift();
         }
