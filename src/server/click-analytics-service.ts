@@ -140,8 +140,8 @@ export function clickAnalyticsService(deps: ServiceDeps): ServiceImpl<typeof Cli
       const firstRejections: EventOutcome[] = [];
       let batches = 0;
       let position = 0;
-      // One message at a time: the next is not read until this one is written, so a fast
-      // client is held back by HTTP/2 flow control instead of filling this process's memory.
+      // One message at a time: the adapter reads about one ahead (grpc-adapter.ts, decodedStream),
+      // so a fast client is held back by HTTP/2 flow control instead of filling this process's memory.
       for await (const message of requests) {
         if (ctx.signal.aborted) break;
         requireBatchSize(message.events.length, `batches[${batches}].events`);

@@ -113,12 +113,17 @@ function contextOf(call: SurfaceCall, path: string): CallContext {
 }
 
 /**
- * The decoded messages of a request stream. Iterated without `destroyOnReturn`: a handler that
+ * The decoded messages of a request stream, read about one ahead of the handler. Iterated without `destroyOnReturn`: a handler that
  * stops reading early (an undecodable or oversized message) must leave the call's stream intact,
  * because grpc-js sends a bidi stream's status from that stream's end(); destroyed, it never
  * does, and the client waits for its deadline (forever without one).
  */
 async function* decodedStream<T>(call: Readable): AsyncIterable<T> {
+  // grpc-js decodes each message as it arrives and buffers up to the Readable's high-water mark
+  // (16 in object mode) before it stops reading: 16 decoded batches per stream kept alive while
+  // the handler writes one. At 1 the client is held back after about two (it has no option for
+  // this, so its state is set).
+  (call as unknown as { _readableState: { highWaterMark: number } })._readableState.highWaterMark = 1;
   for await (const message of call.iterator({ destroyOnReturn: false }) as AsyncIterable<T | Malformed>) yield checked(message);
 }
 
