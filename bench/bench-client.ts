@@ -21,6 +21,7 @@ import { userIdOf, VARIANTS } from "../src/cli/traffic-population.js";
 import { createProgress } from "../src/cli/progress.js";
 import { MongoClient } from "mongodb";
 import { commandsBetween, engineCommands, totalCommands, type CommandCounts } from "./engine-commands.js";
+import { cpuSeconds } from "./engine-cpu.js";
 
 export type MetricRpc = "GetCtr" | "GetRankMetrics" | "GetResponseTimeMetrics" | "GetUserSummary" | "GetVariantComparison" | "GetTopQueries" | "GetTimeSeries" | "GetInterleavingResult";
 
@@ -159,6 +160,12 @@ export interface ShapeResult {
    */
   engineCommandsPerCall?: number;
   engineCommands?: CommandCounts;
+  /**
+   * CPU of the server and engine processes (/proc, 10 ms ticks) over the timed calls, per call,
+   * and over the warm-up calls before them, per call: whatever else those processes do meanwhile
+   * counts too, so a figure above the same shape's in a quiet run shows background work.
+   */
+  cpuMicrosPerCall?: { server: number; engine: number; warmupServer: number; warmupEngine: number };
 }
 
 export interface ClientReport {
@@ -179,6 +186,8 @@ export interface RunShapesOptions {
   onShape?: (result: ShapeResult) => void;
   /** The engine's command totals so far (see engine-commands.ts): read around each shape's timed calls. */
   countCommands?: () => Promise<CommandCounts>;
+  /** CPU seconds the server and the engine have used so far: read around each shape's warm-up and timed calls. */
+  cpuSeconds?: () => { server: number; engine: number };
 }
 
 /** Runs every shape in turn: `warmup` untimed calls, then `iterations` timed ones, sequentially. */
@@ -186,6 +195,7 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
   const params = new ParamSource(options.users, options.seed);
   const shapes: ShapeResult[] = [];
   for (const shape of options.shapes ?? METRIC_SHAPES) {
+    const cpuBeforeWarmup = options.cpuSeconds?.();
     for (let i = 0; i < options.warmup; i++) {
       await callShape(client, shape, params.next(shape), options.timeoutMs).catch(() => undefined);
       options.onCall?.();
@@ -194,6 +204,7 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
     let errors = 0;
     let firstError: string | undefined;
     const commandsBefore = await options.countCommands?.();
+    const cpuBefore = options.cpuSeconds?.();
     const started = performance.now();
     const iterations = Math.min(options.iterations, shape.maxIterations ?? Infinity);
     for (let i = 0; i < iterations; i++) {
@@ -217,6 +228,16 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
       seconds: (performance.now() - started) / 1000,
       latencyMs: summarize(samples),
     };
+    const cpuAfter = options.cpuSeconds?.();
+    if (cpuBeforeWarmup && cpuBefore && cpuAfter) {
+      const perCall = (seconds: number, calls: number) => (calls === 0 ? 0 : Math.round((seconds * 1e6) / calls));
+      result.cpuMicrosPerCall = {
+        server: perCall(cpuAfter.server - cpuBefore.server, iterations),
+        engine: perCall(cpuAfter.engine - cpuBefore.engine, iterations),
+        warmupServer: perCall(cpuBefore.server - cpuBeforeWarmup.server, options.warmup),
+        warmupEngine: perCall(cpuBefore.engine - cpuBeforeWarmup.engine, options.warmup),
+      };
+    }
     if (commandsBefore !== undefined && options.countCommands) {
       const commands = commandsBetween(commandsBefore, await options.countCommands());
       result.engineCommands = commands;
@@ -229,11 +250,13 @@ export async function runShapes(client: ClickAnalyticsClient, options: RunShapes
 }
 
 /** One line for a log: "GetCtr 30d: 200 calls, p50 1.2 / p95 3.4 / p99 5.6 ms, 0 errors". */
-export function describeShape(r: Pick<ShapeResult, "name" | "calls" | "errors" | "latencyMs" | "firstError" | "engineCommandsPerCall">): string {
+export function describeShape(r: Pick<ShapeResult, "name" | "calls" | "errors" | "latencyMs" | "firstError" | "engineCommandsPerCall" | "cpuMicrosPerCall">): string {
   const l = r.latencyMs;
   const figures = l ? `p50 ${l.p50.toFixed(2)} / p95 ${l.p95.toFixed(2)} / p99 ${l.p99.toFixed(2)} ms` : "no successful call";
   const commands = r.engineCommandsPerCall === undefined ? "" : `, ${r.engineCommandsPerCall.toFixed(1)} engine commands per call`;
-  return `${r.name}: ${r.calls} calls, ${figures}${commands}, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ""}`;
+  const c = r.cpuMicrosPerCall;
+  const cpu = c === undefined ? "" : `, CPU per call: server ${c.server} µs, engine ${c.engine} µs (warm-up ${c.warmupServer} / ${c.warmupEngine} µs)`;
+  return `${r.name}: ${r.calls} calls, ${figures}${commands}${cpu}, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError})` : ""}`;
 }
 
 /** On a terminal the progress bar owns the current line: start a new one first. */
@@ -249,6 +272,8 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "1" },
       "timeout-ms": { type: "string", default: "120000" },
       "mongodb-uri": { type: "string" },
+      "server-pid": { type: "string" },
+      "engine-pid": { type: "string" },
     },
     strict: true,
   });
@@ -272,8 +297,11 @@ async function main(): Promise<void> {
     await client.waitForReady(30_000);
     let calls = 0;
     const progress = createProgress({ label: "metrics", total: METRIC_SHAPES.reduce((n, shape) => n + Math.min(options.iterations, shape.maxIterations ?? Infinity) + options.warmup, 0), unit: "calls" });
+    const pid = (name: "server-pid" | "engine-pid") => (values[name] === undefined ? undefined : int(name, values[name], 1));
+    const [serverPid, enginePid] = [pid("server-pid"), pid("engine-pid")];
     const report = await runShapes(client, {
       ...options,
+      ...(serverPid === undefined || enginePid === undefined ? {} : { cpuSeconds: () => ({ server: cpuSeconds(serverPid), engine: cpuSeconds(enginePid) }) }),
       ...(engine === undefined ? {} : { countCommands: () => engineCommands(engine.db("admin")) }),
       onCall: () => progress.update(++calls),
       onShape: (r) => {

@@ -763,10 +763,12 @@ async function runMetricsClient(
   mongoUri: string,
   o: BenchOptions,
   warmup: number,
+  pids: { server: number; engine: number } | undefined,
   track: (child: ChildProcess | undefined) => void,
   onShape: (shape: ShapeResult) => void,
 ): Promise<ClientReport> {
   const args = [CLIENT_MAIN, "--address", address, "--iterations", String(o.iterations), "--warmup", String(warmup), "--users", String(o.users), "--seed", String(o.seed), "--mongodb-uri", mongoUri];
+  if (pids) args.push("--server-pid", String(pids.server), "--engine-pid", String(pids.engine));
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   track(child);
   let report: ClientReport | undefined;
@@ -1055,6 +1057,8 @@ export interface BenchReport {
       /** The engine's data commands per timed (warm) call, and by name over the shape's timed calls (see engine-commands.ts). */
       engineCommandsPerCall: number | null;
       engineCommands: CommandCounts | null;
+      /** Server and engine CPU per timed call and per warm-up call (bench-client.ts, ShapeResult); null with an external engine. */
+      cpuMicrosPerCall: ShapeResult["cpuMicrosPerCall"] | null;
       raw: { calls: number; errors: number; firstError?: string; latencyMs: LatencySummary | null } | null;
       /** raw p50 / service p50: how many times faster the service answers than the raw aggregation. */
       speedup: number | null;
@@ -1427,6 +1431,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     mongoUri,
     o,
     warmup,
+    res.engine === undefined ? undefined : { server: res.server.pid, engine: res.engine.pid },
     (child) => (res.child = child),
     (shape) =>
       shapes.push({
@@ -1438,6 +1443,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
         latencyMs: shape.latencyMs,
         engineCommandsPerCall: shape.engineCommandsPerCall ?? null,
         engineCommands: shape.engineCommands ?? null,
+        cpuMicrosPerCall: shape.cpuMicrosPerCall ?? null,
         raw: null,
         speedup: null,
       }),
@@ -1491,7 +1497,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     };
     unary.cpuMicrosPerCall = { server: perCall("server"), engine: perCall("engine"), callers: unary.calls === 0 ? 0 : (callers.user + callers.system) / unary.calls };
     r.unary = unary;
-    log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", ...unary })}; ${describeWriteWork(unary.engineWork)}`);
+    log(`unary: ${formatInteger(unary.callsPerSecond)} calls/s; ${describeShape({ name: "LogClick", calls: unary.calls, errors: unary.errors, latencyMs: unary.latencyMs, ...(unary.firstError === undefined ? {} : { firstError: unary.firstError }) })}; ${describeWriteWork(unary.engineWork)}`);
   }
 
   // 9. Memory: a last sample, and the kernel's own peak (VmHWM)

@@ -274,8 +274,15 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
       const commands = Object.values(s.engineCommands as Record<string, number>).reduce((a, b) => a + b, 0);
       expect(commands).toBeGreaterThanOrEqual(3);
       expect(s.engineCommandsPerCall).toBeCloseTo(commands / 3, 9);
+      // Server and engine CPU per call, read from /proc around the shape's calls (10 ms ticks: may be 0 for 3 calls).
+      expect(s.cpuMicrosPerCall).toEqual({ server: expect.any(Number), engine: expect.any(Number), warmupServer: expect.any(Number), warmupEngine: expect.any(Number) });
+      for (const v of Object.values(s.cpuMicrosPerCall as Record<string, number>)) expect(v).toBeGreaterThanOrEqual(0);
       expect(stdout).toContain(s.name);
     }
+    // Across the shapes (their first calls build caches), the server and the engine did work.
+    const cpuTotal = (key: string) => r.metrics.shapes.reduce((sum: number, s: { cpuMicrosPerCall: Record<string, number> }) => sum + s.cpuMicrosPerCall[key]!, 0);
+    expect(cpuTotal("server") + cpuTotal("warmupServer")).toBeGreaterThan(0);
+    expect(cpuTotal("engine") + cpuTotal("warmupEngine")).toBeGreaterThan(0);
 
     expect(r.memory.server.peakRssBytes).toBeGreaterThan(0);
     expect(r.memory.server.samples).toBeGreaterThan(0);
