@@ -36,6 +36,15 @@
  *   clicks of every search of the batch, its claims and the interleaved searches) and the
  *   interleaving versions. It is the floor of this schema, not of another one (fewer indexes or
  *   rollup documents would have a lower one).
+ * - documents: the service's event documents alone (batchDocuments: as writeEvents stores them,
+ *   with the batch marker, normalised queries and in-batch linking), one insert per collection
+ *   and batch, like raw: what storing the events as the service keeps them costs, before any
+ *   rollup.
+ * - fields: the statements' commands, but with what the service writes in them: its event
+ *   documents (batchDocuments) and, per rollup document, exactly the increments of its own update
+ *   (RollupDelta: per-user buckets, user bitmap words, histograms, sketches, first-click fields),
+ *   without the once-only guard; user numbers handed out in memory. What the service's documents
+ *   and fields cost the engine with no other statement and no read.
  * - service: writeEvents (the service's write path: src/store/write/event-writer.ts) with the
  *   events validated as src/server/ingest.ts does, on a database opened as ClickStore.open does
  *   before its first write (ensureIndexes, markQueryTables, upgradeRollups; no lease, no
@@ -63,7 +72,8 @@ import { queryField } from "../src/store/schema/query-table-fields.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupId, ROLLUPS } from "../src/store/schema/rollup-documents.js";
 import { markQueryTables } from "../src/store/read/query-table-meta.js";
 import { upgradeRollups } from "../src/store/rollups/rollup-upgrade.js";
-import { writeEvents } from "../src/store/write/event-writer.js";
+import { batchDocuments, writeEvents } from "../src/store/write/event-writer.js";
+import { RollupDelta } from "../src/store/rollups/rollup-delta.js";
 import { CommandCpuSplit, engineCpu, formatSplit, type CommandCpu } from "./engine-cpu.js";
 import { toDocument } from "./raw-documents.js";
 
@@ -153,6 +163,21 @@ async function main(): Promise<void> {
     });
     report("statements", statements, o.events, batches.length, raw);
 
+    const documents = await phase("documents", async (db) => {
+      await ensureIndexes(collections(db));
+      return batches.map((batch, b) => {
+        const { clicks, impressions } = batchDocuments(batch.map(toWriteItem), `floor:${b}`);
+        return () => statementWrite(db, { clicks: clicks.map((x) => x.doc), impressions: impressions.map((x) => x.doc), flags: [], rollups: new Map() });
+      });
+    });
+    report("documents", documents, o.events, batches.length, raw);
+
+    const fields = await phase("fields", async (db) => {
+      await ensureIndexes(collections(db));
+      return fieldsWrites(db, batches, plans, events);
+    });
+    report("fields", fields, o.events, batches.length, raw);
+
     const service = await phase("service", async (db) => {
       const c = collections(db);
       await ensureIndexes(c);
@@ -172,8 +197,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${"ping".padEnd(12)} ${pingMicros.toFixed(0).padStart(7)} µs engine CPU per command\n`);
 
     if (values.json) {
-      const ratios = { statementsToRaw: statements.microsPerEvent / raw.microsPerEvent, serviceToRaw: service.microsPerEvent / raw.microsPerEvent };
-      const out = { ...o, dataset: { ...DATASET, ...dataset }, writeConcern: WRITE_CONCERN, raw, statements, service, ping: { microsPerCommand: pingMicros }, ratios };
+      const ratios = { statementsToRaw: statements.microsPerEvent / raw.microsPerEvent, documentsToRaw: documents.microsPerEvent / raw.microsPerEvent, fieldsToRaw: fields.microsPerEvent / raw.microsPerEvent, serviceToRaw: service.microsPerEvent / raw.microsPerEvent };
+      const out = { ...o, dataset: { ...DATASET, ...dataset }, writeConcern: WRITE_CONCERN, raw, statements, documents, fields, service, ping: { microsPerCommand: pingMicros }, ratios };
       await mkdir(path.dirname(path.resolve(values.json)), { recursive: true });
       await writeFile(values.json, JSON.stringify(out, null, 2) + "\n");
     }
@@ -304,14 +329,46 @@ function planStatements(batches: readonly DatasetEvent[][]) {
   return { plans, dataset };
 }
 
-async function statementWrite(db: Db, p: StatementPlan): Promise<void> {
+/** `rollupUpdates`: the rollup statements to send instead of the plan's plain $incs. */
+async function statementWrite(db: Db, p: StatementPlan, rollupUpdates?: Document[]): Promise<void> {
   const command = (name: "insert" | "update", collection: string, key: "documents" | "updates", list: Document[]) =>
     list.length === 0 ? undefined : db.command({ [name]: collection, [key]: list, ordered: false, writeConcern: WRITE_CONCERN });
   await Promise.all([command("insert", CLICKS, "documents", p.clicks), command("insert", IMPRESSIONS, "documents", p.impressions)]);
   await Promise.all([
     command("update", IMPRESSIONS, "updates", p.flags.map((id) => ({ q: { impression_id: keyIs(id) }, u: { $set: { clicked: true } } }))),
-    command("update", ROLLUPS, "updates", [...p.rollups].map(([id, $inc]) => ({ q: { _id: id }, u: { $inc }, upsert: true }))),
+    command("update", ROLLUPS, "updates", rollupUpdates ?? [...p.rollups].map(([id, $inc]) => ({ q: { _id: id }, u: { $inc }, upsert: true }))),
   ]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fields
+
+/**
+ * The statements' writes with the service's own documents and fields: the events as writeEvents
+ * stores them (batchDocuments: the batch marker, normalised queries, a search clicked in its own
+ * batch stored clicked with its linked and first clicks), and each rollup document the batch
+ * moves incremented once with exactly the increments the service's update carries (RollupDelta:
+ * per-user buckets, user bitmap words, histograms, sketches, first-click fields, min/max, the
+ * version bump), unguarded (no marker filter or `ap`). User numbers are handed out in memory.
+ */
+function fieldsWrites(db: Db, batches: readonly DatasetEvent[][], plans: readonly StatementPlan[], events: readonly DatasetEvent[]): Write[] {
+  const numbers = new Map<string, number>();
+  const number = (user: string) => numbers.get(user) ?? (numbers.set(user, numbers.size), numbers.size - 1);
+  const searches = new Map<string, ImpressionRecord>();
+  for (const e of events) if (e.kind === "impression") searches.set(e.impressionId, e);
+  return batches.map((batch, b) => {
+    const { clicks, impressions } = batchDocuments(batch.map(toWriteItem), `floor:${b}`);
+    const delta = new RollupDelta();
+    for (const { doc } of clicks) delta.addClick(doc, number(doc.user_id));
+    for (const { doc } of impressions) delta.addImpression(doc, number(doc.user_id));
+    for (const id of plans[b]!.flags) {
+      const s = searches.get(id)!;
+      delta.clicked({ timestamp: new Date(s.timestampMs), variant: s.variant, query_normalized: normalizeQuery(s.query), user_id: s.userId });
+    }
+    const plan: StatementPlan = { clicks: clicks.map((x) => x.doc), impressions: impressions.map((x) => x.doc), flags: plans[b]!.flags, rollups: new Map() };
+    const updates = delta.unguardedUpdates();
+    return () => statementWrite(db, plan, updates);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,12 +38,23 @@ interface InsertReply extends WriteReply {
  * until settleBatch says.
  */
 export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void, writer?: string): Promise<Set<number>> {
-  const clicks: { index: number; doc: ClickDocument }[] = [];
-  const impressions: { index: number; doc: ImpressionDocument }[] = [];
   // The batch's marker: on every event it stores, and on a pending-batch record that lists the
   // batch's event ids until its rollup increments are applied; if this call dies in between,
   // repairRollups finds the record and finishes the job (see rollups/repair.ts).
   const marker = pendingMarker();
+  const { clicks, impressions } = batchDocuments(items, marker);
+  try {
+    return await writeBatch(c, marker, clicks, impressions, writer);
+  } catch (error) {
+    unsettled?.(marker);
+    throw error;
+  }
+}
+
+/** The documents a batch stores, each with its item's index, under the batch's `marker`. */
+export function batchDocuments(items: readonly WriteItem[], marker: string): { clicks: { index: number; doc: ClickDocument }[]; impressions: { index: number; doc: ImpressionDocument }[] } {
+  const clicks: { index: number; doc: ClickDocument }[] = [];
+  const impressions: { index: number; doc: ImpressionDocument }[] = [];
   for (const { index, tracked } of items) {
     if (tracked.kind === "click") clicks.push({ index, doc: clickDocument(tracked.event, marker) });
     else impressions.push({ index, doc: impressionDocument(tracked.event, marker) });
@@ -62,12 +73,7 @@ export async function writeEvents(c: Collections, items: readonly WriteItem[], u
     const firstClick = first === undefined ? {} : { fc_t: new Date(first.t), fc_r: first.r, fi_t: new Date(first.t), fi_r: first.r };
     Object.assign(x.doc, { clicked: true, clicked_on_insert: true, ...firstClick, lk: linked, li: linked });
   }
-  try {
-    return await writeBatch(c, marker, clicks, impressions, writer);
-  } catch (error) {
-    unsettled?.(marker);
-    throw error;
-  }
+  return { clicks, impressions };
 }
 
 async function writeBatch(
