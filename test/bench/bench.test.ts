@@ -185,7 +185,7 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
   it("loads, measures every figure and cleans up", { timeout: 120_000 }, async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), "bench-test-"));
     const json = path.join(dir, "out", "bench.json");
-    const args = ["--events", "3000", "--days", "3", "--users", "200", "--iterations", "3", "--unary-seconds", "1", "--watch-streams", "40", "--watch-seconds", "4", "--json", json];
+    const args = ["--events", "3000", "--days", "3", "--users", "200", "--iterations", "4", "--unary-seconds", "1", "--watch-streams", "40", "--watch-seconds", "4", "--json", json];
     // execFile rejects on a non-zero exit code.
     const { stdout } = await run(process.execPath, [BENCH, ...args], { cwd: ROOT, timeout: 100_000, maxBuffer: 16 * 2 ** 20 });
     const r = JSON.parse(await readFile(json, "utf8"));
@@ -261,9 +261,14 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     // Interleaving is among the shapes measured, with its raw baseline.
     expect(r.metrics.shapes).toContainEqual(expect.objectContaining({ name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", errors: 0, raw: expect.objectContaining({ errors: 0 }) }));
     expect(stdout).toMatch(/^GetInterleavingResult 30d +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+ +[\d.,]+x +[\d.]+$/m);
+    // Raw baselines: iterations/40 calls, at least 3; a user-filtered shape's as many as the service's.
+    expect(r.metrics.rawIterations).toBe(3);
+    expect(stdout).toContain("raw x3, user-filtered x4");
     for (const s of r.metrics.shapes) {
       expect(s.errors, `${s.name}: ${s.firstError}`).toBe(0);
-      expect(s.latencyMs.count).toBe(3);
+      expect(s.latencyMs.count).toBe(4);
+      expect(s.raw.calls).toBe(METRIC_SHAPES.find((m) => m.name === s.name)!.filter === "user" ? 4 : 3);
+      expect(s.raw.latencyMs.count).toBe(s.raw.calls);
       expect(s.latencyMs.p50).toBeGreaterThan(0);
       expect(s.latencyMs.p50).toBeLessThanOrEqual(s.latencyMs.p99);
       expect(s.raw.errors, `${s.name} raw: ${s.raw.firstError}`).toBe(0);
@@ -272,9 +277,9 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
       expect(s.speedup).toBeCloseTo(s.raw.latencyMs.p50 / s.latencyMs.p50, 9);
       // The engine's commands per warm call: every read asks the engine something, in whole commands.
       const commands = Object.values(s.engineCommands as Record<string, number>).reduce((a, b) => a + b, 0);
-      expect(commands).toBeGreaterThanOrEqual(3);
-      expect(s.engineCommandsPerCall).toBeCloseTo(commands / 3, 9);
-      // Server and engine CPU per call, read from /proc around the shape's calls (10 ms ticks: may be 0 for 3 calls).
+      expect(commands).toBeGreaterThanOrEqual(4);
+      expect(s.engineCommandsPerCall).toBeCloseTo(commands / 4, 9);
+      // Server and engine CPU per call, read from /proc around the shape's calls (10 ms ticks: may be 0 for 4 calls).
       expect(s.cpuMicrosPerCall).toEqual({ server: expect.any(Number), engine: expect.any(Number), warmupServer: expect.any(Number), warmupEngine: expect.any(Number) });
       for (const v of Object.values(s.cpuMicrosPerCall as Record<string, number>)) expect(v).toBeGreaterThanOrEqual(0);
       expect(stdout).toContain(s.name);
