@@ -113,10 +113,11 @@ function contextOf(call: SurfaceCall, path: string): CallContext {
 }
 
 /**
- * The decoded messages of a request stream, read about one ahead of the handler. Iterated without `destroyOnReturn`: a handler that
- * stops reading early (an undecodable or oversized message) must leave the call's stream intact,
- * because grpc-js sends a bidi stream's status from that stream's end(); destroyed, it never
- * does, and the client waits for its deadline (forever without one).
+ * The decoded messages of a request stream, read about one ahead of the handler. Iterated
+ * without `destroyOnReturn`: a handler that stops reading early (an undecodable or oversized
+ * message) must leave the call's stream intact, because grpc-js sends a bidi stream's status from
+ * that stream's end(); destroyed, it never does, and the client waits for its deadline (forever
+ * without one).
  */
 async function* decodedStream<T>(call: Readable): AsyncIterable<T> {
   // grpc-js decodes each message as it arrives and buffers up to the Readable's high-water mark

@@ -277,8 +277,8 @@ export class RollupDelta {
       // `mask | 0` is a 32-bit integer, which BSON writes as an int32: what Int32(mask) wrote, without an object per word.
       for (const [field, mask] of d.bits) (bit ??= {})[field] = { or: mask | 0 };
       if (bit !== undefined) update.$bit = bit;
-      // A full query table matches nothing, like one that has the marker (see apply).
       if (marker === undefined) return { q: { _id: id }, u: update, upsert: true };
+      // A full query table matches nothing, like one that has the marker (see apply).
       return { q: { _id: id, ap: { $ne: marker }, ...(isTable(d.g) ? { full: { $ne: true } } : {}) }, u: update, upsert: true };
     });
   }
