@@ -1006,7 +1006,17 @@ export interface BenchReport {
   startedAt: string;
   finishedAt: string;
   seconds: number;
-  machine: { cpus: number; cpuModel: string; memoryBytes: number; node: string; platform: string; loadAverageAtStart: number[]; loadAverageAtEnd: number[] };
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryBytes: number;
+    node: string;
+    platform: string;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd: number[];
+    /** CPU ms of one fixed piece of work (speedProbeMs) at the start and at the end: higher is a slower machine. */
+    speedProbeMs: { atStart: number; atEnd: number | null };
+  };
   options: BenchOptions;
   storage: { engine: "embedded" | "external"; dataDir: string | null; database: string };
   /** Node flags the server ran with (package.json's start script). */
@@ -1084,6 +1094,8 @@ function printReport(r: BenchReport): string {
   const load = (l: number[]) => l.map((x) => x.toFixed(1)).join(" ");
   out.push(`machine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${mb(r.machine.memoryBytes)}, Node ${r.machine.node}, ${r.machine.platform}; storage: ${r.storage.engine} MongoDB`);
   out.push(`load average: ${load(r.machine.loadAverageAtStart)} at start, ${load(r.machine.loadAverageAtEnd)} at the end`);
+  const probe = r.machine.speedProbeMs;
+  out.push(`speed probe: ${probe.atStart.toFixed(1)} ms of CPU at start, ${probe.atEnd?.toFixed(1) ?? "-"} ms at the end (the same fixed work; higher is slower)`);
   out.push("");
   out.push(
     `dataset: ${formatInteger(d.impressions)} searches + ${formatInteger(d.clicks)} clicks; ${pct(d.clickedShare)} of searches clicked (${formatInteger(d.multiClickSearches)} with 2+), ` +
@@ -1252,12 +1264,41 @@ async function cleanUp(res: Resources): Promise<void> {
   if (res.tempDir) await step("temp dir", () => rm(res.tempDir!, { recursive: true, force: true }));
 }
 
+/**
+ * CPU ms this process spends on one fixed piece of arithmetic, the least of three tries: the same
+ * code's CPU per event or per call moved 1.3–2.3× between runs an hour apart on the shared
+ * machine, with no other work running; this says how fast the machine was at each end of a run.
+ */
+let probeSink = 0; // what the probe computed, kept so that its work cannot be optimised away
+
+function speedProbeMs(): number {
+  let best = Infinity;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const before = process.cpuUsage();
+    const values = new Float64Array(1 << 16);
+    let x = 1;
+    for (let round = 0; round < 40; round++) {
+      for (let i = 0; i < values.length; i++) {
+        x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+        values[i] = values[i]! + Math.sqrt(x / 2_147_483_648 + i);
+      }
+    }
+    probeSink += values[7]!;
+    const used = process.cpuUsage(before);
+    best = Math.min(best, (used.user + used.system) / 1000);
+  }
+  return best;
+}
+
 /** Fills in what is known at the end (or at a failure): times, load, memory, the server's log. */
 function finishReport(res: Resources): void {
   const r = res.report;
   r.finishedAt = new Date().toISOString();
   r.seconds = (performance.now() - res.t0) / 1000;
-  if (r.machine) r.machine.loadAverageAtEnd = os.loadavg();
+  if (r.machine) {
+    r.machine.loadAverageAtEnd = os.loadavg();
+    r.machine.speedProbeMs.atEnd = speedProbeMs();
+  }
   r.memory = { sampleIntervalMs: RSS_INTERVAL_MS, server: res.sampler?.figures("server") ?? null, engine: res.sampler?.figures("engine") ?? null };
   if (res.server) r.serverLog = res.server.log;
 }
@@ -1282,6 +1323,7 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     // Other work on the machine skews every figure; the load average says how much there was.
     loadAverageAtStart: os.loadavg(),
     loadAverageAtEnd: [],
+    speedProbeMs: { atStart: speedProbeMs(), atEnd: null },
   };
   r.options = o;
 

@@ -196,6 +196,10 @@ describe("npm run bench (compiled, tiny sizes, its own embedded engine)", () => 
     expect(r.serverNodeFlags.length).toBeGreaterThan(0);
     for (const flag of r.serverNodeFlags as string[]) expect(start).toContain(` ${flag} `);
     expect(r.serverNodeFlags).toContain("--max-old-space-size=256");
+    // The machine's speed at both ends: CPU ms of the same fixed work.
+    expect(r.machine.speedProbeMs.atStart).toBeGreaterThan(0);
+    expect(r.machine.speedProbeMs.atEnd).toBeGreaterThan(0);
+    expect(stdout).toMatch(/^speed probe: [\d.]+ ms of CPU at start, [\d.]+ ms at the end/m);
     expect(r.dataset.events).toBe(3_000);
     expect(r.ingest).toMatchObject({ events: 3_000, accepted: 3_000, duplicates: 0, rejected: 0, streams: 4 });
     expect(r.ingest.eventsPerSecond).toBeGreaterThan(0);
