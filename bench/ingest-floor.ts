@@ -66,7 +66,7 @@ import { chunks, generateEvents, type ClickRecord, type DatasetEvent, type Impre
 import type { WriteItem } from "../src/core/batch.js";
 import { normalizeQuery, validateClick, validateImpression } from "../src/core/events.js";
 import { startEmbeddedMongo } from "../src/store/engine/embedded-engine.js";
-import { collections } from "../src/store/schema/documents.js";
+import { collections, type ClickDocument, type ImpressionDocument } from "../src/store/schema/documents.js";
 import { ensureIndexes, keyIs } from "../src/store/schema/indexes.js";
 import { queryField } from "../src/store/schema/query-table-fields.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupId, ROLLUPS } from "../src/store/schema/rollup-documents.js";
@@ -166,8 +166,8 @@ async function main(): Promise<void> {
     const documents = await phase("documents", async (db) => {
       await ensureIndexes(collections(db));
       return batches.map((batch, b) => {
-        const { clicks, impressions } = batchDocuments(batch.map(toWriteItem), `floor:${b}`);
-        return () => statementWrite(db, { clicks: clicks.map((x) => x.doc), impressions: impressions.map((x) => x.doc), flags: [], rollups: new Map() });
+        const plan = servicePlan(batch, b, []);
+        return () => statementWrite(db, plan);
       });
     });
     report("documents", documents, o.events, batches.length, raw);
@@ -357,18 +357,23 @@ function fieldsWrites(db: Db, batches: readonly DatasetEvent[][], plans: readonl
   const searches = new Map<string, ImpressionRecord>();
   for (const e of events) if (e.kind === "impression") searches.set(e.impressionId, e);
   return batches.map((batch, b) => {
-    const { clicks, impressions } = batchDocuments(batch.map(toWriteItem), `floor:${b}`);
+    const plan = servicePlan(batch, b, plans[b]!.flags);
     const delta = new RollupDelta();
-    for (const { doc } of clicks) delta.addClick(doc, number(doc.user_id));
-    for (const { doc } of impressions) delta.addImpression(doc, number(doc.user_id));
-    for (const id of plans[b]!.flags) {
+    for (const doc of plan.clicks as ClickDocument[]) delta.addClick(doc, number(doc.user_id));
+    for (const doc of plan.impressions as ImpressionDocument[]) delta.addImpression(doc, number(doc.user_id));
+    for (const id of plan.flags) {
       const s = searches.get(id)!;
       delta.clicked({ timestamp: new Date(s.timestampMs), variant: s.variant, query_normalized: normalizeQuery(s.query), user_id: s.userId });
     }
-    const plan: StatementPlan = { clicks: clicks.map((x) => x.doc), impressions: impressions.map((x) => x.doc), flags: plans[b]!.flags, rollups: new Map() };
     const updates = delta.unguardedUpdates();
     return () => statementWrite(db, plan, updates);
   });
+}
+
+/** Batch `b`'s events as the service's own documents (batchDocuments), with the searches it flags; no rollup increments of its own. */
+function servicePlan(batch: readonly DatasetEvent[], b: number, flags: string[]): StatementPlan {
+  const { clicks, impressions } = batchDocuments(batch.map(toWriteItem), `floor:${b}`);
+  return { clicks: clicks.map((x) => x.doc), impressions: impressions.map((x) => x.doc), flags, rollups: new Map() };
 }
 
 // ---------------------------------------------------------------------------------------------

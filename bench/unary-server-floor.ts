@@ -83,13 +83,14 @@ interface Figures {
 /** Starts a server child in `mode`, drives it with `clients` callers for `seconds`, reads its CPU. */
 async function measure(mode: Mode, clients: number, seconds: number, latencyMs: number): Promise<Figures> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--serve", mode, "--latency-ms", String(latencyMs)], { stdio: ["ignore", "pipe", "inherit"] });
+  let callers: ReturnType<typeof createClickAnalyticsClient>[] = [];
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.stdout.once("data", (d: Buffer) => resolve(Number(d.toString().trim())));
       child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
     });
     // One connection per caller, as the bench's unary callers (and 64 separate services) have.
-    const callers = Array.from({ length: clients }, () => createClickAnalyticsClient(`127.0.0.1:${port}`, { defaultTimeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }));
+    callers = Array.from({ length: clients }, () => createClickAnalyticsClient(`127.0.0.1:${port}`, { defaultTimeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }));
     await Promise.all(callers.map((c) => c.waitForReady(30_000)));
     const vocabulary = buildVocabulary(2_000, 1);
     const request = (rng: Rng, k: number, i: number) => {
@@ -122,7 +123,6 @@ async function measure(mode: Mode, clients: number, seconds: number, latencyMs: 
     await new Promise((r) => setTimeout(r, 300)); // /proc ticks land late
     const serverCpu = cpuSeconds(child.pid!) - serverBefore;
     const callersCpu = process.cpuUsage(callersBefore);
-    for (const c of callers) c.close();
     return {
       mode,
       calls,
@@ -132,6 +132,8 @@ async function measure(mode: Mode, clients: number, seconds: number, latencyMs: 
       callersCpuMicrosPerCall: (callersCpu.user + callersCpu.system) / calls,
     };
   } finally {
+    // Also when a call failed: open channels would keep this process alive.
+    for (const c of callers) c.close();
     child.kill();
   }
 }
