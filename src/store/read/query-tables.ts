@@ -71,6 +71,18 @@ interface DayGroup {
 }
 
 /**
+ * A day group's signature: its hours and their versions. Its table, however it was found (cached,
+ * stored, compacted now), carries this signature, so a window's signature follows from its
+ * listing alone.
+ */
+function groupSignature(group: DayGroup): string {
+  return group.refs
+    .map((r) => `${r.t.getTime() / HOUR_MS}@${r.ver}`)
+    .sort()
+    .join(",");
+}
+
+/**
  * Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry).
  * Histograms are merged only where `histograms` (a day compacted from its hours); a window's merge
  * drops them.
@@ -308,10 +320,14 @@ export class QueryTableReader {
    * outside the last two changes, a repeated window costs one merge of its recent hours.
    */
   private async windowTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<CachedTable> {
-    const tables = await this.dayTables(groups, budget);
-    const sig = [...tables.keys()].map((key) => `${key}@${tables.get(key)!.sig}`).sort().join(";");
+    // Signed by what was listed, before any day table is needed: a window kept here answers even
+    // when its day tables have left the day cache (a 30-day window at 3M events holds ~190,000
+    // day entries, near that cache's bound, and re-read them on every call: 3.8 s warm).
+    const sigs = new Map([...groups].map(([id, group]) => [id, groupSignature(group)]));
+    const sig = [...sigs].map(([id, groupSig]) => `${id}@${groupSig}`).sort().join(";");
     const cached = this.windows.get(sig, sig);
     if (cached) return cached;
+    const tables = await this.dayTables(groups, sigs, budget);
     const merged: CachedTable = { sig, counts: new Map(), fullHours: [], parts: [...tables.values()] };
     for (const table of tables.values()) {
       mergeCounts(merged.counts, table.counts, false);
@@ -321,15 +337,12 @@ export class QueryTableReader {
     return merged;
   }
 
-  /** Each group's table: cached, stored by a reader before (finished days), or compacted from its hours now. */
-  private async dayTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<Map<string, CachedTable>> {
+  /** Each group's table (signed `sigs`): cached, stored by a reader before (finished days), or compacted from its hours now. */
+  private async dayTables(groups: ReadonlyMap<string, DayGroup>, sigs: ReadonlyMap<string, string>, budget: MetricsFilter): Promise<Map<string, CachedTable>> {
     const out = new Map<string, CachedTable>();
     const missing = new Map<string, DayGroup & { sig: string }>();
     for (const [id, group] of groups) {
-      const sig = group.refs
-        .map((r) => `${r.t.getTime() / HOUR_MS}@${r.ver}`)
-        .sort()
-        .join(",");
+      const sig = sigs.get(id)!;
       const cached = this.days.get(id, sig);
       if (cached) out.set(id, cached);
       else missing.set(id, { ...group, sig });
