@@ -49,8 +49,6 @@ interface CachedTable {
   counts: Counts;
   /** Hours that are full: read from raw events instead. */
   fullHours: HourRef[];
-  /** A window's merge of day tables holds no histograms: these tables do (see rowOfEntry). */
-  parts?: readonly CachedTable[];
 }
 
 /** A compacted day table as stored. */
@@ -84,8 +82,8 @@ function groupSignature(group: DayGroup): string {
 
 /**
  * Adds `from` into `into`, copying counters (never changing a cached table's; see addQueryEntry).
- * Histograms are merged only where `histograms` (a day compacted from its hours); a window's merge
- * drops them.
+ * Histograms are merged only where `histograms` (a day compacted from its hours, a window merged
+ * from its days); a read's recent hours drop them (the rows it returns sum theirs, see rowOfEntry).
  */
 function mergeCounts(into: Counts, from: Counts, histograms: boolean): void {
   for (const [query, n] of from) {
@@ -105,13 +103,13 @@ function rankedRows(table: CachedTable, order: TopQueriesOrder): QueryRow[] {
   return rows;
 }
 
-/** Returned queries' histograms summed over a window's day groups, per merged window table. */
+/** Returned queries' histograms from a window's merged day groups, decoded once per window table and query. */
 const groupSums = new WeakMap<CachedTable, Map<string, SummedHistograms>>();
 function groupHistograms(grouped: CachedTable, query: string): SummedHistograms {
   let byQuery = groupSums.get(grouped);
   if (!byQuery) groupSums.set(grouped, (byQuery = new Map()));
   let sums = byQuery.get(query);
-  if (!sums) byQuery.set(query, (sums = sumHistograms(query, (grouped.parts ?? [grouped]).map((t) => t.counts))));
+  if (!sums) byQuery.set(query, (sums = sumHistograms(query, [grouped.counts])));
   return sums;
 }
 
@@ -175,8 +173,13 @@ export class QueryTableReader {
 
   constructor(
     private readonly c: Collections,
-    /** Query entries kept decoded at most (~100 bytes each), per cache. */
-    maxCachedQueries = 200_000,
+    /**
+     * Query entries kept decoded at most, per cache: ~230 bytes each (3M events: a week's 141,000
+     * day entries took 32 MB). A window's merge is kept apart from its day tables, so a window
+     * larger than this is still answered warm; rebuilding it (each hour) reads again the days
+     * that no longer fit.
+     */
+    maxCachedQueries = 100_000,
     /** Raw reads (the window's partial first hour, full tables' hours) are refused past it. */
     private readonly retention: RawRetention = KEEP_EVERYTHING,
   ) {
@@ -289,19 +292,22 @@ export class QueryTableReader {
   /** These hourly tables at these versions: cached, or read (and cached in `cache`, if given). */
   private async hourTables(refs: readonly HourRef[], cache: TableCache | undefined, budget: MetricsFilter): Promise<CachedTable[]> {
     const out: CachedTable[] = [];
+    await this.eachHourTable(refs, cache, budget, (table) => out.push(table));
+    return out;
+  }
+
+  /** Hands each of these hourly tables to `use`, one at a time: cached, or read (one document at a time; cached in `cache`, if given). */
+  private async eachHourTable(refs: readonly HourRef[], cache: TableCache | undefined, budget: MetricsFilter, use: (table: CachedTable) => void): Promise<void> {
     const stale: HourRef[] = [];
     for (const ref of refs) {
       const cached = cache?.get(ref.id, String(ref.ver));
-      if (cached) out.push(cached);
+      if (cached) use(cached);
       else stale.push(ref);
     }
-    if (stale.length === 0) return out;
+    if (stale.length === 0) return;
     const byId = new Map(stale.map((r) => [r.id, r]));
-    const docs = await rollupCollection(this.c)
-      .find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })
-      .toArray();
     const overgrown: string[] = [];
-    for (const doc of docs) {
+    for await (const doc of rollupCollection(this.c).find({ _id: { $in: [...byId.keys()] } }, { projection: { ver: 1, full: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })) {
       const ref = byId.get(doc._id)!;
       const full = doc.full === true;
       const table: CachedTable = { sig: String(doc.ver), counts: full ? new Map() : decodeQueryTable(doc.qt), fullHours: full ? [ref] : [] };
@@ -309,68 +315,74 @@ export class QueryTableReader {
       if (table.counts.size > QUERY_TABLE_MAX_QUERIES) overgrown.push(doc._id);
       // A version that moved since the listing is newer, and just as complete: it is what counts now.
       cache?.set(doc._id, table);
-      out.push(table);
+      use(table);
     }
     if (overgrown.length > 0) await markFull(this.c, overgrown);
-    return out;
   }
 
   /**
    * The day groups merged into one table, cached by the groups' signatures: while no hour
    * outside the last two changes, a repeated window costs one merge of its recent hours.
+   *
+   * Merged one day table at a time, histograms included, so that neither the merge nor the kept
+   * window needs its day tables together: a 30-day window at 3M events is ~200,000 day entries,
+   * and holding them all (and their stored documents, decoded at once) ran the server out of
+   * its 256 MB heap.
    */
   private async windowTables(groups: ReadonlyMap<string, DayGroup>, budget: MetricsFilter): Promise<CachedTable> {
-    // Signed by what was listed, before any day table is needed: a window kept here answers even
-    // when its day tables have left the day cache (a 30-day window at 3M events holds ~190,000
-    // day entries, near that cache's bound, and re-read them on every call: 3.8 s warm).
+    // Signed by what was listed, before any day table is needed: a window kept here answers
+    // whether or not its day tables are still in the day cache.
     const sigs = new Map([...groups].map(([id, group]) => [id, groupSignature(group)]));
     const sig = [...sigs].map(([id, groupSig]) => `${id}@${groupSig}`).sort().join(";");
     const cached = this.windows.get(sig, sig);
     if (cached) return cached;
-    const tables = await this.dayTables(groups, sigs, budget);
-    const merged: CachedTable = { sig, counts: new Map(), fullHours: [], parts: [...tables.values()] };
-    for (const table of tables.values()) {
-      mergeCounts(merged.counts, table.counts, false);
+    const merged: CachedTable = { sig, counts: new Map(), fullHours: [] };
+    await this.eachDayTable(groups, sigs, budget, (table) => {
+      mergeCounts(merged.counts, table.counts, true);
       merged.fullHours.push(...table.fullHours);
-    }
+    });
     this.windows.set(sig, merged);
     return merged;
   }
 
-  /** Each group's table (signed `sigs`): cached, stored by a reader before (finished days), or compacted from its hours now. */
-  private async dayTables(groups: ReadonlyMap<string, DayGroup>, sigs: ReadonlyMap<string, string>, budget: MetricsFilter): Promise<Map<string, CachedTable>> {
-    const out = new Map<string, CachedTable>();
+  /**
+   * Hands each group's table (signed `sigs`) to `use`, one at a time: cached, stored by a reader
+   * before (finished days, read one document at a time), or compacted from its hours now.
+   */
+  private async eachDayTable(groups: ReadonlyMap<string, DayGroup>, sigs: ReadonlyMap<string, string>, budget: MetricsFilter, use: (table: CachedTable) => void): Promise<void> {
     const missing = new Map<string, DayGroup & { sig: string }>();
     for (const [id, group] of groups) {
       const sig = sigs.get(id)!;
       const cached = this.days.get(id, sig);
-      if (cached) out.set(id, cached);
+      if (cached) use(cached);
       else missing.set(id, { ...group, sig });
     }
-    if (missing.size === 0) return out;
+    if (missing.size === 0) return;
     const tables = this.c.db.collection<DayTableDocument>(rollupCollection(this.c).collectionName);
     const storedIds = [...missing].filter(([, group]) => group.store).map(([id]) => id);
-    const stored = storedIds.length === 0 ? [] : await tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray();
-    for (const doc of stored) {
-      const want = missing.get(doc._id)!;
-      if (doc.sig !== want.sig) continue;
-      const table: CachedTable = { sig: want.sig, counts: decodeQueryTable(doc.qt), fullHours: [] };
-      this.days.set(doc._id, table);
-      out.set(doc._id, table);
-      missing.delete(doc._id);
+    if (storedIds.length > 0) {
+      // Iterated, not gathered: the driver decodes a document as it is taken, and one decoded
+      // day table document is several times its table.
+      for await (const doc of tables.find({ _id: { $in: storedIds } }, { projection: { sig: 1, qt: 1 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })) {
+        const want = missing.get(doc._id)!;
+        if (doc.sig !== want.sig) continue;
+        const table: CachedTable = { sig: want.sig, counts: decodeQueryTable(doc.qt), fullHours: [] };
+        this.days.set(doc._id, table);
+        missing.delete(doc._id);
+        use(table);
+      }
     }
     for (const [id, { refs, sig, store }] of missing) {
-      const hours = await this.hourTables(refs, undefined, budget);
       const counts: Counts = new Map();
       const fullHours: HourRef[] = [];
-      for (const hour of hours) {
+      await this.eachHourTable(refs, undefined, budget, (hour) => {
         fullHours.push(...hour.fullHours);
         mergeCounts(counts, hour.counts, true);
-      }
+      });
       // Versions read now may be newer than listed: then the signature is stale and the next read rebuilds.
       const table: CachedTable = { sig, counts, fullHours };
       this.days.set(id, table);
-      out.set(id, table);
+      use(table);
       if (store && fullHours.length === 0) {
         const t = refs[0]!.t;
         const doc = { g: "qd" as const, t: new Date(Math.floor(t.getTime() / DAY_MS) * DAY_MS), v: refs[0]!.v, sig, qt: encodeQueryTable(counts) };
@@ -378,7 +390,6 @@ export class QueryTableReader {
         await tables.replaceOne({ _id: id }, doc, { upsert: true }).catch(() => undefined);
       }
     }
-    return out;
   }
 
   clear(): void {
