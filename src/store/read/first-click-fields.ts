@@ -39,29 +39,37 @@ export interface RawFirstClicks {
 /** Rows of a `$group` by {k: key, u: user} with withResultsSum as `swr` and firstClickPush as `fcs`. */
 export type FirstClickRow = { _id: { k: unknown; u: unknown }; swr: number; fcs: { r: unknown; d: unknown }[] };
 
-/** First clicks of the impressions matching `m`, per value of the `$group` key expression `key` (stringified; null is ""). */
+/**
+ * First clicks of the impressions matching `m`, per value of the `$group` key expression `key`
+ * (stringified; null is ""). A row per (key, user) carries every first click of that user's
+ * searches: a month at 3M events is ~400,000 of them, so the rows are taken as the driver
+ * decodes them, never gathered (gathered, they ran the server out of its 256 MB heap).
+ */
 export async function rawFirstClicks(c: Collections, m: Document, key: unknown, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<Map<string, RawFirstClicks>> {
-  const rows = await c.impressions
-    .aggregate<FirstClickRow>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
-      allowDiskUse: true,
-      ...timeLimit(budget),
-    })
-    .toArray();
-  return firstClicksOfRows(rows);
+  const out = new Map<string, RawFirstClicks>();
+  const rows = c.impressions.aggregate<FirstClickRow>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
+    allowDiskUse: true,
+    ...timeLimit(budget),
+  });
+  for await (const row of rows) addFirstClickRow(out, row);
+  return out;
 }
 
 /** First clicks per key from the per-(key, user) rows that rawFirstClicks' grouping makes. */
-export function firstClicksOfRows(rows: readonly FirstClickRow[]): Map<string, RawFirstClicks> {
+export function firstClicksOfRows(rows: Iterable<FirstClickRow>): Map<string, RawFirstClicks> {
   const out = new Map<string, RawFirstClicks>();
-  for (const r of rows) {
-    const k = r._id.k instanceof Date ? r._id.k.toISOString() : String(r._id.k ?? "");
-    let e = out.get(k);
-    if (!e) out.set(k, (e = { stats: emptyFirstClickStats(), firstClicked: new Float64Array(USER_BUCKETS), reciprocalRanks: new Float64Array(USER_BUCKETS) }));
-    e.stats.searchesWithResults += Number(r.swr);
-    const { n, reciprocalRanks } = addPushedFirstClicks(e.stats, r.fcs);
-    const b = userBucket(String(r._id.u));
-    e.firstClicked[b]! += n;
-    e.reciprocalRanks[b]! += reciprocalRanks;
-  }
+  for (const row of rows) addFirstClickRow(out, row);
   return out;
+}
+
+/** Adds one per-(key, user) row into `out`. */
+function addFirstClickRow(out: Map<string, RawFirstClicks>, r: FirstClickRow): void {
+  const k = r._id.k instanceof Date ? r._id.k.toISOString() : String(r._id.k ?? "");
+  let e = out.get(k);
+  if (!e) out.set(k, (e = { stats: emptyFirstClickStats(), firstClicked: new Float64Array(USER_BUCKETS), reciprocalRanks: new Float64Array(USER_BUCKETS) }));
+  e.stats.searchesWithResults += Number(r.swr);
+  const { n, reciprocalRanks } = addPushedFirstClicks(e.stats, r.fcs);
+  const b = userBucket(String(r._id.u));
+  e.firstClicked[b]! += n;
+  e.reciprocalRanks[b]! += reciprocalRanks;
 }
