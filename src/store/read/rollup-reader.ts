@@ -17,6 +17,19 @@ import { ComposedCache } from "../../core/composed-cache.js";
 
 const sameRange = (x: readonly [number, number], y: readonly [number, number]) => x[0] === y[0] && x[1] === y[1];
 
+/**
+ * Decoded rollup documents kept, by estimated size: ~46 KB an hour's document at 3M events (its
+ * user-bucket sums ~28 KB, its histograms the rest), so ~700 of them; a month of hours and days
+ * at 3M events is ~1,500 (the benchmark's reads use ~200).
+ */
+const ROLLUPS_CACHED_BYTES = 32 * 2 ** 20;
+
+/** A decoded document's size, estimated: its typed arrays, ~40 bytes a histogram entry, and its own objects. */
+export function decodedBytes(d: Decoded): number {
+  const entries = d.ranks.size + d.resultsCounts.size + d.rt.size + d.fr.size + d.ft.size + d.sr.size;
+  return 1_024 + 40 * entries + d.users.words.byteLength + d.users.bits.byteLength + d.buckets.index.byteLength + d.buckets.sums.byteLength;
+}
+
 /** Cached hours (an hour and variant filter each): a few windows' edges, with room to spare. */
 const EDGE_HOURS_CACHED = 64;
 /** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
@@ -51,9 +64,9 @@ interface EdgeHour {
 const EDGE_ROWS_CACHED = 50_000;
 
 /**
- * Reads rollups for a window, caching decoded documents by (id, version): finished hours and
- * days are fetched once per process, and every read re-checks versions so a late event (or
- * another server's write) is never missed.
+ * Reads rollups for a window, caching decoded documents by (id, version) up to a size
+ * (ROLLUPS_CACHED_BYTES): finished hours and days that fit are fetched once per process, and
+ * every read re-checks versions so a late event (or another server's write) is never missed.
  *
  * A window's partial edge hours are raw events. A trailing window's start moves every call, so
  * its edge hour used to be aggregated from the events on every read (at 3M events, most of a
@@ -67,11 +80,14 @@ const EMPTY_BUCKET: SeriesAggregate = emptySeriesAggregate();
 
 export class RollupReader {
   private readonly cache = new Map<string, Decoded>();
+  /** Estimated bytes of the documents in `cache`, each and in all. */
+  private readonly cacheSizes = new Map<string, number>();
+  private cachedBytes = 0;
   private readonly edgeHours = new Map<string, EdgeHour>();
   /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
   private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
   /** Time-series buckets' sums, by variant and bucket bounds, with the decoded documents summed (see bucketSum). */
-  private readonly bucketSums = new Map<string, { parts: readonly Decoded[]; sum: SeriesAggregate }>();
+  private readonly bucketSums = new Map<string, { versions: string; sum: SeriesAggregate }>();
   /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
   private readonly windows = new ComposedCache<Map<string, RollupAggregate>, WindowAggregates>();
   /** A series' first bucket with its raw edge added, by the kept bucket sum and the edge's parts. */
@@ -81,7 +97,8 @@ export class RollupReader {
 
   constructor(
     private readonly c: Collections,
-    private readonly maxCached = 50_000,
+    /** Decoded documents kept at most, by their estimated size (decodedBytes). */
+    private readonly maxCachedBytes = ROLLUPS_CACHED_BYTES,
   ) {}
 
   async window(window: Pick<TimeWindow, "start" | "until">, variant?: string, budget: MaxTime = {}): Promise<WindowAggregates> {
@@ -97,11 +114,11 @@ export class RollupReader {
     const listing = this.list(grains, budget);
     const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
-    await this.refresh(versions, budget);
+    const docs = await this.refresh(versions, budget);
     // The rollups' sum, per variant, as summed for the same versions before (the common case: the
     // same window again), else summed now; a copy of it is what the edges are added to. The same
     // sums with the same edge parts (a settled edge's stretch is kept) give the same answer again.
-    const sums = this.rollupSums(versions);
+    const sums = this.rollupSums(versions, docs);
     const parts = edges.flat();
     const known = this.windows.get(sums, parts);
     if (known !== undefined) return known;
@@ -121,7 +138,7 @@ export class RollupReader {
    * The cached documents of `versions` summed per variant, remembered under those exact ids and
    * versions: any write, repair or reset moves a version (or the list), and so misses.
    */
-  private rollupSums(versions: readonly { _id: string; ver: number }[]): Map<string, RollupAggregate> {
+  private rollupSums(versions: readonly { _id: string; ver: number }[], docs: ReadonlyMap<string, Decoded>): Map<string, RollupAggregate> {
     const signature = versions
       .map((d) => `${d._id}@${d.ver}`)
       .sort()
@@ -134,7 +151,7 @@ export class RollupReader {
     }
     const sums = new Map<string, RollupAggregate>();
     for (const { _id } of versions) {
-      const d = this.cache.get(_id);
+      const d = docs.get(_id);
       if (!d) continue;
       let agg = sums.get(d.v);
       if (!agg) sums.set(d.v, (agg = emptyAggregate()));
@@ -167,7 +184,7 @@ export class RollupReader {
     );
     const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
-    await this.refresh(versions, budget);
+    const docs = await this.refresh(versions, budget);
     requireTimeLeft(budget);
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
@@ -181,13 +198,16 @@ export class RollupReader {
       }
       return lo;
     };
-    const parts: Decoded[][] = starts.map(() => []);
-    for (const { _id, t } of versions) {
-      const d = this.cache.get(_id);
+    const parts: { docs: Decoded[]; versions: string[] }[] = starts.map(() => ({ docs: [], versions: [] }));
+    for (const { _id, ver, t } of versions) {
+      const d = docs.get(_id);
       const k = bucketOf(t.getTime());
-      if (d && k >= 0) parts[k]!.push(d);
+      if (d && k >= 0) {
+        parts[k]!.docs.push(d);
+        parts[k]!.versions.push(`${_id}@${ver}`);
+      }
     }
-    const out = parts.map((p, k) => this.bucketSum(`${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`, p));
+    const out = parts.map((p, k) => this.bucketSum(`${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`, p.docs, p.versions.join(";")));
     // The first bucket's raw edge moves with the window's start: added to a copy, never to a kept
     // sum; the copy is kept too, while the start crosses no event (the edge's parts are the same).
     const first = bucketOf(start.getTime());
@@ -207,21 +227,21 @@ export class RollupReader {
   }
 
   /**
-   * A bucket's sum of its rollup documents, kept while they are the same decoded documents (the
-   * cache decodes a document again for every new version, so the same objects mean the same
-   * versions): a warm time series adds only what moved. Callers must not change what this returns.
+   * A bucket's sum of its rollup documents, kept under their ids and versions (`versions`), not
+   * the documents themselves (the cache's bound would not hold otherwise): a warm time series adds
+   * only what moved. Callers must not change what this returns.
    */
-  private bucketSum(key: string, parts: readonly Decoded[]): SeriesAggregate {
+  private bucketSum(key: string, parts: readonly Decoded[], versions: string): SeriesAggregate {
     if (parts.length === 0) return EMPTY_BUCKET;
     const known = this.bucketSums.get(key);
-    if (known !== undefined && known.parts.length === parts.length && known.parts.every((p, i) => p === parts[i])) {
+    if (known !== undefined && known.versions === versions) {
       this.bucketSums.delete(key);
       this.bucketSums.set(key, known);
       return known.sum;
     }
     const sum = emptySeriesAggregate();
     for (const d of parts) addCountsInto(sum, d);
-    this.bucketSums.set(key, { parts, sum });
+    this.bucketSums.set(key, { versions, sum });
     while (this.bucketSums.size > BUCKET_SUMS_CACHED) this.bucketSums.delete(this.bucketSums.keys().next().value!);
     return sum;
   }
@@ -340,24 +360,54 @@ export class RollupReader {
     }
   }
 
-  /** Brings the cache up to date with these documents' versions. */
-  private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<void> {
-    const stale = versions.filter((d) => this.cache.get(d._id)?.ver !== Number(d.ver)).map((d) => d._id);
-    if (stale.length === 0) return;
+  /**
+   * These documents at these versions, for the caller's use (the cache may let go of some before
+   * the caller is done): cached, or read and decoded one at a time (a decoded document is ~3x
+   * its BSON; a month of hours at 3M events is 1,400 of them).
+   */
+  private async refresh(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<Map<string, Decoded>> {
+    const docs = new Map<string, Decoded>();
+    const stale: string[] = [];
+    for (const { _id, ver } of versions) {
+      const d = this.cache.get(_id);
+      if (d?.ver === Number(ver)) {
+        docs.set(_id, d);
+        // Used: the newest again (the cache lets the least recently used go first).
+        this.cache.delete(_id);
+        this.cache.set(_id, d);
+      } else stale.push(_id);
+    }
+    if (stale.length === 0) return docs;
     // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
     // nor the user registers of older versions.
-    for (const doc of await rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...ONE_ROUND_TRIP }).toArray()) this.remember(doc._id, decode(doc));
+    for await (const doc of rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })) {
+      const d = decode(doc);
+      docs.set(doc._id, d);
+      this.remember(doc._id, d);
+    }
+    return docs;
   }
 
   private remember(id: string, d: Decoded): void {
-    this.cache.delete(id);
+    this.forget(id);
+    const bytes = decodedBytes(d);
     this.cache.set(id, d);
-    // Oldest-inserted first: a Map iterates in insertion order, so this is a simple LRU-by-refresh.
-    while (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+    this.cacheSizes.set(id, bytes);
+    this.cachedBytes += bytes;
+    // Least recently used first: a Map iterates in insertion order, and a use re-inserts.
+    while (this.cachedBytes > this.maxCachedBytes && this.cache.size > 1) this.forget(this.cache.keys().next().value!);
+  }
+
+  private forget(id: string): void {
+    this.cachedBytes -= this.cacheSizes.get(id) ?? 0;
+    this.cacheSizes.delete(id);
+    this.cache.delete(id);
   }
 
   clear(): void {
     this.cache.clear();
+    this.cacheSizes.clear();
+    this.cachedBytes = 0;
     this.edgeHours.clear();
     this.windowSums.clear();
     this.bucketSums.clear();
