@@ -34,8 +34,11 @@ export function decodedBytes(d: Decoded): number {
 const EDGE_HOURS_CACHED = 64;
 /** Windows' rollup sums kept (see RollupReader.rollupSums): ~15 KB per variant each. */
 const WINDOW_SUMS_CACHED = 32;
-/** Time-series buckets' sums kept (see RollupReader.bucketSum): a 30-day daily and a 2-day hourly series are 80. */
-const BUCKET_SUMS_CACHED = 128;
+/**
+ * Time-series buckets' sums kept (see RollupReader.knownBucketSum), ~20 KB each at 3M events: a
+ * week of hours for both variants and each alone is 504, a 30-day daily series 30.
+ */
+const BUCKET_SUMS_CACHED = 512;
 /** Rebuilt at least this often whatever the versions say (a reset elsewhere that left none). */
 const EDGE_MAX_AGE_MS = 10 * 60_000;
 
@@ -86,6 +89,8 @@ export class RollupReader {
   private readonly edgeHours = new Map<string, EdgeHour>();
   /** Windows' rollups summed per variant, by the ids and versions summed (see rollupSums). */
   private readonly windowSums = new Map<string, Map<string, RollupAggregate>>();
+  /** Windows' rollup sums being made, by the same signature. */
+  private readonly summing = new Map<string, Promise<Map<string, RollupAggregate>>>();
   /** Time-series buckets' sums, by variant and bucket bounds, with the decoded documents summed (see bucketSum). */
   private readonly bucketSums = new Map<string, { versions: string; sum: SeriesAggregate }>();
   /** Windows' answers, by their sums and edge parts (read-only for callers, as reads of one filter already share one). */
@@ -114,11 +119,11 @@ export class RollupReader {
     const listing = this.list(grains, budget);
     const [listed, ...edges] = await Promise.all([listing, ...ranges.raw.map(([from, to]) => this.rawRange(from, to, variant, budget, edgeHours, listing))]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
-    const docs = await this.refresh(versions, budget);
     // The rollups' sum, per variant, as summed for the same versions before (the common case: the
-    // same window again), else summed now; a copy of it is what the edges are added to. The same
-    // sums with the same edge parts (a settled edge's stretch is kept) give the same answer again.
-    const sums = this.rollupSums(versions, docs);
+    // same window again: no document is needed), else summed now; a copy of it is what the edges
+    // are added to. The same sums with the same edge parts (a settled edge's stretch is kept) give
+    // the same answer again.
+    const sums = await this.rollupSums(versions, budget);
     const parts = edges.flat();
     const known = this.windows.get(sums, parts);
     if (known !== undefined) return known;
@@ -135,10 +140,11 @@ export class RollupReader {
   }
 
   /**
-   * The cached documents of `versions` summed per variant, remembered under those exact ids and
-   * versions: any write, repair or reset moves a version (or the list), and so misses.
+   * The documents of `versions` summed per variant, remembered under those exact ids and
+   * versions (any write, repair or reset moves a version, or the list, and so misses): only a
+   * miss needs the documents.
    */
-  private rollupSums(versions: readonly { _id: string; ver: number }[], docs: ReadonlyMap<string, Decoded>): Map<string, RollupAggregate> {
+  private async rollupSums(versions: readonly { _id: string; ver: number }[], budget: MaxTime): Promise<Map<string, RollupAggregate>> {
     const signature = versions
       .map((d) => `${d._id}@${d.ver}`)
       .sort()
@@ -149,17 +155,34 @@ export class RollupReader {
       this.windowSums.set(signature, known);
       return known;
     }
-    const sums = new Map<string, RollupAggregate>();
-    for (const { _id } of versions) {
-      const d = docs.get(_id);
-      if (!d) continue;
-      let agg = sums.get(d.v);
-      if (!agg) sums.set(d.v, (agg = emptyAggregate()));
-      addInto(agg, d);
+    // Reads of the same versions at once share one sum (and so one answer).
+    const inFlight = this.summing.get(signature);
+    if (inFlight !== undefined) {
+      try {
+        return await inFlight;
+      } catch {
+        // That call's read failed (its deadline, say): this one reads for itself.
+      }
     }
-    this.windowSums.set(signature, sums);
-    while (this.windowSums.size > WINDOW_SUMS_CACHED) this.windowSums.delete(this.windowSums.keys().next().value!);
-    return sums;
+    const summing = this.refresh(versions, budget).then((docs) => {
+      const sums = new Map<string, RollupAggregate>();
+      for (const { _id } of versions) {
+        const d = docs.get(_id);
+        if (!d) continue;
+        let agg = sums.get(d.v);
+        if (!agg) sums.set(d.v, (agg = emptyAggregate()));
+        addInto(agg, d);
+      }
+      this.windowSums.set(signature, sums);
+      while (this.windowSums.size > WINDOW_SUMS_CACHED) this.windowSums.delete(this.windowSums.keys().next().value!);
+      return sums;
+    });
+    this.summing.set(signature, summing);
+    try {
+      return await summing;
+    } finally {
+      if (this.summing.get(signature) === summing) this.summing.delete(signature);
+    }
   }
 
   /**
@@ -184,8 +207,6 @@ export class RollupReader {
     );
     const [listed, edge] = await Promise.all([listing, this.rawRange(start.getTime(), hourEdge, variant, budget, edgeHours, listing)]);
     const versions = listed.filter((d) => !isEdgeListing(d, edgeHours));
-    const docs = await this.refresh(versions, budget);
-    requireTimeLeft(budget);
     const bucketOf = (t: number): number => {
       // The last bucket starting at or before t (binary search).
       let lo = 0;
@@ -198,22 +219,39 @@ export class RollupReader {
       }
       return lo;
     };
-    const parts: { docs: Decoded[]; versions: string[] }[] = starts.map(() => ({ docs: [], versions: [] }));
-    for (const { _id, ver, t } of versions) {
-      const d = docs.get(_id);
-      const k = bucketOf(t.getTime());
-      if (d && k >= 0) {
-        parts[k]!.docs.push(d);
-        parts[k]!.versions.push(`${_id}@${ver}`);
+    // Each bucket's documents; a bucket summed before from the same ids and versions needs none of them.
+    const parts = starts.map(() => ({ ids: [] as { _id: string; ver: number }[], signature: "" }));
+    for (const d of versions) {
+      const k = bucketOf(d.t.getTime());
+      if (k >= 0) parts[k]!.ids.push(d);
+    }
+    const keyOf = (k: number) => `${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`;
+    const out: (SeriesAggregate | undefined)[] = parts.map((p, k) => {
+      if (p.ids.length === 0) return EMPTY_BUCKET;
+      p.signature = p.ids.map((d) => `${d._id}@${d.ver}`).join(";");
+      return this.knownBucketSum(keyOf(k), p.signature);
+    });
+    const missing = parts.filter((_, k) => out[k] === undefined).flatMap((p) => p.ids);
+    if (missing.length > 0) {
+      const docs = await this.refresh(missing, budget);
+      requireTimeLeft(budget);
+      for (const [k, p] of parts.entries()) {
+        if (out[k] !== undefined) continue;
+        const sum = emptySeriesAggregate();
+        for (const { _id } of p.ids) {
+          const d = docs.get(_id);
+          if (d) addCountsInto(sum, d);
+        }
+        out[k] = this.keepBucketSum(keyOf(k), p.signature, sum);
       }
     }
-    const out = parts.map((p, k) => this.bucketSum(`${variant ?? ""}|${starts[k]!.getTime()}|${starts[k + 1]?.getTime() ?? "open"}`, p.docs, p.versions.join(";")));
     // The first bucket's raw edge moves with the window's start: added to a copy, never to a kept
     // sum; the copy is kept too, while the start crosses no event (the edge's parts are the same).
     const first = bucketOf(start.getTime());
+    const series = out as SeriesAggregate[];
     const edgeParts = edge.flatMap((part) => [...part.values()]);
     if (first >= 0 && edgeParts.length > 0) {
-      const kept = out[first]!;
+      const kept = series[first]!;
       let sum = this.edgeBuckets.get(kept, edgeParts);
       if (sum === undefined) {
         sum = emptySeriesAggregate();
@@ -221,27 +259,27 @@ export class RollupReader {
         for (const d of edgeParts) addCountsInto(sum, d);
         this.edgeBuckets.set(kept, edgeParts, sum);
       }
-      out[first] = sum;
+      series[first] = sum;
     }
-    return out;
+    return series;
   }
 
   /**
-   * A bucket's sum of its rollup documents, kept under their ids and versions (`versions`), not
-   * the documents themselves (the cache's bound would not hold otherwise): a warm time series adds
-   * only what moved. Callers must not change what this returns.
+   * A bucket's sum of its rollup documents, kept under their ids and versions (`signature`), not
+   * the documents themselves: a warm time series adds only what moved, and reads no document.
+   * Callers must not change what these return.
    */
-  private bucketSum(key: string, parts: readonly Decoded[], versions: string): SeriesAggregate {
-    if (parts.length === 0) return EMPTY_BUCKET;
+  private knownBucketSum(key: string, signature: string): SeriesAggregate | undefined {
     const known = this.bucketSums.get(key);
-    if (known !== undefined && known.versions === versions) {
-      this.bucketSums.delete(key);
-      this.bucketSums.set(key, known);
-      return known.sum;
-    }
-    const sum = emptySeriesAggregate();
-    for (const d of parts) addCountsInto(sum, d);
-    this.bucketSums.set(key, { versions, sum });
+    if (known === undefined || known.versions !== signature) return undefined;
+    this.bucketSums.delete(key);
+    this.bucketSums.set(key, known);
+    return known.sum;
+  }
+
+  private keepBucketSum(key: string, signature: string, sum: SeriesAggregate): SeriesAggregate {
+    this.bucketSums.delete(key);
+    this.bucketSums.set(key, { versions: signature, sum });
     while (this.bucketSums.size > BUCKET_SUMS_CACHED) this.bucketSums.delete(this.bucketSums.keys().next().value!);
     return sum;
   }
@@ -408,6 +446,7 @@ export class RollupReader {
     this.cache.clear();
     this.cacheSizes.clear();
     this.cachedBytes = 0;
+    this.summing.clear();
     this.edgeHours.clear();
     this.windowSums.clear();
     this.bucketSums.clear();

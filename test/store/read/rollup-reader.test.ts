@@ -1,10 +1,12 @@
 /**
  * The rollup reader's cache of decoded documents is bounded by size: a reader that may keep almost
  * nothing still answers windows and time series of many documents exactly, from the documents
- * each call read.
+ * each call read, and a repeated window or series needs none of them (their sums are kept).
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { MongoClient, type CommandStartedEvent } from "mongodb";
+import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { collections } from "../../../src/store/schema/documents.js";
 import { timeWindow } from "../../../src/core/window.js";
 import { bucketStarts } from "../../../src/core/time-buckets.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
@@ -44,6 +46,26 @@ it("answers windows and hourly series of many rollup documents exactly while kee
     expect(await fast.ranks(f, true)).toEqual(await raw.ranks(f, true));
     const starts = bucketStarts("UTC", "hour", f.window.start, new Date());
     expect(await fast.timeSeries(f, "hour", "UTC", starts)).toEqual(await raw.timeSeries(f, "hour", "UTC", starts));
+  }
+
+  // Repeated through a client that sees every command: the listing of versions, and no document.
+  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
+  await monitored.connect();
+  try {
+    const commands: string[] = [];
+    monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
+    const seen = collections(monitored.db(h.dbName));
+    const watched = new RollupReader(seen, 1);
+    const whole = { start: new Date(start), until: new Date(start + 3 * 24 * HOUR) };
+    const hours = bucketStarts("UTC", "hour", new Date(start), new Date(start + 3 * 24 * HOUR - 1));
+    const once = await watched.buckets(new Date(start), hours);
+    await watched.window(whole);
+    commands.length = 0;
+    expect(await watched.buckets(new Date(start), hours)).toEqual(once);
+    await watched.window(whole);
+    expect(commands).toEqual(["find rollups", "find rollups"]);
+  } finally {
+    await monitored.close();
   }
 });
 
