@@ -113,6 +113,19 @@ function groupHistograms(grouped: CachedTable, query: string): SummedHistograms 
   return sums;
 }
 
+/** Query entries each cache of a QueryTableReader keeps at most. */
+export interface QueryCacheLimits {
+  /** Hourly tables of the last two hours (a few thousand queries each at 3M events). */
+  hours: number;
+  /** Day tables, compacted or read back: a week at 3M events is ~141,000 entries. */
+  days: number;
+  /** Windows' merges: a week at 3M events is ~20,000 entries, 30 days ~40,000. */
+  windows: number;
+}
+
+/** ~35 MB at most in all (the server's other read caches and its heap cap: docs/operations.md). */
+const QUERY_CACHE_LIMITS: QueryCacheLimits = { hours: 25_000, days: 50_000, windows: 80_000 };
+
 /** A least-recently-used cache of tables, bounded by the number of query entries it holds. */
 class TableCache {
   private readonly tables = new Map<string, CachedTable>();
@@ -174,18 +187,19 @@ export class QueryTableReader {
   constructor(
     private readonly c: Collections,
     /**
-     * Query entries kept decoded at most, per cache: ~230 bytes each (3M events: a week's 141,000
-     * day entries took 32 MB). A window's merge is kept apart from its day tables, so a window
-     * larger than this is still answered warm; rebuilding it (each hour) reads again the days
-     * that no longer fit.
+     * Query entries kept decoded at most, per cache (one number: each the same). ~230 bytes an
+     * entry (3M events: a week's 141,000 day entries took 32 MB). A window's merge is kept apart
+     * from its day tables, so a window with more day entries than the day cache keeps is still
+     * answered warm; rebuilding it (each hour) reads again the days that no longer fit.
      */
-    maxCachedQueries = 100_000,
+    limits: number | QueryCacheLimits = QUERY_CACHE_LIMITS,
     /** Raw reads (the window's partial first hour, full tables' hours) are refused past it. */
     private readonly retention: RawRetention = KEEP_EVERYTHING,
   ) {
-    this.hours = new TableCache(maxCachedQueries);
-    this.days = new TableCache(maxCachedQueries);
-    this.windows = new TableCache(maxCachedQueries);
+    const { hours, days, windows } = typeof limits === "number" ? { hours: limits, days: limits, windows: limits } : limits;
+    this.hours = new TableCache(hours);
+    this.days = new TableCache(days);
+    this.windows = new TableCache(windows);
     this.edges = new EdgeQueries(c, retention);
   }
 
