@@ -5,9 +5,7 @@
  * read is one round trip.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { MongoClient, type CommandStartedEvent } from "mongodb";
-import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { collections } from "../../../src/store/schema/documents.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { requestWindow, timeWindow } from "../../../src/core/window.js";
@@ -23,6 +21,7 @@ import type { UserTotals } from "../../../src/core/user-totals.js";
 import type { WindowAggregates } from "../../../src/store/read/rollup-aggregate.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { startHarness, type Harness } from "../../support/harness.js";
+import { monitoredCollections as monitoredStore } from "../../support/monitored.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -111,13 +110,7 @@ it("takes a settled edge hour's whole minutes from its cache, and reads the hour
 });
 
 /** The store's collections through a client whose every command is seen (`commands`). */
-async function monitoredCollections() {
-  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
-  await monitored.connect();
-  const commands: string[] = [];
-  monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
-  return { monitored, commands, c: collections(monitored.db(h.dbName)) };
-}
+const monitoredCollections = () => monitoredStore(h.dbName);
 
 it("reads a warm window in one round trip (its rollup versions), summing a settled edge hour from its cache to the millisecond", async () => {
   const { monitored, commands, c } = await monitoredCollections();

@@ -3,14 +3,13 @@
  * answered from its kept merge, in one round trip, and a late event in one of its days is seen.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { MongoClient, type CommandStartedEvent } from "mongodb";
-import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { collections } from "../../../src/store/schema/documents.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { startHarness, type Harness } from "../../support/harness.js";
+import { monitoredCollections } from "../../support/monitored.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -38,12 +37,8 @@ function dayOfSearches(day: number, prefix: string) {
 
 it("answers a window whose day tables left the day cache from its kept merge in one round trip, and sees a late event in one of its days", async () => {
   for (const day of [2, 3, 4]) await h.client.logEvents({ events: dayOfSearches(day, "s") });
-  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
-  await monitored.connect();
+  const { monitored, commands, c } = await monitoredCollections(h.dbName);
   try {
-    const commands: string[] = [];
-    monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
-    const c = collections(monitored.db(h.dbName));
     // Caches of one query entry: each keeps only the table set last, so the window's six day
     // tables (three finished days, two variants) never stay in the day cache together.
     const reader = new QueryTableReader(c, 1);

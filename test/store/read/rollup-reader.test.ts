@@ -4,9 +4,7 @@
  * each call read, and a repeated window or series needs none of them (their sums are kept).
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { MongoClient, type CommandStartedEvent } from "mongodb";
-import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { collections } from "../../../src/store/schema/documents.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { timeWindow } from "../../../src/core/window.js";
 import { bucketStarts } from "../../../src/core/time-buckets.js";
 import { fastMetrics, rawMetrics } from "../../../src/store/read/metrics-source.js";
@@ -14,6 +12,7 @@ import { decodedBytes, RollupReader } from "../../../src/store/read/rollup-reade
 import { decode } from "../../../src/store/read/rollup-aggregate.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
 import { startHarness, type Harness } from "../../support/harness.js";
+import { monitoredCollections } from "../../support/monitored.js";
 
 const HOUR = 3_600_000;
 
@@ -49,12 +48,8 @@ it("answers windows and hourly series of many rollup documents exactly while kee
   }
 
   // Repeated through a client that sees every command: the listing of versions, and no document.
-  const monitored = new MongoClient(inject("mongoUri"), { monitorCommands: true });
-  await monitored.connect();
+  const { monitored, commands, c: seen } = await monitoredCollections(h.dbName);
   try {
-    const commands: string[] = [];
-    monitored.on("commandStarted", (e: CommandStartedEvent) => commands.push(`${e.commandName} ${String(e.command[e.commandName])}`));
-    const seen = collections(monitored.db(h.dbName));
     const watched = new RollupReader(seen, 1);
     const whole = { start: new Date(start), until: new Date(start + 3 * 24 * HOUR) };
     const hours = bucketStarts("UTC", "hour", new Date(start), new Date(start + 3 * 24 * HOUR - 1));
