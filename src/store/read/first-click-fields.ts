@@ -7,7 +7,7 @@
 import type { Document } from "mongodb";
 import { addFirstClick, emptyFirstClickStats, reciprocalRank, timeToClickMs, type FirstClickStats } from "../../core/first-click.js";
 import { USER_BUCKETS, userBucket } from "../../core/user-buckets.js";
-import type { Collections } from "../schema/documents.js";
+import { batchesOf, type Collections } from "../schema/documents.js";
 import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 /** $group accumulator: searches with results. */
@@ -42,13 +42,17 @@ export type FirstClickRow = { _id: { k: unknown; u: unknown }; swr: number; fcs:
 /**
  * First clicks of the impressions matching `m`, per value of the `$group` key expression `key`
  * (stringified; null is ""). A row per (key, user) carries every first click of that user's
- * searches: a month at 3M events is ~400,000 of them, so the rows are taken as the driver
- * decodes them, never gathered (gathered, they ran the server out of its 256 MB heap).
+ * searches: a month at 3M events is ~300,000 rows and ~400,000 first clicks, so the rows are
+ * taken as the driver decodes them, in small batches, never gathered (gathered, or in the
+ * engine's 16 MB batches, which the driver holds parsed at ~5x their size, they ran the server
+ * out of its 256 MB heap).
  */
 export async function rawFirstClicks(c: Collections, m: Document, key: unknown, budget: Pick<MetricsFilter, "maxTimeMS">): Promise<Map<string, RawFirstClicks>> {
   const out = new Map<string, RawFirstClicks>();
   const rows = c.impressions.aggregate<FirstClickRow>([{ $match: m }, { $group: { _id: { k: key, u: "$user_id" }, swr: withResultsSum, fcs: firstClickPush } }], {
     allowDiskUse: true,
+    // ~1,000 rows a batch (a row is ~0.2 KB and more for a busy user): see batchesOf.
+    ...batchesOf(1_000),
     ...timeLimit(budget),
   });
   for await (const row of rows) addFirstClickRow(out, row);

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import type { TimeWindow } from "../../core/window.js";
-import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import { batchesOf, type Collections } from "../schema/documents.js";
 import { requireTimeLeft, timeLimit } from "./metrics-filter.js";
 import { DAY_MS, floorTo, HOUR_MS, rollupCollection, rollupId, type Grain } from "../schema/rollup-documents.js";
 import { addCountsInto, addInto, decode, emptyAggregate, emptySeriesAggregate, mergeAggregate, type Decoded, type Part, type RollupAggregate, type SeriesAggregate, type WindowAggregates } from "./rollup-aggregate.js";
@@ -418,7 +418,8 @@ export class RollupReader {
     if (stale.length === 0) return docs;
     // Not the applied-marker list (bookkeeping of the writers, and the bulk of a busy document),
     // nor the user registers of older versions.
-    for await (const doc of rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...ONE_ROUND_TRIP })) {
+    // ~64 documents a batch: 15–22 KB of BSON each at 3M events.
+    for await (const doc of rollupCollection(this.c).find({ _id: { $in: stale } }, { projection: { ap: 0, u: 0 }, ...timeLimit(budget), ...batchesOf(64) })) {
       const d = decode(doc);
       docs.set(doc._id, d);
       this.remember(doc._id, d);

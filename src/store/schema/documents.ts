@@ -159,3 +159,10 @@ export function impressionDocument(e: Impression, marker?: string): ImpressionDo
  * (up to its 16 MiB), not the engine's default first batch of 101 followed by getMore round trips.
  */
 export const ONE_ROUND_TRIP = { batchSize: 100_000 } as const;
+
+/**
+ * For reads of large documents taken one at a time (`for await`): `documents` a batch. The driver
+ * keeps a batch parsed until it is used up, at several times its BSON (a 16 MiB batch of
+ * first-click rows held ~80 MB), so a batch's documents should add up to about a megabyte.
+ */
+export const batchesOf = (documents: number) => ({ batchSize: documents }) as const;
