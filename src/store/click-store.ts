@@ -8,7 +8,6 @@ import { collections, type Collections } from "./schema/documents.js";
 import { ensureIndexes } from "./schema/indexes.js";
 import { DurableWriter, type WriterEvents } from "./write/durable-writer.js";
 import { markQueryTables } from "./read/query-table-meta.js";
-import { onMemoryPressure } from "./read/memory-pressure.js";
 import { QueryTableReader } from "./read/query-tables.js";
 import { upgradeRollups } from "./rollups/rollup-upgrade.js";
 import { pendingBatches } from "./rollups/pending-batches.js";
@@ -70,17 +69,6 @@ export class ClickStore {
     this.userRollups = new UserRollupReader(collections, retention);
     this.queryTables = new QueryTableReader(collections, undefined, retention);
     this.deadWriters = new DeadWriterCheck(collections, lease.run);
-    this.stopShedding = onMemoryPressure(() => this.dropReadCaches());
-  }
-
-  private readonly stopShedding: () => void;
-
-  /** Every read cache, emptied (after a Reset, or when the heap is near its limit: memory-pressure.ts). */
-  private dropReadCaches(): void {
-    this.rollups.clear();
-    this.interleaving.clear();
-    this.userRollups.clear();
-    this.queryTables.clear();
   }
 
   /** Finishes dead writers' batches before reads (a look only when one could have died since the last). */
@@ -180,7 +168,10 @@ export class ClickStore {
       userRollups(this.collections).deleteMany({}),
       pendingBatches(this.collections).deleteMany({}),
     ]);
-    this.dropReadCaches();
+    this.rollups.clear();
+    this.interleaving.clear();
+    this.userRollups.clear();
+    this.queryTables.clear();
     await markQueryTables(this.collections);
   }
 
@@ -211,7 +202,6 @@ export class ClickStore {
   }
 
   async close(): Promise<void> {
-    this.stopShedding();
     clearInterval(this.sweeper);
     await this.closeWatchdog();
     this.writer.close();
