@@ -13,6 +13,7 @@ import { rawEvents, rawUserTables, tablesFromEvents } from "../../../src/store/r
 import { rawUserWindow, UserRollupReader } from "../../../src/store/read/user-rollups.js";
 import { decode, encode, TableBuilder, userRollups, type UserTable } from "../../../src/store/read/user-tables.js";
 import { startHarness, type Harness } from "../../support/harness.js";
+import { clearOfHourBoundary, currentHour } from "../../support/clock.js";
 import { mulberry32 } from "../../support/prng.js";
 
 const HOUR = 3_600_000;
@@ -57,6 +58,7 @@ it("equal the raw events' per-user totals, move with a late event, and are store
   const c = h.server.store.collections;
   const window = { start: new Date(now - 8 * DAY - 17 * 60_000 - 3_000), until: undefined };
   const reader = new UserRollupReader(c);
+  const hour = await clearOfHourBoundary();
   const fromRollups = await reader.window(window, undefined);
   const fromEvents = await rawUserWindow(c, window, undefined);
   expect(fromRollups).toBeDefined();
@@ -67,6 +69,7 @@ it("equal the raw events' per-user totals, move with a late event, and are store
   expect(byUser((await reader.window(window, undefined))!)).toEqual(byUser(fromEvents));
   expect(reader.builds.d).toBe(builds.d);
   expect(reader.builds.h).toBe(builds.h);
+  expect(currentHour(), "both reads within one hour (a window's whole hours move at hour boundaries)").toBe(hour);
 
   // A late search in a settled, already built day: its version moved, so it is built again.
   const late = new Date(now - 5 * DAY);
