@@ -8,6 +8,7 @@ import { topQueries } from "../../../src/store/read/breakdowns.js";
 import { QueryTableReader } from "../../../src/store/read/query-tables.js";
 import { timeWindow } from "../../../src/core/window.js";
 import type { MetricsFilter } from "../../../src/store/read/metrics-filter.js";
+import { clearOfHourBoundary, currentHour } from "../../support/clock.js";
 import { startHarness, type Harness } from "../../support/harness.js";
 import { monitoredCollections } from "../../support/monitored.js";
 
@@ -49,12 +50,14 @@ it("answers a window whose day tables left the day cache from its kept merge in 
       expect(rows).toEqual(await topQueries(c, filter, "searches", 100));
       return rows;
     };
+    const hour = await clearOfHourBoundary();
     const cold = await same();
     expect(cold.length).toBe(5);
     commands.length = 0;
     const warm = await reader.top(f(), "searches", 100);
     // The listing of the tables' versions, and no read of a day table.
     expect(commands).toEqual(["find rollups"]);
+    expect(currentHour(), "both reads within one hour (a trailing window's edges move at hour boundaries)").toBe(hour);
     expect(warm).toEqual(cold);
 
     // A late search in one of the days moves its hour's version: the window is merged again.
