@@ -8,7 +8,9 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MongoClient } from "mongodb";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { startHarness } from "../support/harness.js";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -83,5 +85,60 @@ describe("unary-server-floor", () => {
     const error = (await run(process.execPath, [tool("unary-server-floor.js"), "--seconds", "0"], { cwd: ROOT }).catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(error.code).toBe(1);
     expect(error.stderr).toMatch(/--seconds must be > 0/);
+  });
+});
+
+describe("user-read-floor", () => {
+  interface Way {
+    latencyMs: { count: number; p50: number } | null;
+    serverCpuMicrosPerCall: number | null;
+    engineCpuMicrosPerCall: number | null;
+  }
+  type Figures = { calls: number; rpcs: Record<string, Record<"raw" | "floor" | "service", Way> & { floorToRaw: number; serviceToRaw: number; serviceToFloor: number }> };
+
+  it("times the raw aggregations from the tool, behind a bare gRPC server and through the service, for the same users, with the same answers", { timeout: 120_000 }, async () => {
+    // 30 users' searches and clicks over the last 20 days, stored through the service.
+    const hi = await startHarness();
+    const at = (i: number) => ({ seconds: BigInt(Math.floor((Date.now() - ((i * 7919) % (20 * 86_400_000))) / 1000)), nanos: 0 });
+    const events = Array.from({ length: 600 }, (_, i) => {
+      const userId = `user_${i % 30}`;
+      const variant = i % 30 < 15 ? "a" : "b";
+      return i % 3 === 2
+        ? { kind: { case: "click" as const, value: { eventId: `c${i}`, impressionId: `s${i - 1}`, userId, productId: "p", rank: i % 5, searchQuery: "q", variant, responseTimeMs: 9, timestamp: at(i - 1) } } }
+        : { kind: { case: "impression" as const, value: { eventId: `s${i}`, impressionId: `s${i}`, userId, query: "q", variant, resultsCount: i % 7, responseTimeMs: 5 + (i % 90), timestamp: at(i) } } };
+    });
+    await hi.client.logEvents({ events });
+    // The tool starts a service of its own on the same database: this one steps aside (keeping the data).
+    hi.client.close();
+    await hi.server.close();
+    const mongo = new MongoClient(inject("mongoUri"));
+    try {
+      const { stdout } = await run(process.execPath, [tool("user-read-floor.js"), "--mongodb-uri", inject("mongoUri"), "--db", hi.dbName, "--users", "30", "--calls", "6", "--json"], { cwd: ROOT, timeout: 110_000 });
+      const r = JSON.parse(stdout) as Figures;
+      expect(r.calls).toBe(6);
+      expect(Object.keys(r.rpcs)).toEqual(["GetCtr", "GetUserSummary"]);
+      for (const [rpc, f] of Object.entries(r.rpcs)) {
+        for (const way of ["raw", "floor", "service"] as const) {
+          expect(f[way].latencyMs?.count, `${rpc} ${way}`).toBe(6);
+          expect(f[way].latencyMs!.p50, `${rpc} ${way}`).toBeGreaterThan(0);
+          // No engine process given: no engine CPU; the raw way has no server.
+          expect(f[way].engineCpuMicrosPerCall).toBeNull();
+          if (way === "raw") expect(f[way].serverCpuMicrosPerCall).toBeNull();
+          else expect(f[way].serverCpuMicrosPerCall).toBeGreaterThanOrEqual(0);
+        }
+        expect(f.floorToRaw).toBeCloseTo(f.floor.latencyMs!.p50 / f.raw.latencyMs!.p50, 9);
+        expect(f.serviceToFloor).toBeCloseTo(f.service.latencyMs!.p50 / f.floor.latencyMs!.p50, 9);
+      }
+      // (The tool fails when two ways answer a user differently: these answers agreed.)
+    } finally {
+      await mongo.db(hi.dbName).dropDatabase();
+      await mongo.close();
+    }
+  });
+
+  it("refuses a missing database with a message", async () => {
+    const error = (await run(process.execPath, [tool("user-read-floor.js"), "--mongodb-uri", "mongodb://127.0.0.1:1"], { cwd: ROOT }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    expect(error.code).toBe(1);
+    expect(error.stderr).toMatch(/--db is required/);
   });
 });
