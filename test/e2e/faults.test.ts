@@ -23,13 +23,19 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "ca-faults-"));
   port = await freePort();
   engine = await startEmbeddedMongo({ dbPath: join(dir, "db"), port });
-  server = await startServerProcess({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "faults", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info" });
+  // The driver's own topology log (heartbeats, description changes) on the server's stderr: a
+  // failure below quotes its last lines (a stall of the driver's monitor, seen a few times, is
+  // told from the service's own errors by them).
+  server = await startServerProcess({ MONGODB_URI: `mongodb://127.0.0.1:${port}/?directConnection=true`, MONGODB_DB: "faults", SPOOL_DIR: join(dir, "spool"), LOG_LEVEL: "info", MONGODB_LOG_TOPOLOGY: "debug", MONGODB_LOG_MAX_DOCUMENT_LENGTH: "300" });
 });
 afterAll(async () => {
   await server?.stop("SIGKILL");
   await engine?.stop();
   await rm(dir, { recursive: true, force: true });
 });
+
+/** The driver's topology log lines the server printed (not JSON: util.inspect of its log records). */
+const driverTopologyLines = () => server.logs.flatMap((l) => (typeof l.raw === "string" && l.raw.includes("c: 'topology'") ? [l.raw.slice(0, 400)] : []));
 
 const ACCEPTABLE = new Set<number>([Status.OK, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]);
 const codeOf = (error: unknown) => (typeof (error as ServiceError)?.code === "number" ? (error as ServiceError).code : -1);
@@ -179,7 +185,10 @@ it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAIL
       const res = await clients[3]!.getCtr({ days: 1 }).catch((e: unknown) => e as ServiceError);
       if ("clicks" in res && Number(res.clicks) === stored.clicks && Number(res.impressions) === stored.impressions && stored.clicks >= ledger.ackedClicks.size) break;
       last = JSON.stringify({ stored, read: "clicks" in res ? { clicks: Number(res.clicks), impressions: Number(res.impressions) } : Status[res.code] });
-      if (Date.now() > until) throw new Error(`metrics never matched the stored events: ${last}; server warnings: ${JSON.stringify(server.logs.filter((l) => (l.level === "warn" || l.level === "error") && l.msg !== "rpc").slice(-12))}`);
+      if (Date.now() > until) {
+        const warnings = server.logs.filter((l) => (l.level === "warn" || l.level === "error") && l.msg !== "rpc").slice(-12);
+        throw new Error(`metrics never matched the stored events: ${last}; server warnings: ${JSON.stringify(warnings)}; the driver's last topology lines: ${JSON.stringify(driverTopologyLines().slice(-15))}`);
+      }
       await pause(200);
     }
     // The reader, too, reads the last recovery.
@@ -208,5 +217,7 @@ it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAIL
   // The run did what it claims: much was acknowledged, and reads succeeded between the kills.
   expect(ledger.ackedClicks.size).toBeGreaterThan(1_000);
   expect(reads.succeeded()).toBeGreaterThan(kills);
+  // The driver's topology log is there to quote (the failure message above depends on it).
+  expect(driverTopologyLines().some((l) => l.includes("Server heartbeat"))).toBe(true);
   console.log(`faults: ${ledger.ackedClicks.size} clicks and ${ledger.ackedImpressions.size} impressions acknowledged; codes ${JSON.stringify(seen)}`);
 });
