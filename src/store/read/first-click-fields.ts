@@ -13,10 +13,14 @@ import { timeLimit, type MetricsFilter } from "./metrics-filter.js";
 /** $group accumulator: searches with results. */
 export const withResultsSum = { $sum: { $cond: [{ $gt: ["$results_count", 0] }, 1, 0] } };
 
+/** Whether a search has results and a first click (an aggregation expression). */
+export const hasFirstClick = { $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] };
+
+/** A search's time to its first click in ms (an aggregation expression; meaningful where hasFirstClick). */
+export const firstClickDelay = { $subtract: ["$fc_t", "$timestamp"] };
+
 /** $group accumulator: per search with results and a first click, {r: its rank, d: click time - search time in ms}. */
-export const firstClickPush = {
-  $push: { $cond: [{ $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] }, { r: "$fc_r", d: { $subtract: ["$fc_t", "$timestamp"] } }, "$$REMOVE"] },
-};
+export const firstClickPush = { $push: { $cond: [hasFirstClick, { r: "$fc_r", d: firstClickDelay }, "$$REMOVE"] } };
 
 /** Adds what firstClickPush gathered into `stats`; returns how many and the sum of their reciprocal ranks (for user buckets). */
 export function addPushedFirstClicks(stats: FirstClickStats, pushed: readonly { r: unknown; d: unknown }[]): { n: number; reciprocalRanks: number } {
@@ -37,7 +41,7 @@ export interface RawFirstClicks {
 }
 
 /** Rows of a `$group` by {k: key, u: user} with withResultsSum as `swr` and firstClickPush as `fcs`. */
-export type FirstClickRow = { _id: { k: unknown; u: unknown }; swr: number; fcs: { r: unknown; d: unknown }[] };
+type FirstClickRow = { _id: { k: unknown; u: unknown }; swr: number; fcs: { r: unknown; d: unknown }[] };
 
 /**
  * First clicks of the impressions matching `m`, per value of the `$group` key expression `key`
@@ -56,13 +60,6 @@ export async function rawFirstClicks(c: Collections, m: Document, key: unknown, 
     ...timeLimit(budget),
   });
   for await (const row of rows) addFirstClickRow(out, row);
-  return out;
-}
-
-/** First clicks per key from the per-(key, user) rows that rawFirstClicks' grouping makes. */
-export function firstClicksOfRows(rows: Iterable<FirstClickRow>): Map<string, RawFirstClicks> {
-  const out = new Map<string, RawFirstClicks>();
-  for (const row of rows) addFirstClickRow(out, row);
   return out;
 }
 

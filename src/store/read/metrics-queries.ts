@@ -1,8 +1,8 @@
 import type { Document } from "mongodb";
 import { interpolatePercentile, rankStats, type RankStats } from "../../core/metrics.js";
-import { emptyFirstClickStats, mergeFirstClickStats, type FirstClickStats } from "../../core/first-click.js";
-import type { Collections } from "../schema/documents.js";
-import { firstClickPush, firstClicksOfRows, rawFirstClicks, withResultsSum, type FirstClickRow, type RawFirstClicks } from "./first-click-fields.js";
+import { addFirstClick, emptyFirstClickStats, mergeFirstClickStats, timeToClickMs, type FirstClickStats } from "../../core/first-click.js";
+import { batchesOf, type Collections } from "../schema/documents.js";
+import { firstClickDelay, hasFirstClick, rawFirstClicks, withResultsSum } from "./first-click-fields.js";
 import { match, timeLimit, type MetricsFilter } from "./metrics-filter.js";
 
 export interface ResponseTimeStats {
@@ -140,43 +140,52 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
   const options = { allowDiskUse: true, ...timeLimit(f) };
   let overallRow: Document | undefined;
   let variantRows: Document[];
-  let firstClicks: Map<string, RawFirstClicks>;
+  let firstClicks: Map<string, FirstClickStats>;
   if (f.userId !== undefined) {
-    // One user's events (from the {user_id, ...} indexes): a row per variant from each collection,
-    // the impressions' with their first clicks (each row's within one document, as in
-    // rawFirstClicks). Two aggregations at once: less of the engine's time and CPU than one
-    // over both collections through $unionWith, which runs its sub-pipeline after the first.
-    const [imps, clicks] = await Promise.all([
-      c.impressions
-        .aggregate<Document & FirstClickRow & { _id: { k: unknown; u: unknown } }>(
-          [
-            { $match: m },
-            {
-              $group: {
-                _id: { k: "$variant", u: "$user_id" },
-                i: { $sum: 1 },
-                s: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
-                nr: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
-                rt: { $sum: "$response_time_ms" },
-                o: { $sum: { $ifNull: ["$lk.o", 0] } },
-                swr: withResultsSum,
-                fcs: firstClickPush,
-              },
-            },
-          ],
-          options,
-        )
-        .toArray(),
-      c.clicks.aggregate<{ _id: unknown; c: number; rk: number }>([{ $match: m }, { $group: { _id: "$variant", c: { $sum: 1 }, rk: { $sum: "$rank" } } }], options).toArray(),
-    ]);
-    firstClicks = firstClicksOfRows(imps);
+    // One user's events (from the {user_id, ...} indexes): the impressions' rows by variant and
+    // first click (its rank and ms after the search; null for searches without one), the clicks'
+    // by variant. No row gathers the user's first clicks into an array: a heavy user's (a bot's
+    // ~600,000 in a window) passed the engine's 100 MB limit for one $push and its 16 MB for a
+    // document, and the read failed; rows are streamed, at most one per first click. Two
+    // aggregations at once: less of the engine's time and CPU than one over both collections
+    // through $unionWith, which runs its sub-pipeline after the first.
     const byVariant = new Map<string, Document>();
     const row = (v: unknown) => {
       let r = byVariant.get(String(v));
       if (!r) byVariant.set(String(v), (r = { _id: v, users: 1, i: 0, c: 0, s: 0, nr: 0, rk: 0, rt: 0, o: 0 }));
       return r;
     };
-    for (const x of imps) Object.assign(row(x._id.k), { i: Number(x.i), s: Number(x.s), nr: Number(x.nr), rt: Number(x.rt), o: Number(x.o) });
+    firstClicks = new Map();
+    const impressionRows = async () => {
+      const rows = c.impressions.aggregate<{ _id: { k: unknown; r: unknown; d: unknown }; i: number; s: number; nr: number; rt: number; o: number; swr: number }>(
+        [
+          { $match: m },
+          {
+            $group: {
+              _id: { k: "$variant", r: { $cond: [hasFirstClick, "$fc_r", null] }, d: { $cond: [hasFirstClick, firstClickDelay, null] } },
+              i: { $sum: 1 },
+              s: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
+              nr: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
+              rt: { $sum: "$response_time_ms" },
+              o: { $sum: { $ifNull: ["$lk.o", 0] } },
+              swr: withResultsSum,
+            },
+          },
+        ],
+        { ...options, ...batchesOf(1_000) },
+      );
+      for await (const x of rows) {
+        const r = row(x._id.k);
+        for (const k of ["i", "s", "nr", "rt", "o"] as const) r[k] += Number(x[k]);
+        const key = String(x._id.k);
+        let stats = firstClicks.get(key);
+        if (!stats) firstClicks.set(key, (stats = emptyFirstClickStats()));
+        stats.searchesWithResults += Number(x.swr);
+        // Every search of a row with a first click had that one: i of them.
+        if (x._id.r !== null) addFirstClick(stats, Number(x._id.r), timeToClickMs(0, Number(x._id.d)), Number(x.i));
+      }
+    };
+    const [, clicks] = await Promise.all([impressionRows(), c.clicks.aggregate<{ _id: unknown; c: number; rk: number }>([{ $match: m }, { $group: { _id: "$variant", c: { $sum: 1 }, rk: { $sum: "$rank" } } }], options).toArray()]);
     for (const x of clicks) Object.assign(row(x._id), { c: Number(x.c), rk: Number(x.rk) });
     variantRows = [...byVariant.values()];
     overallRow = variantRows.length === 0 ? undefined : { users: 1 };
@@ -214,7 +223,7 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
     const [[result], separate] = await Promise.all([c.impressions.aggregate<{ variants: Document[]; overall: Document[] }>([...pipeline, facet], options).toArray(), rawFirstClicks(c, m, "$variant", f)]);
     overallRow = result?.overall[0];
     variantRows = result?.variants ?? [];
-    firstClicks = separate;
+    firstClicks = new Map([...separate].map(([k, v]) => [k, v.stats]));
   }
   const totals = (d: Document | undefined): EventTotals =>
     d === undefined
@@ -227,12 +236,12 @@ export async function eventTotals(c: Collections, f: MetricsFilter): Promise<Tot
           users: Number(d.users),
           rankSum: Number(d.rk),
           responseTimeSum: Number(d.rt),
-          firstClicks: firstClicks.get(String(d._id))?.stats ?? emptyFirstClickStats(),
+          firstClicks: firstClicks.get(String(d._id)) ?? emptyFirstClickStats(),
           clicksOutsideResults: Number(d.o),
         };
   const overall = totals(overallRow);
   overall.firstClicks = emptyFirstClickStats();
-  for (const { stats } of firstClicks.values()) mergeFirstClickStats(overall.firstClicks, stats);
+  for (const stats of firstClicks.values()) mergeFirstClickStats(overall.firstClicks, stats);
   return { overall, variants: new Map(variantRows.map((d) => [String(d._id), totals(d)])) };
 }
 

@@ -6,6 +6,7 @@ import type { Document } from "mongodb";
 import { reciprocalRank } from "../../core/first-click.js";
 import { coarseLatencyBucket } from "../../core/user-totals.js";
 import type { Collections } from "../schema/documents.js";
+import { hasFirstClick } from "./first-click-fields.js";
 import { timeLimit } from "./metrics-filter.js";
 import { userNumbers } from "../schema/user-ids.js";
 import { C, F, I, N, R, S, TableBuilder, type Budget, type UserTable } from "./user-tables.js";
@@ -28,7 +29,6 @@ export async function rawUserTables(
   const m: Document = { timestamp: to === undefined ? { $gte: new Date(from) } : { $gte: new Date(from), $lt: new Date(to) }, ...(variant === undefined ? {} : { variant }) };
   const slice = { $floor: { $divide: [{ $subtract: ["$timestamp", new Date(origin)] }, sliceMs] } };
   const byTime = { hint: "timestamp_1", allowDiskUse: true, ...timeLimit(budget) };
-  const firstClicked = { $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] };
   const [imps, clks] = await Promise.all([
     c.impressions
       .aggregate<{ _id: { k: number; v: string; u: string }; i: number; s: number; n: number; ranks: number[]; rts: number[] }>(
@@ -40,7 +40,7 @@ export async function rawUserTables(
               i: { $sum: 1 },
               s: { $sum: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] } },
               n: { $sum: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] } },
-              ranks: { $push: { $cond: [firstClicked, "$fc_r", "$$REMOVE"] } },
+              ranks: { $push: { $cond: [hasFirstClick, "$fc_r", "$$REMOVE"] } },
               rts: { $push: "$response_time_ms" },
             },
           },
@@ -84,7 +84,6 @@ export interface RawEvents {
 export async function rawEvents(c: Collections, from: number, to: number, variant: string | undefined, budget: Budget): Promise<RawEvents> {
   const m: Document = { timestamp: { $gte: new Date(from), $lt: new Date(to) }, ...(variant === undefined ? {} : { variant }) };
   const byTime = { hint: "timestamp_1", ...timeLimit(budget) };
-  const firstClicked = { $and: [{ $gt: ["$results_count", 0] }, { $ne: [{ $type: "$fc_t" }, "missing"] }] };
   const [imp, clk] = await Promise.all([
     c.impressions
       .aggregate<{ t: Date; v: string; u: string; s: number; n: number; r?: number; rt: number }>(
@@ -98,7 +97,7 @@ export async function rawEvents(c: Collections, from: number, to: number, varian
               u: "$user_id",
               s: { $cond: [{ $eq: ["$clicked", true] }, 1, 0] },
               n: { $cond: [{ $eq: ["$results_count", 0] }, 1, 0] },
-              r: { $cond: [firstClicked, "$fc_r", "$$REMOVE"] },
+              r: { $cond: [hasFirstClick, "$fc_r", "$$REMOVE"] },
               rt: "$response_time_ms",
             },
           },
