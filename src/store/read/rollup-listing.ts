@@ -90,9 +90,41 @@ export function matches(clause: ListingClause, d: ListedVersion): boolean {
 
 const utf8 = new TextDecoder();
 
+/** The fields a listing keeps, by their BSON names' bytes: g, t, v (one byte) and ver. */
+const enum Field {
+  Other,
+  G,
+  T,
+  V,
+  Ver,
+}
+
+function fieldAt(bytes: Uint8Array, start: number, end: number): Field {
+  const length = end - start;
+  if (length === 1) {
+    const c = bytes[start];
+    return c === 0x67 ? Field.G : c === 0x74 ? Field.T : c === 0x76 ? Field.V : Field.Other;
+  }
+  return length === 3 && bytes[start] === 0x76 && bytes[start + 1] === 0x65 && bytes[start + 2] === 0x72 ? Field.Ver : Field.Other;
+}
+
+/** A BSON string's bytes: ASCII ones (grains, most variants) without the TextDecoder's cost per call. */
+function stringAt(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start > 32) return utf8.decode(bytes.subarray(start, end));
+  let ascii = "";
+  for (let k = start; k < end; k++) {
+    const c = bytes[k]!;
+    if (c >= 0x80) return utf8.decode(bytes.subarray(start, end));
+    ascii += String.fromCharCode(c);
+  }
+  return ascii;
+}
+
 /**
  * One listed document from its BSON: the four fields the projection keeps (strings g and v, the
  * date t, the number ver as an int32, int64 or double); anything else is skipped by its size.
+ * (Every warm read decodes its window's listing — a week's is 337 documents — so fields are told
+ * by their names' bytes and ASCII strings are built directly: a third of the decoding's CPU.)
  */
 export function listedVersion(bytes: Uint8Array): ListedVersion {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -103,25 +135,22 @@ export function listedVersion(bytes: Uint8Array): ListedVersion {
     const type = bytes[i++]!;
     const nameStart = i;
     while (bytes[i] !== 0) i++;
-    const name = utf8.decode(bytes.subarray(nameStart, i++));
+    const field = fieldAt(bytes, nameStart, i++);
     let size: number;
-    let value: string | number | Date | undefined;
+    let value: string | number | undefined;
     switch (type) {
       case 0x02: // string: int32 length (with its NUL), bytes
         size = 4 + view.getInt32(i, true);
-        value = utf8.decode(bytes.subarray(i + 4, i + size - 1));
+        if (field === Field.G || field === Field.V) value = stringAt(bytes, i + 4, i + size - 1);
         break;
-      case 0x09: // UTC datetime: int64 ms
+      case 0x09: // UTC datetime: int64 ms (exact as a double below 2^53 ms, ~285,000 years)
+      case 0x12: // int64
         size = 8;
-        value = new Date(Number(view.getBigInt64(i, true)));
+        value = view.getInt32(i + 4, true) * 4_294_967_296 + view.getUint32(i, true);
         break;
       case 0x10:
         size = 4;
         value = view.getInt32(i, true);
-        break;
-      case 0x12:
-        size = 8;
-        value = Number(view.getBigInt64(i, true));
         break;
       case 0x01:
         size = 8;
@@ -138,11 +167,12 @@ export function listedVersion(bytes: Uint8Array): ListedVersion {
         size = 0;
         break;
       default:
-        throw new Error(`rollup listing: unexpected BSON type 0x${type.toString(16)} in field "${name}"`);
+        throw new Error(`rollup listing: unexpected BSON type 0x${type.toString(16)} in field "${utf8.decode(bytes.subarray(nameStart, i - 1))}"`);
     }
-    if (name === "g" || name === "v") out[name] = value as string;
-    else if (name === "t") out.t = value as Date;
-    else if (name === "ver") out.ver = Number(value);
+    if (field === Field.G) out.g = value as string;
+    else if (field === Field.V) out.v = value as string;
+    else if (field === Field.T && type === 0x09) out.t = new Date(value as number);
+    else if (field === Field.Ver) out.ver = Number(value);
     i += size;
   }
   if (out.g === undefined || out.t === undefined || out.v === undefined) throw new Error("rollup listing: a document without its grain, start or variant");
