@@ -77,6 +77,11 @@ it("reads a listed document from its BSON, skipping fields it does not know and 
   const padded = new Uint8Array(bytes.length + 5);
   padded.set(bytes, 5);
   expect(listedVersion(padded.subarray(5))).toEqual({ g: "qh", t, v: "variante ü", ver: 7 });
+  // A long variant name, a start before 1970, versions as int64 and double.
+  const long = "a-variant-name-longer-than-thirty-two-bytes";
+  const before1970 = new Date(Date.UTC(1969, 6, 20, 20, 17, 40, 123));
+  expect(listedVersion(BSON.serialize({ g: "d", t: before1970, v: long, ver: Long.fromNumber(2 ** 40 + 3) }))).toEqual({ g: "d", t: before1970, v: long, ver: 2 ** 40 + 3 });
+  expect(listedVersion(BSON.serialize({ g: "d", t, v: "b", ver: new Double(12) }))).toEqual({ g: "d", t, v: "b", ver: 12 });
   expect(() => listedVersion(BSON.serialize({ g: "h", v: "a" }))).toThrow(/without its grain, start or variant/);
   expect(() => listedVersion(BSON.serialize({ g: "h", t, v: "a", r: /x/ }))).toThrow(/unexpected BSON type 0xb in field "r"/);
 });
