@@ -50,10 +50,14 @@ interface Answer {
   users: number;
 }
 
+/** The raw GetUserSummary's figures, and its CTR as the service gives it (none without impressions). */
+type RawSummary = { clicks: number; impressions: number; variants: string[] };
+const summaryCtr = (s: RawSummary) => (s.impressions > 0 ? s.clicks / s.impressions : undefined);
+
 const rawAnswer = async (db: Db, rpc: Rpc, userId: string, days: number): Promise<Answer> => {
   if (rpc === "GetCtr") return (await RAW_QUERIES.GetCtr(db, { days, userId })) as Answer;
-  const s = (await RAW_QUERIES.GetUserSummary(db, { days, userId })) as { clicks: number; impressions: number; variants: string[] };
-  return { ctr: s.impressions > 0 ? s.clicks / s.impressions : undefined, users: s.clicks + s.impressions > 0 ? 1 : 0 };
+  const s = (await RAW_QUERIES.GetUserSummary(db, { days, userId })) as RawSummary;
+  return { ctr: summaryCtr(s), users: s.clicks + s.impressions > 0 ? 1 : 0 };
 };
 
 /** A grpc-js method definition for one of the service's unary methods, with protobuf-es (de)serialisation. */
@@ -91,8 +95,8 @@ async function serveFloor(uri: string, dbName: string): Promise<void> {
         return { ctr: a.ctr, users: BigInt(a.users), periodDays: req.days };
       }),
       getUserSummary: answer(summary.output, async (req) => {
-        const s = (await RAW_QUERIES.GetUserSummary(db, { days: req.days, userId: req.userId })) as { clicks: number; impressions: number; variants: string[] };
-        return { userId: req.userId, periodDays: req.days, totalClicks: BigInt(s.clicks), totalImpressions: BigInt(s.impressions), ctr: s.impressions > 0 ? s.clicks / s.impressions : undefined, variantsUsed: s.variants };
+        const s = (await RAW_QUERIES.GetUserSummary(db, { days: req.days, userId: req.userId })) as RawSummary;
+        return { userId: req.userId, periodDays: req.days, totalClicks: BigInt(s.clicks), totalImpressions: BigInt(s.impressions), ctr: summaryCtr(s), variantsUsed: s.variants };
       }),
     },
   );
