@@ -86,7 +86,7 @@ export class ServerMetrics {
     this.batchEvents = new Histogram({
       name: `${METRIC_PREFIX}write_batch_events`,
       help: "Events per batch written to MongoDB; concurrent calls' writes are combined into one batch (group commit).",
-      buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
+      buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000],
       registers,
     });
     this.writesCommitted = new Counter({

@@ -240,4 +240,31 @@ describe("concurrent writes combined into shared batches (group commit)", () => 
     // 100 concurrent writes went as far fewer batches.
     expect(figures.batches).toBeLessThan(figures.writes / 2);
   });
+
+  it("writes concurrent StreamEvents streams' messages through the same batches, each event once and each stream answered for its own", async () => {
+    const before = await batchFigures();
+    const STREAMS = 4;
+    const MESSAGES = 6;
+    const EVENTS = 300;
+    // Each stream repeats one event of its own first message in its last: a duplicate whichever write lands first.
+    async function* messages(s: number): AsyncIterable<{ events: EventInit[] }> {
+      for (let m = 0; m < MESSAGES; m++) {
+        const events = Array.from({ length: EVENTS }, (_, i) => (i % 3 === 0 ? click({ eventId: `st-${s}-${m}-${i}` }) : impression({ eventId: `st-${s}-${m}-${i}` })));
+        if (m === MESSAGES - 1) events[0] = click({ eventId: `st-${s}-0-0` });
+        yield { events };
+      }
+    }
+    const answers = await Promise.all(Array.from({ length: STREAMS }, (_, s) => g.client.streamEvents(messages(s))));
+    for (const a of answers) expect([a.accepted, a.duplicates, a.rejected, a.batches]).toEqual([BigInt(MESSAGES * EVENTS - 1), 1n, 0n, BigInt(MESSAGES)]);
+    const stored = (prefix: string) => ({ event_id: { $regex: `^${prefix}` } });
+    expect(await g.server.store.collections.clicks.countDocuments(stored("st-"))).toBe(STREAMS * (MESSAGES * (EVENTS / 3) - 1));
+    expect(await g.server.store.collections.impressions.countDocuments(stored("st-"))).toBe(STREAMS * MESSAGES * ((2 * EVENTS) / 3));
+    const after = await batchFigures();
+    expect(after.writes - before.writes).toBe(STREAMS * MESSAGES);
+    expect(after.events - before.events).toBe(STREAMS * MESSAGES * EVENTS);
+    // The rollups counted what was stored, each event once (this server's earlier events included).
+    const ctr = await g.client.getCtr({ days: 1 });
+    const all = { clicks: BigInt(await g.server.store.collections.clicks.countDocuments()), impressions: BigInt(await g.server.store.collections.impressions.countDocuments()) };
+    expect({ clicks: ctr.clicks, impressions: ctr.impressions }).toEqual(all);
+  });
 });
