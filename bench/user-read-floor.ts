@@ -225,28 +225,46 @@ async function measure(o: { uri: string; dbName: string; enginePid: number | und
   }
 }
 
+const USAGE = `usage:
+  node dist/bench/user-read-floor.js --mongodb-uri URI --db NAME [--engine-pid PID]
+  node dist/bench/user-read-floor.js --dbpath DIR --db NAME        (starts the embedded engine there)
+    [--calls 200] [--users 10000] [--days 30] [--seed 1] [--json]
+--json prints the figures as JSON on stdout.`;
+
+/** A mistake in the command line: its message and the usage, without a stack trace. */
+class UsageError extends Error {}
+
+function options() {
+  try {
+    return parseArgs({ options: OPTIONS, strict: true });
+  } catch (error) {
+    throw new UsageError(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+  }
+}
+
+const OPTIONS = {
+  help: { type: "boolean", default: false },
+  "serve-floor": { type: "boolean", default: false },
+  "mongodb-uri": { type: "string" },
+  dbpath: { type: "string" },
+  db: { type: "string" },
+  "engine-pid": { type: "string" },
+  calls: { type: "string", default: "200" },
+  users: { type: "string", default: "10000" },
+  days: { type: "string", default: "30" },
+  seed: { type: "string", default: "1" },
+  json: { type: "boolean", default: false },
+} as const;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      "serve-floor": { type: "boolean", default: false },
-      "mongodb-uri": { type: "string" },
-      dbpath: { type: "string" },
-      db: { type: "string" },
-      "engine-pid": { type: "string" },
-      calls: { type: "string", default: "200" },
-      users: { type: "string", default: "10000" },
-      days: { type: "string", default: "30" },
-      seed: { type: "string", default: "1" },
-      json: { type: "boolean", default: false },
-    },
-    strict: true,
-  });
-  if (values.db === undefined) throw new Error("--db is required (the database the benchmark loaded)");
-  if ((values["mongodb-uri"] === undefined) === (values.dbpath === undefined)) throw new Error("give one of --mongodb-uri and --dbpath");
+  const { values } = options();
+  if (values.help) return console.log(USAGE);
+  if (values.db === undefined) throw new UsageError(`--db is required (the database the benchmark loaded)\n${USAGE}`);
+  if ((values["mongodb-uri"] === undefined) === (values.dbpath === undefined)) throw new UsageError(`give one of --mongodb-uri and --dbpath\n${USAGE}`);
   if (values["serve-floor"]) return serveFloor(values["mongodb-uri"]!, values.db);
   const positive = (name: "calls" | "users" | "days" | "seed") => {
     const n = Number(values[name]);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer`);
     return n;
   };
   const [calls, users, days, seed] = [positive("calls"), positive("users"), positive("days"), positive("seed")];
@@ -273,6 +291,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
+  console.error(error instanceof UsageError ? `user-read-floor: ${error.message}` : error);
+  process.exit(error instanceof UsageError ? 2 : 1);
 });

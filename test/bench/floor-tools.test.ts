@@ -136,9 +136,17 @@ describe("user-read-floor", () => {
     }
   });
 
-  it("refuses a missing database with a message", async () => {
-    const error = (await run(process.execPath, [tool("user-read-floor.js"), "--mongodb-uri", "mongodb://127.0.0.1:1"], { cwd: ROOT }).catch((e: unknown) => e)) as { code: number; stderr: string };
-    expect(error.code).toBe(1);
-    expect(error.stderr).toMatch(/--db is required/);
+  it("refuses a missing database or an unknown flag with a message and its usage, and prints the usage on --help", async () => {
+    const refused = async (...args: string[]) => (await run(process.execPath, [tool("user-read-floor.js"), ...args], { cwd: ROOT }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    const missing = await refused("--mongodb-uri", "mongodb://127.0.0.1:1");
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^user-read-floor: --db is required/);
+    const unknown = await refused("--dbpath", "/tmp", "--db", "x", "--json", "out.json");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/Unexpected argument 'out.json'/);
+    expect(unknown.stderr).toMatch(/usage:/);
+    expect(unknown.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    const help = await run(process.execPath, [tool("user-read-floor.js"), "--help"], { cwd: ROOT });
+    expect(help.stdout).toMatch(/--calls 200/);
   });
 });
