@@ -1156,7 +1156,8 @@ async function run(o: BenchOptions, res: Resources): Promise<{ report: BenchRepo
     log(`starting the embedded MongoDB engine in ${dataDir}`);
     res.enginePending = startEmbeddedMongo({ dbPath: dataDir });
     res.engine = await res.enginePending;
-    mongoUri = res.engine.uri;
+    // As `npm start` connects to its embedded engine: through its Unix socket.
+    mongoUri = res.engine.socketUri;
     log(`engine pid ${res.engine.pid} at ${mongoUri}`);
     sampler.track("engine", res.engine.pid, () => fail(res, `the MongoDB engine (pid ${res.engine?.pid}) exited unexpectedly during ${sampler.phase}`));
   }

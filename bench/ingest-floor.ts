@@ -113,7 +113,7 @@ async function main(): Promise<void> {
 
   const dir = await mkdtemp(path.join(os.tmpdir(), "ingest-floor-"));
   const engine = await startEmbeddedMongo({ dbPath: dir });
-  const client = new MongoClient(engine.uri, { monitorCommands: true, writeConcern: { w: "majority", journal: true } });
+  const client = new MongoClient(engine.socketUri, { monitorCommands: true, writeConcern: { w: "majority", journal: true } });
   let cleaning: Promise<void> | undefined;
   const cleanUp = () => (cleaning ??= client.close().catch(() => undefined).then(() => engine.stop()).then(() => rm(dir, { recursive: true, force: true })));
   process.once("SIGINT", () => void cleanUp().finally(() => process.exit(130)));

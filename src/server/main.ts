@@ -42,8 +42,9 @@ async function main(): Promise<void> {
   if (mongoUri === undefined) {
     const dbPath = resolve(config.dataDir);
     embedded = await startEmbeddedMongo({ dbPath });
-    mongoUri = embedded.uri;
-    logger.info({ dbPath, pid: embedded.pid }, "MONGODB_URI not set: using the embedded MongoDB engine (development only)");
+    // Its own Unix socket: the same engine without its TCP front's hop each way (embedded-engine.ts).
+    mongoUri = embedded.socketUri;
+    logger.info({ dbPath, pid: embedded.pid, uri: mongoUri }, "MONGODB_URI not set: using the embedded MongoDB engine (development only)");
   }
   if (stopping) return;
   try {

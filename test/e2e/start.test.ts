@@ -28,6 +28,8 @@ it("serves with the embedded engine, stops cleanly on SIGTERM and keeps data acr
   client.close();
   expect(await stop(first, "SIGTERM")).toBe(0);
   expect(first.logs.map((l) => l.msg)).toContain("click-analytics stopped");
+  // Connected through the engine's own Unix socket, not its TCP front.
+  expect(first.logs.find((l) => String(l.msg).startsWith("MONGODB_URI not set"))).toMatchObject({ uri: expect.stringMatching(/^mongodb:\/\/%2F.+\.sock\/\?directConnection=true$/) });
 
   const second = await start({});
   const again = createClickAnalyticsClient(`127.0.0.1:${second.port}`);

@@ -2,7 +2,7 @@
 // launcher (bin/mongod-embedded), via mongodb-memory-server (inject('mongoUri')) and via
 // startEmbeddedMongo (what `npm start` uses). No mocks: everything talks to the real engine.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -138,6 +138,26 @@ describe('startEmbeddedMongo', () => {
     const second = await withEngine((client) => client.db(DB_NAME).collection('kept').findOne({ _id: 'restart' } as never));
     expect(second.pid).not.toBe(first.pid);
     expect(second.result).toEqual({ _id: 'restart', n: 42 });
+  }, 120_000);
+
+  // What `npm start` connects through: the engine's own Unix socket, in a directory of this user's only.
+  it('serves the same engine on its Unix socket (socketUri) as on its TCP front (uri)', async () => {
+    const engine = await startEmbeddedMongo({ dbPath });
+    try {
+      const socketPath = decodeURIComponent(/^mongodb:\/\/([^/]+)\/\?directConnection=true$/.exec(engine.socketUri)?.[1] ?? '');
+      expect(socketPath).toMatch(/\.sock$/);
+      expect((await stat(socketPath)).isSocket()).toBe(true);
+      expect((await stat(path.dirname(socketPath))).mode & 0o077).toBe(0);
+      const [tcp, unix] = await Promise.all([MongoClient.connect(engine.uri), MongoClient.connect(engine.socketUri)]);
+      try {
+        await tcp.db(DB_NAME).collection('both').insertOne({ _id: 'written over tcp' } as never);
+        expect(await unix.db(DB_NAME).collection('both').findOne({ _id: 'written over tcp' } as never)).toEqual({ _id: 'written over tcp' });
+      } finally {
+        await Promise.all([tcp.close(), unix.close()]);
+      }
+    } finally {
+      await engine.stop();
+    }
   }, 120_000);
 
   it('rejects with the reason when the directory is already in use', async () => {
