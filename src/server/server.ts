@@ -106,6 +106,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       drained: (records) => logger.info({ records }, "spooled events written to storage"),
       drainFailed: (error) => logger.warn({ err: String(error) }, "spool not drained yet; retrying"),
       committed: (events, writes) => metrics?.recordBatch(events, writes),
+      stalled: (batch) => logger.warn(batch, "a batch write has not ended"),
     },
   });
   if (store.writer.pending > 0) logger.warn({ batches: store.writer.pending }, "replaying events left in the spool by a previous run");

@@ -216,7 +216,9 @@ it("MongoDB SIGKILLed repeatedly under many concurrent writers: only OK, UNAVAIL
       last = JSON.stringify({ stored, read: "clicks" in res ? { clicks: Number(res.clicks), impressions: Number(res.impressions) } : Status[res.code] });
       if (Date.now() > until) {
         const warnings = server.logs.filter((l) => (l.level === "warn" || l.level === "error") && l.msg !== "rpc").slice(-12);
-        throw new Error(`metrics never matched the stored events: ${last}; stored batches not counted: ${await uncountedBatches(db)}; server warnings: ${JSON.stringify(warnings)}; the driver's last topology lines: ${JSON.stringify(driverTopologyLines().slice(-15))}`);
+        // A batch write that never ended leaves its batch unsettled (seen once: its events stored, its pending record left).
+        const stalled = server.logs.filter((l) => l.msg === "a batch write has not ended");
+        throw new Error(`metrics never matched the stored events: ${last}; stored batches not counted: ${await uncountedBatches(db)}; batch writes reported stalled: ${JSON.stringify(stalled)}; server warnings: ${JSON.stringify(warnings)}; the driver's last topology lines: ${JSON.stringify(driverTopologyLines().slice(-15))}`);
       }
       await pause(200);
     }

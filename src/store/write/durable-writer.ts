@@ -10,7 +10,7 @@
  */
 import type { WriteItem } from "../../core/batch.js";
 import type { Collections } from "../schema/documents.js";
-import { writeEvents } from "./event-writer.js";
+import { writeEvents, type BatchStage } from "./event-writer.js";
 import { GroupCommit } from "./group-commit.js";
 import { repairRollups } from "../rollups/repair.js";
 import { settleBatch } from "../rollups/pending-batches.js";
@@ -26,6 +26,20 @@ export interface WriterEvents {
   drainFailed?(error: unknown): void;
   /** A batch of `events` events, combined from `writes` callers' writes, was written. */
   committed?(events: number, writes: number): void;
+  /**
+   * A batch's write has not ended `seconds` after it began, still at `stage` (reported once per
+   * batch). Until it ends its writer does not know whether it failed, so nothing settles it, and
+   * reads may count fewer events than are stored.
+   */
+  stalled?(batch: { marker: string; stage: BatchStage; events: number; seconds: number }): void;
+}
+
+/** A batch being written, for the stall report. */
+interface InFlightBatch {
+  stage: BatchStage;
+  since: number;
+  events: number;
+  reported: boolean;
 }
 
 export class DurableWriter {
@@ -36,6 +50,16 @@ export class DurableWriter {
   private readonly group: GroupCommit;
   /** Batches whose write failed midway: settled first thing once MongoDB answers (see settleBatch). */
   private readonly unsettled = new Set<string>();
+  /** Batches being written, by marker (see stalled). */
+  private readonly inFlight = new Map<string, InFlightBatch>();
+  private readonly onStage = (marker: string, stage: BatchStage, events: number): void => {
+    if (stage === "ended") this.inFlight.delete(marker);
+    else {
+      const batch = this.inFlight.get(marker);
+      if (batch === undefined) this.inFlight.set(marker, { stage, since: Date.now(), events, reported: false });
+      else batch.stage = stage;
+    }
+  };
   /**
    * Bumped after every write attempt of this process (committed, failed, replayed, settled or
    * repaired): a cheap local "something may have changed" signal for live views. Other servers'
@@ -59,6 +83,8 @@ export class DurableWriter {
     private readonly lease?: WriterLease,
     /** Tells when the engine stops answering: writes then go to the spool at once (see write). */
     private readonly watchdog?: StorageWatchdog,
+    /** A batch write not ended after this long is reported (WriterEvents.stalled). */
+    private readonly stallAfterMs = 10_000,
   ) {
     this.group = new GroupCommit(async (items) => {
       // A retry of a failed batch's events is a duplicate of what that batch stored: settle it
@@ -66,7 +92,7 @@ export class DurableWriter {
       if (this.unsettled.size > 0) await this.settleFailedBatches();
       await this.lease?.ensure();
       try {
-        return await writeEvents(this.c, items, (marker) => this.unsettled.add(marker), this.lease?.run);
+        return await writeEvents(this.c, items, (marker) => this.unsettled.add(marker), this.lease?.run, this.onStage);
       } finally {
         this.changes++;
       }
@@ -84,10 +110,23 @@ export class DurableWriter {
     });
     this.repairTimer = setInterval(() => void this.repair(), Math.max(1000, Math.min(repairAfterMs / 2, 30_000)));
     this.repairTimer.unref();
+    this.stallTimer = setInterval(() => this.reportStalls(), Math.max(100, Math.min(stallAfterMs / 4, 5_000)));
+    this.stallTimer.unref();
     void this.repair();
   }
 
   private readonly repairTimer: NodeJS.Timeout;
+  private readonly stallTimer: NodeJS.Timeout;
+
+  /** Reports, once each, batch writes that have gone on for stallAfterMs. */
+  private reportStalls(): void {
+    const now = Date.now();
+    for (const [marker, batch] of this.inFlight) {
+      if (batch.reported || now - batch.since < this.stallAfterMs) continue;
+      batch.reported = true;
+      this.events.stalled?.({ marker, stage: batch.stage, events: batch.events, seconds: Math.round((now - batch.since) / 1000) });
+    }
+  }
   private readonly stopWatching: (() => void) | undefined;
   /** Writes answered from the spool while their MongoDB write hung: still running, not yet counted. */
   private abandoned = 0;
@@ -218,7 +257,7 @@ export class DurableWriter {
       const replayed = await this.spool.drain(async (events) => {
         await this.lease?.ensure();
         try {
-          await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker), this.lease?.run);
+          await writeEvents(this.c, events.map((tracked, index) => ({ index, tracked })), (marker) => this.unsettled.add(marker), this.lease?.run, this.onStage);
         } finally {
           this.changes++;
         }
@@ -244,6 +283,7 @@ export class DurableWriter {
     this.closed = true;
     clearTimeout(this.timer);
     clearInterval(this.repairTimer);
+    clearInterval(this.stallTimer);
     this.stopWatching?.();
     this.spool?.close();
   }

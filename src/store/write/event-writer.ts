@@ -33,21 +33,33 @@ interface InsertReply extends WriteReply {
 }
 
 /**
+ * Where a batch's write is: recording its pending record, storing its events, counting them
+ * (rollups and click links) and dropping the record; `ended` once the call has returned or thrown.
+ */
+export type BatchStage = "recording" | "storing" | "counting" | "ended";
+
+/** Told of a batch's stages as its write goes (see BatchStage). */
+export type StageListener = (marker: string, stage: BatchStage, events: number) => void;
+
+/**
  * Writes a batch; returns the `index` of every item that turned out to be a duplicate. When it
  * fails, `unsettled` learns the batch's marker: whether the batch was counted is then unknown
- * until settleBatch says.
+ * until settleBatch says. `onStage` follows the write's stages.
  */
-export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void, writer?: string): Promise<Set<number>> {
+export async function writeEvents(c: Collections, items: readonly WriteItem[], unsettled?: (marker: string) => void, writer?: string, onStage?: StageListener): Promise<Set<number>> {
   // The batch's marker: on every event it stores, and on a pending-batch record that lists the
   // batch's event ids until its rollup increments are applied; if this call dies in between,
   // repairRollups finds the record and finishes the job (see rollups/repair.ts).
   const marker = pendingMarker();
   const { clicks, impressions } = batchDocuments(items, marker);
+  const stage = onStage === undefined ? undefined : (s: BatchStage) => onStage(marker, s, items.length);
   try {
-    return await writeBatch(c, marker, clicks, impressions, writer);
+    return await writeBatch(c, marker, clicks, impressions, writer, stage);
   } catch (error) {
     unsettled?.(marker);
     throw error;
+  } finally {
+    stage?.("ended");
   }
 }
 
@@ -82,8 +94,11 @@ async function writeBatch(
   clicks: { index: number; doc: ClickDocument }[],
   impressions: { index: number; doc: ImpressionDocument }[],
   writer: string | undefined,
+  stage: ((s: BatchStage) => void) | undefined,
 ): Promise<Set<number>> {
+  stage?.("recording");
   if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id), writer);
+  stage?.("storing");
   const [dupClicks, dupImpressions] = await allEnded([
     insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
     insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
@@ -92,6 +107,7 @@ async function writeBatch(
   const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const newImpressions = impressions.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
   const storedClicked = new Map(newImpressions.filter((d) => d.clicked_on_insert === true).map((d) => [d.impression_id, d]));
+  stage?.("counting");
   await allEnded([
     // Only what was new counts; a duplicate was counted when it was first written (or will be, when its batch is settled).
     rollUp(c, newClicks, newImpressions, marker),
