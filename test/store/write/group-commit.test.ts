@@ -6,38 +6,10 @@
 import { BSON } from "mongodb";
 import { describe, expect, it } from "vitest";
 import type { WriteItem } from "../../../src/core/batch.js";
-import type { ClickEvent, Impression } from "../../../src/core/events.js";
 import { estimatedItemBytes, GroupCommit, type GroupCommitOptions } from "../../../src/store/write/group-commit.js";
 import { batchDocuments } from "../../../src/store/write/event-writer.js";
 import { pendingMarker } from "../../../src/store/rollups/rollup-delta.js";
-
-const impression = (id: string, over: Partial<Impression> = {}): Impression => ({
-  eventId: id,
-  impressionId: id,
-  userId: "u1",
-  sessionId: "s1",
-  query: "shoes",
-  variant: "A",
-  resultsCount: 10,
-  responseTimeMs: 12,
-  timestamp: new Date("2026-12-01T10:00:00Z"),
-  ...over,
-});
-
-const click = (id: string, over: Partial<ClickEvent> = {}): ClickEvent => ({
-  eventId: id,
-  impressionId: null,
-  userId: "u1",
-  sessionId: "s1",
-  productId: "p1",
-  rank: 1,
-  searchQuery: "shoes",
-  variant: "A",
-  responseTimeMs: 12,
-  source: "SEARCH_RESULTS",
-  timestamp: new Date("2026-12-01T10:00:01Z"),
-  ...over,
-});
+import { click, impression } from "../../support/validated-events.js";
 
 /** `n` impressions of a caller, indexed from 0 as a request's events are. */
 const items = (caller: string, n: number): WriteItem[] => Array.from({ length: n }, (_, index) => ({ index, tracked: { kind: "impression", event: impression(`${caller}-${index}`) } }));

@@ -10,11 +10,11 @@ import os from "node:os";
 import path from "node:path";
 import { MongoClient } from "mongodb";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { Impression } from "../../../src/core/events.js";
 import { startEmbeddedMongo, type EmbeddedMongo } from "../../../src/store/engine/embedded-engine.js";
 import { collections, type Collections } from "../../../src/store/schema/documents.js";
 import { ensureIndexes } from "../../../src/store/schema/indexes.js";
 import { DurableWriter, type WriterEvents } from "../../../src/store/write/durable-writer.js";
+import { impression } from "../../support/validated-events.js";
 
 let dir: string;
 let engine: EmbeddedMongo;
@@ -33,18 +33,6 @@ afterAll(async () => {
   await client?.close();
   await engine?.stop();
   await rm(dir, { recursive: true, force: true });
-});
-
-const impression = (id: string): Impression => ({
-  eventId: id,
-  impressionId: id,
-  userId: "u1",
-  sessionId: "s1",
-  query: "shoes",
-  variant: "A",
-  resultsCount: 10,
-  responseTimeMs: 12,
-  timestamp: new Date("2026-12-01T10:00:00Z"),
 });
 
 it("reports a batch write that has not ended, once, with its stage; and nothing for one that ends in time", { timeout: 60_000 }, async () => {
