@@ -60,7 +60,7 @@
 import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
+import { parseCommandLine, runTool, UsageError } from "./command-line.js";
 import { MongoClient, type Db, type Document } from "mongodb";
 import { chunks, generateEvents, type ClickRecord, type DatasetEvent, type ImpressionRecord } from "../src/cli/traffic-generator.js";
 import type { WriteItem } from "../src/core/batch.js";
@@ -99,14 +99,24 @@ interface Phase {
 /** A batch's write, prepared before the clock starts: only the engine's work is timed. */
 type Write = () => Promise<unknown>;
 
+const USAGE = `usage: node dist/bench/ingest-floor.js [--events 200000] [--writers 4] [--batch 1000] [--json PATH]
+Engine CPU per event of a raw insert, the least statements, the service's documents and fields,
+and the service's own write path, on the benchmark's events; --json also writes them to PATH.`;
+
+const OPTIONS = {
+  help: { type: "boolean", default: false },
+  events: { type: "string", default: "200000" },
+  writers: { type: "string", default: "4" },
+  batch: { type: "string", default: "1000" },
+  json: { type: "string" },
+} as const;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: { events: { type: "string", default: "200000" }, writers: { type: "string", default: "4" }, batch: { type: "string", default: "1000" }, json: { type: "string" } },
-    strict: true,
-  });
+  const { values } = parseCommandLine(OPTIONS, USAGE);
+  if (values.help) return void process.stdout.write(`${USAGE}\n`);
   const positive = (name: string, raw: string) => {
     const n = Number(raw.replace(/[_,]/g, ""));
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got "${raw}"\n${USAGE}`);
     return n;
   };
   const o = { events: positive("events", values.events), writers: positive("writers", values.writers), batch: positive("batch", values.batch) };
@@ -390,7 +400,4 @@ function toWriteItem(e: DatasetEvent, index: number): WriteItem {
   return { index, tracked: { kind: "impression", event: validateImpression({ eventId, impressionId, userId, sessionId, query, variant, resultsCount, responseTimeMs, timestamp, teams }) } };
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`ingest-floor: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exit(1);
-});
+runTool("ingest-floor", main);

@@ -27,7 +27,7 @@ import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { parseCommandLine, runTool, UsageError } from "./command-line.js";
 import { MongoClient, type Db } from "mongodb";
 import { ClickAnalytics } from "../gen/clickanalytics/v1/click_analytics_pb.js";
 import { createClickAnalyticsClient, type ClickAnalyticsClient } from "../src/client/index.js";
@@ -231,17 +231,6 @@ const USAGE = `usage:
     [--calls 200] [--users 10000] [--days 30] [--seed 1] [--json]
 --json prints the figures as JSON on stdout.`;
 
-/** A mistake in the command line: its message and the usage, without a stack trace. */
-class UsageError extends Error {}
-
-function options() {
-  try {
-    return parseArgs({ options: OPTIONS, strict: true });
-  } catch (error) {
-    throw new UsageError(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
-  }
-}
-
 const OPTIONS = {
   help: { type: "boolean", default: false },
   "serve-floor": { type: "boolean", default: false },
@@ -257,7 +246,7 @@ const OPTIONS = {
 } as const;
 
 async function main(): Promise<void> {
-  const { values } = options();
+  const { values } = parseCommandLine(OPTIONS, USAGE);
   if (values.help) return console.log(USAGE);
   if (values.db === undefined) throw new UsageError(`--db is required (the database the benchmark loaded)\n${USAGE}`);
   if ((values["mongodb-uri"] === undefined) === (values.dbpath === undefined)) throw new UsageError(`give one of --mongodb-uri and --dbpath\n${USAGE}`);
@@ -290,7 +279,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error instanceof UsageError ? `user-read-floor: ${error.message}` : error);
-  process.exit(error instanceof UsageError ? 2 : 1);
-});
+runTool("user-read-floor", main);

@@ -29,6 +29,19 @@ interface Phase {
 }
 
 describe("ingest-floor", () => {
+  it("refuses a bad count or an unknown flag with a message and its usage, and prints the usage on --help", async () => {
+    const refused = async (...args: string[]) => (await run(process.execPath, [tool("ingest-floor.js"), ...args], { cwd: ROOT }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    const bad = await refused("--events", "many");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^ingest-floor: --events must be a positive integer, got "many"\nusage:/);
+    const unknown = await refused("--engine", "x");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^ingest-floor: Unknown option '--engine'/);
+    expect(unknown.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    const help = await run(process.execPath, [tool("ingest-floor.js"), "--help"], { cwd: ROOT });
+    expect(help.stdout).toMatch(/^usage: node dist\/bench\/ingest-floor.js \[--events 200000\]/);
+  });
+
   it("measures raw, statements, documents, fields and the service on the same events", { timeout: 120_000 }, async () => {
     const json = path.join(dir, "ingest-floor.json");
     await run(process.execPath, [tool("ingest-floor.js"), "--events", "3000", "--json", json], { cwd: ROOT, timeout: 110_000 });
