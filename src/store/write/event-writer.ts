@@ -33,8 +33,8 @@ interface InsertReply extends WriteReply {
 }
 
 /**
- * Where a batch's write is: recording its pending record, storing its events, counting them
- * (rollups and click links) and dropping the record; `ended` once the call has returned or thrown.
+ * Where a batch's write is: recording its pending record, storing its events, or counting them
+ * (rollups and click links, then dropping the record); `ended` once the call has returned or thrown.
  */
 export type BatchStage = "recording" | "storing" | "counting" | "ended";
 
