@@ -19,6 +19,7 @@ import { UserRollupReader } from "./read/user-rollups.js";
 import { userRollups } from "./read/user-tables.js";
 import { Spool, type SpoolOptions } from "./write/spool.js";
 import { isStorageUnreachable } from "./engine/storage-errors.js";
+import { ConnectionInterrupts } from "./engine/connection-interrupts.js";
 import { DEFAULT_PING_TIMEOUT_MS, StorageWatchdog, type WatchdogOptions } from "./engine/storage-watchdog.js";
 import { DeadWriterCheck, DEFAULT_LEASE_MS, finishDeadWriters, instanceIdentity, WriterLease } from "./write/writer-lease.js";
 import { DomainError } from "../core/errors.js";
@@ -103,7 +104,7 @@ export class ClickStore {
     const { watchdog, close: closeWatchdog } = StorageWatchdog.forUri(options.uri, options.watchdog);
     try {
       const db = client.db(options.dbName);
-      const c = collections(db);
+      const c = collections(db, new ConnectionInterrupts(client));
       const retention = new RawRetention(options.rawRetentionDays);
       await ensureIndexes(c, retention.ttlSeconds);
       await markQueryTables(c);

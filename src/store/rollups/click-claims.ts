@@ -4,7 +4,7 @@
  */
 import { MongoServerError, type Document } from "mongodb";
 import type { RankClicks } from "../../core/click-attribution.js";
-import { ONE_ROUND_TRIP, type Collections } from "../schema/documents.js";
+import { abortable, ONE_ROUND_TRIP, writeCommand, type Collections } from "../schema/documents.js";
 import { keyIn, keyIs } from "../schema/indexes.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
 import { clearMarker, RollupDelta } from "./rollup-delta.js";
@@ -98,8 +98,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
       const rows = candidates.get(id)!;
       return { q: claimableFilter(id, clickCount(rows)), u: claimUpdate(rows, claim) };
     });
-    const wc = c.db.writeConcern;
-    const reply = await c.db.command({ update: c.impressions.collectionName, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
+    const reply = await writeCommand(c, { update: c.impressions.collectionName, updates, ordered: false });
     const failed = (reply.writeErrors as { errmsg: string; code: number }[] | undefined)?.[0] ?? reply.writeConcernError;
     if (failed) throw new MongoServerError({ message: `click flag failed: ${failed.errmsg}`, code: failed.code });
     claimed ||= Number(reply.n) > 0;
@@ -108,7 +107,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
     // yet, or under another claim (finished here, then tried again; as is one whose claim ended
     // between the update and this read).
     const stored = await c.impressions
-      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, "lk.n": 1 }, ...ONE_ROUND_TRIP })
+      .find({ impression_id: keyIn(pending), click_claim: { $ne: claim } }, { projection: { _id: 0, impression_id: 1, click_claim: 1, "lk.n": 1 }, ...ONE_ROUND_TRIP, ...abortable(c) })
       .toArray();
     const again = stored.filter((d) => d.click_claim !== undefined || (d.lk?.n ?? -1) < clickCount(candidates.get(d.impression_id)));
     if (again.length === 0) break;
@@ -127,7 +126,7 @@ export async function flagClickedImpressions(c: Collections, candidates: Readonl
  */
 export async function countClicked(c: Collections, claim: string): Promise<number> {
   const flipped = await c.impressions
-    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1, lk: 1 }, ...ONE_ROUND_TRIP })
+    .find({ click_claim: claim }, { projection: { _id: 1, timestamp: 1, variant: 1, query_normalized: 1, user_id: 1, results_count: 1, cf: 1, fc_t: 1, fc_r: 1, lk: 1 }, ...ONE_ROUND_TRIP, ...abortable(c) })
     .toArray();
   if (flipped.length === 0) return 0;
   const delta = new RollupDelta();

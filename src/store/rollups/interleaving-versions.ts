@@ -3,7 +3,7 @@
  * writers never tally, they only move the versions of the periods their events may change; rollUp
  * calls this after the events are inserted.
  */
-import { ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
+import { abortable, ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
 import { keyIn } from "../schema/indexes.js";
 import { floorTo, HOUR_MS } from "../schema/rollup-documents.js";
 import { bumpVersions } from "../schema/interleaving-rollup-documents.js";
@@ -22,7 +22,7 @@ export async function noteInterleavingWrites(c: Collections, clicks: readonly Pi
   for (const d of impressions) if (d.teams !== undefined && d.teams.length > 0) touch(d.timestamp, d.variant);
   const linked = [...new Set(clicks.flatMap((k) => (k.impression_id === undefined ? [] : [k.impression_id])))];
   if (linked.length > 0) {
-    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 }, ...ONE_ROUND_TRIP }).toArray();
+    const searches = await c.impressions.find({ impression_id: keyIn(linked), teams: { $exists: true } }, { projection: { _id: 0, timestamp: 1, variant: 1 }, ...ONE_ROUND_TRIP, ...abortable(c) }).toArray();
     for (const s of searches) touch(s.timestamp, s.variant);
   }
   if (touched.size === 0) return;

@@ -18,7 +18,7 @@ import { reciprocalRank, timeToClickMs } from "../../core/first-click.js";
 import { shownClicks, type LinkedClicks } from "../../core/click-attribution.js";
 import { latencyBucket } from "../../core/sketches.js";
 import { userBucket, USER_BUCKETS } from "../../core/user-buckets.js";
-import type { ClickDocument, Collections, ImpressionDocument } from "../schema/documents.js";
+import { abortable, writeCommand, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
 import { noteInterleavingWrites } from "./interleaving-versions.js";
 import { queryFieldNames, type QueryCounter } from "../schema/query-table-fields.js";
 import { userNumbers, WORD_BITS, WORD_GROUP } from "../schema/user-ids.js";
@@ -331,10 +331,9 @@ export class RollupDelta {
    */
   async apply(c: Collections, marker: string): Promise<void> {
     let ids = [...this.docs.keys()];
-    const wc = c.db.writeConcern;
     for (let attempt = 1; ids.length > 0; attempt++) {
       const updates = this.updates(ids, marker);
-      const reply = await c.db.command({ update: ROLLUPS, updates, ordered: false, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) });
+      const reply = await writeCommand(c, { update: ROLLUPS, updates, ordered: false });
       const errors = (reply.writeErrors as { index: number; errmsg: string; code: number }[] | undefined) ?? [];
       const tooLarge = errors.filter((e) => TOO_LARGE.has(e.code) && isTable(this.docs.get(ids[e.index]!)!.g)).map((e) => ids[e.index]!);
       if (tooLarge.length > 0) await markFull(c, tooLarge);
@@ -343,7 +342,7 @@ export class RollupDelta {
       const collided = errors.filter((e) => e.code === DUPLICATE_KEY).map((e) => ids[e.index]!);
       if (collided.length === 0) return;
       const settled = { _id: { $in: collided }, $or: [{ ap: marker }, { full: true }] };
-      const counted = new Set((await rollupCollection(c).find(settled, { projection: { _id: 1 } }).toArray()).map((d) => d._id));
+      const counted = new Set((await rollupCollection(c).find(settled, { projection: { _id: 1 }, ...abortable(c) }).toArray()).map((d) => d._id));
       ids = collided.filter((id) => !counted.has(id));
       if (ids.length > 0 && attempt >= 5) throw new MongoServerError({ message: `rollup update kept colliding on ${ids.join(", ")}`, code: DUPLICATE_KEY });
     }

@@ -3,7 +3,7 @@
  * the rollups and the read path, none of which it imports (only core/ and engine/). This module:
  * the event documents (clicks, impressions) and their collections.
  */
-import { Double, type Collection, type Db } from "mongodb";
+import { Double, type Collection, type Db, type Document } from "mongodb";
 import { normalizeQuery, type ClickEvent, type ClickSourceName, type Impression } from "../../core/events.js";
 import type { LinkedClicks } from "../../core/click-attribution.js";
 
@@ -86,14 +86,35 @@ export interface Collections {
   db: Db;
   clicks: Collection<ClickDocument>;
   impressions: Collection<ImpressionDocument>;
+  /** The signal that ends operations whose connection the driver interrupts (engine/connection-interrupts.ts). */
+  interrupts?: { readonly signal: AbortSignal } | undefined;
 }
 
-export function collections(db: Db): Collections {
+export function collections(db: Db, interrupts?: { readonly signal: AbortSignal }): Collections {
   return {
     db,
     clicks: db.collection<ClickDocument>(CLICKS),
     impressions: db.collection<ImpressionDocument>(IMPRESSIONS),
+    interrupts,
   };
+}
+
+/**
+ * Options for a write-path operation: ended, rather than left waiting for ever, when the driver
+ * interrupts its connection (see engine/connection-interrupts.ts). Every command of a batch's
+ * write and of its settling takes it, as any of them may be larger than a socket's buffer.
+ */
+export function abortable(c: Collections): { signal?: AbortSignal } {
+  return c.interrupts === undefined ? {} : { signal: c.interrupts.signal };
+}
+
+/**
+ * Runs a raw write command (`insert`, `update`: their replies keep each failure in its own class)
+ * with the database's write concern, which a raw command does not inherit, and abortable.
+ */
+export function writeCommand(c: Collections, command: Document): Promise<Document> {
+  const wc = c.db.writeConcern;
+  return c.db.command({ ...command, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) }, abortable(c));
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import type { Binary, Collection } from "mongodb";
 import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
-import type { Collections } from "./documents.js";
+import { writeCommand, type Collections } from "./documents.js";
 import { DAY_MS, floorTo } from "./rollup-documents.js";
 
 export const COLLECTION = "interleaving_rollups";
@@ -48,9 +48,8 @@ export async function bumpVersions(c: Collections, hours: readonly { t: number; 
   for (const { t, v } of hours) days.set(`${floorTo(t, DAY_MS)}|${v}`, { t: floorTo(t, DAY_MS), v });
   const update = (g: Grain, t: number, v: string) => ({ q: { _id: docId(g, t, v) }, u: { $inc: { ver: 1 }, $setOnInsert: { g, t: new Date(t), v } }, upsert: true });
   const updates = [...hours.map(({ t, v }) => update("h", t, v)), ...[...days.values()].map(({ t, v }) => update("d", t, v))];
-  const wc = c.db.writeConcern;
   for (let attempt = 1; ; attempt++) {
-    const reply = (await c.db.command({ update: COLLECTION, updates, ordered: true, ...(wc ? { writeConcern: { w: wc.w, j: wc.journal } } : {}) })) as WriteReply;
+    const reply = (await writeCommand(c, { update: COLLECTION, updates, ordered: true })) as WriteReply;
     const error = writeReplyError(reply);
     if (error === undefined) return;
     // Two writers creating the same document at once: the loser's upsert collides; $inc again is right (it was not applied).

@@ -9,7 +9,7 @@
  * but bits. A user's number never changes once stored: the unique _id decides who won.
  */
 import { MongoServerError, type Collection } from "mongodb";
-import { ONE_ROUND_TRIP, type Collections } from "./documents.js";
+import { abortable, ONE_ROUND_TRIP, type Collections } from "./documents.js";
 
 interface UserIdDocument {
   _id: string;
@@ -54,15 +54,15 @@ export class UserNumbers {
       }
     }
     for (let attempt = 0; missing.length > 0; attempt++) {
-      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, maxTimeMS === undefined ? ONE_ROUND_TRIP : { maxTimeMS, ...ONE_ROUND_TRIP }).toArray()) this.learn(out, d._id, Number(d.n));
+      for (const d of await userIdCollection(this.c).find({ _id: { $in: missing } }, { ...(maxTimeMS === undefined ? {} : { maxTimeMS }), ...ONE_ROUND_TRIP, ...abortable(this.c) }).toArray()) this.learn(out, d._id, Number(d.n));
       missing = missing.filter((id) => !out.has(id));
       if (missing.length === 0) break;
       if (attempt >= 3) throw new MongoServerError({ message: `could not number ${missing.length} user(s)`, code: DUPLICATE_KEY });
-      const counter = await counters(this.c).findOneAndUpdate({ _id: "user_ids" }, { $inc: { next: missing.length } }, { upsert: true, returnDocument: "after" });
+      const counter = await counters(this.c).findOneAndUpdate({ _id: "user_ids" }, { $inc: { next: missing.length } }, { upsert: true, returnDocument: "after", ...abortable(this.c) });
       const first = Number(counter!.next) - missing.length;
       const docs = missing.map((id, i) => ({ _id: id, n: first + i }));
       try {
-        await userIdCollection(this.c).insertMany(docs, { ordered: false });
+        await userIdCollection(this.c).insertMany(docs, { ordered: false, ...abortable(this.c) });
       } catch (error) {
         // Another writer numbered some of these users first: theirs stand, read them next round.
         if (!(error instanceof MongoServerError) || !isOnlyDuplicates(error)) throw error;

@@ -4,11 +4,11 @@ import type { WriteItem } from "../../core/batch.js";
 import { keyIn, keyIs } from "../schema/indexes.js";
 import { writeReplyError, type WriteReply } from "../engine/storage-errors.js";
 import { summariseClicks } from "../../core/click-attribution.js";
-import { claimMarker, pendingBatches, recordPendingBatch } from "../rollups/pending-batches.js";
+import { claimMarker, dropPendingRecord, recordPendingBatch } from "../rollups/pending-batches.js";
 import { clickCount, clickRanks, flagClickedImpressions } from "../rollups/click-claims.js";
 import { pendingMarker, rollUp } from "../rollups/rollup-delta.js";
 import { RESULTS_COUNT_CAP } from "../schema/rollup-documents.js";
-import { CLICKS, IMPRESSIONS, clickDocument, impressionDocument, ONE_ROUND_TRIP, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
+import { abortable, CLICKS, IMPRESSIONS, clickDocument, impressionDocument, ONE_ROUND_TRIP, writeCommand, type ClickDocument, type Collections, type ImpressionDocument } from "../schema/documents.js";
 
 const DUPLICATE_KEY = 11000;
 
@@ -19,10 +19,9 @@ const DUPLICATE_KEY = 11000;
  * error arrives as itself, not folded into a bulk-write error. Any failure other than a
  * duplicate propagates: with event ids, a retry of the whole batch is safe.
  */
-async function insertAll(db: Db, collection: string, docs: Document[]): Promise<number[]> {
+async function insertAll(c: Collections, collection: string, docs: Document[]): Promise<number[]> {
   if (docs.length === 0) return [];
-  // A raw command does not inherit the client's write concern: pass it explicitly.
-  const reply = (await db.command({ insert: collection, documents: docs, ordered: false, ...(db.writeConcern ? { writeConcern: { w: db.writeConcern.w, j: db.writeConcern.journal } } : {}) })) as InsertReply;
+  const reply = (await writeCommand(c, { insert: collection, documents: docs, ordered: false })) as InsertReply;
   const failure = writeReplyError(reply, DUPLICATE_KEY);
   if (failure) throw failure;
   return (reply.writeErrors ?? []).map((e) => e.index);
@@ -100,8 +99,8 @@ async function writeBatch(
   if (clicks.length + impressions.length > 0) await recordPendingBatch(c, marker, clicks.map((x) => x.doc.event_id), impressions.map((x) => x.doc.event_id), writer);
   stage?.("storing");
   const [dupClicks, dupImpressions] = await allEnded([
-    insertAll(c.db, CLICKS, clicks.map((x) => x.doc)),
-    insertAll(c.db, IMPRESSIONS, impressions.map((x) => x.doc)),
+    insertAll(c, CLICKS, clicks.map((x) => x.doc)),
+    insertAll(c, IMPRESSIONS, impressions.map((x) => x.doc)),
   ]);
   const duplicates = new Set([...dupClicks.map((i) => clicks[i]!.index), ...dupImpressions.map((i) => impressions[i]!.index)]);
   const newClicks = clicks.filter((x) => !duplicates.has(x.index)).map((x) => x.doc);
@@ -117,7 +116,7 @@ async function writeBatch(
   ]);
   // Once both are done: a writer that dies before leaves the record, and whoever settles the
   // batch counts its events and its click claim (settleBatch).
-  if (clicks.length + impressions.length > 0) await pendingBatches(c).deleteOne({ _id: marker });
+  if (clicks.length + impressions.length > 0) await dropPendingRecord(c, marker);
   return duplicates;
 }
 
@@ -156,7 +155,7 @@ async function linkClicks(c: Collections, claim: string, searches: ReadonlySet<s
   const ids = [...searches];
   if (ids.length === 0) return;
   const stored = await c.clicks
-    .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }], ONE_ROUND_TRIP)
+    .aggregate<{ _id: { i: string; r: number }; n: number; t: Date }>([{ $match: { impression_id: keyIn(ids) } }, { $group: { _id: { i: "$impression_id", r: "$rank" }, n: { $sum: 1 }, t: { $min: "$timestamp" } } }], { ...ONE_ROUND_TRIP, ...abortable(c) })
     .toArray();
   const candidates = new Map<string, { r: number; n: number; t: number }[]>();
   for (const { _id, n, t } of stored) {

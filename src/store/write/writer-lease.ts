@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Collection } from "mongodb";
-import type { Collections } from "../schema/documents.js";
+import { abortable, type Collections } from "../schema/documents.js";
 import { pendingBatches, settleBatch } from "../rollups/pending-batches.js";
 
 export interface LeaseDocument {
@@ -84,7 +84,7 @@ export class WriterLease {
   renew(): Promise<void> {
     this.renewing ??= (async () => {
       const sent = Date.now();
-      await leaseCollection(this.c).updateOne({ _id: this.run }, [{ $set: { instance: this.instance, expires: { $add: ["$$NOW", this.leaseMs] } } }], { upsert: true });
+      await leaseCollection(this.c).updateOne({ _id: this.run }, [{ $set: { instance: this.instance, expires: { $add: ["$$NOW", this.leaseMs] } } }], { upsert: true, ...abortable(this.c) });
       this.validUntil = sent + this.leaseMs;
     })().finally(() => (this.renewing = undefined));
     return this.renewing;
