@@ -278,11 +278,8 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
             const init = await (race ? race(work) : work);
             return create(method.output, init as Init<DescMessage>);
           }).then(
-            (response) => {
-              end.ok();
-              callback(null, response);
-            },
-            (error: unknown) => callback(end.failed(fail(error, ctx, logger))),
+            (response) => end.ok(() => callback(null, response)),
+            (error: unknown) => end.failed(fail(error, ctx, logger), (status) => callback(status)),
           );
         };
         break;
@@ -294,11 +291,8 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
             await guarded(ctx);
             await writeAll(call, method.output, handler(checked(call.request), ctx) as AsyncIterable<Init<DescMessage>>, ctx, options.oneInFlight?.has(method.localName));
           }).then(
-            () => {
-              end.ok();
-              call.end();
-            },
-            (error: unknown) => call.emit("error", end.failed(fail(error, ctx, logger))),
+            () => end.ok(() => call.end()),
+            (error: unknown) => end.failed(fail(error, ctx, logger), (status) => call.emit("error", status)),
           );
         };
         break;
@@ -314,11 +308,8 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
             const init = await handler(limits ? idleLimited(messages, limits.idleMs, method.name) : messages, ctx);
             return create(method.output, init as Init<DescMessage>);
           }).finally(() => release?.()).then(
-            (response) => {
-              end.ok();
-              callback(null, response);
-            },
-            (error: unknown) => callback(end.failed(fail(error, ctx, logger))),
+            (response) => end.ok(() => callback(null, response)),
+            (error: unknown) => end.failed(fail(error, ctx, logger), (status) => callback(status)),
           );
         };
         break;
@@ -329,11 +320,8 @@ export function grpcService<S extends DescService>(service: S, impl: ServiceImpl
             await guarded(ctx);
             await writeAll(call, method.output, handler(decodedStream(call), ctx) as AsyncIterable<Init<DescMessage>>, ctx);
           }).then(
-            () => {
-              end.ok();
-              call.end();
-            },
-            (error: unknown) => call.emit("error", end.failed(fail(error, ctx, logger))),
+            () => end.ok(() => call.end()),
+            (error: unknown) => end.failed(fail(error, ctx, logger), (status) => call.emit("error", status)),
           );
         };
         break;
