@@ -32,9 +32,18 @@ export class ConnectionInterrupts {
   private controller = sharedController();
   /** Pool clears with in-use connections interrupted so far (for tests and logs). */
   interrupts = 0;
+  /**
+   * Pool clears of any kind so far: each follows a network error on a connection to the engine
+   * (killed, restarted, cut off, or a check timed out). An engine that was killed may come back
+   * without the last writes it acknowledged (the embedded engine does, now and then; see
+   * test/store/write/left-records.test.ts), so writers look at what they left behind after one
+   * (DurableWriter.settleFailedBatches).
+   */
+  clears = 0;
 
   constructor(client: Pick<MongoClient, "on">) {
     client.on("connectionPoolCleared", (event) => {
+      this.clears++;
       if (!event.interruptInUseConnections) return;
       const interrupted = this.controller;
       this.controller = sharedController();

@@ -86,11 +86,19 @@ export interface Collections {
   db: Db;
   clicks: Collection<ClickDocument>;
   impressions: Collection<ImpressionDocument>;
-  /** The signal that ends operations whose connection the driver interrupts (engine/connection-interrupts.ts). */
-  interrupts?: { readonly signal: AbortSignal } | undefined;
+  /**
+   * The signal that ends operations whose connection the driver interrupts, and how many times
+   * the driver's pool has been cleared (engine/connection-interrupts.ts).
+   */
+  interrupts?: PoolInterrupts | undefined;
 }
 
-export function collections(db: Db, interrupts?: { readonly signal: AbortSignal }): Collections {
+export interface PoolInterrupts {
+  readonly signal: AbortSignal;
+  readonly clears: number;
+}
+
+export function collections(db: Db, interrupts?: PoolInterrupts): Collections {
   return {
     db,
     clicks: db.collection<ClickDocument>(CLICKS),

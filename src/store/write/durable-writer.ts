@@ -13,7 +13,8 @@ import type { Collections } from "../schema/documents.js";
 import { writeEvents, type BatchStage } from "./event-writer.js";
 import { GroupCommit } from "./group-commit.js";
 import { repairRollups } from "../rollups/repair.js";
-import { settleBatch } from "../rollups/pending-batches.js";
+import { pendingBatches, settleBatch } from "../rollups/pending-batches.js";
+import { abortable } from "../schema/documents.js";
 import type { Spool } from "./spool.js";
 import { isStorageUnreachable } from "../engine/storage-errors.js";
 import type { StorageWatchdog } from "../engine/storage-watchdog.js";
@@ -236,11 +237,30 @@ export class DurableWriter {
    * still remembered) and before a read on this server (their events are stored: they count).
    */
   async settleFailedBatches(): Promise<void> {
+    await this.adoptLeftRecords();
     for (const marker of [...this.unsettled]) {
       await settleBatch(this.c, marker);
       this.unsettled.delete(marker);
       this.changes++;
     }
+  }
+
+  /** The pool clears (see ConnectionInterrupts.clears) after which this writer last looked for records it left. */
+  private clearsLookedAt = 0;
+
+  /**
+   * After the engine's connections broke (a pool clear): this writer's pending records of batches
+   * it is not writing join the unsettled ones. Such a record belongs to a write that ended, as far
+   * as this writer knows successfully, whose last writes (its rollup update, its record's removal)
+   * the engine lost when it was killed: the embedded engine sometimes comes back without the last
+   * write it acknowledged. Settling a batch already counted changes nothing (its marker is applied).
+   */
+  private async adoptLeftRecords(): Promise<void> {
+    const clears = this.c.interrupts?.clears ?? 0;
+    if (clears === this.clearsLookedAt || this.lease === undefined) return;
+    const left = await pendingBatches(this.c).find({ w: this.lease.run }, { projection: { _id: 1 }, ...abortable(this.c) }).toArray();
+    for (const { _id } of left) if (!this.inFlight.has(_id)) this.unsettled.add(_id);
+    this.clearsLookedAt = clears;
   }
 
   /** One attempt: if MongoDB answers, replay the whole spool; otherwise try again later. */
