@@ -71,54 +71,87 @@ export interface SimulatedUsers {
   users: number;
 }
 
+/** A growable column of numbers (the users of one arm, slice by slice). */
+class Column {
+  values = new Float64Array(1024);
+  length = 0;
+  /** Appends `count` zeros; returns where they start. */
+  grow(count: number): number {
+    const at = this.length;
+    if (at + count > this.values.length) {
+      const bigger = new Float64Array(Math.max(2 * this.values.length, at + count));
+      bigger.set(this.values.subarray(0, at));
+      this.values = bigger;
+    }
+    this.values.fill(0, at, at + count);
+    this.length += count;
+    return at;
+  }
+  take(): Float64Array {
+    return this.values.slice(0, this.length);
+  }
+}
+
 /** `users` users split at random between arms (weights equal), treatment propensities times (1 + lift). */
 export function simulateUsers(seed: number, users: number, shape: UserShape, lifts: readonly number[], slices = 1): SimulatedUsers[] {
   const rng = new Random(seed);
-  const rows: { arm: number; searches: number[]; clicked: number[]; clicks: number[]; noResults: number[] }[] = [];
+  const arms = lifts.map(() => ({ users: 0, searches: new Column(), clicked: new Column(), clicks: new Column(), noResults: new Column() }));
   for (let u = 0; u < users; u++) {
     const arm = Math.floor(rng.uniform() * lifts.length);
     const n = shape.searches(rng);
     const p = Math.min(1, shape.propensity(rng) * (1 + lifts[arm]!));
     const q = shape.noResults(rng);
-    const row = { arm, searches: new Array<number>(slices).fill(0), clicked: new Array<number>(slices).fill(0), clicks: new Array<number>(slices).fill(0), noResults: new Array<number>(slices).fill(0) };
+    if (n <= 0) continue; // a user without searches is never seen (and draws nothing more)
+    const into = arms[arm]!;
+    into.users++;
+    const at = into.searches.grow(slices);
+    into.clicked.grow(slices);
+    into.clicks.grow(slices);
+    into.noResults.grow(slices);
+    const [searches, clicked, clicks, noResults] = [into.searches.values, into.clicked.values, into.clicks.values, into.noResults.values];
     for (let s = 0; s < n; s++) {
-      const k = slices === 1 ? 0 : Math.floor(rng.uniform() * slices);
-      row.searches[k]! += 1;
-      if (rng.uniform() < q) row.noResults[k]! += 1;
+      const k = at + (slices === 1 ? 0 : Math.floor(rng.uniform() * slices));
+      searches[k]! += 1;
+      if (rng.uniform() < q) noResults[k]! += 1;
       else if (p > 0 && rng.uniform() < p) {
-        row.clicked[k]! += 1;
-        row.clicks[k]! += 1 + rng.poisson(shape.extraClicks);
+        clicked[k]! += 1;
+        clicks[k]! += 1 + rng.poisson(shape.extraClicks);
       }
     }
-    if (n > 0) rows.push(row);
   }
-  return lifts.map((_, arm) => {
-    const mine = rows.filter((r) => r.arm === arm);
-    const out: SimulatedUsers = { slices, users: mine.length, searches: new Float64Array(mine.length * slices), clicked: new Float64Array(mine.length * slices), clicks: new Float64Array(mine.length * slices), noResults: new Float64Array(mine.length * slices) };
-    mine.forEach((r, i) => {
-      out.searches.set(r.searches, i * slices);
-      out.clicked.set(r.clicked, i * slices);
-      out.clicks.set(r.clicks, i * slices);
-      out.noResults.set(r.noResults, i * slices);
-    });
-    return out;
-  });
+  return arms.map((a) => ({ slices, users: a.users, searches: a.searches.take(), clicked: a.clicked.take(), clicks: a.clicks.take(), noResults: a.noResults.take() }));
+}
+
+/** Storage's bucket of user `u${id}`, remembered: the simulations ask for the same ids again and again. */
+const bucketOfId = new Map<number, number>();
+function bucketOf(id: number): number {
+  let b = bucketOfId.get(id);
+  if (b === undefined) bucketOfId.set(id, (b = userBucket(`u${id}`)));
+  return b;
 }
 
 /** What storage would hand the comparison for slices [0, upTo): per-user totals (users seen so far) and their buckets. */
 export function userVariantData(arm: SimulatedUsers, upTo = arm.slices, idOffset = 0): VariantData {
   const n = arm.users;
   const sum = (a: Float64Array) => {
+    if (upTo === arm.slices && arm.slices === 1) return a;
     const out = new Float64Array(n);
     for (let u = 0; u < n; u++) for (let k = 0; k < upTo; k++) out[u]! += a[u * arm.slices + k]!;
     return out;
   };
   const [searches, clicked, clicks, noResults] = [sum(arm.searches), sum(arm.clicked), sum(arm.clicks), sum(arm.noResults)];
-  const seen: number[] = [];
-  for (let u = 0; u < n; u++) if (searches[u]! > 0) seen.push(u);
-  const pick = (a: Float64Array) => Float64Array.from(seen, (u) => a[u]!);
+  const seen = new Int32Array(n);
+  let users = 0;
+  for (let u = 0; u < n; u++) if (searches[u]! > 0) seen[users++] = u;
+  const pick = (a: Float64Array) => {
+    const out = new Float64Array(users);
+    for (let i = 0; i < users; i++) out[i] = a[seen[i]!]!;
+    return out;
+  };
+  const ids = new Float64Array(users);
+  for (let i = 0; i < users; i++) ids[i] = seen[i]! + idOffset;
   const perUser: UserTotals = {
-    ids: Float64Array.from(seen, (u) => u + idOffset),
+    ids,
     impressions: pick(searches),
     clicks: pick(clicks),
     searchesWithClicks: pick(clicked),
@@ -128,8 +161,9 @@ export function userVariantData(arm: SimulatedUsers, upTo = arm.slices, idOffset
     reciprocalRanks: pick(clicked),
   };
   const buckets = emptyBucketSums();
-  for (const u of seen) {
-    const b = userBucket(`u${u + idOffset}`);
+  for (let i = 0; i < users; i++) {
+    const u = seen[i]!;
+    const b = bucketOf(u + idOffset);
     buckets.impressions[b]! += searches[u]!;
     buckets.clicks[b]! += clicks[u]!;
     buckets.searchesWithClicks[b]! += clicked[u]!;
@@ -142,5 +176,5 @@ export function userVariantData(arm: SimulatedUsers, upTo = arm.slices, idOffset
     for (let i = 0; i < a.length; i++) sum += a[i]!;
     return sum;
   };
-  return { impressions: total(perUser.impressions), clicks: total(perUser.clicks), searchesWithClicks: total(perUser.searchesWithClicks), noResults: total(perUser.noResults), users: seen.length, buckets, perUser };
+  return { impressions: total(perUser.impressions), clicks: total(perUser.clicks), searchesWithClicks: total(perUser.searchesWithClicks), noResults: total(perUser.noResults), users, buckets, perUser };
 }
