@@ -168,8 +168,7 @@ export function intervalOf(m: ArmMoments, metric: MetricName, s: Pick<Comparison
   const alpha = 1 - s.confidence;
   const de = design(s, m.variance, users);
   const df = armDf(m);
-  const critical = df !== undefined ? studentTCritical(alpha, df) : zCritical(s.confidence);
-  const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : critical * Math.sqrt(m.variance);
+  const half = de.sequential ? mixtureSprt(0, m.variance, de.tau2, alpha).halfWidth : (df !== undefined ? studentTCritical(alpha, df) : zCritical(s.confidence)) * Math.sqrt(m.variance);
   const high = m.value + half;
   return { low: Math.max(0, m.value - half), high: METRIC_FIELDS[metric].kind === "proportion" ? Math.min(1, high) : high };
 }

@@ -74,6 +74,28 @@ export function studentTTwoSided(t: number, df: number): number {
 /** The t with P(|T| > t) = tail (two-sided), i.e. the (1 - tail / 2) quantile; tail in (0, 1). */
 export function studentTCritical(tail: number, df: number): number {
   if (!(tail > 0 && tail < 1)) throw new RangeError(`studentTCritical needs a tail in (0, 1), got ${tail}`);
+  const byDf = criticalValues.get(tail);
+  const known = byDf?.get(df);
+  if (known !== undefined) return known;
+  const t = solveCritical(tail, df);
+  if (byDf === undefined) {
+    if (criticalValues.size >= 64) criticalValues.clear();
+    criticalValues.set(tail, new Map([[df, t]]));
+  } else {
+    if (byDf.size >= 4096) byDf.clear();
+    byDf.set(df, t);
+  }
+  return t;
+}
+
+/**
+ * Critical values already solved, by tail and df: comparisons ask for the same few again and again
+ * (each arm's interval at its confidence on users - 1), and each is ~50 evaluations of the
+ * incomplete beta function. Bounded: cleared when full.
+ */
+const criticalValues = new Map<number, Map<number, number>>();
+
+function solveCritical(tail: number, df: number): number {
   let low = 0;
   let high = 1;
   while (studentTTwoSided(high, df) > tail) high *= 2;
