@@ -9,8 +9,15 @@ import { Random } from "../support/ab-simulation.js";
 
 function sketch(values: number[]): LatencySketch {
   const histogram = new Map<number, number>();
-  for (const v of values) histogram.set(latencyBucket(v), (histogram.get(latencyBucket(v)) ?? 0) + 1);
-  return { histogram, bounds: { min: Math.min(...values), max: Math.max(...values) } };
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of values) {
+    const bucket = latencyBucket(v);
+    histogram.set(bucket, (histogram.get(bucket) ?? 0) + 1);
+    min = Math.min(min, v);
+    max = Math.max(max, v);
+  }
+  return { histogram, bounds: { min, max } };
 }
 
 /** n latencies 1..100 ms (evenly), times factor. */
@@ -117,12 +124,24 @@ describe("latency guardrail over users (issue 21): the design effect of per-user
       values.push(Array.from({ length: n }, () => 80 * Math.exp(0.5 * rng.gauss()) * f * factor));
     }
     const s = sketch(values.flat());
+    // Each user's coarse histogram as (bucket, count) pairs in the order first seen.
     const coarse = values.map((v) => {
       const h = new Map<number, number>();
-      for (const ms of v) h.set(coarseLatencyBucket(ms), (h.get(coarseLatencyBucket(ms)) ?? 0) + 1);
-      return h;
+      for (const ms of v) {
+        const bucket = coarseLatencyBucket(ms);
+        h.set(bucket, (h.get(bucket) ?? 0) + 1);
+      }
+      return { buckets: Float64Array.from(h.keys()), counts: Float64Array.from(h.values()) };
     });
-    const below = (ms: number) => Float64Array.from(coarse, (h) => [...h].reduce((sum, [k, n]) => sum + n * coarseShareBelow(k, ms), 0));
+    const below = (ms: number) => {
+      const out = new Float64Array(coarse.length);
+      coarse.forEach(({ buckets, counts }, u) => {
+        let sum = 0;
+        for (let i = 0; i < buckets.length; i++) sum += counts[i]! * coarseShareBelow(buckets[i]!, ms);
+        out[u] = sum;
+      });
+      return out;
+    };
     return { ...s, users: { searches: values.map((v) => v.length), below }, values };
   }
   const RUNS = 200;
@@ -173,7 +192,7 @@ describe("latency guardrail over users (issue 21): the design effect of per-user
         // A percentile bootstrap over users (resampling whole users), computed independently: the
         // exact p95 (numpy's linear interpolation) of each resample's searches.
         const p95 = (xs: number[]) => {
-          const s = [...xs].sort((a, b) => a - b);
+          const s = Float64Array.from(xs).sort();
           const h = 0.95 * (s.length - 1);
           const lo = Math.floor(h);
           return s[lo]! + (h - lo) * (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!);
