@@ -52,8 +52,8 @@ export const METRIC_SHAPES: readonly MetricShape[] = [
   { name: "GetTopQueries 7d", rpc: "GetTopQueries", days: 7 },
   { name: "GetTimeSeries day 30d", rpc: "GetTimeSeries", days: 30, granularity: "day" },
   { name: "GetTimeSeries hour 2d", rpc: "GetTimeSeries", days: 2, granularity: "hour" },
-  // ranker_a against ranker_b over the dataset's interleaved searches (~10% of them).
-  // It reads the window's interleaved searches and their clicks, not rollups: ~1 s a call at 1M.
+  // ranker_a against ranker_b over the dataset's interleaved searches (~10% of them), read from
+  // the interleaving rollups; the preference test runs on the users' totals (normal above 500 users).
   { name: "GetInterleavingResult 30d", rpc: "GetInterleavingResult", days: 30 },
 ];
 
