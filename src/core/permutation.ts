@@ -83,23 +83,24 @@ function choose(n: number, k: number, limit: number): number {
   return Math.round(c);
 }
 
-/** The statistic from the chosen side's sums and the totals: the chosen side is the treatment when `chosenIsTreatment`. */
-function statistic(m: PermutationMetric, chosen: Sums, total: Sums, chosenIsTreatment: boolean): number {
-  const rest: Sums = {
-    units: total.units - chosen.units,
-    numerator: total.numerator - chosen.numerator,
-    denominator: total.denominator - chosen.denominator,
-    numeratorSquares: total.numeratorSquares - chosen.numeratorSquares,
-    denominatorSquares: total.denominatorSquares - chosen.denominatorSquares,
-    products: total.products - chosen.products,
-  };
-  const [t, c] = chosenIsTreatment ? [chosen, rest] : [rest, chosen];
+/** The statistic from the chosen side's sums and the totals: the chosen side is the treatment when `chosenIsTreatment`. `rest` is scratch space for the other side's sums. */
+function statistic(m: PermutationMetric, chosen: Sums, total: Sums, chosenIsTreatment: boolean, rest: Sums = emptySums()): number {
+  rest.units = total.units - chosen.units;
+  rest.numerator = total.numerator - chosen.numerator;
+  rest.denominator = total.denominator - chosen.denominator;
+  rest.numeratorSquares = total.numeratorSquares - chosen.numeratorSquares;
+  rest.denominatorSquares = total.denominatorSquares - chosen.denominatorSquares;
+  rest.products = total.products - chosen.products;
+  const t = chosenIsTreatment ? chosen : rest;
+  const c = chosenIsTreatment ? rest : chosen;
   if (!(t.denominator > 0) || !(c.denominator > 0)) return Infinity;
   const vt = m.variance(t);
   const vc = m.variance(c);
   if (vt === undefined || vc === undefined || !(vt + vc > 0)) return Infinity;
   return (t.numerator / t.denominator - c.numerator / c.denominator) / Math.sqrt(vt + vc);
 }
+
+const emptySums = (): Sums => ({ units: 0, numerator: 0, denominator: 0, numeratorSquares: 0, denominatorSquares: 0, products: 0 });
 
 /**
  * Tests every metric on the same splits of the pooled users (see the file comment). Each metric's
@@ -129,10 +130,13 @@ export function permutationTests(metrics: readonly PermutationMetric[], alpha: n
   const draws = exact ? splits : MONTE_CARLO_DRAWS;
   const stats = metrics.map(() => new Float64Array(draws));
   const index = new Uint32Array(size);
+  // Scratch sums, reused by every split (a split's statistics allocate nothing of their own).
+  const chosen = emptySums();
+  const rest = emptySums();
   const record = (d: number) => {
     for (let k = 0; k < metrics.length; k++) {
       const p = pooled[k]!;
-      stats[k]![d] = Math.abs(statistic(metrics[k]!, sums(p.y, p.x, index, size), p.total, chosenIsTreatment));
+      stats[k]![d] = Math.abs(statistic(metrics[k]!, sums(p.y, p.x, index, size, chosen), p.total, chosenIsTreatment, rest));
     }
   };
   if (exact) {
@@ -177,8 +181,8 @@ export function permutationTests(metrics: readonly PermutationMetric[], alpha: n
   });
 }
 
-/** Sums over the entries `index` (or the first `size` entries when undefined). */
-function sums(y: Float64Array, x: Float64Array, index: Uint32Array | undefined, size: number): Sums {
+/** Sums over the entries `index` (or the first `size` entries when undefined), into `into` when given. */
+function sums(y: Float64Array, x: Float64Array, index: Uint32Array | undefined, size: number, into: Sums = emptySums()): Sums {
   let numerator = 0;
   let denominator = 0;
   let numeratorSquares = 0;
@@ -194,5 +198,11 @@ function sums(y: Float64Array, x: Float64Array, index: Uint32Array | undefined, 
     denominatorSquares += b * b;
     products += a * b;
   }
-  return { units: size, numerator, denominator, numeratorSquares, denominatorSquares, products };
+  into.units = size;
+  into.numerator = numerator;
+  into.denominator = denominator;
+  into.numeratorSquares = numeratorSquares;
+  into.denominatorSquares = denominatorSquares;
+  into.products = products;
+  return into;
 }
