@@ -295,6 +295,31 @@ describe("the interleaving result follows the requested confidence (issue 27)", 
     expect(half(at99) / half(at90)).toBeCloseTo(2.5758293035489 / 1.6448536269514722, 2);
   });
 
+  it("Monte Carlo regime: the p-value is the share of the 4,999 seeded sign vectors (with the observed one) at least as extreme, recounted user by user", () => {
+    // The plain count the service's tabled sums must reproduce exactly: users sorted by (d, n),
+    // one 32-bit word of mulberry32(0x9e3779b9) per 32 users, bit i set = user i's sign flipped.
+    for (const [users, seed, p] of [[13, 3, 0.6], [37, 5, 0.55], [200, 7, 0.52], [500, 9, 0.51]] as const) {
+      const units = lean(users, seed, p).map((u, i) => ({ d: u.d + (i % 3) - 1, n: u.n + (i % 3) }));
+      const sorted = [...units].sort((x, y) => x.d - y.d || x.n - y.n);
+      const word = mulberry32(0x9e3779b9);
+      const D = sorted.reduce((sum, u) => sum + u.d, 0);
+      const tolerance = 1e-9 * (sorted.reduce((sum, u) => sum + Math.abs(u.d) + u.n, 0) + 1);
+      let atLeast = 0;
+      for (let v = 0; v < 4_999; v++) {
+        let a = 0;
+        let bits = 0;
+        for (let i = 0; i < sorted.length; i++) {
+          if (i % 32 === 0) bits = word() * 4294967296;
+          a += (bits >>> i % 32) & 1 ? -sorted[i]!.d : sorted[i]!.d;
+        }
+        if (Math.abs(a) >= Math.abs(D) - tolerance) atLeast++;
+      }
+      const test = preferenceTest(units, 0.95)!;
+      expect(test.test, `${users} users`).toBe("monte-carlo");
+      expect(test.pValue, `${users} users`).toBe((1 + atLeast) / 5_000);
+    }
+  });
+
   it("exact and Monte Carlo regimes: the 99% interval strictly contains the 90% one", () => {
     for (const users of [10, 200]) {
       const units = lean(users, 11, 0.6);
